@@ -1,0 +1,135 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/hashicorp/raft"
+)
+
+// snapshotVersion is written into every snapshot. Bump it when the JSON shape
+// of state changes incompatibly, and teach Restore to read the old version.
+const snapshotVersion = 1
+
+// state is everything the FSM holds. Its JSON form, wrapped in
+// snapshotEnvelope, is the snapshot, so every field must be exported and
+// JSON-tagged, and must hold plain data only.
+type state struct {
+	Nodes map[string]NodeInfo `json:"nodes"`
+}
+
+func newState() *state {
+	return &state{Nodes: make(map[string]NodeInfo)}
+}
+
+// snapshotEnvelope versions the snapshot so that a binary can refuse (or
+// migrate) a format it does not understand instead of silently misreading it.
+type snapshotEnvelope struct {
+	Version int    `json:"version"`
+	State   *state `json:"state"`
+}
+
+// fsm is the raft.FSM. Raft calls Apply, Snapshot and Restore from a single
+// goroutine; Store's read methods run concurrently with those, hence mu.
+type fsm struct {
+	logger *slog.Logger
+
+	mu sync.RWMutex
+	st *state
+}
+
+var _ raft.FSM = (*fsm)(nil)
+
+func newFSM(logger *slog.Logger) *fsm {
+	return &fsm{logger: logger, st: newState()}
+}
+
+// Apply dispatches on the entry's first byte. Errors are returned, never
+// panicked: a bad entry is committed forever, and panicking would crash every
+// node on every replay of it.
+func (f *fsm) Apply(l *raft.Log) any {
+	typ, payload, err := decodeCommand(l.Data)
+	if err != nil {
+		f.logger.Error("raft fsm: cannot decode log entry", "index", l.Index, "err", err)
+		return err
+	}
+	spec, ok := commands[typ]
+	if !ok {
+		err := fmt.Errorf("%w: %d", ErrUnknownCommand, uint8(typ))
+		f.logger.Error("raft fsm: unknown command type, entry ignored",
+			"index", l.Index, "type", uint8(typ))
+		return err
+	}
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	resp, err := spec.apply(f.st, payload)
+	if err != nil {
+		// Logged at warn, not error: the caller also gets the error, and a
+		// rejected command is usually bad input, not a broken node.
+		f.logger.Warn("raft fsm: command rejected", "index", l.Index, "type", typ.String(), "err", err)
+		return err
+	}
+	return resp
+}
+
+// Snapshot serialises the state while Apply is blocked (raft guarantees that),
+// so Persist can write the bytes while Apply carries on. Serialising here
+// rather than copying maps keeps the copy deep by construction as state grows.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	data, err := json.Marshal(snapshotEnvelope{Version: snapshotVersion, State: f.st})
+	if err != nil {
+		return nil, fmt.Errorf("store: encode snapshot: %w", err)
+	}
+	return &fsmSnapshot{data: data}, nil
+}
+
+// Restore replaces the state wholesale, as raft requires: nothing from the
+// previous state may survive. The new state is fully decoded before the swap
+// so a corrupt snapshot leaves the old state in place.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+
+	var env snapshotEnvelope
+	if err := json.NewDecoder(rc).Decode(&env); err != nil {
+		return fmt.Errorf("store: decode snapshot: %w", err)
+	}
+	if env.Version != snapshotVersion {
+		return fmt.Errorf("%w: %d (want %d)", ErrSnapshotVersion, env.Version, snapshotVersion)
+	}
+	st := env.State
+	if st == nil {
+		st = newState()
+	}
+	if st.Nodes == nil {
+		st.Nodes = make(map[string]NodeInfo)
+	}
+
+	f.mu.Lock()
+	f.st = st
+	f.mu.Unlock()
+	return nil
+}
+
+type fsmSnapshot struct {
+	data []byte
+}
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s.data); err != nil {
+		// Cancel so raft discards the partial snapshot instead of keeping it.
+		_ = sink.Cancel()
+		return fmt.Errorf("store: write snapshot: %w", err)
+	}
+	if err := sink.Close(); err != nil {
+		return fmt.Errorf("store: close snapshot: %w", err)
+	}
+	return nil
+}
+
+func (s *fsmSnapshot) Release() {}

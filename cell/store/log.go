@@ -1,0 +1,46 @@
+package store
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// raftLogLevel is the lowest hclog level forwarded to slog. Raft logs every
+// election, heartbeat miss and snapshot at info/debug, which is noise for a
+// cell operator; warnings and errors are what need a human.
+const raftLogLevel = hclog.Warn
+
+// newRaftLogger returns an hclog.Logger for raft whose records end up in
+// logger. hclog has no slog bridge, so we use its intercept logger: the base
+// logger formats nothing (Exclude drops everything) and a sink forwards
+// records at raftLogLevel and above. The base level is also set to
+// raftLogLevel so raft's IsDebug/IsTrace guards skip building debug messages.
+func newRaftLogger(logger *slog.Logger) hclog.Logger {
+	l := hclog.NewInterceptLogger(&hclog.LoggerOptions{
+		Name:    "raft",
+		Level:   raftLogLevel,
+		Exclude: func(hclog.Level, string, ...any) bool { return true },
+	})
+	l.RegisterSink(slogSink{logger: logger})
+	return l
+}
+
+// slogSink is an hclog.SinkAdapter that writes to a slog.Logger.
+type slogSink struct {
+	logger *slog.Logger
+}
+
+func (s slogSink) Accept(name string, level hclog.Level, msg string, args ...any) {
+	if level < raftLogLevel || level == hclog.Off {
+		return
+	}
+	lvl := slog.LevelWarn
+	if level >= hclog.Error {
+		lvl = slog.LevelError
+	}
+	// hclog args are alternating key/value pairs, the same convention slog
+	// uses, so they pass through unchanged.
+	s.logger.With("component", name).Log(context.Background(), lvl, msg, args...)
+}
