@@ -1,0 +1,412 @@
+// Package executor runs one execution request in a fresh gVisor sandbox and
+// reports what happened: output, exit status, and CPU time, wall time and peak
+// memory as measured inside the sandbox.
+package executor
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
+	"github.com/sandboxapi/sandboxapi/sandboxes/rootfs"
+	"github.com/sandboxapi/sandboxapi/sandboxes/runsc"
+	"github.com/sandboxapi/sandboxapi/sandboxes/wire"
+)
+
+// ErrUnknownLanguage is returned for a language the node does not offer.
+var ErrUnknownLanguage = errors.New("executor: unknown language")
+
+// Status is the outcome of an execution, in the API's words.
+type Status string
+
+// Statuses.
+const (
+	StatusCompleted        Status = "completed"
+	StatusWrongAnswer      Status = "wrong_answer"
+	StatusTimeout          Status = "timeout"
+	StatusCompilationError Status = "compilation_error"
+	StatusRuntimeError     Status = "runtime_error"
+	StatusMemoryLimit      Status = "memory_limit"
+	StatusInternalError    Status = "internal_error"
+)
+
+// Limits bound one execution. A zero field takes the executor's default.
+type Limits struct {
+	CPU           time.Duration // CPU time of the program
+	Wall          time.Duration // wall-clock time of the program
+	MemoryBytes   int64         // the program's memory, its tmpfs files included
+	Processes     int           // processes and threads of the program
+	OpenFiles     int
+	FileSizeBytes int64 // largest file the program may write
+	OutputBytes   int64 // per stream; more is truncated and ends the program
+	WorkDirBytes  int64 // size of the /work tmpfs
+	TmpBytes      int64 // size of the /tmp tmpfs
+}
+
+func (l Limits) withDefaults(d Limits) Limits {
+	if l.CPU <= 0 {
+		l.CPU = d.CPU
+	}
+	if l.Wall <= 0 {
+		l.Wall = d.Wall
+	}
+	if l.MemoryBytes <= 0 {
+		l.MemoryBytes = d.MemoryBytes
+	}
+	if l.Processes <= 0 {
+		l.Processes = d.Processes
+	}
+	if l.OpenFiles <= 0 {
+		l.OpenFiles = d.OpenFiles
+	}
+	if l.FileSizeBytes <= 0 {
+		l.FileSizeBytes = d.FileSizeBytes
+	}
+	if l.OutputBytes <= 0 {
+		l.OutputBytes = d.OutputBytes
+	}
+	if l.WorkDirBytes <= 0 {
+		l.WorkDirBytes = d.WorkDirBytes
+	}
+	if l.TmpBytes <= 0 {
+		l.TmpBytes = d.TmpBytes
+	}
+	return l
+}
+
+// DefaultLimits are the limits of a request that sets none.
+var DefaultLimits = Limits{
+	CPU:           10 * time.Second,
+	Wall:          10 * time.Second,
+	MemoryBytes:   256 << 20,
+	Processes:     64,
+	OpenFiles:     256,
+	FileSizeBytes: 32 << 20,
+	OutputBytes:   1 << 20,
+	WorkDirBytes:  64 << 20,
+	TmpBytes:      64 << 20,
+}
+
+// Config is an Executor's set-up.
+type Config struct {
+	Runtime *runsc.Runtime
+	RootFS  string // built by package rootfs
+	Catalog *langs.Catalog
+	Limits  Limits // defaults; DefaultLimits when zero
+	// SandboxOverheadBytes is gVisor's own memory (sentry and gofer), added
+	// to the program's memory limit to make the sandbox's cgroup limit.
+	SandboxOverheadBytes int64
+	// HostPIDs caps the sandbox's host threads.
+	HostPIDs int64
+	// BootGrace is how long a sandbox may take to boot on top of the wall
+	// limit before the host gives up on it.
+	BootGrace time.Duration
+	Logger    *slog.Logger
+}
+
+// Executor runs requests in sandboxes.
+type Executor struct {
+	cfg Config
+}
+
+// New returns an Executor.
+func New(cfg Config) *Executor {
+	if cfg.Limits == (Limits{}) {
+		cfg.Limits = DefaultLimits
+	}
+	if cfg.SandboxOverheadBytes == 0 {
+		cfg.SandboxOverheadBytes = 128 << 20
+	}
+	if cfg.HostPIDs == 0 {
+		cfg.HostPIDs = 512
+	}
+	if cfg.BootGrace == 0 {
+		cfg.BootGrace = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Executor{cfg: cfg}
+}
+
+// Catalog is the executor's language catalog.
+func (e *Executor) Catalog() *langs.Catalog { return e.cfg.Catalog }
+
+// Request is one execution.
+type Request struct {
+	Language string
+	Code     string
+	Stdin    []byte
+	Limits   Limits
+}
+
+// Result is what happened.
+type Result struct {
+	Status          Status
+	Language        string
+	Stdout          []byte
+	Stderr          []byte
+	StdoutTruncated bool
+	StderrTruncated bool
+	CompileOutput   []byte
+	ExitCode        int
+	Signal          int
+	CPU             time.Duration // the program's, as gVisor accounted it
+	Wall            time.Duration // the program's, from start to exit
+	MemoryKB        int64         // the program's peak resident set
+	// Message explains a status that the fields above do not (an output
+	// cap, a sandbox failure).
+	Message string
+	// SandboxCPU is the host CPU the whole sandbox used: gVisor's kernel,
+	// its gofer and the program. For benchmarks, not for users.
+	SandboxCPU time.Duration
+}
+
+// Execute runs req in a new sandbox. The error is nil whenever the request
+// reached a sandbox; failures of the sandbox itself are internal_error
+// results. An unknown language gives ErrUnknownLanguage.
+func (e *Executor) Execute(ctx context.Context, req Request) (*Result, error) {
+	lang, ok := e.cfg.Catalog.Lookup(req.Language)
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownLanguage, req.Language)
+	}
+	lim := req.Limits.withDefaults(e.cfg.Limits)
+	job := e.job(lang, req, lim)
+	spec := e.spec(lim)
+
+	res := &Result{Language: lang.ID}
+	sb, err := e.cfg.Runtime.Start(ctx, spec)
+	if err != nil {
+		e.cfg.Logger.Error("sandbox start", "err", err)
+		res.Status, res.Message = StatusInternalError, "the sandbox could not be started"
+		return res, nil
+	}
+
+	go func() {
+		// If the sandbox dies before reading its job, the write fails; the
+		// frames (or their absence) tell the story.
+		_ = json.NewEncoder(sb.Stdin).Encode(job)
+		sb.Stdin.Close()
+	}()
+
+	var hostTimedOut bool
+	var mu sync.Mutex
+	deadline := lim.Wall*time.Duration(len(job.Steps)) + e.cfg.BootGrace
+	timer := time.AfterFunc(deadline, func() {
+		mu.Lock()
+		hostTimedOut = true
+		mu.Unlock()
+		sb.Kill()
+	})
+	steps, protoErr := collect(sb.Stdout, res, lim.OutputBytes, len(job.Steps))
+	timer.Stop()
+	_, _ = io.Copy(io.Discard, sb.Stdout)
+	exit := sb.Wait()
+	res.SandboxCPU = exit.Usage.CPU
+
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	mu.Lock()
+	timedOut := hostTimedOut
+	mu.Unlock()
+	e.classify(res, lang, lim, steps, exit, timedOut, protoErr)
+	return res, nil
+}
+
+func (e *Executor) job(lang *langs.Language, req Request, lim Limits) wire.Job {
+	env := append([]string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME=/work", "USER=" + rootfs.UserName, "LANG=C.UTF-8", "TMPDIR=/tmp",
+	}, lang.Env...)
+	wl := wire.Limits{
+		CPUMillis:     lim.CPU.Milliseconds(),
+		WallMillis:    lim.Wall.Milliseconds(),
+		Processes:     lim.Processes,
+		OpenFiles:     lim.OpenFiles,
+		FileSizeBytes: lim.FileSizeBytes,
+		OutputBytes:   lim.OutputBytes,
+	}
+	job := wire.Job{
+		WorkDir: "/work", UID: rootfs.UserID, GID: rootfs.GroupID,
+		Files: []wire.File{{Path: lang.SourceFile, Content: []byte(req.Code)}},
+	}
+	if lang.Compile != nil {
+		job.Steps = append(job.Steps, wire.Step{Name: "compile", Argv: lang.Compile, Env: env, Dir: "/work", Limits: wl, MergeStderr: true})
+	}
+	job.Steps = append(job.Steps, wire.Step{Name: "run", Argv: lang.Run, Env: env, Dir: "/work", Stdin: req.Stdin, Limits: wl})
+	return job
+}
+
+// initCapabilities are what the init needs to write the work dir, run the
+// program as the sandbox user, bound its rlimits and kill what it leaves.
+var initCapabilities = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL",
+	"CAP_SETUID", "CAP_SETGID", "CAP_SYS_RESOURCE",
+}
+
+func (e *Executor) spec(lim Limits) runsc.Spec {
+	return runsc.Spec{
+		ID:     newID("sbx-", 8),
+		RootFS: e.cfg.RootFS,
+		Mounts: []specs.Mount{
+			{Destination: "/usr", Type: "bind", Source: "/usr", Options: []string{"rbind", "ro", "nosuid", "nodev"}},
+			{Destination: "/work", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777", fmt.Sprintf("size=%d", lim.WorkDirBytes)}},
+			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777", fmt.Sprintf("size=%d", lim.TmpBytes)}},
+		},
+		Args:         []string{rootfs.InitPath},
+		Env:          []string{"PATH=/usr/bin:/bin"},
+		Cwd:          "/",
+		Capabilities: initCapabilities,
+		MemoryBytes:  lim.MemoryBytes + e.cfg.SandboxOverheadBytes,
+		HostPIDs:     e.cfg.HostPIDs,
+	}
+}
+
+// stepOutput is one step's output and result as the init reported them.
+type stepOutput struct {
+	result *wire.StepResult
+	stdout []byte
+	stderr []byte
+}
+
+// collect reads frames until the init's stdout closes. The init caps each
+// stream itself; the host caps again, in case the init was subverted.
+func collect(r io.Reader, res *Result, capBytes int64, nSteps int) ([]stepOutput, error) {
+	steps := make([]stepOutput, 0, nSteps)
+	cur := stepOutput{}
+	add := func(dst *[]byte, p []byte, truncated *bool) {
+		room := capBytes - int64(len(*dst))
+		if int64(len(p)) > room {
+			p = p[:max(room, 0)]
+			*truncated = true
+		}
+		*dst = append(*dst, p...)
+	}
+	var outTrunc, errTrunc bool
+	for {
+		t, p, err := wire.ReadFrame(r)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = nil
+			}
+			if cur.result != nil || len(cur.stdout) > 0 || len(cur.stderr) > 0 {
+				steps = append(steps, cur)
+			}
+			res.StdoutTruncated = res.StdoutTruncated || outTrunc
+			res.StderrTruncated = res.StderrTruncated || errTrunc
+			return steps, err
+		}
+		switch t {
+		case wire.FrameStdout:
+			add(&cur.stdout, p, &outTrunc)
+		case wire.FrameStderr:
+			add(&cur.stderr, p, &errTrunc)
+		case wire.FrameResult:
+			var sr wire.StepResult
+			if err := json.Unmarshal(p, &sr); err != nil {
+				return steps, fmt.Errorf("executor: bad result frame: %w", err)
+			}
+			cur.result = &sr
+			steps = append(steps, cur)
+			cur = stepOutput{}
+		case wire.FrameError:
+			return steps, fmt.Errorf("executor: sandbox init: %s", p)
+		}
+	}
+}
+
+func (e *Executor) classify(res *Result, lang *langs.Language, lim Limits, steps []stepOutput, exit runsc.Exit, hostTimedOut bool, protoErr error) {
+	var run *stepOutput
+	for i := range steps {
+		s := &steps[i]
+		if s.result != nil && s.result.Name == "compile" {
+			res.CompileOutput = append(s.stdout, s.stderr...)
+			if s.result.ExitCode != 0 || s.result.Signal != 0 {
+				res.Status = StatusCompilationError
+				res.ExitCode, res.Signal = s.result.ExitCode, s.result.Signal
+				if s.result.WallExceeded || s.result.CPUExceeded {
+					res.Message = "compilation exceeded the time limit"
+				}
+				return
+			}
+			continue
+		}
+		run = s
+	}
+	if run != nil {
+		res.Stdout, res.Stderr = run.stdout, run.stderr
+	}
+	var r *wire.StepResult
+	if run != nil {
+		r = run.result
+	}
+	if r != nil {
+		res.ExitCode, res.Signal = r.ExitCode, r.Signal
+		res.CPU = time.Duration(r.CPUMillis) * time.Millisecond
+		res.Wall = time.Duration(r.WallMillis) * time.Millisecond
+		res.MemoryKB = r.MaxRSSKB
+	}
+	limitKB := lim.MemoryBytes / 1024
+	switch {
+	case exit.Usage.OOMKills > 0 || (r != nil && r.MaxRSSKB > limitKB):
+		// The kernel killed the sandbox at its memory limit; no result
+		// frame could be sent, so the peak is the limit.
+		res.Status = StatusMemoryLimit
+		res.Signal = 9
+		res.ExitCode = 137
+		res.MemoryKB = max(res.MemoryKB, limitKB)
+		res.Message = fmt.Sprintf("memory limit of %d MiB exceeded", lim.MemoryBytes>>20)
+	case r != nil && (r.WallExceeded || r.CPUExceeded):
+		res.Status = StatusTimeout
+		if r.CPUExceeded {
+			res.Message = fmt.Sprintf("CPU time limit of %s exceeded", lim.CPU)
+		} else {
+			res.Message = fmt.Sprintf("wall-clock time limit of %s exceeded", lim.Wall)
+		}
+	case r == nil && hostTimedOut:
+		res.Status = StatusTimeout
+		res.Signal, res.ExitCode = 9, 137
+		res.Wall = lim.Wall
+		res.Message = "the sandbox did not finish in time and was killed"
+	case r != nil && !r.Started:
+		res.Status = StatusInternalError
+		res.Message = "the program could not be started: " + r.StartError
+	case r != nil && r.OutputExceeded:
+		// The init stops a stream exactly at the cap, so the full one is
+		// the one that overflowed.
+		res.StdoutTruncated = res.StdoutTruncated || int64(len(res.Stdout)) >= lim.OutputBytes
+		res.StderrTruncated = res.StderrTruncated || int64(len(res.Stderr)) >= lim.OutputBytes
+		res.Status = StatusRuntimeError
+		res.Message = fmt.Sprintf("output limit of %d bytes per stream exceeded; the program was stopped", lim.OutputBytes)
+	case r != nil && (r.ExitCode != 0 || r.Signal != 0):
+		res.Status = StatusRuntimeError
+	case r != nil:
+		res.Status = StatusCompleted
+	default:
+		res.Status = StatusInternalError
+		msg := "the sandbox ended without a result"
+		if protoErr != nil {
+			msg += ": " + protoErr.Error()
+		}
+		e.cfg.Logger.Error("sandbox ended without a result", "exit", exit.Code, "err", protoErr, "runsc", strings.TrimSpace(exit.Stderr))
+		res.Message = msg
+	}
+}
+
+func newID(prefix string, n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}

@@ -1,0 +1,164 @@
+// Package rootfs builds the read-only root filesystem every sandbox boots
+// from. It holds almost nothing itself: mount points, symlinks into /usr, a
+// generated /etc with no host secrets in it, and the sandbox init. The
+// toolchains come from the host's /usr, bind-mounted read-only, so the sandbox
+// runs the very binaries the host reports versions of.
+package rootfs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// InitPath is where the sandbox init lives inside the sandbox.
+const InitPath = "/.sandboxapi/init"
+
+// Sandbox user: the programs run as this uid and gid, never as root.
+const (
+	UserID   = 1000
+	GroupID  = 1000
+	UserName = "sandbox"
+)
+
+// mountPoints must exist in a read-only root for runsc to mount onto them.
+var mountPoints = []string{"usr", "proc", "dev", "sys", "tmp", "work", "opt", "etc"}
+
+// usrLinks mirror the host's merged-/usr layout.
+var usrLinks = map[string]string{"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64"}
+
+// hostEtc are the parts of the host's /etc that toolchains read: the dynamic
+// linker's cache, Debian's alternatives (the /usr/bin/java → … symlinks), and
+// per-toolchain configuration. Only world-readable files are copied, so
+// nothing private (shadow, keys) can come along even if listed.
+var hostEtc = []string{
+	"alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d",
+	"os-release", "debian_version", "localtime", "timezone",
+	"mime.types", "protocols", "services", "ssl/certs", "ca-certificates.conf",
+	"java-17-openjdk", "mono", "php", "ruby", "bash.bashrc", "profile", "inputrc",
+}
+
+// generatedEtc replaces files that would otherwise describe the host.
+var generatedEtc = map[string]string{
+	"passwd":        fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\n%s:x:%d:%d:sandbox:/work:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n", UserName, UserID, GroupID),
+	"group":         fmt.Sprintf("root:x:0:\n%s:x:%d:\nnogroup:x:65534:\n", UserName, GroupID),
+	"hosts":         "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+	"hostname":      "sandbox\n",
+	"resolv.conf":   "",
+	"nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
+}
+
+// Build (re)creates the root filesystem at dir with the init binary at
+// InitPath. It builds beside dir and renames, so a sandbox never sees a half
+// built root.
+func Build(dir, initBinary string) error {
+	tmp := dir + ".building"
+	if err := os.RemoveAll(tmp); err != nil {
+		return fmt.Errorf("rootfs: %w", err)
+	}
+	if err := build(tmp, initBinary); err != nil {
+		_ = os.RemoveAll(tmp)
+		return fmt.Errorf("rootfs: %w", err)
+	}
+	old := dir + ".old"
+	_ = os.RemoveAll(old)
+	if err := os.Rename(dir, old); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("rootfs: %w", err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return fmt.Errorf("rootfs: %w", err)
+	}
+	return os.RemoveAll(old)
+}
+
+func build(dir, initBinary string) error {
+	for _, d := range mountPoints {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return err
+		}
+	}
+	for name, target := range usrLinks {
+		if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
+			return err
+		}
+	}
+	for _, p := range hostEtc {
+		if err := copyWorldReadable(filepath.Join("/etc", p), filepath.Join(dir, "etc", p)); err != nil {
+			return err
+		}
+	}
+	for name, content := range generatedEtc {
+		if err := os.WriteFile(filepath.Join(dir, "etc", name), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(InitPath)), 0o755); err != nil {
+		return err
+	}
+	return copyFile(initBinary, filepath.Join(dir, InitPath), 0o755)
+}
+
+// copyWorldReadable copies src (a file, symlink or tree) to dst, skipping
+// anything not readable by everyone. A missing src is not an error: not every
+// host has every toolchain.
+func copyWorldReadable(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+				return nil
+			}
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		target := filepath.Join(dst, rel)
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		switch {
+		case info.Mode()&fs.ModeSymlink != 0:
+			link, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+				return err
+			}
+			return os.Symlink(link, target)
+		case info.IsDir():
+			if info.Mode().Perm()&0o005 != 0o005 {
+				return fs.SkipDir
+			}
+			return os.MkdirAll(target, 0o755)
+		case info.Mode().IsRegular():
+			if info.Mode().Perm()&0o004 == 0 {
+				return nil
+			}
+			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+				return err
+			}
+			return copyFile(p, target, 0o644)
+		}
+		return nil
+	})
+}
+
+func copyFile(src, dst string, mode os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

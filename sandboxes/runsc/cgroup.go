@@ -1,0 +1,143 @@
+package runsc
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// cgroupRoot is where the cgroup v1 controllers are mounted.
+var cgroupRoot = "/sys/fs/cgroup"
+
+// ownedControllers are the controllers we create ourselves for each sandbox.
+// runsc leaves a cgroup it did not create in place when the sandbox ends, so
+// we can read what happened (OOM kills, peak memory, CPU) after it exits,
+// and it does not apply the spec's resources to such a cgroup, so we write the
+// limits ourselves. Controllers not listed here runsc creates and removes.
+var ownedControllers = []string{"memory", "pids", "cpuacct"}
+
+// cgroup is one sandbox's set of v1 cgroups, at the same relative path under
+// each controller.
+type cgroup struct {
+	rel string // e.g. sandboxapi/1a2b3c/sbx_abc
+}
+
+// CgroupUsage is what the host kernel accounted to the whole sandbox: the
+// gVisor kernel (sentry), its gofer and the application memory they hold.
+type CgroupUsage struct {
+	OOMKills       int64 // processes the kernel killed for exceeding the memory limit
+	MaxMemoryBytes int64
+	CPU            time.Duration
+}
+
+func cgroupsAvailable() bool {
+	for _, c := range ownedControllers {
+		if _, err := os.Stat(filepath.Join(cgroupRoot, c, "tasks")); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func createCgroup(rel string, memoryBytes, pids int64) (*cgroup, error) {
+	cg := &cgroup{rel: rel}
+	for _, c := range ownedControllers {
+		if err := os.MkdirAll(cg.path(c), 0o755); err != nil {
+			cg.remove()
+			return nil, fmt.Errorf("create cgroup: %w", err)
+		}
+	}
+	if memoryBytes > 0 {
+		v := strconv.FormatInt(memoryBytes, 10)
+		if err := cg.write("memory", "memory.limit_in_bytes", v); err != nil {
+			cg.remove()
+			return nil, err
+		}
+		// No swap either: a limit that spills into swap is no limit.
+		_ = cg.write("memory", "memory.memsw.limit_in_bytes", v)
+	}
+	if pids > 0 {
+		if err := cg.write("pids", "pids.max", strconv.FormatInt(pids, 10)); err != nil {
+			cg.remove()
+			return nil, err
+		}
+	}
+	return cg, nil
+}
+
+func (cg *cgroup) path(controller string) string {
+	return filepath.Join(cgroupRoot, controller, cg.rel)
+}
+
+func (cg *cgroup) write(controller, file, value string) error {
+	if err := os.WriteFile(filepath.Join(cg.path(controller), file), []byte(value), 0o644); err != nil {
+		return fmt.Errorf("cgroup %s/%s: %w", controller, file, err)
+	}
+	return nil
+}
+
+func (cg *cgroup) readInt(controller, file string) int64 {
+	b, err := os.ReadFile(filepath.Join(cg.path(controller), file))
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	return n
+}
+
+func (cg *cgroup) usage() CgroupUsage {
+	u := CgroupUsage{
+		MaxMemoryBytes: cg.readInt("memory", "memory.max_usage_in_bytes"),
+		CPU:            time.Duration(cg.readInt("cpuacct", "cpuacct.usage")),
+	}
+	if b, err := os.ReadFile(filepath.Join(cg.path("memory"), "memory.oom_control")); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
+				u.OOMKills, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			}
+		}
+	}
+	return u
+}
+
+// remove deletes the cgroups. A cgroup can only be removed once its last task
+// has left, which can trail the sandbox's exit by a moment.
+func (cg *cgroup) remove() error {
+	var errs error
+	for _, c := range ownedControllers {
+		p := cg.path(c)
+		var err error
+		for i := 0; i < 50; i++ {
+			err = os.Remove(p)
+			if err == nil || errors.Is(err, os.ErrNotExist) {
+				err = nil
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		errs = errors.Join(errs, err)
+	}
+	return errs
+}
+
+// removeCgroupTree removes every cgroup below rel, deepest first, for the
+// clean-up of sandboxes a crashed process left behind.
+func removeCgroupTree(rel string) {
+	for _, c := range ownedControllers {
+		root := filepath.Join(cgroupRoot, c, rel)
+		var dirs []string
+		_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			_ = os.Remove(dirs[i])
+		}
+	}
+}

@@ -1,0 +1,380 @@
+// Package runsc drives gVisor's runsc directly as an OCI runtime: it writes a
+// bundle for each sandbox, gives it its own cgroups, starts it with `runsc
+// run`, and tears everything down when it ends. There is no container engine
+// in between.
+package runsc
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// ErrNoRunsc is returned when the runsc binary cannot be found.
+var ErrNoRunsc = errors.New("runsc: binary not found")
+
+// Runtime is one service instance's use of runsc: its state directory, its
+// bundles and its cgroup subtree. Two instances on one host (two test
+// processes, say) never touch each other's sandboxes.
+type Runtime struct {
+	Binary   string // path to a static runsc
+	Platform string // systrap unless set
+	// Dir holds runsc's state (--root) and the bundles.
+	Dir string
+	// Debug keeps runsc's logs in Dir/logs.
+	Debug  bool
+	Logger *slog.Logger
+
+	cgroupParent string
+	useCgroups   bool
+	stderrCap    int
+}
+
+// Open prepares a Runtime rooted at dir and removes whatever sandboxes a
+// previous process with the same dir left behind (a crash, a kill -9).
+func Open(binary, dir string, logger *slog.Logger) (*Runtime, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if _, err := os.Stat(binary); err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrNoRunsc, binary)
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256([]byte(dir))
+	rt := &Runtime{
+		Binary:       binary,
+		Platform:     "systrap",
+		Dir:          dir,
+		Logger:       logger,
+		cgroupParent: "sandboxapi/" + hex.EncodeToString(sum[:6]),
+		useCgroups:   cgroupsAvailable(),
+		stderrCap:    64 << 10,
+	}
+	for _, d := range []string{rt.stateDir(), rt.bundlesDir()} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("runsc: %w", err)
+		}
+	}
+	rt.cleanupLeftovers()
+	return rt, nil
+}
+
+func (rt *Runtime) stateDir() string   { return filepath.Join(rt.Dir, "state") }
+func (rt *Runtime) bundlesDir() string { return filepath.Join(rt.Dir, "bundles") }
+
+// Spec is what a sandbox is made of.
+type Spec struct {
+	ID     string
+	RootFS string // absolute path of a read-only root filesystem
+	Mounts []specs.Mount
+	Args   []string
+	Env    []string
+	Cwd    string
+	// Capabilities of the sandbox's first process (the init); it hands none
+	// of them to the programs it runs.
+	Capabilities []string
+	// MemoryBytes caps everything the sandbox holds: the program's memory,
+	// its tmpfs files and gVisor's own overhead.
+	MemoryBytes int64
+	// HostPIDs caps host threads of the sandbox (the sentry and gofer); the
+	// program's own processes are capped inside gVisor.
+	HostPIDs int64
+	Network  bool
+}
+
+// Sandbox is a running sandbox. Its first process's stdio are Stdin and Stdout.
+type Sandbox struct {
+	ID     string
+	Stdin  io.WriteCloser
+	Stdout io.ReadCloser
+
+	rt        *Runtime
+	cmd       *exec.Cmd
+	cg        *cgroup
+	bundle    string
+	stderr    *cappedBuffer
+	waitOnce  sync.Once
+	waitDone  chan struct{}
+	exit      Exit
+	killMu    sync.Mutex
+	destroyed bool
+}
+
+// Exit is how a sandbox ended.
+type Exit struct {
+	Code   int // exit status of `runsc run`: the init's, or 128+signal
+	Usage  CgroupUsage
+	Stderr string // runsc's own diagnostics, capped
+	Err    error
+}
+
+// Start creates and starts a sandbox. The caller must call Wait.
+func (rt *Runtime) Start(ctx context.Context, s Spec) (*Sandbox, error) {
+	bundle := filepath.Join(rt.bundlesDir(), s.ID)
+	if err := os.MkdirAll(bundle, 0o700); err != nil {
+		return nil, fmt.Errorf("runsc: bundle: %w", err)
+	}
+	sb := &Sandbox{ID: s.ID, rt: rt, bundle: bundle, waitDone: make(chan struct{}),
+		stderr: &cappedBuffer{max: rt.stderrCap}}
+	fail := func(err error) (*Sandbox, error) {
+		sb.cleanup()
+		return nil, err
+	}
+
+	cgPath := ""
+	if rt.useCgroups {
+		cg, err := createCgroup(rt.cgroupParent+"/"+s.ID, s.MemoryBytes, s.HostPIDs)
+		if err != nil {
+			return fail(fmt.Errorf("runsc: %w", err))
+		}
+		sb.cg = cg
+		cgPath = "/" + cg.rel
+	}
+	spec := rt.ociSpec(s, cgPath)
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return fail(fmt.Errorf("runsc: spec: %w", err))
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
+		return fail(fmt.Errorf("runsc: spec: %w", err))
+	}
+
+	args := rt.globalFlags(s)
+	args = append(args, "run", "--bundle", bundle, s.ID)
+	cmd := exec.Command(rt.Binary, args...)
+	cmd.Stderr = sb.stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return fail(fmt.Errorf("runsc: %w", err))
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return fail(fmt.Errorf("runsc: %w", err))
+	}
+	if err := cmd.Start(); err != nil {
+		return fail(fmt.Errorf("runsc: start: %w", err))
+	}
+	sb.cmd, sb.Stdin, sb.Stdout = cmd, stdin, stdout
+	if ctx.Done() != nil {
+		go func() {
+			select {
+			case <-ctx.Done():
+				sb.Kill()
+			case <-sb.waitDone:
+			}
+		}()
+	}
+	return sb, nil
+}
+
+func (rt *Runtime) globalFlags(s Spec) []string {
+	network := "none"
+	if s.Network {
+		network = "sandbox"
+	}
+	args := []string{
+		"--root", rt.stateDir(),
+		"--platform", rt.Platform,
+		"--network", network,
+		// The root is read-only and every writable place is a tmpfs we size,
+		// so no overlay is wanted.
+		"--overlay2", "none",
+		"--host-settings", "ignore",
+	}
+	if rt.Debug {
+		args = append(args, "--debug", "--debug-log", filepath.Join(rt.Dir, "logs")+"/")
+	}
+	return args
+}
+
+func (rt *Runtime) ociSpec(s Spec, cgroupsPath string) *specs.Spec {
+	caps := s.Capabilities
+	mounts := append([]specs.Mount{
+		{Destination: "/proc", Type: "proc", Source: "proc"},
+	}, s.Mounts...)
+	spec := &specs.Spec{
+		Version: specs.Version,
+		Process: &specs.Process{
+			User:            specs.User{UID: 0, GID: 0},
+			Args:            s.Args,
+			Env:             s.Env,
+			Cwd:             s.Cwd,
+			NoNewPrivileges: true,
+			Capabilities: &specs.LinuxCapabilities{
+				Bounding: caps, Effective: caps, Permitted: caps,
+			},
+		},
+		Root:     &specs.Root{Path: s.RootFS, Readonly: true},
+		Hostname: "sandbox",
+		Mounts:   mounts,
+		Linux: &specs.Linux{
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.PIDNamespace}, {Type: specs.NetworkNamespace},
+				{Type: specs.IPCNamespace}, {Type: specs.UTSNamespace},
+				{Type: specs.MountNamespace},
+			},
+			CgroupsPath: cgroupsPath,
+		},
+	}
+	if s.MemoryBytes > 0 {
+		// gVisor sizes what the sandbox sees as total memory from this.
+		spec.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &s.MemoryBytes}}
+	}
+	return spec
+}
+
+// Kill ends the sandbox now. It is safe to call at any time, more than once.
+func (sb *Sandbox) Kill() {
+	sb.killMu.Lock()
+	defer sb.killMu.Unlock()
+	if sb.destroyed {
+		return
+	}
+	select {
+	case <-sb.waitDone:
+		return
+	default:
+	}
+	// `runsc kill --all` reaches the sentry, which ends every process; then
+	// `runsc run` returns. If runsc itself is wedged, kill its process group.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	args := append(sb.rt.globalFlags(Spec{}), "kill", "--all", sb.ID, "KILL")
+	if err := exec.CommandContext(ctx, sb.rt.Binary, args...).Run(); err != nil {
+		sb.rt.Logger.Debug("runsc kill", "id", sb.ID, "err", err)
+	}
+	go func() {
+		select {
+		case <-sb.waitDone:
+		case <-time.After(3 * time.Second):
+			if sb.cmd != nil && sb.cmd.Process != nil {
+				_ = syscall.Kill(-sb.cmd.Process.Pid, syscall.SIGKILL)
+			}
+		}
+	}()
+}
+
+// Wait waits for the sandbox to end, then removes its bundle, its cgroups and
+// any runsc state left, and says how it ended.
+func (sb *Sandbox) Wait() Exit {
+	sb.waitOnce.Do(func() {
+		err := sb.cmd.Wait()
+		sb.exit.Code = sb.cmd.ProcessState.ExitCode()
+		if ws, ok := sb.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			sb.exit.Code = 128 + int(ws.Signal())
+		}
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			sb.exit.Err = err
+		}
+		close(sb.waitDone)
+		sb.killMu.Lock()
+		if sb.cg != nil {
+			sb.exit.Usage = sb.cg.usage()
+		}
+		sb.exit.Stderr = sb.stderr.String()
+		sb.cleanup()
+		sb.destroyed = true
+		sb.killMu.Unlock()
+	})
+	return sb.exit
+}
+
+func (sb *Sandbox) cleanup() {
+	// `runsc run` deletes its container when it returns; after a kill or a
+	// crash of runsc,
+	// force it. Checking the state file first spares a runsc start on the
+	// common path.
+	if left, _ := filepath.Glob(filepath.Join(sb.rt.stateDir(), sb.ID+"_sandbox:*.state")); len(left) > 0 {
+		sb.rt.forceDelete(sb.ID)
+	}
+	if sb.cg != nil {
+		if err := sb.cg.remove(); err != nil {
+			sb.rt.Logger.Warn("remove sandbox cgroup", "id", sb.ID, "err", err)
+		}
+	}
+	_ = os.RemoveAll(sb.bundle)
+}
+
+func (rt *Runtime) forceDelete(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	args := append(rt.globalFlags(Spec{}), "delete", "--force", id)
+	_ = exec.CommandContext(ctx, rt.Binary, args...).Run()
+}
+
+// cleanupLeftovers removes sandboxes, bundles and cgroups of this Runtime's
+// directory that a previous process left behind.
+func (rt *Runtime) cleanupLeftovers() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	args := append(rt.globalFlags(Spec{}), "list", "--quiet")
+	out, err := exec.CommandContext(ctx, rt.Binary, args...).Output()
+	if err == nil {
+		for _, id := range strings.Fields(string(out)) {
+			rt.Logger.Info("removing leftover sandbox", "id", id)
+			rt.forceDelete(id)
+		}
+	}
+	entries, _ := os.ReadDir(rt.bundlesDir())
+	for _, e := range entries {
+		_ = os.RemoveAll(filepath.Join(rt.bundlesDir(), e.Name()))
+	}
+	if rt.useCgroups {
+		removeCgroupTree(rt.cgroupParent)
+	}
+}
+
+// cappedBuffer keeps the first max bytes written to it and drops the rest, so
+// a runaway runsc log cannot grow without bound.
+type cappedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	max int
+}
+
+func (c *cappedBuffer) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if room := c.max - c.buf.Len(); room > 0 {
+		c.buf.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}
+
+func (c *cappedBuffer) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.String()
+}
+
+// Close removes every sandbox, bundle and cgroup of this Runtime. Sandboxes
+// still running are killed.
+func (rt *Runtime) Close() {
+	rt.cleanupLeftovers()
+	// runsc keeps an empty network namespace for gofers mounted on a file in
+	// its state dir; it outlives every sandbox, so it goes with the Runtime.
+	netns := filepath.Join(rt.stateDir(), "null-netns")
+	if err := syscall.Unmount(netns, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+		rt.Logger.Warn("unmount gofer netns", "path", netns, "err", err)
+	}
+}

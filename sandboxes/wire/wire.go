@@ -1,0 +1,125 @@
+// Package wire is the protocol between the host and the init process that runs
+// as PID 1 inside every sandbox.
+//
+// The host writes one Job as JSON to the init's stdin. The init answers on its
+// stdout with a stream of frames: output chunks of the step that is running,
+// then one result frame per step. A frame is a one-byte type, a four-byte
+// big-endian payload length and the payload. The sandboxed program never writes
+// to the init's stdout itself: its stdout and stderr are pipes the init reads,
+// so nothing the program prints can forge a frame.
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// FrameType says what a frame's payload is.
+type FrameType byte
+
+// Frame types.
+const (
+	FrameStdout FrameType = 'o' // a chunk of the running step's stdout
+	FrameStderr FrameType = 'e' // a chunk of the running step's stderr
+	FrameResult FrameType = 'r' // a StepResult as JSON: the step has ended
+	FrameError  FrameType = 'x' // the init itself failed; payload is a message
+)
+
+// MaxFramePayload bounds one frame so a corrupt stream cannot make the host
+// allocate without limit.
+const MaxFramePayload = 1 << 20
+
+// ErrFrameTooLarge is returned for a frame whose length exceeds MaxFramePayload.
+var ErrFrameTooLarge = errors.New("wire: frame too large")
+
+// File is a file the init writes into the work directory before any step runs.
+type File struct {
+	Path    string `json:"path"` // relative to the work directory, already validated by the host
+	Content []byte `json:"content"`
+	Mode    uint32 `json:"mode,omitempty"` // permission bits; 0644 when zero
+}
+
+// Limits are what the init enforces on one step's processes.
+type Limits struct {
+	CPUMillis     int64 `json:"cpu_ms"`       // CPU time of the step's process tree
+	WallMillis    int64 `json:"wall_ms"`      // wall-clock time from start to exit
+	Processes     int   `json:"processes"`    // RLIMIT_NPROC for the sandbox user
+	OpenFiles     int   `json:"open_files"`   // RLIMIT_NOFILE
+	FileSizeBytes int64 `json:"file_size"`    // RLIMIT_FSIZE
+	OutputBytes   int64 `json:"output_bytes"` // per stream; more kills the step
+	StackBytes    int64 `json:"stack,omitempty"`
+}
+
+// Step is one program to run: a compile step, then the run step, say.
+type Step struct {
+	Name   string   `json:"name"`
+	Argv   []string `json:"argv"`
+	Env    []string `json:"env"`
+	Dir    string   `json:"dir"`
+	Stdin  []byte   `json:"stdin,omitempty"`
+	Limits Limits   `json:"limits"`
+	// MergeStderr sends the program's stderr into its stdout pipe.
+	MergeStderr bool `json:"merge_stderr,omitempty"`
+}
+
+// Job is everything a one-shot execution needs. Steps run in order; a step
+// that does not exit 0 ends the job.
+type Job struct {
+	WorkDir string `json:"work_dir"`
+	UID     int    `json:"uid"`
+	GID     int    `json:"gid"`
+	Files   []File `json:"files,omitempty"`
+	Steps   []Step `json:"steps"`
+}
+
+// StepResult is what the init measured of one step, from inside the sandbox.
+type StepResult struct {
+	Name       string `json:"name"`
+	Started    bool   `json:"started"` // false when the program could not be started
+	StartError string `json:"start_error,omitempty"`
+	ExitCode   int    `json:"exit_code"`
+	Signal     int    `json:"signal"`
+	CPUMillis  int64  `json:"cpu_ms"`
+	WallMillis int64  `json:"wall_ms"`
+	MaxRSSKB   int64  `json:"max_rss_kb"`
+	// CPUExceeded and WallExceeded say which time limit ended the step.
+	CPUExceeded  bool `json:"cpu_exceeded,omitempty"`
+	WallExceeded bool `json:"wall_exceeded,omitempty"`
+	// OutputExceeded says the step was killed for printing more than its cap.
+	OutputExceeded bool `json:"output_exceeded,omitempty"`
+}
+
+// WriteFrame writes one frame.
+func WriteFrame(w io.Writer, t FrameType, payload []byte) error {
+	if len(payload) > MaxFramePayload {
+		return fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, len(payload))
+	}
+	buf := make([]byte, 5+len(payload))
+	buf[0] = byte(t)
+	binary.BigEndian.PutUint32(buf[1:5], uint32(len(payload)))
+	copy(buf[5:], payload)
+	_, err := w.Write(buf)
+	return err
+}
+
+// ReadFrame reads one frame. It returns io.EOF only at a frame boundary.
+func ReadFrame(r io.Reader) (FrameType, []byte, error) {
+	var hdr [5]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return 0, nil, fmt.Errorf("wire: truncated frame header: %w", err)
+		}
+		return 0, nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[1:5])
+	if n > MaxFramePayload {
+		return 0, nil, fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
+	}
+	payload := make([]byte, n)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		return 0, nil, fmt.Errorf("wire: truncated frame payload: %w", err)
+	}
+	return FrameType(hdr[0]), payload, nil
+}
