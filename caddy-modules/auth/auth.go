@@ -1,0 +1,271 @@
+// Package auth is the gateway's authentication middleware, the Caddy module
+// http.handlers.sandboxapi_auth. It turns the API key a client presents into
+// an account, then tells the cell who is calling with internal headers signed
+// by cell/callerauth. Whatever internal headers the client sent are removed
+// first, so the cell only ever sees what this module vouches for.
+package auth
+
+import (
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/sandboxapi/sandboxapi/billing/accounts"
+	"github.com/sandboxapi/sandboxapi/cell/apierror"
+	"github.com/sandboxapi/sandboxapi/cell/callerauth"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+	httpcaddyfile.RegisterHandlerDirective("sandboxapi_auth", parseCaddyfile)
+	// Next to basic_auth rather than just before reverse_proxy: it then also
+	// runs before handle/route blocks, so a site that wraps reverse_proxy in
+	// a handle block cannot skip authentication by accident.
+	httpcaddyfile.RegisterDirectiveOrder("sandboxapi_auth", httpcaddyfile.After, "basic_auth")
+}
+
+// Request headers a client may authenticate with, in the order they are
+// tried. RapidAPI's is first because RapidAPI's proxy always sets it and may
+// pass the end user's own Authorization header through untouched.
+const (
+	HeaderRapidAPIKey         = "X-RapidAPI-Key"
+	HeaderRapidAPIProxySecret = "X-RapidAPI-Proxy-Secret"
+	HeaderAPIKey              = "X-API-Key"
+)
+
+// Names of the caddyhttp vars set for an authenticated request, for later
+// handlers (rate limits, quotas) and log placeholders such as
+// {http.vars.sandboxapi.account_id}.
+const (
+	VarAccountID = "sandboxapi.account_id"
+	VarPlan      = "sandboxapi.plan"
+)
+
+// Error codes in the JSON error body.
+const (
+	CodeMissingAPIKey      = "missing_api_key"
+	CodeInvalidAPIKey      = "invalid_api_key"
+	CodeInvalidProxySecret = "invalid_proxy_secret"
+	CodeInternalError      = "internal_error"
+)
+
+// minSecretLen is the shortest cell secret accepted: a shorter HMAC key could
+// be guessed, and then anyone could forge a caller.
+const minSecretLen = 16
+
+// ErrConfig is wrapped by every configuration error.
+var ErrConfig = errors.New("sandboxapi_auth: bad configuration")
+
+// Handler authenticates API requests.
+type Handler struct {
+	// AccountsDB is the path of the billing/accounts bbolt file.
+	AccountsDB string `json:"accounts_db,omitempty"`
+
+	// CellSecretFile is the path of a file holding the HMAC secret shared
+	// with the cells. Surrounding whitespace (a trailing newline) is ignored.
+	CellSecretFile string `json:"cell_secret_file,omitempty"`
+
+	// RapidAPIProxySecret, when set, must arrive in X-RapidAPI-Proxy-Secret
+	// on every request that authenticates with X-RapidAPI-Key. RapidAPI adds
+	// it to the requests it forwards, so a caller that goes around RapidAPI
+	// with a RapidAPI key is refused.
+	RapidAPIProxySecret string `json:"rapidapi_proxy_secret,omitempty"`
+
+	store       *accounts.Store
+	release     func() error
+	secret      []byte
+	proxySecret []byte
+	logger      *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.sandboxapi_auth",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision reads the cell secret and opens the accounts store. The store is
+// shared process-wide (accounts.OpenShared) because bbolt locks its file and
+// a config reload provisions this module again before cleaning up the old
+// instance.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	repl := caddy.NewReplacer() // allows {env.*} and {file.*} in JSON configs
+	dbPath := repl.ReplaceKnown(h.AccountsDB, "")
+	secretPath := repl.ReplaceKnown(h.CellSecretFile, "")
+	h.proxySecret = []byte(repl.ReplaceKnown(h.RapidAPIProxySecret, ""))
+
+	if dbPath == "" {
+		return fmt.Errorf("%w: accounts_db is required", ErrConfig)
+	}
+	if secretPath == "" {
+		return fmt.Errorf("%w: cell_secret_file is required", ErrConfig)
+	}
+	secret, err := readSecret(secretPath)
+	if err != nil {
+		return err
+	}
+	h.secret = secret
+
+	store, release, err := accounts.OpenShared(dbPath)
+	if err != nil {
+		return fmt.Errorf("sandboxapi_auth: opening accounts db: %w", err)
+	}
+	h.store, h.release = store, release
+	return nil
+}
+
+func readSecret(path string) ([]byte, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("sandboxapi_auth: reading cell secret: %w", err)
+	}
+	s := []byte(strings.TrimSpace(string(raw)))
+	if len(s) < minSecretLen {
+		return nil, fmt.Errorf("%w: cell secret in %s is shorter than %d bytes", ErrConfig, path, minSecretLen)
+	}
+	return s, nil
+}
+
+// Cleanup releases this instance's hold on the accounts store.
+func (h *Handler) Cleanup() error {
+	if h.release == nil {
+		return nil
+	}
+	err := h.release()
+	h.release, h.store = nil, nil
+	return err
+}
+
+// ServeHTTP authenticates r and passes it on with signed caller headers, or
+// answers 401/403 itself.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	// Before anything else, so no path through this function forwards
+	// internal headers the client made up.
+	callerauth.Strip(r.Header)
+	proxySecret := r.Header.Get(HeaderRapidAPIProxySecret)
+	// The cell has no use for RapidAPI's secret; not forwarding it keeps it
+	// out of cell logs and sandboxes.
+	r.Header.Del(HeaderRapidAPIProxySecret)
+
+	key, viaRapidAPI := apiKey(r.Header)
+	if key == "" {
+		return writeError(w, http.StatusUnauthorized, CodeMissingAPIKey,
+			"No API key. Send it in the X-RapidAPI-Key, Authorization: Bearer or X-API-Key header.")
+	}
+	// Checked before the key is looked up, so someone bypassing RapidAPI
+	// cannot even learn whether a key exists.
+	if viaRapidAPI && len(h.proxySecret) > 0 &&
+		subtle.ConstantTimeCompare([]byte(proxySecret), h.proxySecret) != 1 {
+		return writeError(w, http.StatusForbidden, CodeInvalidProxySecret,
+			"Requests with X-RapidAPI-Key must come through RapidAPI.")
+	}
+
+	acct, err := h.store.Resolve(key)
+	switch {
+	case errors.Is(err, accounts.ErrUnknownKey):
+		return writeError(w, http.StatusUnauthorized, CodeInvalidAPIKey, "The API key is not valid.")
+	case err != nil:
+		h.logger.Error("resolving API key", zap.Error(err))
+		return writeError(w, http.StatusInternalServerError, CodeInternalError,
+			"Could not check the API key; retry with exponential backoff.")
+	}
+
+	callerauth.Sign(r.Header, h.secret, callerauth.Caller{AccountID: acct.ID, Plan: acct.Plan}, time.Now())
+	caddyhttp.SetVar(r.Context(), VarAccountID, acct.ID)
+	caddyhttp.SetVar(r.Context(), VarPlan, acct.Plan)
+	return next.ServeHTTP(w, r)
+}
+
+// apiKey returns the key the client presented and whether it came in
+// RapidAPI's header.
+func apiKey(h http.Header) (key string, viaRapidAPI bool) {
+	if k := strings.TrimSpace(h.Get(HeaderRapidAPIKey)); k != "" {
+		return k, true
+	}
+	// The auth scheme is case-insensitive (RFC 9110 section 11.1).
+	if scheme, token, ok := strings.Cut(strings.TrimSpace(h.Get("Authorization")), " "); ok && strings.EqualFold(scheme, "Bearer") {
+		if k := strings.TrimSpace(token); k != "" {
+			return k, false
+		}
+	}
+	return strings.TrimSpace(h.Get(HeaderAPIKey)), false
+}
+
+// writeError answers with the project's JSON error shape. It returns nil: the
+// response is complete, and returning an error would make Caddy write its own.
+func writeError(w http.ResponseWriter, status int, code, message string) error {
+	w.Header().Set("Cache-Control", "no-store")
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="sandboxapi"`)
+	}
+	apierror.Write(w, status, code, message)
+	return nil
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
+//
+//	sandboxapi_auth {
+//	    accounts_db           <path>
+//	    cell_secret_file      <path>
+//	    rapidapi_proxy_secret <secret>
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		var dst *string
+		switch d.Val() {
+		case "accounts_db":
+			dst = &h.AccountsDB
+		case "cell_secret_file":
+			dst = &h.CellSecretFile
+		case "rapidapi_proxy_secret":
+			dst = &h.RapidAPIProxySecret
+		default:
+			return d.Errf("unrecognized sandboxapi_auth option %q", d.Val())
+		}
+		opt := d.Val()
+		if !d.NextArg() {
+			return d.ArgErr()
+		}
+		if *dst != "" {
+			return d.Errf("%s already specified", opt)
+		}
+		*dst = d.Val()
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	return nil
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	if err := m.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Interface guards.
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+	_ caddyfile.Unmarshaler       = (*Handler)(nil)
+)

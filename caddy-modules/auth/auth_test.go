@@ -1,0 +1,483 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+
+	"github.com/sandboxapi/sandboxapi/billing/accounts"
+	"github.com/sandboxapi/sandboxapi/cell/callerauth"
+)
+
+const testSecret = "0123456789abcdef-cell-secret"
+
+type fixture struct {
+	dbPath, secretPath string
+	store              *accounts.Store
+	pro, basic         accounts.Account
+	proKey, basicKey   string
+}
+
+// newFixture makes an accounts db with two accounts and a cell secret file.
+// It holds the store through accounts.OpenShared, as the dev command would,
+// so the module must share it rather than fight over bbolt's file lock.
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	dir := t.TempDir()
+	f := &fixture{dbPath: filepath.Join(dir, "accounts.db"), secretPath: filepath.Join(dir, "cell.secret")}
+	if err := os.WriteFile(f.secretPath, []byte(testSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	store, release, err := accounts.OpenShared(f.dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = release() })
+	f.store = store
+	if f.pro, err = store.CreateAccount("Ada", "pro"); err != nil {
+		t.Fatal(err)
+	}
+	if f.basic, err = store.CreateAccount("Bob", "basic"); err != nil {
+		t.Fatal(err)
+	}
+	if f.proKey, err = store.IssueKey(f.pro.ID); err != nil {
+		t.Fatal(err)
+	}
+	if f.basicKey, err = store.IssueKey(f.basic.ID); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// load provisions the module the way Caddy does, from its JSON config.
+func load(t *testing.T, cfg map[string]string) (*Handler, context.CancelFunc) {
+	t.Helper()
+	h, cancel, err := tryLoad(t, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, cancel
+}
+
+func tryLoad(t *testing.T, cfg map[string]string) (*Handler, context.CancelFunc, error) {
+	t.Helper()
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	mod, err := ctx.LoadModuleByID("http.handlers.sandboxapi_auth", raw)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	t.Cleanup(cancel) // runs Cleanup on the module; cancelling twice is harmless
+	return mod.(*Handler), cancel, nil
+}
+
+type seen struct {
+	called  bool
+	header  http.Header
+	account any
+	plan    any
+}
+
+func serve(h *Handler, req *http.Request) (*httptest.ResponseRecorder, *seen) {
+	vars := make(map[string]any)
+	req = req.WithContext(context.WithValue(req.Context(), caddyhttp.VarsCtxKey, vars))
+	s := &seen{}
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		s.called = true
+		s.header = r.Header.Clone()
+		s.account = caddyhttp.GetVar(r.Context(), VarAccountID)
+		s.plan = caddyhttp.GetVar(r.Context(), VarPlan)
+		w.WriteHeader(http.StatusOK)
+		return nil
+	})
+	rec := httptest.NewRecorder()
+	if err := h.ServeHTTP(rec, req, next); err != nil {
+		rec.Code = -1
+		rec.Body.WriteString("handler error: " + err.Error())
+	}
+	return rec, s
+}
+
+func TestServeHTTP(t *testing.T) {
+	f := newFixture(t)
+	const proxySecret = "rapid-proxy-secret"
+	withProxy, _ := load(t, map[string]string{"accounts_db": f.dbPath, "cell_secret_file": f.secretPath, "rapidapi_proxy_secret": proxySecret})
+	noProxy, _ := load(t, map[string]string{"accounts_db": f.dbPath, "cell_secret_file": f.secretPath})
+
+	tests := []struct {
+		name     string
+		h        *Handler
+		headers  map[string]string
+		status   int
+		code     string            // error code when status != 200
+		want     *accounts.Account // caller the cell must see when status == 200
+		wantPlan string
+	}{
+		{name: "no key", h: withProxy, status: 401, code: CodeMissingAPIKey},
+		{name: "basic auth is not a key", h: withProxy, headers: map[string]string{"Authorization": "Basic dXNlcjpwYXNz"}, status: 401, code: CodeMissingAPIKey},
+		{name: "empty bearer", h: withProxy, headers: map[string]string{"Authorization": "Bearer   "}, status: 401, code: CodeMissingAPIKey},
+		{name: "empty X-API-Key", h: withProxy, headers: map[string]string{"X-API-Key": " "}, status: 401, code: CodeMissingAPIKey},
+		{name: "unknown X-API-Key", h: withProxy, headers: map[string]string{"X-API-Key": "sk_nope"}, status: 401, code: CodeInvalidAPIKey},
+		{name: "unknown bearer", h: withProxy, headers: map[string]string{"Authorization": "Bearer sk_nope"}, status: 401, code: CodeInvalidAPIKey},
+		{name: "bearer", h: withProxy, headers: map[string]string{"Authorization": "Bearer " + f.proKey}, status: 200, want: &f.pro},
+		{name: "bearer scheme is case-insensitive", h: withProxy, headers: map[string]string{"Authorization": "bearer " + f.proKey}, status: 200, want: &f.pro},
+		{name: "X-API-Key", h: withProxy, headers: map[string]string{"X-API-Key": f.basicKey}, status: 200, want: &f.basic},
+		{
+			name:    "RapidAPI with proxy secret",
+			h:       withProxy,
+			headers: map[string]string{"X-RapidAPI-Key": f.proKey, "X-RapidAPI-Proxy-Secret": proxySecret},
+			status:  200, want: &f.pro,
+		},
+		{name: "RapidAPI without proxy secret", h: withProxy, headers: map[string]string{"X-RapidAPI-Key": f.proKey}, status: 403, code: CodeInvalidProxySecret},
+		{
+			name:    "RapidAPI with wrong proxy secret",
+			h:       withProxy,
+			headers: map[string]string{"X-RapidAPI-Key": f.proKey, "X-RapidAPI-Proxy-Secret": proxySecret + "x"},
+			status:  403, code: CodeInvalidProxySecret,
+		},
+		{
+			name:    "RapidAPI unknown key with proxy secret",
+			h:       withProxy,
+			headers: map[string]string{"X-RapidAPI-Key": "sk_nope", "X-RapidAPI-Proxy-Secret": proxySecret},
+			status:  401, code: CodeInvalidAPIKey,
+		},
+		{name: "RapidAPI when no proxy secret is configured", h: noProxy, headers: map[string]string{"X-RapidAPI-Key": f.basicKey}, status: 200, want: &f.basic},
+		{
+			name:    "X-RapidAPI-Key wins over Bearer",
+			h:       noProxy,
+			headers: map[string]string{"X-RapidAPI-Key": f.proKey, "Authorization": "Bearer " + f.basicKey},
+			status:  200, want: &f.pro,
+		},
+		{
+			name:    "Bearer wins over X-API-Key",
+			h:       noProxy,
+			headers: map[string]string{"Authorization": "Bearer " + f.basicKey, "X-API-Key": f.proKey},
+			status:  200, want: &f.basic,
+		},
+		{
+			name:    "an invalid preferred key is not rescued by a valid later one",
+			h:       noProxy,
+			headers: map[string]string{"X-RapidAPI-Key": "sk_nope", "X-API-Key": f.proKey},
+			status:  401, code: CodeInvalidAPIKey,
+		},
+		{
+			name: "client-sent internal headers are replaced",
+			h:    withProxy,
+			headers: map[string]string{
+				"X-API-Key":                      f.basicKey,
+				"X-Sandboxapi-Internal-Account":  f.pro.ID,
+				"X-Sandboxapi-Internal-Plan":     "mega",
+				"X-Sandboxapi-Internal-Whatever": "1",
+			},
+			status: 200, want: &f.basic,
+		},
+		{
+			name: "client-sent internal headers without a key",
+			h:    withProxy,
+			headers: map[string]string{
+				"X-Sandboxapi-Internal-Account":   f.pro.ID,
+				"X-Sandboxapi-Internal-Plan":      "mega",
+				"X-Sandboxapi-Internal-Timestamp": "1",
+				"X-Sandboxapi-Internal-Signature": "forged",
+			},
+			status: 401, code: CodeMissingAPIKey,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodPost, "/v1/execute", strings.NewReader(`{}`))
+			for k, v := range tt.headers {
+				req.Header.Set(k, v)
+			}
+			rec, s := serve(tt.h, req)
+
+			if rec.Code != tt.status {
+				t.Fatalf("status = %d, want %d; body %s", rec.Code, tt.status, rec.Body)
+			}
+			for name := range req.Header {
+				if strings.HasPrefix(name, callerauth.Prefix) && !s.called {
+					t.Errorf("client-sent %s survived a refused request", name)
+				}
+			}
+			if tt.status != http.StatusOK {
+				if s.called {
+					t.Error("next was called for a refused request")
+				}
+				checkErrorBody(t, rec, tt.code)
+				if tt.status == http.StatusUnauthorized && rec.Header().Get("WWW-Authenticate") == "" {
+					t.Error("401 without WWW-Authenticate")
+				}
+				return
+			}
+
+			if !s.called {
+				t.Fatal("next was not called")
+			}
+			caller, err := callerauth.Verify(s.header, []byte(testSecret), time.Now())
+			if err != nil {
+				t.Fatalf("cell would refuse the request: %v", err)
+			}
+			if want := (callerauth.Caller{AccountID: tt.want.ID, Plan: tt.want.Plan}); caller != want {
+				t.Errorf("cell sees caller %+v, want %+v", caller, want)
+			}
+			if s.account != tt.want.ID || s.plan != tt.want.Plan {
+				t.Errorf("vars = %v/%v, want %s/%s", s.account, s.plan, tt.want.ID, tt.want.Plan)
+			}
+			for name := range s.header {
+				switch name {
+				case callerauth.HeaderAccount, callerauth.HeaderPlan, callerauth.HeaderTimestamp, callerauth.HeaderSignature:
+				default:
+					if strings.HasPrefix(name, callerauth.Prefix) {
+						t.Errorf("client-sent %s reached next", name)
+					}
+				}
+			}
+			if got := s.header.Get(HeaderRapidAPIProxySecret); got != "" {
+				t.Errorf("proxy secret %q was forwarded to the cell", got)
+			}
+		})
+	}
+}
+
+// checkErrorBody asserts the project-wide error shape, exactly.
+func checkErrorBody(t *testing.T, rec *httptest.ResponseRecorder, code string) {
+	t.Helper()
+	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type = %q, want application/json", ct)
+	}
+	var body map[string]map[string]string
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		t.Fatalf("body %q is not the JSON error shape: %v", rec.Body, err)
+	}
+	e, ok := body["error"]
+	if len(body) != 1 || !ok || len(e) != 2 || e["message"] == "" {
+		t.Fatalf("body = %s, want {\"error\":{\"code\":...,\"message\":...}}", rec.Body)
+	}
+	if e["code"] != code {
+		t.Errorf("code = %q, want %q", e["code"], code)
+	}
+}
+
+func TestProvisionErrors(t *testing.T) {
+	f := newFixture(t)
+	dir := t.TempDir()
+	short := filepath.Join(dir, "short")
+	if err := os.WriteFile(short, []byte("tooshort\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	blank := filepath.Join(dir, "blank")
+	if err := os.WriteFile(blank, []byte(" \n\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		cfg     map[string]string
+		wantErr error
+	}{
+		{"no accounts_db", map[string]string{"cell_secret_file": f.secretPath}, ErrConfig},
+		{"no cell_secret_file", map[string]string{"accounts_db": f.dbPath}, ErrConfig},
+		{"missing secret file", map[string]string{"accounts_db": f.dbPath, "cell_secret_file": filepath.Join(dir, "nope")}, nil},
+		{"short secret", map[string]string{"accounts_db": f.dbPath, "cell_secret_file": short}, ErrConfig},
+		{"blank secret", map[string]string{"accounts_db": f.dbPath, "cell_secret_file": blank}, ErrConfig},
+		{"accounts db in a missing directory", map[string]string{"accounts_db": filepath.Join(dir, "no", "such", "dir.db"), "cell_secret_file": f.secretPath}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := tryLoad(t, tt.cfg)
+			if err == nil {
+				t.Fatal("provisioned without error")
+			}
+			// LoadModule flattens errors with %v, so match the sentinel's text.
+			if tt.wantErr != nil && !strings.Contains(err.Error(), tt.wantErr.Error()) {
+				t.Errorf("error = %v, want %v", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestPlaceholdersInConfig(t *testing.T) {
+	f := newFixture(t)
+	t.Setenv("SANDBOXAPI_TEST_PROXY_SECRET", "from-the-env")
+	h, _ := load(t, map[string]string{
+		"accounts_db":           f.dbPath,
+		"cell_secret_file":      f.secretPath,
+		"rapidapi_proxy_secret": "{env.SANDBOXAPI_TEST_PROXY_SECRET}",
+	})
+	req := httptest.NewRequest(http.MethodGet, "/v1/languages", nil)
+	req.Header.Set(HeaderRapidAPIKey, f.proKey)
+	req.Header.Set(HeaderRapidAPIProxySecret, "from-the-env")
+	if rec, _ := serve(h, req); rec.Code != http.StatusOK {
+		t.Errorf("status = %d, want 200: {env.*} placeholder not expanded", rec.Code)
+	}
+}
+
+// TestReloadSharesStore mimics a Caddy config reload: the new instance is
+// provisioned while the old one still holds the store, then the old one is
+// cleaned up.
+func TestReloadSharesStore(t *testing.T) {
+	dir := t.TempDir()
+	dbPath, secretPath := filepath.Join(dir, "accounts.db"), filepath.Join(dir, "secret")
+	if err := os.WriteFile(secretPath, []byte(testSecret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := map[string]string{"accounts_db": dbPath, "cell_secret_file": secretPath}
+
+	_, cancelOld := load(t, cfg)
+	newH, cancelNew := load(t, cfg) // would block on bbolt's lock without sharing
+	cancelOld()
+
+	acct, err := newH.store.CreateAccount("Ada", "pro")
+	if err != nil {
+		t.Fatalf("store closed under the new instance: %v", err)
+	}
+	key, err := newH.store.IssueKey(acct.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	if rec, _ := serve(newH, req); rec.Code != http.StatusOK {
+		t.Fatalf("status = %d after reload", rec.Code)
+	}
+
+	cancelNew()
+	s, err := accounts.Open(dbPath)
+	if err != nil {
+		t.Fatalf("the last Cleanup did not release the db: %v", err)
+	}
+	defer s.Close()
+	if _, err := s.Resolve(key); err != nil {
+		t.Errorf("key lost: %v", err)
+	}
+}
+
+func TestStoreFailureIsA500(t *testing.T) {
+	f := newFixture(t)
+	h, _ := load(t, map[string]string{"accounts_db": f.dbPath, "cell_secret_file": f.secretPath})
+	// Point the handler at a closed store to simulate a broken database.
+	closed, err := accounts.Open(filepath.Join(t.TempDir(), "closed.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := closed.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h.store = closed
+
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	req.Header.Set(HeaderAPIKey, f.proKey)
+	rec, s := serve(h, req)
+	if rec.Code != http.StatusInternalServerError || s.called {
+		t.Fatalf("status = %d, next called = %v; want 500 and not called", rec.Code, s.called)
+	}
+	checkErrorBody(t, rec, CodeInternalError)
+}
+
+func TestUnmarshalCaddyfile(t *testing.T) {
+	tests := []struct {
+		name    string
+		input   string
+		want    Handler
+		wantErr bool
+	}{
+		{
+			name: "all options",
+			input: `sandboxapi_auth {
+				accounts_db /var/lib/sandboxapi/accounts.db
+				cell_secret_file /etc/sandboxapi/cell.secret
+				rapidapi_proxy_secret s3cret
+			}`,
+			want: Handler{AccountsDB: "/var/lib/sandboxapi/accounts.db", CellSecretFile: "/etc/sandboxapi/cell.secret", RapidAPIProxySecret: "s3cret"},
+		},
+		{name: "empty block", input: "sandboxapi_auth {\n}", want: Handler{}},
+		{name: "inline argument", input: "sandboxapi_auth /x.db", wantErr: true},
+		{name: "option without value", input: "sandboxapi_auth {\n accounts_db\n}", wantErr: true},
+		{name: "option with two values", input: "sandboxapi_auth {\n accounts_db a b\n}", wantErr: true},
+		{name: "repeated option", input: "sandboxapi_auth {\n accounts_db a\n accounts_db b\n}", wantErr: true},
+		{name: "unknown option", input: "sandboxapi_auth {\n secret x\n}", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got Handler
+			err := got.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tt.input))
+			if tt.wantErr {
+				if err == nil {
+					t.Fatalf("no error; parsed %+v", got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestDirectiveOrder adapts Caddyfiles where sandboxapi_auth is written after
+// reverse_proxy and next to handle blocks, and checks it still runs first.
+func TestDirectiveOrder(t *testing.T) {
+	tests := []struct {
+		name  string
+		input string
+	}{
+		{
+			name: "flat site",
+			input: `:8080 {
+				reverse_proxy 127.0.0.1:9000
+				sandboxapi_auth {
+					accounts_db /a.db
+				}
+			}`,
+		},
+		{
+			name: "with handle blocks",
+			input: `:8080 {
+				handle {
+					reverse_proxy 127.0.0.1:9000
+				}
+				sandboxapi_auth /v1/* {
+					accounts_db /a.db
+				}
+			}`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(tt.input), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := string(out)
+			a, p := strings.Index(s, `"handler":"sandboxapi_auth"`), strings.Index(s, `"handler":"reverse_proxy"`)
+			if a < 0 || p < 0 {
+				t.Fatalf("handlers missing from %s", s)
+			}
+			if a > p {
+				t.Errorf("sandboxapi_auth comes after reverse_proxy: %s", s)
+			}
+			if !strings.Contains(s, `"accounts_db":"/a.db"`) {
+				t.Errorf("option lost: %s", s)
+			}
+		})
+	}
+}

@@ -1,0 +1,228 @@
+// Package edge assembles the gateway's Caddy configuration from our modules
+// and runs Caddy embedded in the sandboxapi binary, so one `go build` yields
+// the whole gateway. Operators who prefer stock Caddy build the same modules
+// in with xcaddy.Dockerfile and ops/gateway/Caddyfile.example instead.
+package edge
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/caddyserver/caddy/v2"
+	// Caddy modules the generated config uses. caddyhttp brings the HTTP app,
+	// static_response and the path and vars matchers.
+	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	_ "github.com/caddyserver/caddy/v2/modules/logging" // filter encoder for access logs
+
+	// Our modules: sandboxapi_auth and the sandboxapi_cell upstream source.
+	_ "github.com/sandboxapi/sandboxapi/caddy-modules/auth"
+	_ "github.com/sandboxapi/sandboxapi/caddy-modules/cellroute"
+
+	"github.com/sandboxapi/sandboxapi/cell/callerauth"
+)
+
+// ErrConfig is wrapped by every error about an incomplete Config.
+var ErrConfig = errors.New("edge: bad configuration")
+
+// HealthPath is proxied to the cell without authentication, for load
+// balancers and uptime checks.
+const HealthPath = "/health"
+
+// Config is what the gateway needs to know.
+type Config struct {
+	// Listen is the host:port to serve plain HTTP on (TLS is terminated in
+	// front of the gateway, or by RapidAPI).
+	Listen string
+	// AccountsDB is the billing/accounts bbolt file.
+	AccountsDB string
+	// CellSecretFile holds the HMAC secret shared with the cell.
+	CellSecretFile string
+	// CellNodes are the host:port addresses of the cell's nodes. Required
+	// unless CellMembership is set.
+	CellNodes []string
+	// CellMembership names a live node source registered with
+	// cellroute.RegisterMembership before Run, instead of CellNodes.
+	CellMembership string
+	// CellRegion is the cell's region (informational for now).
+	CellRegion string
+	// RapidAPIProxySecret, when set, is required on requests that carry
+	// X-RapidAPI-Key.
+	RapidAPIProxySecret string
+	// AccessLog turns on one JSON log line per request on stderr.
+	AccessLog bool
+}
+
+// Validate reports what is missing from c.
+func (c Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("%w: listen address %q is not host:port", ErrConfig, c.Listen)
+	}
+	switch {
+	case c.AccountsDB == "":
+		return fmt.Errorf("%w: no accounts db", ErrConfig)
+	case c.CellSecretFile == "":
+		return fmt.Errorf("%w: no cell secret file", ErrConfig)
+	case len(c.CellNodes) == 0 && c.CellMembership == "":
+		return fmt.Errorf("%w: no cell nodes and no cell membership", ErrConfig)
+	case len(c.CellNodes) > 0 && c.CellMembership != "":
+		return fmt.Errorf("%w: set cell nodes or a cell membership, not both", ErrConfig)
+	}
+	return nil
+}
+
+type object = map[string]any
+
+// CaddyJSON returns the complete Caddy config for the gateway.
+func (c Config) CaddyJSON() ([]byte, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+
+	upstreams := object{"source": "sandboxapi_cell"}
+	if len(c.CellNodes) > 0 {
+		upstreams["nodes"] = c.CellNodes
+	}
+	if c.CellMembership != "" {
+		upstreams["membership"] = c.CellMembership
+	}
+	if c.CellRegion != "" {
+		upstreams["region"] = c.CellRegion
+	}
+	// Retry another pick when a node cannot be dialed (Caddy retries
+	// non-idempotent requests only if they never reached the node), so one
+	// dead node in a cell costs a few milliseconds instead of a 502.
+	lb := object{"retries": 2}
+	proxy := object{
+		"handler":           "reverse_proxy",
+		"dynamic_upstreams": upstreams,
+		"load_balancing":    lb,
+		// -1 flushes every write at once, so SSE from /v1/execute/stream
+		// reaches the client as the sandbox produces it. Request bodies are
+		// streamed too: request_buffers is left at its default of 0.
+		"flush_interval": -1,
+	}
+	healthProxy := object{
+		"handler":           "reverse_proxy",
+		"dynamic_upstreams": upstreams,
+		"load_balancing":    lb,
+		// /health skips auth, so nothing else strips client-sent internal
+		// headers on this route.
+		"headers": object{"request": object{"delete": []string{callerauth.Prefix + "*"}}},
+	}
+	authHandler := object{
+		"handler":          "sandboxapi_auth",
+		"accounts_db":      c.AccountsDB,
+		"cell_secret_file": c.CellSecretFile,
+	}
+	if c.RapidAPIProxySecret != "" {
+		authHandler["rapidapi_proxy_secret"] = c.RapidAPIProxySecret
+	}
+
+	server := object{
+		"listen": []string{c.Listen},
+		// Plain HTTP on the listen address: no certificates, no redirects.
+		"automatic_https": object{"disable": true},
+		// HTTP/2 and 3 need TLS; h2c serves HTTP/2 to a TLS-terminating
+		// load balancer that speaks it.
+		"protocols": []string{"h1", "h2c"},
+		"routes": []object{
+			{
+				"match":    []object{{"path": []string{HealthPath}}},
+				"handle":   []object{healthProxy},
+				"terminal": true,
+			},
+			{"handle": []object{authHandler, proxy}},
+		},
+		"errors": object{"routes": errorRoutes()},
+	}
+
+	logs := object{"default": object{"level": "WARN"}}
+	if c.AccessLog {
+		server["logs"] = object{}
+		logs["default"] = object{"level": "WARN", "exclude": []string{"http.log.access"}}
+		logs["access"] = object{
+			"level":   "INFO",
+			"include": []string{"http.log.access"},
+			"writer":  object{"output": "stderr"},
+			// Caddy redacts Authorization by itself but not our other key
+			// headers; an access log must never hold a usable API key.
+			"encoder": object{
+				"format": "filter",
+				"wrap":   object{"format": "json"},
+				"fields": object{
+					"request>headers>X-Rapidapi-Key":          object{"filter": "delete"},
+					"request>headers>X-Rapidapi-Proxy-Secret": object{"filter": "delete"},
+					"request>headers>X-Api-Key":               object{"filter": "delete"},
+				},
+			},
+		}
+	}
+
+	cfg := object{
+		// No admin API: the embedded gateway is configured only by this
+		// function, and an open admin endpoint could replace its config.
+		// persist false keeps Caddy from writing the config, secrets
+		// included, to its autosave file.
+		"admin":   object{"disabled": true, "config": object{"persist": false}},
+		"logging": object{"logs": logs},
+		"apps": object{
+			"http": object{"servers": object{"edge": server}},
+			// The gateway holds no certificates, so Caddy's storage checks
+			// and cleanups would only write files under $HOME for nothing.
+			"tls": object{"disable_storage_check": true, "disable_storage_clean": true},
+		},
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("edge: encoding config: %w", err)
+	}
+	return b, nil
+}
+
+// errorRoutes turn Caddy's own error responses (an unreachable cell, mostly)
+// into the project's JSON error shape, keeping the status code.
+func errorRoutes() []object {
+	jsonError := func(code, message string) object {
+		body, _ := json.Marshal(object{"error": object{"code": code, "message": message}})
+		return object{
+			"handler":     "static_response",
+			"status_code": "{http.error.status_code}",
+			"headers":     object{"Content-Type": []string{"application/json"}},
+			"body":        string(body) + "\n",
+		}
+	}
+	return []object{
+		{
+			"match":    []object{{"vars": object{"{http.error.status_code}": []string{"502", "503", "504"}}}},
+			"handle":   []object{jsonError("service_unavailable", "The execution service is temporarily unavailable; retry with exponential backoff.")},
+			"terminal": true,
+		},
+		{
+			"handle": []object{jsonError("internal_error", "Internal error; retry with exponential backoff and report it if it persists.")},
+		},
+	}
+}
+
+// Run starts (or reconfigures) the embedded Caddy with c's gateway config.
+func Run(c Config) error {
+	cfg, err := c.CaddyJSON()
+	if err != nil {
+		return err
+	}
+	if err := caddy.Load(cfg, true); err != nil {
+		return fmt.Errorf("edge: starting caddy: %w", err)
+	}
+	return nil
+}
+
+// Stop stops the embedded Caddy, closing its listener and our modules'
+// resources (the accounts store).
+func Stop() error {
+	if err := caddy.Stop(); err != nil {
+		return fmt.Errorf("edge: stopping caddy: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,507 @@
+package edge
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/headers"
+
+	"github.com/sandboxapi/sandboxapi/billing/accounts"
+	"github.com/sandboxapi/sandboxapi/caddy-modules/cellroute"
+	"github.com/sandboxapi/sandboxapi/cell/callerauth"
+)
+
+const testSecret = "edge-test-cell-secret-0123456789"
+
+func TestValidate(t *testing.T) {
+	good := Config{Listen: "127.0.0.1:8080", AccountsDB: "/a.db", CellSecretFile: "/s", CellNodes: []string{"127.0.0.1:9000"}}
+	tests := []struct {
+		name    string
+		mutate  func(*Config)
+		wantErr bool
+	}{
+		{name: "complete", mutate: func(*Config) {}},
+		{name: "membership instead of nodes", mutate: func(c *Config) { c.CellNodes = nil; c.CellMembership = "gossip" }},
+		{name: "any interface", mutate: func(c *Config) { c.Listen = ":8080" }},
+		{name: "no listen", mutate: func(c *Config) { c.Listen = "" }, wantErr: true},
+		{name: "listen without port", mutate: func(c *Config) { c.Listen = "127.0.0.1" }, wantErr: true},
+		{name: "no accounts db", mutate: func(c *Config) { c.AccountsDB = "" }, wantErr: true},
+		{name: "no cell secret", mutate: func(c *Config) { c.CellSecretFile = "" }, wantErr: true},
+		{name: "no cell", mutate: func(c *Config) { c.CellNodes = nil }, wantErr: true},
+		{name: "nodes and membership", mutate: func(c *Config) { c.CellMembership = "gossip" }, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := good
+			tt.mutate(&c)
+			_, err := c.CaddyJSON()
+			if tt.wantErr != (err != nil) {
+				t.Fatalf("CaddyJSON() error = %v, wantErr %v", err, tt.wantErr)
+			}
+			if err != nil && !errors.Is(err, ErrConfig) {
+				t.Errorf("error %v does not wrap ErrConfig", err)
+			}
+		})
+	}
+}
+
+func TestCaddyJSON(t *testing.T) {
+	c := Config{
+		Listen: "127.0.0.1:8080", AccountsDB: "/a.db", CellSecretFile: "/s",
+		CellNodes: []string{"127.0.0.1:9000"}, CellRegion: "eu", RapidAPIProxySecret: "rp",
+	}
+	for _, accessLog := range []bool{false, true} {
+		c.AccessLog = accessLog
+		b, err := c.CaddyJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cfg struct {
+			Admin struct {
+				Disabled bool `json:"disabled"`
+				Config   struct {
+					Persist *bool `json:"persist"`
+				} `json:"config"`
+			} `json:"admin"`
+			Logging struct {
+				Logs map[string]json.RawMessage `json:"logs"`
+			} `json:"logging"`
+			Apps struct {
+				HTTP struct {
+					Servers map[string]struct {
+						Listen         []string `json:"listen"`
+						AutomaticHTTPS struct {
+							Disable bool `json:"disable"`
+						} `json:"automatic_https"`
+						Routes []struct {
+							Match  []map[string][]string `json:"match"`
+							Handle []map[string]any      `json:"handle"`
+						} `json:"routes"`
+						Logs *json.RawMessage `json:"logs"`
+					} `json:"servers"`
+				} `json:"http"`
+			} `json:"apps"`
+		}
+		if err := json.Unmarshal(b, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		srv, ok := cfg.Apps.HTTP.Servers["edge"]
+		switch {
+		case !cfg.Admin.Disabled:
+			t.Error("admin endpoint not disabled")
+		case cfg.Admin.Config.Persist == nil || *cfg.Admin.Config.Persist:
+			t.Error("config autosave (which would write secrets to disk) not disabled")
+		case !ok:
+			t.Fatalf("no edge server in %s", b)
+		case len(srv.Listen) != 1 || srv.Listen[0] != c.Listen:
+			t.Errorf("listen = %v", srv.Listen)
+		case !srv.AutomaticHTTPS.Disable:
+			t.Error("automatic HTTPS not disabled")
+		case len(srv.Routes) != 2:
+			t.Fatalf("routes = %d, want 2", len(srv.Routes))
+		}
+		if p := srv.Routes[0].Match; len(p) != 1 || len(p[0]["path"]) != 1 || p[0]["path"][0] != HealthPath {
+			t.Errorf("first route matches %v, want path %s", p, HealthPath)
+		}
+		if h := srv.Routes[0].Handle; len(h) != 1 || h[0]["handler"] != "reverse_proxy" {
+			t.Errorf("/health route handlers = %v, want only reverse_proxy", h)
+		}
+		main := srv.Routes[1]
+		if len(main.Match) != 0 || len(main.Handle) != 2 || main.Handle[0]["handler"] != "sandboxapi_auth" || main.Handle[1]["handler"] != "reverse_proxy" {
+			t.Fatalf("main route = %+v, want sandboxapi_auth then reverse_proxy for everything", main)
+		}
+		if main.Handle[0]["rapidapi_proxy_secret"] != "rp" || main.Handle[0]["accounts_db"] != "/a.db" || main.Handle[0]["cell_secret_file"] != "/s" {
+			t.Errorf("auth handler = %v", main.Handle[0])
+		}
+		if fi := main.Handle[1]["flush_interval"]; fi != float64(-1) {
+			t.Errorf("flush_interval = %v, want -1", fi)
+		}
+		if rb, ok := main.Handle[1]["request_buffers"]; ok {
+			t.Errorf("request_buffers = %v; request bodies must stream", rb)
+		}
+		if (srv.Logs != nil) != accessLog || (cfg.Logging.Logs["access"] != nil) != accessLog {
+			t.Errorf("AccessLog=%v but server logs = %v, access logger = %s", accessLog, srv.Logs, cfg.Logging.Logs["access"])
+		}
+		if accessLog && !strings.Contains(string(cfg.Logging.Logs["access"]), "X-Api-Key") {
+			t.Error("access log does not drop X-Api-Key")
+		}
+	}
+}
+
+// cell is a fake cell node: it verifies the gateway's signature like a real
+// one and records what it saw.
+type cell struct {
+	*httptest.Server
+	mu       sync.Mutex
+	callers  []callerauth.Caller
+	headers  []http.Header
+	release  chan struct{} // lets /v1/execute/stream finish
+	released sync.Once
+}
+
+func newCell(t *testing.T) *cell {
+	c := &cell{release: make(chan struct{})}
+	c.Server = httptest.NewServer(http.HandlerFunc(c.serve))
+	t.Cleanup(func() {
+		c.released.Do(func() { close(c.release) })
+		c.Close()
+	})
+	return c
+}
+
+func (c *cell) serve(w http.ResponseWriter, r *http.Request) {
+	c.mu.Lock()
+	c.headers = append(c.headers, r.Header.Clone())
+	c.mu.Unlock()
+	if r.URL.Path == HealthPath {
+		_, _ = io.WriteString(w, `{"status":"ok"}`)
+		return
+	}
+	caller, err := callerauth.Verify(r.Header, []byte(testSecret), time.Now())
+	if err != nil {
+		http.Error(w, "cell refused: "+err.Error(), http.StatusUnauthorized)
+		return
+	}
+	c.mu.Lock()
+	c.callers = append(c.callers, caller)
+	c.mu.Unlock()
+
+	if r.URL.Path == "/v1/execute/stream" {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "event: stdout\ndata: 0\n\n")
+		w.(http.Flusher).Flush()
+		<-c.release // the test reads the first event before letting us finish
+		_, _ = io.WriteString(w, "event: result\ndata: {}\n\n")
+		return
+	}
+	body, _ := io.ReadAll(r.Body)
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"account": caller.AccountID, "plan": caller.Plan, "body_bytes": len(body)})
+}
+
+func (c *cell) lastCaller() (callerauth.Caller, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.callers) == 0 {
+		return callerauth.Caller{}, 0
+	}
+	return c.callers[len(c.callers)-1], len(c.callers)
+}
+
+func (c *cell) lastHeader() http.Header {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.headers[len(c.headers)-1]
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+type gateway struct {
+	t    *testing.T
+	base string
+}
+
+func (g gateway) do(method, path string, body string, headers map[string]string) (*http.Response, []byte) {
+	g.t.Helper()
+	req, err := http.NewRequest(method, g.base+path, strings.NewReader(body))
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	return resp, b
+}
+
+func errorCode(t *testing.T, resp *http.Response, body []byte) string {
+	t.Helper()
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type = %q, want application/json (body %s)", ct, body)
+	}
+	var e struct {
+		Error struct{ Code, Message string } `json:"error"`
+	}
+	if err := json.Unmarshal(body, &e); err != nil || e.Error.Message == "" {
+		t.Fatalf("body %q is not the JSON error shape (%v)", body, err)
+	}
+	return e.Error.Code
+}
+
+func TestGateway(t *testing.T) {
+	dir := t.TempDir()
+	dbPath, secretPath := filepath.Join(dir, "accounts.db"), filepath.Join(dir, "cell.secret")
+	if err := os.WriteFile(secretPath, []byte(testSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	store, err := accounts.Open(dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acct, err := store.CreateAccount("Ada", "pro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := store.IssueKey(acct.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Close(); err != nil { // the gateway opens it itself
+		t.Fatal(err)
+	}
+
+	cl := newCell(t)
+	cfg := Config{
+		Listen:         freeAddr(t),
+		AccountsDB:     dbPath,
+		CellSecretFile: secretPath,
+		CellNodes:      []string{strings.TrimPrefix(cl.URL, "http://")},
+		AccessLog:      true, // also proves the access log config loads
+	}
+	if err := Run(cfg); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = Stop()
+		}
+	})
+	g := gateway{t: t, base: "http://" + cfg.Listen}
+	want := callerauth.Caller{AccountID: acct.ID, Plan: "pro"}
+
+	t.Run("no key is 401", func(t *testing.T) {
+		_, before := cl.lastCaller()
+		resp, body := g.do("POST", "/v1/execute", `{}`, nil)
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("status = %d, body %s", resp.StatusCode, body)
+		}
+		if code := errorCode(t, resp, body); code != "missing_api_key" {
+			t.Errorf("code = %q", code)
+		}
+		if _, after := cl.lastCaller(); after != before {
+			t.Error("an unauthenticated request reached the cell")
+		}
+	})
+
+	t.Run("unknown key is 401", func(t *testing.T) {
+		resp, body := g.do("POST", "/v1/execute", `{}`, map[string]string{"X-API-Key": "sk_nope"})
+		if resp.StatusCode != http.StatusUnauthorized || errorCode(t, resp, body) != "invalid_api_key" {
+			t.Fatalf("status = %d, body %s", resp.StatusCode, body)
+		}
+	})
+
+	t.Run("valid key reaches the cell as a verified caller", func(t *testing.T) {
+		payload := `{"language":"python3","code":"print(1)"}`
+		resp, body := g.do("POST", "/v1/execute", payload, map[string]string{
+			"Authorization":                 "Bearer " + key,
+			"X-Sandboxapi-Internal-Account": "acct_forged",
+		})
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status = %d, body %s", resp.StatusCode, body)
+		}
+		got, _ := cl.lastCaller()
+		if got != want {
+			t.Errorf("cell saw caller %+v, want %+v", got, want)
+		}
+		var echo struct {
+			Account   string `json:"account"`
+			BodyBytes int    `json:"body_bytes"`
+		}
+		if err := json.Unmarshal(body, &echo); err != nil || echo.Account != acct.ID || echo.BodyBytes != len(payload) {
+			t.Errorf("cell echo = %s (%v); want account %s and the %d-byte body", body, err, acct.ID, len(payload))
+		}
+	})
+
+	t.Run("health needs no key and gets no internal headers", func(t *testing.T) {
+		resp, body := g.do("GET", HealthPath, "", map[string]string{
+			"X-Sandboxapi-Internal-Account":   acct.ID,
+			"X-Sandboxapi-Internal-Signature": "forged",
+		})
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "ok") {
+			t.Fatalf("status = %d, body %s", resp.StatusCode, body)
+		}
+		for name := range cl.lastHeader() {
+			if strings.HasPrefix(name, callerauth.Prefix) {
+				t.Errorf("client-sent %s reached the cell on %s", name, HealthPath)
+			}
+		}
+	})
+
+	t.Run("streaming responses are not buffered", func(t *testing.T) {
+		req, _ := http.NewRequest("POST", g.base+"/v1/execute/stream", strings.NewReader(`{}`))
+		req.Header.Set("X-API-Key", key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		first := make(chan string, 1)
+		go func() {
+			line, _ := bufio.NewReader(resp.Body).ReadString('\n')
+			first <- line
+		}()
+		select {
+		case line := <-first:
+			if line != "event: stdout\n" {
+				t.Errorf("first line = %q", line)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the first event did not arrive while the cell was still streaming")
+		}
+		cl.released.Do(func() { close(cl.release) })
+	})
+
+	t.Run("unreachable cell is a JSON 502", func(t *testing.T) {
+		down := cfg
+		down.CellNodes = []string{freeAddr(t)} // nothing listens there
+		if err := Run(down); err != nil {
+			t.Fatal(err)
+		}
+		resp, body := g.do("GET", "/v1/languages", "", map[string]string{"X-API-Key": key})
+		if resp.StatusCode != http.StatusBadGateway || errorCode(t, resp, body) != "service_unavailable" {
+			t.Errorf("status = %d, body %s", resp.StatusCode, body)
+		}
+	})
+
+	t.Run("no healthy node is a JSON 503", func(t *testing.T) {
+		cellroute.RegisterMembership("edge-test", deadCell{})
+		defer cellroute.UnregisterMembership("edge-test")
+		down := cfg
+		down.CellNodes, down.CellMembership = nil, "edge-test"
+		if err := Run(down); err != nil {
+			t.Fatal(err)
+		}
+		resp, body := g.do("GET", "/v1/languages", "", map[string]string{"X-API-Key": key})
+		if resp.StatusCode != http.StatusServiceUnavailable || errorCode(t, resp, body) != "service_unavailable" {
+			t.Errorf("status = %d, body %s", resp.StatusCode, body)
+		}
+	})
+
+	t.Run("stop releases the accounts db", func(t *testing.T) {
+		if err := Stop(); err != nil {
+			t.Fatal(err)
+		}
+		stopped = true
+		s, err := accounts.Open(dbPath)
+		if err != nil {
+			t.Fatalf("accounts db still held after Stop: %v", err)
+		}
+		_ = s.Close()
+		if _, err := http.Get(g.base + HealthPath); err == nil {
+			t.Error("gateway still answers after Stop")
+		}
+	})
+}
+
+type deadCell struct{}
+
+func (deadCell) Nodes() []cellroute.Node {
+	return []cellroute.Node{{ID: "n1", Addr: "127.0.0.1:1", Healthy: false}}
+}
+
+// TestCaddyfileExample runs ops/gateway/Caddyfile.example, pointed at a test
+// cell and accounts db, through stock Caddy's Caddyfile adapter, so the
+// documented directives stay valid.
+func TestCaddyfileExample(t *testing.T) {
+	src, err := os.ReadFile("../../ops/gateway/Caddyfile.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	dbPath, secretPath := filepath.Join(dir, "accounts.db"), filepath.Join(dir, "cell.secret")
+	if err := os.WriteFile(secretPath, []byte(testSecret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	store, err := accounts.Open(dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acct, _ := store.CreateAccount("Ada", "ultra")
+	key, err := store.IssueKey(acct.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = store.Close()
+
+	cl := newCell(t)
+	listen := freeAddr(t)
+	t.Setenv("RAPIDAPI_PROXY_SECRET", "rapid-secret")
+	caddyfile := strings.NewReplacer(
+		"http://:8080 {", "http://"+listen+" {",
+		"10.0.0.11:8081 10.0.0.12:8081", strings.TrimPrefix(cl.URL, "http://"),
+		"/var/lib/sandboxapi/accounts.db", dbPath,
+		"/etc/sandboxapi/cell.secret", secretPath,
+	).Replace(string(src))
+
+	cfg, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warnings) > 0 {
+		t.Errorf("adapter warnings: %v", warnings)
+	}
+	if err := caddy.Load(cfg, true); err != nil {
+		t.Fatalf("loading the example: %v", err)
+	}
+	t.Cleanup(func() { _ = Stop() })
+	g := gateway{t: t, base: "http://" + listen}
+
+	if resp, body := g.do("GET", "/v1/languages", "", nil); resp.StatusCode != http.StatusUnauthorized || errorCode(t, resp, body) != "missing_api_key" {
+		t.Errorf("no key: status %d, body %s", resp.StatusCode, body)
+	}
+	if resp, body := g.do("GET", "/v1/languages", "", map[string]string{"X-RapidAPI-Key": key}); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("RapidAPI key without proxy secret: status %d, body %s; want 403 ({env.*} not expanded?)", resp.StatusCode, body)
+	}
+	resp, body := g.do("GET", "/v1/languages", "", map[string]string{"X-RapidAPI-Key": key, "X-RapidAPI-Proxy-Secret": "rapid-secret"})
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("valid key: status %d, body %s", resp.StatusCode, body)
+	}
+	if got, _ := cl.lastCaller(); got != (callerauth.Caller{AccountID: acct.ID, Plan: "ultra"}) {
+		t.Errorf("cell saw %+v", got)
+	}
+	if resp, body := g.do("GET", HealthPath, "", map[string]string{"X-Sandboxapi-Internal-Plan": "mega"}); resp.StatusCode != http.StatusOK {
+		t.Errorf("health: status %d, body %s", resp.StatusCode, body)
+	}
+	for name := range cl.lastHeader() {
+		if strings.HasPrefix(name, callerauth.Prefix) {
+			t.Errorf("client-sent %s reached the cell on %s", name, HealthPath)
+		}
+	}
+
+	cl.Close() // now the cell is unreachable
+	resp, body = g.do("GET", "/v1/languages", "", map[string]string{"Authorization": "Bearer " + key})
+	if resp.StatusCode != http.StatusBadGateway || errorCode(t, resp, body) != "service_unavailable" {
+		t.Errorf("cell down: status %d, body %s; want a JSON 502", resp.StatusCode, body)
+	}
+}
