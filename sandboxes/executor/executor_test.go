@@ -55,10 +55,10 @@ func TestExecuteLanguages(t *testing.T) {
 func TestLimits(t *testing.T) {
 	ex := sandboxtest.Executor(t, executor.Limits{})
 	tests := []struct {
-		name    string
-		req     executor.Request
-		status  executor.Status
-		check   func(t *testing.T, r *executor.Result)
+		name   string
+		req    executor.Request
+		status executor.Status
+		check  func(t *testing.T, r *executor.Result)
 	}{
 		{
 			name:   "cpu loop",
@@ -143,5 +143,53 @@ func TestLimits(t *testing.T) {
 				t.Fatalf("next request after %s: %+v %v", tc.name, next, err)
 			}
 		})
+	}
+}
+
+func TestNothingLeftBehind(t *testing.T) {
+	ex, rt := sandboxtest.ExecutorAndRuntime(t, executor.Limits{})
+	reqs := []executor.Request{
+		{Language: "bash", Code: "echo hi"},
+		{Language: "bash", Code: "sleep 100 & sleep 100 & echo bg"},
+		{Language: "python3", Code: "import time; time.sleep(60)", Limits: executor.Limits{Wall: 500 * time.Millisecond}},
+		{Language: "python3", Code: "x = ' ' * (1 << 30)", Limits: executor.Limits{MemoryBytes: 64 << 20}},
+	}
+	for _, r := range reqs {
+		if _, err := ex.Execute(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A request whose client goes away mid-run. While it runs, Leftovers
+	// must see it: a counter that sees nothing proves nothing.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error)
+	go func() {
+		_, err := ex.Execute(ctx, executor.Request{Language: "bash", Code: "sleep 30"})
+		done <- err
+	}()
+	seen := false
+	for i := 0; i < 100 && !seen; i++ {
+		seen = len(rt.Leftovers()) >= 3 // state, bundle, cgroups, processes
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !seen {
+		t.Error("Leftovers did not see a running sandbox")
+	}
+	cancel()
+	if err := <-done; err == nil {
+		t.Error("a cancelled execution returned no error")
+	}
+	// The kill and clean-up of the cancelled sandbox finish just after
+	// Execute returns; give them a moment.
+	var left []string
+	for i := 0; i < 50; i++ {
+		if left = rt.Leftovers(); len(left) == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(left) > 0 {
+		t.Fatalf("left behind after the executions ended:\n%s", strings.Join(left, "\n"))
 	}
 }

@@ -378,3 +378,38 @@ func (rt *Runtime) Close() {
 		rt.Logger.Warn("unmount gofer netns", "path", netns, "err", err)
 	}
 }
+
+// Leftovers lists what this Runtime has on the host right now: runsc
+// container state, bundles, cgroups and sandbox processes. With no sandbox
+// running it must be empty; tests use it to prove nothing leaks.
+func (rt *Runtime) Leftovers() []string {
+	var out []string
+	states, _ := filepath.Glob(filepath.Join(rt.stateDir(), "*.state"))
+	out = append(out, states...)
+	bundles, _ := os.ReadDir(rt.bundlesDir())
+	for _, b := range bundles {
+		out = append(out, filepath.Join(rt.bundlesDir(), b.Name()))
+	}
+	if rt.useCgroups {
+		for _, c := range ownedControllers {
+			subs, _ := os.ReadDir(filepath.Join(cgroupRoot, c, rt.cgroupParent))
+			for _, s := range subs {
+				if s.IsDir() {
+					out = append(out, filepath.Join(cgroupRoot, c, rt.cgroupParent, s.Name()))
+				}
+			}
+		}
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		cmdline := string(bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
+		if strings.Contains(cmdline, "--root="+rt.stateDir()+" ") || strings.Contains(cmdline, "--root "+rt.stateDir()+" ") {
+			out = append(out, "process: "+cmdline)
+		}
+	}
+	return out
+}

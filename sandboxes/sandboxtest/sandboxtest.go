@@ -86,6 +86,12 @@ func InitBinary() (string, error) {
 // Executor returns an executor over real runsc sandboxes in a temp dir, with
 // every sandbox it made removed when the test ends.
 func Executor(t testing.TB, limits executor.Limits) *executor.Executor {
+	ex, _ := ExecutorAndRuntime(t, limits)
+	return ex
+}
+
+// ExecutorAndRuntime is Executor, also returning the runsc Runtime under it.
+func ExecutorAndRuntime(t testing.TB, limits executor.Limits) (*executor.Executor, *runsc.Runtime) {
 	t.Helper()
 	bin, err := RunscPath()
 	if err != nil {
@@ -110,5 +116,5 @@ func Executor(t testing.TB, limits executor.Limits) *executor.Executor {
 		RootFS:  rootDir,
 		Catalog: langs.Detect(context.Background(), langs.Builtin()),
 		Limits:  limits,
-	})
+	}), rt
 }

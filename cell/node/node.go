@@ -1,0 +1,209 @@
+// Package node assembles one cell node: its raft store, its sandbox runtime
+// and executor, and the HTTP API in front of them.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/sandboxapi/sandboxapi/billing/plans"
+	"github.com/sandboxapi/sandboxapi/cell/api"
+	"github.com/sandboxapi/sandboxapi/cell/store"
+	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
+	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
+	"github.com/sandboxapi/sandboxapi/sandboxes/rootfs"
+	"github.com/sandboxapi/sandboxapi/sandboxes/runsc"
+)
+
+// Config is a node's set-up.
+type Config struct {
+	DataDir  string // the node's own directory: raft, sandboxes, identity
+	Listen   string // API address; a loopback port when empty
+	Cell     string
+	Region   string
+	Runsc    string // path to a static runsc
+	Init     string // path to the static sandbox init
+	Secret   []byte // shared with the gateway (package callerauth)
+	Plans    plans.Catalog
+	Capacity int // sandboxes at once
+	Logger   *slog.Logger
+}
+
+// Node is a running cell node.
+type Node struct {
+	ID    string
+	store *store.Store
+	rt    *runsc.Runtime
+	srv   *http.Server
+	ln    net.Listener
+}
+
+// identity is what a node keeps across restarts so raft's stored
+// configuration still names it.
+type identity struct {
+	NodeID   string `json:"node_id"`
+	RaftAddr string `json:"raft_addr"`
+}
+
+// Start brings a node up: store first (a single-node cell bootstraps
+// itself), then the sandbox runtime, then the API.
+func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Cell == "" {
+		cfg.Cell = "local"
+	}
+	if cfg.Region == "" {
+		cfg.Region = "local"
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	id, err := loadIdentity(filepath.Join(cfg.DataDir, "node.json"))
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{ID: id.NodeID}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+
+	n.store, err = store.Open(store.Config{
+		Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: id.NodeID, RaftAddr: id.RaftAddr,
+		Bootstrap: true, Logger: cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := n.store.WaitLeader(wctx); err != nil {
+		return nil, fmt.Errorf("node: raft: %w", err)
+	}
+
+	rootDir := filepath.Join(cfg.DataDir, "rootfs")
+	if err := rootfs.Build(rootDir, cfg.Init); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	n.rt, err = runsc.Open(cfg.Runsc, filepath.Join(cfg.DataDir, "runsc"), cfg.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	catalog := langs.Detect(ctx, langs.Builtin())
+	ex := executor.New(executor.Config{Runtime: n.rt, RootFS: rootDir, Catalog: catalog, Logger: cfg.Logger})
+
+	listen := cfg.Listen
+	if listen == "" {
+		listen = "127.0.0.1:0"
+	}
+	n.ln, err = net.Listen("tcp", listen)
+	if err != nil {
+		return nil, fmt.Errorf("node: listen: %w", err)
+	}
+	var ids []string
+	for _, l := range catalog.List() {
+		ids = append(ids, l.ID)
+	}
+	if err := n.store.RegisterNode(wctx, store.NodeInfo{
+		ID: id.NodeID, Cell: cfg.Cell, Region: cfg.Region, APIAddr: n.ln.Addr().String(),
+		Languages: ids, RegisteredAt: time.Now().UTC(),
+	}); err != nil {
+		return nil, fmt.Errorf("node: register: %w", err)
+	}
+
+	apiSrv := &api.Server{
+		NodeID: id.NodeID, Exec: ex, Cluster: n.store, Plans: cfg.Plans,
+		Secret: cfg.Secret, Logger: cfg.Logger, Capacity: cfg.Capacity,
+	}
+	n.srv = &http.Server{Handler: apiSrv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := n.srv.Serve(n.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			cfg.Logger.Error("node API server", "err", err)
+		}
+	}()
+	cfg.Logger.Info("cell node up", "node", id.NodeID, "api", n.ln.Addr().String(), "raft", id.RaftAddr, "languages", strings.Join(ids, ","))
+	return n, nil
+}
+
+// Addr is the node's API address.
+func (n *Node) Addr() string { return n.ln.Addr().String() }
+
+// Close stops the API, removes every sandbox and closes the store.
+func (n *Node) Close() error {
+	var errs error
+	if n.srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		errs = errors.Join(errs, n.srv.Shutdown(ctx))
+		cancel()
+	} else if n.ln != nil {
+		n.ln.Close()
+	}
+	if n.rt != nil {
+		n.rt.Close()
+	}
+	if n.store != nil {
+		errs = errors.Join(errs, n.store.Close())
+	}
+	return errs
+}
+
+func loadIdentity(path string) (identity, error) {
+	var id identity
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if err := json.Unmarshal(b, &id); err != nil {
+			return id, fmt.Errorf("node: %s: %w", path, err)
+		}
+		return id, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return id, fmt.Errorf("node: %w", err)
+	}
+	// First start: a name and a raft port that this node keeps from now on.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return id, fmt.Errorf("node: pick raft port: %w", err)
+	}
+	id.RaftAddr = ln.Addr().String()
+	ln.Close()
+	id.NodeID = "node-" + strings.ToLower(rand.Text()[:10])
+	b, _ = json.MarshalIndent(id, "", "  ")
+	if err := writeFileSync(path, b, 0o600); err != nil {
+		return id, fmt.Errorf("node: %w", err)
+	}
+	return id, nil
+}
+
+// writeFileSync writes a file durably: to a temp file, fsync, rename.
+func writeFileSync(path string, b []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
