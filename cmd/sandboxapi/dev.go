@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/sandboxapi/sandboxapi/billing/accounts"
+	"github.com/sandboxapi/sandboxapi/billing/plans"
+	"github.com/sandboxapi/sandboxapi/caddy-modules/edge"
+	"github.com/sandboxapi/sandboxapi/cell/node"
+)
+
+// devAccountName and devPlan are the account the dev command makes for its
+// key: the top plan, so every feature can be tried locally.
+const (
+	devAccountName = "dev"
+	devPlan        = "mega"
+)
+
+func runDev(args []string) error {
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:8080", "gateway address")
+	dataDir := fs.String("data-dir", "data", "where accounts, the cell's raft state and sandboxes live")
+	runscPath := fs.String("runsc", "", "static runsc binary (default: $SANDBOXAPI_RUNSC, else runsc beside this binary)")
+	initPath := fs.String("init", "", "static sandbox init (default: $SANDBOXAPI_INIT, else sandbox-init beside this binary)")
+	plansFile := fs.String("plans", "", "JSON file of plans overriding the defaults")
+	capacity := fs.Int("capacity", 8, "sandboxes run at once")
+	verbose := fs.Bool("v", false, "debug logging")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	dir, err := filepath.Abs(*dataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	catalog := plans.Default()
+	if *plansFile != "" {
+		if catalog, err = plans.Load(*plansFile); err != nil {
+			return err
+		}
+	}
+	rs, err := besideBinary(*runscPath, "SANDBOXAPI_RUNSC", "runsc")
+	if err != nil {
+		return err
+	}
+	in, err := besideBinary(*initPath, "SANDBOXAPI_INIT", "sandbox-init")
+	if err != nil {
+		return err
+	}
+
+	secretFile := filepath.Join(dir, "cell-secret")
+	secret, err := loadOrCreateSecret(secretFile)
+	if err != nil {
+		return err
+	}
+	accountsDB := filepath.Join(dir, "accounts.db")
+	key, err := ensureDevKey(accountsDB, filepath.Join(dir, "dev-key"))
+	if err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	n, err := node.Start(ctx, node.Config{
+		DataDir: filepath.Join(dir, "cell"), Runsc: rs, Init: in, Secret: secret,
+		Plans: catalog, Capacity: *capacity, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+
+	if err := edge.Run(edge.Config{
+		Listen: *listen, AccountsDB: accountsDB, CellSecretFile: secretFile,
+		CellNodes: []string{n.Addr()},
+	}); err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	defer edge.Stop()
+
+	fmt.Printf(`SandboxAPI is up: gateway http://%[1]s, cell node %[2]s
+dev API key: %[3]s
+try:
+  curl -s -X POST http://%[1]s/v1/execute -H "X-RapidAPI-Key: %[3]s" -H "Content-Type: application/json" -d '{"language":"python3","code":"print(\"Hello, World!\")"}'
+`, *listen, n.Addr(), key)
+	<-ctx.Done()
+	logger.Info("shutting down")
+	return nil
+}
+
+// besideBinary resolves a helper binary: the flag, else the environment
+// variable, else a file of that name next to this executable.
+func besideBinary(flagValue, env, name string) (string, error) {
+	p := flagValue
+	if p == "" {
+		p = os.Getenv(env)
+	}
+	if p == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return "", err
+		}
+		p = filepath.Join(filepath.Dir(exe), name)
+	}
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("%s not found at %s (build it with `make build`, or set --%s / $%s): %w", name, p, strings.TrimPrefix(name, "sandbox-"), env, err)
+	}
+	return filepath.Abs(p)
+}
+
+// loadOrCreateSecret returns the gateway-cell secret, creating it on first
+// start.
+func loadOrCreateSecret(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return []byte(strings.TrimSpace(string(b))), nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, err
+	}
+	s := hex.EncodeToString(raw)
+	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+		return nil, err
+	}
+	return []byte(s), nil
+}
+
+// ensureDevKey makes sure the dev account exists and holds the dev key:
+// $SANDBOXAPI_DEV_KEY when set, else the key created on first start and kept
+// in keyFile so it survives restarts.
+func ensureDevKey(accountsDB, keyFile string) (string, error) {
+	st, release, err := accounts.OpenShared(accountsDB)
+	if err != nil {
+		return "", err
+	}
+	defer release()
+	acct, err := devAccount(st)
+	if err != nil {
+		return "", err
+	}
+	if key := os.Getenv("SANDBOXAPI_DEV_KEY"); key != "" {
+		return key, st.AddKey(acct.ID, key)
+	}
+	if b, err := os.ReadFile(keyFile); err == nil {
+		key := strings.TrimSpace(string(b))
+		return key, st.AddKey(acct.ID, key)
+	}
+	key, err := st.IssueKey(acct.ID)
+	if err != nil {
+		return "", err
+	}
+	return key, os.WriteFile(keyFile, []byte(key+"\n"), 0o600)
+}
+
+func devAccount(st *accounts.Store) (accounts.Account, error) {
+	all, err := st.List()
+	if err != nil {
+		return accounts.Account{}, err
+	}
+	for _, a := range all {
+		if a.Name == devAccountName {
+			return a, nil
+		}
+	}
+	return st.CreateAccount(devAccountName, devPlan)
+}
