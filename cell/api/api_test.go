@@ -91,7 +91,9 @@ func TestExecuteValidation(t *testing.T) {
 			if tc.code == "" {
 				return
 			}
-			var body struct{ Error struct{ Code, Message string } }
+			var body struct {
+				Error struct{ Code, Message string }
+			}
 			if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || body.Error.Code != tc.code || body.Error.Message == "" {
 				t.Fatalf("body %s, want error code %q", w.Body, tc.code)
 			}
