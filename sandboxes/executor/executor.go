@@ -143,12 +143,43 @@ func New(cfg Config) *Executor {
 // Catalog is the executor's language catalog.
 func (e *Executor) Catalog() *langs.Catalog { return e.cfg.Catalog }
 
+// File is a file placed in the work dir before the program runs.
+type File struct {
+	Path    string // relative, already validated: no "..", not absolute
+	Content []byte
+	Mode    uint32 // permission bits; 0644 when zero
+}
+
+// Artifact is a file the execution produced and the caller asked for back.
+type Artifact struct {
+	Name    string
+	Content []byte
+}
+
 // Request is one execution.
 type Request struct {
 	Language string
-	Code     string
-	Stdin    []byte
-	Limits   Limits
+	// Code goes into the language's source file. It may be empty when Files
+	// and a RunScript make up the program.
+	Code  string
+	Files []File
+	Stdin []byte
+	// Args are the program's arguments (command_line_arguments, split).
+	Args []string
+	// Env is added to the program's environment.
+	Env map[string]string
+	// CompileScript and RunScript, when set, are bash scripts that replace
+	// the language's compile and run steps.
+	CompileScript string
+	RunScript     string
+	// CompilerOptions are extra flags for the compile step, already checked
+	// against the language's allowlist.
+	CompilerOptions []string
+	// MergeStderr sends the program's stderr into its stdout.
+	MergeStderr bool
+	// ReturnArtifact asks for the compiled program back.
+	ReturnArtifact bool
+	Limits         Limits
 }
 
 // Result is what happened.
@@ -165,6 +196,8 @@ type Result struct {
 	CPU             time.Duration // the program's, as gVisor accounted it
 	Wall            time.Duration // the program's, from start to exit
 	MemoryKB        int64         // the program's peak resident set
+	// Artifacts are what ReturnArtifact asked for.
+	Artifacts []Artifact
 	// Message explains a status that the fields above do not (an output
 	// cap, a sandbox failure).
 	Message string
