@@ -183,7 +183,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			"Could not check the API key; retry with exponential backoff.")
 	}
 
-	callerauth.Sign(r.Header, h.secret, callerauth.Caller{AccountID: acct.ID, Plan: acct.Plan}, time.Now())
+	callerauth.Sign(r.Header, h.secret, callerauth.Caller{AccountID: acct.ID, Plan: acct.Plan, WebhookSecret: callerauth.WebhookSecret(key)}, time.Now())
 	caddyhttp.SetVar(r.Context(), VarAccountID, acct.ID)
 	caddyhttp.SetVar(r.Context(), VarPlan, acct.Plan)
 	return next.ServeHTTP(w, r)

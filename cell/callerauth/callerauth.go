@@ -24,9 +24,14 @@ const (
 	Prefix          = "X-Sandboxapi-Internal-"
 	HeaderAccount   = Prefix + "Account"
 	HeaderPlan      = Prefix + "Plan"
+	HeaderWebhook   = Prefix + "Webhook-Secret"
 	HeaderTimestamp = Prefix + "Timestamp"
 	HeaderSignature = Prefix + "Signature"
 )
+
+// WebhookMessage is the message of the HMAC that derives a caller's webhook
+// signing secret from their API key (see WebhookSecret).
+const WebhookMessage = "sandboxapi-webhook-v1"
 
 // MaxSkew is how old (or how far in the future) a signature may be. It bounds
 // the replay window of a leaked set of headers.
@@ -43,6 +48,18 @@ var (
 type Caller struct {
 	AccountID string
 	Plan      string
+	// WebhookSecret signs this caller's webhook callbacks. Only the gateway
+	// sees API keys, so it derives the secret and hands it to the cell.
+	WebhookSecret string
+}
+
+// WebhookSecret derives the webhook signing secret of an API key:
+// hex(HMAC-SHA256(key = API key, message = WebhookMessage)). Users compute
+// the same in a few lines to verify X-SandboxAPI-Signature.
+func WebhookSecret(apiKey string) string {
+	m := hmac.New(sha256.New, []byte(apiKey))
+	m.Write([]byte(WebhookMessage))
+	return hex.EncodeToString(m.Sum(nil))
 }
 
 // Strip removes every internal header from h. The gateway calls it on every
@@ -60,6 +77,7 @@ func Sign(h http.Header, secret []byte, c Caller, now time.Time) {
 	ts := strconv.FormatInt(now.Unix(), 10)
 	h.Set(HeaderAccount, c.AccountID)
 	h.Set(HeaderPlan, c.Plan)
+	h.Set(HeaderWebhook, c.WebhookSecret)
 	h.Set(HeaderTimestamp, ts)
 	h.Set(HeaderSignature, mac(secret, c, ts))
 }
@@ -70,7 +88,7 @@ func Verify(h http.Header, secret []byte, now time.Time) (Caller, error) {
 	if sig == "" {
 		return Caller{}, ErrUnsigned
 	}
-	c := Caller{AccountID: h.Get(HeaderAccount), Plan: h.Get(HeaderPlan)}
+	c := Caller{AccountID: h.Get(HeaderAccount), Plan: h.Get(HeaderPlan), WebhookSecret: h.Get(HeaderWebhook)}
 	ts := h.Get(HeaderTimestamp)
 	if !hmac.Equal([]byte(sig), []byte(mac(secret, c, ts))) {
 		return Caller{}, ErrBadSignature
@@ -88,6 +106,6 @@ func Verify(h http.Header, secret []byte, now time.Time) (Caller, error) {
 func mac(secret []byte, c Caller, ts string) string {
 	m := hmac.New(sha256.New, secret)
 	// Newlines cannot occur in header values, so the fields cannot run together.
-	fmt.Fprintf(m, "%s\n%s\n%s", c.AccountID, c.Plan, ts)
+	fmt.Fprintf(m, "%s\n%s\n%s\n%s", c.AccountID, c.Plan, c.WebhookSecret, ts)
 	return hex.EncodeToString(m.Sum(nil))
 }

@@ -10,7 +10,7 @@ import (
 func TestSignVerify(t *testing.T) {
 	secret := []byte("s3cret")
 	now := time.Unix(1_800_000_000, 0)
-	c := Caller{AccountID: "acct_1", Plan: "pro"}
+	c := Caller{AccountID: "acct_1", Plan: "pro", WebhookSecret: WebhookSecret("sk_k")}
 
 	tests := []struct {
 		name   string
@@ -24,6 +24,7 @@ func TestSignVerify(t *testing.T) {
 		{name: "unsigned", mutate: func(h http.Header) { h.Del(HeaderSignature) }, secret: secret, at: now, want: ErrUnsigned},
 		{name: "other secret", secret: []byte("other"), at: now, want: ErrBadSignature},
 		{name: "account swapped", mutate: func(h http.Header) { h.Set(HeaderAccount, "acct_2") }, secret: secret, at: now, want: ErrBadSignature},
+		{name: "webhook secret swapped", mutate: func(h http.Header) { h.Set(HeaderWebhook, "x") }, secret: secret, at: now, want: ErrBadSignature},
 		{name: "plan upgraded", mutate: func(h http.Header) { h.Set(HeaderPlan, "mega") }, secret: secret, at: now, want: ErrBadSignature},
 		{name: "timestamp moved", mutate: func(h http.Header) { h.Set(HeaderTimestamp, "1800000001") }, secret: secret, at: now, want: ErrBadSignature},
 		{name: "stale", secret: secret, at: now.Add(MaxSkew + time.Second), want: ErrStale},
@@ -57,5 +58,14 @@ func TestStrip(t *testing.T) {
 	Strip(h)
 	if len(h) != 1 || h.Get("X-API-Key") != "keep" {
 		t.Fatalf("after Strip: %v", h)
+	}
+}
+
+func TestWebhookSecret(t *testing.T) {
+	// Pinned: users verify callbacks with this derivation, so it must never
+	// change. Computed independently with Python's hmac module.
+	const want = "4153d8e9a9eb2ba8edc9e5c0f103c52a8a40603dbc3805e9f95bcc99e000e8e2"
+	if got := WebhookSecret("sk_example"); got != want {
+		t.Fatalf("WebhookSecret = %s, want %s", got, want)
 	}
 }
