@@ -487,7 +487,7 @@ func TestCaddyfileExample(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("valid key: status %d, body %s", resp.StatusCode, body)
 	}
-	if got, _ := cl.lastCaller(); got != (callerauth.Caller{AccountID: acct.ID, Plan: "ultra"}) {
+	if got, _ := cl.lastCaller(); got != (callerauth.Caller{AccountID: acct.ID, Plan: "ultra", WebhookSecret: callerauth.WebhookSecret(key)}) {
 		t.Errorf("cell saw %+v", got)
 	}
 	if resp, body := g.do("GET", HealthPath, "", map[string]string{"X-Sandboxapi-Internal-Plan": "mega"}); resp.StatusCode != http.StatusOK {
