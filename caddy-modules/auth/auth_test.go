@@ -234,15 +234,18 @@ func TestServeHTTP(t *testing.T) {
 			if err != nil {
 				t.Fatalf("cell would refuse the request: %v", err)
 			}
-			if want := (callerauth.Caller{AccountID: tt.want.ID, Plan: tt.want.Plan}); caller != want {
-				t.Errorf("cell sees caller %+v, want %+v", caller, want)
+			if caller.AccountID != tt.want.ID || caller.Plan != tt.want.Plan {
+				t.Errorf("cell sees caller %+v, want account %s plan %s", caller, tt.want.ID, tt.want.Plan)
+			}
+			if len(caller.WebhookSecret) != 64 {
+				t.Errorf("cell sees webhook secret %q, want a hex HMAC-SHA256", caller.WebhookSecret)
 			}
 			if s.account != tt.want.ID || s.plan != tt.want.Plan {
 				t.Errorf("vars = %v/%v, want %s/%s", s.account, s.plan, tt.want.ID, tt.want.Plan)
 			}
 			for name := range s.header {
 				switch name {
-				case callerauth.HeaderAccount, callerauth.HeaderPlan, callerauth.HeaderTimestamp, callerauth.HeaderSignature:
+				case callerauth.HeaderAccount, callerauth.HeaderPlan, callerauth.HeaderWebhook, callerauth.HeaderTimestamp, callerauth.HeaderSignature:
 				default:
 					if strings.HasPrefix(name, callerauth.Prefix) {
 						t.Errorf("client-sent %s reached next", name)

@@ -298,7 +298,7 @@ func TestGateway(t *testing.T) {
 		}
 	})
 	g := gateway{t: t, base: "http://" + cfg.Listen}
-	want := callerauth.Caller{AccountID: acct.ID, Plan: "pro"}
+	want := callerauth.Caller{AccountID: acct.ID, Plan: "pro", WebhookSecret: callerauth.WebhookSecret(key)}
 
 	t.Run("no key is 401", func(t *testing.T) {
 		_, before := cl.lastCaller()
