@@ -29,6 +29,11 @@ const (
 	HeaderSignature = Prefix + "Signature"
 )
 
+// HeaderExecutions is set by a cell on its response: how many executions
+// the request ran (1, or a batch's size), for the gateway's monthly quota.
+// The gateway removes it before the response reaches the client.
+const HeaderExecutions = Prefix + "Executions"
+
 // WebhookMessage is the message of the HMAC that derives a caller's webhook
 // signing secret from their API key (see WebhookSecret).
 const WebhookMessage = "sandboxapi-webhook-v1"
