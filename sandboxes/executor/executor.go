@@ -7,16 +7,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"slices"
 	"strings"
-	"sync"
 	"time"
-
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 	"github.com/sandboxapi/sandboxapi/sandboxes/rootfs"
@@ -112,12 +108,18 @@ type Config struct {
 	// BootGrace is how long a sandbox may take to boot on top of the wall
 	// limit before the host gives up on it.
 	BootGrace time.Duration
-	Logger    *slog.Logger
+	// Pool sizes the warm pools; DefaultPoolConfig when zero.
+	Pool PoolConfig
+	// NoPrestart starts every program the ordinary way, for benchmarks
+	// that isolate what prestarting saves.
+	NoPrestart bool
+	Logger     *slog.Logger
 }
 
 // Executor runs requests in sandboxes.
 type Executor struct {
-	cfg Config
+	cfg  Config
+	pool *pool
 }
 
 // New returns an Executor.
@@ -137,8 +139,19 @@ func New(cfg Config) *Executor {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Executor{cfg: cfg}
+	if cfg.Pool.MaxWorkers == 0 {
+		cfg.Pool = DefaultPoolConfig
+	}
+	e := &Executor{cfg: cfg}
+	e.pool = newPool(e, cfg.Pool)
+	return e
 }
+
+// Close destroys every sandbox the executor keeps.
+func (e *Executor) Close() { e.pool.close() }
+
+// PoolStats reports the warm and idle sandboxes.
+func (e *Executor) PoolStats() PoolStats { return e.pool.stats() }
 
 // Catalog is the executor's language catalog.
 func (e *Executor) Catalog() *langs.Catalog { return e.cfg.Catalog }
@@ -158,6 +171,9 @@ type Artifact struct {
 
 // Request is one execution.
 type Request struct {
+	// Account owns the execution. Sandboxes are reused only within one
+	// account.
+	Account  string
 	Language string
 	// Code goes into the language's source file. It may be empty when Files
 	// and a RunScript make up the program.
@@ -206,9 +222,11 @@ type Result struct {
 	SandboxCPU time.Duration
 }
 
-// Execute runs req in a new sandbox. The error is nil whenever the request
-// reached a sandbox; failures of the sandbox itself are internal_error
-// results. An unknown language gives ErrUnknownLanguage.
+// Execute runs req in a sandbox of its account's and reports what happened.
+// The error is nil whenever the request reached a sandbox; failures of the
+// sandbox itself are internal_error results. An unknown language gives
+// ErrUnknownLanguage; a cancelled ctx kills the execution and returns
+// ctx.Err().
 func (e *Executor) Execute(ctx context.Context, req Request) (*Result, error) {
 	lang, ok := e.cfg.Catalog.Lookup(req.Language)
 	if !ok {
@@ -216,53 +234,45 @@ func (e *Executor) Execute(ctx context.Context, req Request) (*Result, error) {
 	}
 	lim := req.Limits.withDefaults(e.cfg.Limits)
 	job := e.job(lang, req, lim)
-	spec := e.spec(lim)
 
 	res := &Result{Language: lang.ID}
-	sb, err := e.cfg.Runtime.Start(ctx, spec)
+	w, err := e.pool.acquire(req.Account, shapeFor(lang, lim))
 	if err != nil {
 		e.cfg.Logger.Error("sandbox start", "err", err)
 		res.Status, res.Message = StatusInternalError, "the sandbox could not be started"
 		return res, nil
 	}
-
-	go func() {
-		// If the sandbox dies before reading its job, the write fails; the
-		// frames (or their absence) tell the story.
-		_ = json.NewEncoder(sb.Stdin).Encode(job)
-		sb.Stdin.Close()
-	}()
-
-	var hostTimedOut bool
-	var mu sync.Mutex
+	if w.prestarted {
+		usePrestarted(&job, lang)
+	}
 	deadline := lim.Wall*time.Duration(len(job.Steps)) + e.cfg.BootGrace
-	timer := time.AfterFunc(deadline, func() {
-		mu.Lock()
-		hostTimedOut = true
-		mu.Unlock()
-		sb.Kill()
-	})
-	steps, protoErr := collect(sb.Stdout, res, lim.OutputBytes, len(job.Steps))
-	timer.Stop()
-	_, _ = io.Copy(io.Discard, sb.Stdout)
-	exit := sb.Wait()
-	res.SandboxCPU = exit.Usage.CPU
-
+	out := w.run(ctx, job, res, lim.OutputBytes, deadline)
+	e.pool.release(w, out.done && ctx.Err() == nil)
+	res.SandboxCPU = out.sandboxCPU
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	mu.Lock()
-	timedOut := hostTimedOut
-	mu.Unlock()
-	e.classify(res, lang, lim, steps, exit, timedOut, protoErr)
+	var exit runsc.Exit
+	if !out.done {
+		exit = w.exit
+	}
+	e.classify(res, lang, lim, out.steps, exit, out.hostTimedOut, out.protoErr)
 	return res, nil
 }
 
+// usePrestarted marks the job's run step for the sandbox's prestarted
+// runtime when the step runs the language's own run command.
+func usePrestarted(job *wire.Job, lang *langs.Language) {
+	for i := range job.Steps {
+		st := &job.Steps[i]
+		if st.Name == "run" && len(st.Argv) >= len(lang.Run) && slices.Equal(st.Argv[:len(lang.Run)], lang.Run) {
+			st.UsePrestarted = true
+		}
+	}
+}
+
 func (e *Executor) job(lang *langs.Language, req Request, lim Limits) wire.Job {
-	env := append([]string{
-		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"HOME=/work", "USER=" + rootfs.UserName, "LANG=C.UTF-8", "TMPDIR=/tmp",
-	}, lang.Env...)
+	env := e.baseEnv(lang)
 	wl := wire.Limits{
 		CPUMillis:     lim.CPU.Milliseconds(),
 		WallMillis:    lim.Wall.Milliseconds(),
@@ -280,84 +290,6 @@ func (e *Executor) job(lang *langs.Language, req Request, lim Limits) wire.Job {
 	}
 	job.Steps = append(job.Steps, wire.Step{Name: "run", Argv: lang.Run, Env: env, Dir: "/work", Stdin: req.Stdin, Limits: wl})
 	return job
-}
-
-// initCapabilities are what the init needs to write the work dir, run the
-// program as the sandbox user, bound its rlimits and kill what it leaves.
-var initCapabilities = []string{
-	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL",
-	"CAP_SETUID", "CAP_SETGID", "CAP_SYS_RESOURCE",
-}
-
-func (e *Executor) spec(lim Limits) runsc.Spec {
-	return runsc.Spec{
-		ID:     newID("sbx-", 8),
-		RootFS: e.cfg.RootFS,
-		Mounts: []specs.Mount{
-			{Destination: "/usr", Type: "bind", Source: "/usr", Options: []string{"rbind", "ro", "nosuid", "nodev"}},
-			{Destination: "/work", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777", fmt.Sprintf("size=%d", lim.WorkDirBytes)}},
-			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777", fmt.Sprintf("size=%d", lim.TmpBytes)}},
-		},
-		Args:         []string{rootfs.InitPath},
-		Env:          []string{"PATH=/usr/bin:/bin"},
-		Cwd:          "/",
-		Capabilities: initCapabilities,
-		MemoryBytes:  lim.MemoryBytes + e.cfg.SandboxOverheadBytes,
-		HostPIDs:     e.cfg.HostPIDs,
-	}
-}
-
-// stepOutput is one step's output and result as the init reported them.
-type stepOutput struct {
-	result *wire.StepResult
-	stdout []byte
-	stderr []byte
-}
-
-// collect reads frames until the init's stdout closes. The init caps each
-// stream itself; the host caps again, in case the init was subverted.
-func collect(r io.Reader, res *Result, capBytes int64, nSteps int) ([]stepOutput, error) {
-	steps := make([]stepOutput, 0, nSteps)
-	cur := stepOutput{}
-	add := func(dst *[]byte, p []byte, truncated *bool) {
-		room := capBytes - int64(len(*dst))
-		if int64(len(p)) > room {
-			p = p[:max(room, 0)]
-			*truncated = true
-		}
-		*dst = append(*dst, p...)
-	}
-	var outTrunc, errTrunc bool
-	for {
-		t, p, err := wire.ReadFrame(r)
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				err = nil
-			}
-			if cur.result != nil || len(cur.stdout) > 0 || len(cur.stderr) > 0 {
-				steps = append(steps, cur)
-			}
-			res.StdoutTruncated = res.StdoutTruncated || outTrunc
-			res.StderrTruncated = res.StderrTruncated || errTrunc
-			return steps, err
-		}
-		switch t {
-		case wire.FrameStdout:
-			add(&cur.stdout, p, &outTrunc)
-		case wire.FrameStderr:
-			add(&cur.stderr, p, &errTrunc)
-		case wire.FrameResult:
-			var sr wire.StepResult
-			if err := json.Unmarshal(p, &sr); err != nil {
-				return steps, fmt.Errorf("executor: bad result frame: %w", err)
-			}
-			cur.result = &sr
-			steps = append(steps, cur)
-			cur = stepOutput{}
-		case wire.FrameError:
-			return steps, fmt.Errorf("executor: sandbox init: %s", p)
-		}
-	}
 }
 
 func (e *Executor) classify(res *Result, lang *langs.Language, lim Limits, steps []stepOutput, exit runsc.Exit, hostTimedOut bool, protoErr error) {

@@ -147,7 +147,7 @@ func TestLimits(t *testing.T) {
 }
 
 func TestNothingLeftBehind(t *testing.T) {
-	ex, rt := sandboxtest.ExecutorAndRuntime(t, executor.Limits{})
+	ex, rt := sandboxtest.ExecutorAndRuntime(t, executor.Limits{}, executor.PoolConfig{})
 	reqs := []executor.Request{
 		{Language: "bash", Code: "echo hi"},
 		{Language: "bash", Code: "sleep 100 & sleep 100 & echo bg"},
@@ -180,8 +180,10 @@ func TestNothingLeftBehind(t *testing.T) {
 	if err := <-done; err == nil {
 		t.Error("a cancelled execution returned no error")
 	}
-	// The kill and clean-up of the cancelled sandbox finish just after
-	// Execute returns; give them a moment.
+	// Sandboxes kept for reuse are the pool's; once it is closed, nothing
+	// may remain. The kill and clean-up of the cancelled sandbox finish
+	// just after Execute returns; give them a moment.
+	ex.Close()
 	var left []string
 	for i := 0; i < 50; i++ {
 		if left = rt.Leftovers(); len(left) == 0 {

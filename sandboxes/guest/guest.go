@@ -23,19 +23,20 @@ import (
 	"github.com/sandboxapi/sandboxapi/sandboxes/wire"
 )
 
-// Main runs one job from stdin and returns the process exit code.
+// Main runs the init in the mode its arguments name and returns the process
+// exit code: `--serve CONFIG` as the sandbox's PID 1, `--isolated CONFIG`
+// as one execution's PID 1 (started by the former).
 func Main() int {
-	out := &frameWriter{w: os.Stdout}
-	var job wire.Job
-	if err := json.NewDecoder(os.Stdin).Decode(&job); err != nil {
-		out.fail(fmt.Errorf("decode job: %w", err))
-		return 1
+	if len(os.Args) == 3 {
+		switch os.Args[1] {
+		case "--serve":
+			return Serve(os.Args[2])
+		case "--isolated":
+			return Isolated(os.Args[2])
+		}
 	}
-	if err := RunJob(job, out); err != nil {
-		out.fail(err)
-		return 1
-	}
-	return 0
+	fmt.Fprintln(os.Stderr, "usage: init --serve CONFIG | --isolated CONFIG")
+	return 2
 }
 
 // frameWriter serialises frames from the stdout and stderr readers.
@@ -54,14 +55,30 @@ func (f *frameWriter) fail(err error) {
 	_ = f.write(wire.FrameError, []byte(err.Error()))
 }
 
-// RunJob writes the job's files and runs its steps in order, stopping after
-// the first step that does not exit 0.
-func RunJob(job wire.Job, out *frameWriter) error {
+// runJob writes the job's files and runs its steps in order, stopping after
+// the first step that does not exit 0. A step marked UsePrestarted runs in
+// pre, when there is one; an unused pre is ended first.
+func runJob(job wire.Job, out *frameWriter, pre *prestarted) error {
 	if err := writeFiles(job); err != nil {
 		return err
 	}
+	defer func() {
+		if pre != nil {
+			pre.discard()
+		}
+	}()
 	for _, step := range job.Steps {
-		res := runStep(job, step, out)
+		var res wire.StepResult
+		if step.UsePrestarted && pre != nil {
+			res = pre.run(step, out)
+			pre = nil
+		} else {
+			if pre != nil {
+				pre.discard()
+				pre = nil
+			}
+			res = runStep(job, step, out)
+		}
 		b, err := json.Marshal(res)
 		if err != nil {
 			return fmt.Errorf("encode result: %w", err)
@@ -104,73 +121,101 @@ func writeFiles(job wire.Job) error {
 var rlimitMu sync.Mutex
 
 func runStep(job wire.Job, step wire.Step, out *frameWriter) wire.StepResult {
-	res := wire.StepResult{Name: step.Name}
-	lim := step.Limits
+	p, err := prepare(job, step.Argv, step.Env, step.Dir, step.MergeStderr, len(step.Stdin) > 0)
+	if err != nil {
+		return wire.StepResult{Name: step.Name, StartError: err.Error()}
+	}
+	if err := startLimited(p.cmd, step.Limits); err != nil {
+		p.abandon()
+		return wire.StepResult{Name: step.Name, StartError: err.Error()}
+	}
+	p.started()
+	return supervise(p, step, out)
+}
 
-	cmd := exec.Command(step.Argv[0], step.Argv[1:]...)
-	cmd.Env = step.Env
-	cmd.Dir = step.Dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{
+// proc is a step's process with the pipes the init holds for it.
+type proc struct {
+	cmd        *exec.Cmd
+	outR, errR *os.File
+	outW, errW *os.File
+	stdinR     *os.File
+	stdinW     *os.File
+	extra      []*os.File // child ends of extra pipes (ExtraFiles), closed once started
+	startedAt  time.Time
+}
+
+// prepare builds the command and its pipes; it does not start it.
+func prepare(job wire.Job, argv, env []string, dir string, mergeStderr, withStdin bool) (*proc, error) {
+	if len(argv) == 0 {
+		return nil, errors.New("empty command")
+	}
+	p := &proc{cmd: exec.Command(argv[0], argv[1:]...)}
+	p.cmd.Env = env
+	p.cmd.Dir = dir
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setpgid:    true,
 		Credential: &syscall.Credential{Uid: uint32(job.UID), Gid: uint32(job.GID), Groups: []uint32{}},
-		Pdeathsig:  syscall.SIGKILL,
 	}
-
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		res.StartError = err.Error()
-		return res
+	var err error
+	if p.outR, p.outW, err = os.Pipe(); err != nil {
+		return nil, err
 	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		res.StartError = err.Error()
-		return res
+	if p.errR, p.errW, err = os.Pipe(); err != nil {
+		p.outR.Close()
+		p.outW.Close()
+		return nil, err
 	}
-	cmd.Stdout = outW
-	cmd.Stderr = errW
-	if step.MergeStderr {
-		cmd.Stderr = outW
+	p.cmd.Stdout, p.cmd.Stderr = p.outW, p.errW
+	if mergeStderr {
+		p.cmd.Stderr = p.outW
 	}
-	var stdinW *os.File
-	if len(step.Stdin) > 0 {
-		var stdinR *os.File
-		stdinR, stdinW, err = os.Pipe()
-		if err != nil {
-			res.StartError = err.Error()
-			return res
+	if withStdin {
+		if p.stdinR, p.stdinW, err = os.Pipe(); err != nil {
+			p.abandon()
+			return nil, err
 		}
-		cmd.Stdin = stdinR
-		defer stdinR.Close()
+		p.cmd.Stdin = p.stdinR
 	}
+	return p, nil
+}
 
+// started closes the child's ends of the pipes in the init.
+func (p *proc) started() {
+	p.startedAt = time.Now()
+	p.outW.Close()
+	p.errW.Close()
+	if p.stdinR != nil {
+		p.stdinR.Close()
+	}
+	for _, f := range p.extra {
+		f.Close()
+	}
+}
+
+func (p *proc) abandon() {
+	for _, f := range append([]*os.File{p.outR, p.outW, p.errR, p.errW, p.stdinR, p.stdinW}, p.extra...) {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// supervise feeds the step's stdin, streams its output as frames, enforces
+// the wall-clock and output limits, and measures the step once it exits.
+func supervise(p *proc, step wire.Step, out *frameWriter) wire.StepResult {
+	res := wire.StepResult{Name: step.Name, Started: true}
+	lim := step.Limits
 	killAll := func() {
-		// As PID 1 of the sandbox, kill(-1) reaches every other process,
-		// including ones that left the step's process group.
+		// As PID 1 of the execution's PID namespace, kill(-1) reaches every
+		// other process of the execution, including ones that left the
+		// step's process group.
 		_ = syscall.Kill(-1, syscall.SIGKILL)
 	}
-
-	start := time.Now()
-	err = startLimited(cmd, lim)
-	outW.Close()
-	errW.Close()
-	if err != nil {
-		outR.Close()
-		errR.Close()
-		if stdinW != nil {
-			stdinW.Close()
-		}
-		res.StartError = err.Error()
-		return res
-	}
-	res.Started = true
-
-	if stdinW != nil {
+	if p.stdinW != nil {
 		go func() {
 			// EPIPE when the program exits without reading is expected.
-			_, _ = stdinW.Write(step.Stdin)
-			stdinW.Close()
+			_, _ = p.stdinW.Write(step.Stdin)
+			p.stdinW.Close()
 		}()
 	}
 
@@ -178,7 +223,7 @@ func runStep(job wire.Job, step wire.Step, out *frameWriter) wire.StepResult {
 	var flagMu sync.Mutex
 	var timer *time.Timer
 	if lim.WallMillis > 0 {
-		timer = time.AfterFunc(time.Duration(lim.WallMillis)*time.Millisecond, func() {
+		timer = time.AfterFunc(time.Duration(lim.WallMillis)*time.Millisecond-time.Since(p.startedAt), func() {
 			flagMu.Lock()
 			wallExceeded = true
 			flagMu.Unlock()
@@ -214,11 +259,11 @@ func runStep(job wire.Job, step wire.Step, out *frameWriter) wire.StepResult {
 		}
 	}
 	readers.Add(2)
-	go pump(outR, wire.FrameStdout)
-	go pump(errR, wire.FrameStderr)
+	go pump(p.outR, wire.FrameStdout)
+	go pump(p.errR, wire.FrameStderr)
 
-	waitErr := cmd.Wait()
-	res.WallMillis = time.Since(start).Milliseconds()
+	waitErr := p.cmd.Wait()
+	res.WallMillis = time.Since(p.startedAt).Milliseconds()
 	if timer != nil {
 		timer.Stop()
 	}
@@ -227,7 +272,7 @@ func runStep(job wire.Job, step wire.Step, out *frameWriter) wire.StepResult {
 	reapAll()
 	readers.Wait()
 
-	state := cmd.ProcessState
+	state := p.cmd.ProcessState
 	if state == nil {
 		res.StartError = fmt.Sprintf("wait: %v", waitErr)
 		return res

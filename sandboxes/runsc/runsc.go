@@ -373,9 +373,17 @@ func (rt *Runtime) Close() {
 	rt.cleanupLeftovers()
 	// runsc keeps an empty network namespace for gofers mounted on a file in
 	// its state dir; it outlives every sandbox, so it goes with the Runtime.
+	// Sandboxes started at once can each mount it, stacked: unmount them all.
 	netns := filepath.Join(rt.stateDir(), "null-netns")
-	if err := syscall.Unmount(netns, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
-		rt.Logger.Warn("unmount gofer netns", "path", netns, "err", err)
+	for i := 0; i < 1000; i++ {
+		err := syscall.Unmount(netns, syscall.MNT_DETACH)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+			rt.Logger.Warn("unmount gofer netns", "path", netns, "err", err)
+		}
+		break
 	}
 }
 
@@ -412,4 +420,12 @@ func (rt *Runtime) Leftovers() []string {
 		}
 	}
 	return out
+}
+
+// Usage is what the host kernel has accounted to the sandbox so far.
+func (sb *Sandbox) Usage() CgroupUsage {
+	if sb.cg == nil {
+		return CgroupUsage{}
+	}
+	return sb.cg.usage()
 }

@@ -86,12 +86,13 @@ func InitBinary() (string, error) {
 // Executor returns an executor over real runsc sandboxes in a temp dir, with
 // every sandbox it made removed when the test ends.
 func Executor(t testing.TB, limits executor.Limits) *executor.Executor {
-	ex, _ := ExecutorAndRuntime(t, limits)
+	ex, _ := ExecutorAndRuntime(t, limits, executor.PoolConfig{})
 	return ex
 }
 
-// ExecutorAndRuntime is Executor, also returning the runsc Runtime under it.
-func ExecutorAndRuntime(t testing.TB, limits executor.Limits) (*executor.Executor, *runsc.Runtime) {
+// ExecutorAndRuntime is Executor with a pool configuration (the default
+// when zero), also returning the runsc Runtime under it.
+func ExecutorAndRuntime(t testing.TB, limits executor.Limits, pool executor.PoolConfig) (*executor.Executor, *runsc.Runtime) {
 	t.Helper()
 	bin, err := RunscPath()
 	if err != nil {
@@ -111,10 +112,13 @@ func ExecutorAndRuntime(t testing.TB, limits executor.Limits) (*executor.Executo
 		t.Fatal(err)
 	}
 	t.Cleanup(rt.Close)
-	return executor.New(executor.Config{
+	ex := executor.New(executor.Config{
 		Runtime: rt,
 		RootFS:  rootDir,
 		Catalog: langs.Detect(context.Background(), langs.Builtin()),
 		Limits:  limits,
-	}), rt
+		Pool:    pool,
+	})
+	t.Cleanup(ex.Close)
+	return ex, rt
 }

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // FrameType says what a frame's payload is.
@@ -25,6 +26,7 @@ const (
 	FrameStderr FrameType = 'e' // a chunk of the running step's stderr
 	FrameResult FrameType = 'r' // a StepResult as JSON: the step has ended
 	FrameError  FrameType = 'x' // the init itself failed; payload is a message
+	FrameDone   FrameType = 'd' // the job has ended; the sandbox is ready for the next
 )
 
 // MaxFramePayload bounds one frame so a corrupt stream cannot make the host
@@ -62,6 +64,30 @@ type Step struct {
 	Limits Limits   `json:"limits"`
 	// MergeStderr sends the program's stderr into its stdout pipe.
 	MergeStderr bool `json:"merge_stderr,omitempty"`
+	// UsePrestarted runs the step in the execution's prestarted runner
+	// (ServeConfig.Prestart) instead of starting Argv: Argv[1:] become the
+	// program's arguments.
+	UsePrestarted bool `json:"use_prestarted,omitempty"`
+}
+
+// ServeConfig is how a reusable sandbox's init prepares each execution
+// before its job arrives: a fresh work dir and tmp of these sizes, and
+// optionally a language runtime already started, waiting for its program.
+type ServeConfig struct {
+	UID       int     `json:"uid"`
+	GID       int     `json:"gid"`
+	WorkDir   string  `json:"work_dir"`
+	WorkBytes int64   `json:"work_bytes"`
+	TmpBytes  int64   `json:"tmp_bytes"`
+	Prestart  *Runner `json:"prestart,omitempty"`
+}
+
+// Runner is a language runtime started ahead of its program. It reads one
+// control message on fd 3 (see EncodeGo), then runs the program.
+type Runner struct {
+	Argv   []string `json:"argv"`
+	Env    []string `json:"env"`
+	Limits Limits   `json:"limits"` // all but CPU apply from the start
 }
 
 // Job is everything a one-shot execution needs. Steps run in order; a step
@@ -122,4 +148,15 @@ func ReadFrame(r io.Reader) (FrameType, []byte, error) {
 		return 0, nil, fmt.Errorf("wire: truncated frame payload: %w", err)
 	}
 	return FrameType(hdr[0]), payload, nil
+}
+
+// EncodeGo is the control message that starts a prestarted runner's program:
+// eight hex digits of length, then NUL-separated fields: the argument count,
+// the arguments (argv[0] is the runtime, argv[1] the program file), and the
+// environment as KEY=VALUE. A runner needs no parser beyond split.
+func EncodeGo(argv, env []string) []byte {
+	fields := append([]string{fmt.Sprint(len(argv))}, argv...)
+	fields = append(fields, env...)
+	payload := strings.Join(fields, "\x00")
+	return []byte(fmt.Sprintf("%08x%s", len(payload), payload))
 }

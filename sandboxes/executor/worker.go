@@ -1,0 +1,252 @@
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
+	"github.com/sandboxapi/sandboxapi/sandboxes/rootfs"
+	"github.com/sandboxapi/sandboxapi/sandboxes/runsc"
+	"github.com/sandboxapi/sandboxapi/sandboxes/wire"
+)
+
+// shape is what a sandbox is made with and cannot change afterwards: the
+// language whose runtime it prestarts, and the memory and scratch sizes.
+// Requests of one shape can share a pool.
+type shape struct {
+	lang        string
+	memoryBytes int64
+	workBytes   int64
+	tmpBytes    int64
+	processes   int
+	openFiles   int
+	fileSize    int64
+}
+
+func shapeFor(lang *langs.Language, lim Limits) shape {
+	return shape{lang: lang.ID, memoryBytes: lim.MemoryBytes, workBytes: lim.WorkDirBytes, tmpBytes: lim.TmpBytes,
+		processes: lim.Processes, openFiles: lim.OpenFiles, fileSize: lim.FileSizeBytes}
+}
+
+// worker is one gVisor sandbox whose init serves executions one at a time
+// (guest.Serve), each in fresh namespaces with a fresh /work and /tmp.
+type worker struct {
+	sb      *runsc.Sandbox
+	shape   shape
+	account string // "" until its first execution binds it to an account
+	uses    int
+	idle    time.Time
+
+	prestarted bool
+	exited     chan struct{}
+	exit       runsc.Exit
+}
+
+// initCapabilities are what the init needs: to create each execution's
+// namespaces and mounts, write its work dir, run the program as the sandbox
+// user, bound its rlimits and kill what it leaves. Programs get none of them.
+var initCapabilities = []string{
+	"CAP_SYS_ADMIN", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL",
+	"CAP_SETUID", "CAP_SETGID", "CAP_SYS_RESOURCE",
+}
+
+func (e *Executor) baseEnv(lang *langs.Language) []string {
+	return append([]string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME=/work", "USER=" + rootfs.UserName, "LANG=C.UTF-8", "TMPDIR=/tmp",
+	}, lang.Env...)
+}
+
+// startWorker boots a sandbox of shape sh. It is not tied to any request's
+// context: a worker outlives the request that made it.
+func (e *Executor) startWorker(sh shape) (*worker, error) {
+	lang, ok := e.cfg.Catalog.Lookup(sh.lang)
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownLanguage, sh.lang)
+	}
+	cfg := wire.ServeConfig{
+		UID: rootfs.UserID, GID: rootfs.GroupID, WorkDir: "/work",
+		WorkBytes: sh.workBytes, TmpBytes: sh.tmpBytes,
+	}
+	if argv := langs.Prestart(lang); argv != nil && !e.cfg.NoPrestart {
+		cfg.Prestart = &wire.Runner{Argv: argv, Env: e.baseEnv(lang), Limits: wire.Limits{
+			Processes: sh.processes, OpenFiles: sh.openFiles, FileSizeBytes: sh.fileSize,
+		}}
+	}
+	cfgJSON, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	spec := runsc.Spec{
+		ID:     newID("sbx-", 8),
+		RootFS: e.cfg.RootFS,
+		Mounts: append([]specs.Mount{
+			{Destination: "/usr", Type: "bind", Source: "/usr", Options: []string{"rbind", "ro", "nosuid", "nodev"}},
+		}, langMounts(lang)...),
+		Args:         []string{rootfs.InitPath, "--serve", string(cfgJSON)},
+		Env:          []string{"PATH=/usr/bin:/bin"},
+		Cwd:          "/",
+		Capabilities: initCapabilities,
+		MemoryBytes:  sh.memoryBytes + e.cfg.SandboxOverheadBytes,
+		HostPIDs:     e.cfg.HostPIDs,
+	}
+	sb, err := e.cfg.Runtime.Start(context.Background(), spec)
+	if err != nil {
+		return nil, err
+	}
+	w := &worker{sb: sb, shape: sh, prestarted: cfg.Prestart != nil, exited: make(chan struct{})}
+	go func() {
+		w.exit = sb.Wait()
+		close(w.exited)
+	}()
+	return w, nil
+}
+
+// langMounts are a language's extra read-only binds (a toolchain that does
+// not live under /usr).
+func langMounts(lang *langs.Language) []specs.Mount {
+	return nil
+}
+
+func (w *worker) alive() bool {
+	select {
+	case <-w.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// runOutcome is what one job on a worker produced.
+type runOutcome struct {
+	steps        []stepOutput
+	done         bool // the init reported the job's end; the worker is reusable
+	hostTimedOut bool
+	protoErr     error
+	sandboxCPU   time.Duration
+}
+
+// run sends job to the worker and collects its frames until the job ends
+// or the sandbox does.
+func (w *worker) run(ctx context.Context, job wire.Job, res *Result, capBytes int64, deadline time.Duration) runOutcome {
+	var out runOutcome
+	before := w.sb.Usage().CPU
+	b, err := json.Marshal(job)
+	if err != nil {
+		out.protoErr = err
+		return out
+	}
+	var mu sync.Mutex
+	timer := time.AfterFunc(deadline, func() {
+		mu.Lock()
+		out.hostTimedOut = true
+		mu.Unlock()
+		w.sb.Kill()
+	})
+	stop := context.AfterFunc(ctx, w.sb.Kill)
+	go func() {
+		// A dead sandbox fails the write; the frames then end at EOF.
+		_, _ = w.sb.Stdin.Write(b)
+	}()
+	steps, done, protoErr := collect(w.sb.Stdout, res, capBytes, len(job.Steps))
+	timer.Stop()
+	stop()
+	mu.Lock()
+	defer mu.Unlock()
+	out.steps, out.done, out.protoErr = steps, done, protoErr
+	if !done {
+		<-w.exited
+	}
+	out.sandboxCPU = w.sb.Usage().CPU - before
+	if !done {
+		out.sandboxCPU = w.exit.Usage.CPU - before
+	}
+	return out
+}
+
+// stop ends the worker: the init exits at stdin's EOF; a wedged one is
+// killed.
+func (w *worker) stop() {
+	_ = w.sb.Stdin.Close()
+	select {
+	case <-w.exited:
+	case <-time.After(3 * time.Second):
+		w.sb.Kill()
+		<-w.exited
+	}
+}
+
+// stepOutput is one step's output and result as the init reported them.
+type stepOutput struct {
+	result *wire.StepResult
+	stdout []byte
+	stderr []byte
+}
+
+// collect reads frames until the job's FrameDone (done) or the end of the
+// sandbox's output. The init caps each stream itself; the host caps again,
+// in case the init was subverted.
+func collect(r io.Reader, res *Result, capBytes int64, nSteps int) (steps []stepOutput, done bool, err error) {
+	steps = make([]stepOutput, 0, nSteps)
+	cur := stepOutput{}
+	add := func(dst *[]byte, p []byte, truncated *bool) {
+		room := capBytes - int64(len(*dst))
+		if int64(len(p)) > room {
+			p = p[:max(room, 0)]
+			*truncated = true
+		}
+		*dst = append(*dst, p...)
+	}
+	var outTrunc, errTrunc bool
+	defer func() {
+		if cur.result != nil || len(cur.stdout) > 0 || len(cur.stderr) > 0 {
+			steps = append(steps, cur)
+		}
+		res.StdoutTruncated = res.StdoutTruncated || outTrunc
+		res.StderrTruncated = res.StderrTruncated || errTrunc
+	}()
+	for {
+		t, p, err := wire.ReadFrame(r)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = nil
+			}
+			return steps, false, err
+		}
+		switch t {
+		case wire.FrameStdout:
+			add(&cur.stdout, p, &outTrunc)
+		case wire.FrameStderr:
+			add(&cur.stderr, p, &errTrunc)
+		case wire.FrameResult:
+			var sr wire.StepResult
+			if err := json.Unmarshal(p, &sr); err != nil {
+				return steps, false, fmt.Errorf("executor: bad result frame: %w", err)
+			}
+			cur.result = &sr
+			steps = append(steps, cur)
+			cur = stepOutput{}
+		case wire.FrameError:
+			// The job failed inside the sandbox; its end still follows.
+			err = fmt.Errorf("executor: sandbox init: %s", p)
+			for {
+				t, _, rerr := wire.ReadFrame(r)
+				if rerr != nil {
+					return steps, false, err
+				}
+				if t == wire.FrameDone {
+					return steps, true, err
+				}
+			}
+		case wire.FrameDone:
+			return steps, true, nil
+		}
+	}
+}

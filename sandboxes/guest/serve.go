@@ -1,0 +1,230 @@
+package guest
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sandboxapi/sandboxapi/sandboxes/wire"
+)
+
+// Serve is the init of a reusable sandbox. It runs jobs from stdin one after
+// another; each runs in an execution of its own (see isolated), prepared
+// before the job arrives so that its set-up is off the request's path. A job
+// ends with a FrameDone; the sandbox ends at stdin's EOF.
+func Serve(cfgJSON string) int {
+	out := &frameWriter{w: os.Stdout}
+	var cfg wire.ServeConfig
+	if err := json.Unmarshal([]byte(cfgJSON), &cfg); err != nil {
+		out.fail(fmt.Errorf("serve config: %w", err))
+		return 1
+	}
+	dec := json.NewDecoder(os.Stdin)
+	next, nextErr := startExecution(cfgJSON)
+	for {
+		var job json.RawMessage
+		if err := dec.Decode(&job); err != nil {
+			if next != nil {
+				next.kill()
+			}
+			if errors.Is(err, io.EOF) {
+				return 0
+			}
+			out.fail(fmt.Errorf("decode job: %w", err))
+			return 1
+		}
+		if next == nil {
+			// The previous attempt failed; try once more now.
+			if next, nextErr = startExecution(cfgJSON); next == nil {
+				out.fail(nextErr)
+				_ = out.write(wire.FrameDone, nil)
+				continue
+			}
+		}
+		next.run(job, out)
+		_ = out.write(wire.FrameDone, nil)
+		next, nextErr = startExecution(cfgJSON)
+	}
+}
+
+// execution is a prepared execution: the init itself, re-run with
+// --isolated as PID 1 of fresh namespaces.
+type execution struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   io.ReadCloser
+}
+
+// isolationFlags give every execution its own mount table (so its /work and
+// /tmp are new, empty tmpfs), PID space (so killing its PID 1 ends every
+// process it made), IPC, hostname and network stack.
+const isolationFlags = syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC |
+	syscall.CLONE_NEWUTS | syscall.CLONE_NEWNET
+
+func startExecution(cfgJSON string) (*execution, error) {
+	cmd := exec.Command("/proc/self/exe", "--isolated", cfgJSON)
+	// No Pdeathsig: gVisor sends it when the forking thread exits, not the
+	// process. None is needed: when this init dies the sandbox ends, and
+	// when an execution's PID 1 dies, so does everything in its namespace.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: isolationFlags}
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, fmt.Errorf("prepare execution: %w", err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("prepare execution: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("prepare execution: %w", err)
+	}
+	return &execution{cmd: cmd, stdin: stdin, out: out}, nil
+}
+
+func (e *execution) run(job json.RawMessage, out *frameWriter) {
+	go func() {
+		_, _ = e.stdin.Write(job)
+		e.stdin.Close()
+	}()
+	// The execution writes whole frames; pass them through.
+	out.mu.Lock()
+	_, _ = io.Copy(out.w, e.out)
+	out.mu.Unlock()
+	if err := e.cmd.Wait(); err != nil {
+		out.fail(fmt.Errorf("execution ended abnormally: %w", err))
+	}
+}
+
+func (e *execution) kill() {
+	_ = e.cmd.Process.Kill()
+	_ = e.cmd.Wait()
+}
+
+// Isolated is one execution, as PID 1 of its own namespaces: it mounts a
+// fresh work dir and tmp, starts the prestarted runner if there is one,
+// then waits for its job on stdin and runs it. When it exits, the kernel
+// ends every process left in its PID namespace and drops its mounts.
+func Isolated(cfgJSON string) int {
+	out := &frameWriter{w: os.Stdout}
+	var cfg wire.ServeConfig
+	if err := json.Unmarshal([]byte(cfgJSON), &cfg); err != nil {
+		out.fail(fmt.Errorf("isolated config: %w", err))
+		return 1
+	}
+	if err := mountScratch(cfg); err != nil {
+		out.fail(err)
+		return 1
+	}
+	var pre *prestarted
+	if cfg.Prestart != nil {
+		var err error
+		if pre, err = startRunner(cfg); err != nil {
+			// The job still runs, the slow way.
+			fmt.Fprintln(os.Stderr, "sandbox init: prestart:", err)
+			pre = nil
+		}
+	}
+	var job wire.Job
+	if err := json.NewDecoder(os.Stdin).Decode(&job); err != nil {
+		if !errors.Is(err, io.EOF) {
+			out.fail(fmt.Errorf("decode job: %w", err))
+		}
+		return 1
+	}
+	if err := runJob(job, out, pre); err != nil {
+		out.fail(err)
+		return 1
+	}
+	return 0
+}
+
+func mountScratch(cfg wire.ServeConfig) error {
+	// Mounts made here must not propagate back to the sandbox's table.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make mounts private: %w", err)
+	}
+	for _, m := range []struct {
+		dir  string
+		size int64
+	}{{cfg.WorkDir, cfg.WorkBytes}, {"/tmp", cfg.TmpBytes}} {
+		opts := "mode=1777"
+		if m.size > 0 {
+			opts += ",size=" + strconv.FormatInt(m.size, 10)
+		}
+		if err := unix.Mount("tmpfs", m.dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+			return fmt.Errorf("mount %s: %w", m.dir, err)
+		}
+	}
+	return os.Chown(cfg.WorkDir, cfg.UID, cfg.GID)
+}
+
+// prestarted is a language runtime started before its program is known,
+// blocked reading its control pipe.
+type prestarted struct {
+	p   *proc
+	ctl *os.File
+}
+
+func startRunner(cfg wire.ServeConfig) (*prestarted, error) {
+	r := cfg.Prestart
+	job := wire.Job{UID: cfg.UID, GID: cfg.GID}
+	p, err := prepare(job, r.Argv, r.Env, cfg.WorkDir, false, true)
+	if err != nil {
+		return nil, err
+	}
+	ctlR, ctlW, err := os.Pipe()
+	if err != nil {
+		p.abandon()
+		return nil, err
+	}
+	p.cmd.ExtraFiles = []*os.File{ctlR} // fd 3
+	p.extra = []*os.File{ctlR}
+	lim := r.Limits
+	// The CPU limit is the job's, set when it arrives; until then the runner
+	// only blocks on its pipe.
+	lim.CPUMillis = 0
+	if err := startLimited(p.cmd, lim); err != nil {
+		p.abandon()
+		ctlW.Close()
+		return nil, err
+	}
+	p.started()
+	return &prestarted{p: p, ctl: ctlW}, nil
+}
+
+// run gives the runner its program and supervises it like any step.
+func (r *prestarted) run(step wire.Step, out *frameWriter) wire.StepResult {
+	pid := r.p.cmd.Process.Pid
+	if step.Limits.CPUMillis > 0 {
+		secs := uint64((step.Limits.CPUMillis + 999) / 1000)
+		if err := unix.Prlimit(pid, unix.RLIMIT_CPU, &unix.Rlimit{Cur: secs, Max: secs + 1}, nil); err != nil {
+			r.discard()
+			return wire.StepResult{Name: step.Name, StartError: fmt.Sprintf("cpu limit: %v", err)}
+		}
+	}
+	r.p.startedAt = time.Now()
+	_, err := r.ctl.Write(wire.EncodeGo(step.Argv, step.Env))
+	r.ctl.Close()
+	if err != nil {
+		r.discard()
+		return wire.StepResult{Name: step.Name, StartError: fmt.Sprintf("start prestarted runner: %v", err)}
+	}
+	return supervise(r.p, step, out)
+}
+
+// discard ends an unused runner.
+func (r *prestarted) discard() {
+	r.ctl.Close()
+	_ = r.p.cmd.Process.Kill()
+	_ = r.p.cmd.Wait()
+	r.p.abandon()
+}
