@@ -73,7 +73,7 @@ func (e *Executor) startWorker(sh shape) (*worker, error) {
 	}
 	cfg := wire.ServeConfig{
 		UID: rootfs.UserID, GID: rootfs.GroupID, WorkDir: "/work",
-		WorkBytes: sh.workBytes, TmpBytes: sh.tmpBytes,
+		WorkBytes: sh.workBytes, TmpBytes: sh.tmpBytes, Prepared: 2,
 	}
 	if argv := langs.Prestart(lang); argv != nil && !e.cfg.NoPrestart {
 		cfg.Prestart = &wire.Runner{Argv: argv, Env: e.baseEnv(lang), Limits: wire.Limits{

@@ -28,12 +28,28 @@ func Serve(cfgJSON string) int {
 		return 1
 	}
 	dec := json.NewDecoder(os.Stdin)
-	next, nextErr := startExecution(cfgJSON)
+	// Executions are prepared ahead, oldest first: back-to-back jobs find
+	// one whose runtime has finished starting.
+	ahead := max(cfg.Prepared, 1)
+	var queue []*execution
+	refill := func() error {
+		for len(queue) < ahead {
+			e, err := startExecution(cfgJSON)
+			if err != nil {
+				return err
+			}
+			queue = append(queue, e)
+		}
+		return nil
+	}
+	if err := refill(); err != nil {
+		fmt.Fprintln(os.Stderr, "sandbox init:", err)
+	}
 	for {
 		var job json.RawMessage
 		if err := dec.Decode(&job); err != nil {
-			if next != nil {
-				next.kill()
+			for _, e := range queue {
+				e.kill()
 			}
 			if errors.Is(err, io.EOF) {
 				return 0
@@ -41,17 +57,23 @@ func Serve(cfgJSON string) int {
 			out.fail(fmt.Errorf("decode job: %w", err))
 			return 1
 		}
-		if next == nil {
-			// The previous attempt failed; try once more now.
-			if next, nextErr = startExecution(cfgJSON); next == nil {
-				out.fail(nextErr)
+		if len(queue) == 0 {
+			if err := refill(); err != nil {
+				out.fail(err)
 				_ = out.write(wire.FrameDone, nil)
 				continue
 			}
 		}
+		next := queue[0]
+		queue = queue[1:]
+		// Prepare the replacement while this job runs.
+		refillErr := make(chan error, 1)
+		go func() { refillErr <- refill() }()
 		next.run(job, out)
+		if err := <-refillErr; err != nil {
+			fmt.Fprintln(os.Stderr, "sandbox init:", err)
+		}
 		_ = out.write(wire.FrameDone, nil)
-		next, nextErr = startExecution(cfgJSON)
 	}
 }
 

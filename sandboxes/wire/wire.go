@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
 	"strings"
 )
 
@@ -27,6 +28,12 @@ const (
 	FrameResult FrameType = 'r' // a StepResult as JSON: the step has ended
 	FrameError  FrameType = 'x' // the init itself failed; payload is a message
 	FrameDone   FrameType = 'd' // the job has ended; the sandbox is ready for the next
+	// FrameFile starts a file a step collected (Step.Collect): a FileHeader
+	// as JSON. The file's content follows in FrameFileData frames, Size
+	// bytes in all.
+	FrameFile FrameType = 'F'
+	// FrameFileData is the next chunk of the file the last FrameFile began.
+	FrameFileData FrameType = 'f'
 )
 
 // MaxFramePayload bounds one frame so a corrupt stream cannot make the host
@@ -36,11 +43,54 @@ const MaxFramePayload = 1 << 20
 // ErrFrameTooLarge is returned for a frame whose length exceeds MaxFramePayload.
 var ErrFrameTooLarge = errors.New("wire: frame too large")
 
+// ErrBadPath is returned for a file path that is absolute or leaves the
+// work directory.
+var ErrBadPath = errors.New("wire: file path must be relative and stay in the work directory")
+
 // File is a file the init writes into the work directory before any step runs.
 type File struct {
-	Path    string `json:"path"` // relative to the work directory, already validated by the host
+	Path    string `json:"path"` // relative to the work directory; see CheckPath
 	Content []byte `json:"content"`
 	Mode    uint32 `json:"mode,omitempty"` // permission bits; 0644 when zero
+}
+
+// CheckPath accepts a relative, slash-separated path that names a file
+// inside the directory it is relative to: not absolute, no ".." element,
+// not empty or ".". The host validates paths already; the init checks again
+// because it writes as root.
+func CheckPath(p string) error {
+	if p == "" || strings.HasPrefix(p, "/") || strings.ContainsRune(p, 0) {
+		return fmt.Errorf("%w: %q", ErrBadPath, p)
+	}
+	for _, el := range strings.Split(p, "/") {
+		if el == ".." {
+			return fmt.Errorf("%w: %q", ErrBadPath, p)
+		}
+	}
+	if c := path.Clean(p); c == "." {
+		return fmt.Errorf("%w: %q", ErrBadPath, p)
+	}
+	return nil
+}
+
+// FileHeader starts a collected file on the wire.
+type FileHeader struct {
+	Name string `json:"name"` // as the step's Collect named it
+	Size int64  `json:"size"` // bytes of FrameFileData that follow
+	// Error says why the file is not sent (missing, too large, not a
+	// regular file); Size is then 0.
+	Error string `json:"error,omitempty"`
+}
+
+// Overlay makes Target a writable view of the read-only directory Lower
+// for one execution: the init mounts an overlay whose upper layer lives in
+// the execution's /tmp, so what the program writes there costs its own
+// tmpfs and vanishes with it, while Lower is shared by every sandbox. It is
+// how a toolchain's pre-built cache (Go's GOCACHE) is shared without
+// copying it.
+type Overlay struct {
+	Lower  string `json:"lower"`
+	Target string `json:"target"`
 }
 
 // Limits are what the init enforces on one step's processes.
@@ -52,6 +102,10 @@ type Limits struct {
 	FileSizeBytes int64 `json:"file_size"`    // RLIMIT_FSIZE
 	OutputBytes   int64 `json:"output_bytes"` // per stream; more kills the step
 	StackBytes    int64 `json:"stack,omitempty"`
+	// AddressSpaceBytes is RLIMIT_AS, for steps whose programs fail
+	// cleanly (a compiler's "out of memory") rather than at the sandbox's
+	// memory cgroup, which would end the whole sandbox.
+	AddressSpaceBytes int64 `json:"address_space,omitempty"`
 }
 
 // Step is one program to run: a compile step, then the run step, say.
@@ -68,6 +122,13 @@ type Step struct {
 	// (ServeConfig.Prestart) instead of starting Argv: Argv[1:] become the
 	// program's arguments.
 	UsePrestarted bool `json:"use_prestarted,omitempty"`
+	// Collect names files (relative to Dir) the init sends back, as
+	// FrameFile and FrameFileData frames after the step's result, when the
+	// step exits 0: a compiled program the caller asked for.
+	Collect []string `json:"collect,omitempty"`
+	// CollectMaxBytes caps each collected file; a larger one is reported
+	// with an error instead of its content.
+	CollectMaxBytes int64 `json:"collect_max_bytes,omitempty"`
 }
 
 // ServeConfig is how a reusable sandbox's init prepares each execution
@@ -80,6 +141,8 @@ type ServeConfig struct {
 	WorkBytes int64   `json:"work_bytes"`
 	TmpBytes  int64   `json:"tmp_bytes"`
 	Prestart  *Runner `json:"prestart,omitempty"`
+	// Prepared is how many executions to keep prepared ahead (1 if zero).
+	Prepared int `json:"prepared,omitempty"`
 }
 
 // Runner is a language runtime started ahead of its program. It reads one
@@ -97,7 +160,9 @@ type Job struct {
 	UID     int    `json:"uid"`
 	GID     int    `json:"gid"`
 	Files   []File `json:"files,omitempty"`
-	Steps   []Step `json:"steps"`
+	// Overlays are mounted before the files are written.
+	Overlays []Overlay `json:"overlays,omitempty"`
+	Steps    []Step    `json:"steps"`
 }
 
 // StepResult is what the init measured of one step, from inside the sandbox.
