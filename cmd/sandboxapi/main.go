@@ -11,6 +11,7 @@ const usage = `usage: sandboxapi <command> [flags]
 
 commands:
   dev       run the gateway and a single-node cell in one process
+  bench     measure the service against native, bubblewrap and runsc do
   version   print the version
 `
 
@@ -23,6 +24,8 @@ func main() {
 	switch os.Args[1] {
 	case "dev":
 		err = runDev(os.Args[2:])
+	case "bench":
+		err = runBench(os.Args[2:])
 	case "version":
 		fmt.Println(version())
 	case "-h", "--help", "help":

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/sandboxapi/sandboxapi/ops/bench"
+)
+
+func runBench(args []string) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	requests := fs.Int("n", 50, "sequential requests per language and method")
+	conc := fs.Int("c", 8, "parallel clients in the throughput test")
+	dur := fs.Duration("d", 20*time.Second, "length of each throughput test")
+	runscPath := fs.String("runsc", "", "static runsc (default: $SANDBOXAPI_RUNSC, else runsc beside this binary)")
+	initPath := fs.String("init", "", "sandbox init (default: $SANDBOXAPI_INIT, else sandbox-init beside this binary)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	rs, err := besideBinary(*runscPath, "SANDBOXAPI_RUNSC", "runsc")
+	if err != nil {
+		return err
+	}
+	in, err := besideBinary(*initPath, "SANDBOXAPI_INIT", "sandbox-init")
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	_, err = bench.Run(ctx, bench.Config{
+		Binary: self, Runsc: rs, Init: in,
+		Requests: *requests, Concurrency: *conc, Duration: *dur, Out: os.Stdout,
+	})
+	return err
+}

@@ -1,0 +1,55 @@
+package main_test
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/sandboxapi/sandboxapi/sandboxes/sandboxtest"
+)
+
+// TestBenchSmoke runs a few-seconds benchmark so the command cannot rot:
+// every row is there, and nothing of ours failed.
+func TestBenchSmoke(t *testing.T) {
+	if _, err := exec.LookPath("bwrap"); err != nil {
+		t.Fatal("bubblewrap is missing; the set-up (ops/install/toolchains.sh) installs it")
+	}
+	runscPath, err := sandboxtest.RunscPath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	initPath, err := sandboxtest.InitBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(sandboxapiBinary(t), "bench", "-n", "3", "-c", "2", "-d", "1s", "--runsc", runscPath, "--init", initPath)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, out)
+	}
+	table := string(out)
+	t.Log("\n" + table)
+	for _, want := range []string{
+		"python3 hello      native process", "bubblewrap per request", "runsc do per request",
+		"python3 hello      SandboxAPI via gateway", "javascript hello   SandboxAPI via gateway",
+		"GET /v1/languages  via gateway", "GET /v1/languages  cell directly",
+		"python3 x2 for 1s  SandboxAPI via gateway", "idle warm sandbox",
+	} {
+		if !strings.Contains(table, want) {
+			t.Errorf("the table lacks %q", want)
+		}
+	}
+	for _, line := range strings.Split(table, "\n") {
+		f := strings.Fields(line)
+		if len(f) > 5 && strings.Contains(line, "SandboxAPI") {
+			// case words, method words, n, errors: errors is the field after n.
+			for i, w := range f {
+				if w == "gateway" && i+2 < len(f) && f[i+2] != "0" {
+					t.Errorf("errors in %q", line)
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,555 @@
+// Package bench measures SandboxAPI against the baselines it must beat, in
+// one run on one machine: the native unsandboxed process (the physical
+// limit), a container-only sandbox (bubblewrap, the Piston/Judge0 class),
+// and gVisor used naively (`runsc do` per request). It starts the service
+// itself (`sandboxapi dev`) and drives it over HTTP like a client would.
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sandboxapi/sandboxapi/cell/callerauth"
+)
+
+// Config is one benchmark run.
+type Config struct {
+	Binary      string        // the sandboxapi binary to start
+	Runsc       string        // static runsc, for the naive baseline
+	Init        string        // sandbox init
+	Requests    int           // sequential requests per language and method
+	Concurrency int           // parallel clients in the throughput test
+	Duration    time.Duration // length of each throughput test
+	Out         io.Writer
+}
+
+// Row is one line of the result table.
+type Row struct {
+	Case     string
+	Method   string
+	N        int
+	Errors   int
+	P50      time.Duration
+	P95      time.Duration
+	P99      time.Duration
+	PerSec   float64       // throughput, where measured
+	CPUPerOp time.Duration // whole-machine CPU per operation
+	Note     string
+}
+
+// hello is the program each language runs, and how to run it natively.
+type hello struct {
+	lang    string
+	code    string
+	native  []string // argv run natively, in a temp dir holding the source
+	source  string   // file name the native argv expects
+	compile []string // native compile step, if any
+}
+
+var hellos = []hello{
+	{lang: "python3", code: `print("Hello, World!")`, source: "main.py", native: []string{"/usr/bin/python3", "main.py"}},
+	{lang: "javascript", code: `console.log("Hello, World!")`, source: "main.js", native: []string{"/usr/bin/node", "main.js"}},
+	{lang: "c", code: "#include <stdio.h>\nint main(void){puts(\"Hello, World!\");return 0;}\n", source: "main.c",
+		compile: []string{"/usr/bin/gcc", "-O2", "-o", "main", "main.c"}, native: []string{"./main"}},
+}
+
+// Run runs the benchmark and prints its table.
+func Run(ctx context.Context, cfg Config) ([]Row, error) {
+	if cfg.Requests <= 0 {
+		cfg.Requests = 50
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 8
+	}
+	if cfg.Duration <= 0 {
+		cfg.Duration = 20 * time.Second
+	}
+	if _, err := exec.LookPath("bwrap"); err != nil {
+		return nil, ErrNoBubblewrap
+	}
+	svc, err := startService(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer svc.stop()
+
+	langs, err := svc.languages()
+	if err != nil {
+		return nil, err
+	}
+	var rows []Row
+	add := func(r Row) {
+		rows = append(rows, r)
+		fmt.Fprintf(os.Stderr, "bench: %-22s %-26s p50 %v\n", r.Case, r.Method, r.P50)
+	}
+	for _, h := range hellos {
+		if !langs[h.lang] {
+			fmt.Fprintf(os.Stderr, "bench: %s is not offered by this build; skipped\n", h.lang)
+			continue
+		}
+		dir, err := os.MkdirTemp("", "bench-"+h.lang)
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		if err := os.WriteFile(filepath.Join(dir, h.source), []byte(h.code), 0o644); err != nil {
+			return nil, err
+		}
+		name := h.lang + " hello"
+		// Warm up the service's pool for this language first.
+		for i := 0; i < 3; i++ {
+			_, _ = svc.execute(h.lang, h.code, true)
+		}
+		add(measure(name, "native process", cfg.Requests, func() error { return runNative(dir, h, nil) }))
+		add(measure(name, "bubblewrap per request", cfg.Requests, func() error { return runNative(dir, h, bwrapPrefix(dir)) }))
+		add(measure(name, "runsc do per request", max(cfg.Requests/5, 5), func() error {
+			return runNative(dir, h, []string{cfg.Runsc, "--root", filepath.Join(svc.dataDir, "runsc-do"), "--network", "none", "--platform", "systrap", "do"})
+		}))
+		add(measure(name, "SandboxAPI via gateway", cfg.Requests, func() error { _, err := svc.execute(h.lang, h.code, true); return err }))
+	}
+
+	// Gateway overhead: the same cheap call through the gateway and straight
+	// to the cell.
+	add(measure("GET /v1/languages", "via gateway", cfg.Requests*4, func() error { return svc.get("/v1/languages", true) }))
+	add(measure("GET /v1/languages", "cell directly", cfg.Requests*4, func() error { return svc.get("/v1/languages", false) }))
+
+	// Throughput at concurrency.
+	py := hellos[0]
+	pyDir, err := os.MkdirTemp("", "bench-tput")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(pyDir)
+	_ = os.WriteFile(filepath.Join(pyDir, py.source), []byte(py.code), 0o644)
+	tputCase := fmt.Sprintf("python3 x%d for %s", cfg.Concurrency, cfg.Duration)
+	add(throughput(ctx, tputCase, "runsc do per request", cfg.Concurrency, cfg.Duration, func() error {
+		return runNative(pyDir, py, []string{cfg.Runsc, "--root", filepath.Join(svc.dataDir, "runsc-do"), "--network", "none", "--platform", "systrap", "do"})
+	}))
+	add(throughput(ctx, tputCase, "SandboxAPI via gateway", cfg.Concurrency, cfg.Duration, func() error {
+		_, err := svc.execute(py.lang, py.code, true)
+		return err
+	}))
+
+	// Idle sandboxes: let the pool settle, then weigh every sandbox.
+	time.Sleep(2 * time.Second)
+	rss, pss, n := idleSandboxMemory(svc.dataDir)
+	rows = append(rows, Row{Case: "idle warm sandbox", Method: "RSS (PSS) per sandbox", N: n,
+		Note: fmt.Sprintf("%.1f MiB RSS, %.1f MiB PSS (median of %d)", float64(rss)/(1<<20), float64(pss)/(1<<20), n)})
+
+	printTable(cfg.Out, rows)
+	return rows, nil
+}
+
+func measure(name, method string, n int, op func() error) Row {
+	r := Row{Case: name, Method: method, N: n}
+	lat := make([]time.Duration, 0, n)
+	cpu0 := machineCPU()
+	for i := 0; i < n; i++ {
+		t := time.Now()
+		if err := op(); err != nil {
+			r.Errors++
+			if r.Note == "" {
+				r.Note = firstLine(err.Error())
+			}
+			continue
+		}
+		lat = append(lat, time.Since(t))
+	}
+	r.CPUPerOp = (machineCPU() - cpu0) / time.Duration(n)
+	r.P50, r.P95, r.P99 = percentiles(lat)
+	return r
+}
+
+func throughput(ctx context.Context, name, method string, conc int, d time.Duration, op func() error) Row {
+	r := Row{Case: name, Method: method}
+	var mu sync.Mutex
+	var lat []time.Duration
+	var errs atomic.Int64
+	var firstErr atomic.Value
+	deadline := time.Now().Add(d)
+	cpu0 := machineCPU()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := 0; i < conc; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				t := time.Now()
+				if err := op(); err != nil {
+					errs.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				mu.Lock()
+				lat = append(lat, time.Since(t))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	r.N = len(lat) + int(errs.Load())
+	r.Errors = int(errs.Load())
+	if e, ok := firstErr.Load().(string); ok {
+		r.Note = firstLine(e)
+	}
+	r.PerSec = float64(len(lat)) / elapsed.Seconds()
+	if r.N > 0 {
+		r.CPUPerOp = (machineCPU() - cpu0) / time.Duration(r.N)
+	}
+	r.P50, r.P95, r.P99 = percentiles(lat)
+	return r
+}
+
+func percentiles(lat []time.Duration) (p50, p95, p99 time.Duration) {
+	if len(lat) == 0 {
+		return 0, 0, 0
+	}
+	slices.Sort(lat)
+	at := func(q float64) time.Duration { return lat[min(len(lat)-1, int(q*float64(len(lat))))] }
+	return at(0.50), at(0.95), at(0.99)
+}
+
+// machineCPU is the CPU time every core of the machine has been busy.
+func machineCPU() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])
+	var busy int64
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		busy += n
+	}
+	return time.Duration(busy) * time.Second / 100 // USER_HZ
+}
+
+func bwrapPrefix(dir string) []string {
+	return []string{"bwrap", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+		"--symlink", "usr/lib64", "/lib64", "--symlink", "usr/sbin", "/sbin", "--proc", "/proc", "--dev", "/dev",
+		"--tmpfs", "/tmp", "--bind", dir, "/work", "--chdir", "/work", "--unshare-all", "--die-with-parent", "--new-session"}
+}
+
+// runNative runs h's compile step (if any) and program, under prefix (a
+// sandboxing command) when given, in dir.
+func runNative(dir string, h hello, prefix []string) error {
+	steps := [][]string{h.native}
+	if h.compile != nil {
+		steps = [][]string{h.compile, h.native}
+	}
+	for _, argv := range steps {
+		full := append(slices.Clone(prefix), argv...)
+		cmd := exec.Command(full[0], full[1:]...)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, out)
+		}
+		if argv[0] == h.native[0] && !bytes.Contains(out, []byte("Hello, World!")) {
+			return fmt.Errorf("unexpected output %q", out)
+		}
+	}
+	return nil
+}
+
+// service is a `sandboxapi dev` the benchmark started.
+type service struct {
+	cmd     *exec.Cmd
+	base    string
+	cell    string
+	key     string
+	secret  []byte
+	dataDir string
+	client  *http.Client
+}
+
+var upRE = regexp.MustCompile(`gateway http://(\S+), cell node (\S+)`)
+
+func startService(ctx context.Context, cfg Config) (*service, error) {
+	dir, err := os.MkdirTemp("", "sandboxapi-bench-")
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	s := &service{dataDir: dir, key: "sk_bench_" + strconv.FormatInt(time.Now().UnixNano(), 36),
+		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
+	args := []string{"dev", "--listen", addr, "--data-dir", dir}
+	if cfg.Runsc != "" {
+		args = append(args, "--runsc", cfg.Runsc)
+	}
+	if cfg.Init != "" {
+		args = append(args, "--init", cfg.Init)
+	}
+	s.cmd = exec.CommandContext(ctx, cfg.Binary, args...)
+	s.cmd.Env = append(os.Environ(), "SANDBOXAPI_DEV_KEY="+s.key)
+	var stderr bytes.Buffer
+	s.cmd.Stderr = &stderr
+	stdout, err := s.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.cmd.Start(); err != nil {
+		return nil, err
+	}
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if m := upRE.FindStringSubmatch(sc.Text()); m != nil {
+			s.base, s.cell = "http://"+m[1], m[2]
+			break
+		}
+	}
+	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+	if s.base == "" {
+		s.stop()
+		return nil, fmt.Errorf("bench: the service did not start:\n%s", stderr.String())
+	}
+	if s.secret, err = os.ReadFile(filepath.Join(dir, "cell-secret")); err != nil {
+		s.stop()
+		return nil, err
+	}
+	s.secret = bytes.TrimSpace(s.secret)
+	return s, nil
+}
+
+func (s *service) stop() {
+	if s.cmd.Process != nil {
+		_ = s.cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = s.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = s.cmd.Process.Kill()
+			<-done
+		}
+	}
+	_ = os.RemoveAll(s.dataDir)
+}
+
+func (s *service) request(method, path string, body []byte, viaGateway bool) (*http.Request, error) {
+	base := s.base
+	if !viaGateway {
+		base = "http://" + s.cell
+	}
+	req, err := http.NewRequest(method, base+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if viaGateway {
+		req.Header.Set("X-API-Key", s.key)
+	} else {
+		callerauth.Sign(req.Header, s.secret, callerauth.Caller{AccountID: "acct_bench_direct", Plan: "mega"}, time.Now())
+	}
+	return req, nil
+}
+
+func (s *service) execute(lang, code string, viaGateway bool) (map[string]any, error) {
+	body, _ := json.Marshal(map[string]string{"language": lang, "code": code})
+	req, err := s.request("POST", "/v1/execute", body, viaGateway)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK || m["status"] != "completed" || m["stdout"] != "Hello, World!\n" {
+		return m, fmt.Errorf("HTTP %d: %v", resp.StatusCode, m)
+	}
+	return m, nil
+}
+
+func (s *service) get(path string, viaGateway bool) error {
+	req, err := s.request("GET", path, nil, viaGateway)
+	if err != nil {
+		return err
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: HTTP %d", path, resp.StatusCode)
+	}
+	return nil
+}
+
+func (s *service) languages() (map[string]bool, error) {
+	req, err := s.request("GET", "/v1/languages", nil, true)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var list []struct{ ID string }
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		return nil, fmt.Errorf("bench: /v1/languages: %w", err)
+	}
+	out := map[string]bool{}
+	for _, l := range list {
+		out[l.ID] = true
+	}
+	return out, nil
+}
+
+// idleSandboxMemory weighs each sandbox of the service: the RSS and PSS of
+// every process of it (runsc run, the sentry and its stub processes, the
+// gofer), and returns the medians and the number of sandboxes.
+func idleSandboxMemory(dataDir string) (rss, pss int64, n int) {
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	type info struct {
+		ppid     int
+		cmdline  string
+		rss, pss int64
+	}
+	all := map[int]info{}
+	for _, p := range procs {
+		pid, _ := strconv.Atoi(filepath.Base(p))
+		cl, err := os.ReadFile(p + "/cmdline")
+		if err != nil {
+			continue
+		}
+		st, _ := os.ReadFile(p + "/stat")
+		fields := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
+		var ppid int
+		if len(fields) > 2 {
+			ppid, _ = strconv.Atoi(fields[1])
+		}
+		all[pid] = info{ppid: ppid, cmdline: string(bytes.ReplaceAll(cl, []byte{0}, []byte{' '})),
+			rss: kbField(p+"/status", "VmRSS:"), pss: kbField(p+"/smaps_rollup", "Pss:")}
+	}
+	bundles := filepath.Join(dataDir, "cell", "runsc", "bundles") + "/"
+	idRE := regexp.MustCompile(regexp.QuoteMeta(bundles) + `(\S+)`)
+	owner := map[int]string{}
+	var find func(pid int) string
+	find = func(pid int) string {
+		if id, ok := owner[pid]; ok {
+			return id
+		}
+		in, ok := all[pid]
+		if !ok || pid <= 1 {
+			return ""
+		}
+		id := ""
+		if m := idRE.FindStringSubmatch(in.cmdline); m != nil {
+			id = m[1]
+		} else {
+			id = find(in.ppid)
+		}
+		owner[pid] = id
+		return id
+	}
+	perRSS, perPSS := map[string]int64{}, map[string]int64{}
+	for pid, in := range all {
+		if id := find(pid); id != "" {
+			perRSS[id] += in.rss
+			perPSS[id] += in.pss
+		}
+	}
+	var rs, ps []int64
+	for id := range perRSS {
+		rs = append(rs, perRSS[id])
+		ps = append(ps, perPSS[id])
+	}
+	if len(rs) == 0 {
+		return 0, 0, 0
+	}
+	slices.Sort(rs)
+	slices.Sort(ps)
+	return rs[len(rs)/2], ps[len(ps)/2], len(rs)
+}
+
+func kbField(path, name string) int64 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func printTable(w io.Writer, rows []Row) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "case\tmethod\tn\terrors\tp50\tp95\tp99\treq/s\tCPU/op\tvs native p50\tnote")
+	native := map[string]time.Duration{}
+	for _, r := range rows {
+		if r.Method == "native process" {
+			native[r.Case] = r.P50
+		}
+	}
+	for _, r := range rows {
+		ratio := ""
+		if n := native[r.Case]; n > 0 && r.P50 > 0 {
+			ratio = fmt.Sprintf("%.2fx", float64(r.P50)/float64(n))
+		}
+		tput := ""
+		if r.PerSec > 0 {
+			tput = fmt.Sprintf("%.1f", r.PerSec)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Case, r.Method, r.N, r.Errors,
+			ms(r.P50), ms(r.P95), ms(r.P99), tput, ms(r.CPUPerOp), ratio, r.Note)
+	}
+	_ = tw.Flush()
+}
+
+func ms(d time.Duration) string {
+	if d == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	if len(s) > 80 {
+		s = s[:80] + "…"
+	}
+	return s
+}
+
+// ErrNoBubblewrap is returned when bwrap is not installed.
+var ErrNoBubblewrap = errors.New("bench: bubblewrap (bwrap) is not installed; `apt-get install bubblewrap`")
