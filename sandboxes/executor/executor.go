@@ -196,6 +196,10 @@ type Request struct {
 	// ReturnArtifact asks for the compiled program back.
 	ReturnArtifact bool
 	Limits         Limits
+	// OnOutput, when set, is called with the run step's output as the
+	// program produces it ("stdout" or "stderr"), before Execute returns.
+	// Chunks past the output cap are not passed on.
+	OnOutput func(stream string, chunk []byte)
 }
 
 // Result is what happened.
@@ -246,7 +250,7 @@ func (e *Executor) Execute(ctx context.Context, req Request) (*Result, error) {
 		usePrestarted(&job, lang)
 	}
 	deadline := lim.Wall*time.Duration(len(job.Steps)) + e.cfg.BootGrace
-	out := w.run(ctx, job, res, lim.OutputBytes, deadline)
+	out := w.run(ctx, job, res, lim.OutputBytes, deadline, req.OnOutput)
 	e.pool.release(w, out.done && ctx.Err() == nil)
 	res.SandboxCPU = out.sandboxCPU
 	if ctx.Err() != nil {

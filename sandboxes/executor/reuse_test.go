@@ -3,7 +3,9 @@ package executor_test
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 	"github.com/sandboxapi/sandboxapi/sandboxes/sandboxtest"
@@ -51,5 +53,40 @@ for p in /proc/[0-9]*; do cat $p/comm; done | sort | tr '\n' ' '`)
 	}
 	if strings.Contains(rest, "sleep") {
 		t.Errorf("a process of the earlier execution is still running: %q", rest)
+	}
+}
+
+// TestOutputStreams checks that output reaches OnOutput while the program
+// still runs, not at its end.
+func TestOutputStreams(t *testing.T) {
+	ex := sandboxtest.Executor(t, executor.Limits{})
+	type chunk struct {
+		stream string
+		at     time.Time
+		data   string
+	}
+	var chunks []chunk
+	var mu sync.Mutex
+	start := time.Now()
+	res, err := ex.Execute(context.Background(), executor.Request{
+		Account: "acct_stream", Language: "python3",
+		Code: "import time, sys\nfor i in range(3):\n  print(i, flush=True)\n  time.sleep(0.4)\nprint('err', file=sys.stderr)",
+		OnOutput: func(stream string, p []byte) {
+			mu.Lock()
+			defer mu.Unlock()
+			chunks = append(chunks, chunk{stream, time.Now(), string(p)})
+		},
+	})
+	if err != nil || res.Status != executor.StatusCompleted {
+		t.Fatalf("%v %+v", err, res)
+	}
+	end := time.Now()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(chunks) < 4 || chunks[0].data != "0\n" || chunks[0].stream != "stdout" || chunks[len(chunks)-1].stream != "stderr" {
+		t.Fatalf("chunks %+v", chunks)
+	}
+	if early := end.Sub(chunks[0].at); early < 700*time.Millisecond {
+		t.Errorf("first chunk came %v before the end (after %v): output was buffered", early, chunks[0].at.Sub(start))
 	}
 }

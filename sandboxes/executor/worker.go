@@ -135,7 +135,7 @@ type runOutcome struct {
 
 // run sends job to the worker and collects its frames until the job ends
 // or the sandbox does.
-func (w *worker) run(ctx context.Context, job wire.Job, res *Result, capBytes int64, deadline time.Duration) runOutcome {
+func (w *worker) run(ctx context.Context, job wire.Job, res *Result, capBytes int64, deadline time.Duration, onOutput func(string, []byte)) runOutcome {
 	var out runOutcome
 	before := w.sb.Usage().CPU
 	b, err := json.Marshal(job)
@@ -155,7 +155,7 @@ func (w *worker) run(ctx context.Context, job wire.Job, res *Result, capBytes in
 		// A dead sandbox fails the write; the frames then end at EOF.
 		_, _ = w.sb.Stdin.Write(b)
 	}()
-	steps, done, protoErr := collect(w.sb.Stdout, res, capBytes, len(job.Steps))
+	steps, done, protoErr := collect(w.sb.Stdout, res, capBytes, len(job.Steps), runStepOutput(job, onOutput))
 	timer.Stop()
 	stop()
 	mu.Lock()
@@ -183,6 +183,20 @@ func (w *worker) stop() {
 	}
 }
 
+// runStepOutput adapts a caller's output callback to collect's: only the
+// run step's output is streamed (a compiler's goes to compile_output).
+func runStepOutput(job wire.Job, onOutput func(string, []byte)) func(int, string, []byte) {
+	if onOutput == nil {
+		return nil
+	}
+	run := len(job.Steps) - 1
+	return func(step int, stream string, p []byte) {
+		if step == run {
+			onOutput(stream, p)
+		}
+	}
+}
+
 // stepOutput is one step's output and result as the init reported them.
 type stepOutput struct {
 	result *wire.StepResult
@@ -193,7 +207,7 @@ type stepOutput struct {
 // collect reads frames until the job's FrameDone (done) or the end of the
 // sandbox's output. The init caps each stream itself; the host caps again,
 // in case the init was subverted.
-func collect(r io.Reader, res *Result, capBytes int64, nSteps int) (steps []stepOutput, done bool, err error) {
+func collect(r io.Reader, res *Result, capBytes int64, nSteps int, onOutput func(step int, stream string, p []byte)) (steps []stepOutput, done bool, err error) {
 	steps = make([]stepOutput, 0, nSteps)
 	cur := stepOutput{}
 	add := func(dst *[]byte, p []byte, truncated *bool) {
@@ -222,9 +236,17 @@ func collect(r io.Reader, res *Result, capBytes int64, nSteps int) (steps []step
 		}
 		switch t {
 		case wire.FrameStdout:
+			n := len(cur.stdout)
 			add(&cur.stdout, p, &outTrunc)
+			if onOutput != nil && len(cur.stdout) > n {
+				onOutput(len(steps), "stdout", cur.stdout[n:])
+			}
 		case wire.FrameStderr:
+			n := len(cur.stderr)
 			add(&cur.stderr, p, &errTrunc)
+			if onOutput != nil && len(cur.stderr) > n {
+				onOutput(len(steps), "stderr", cur.stderr[n:])
+			}
 		case wire.FrameResult:
 			var sr wire.StepResult
 			if err := json.Unmarshal(p, &sr); err != nil {
