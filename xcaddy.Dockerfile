@@ -4,6 +4,7 @@
 # run Caddy themselves instead of the gateway embedded in the sandboxapi
 # binary (caddy-modules/edge). The modules are:
 #   http.handlers.sandboxapi_auth                  (directive sandboxapi_auth)
+#   http.handlers.sandboxapi_limits                (directive sandboxapi_limits)
 #   http.reverse_proxy.upstreams.sandboxapi_cell   (reverse_proxy { dynamic sandboxapi_cell ... })
 #
 #   docker build -f xcaddy.Dockerfile -t sandboxapi-caddy .
@@ -29,8 +30,10 @@ RUN xcaddy build v${CADDY_VERSION} \
       --output /usr/bin/caddy \
       --with github.com/sandboxapi/sandboxapi/caddy-modules/auth \
       --with github.com/sandboxapi/sandboxapi/caddy-modules/cellroute \
+      --with github.com/sandboxapi/sandboxapi/caddy-modules/limits \
       --replace github.com/sandboxapi/sandboxapi=/src/sandboxapi \
  && /usr/bin/caddy list-modules | grep -q '^http.handlers.sandboxapi_auth$' \
+ && /usr/bin/caddy list-modules | grep -q '^http.handlers.sandboxapi_limits$' \
  && /usr/bin/caddy list-modules | grep -q '^http.reverse_proxy.upstreams.sandboxapi_cell$'
 
 FROM caddy:${CADDY_VERSION}

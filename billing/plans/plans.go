@@ -43,12 +43,16 @@ type Plan struct {
 	Name               string  `json:"name"`
 	PriceUSDMonth      float64 `json:"price_usd_month"`
 	ExecutionsPerMonth int     `json:"executions_per_month"`
-	MaxTimeoutSeconds  int     `json:"max_timeout_seconds"`
-	BatchSize          int     `json:"batch_size"`
-	ConcurrentSessions int     `json:"concurrent_sessions"`
-	Packages           string  `json:"packages"`
-	Async              bool    `json:"async"`
-	Streaming          bool    `json:"streaming"`
+	// RequestsPerMinute is how many API requests of any kind an account may
+	// make per minute, enforced at the edge. It must be positive: a plan
+	// that allowed no requests at all would be a mistake, not a product.
+	RequestsPerMinute  int    `json:"requests_per_minute"`
+	MaxTimeoutSeconds  int    `json:"max_timeout_seconds"`
+	BatchSize          int    `json:"batch_size"`
+	ConcurrentSessions int    `json:"concurrent_sessions"`
+	Packages           string `json:"packages"`
+	Async              bool   `json:"async"`
+	Streaming          bool   `json:"streaming"`
 }
 
 // MaxTimeout is MaxTimeoutSeconds as a duration, the form limit checks use.
@@ -67,6 +71,7 @@ func (p Plan) Validate() error {
 	}{
 		{"price_usd_month", p.PriceUSDMonth},
 		{"executions_per_month", float64(p.ExecutionsPerMonth)},
+		{"requests_per_minute", float64(p.RequestsPerMinute)},
 		{"max_timeout_seconds", float64(p.MaxTimeoutSeconds)},
 		{"batch_size", float64(p.BatchSize)},
 		{"concurrent_sessions", float64(p.ConcurrentSessions)},
@@ -74,6 +79,9 @@ func (p Plan) Validate() error {
 		if f.v < 0 {
 			return fmt.Errorf("%w: plan %q: %s is negative (%v)", ErrInvalid, p.Name, f.field, f.v)
 		}
+	}
+	if p.RequestsPerMinute == 0 {
+		return fmt.Errorf("%w: plan %q: requests_per_minute must be set (at least 1)", ErrInvalid, p.Name)
 	}
 	if !slices.Contains(packagePolicies, p.Packages) {
 		return fmt.Errorf("%w: plan %q: packages %q is not one of %q", ErrInvalid, p.Name, p.Packages, packagePolicies)
@@ -159,7 +167,7 @@ func Load(path string) (Catalog, error) {
 // An entry naming an existing plan changes only the fields it sets, so an
 // operator can adjust one number without restating the whole tier; an entry
 // with a new name adds a plan and must set everything that has no zero
-// default (at least packages). Unknown fields are errors, since a misspelt
+// default (at least packages and requests_per_minute). Unknown fields are errors, since a misspelt
 // limit silently ignored would sell the wrong product.
 func Parse(data []byte) (Catalog, error) {
 	return parse(data, Default())

@@ -10,10 +10,10 @@ import (
 
 func TestDefaultMatchesDesignTable(t *testing.T) {
 	want := []Plan{
-		{Name: "basic", PriceUSDMonth: 0, ExecutionsPerMonth: 500, MaxTimeoutSeconds: 30, BatchSize: 10, ConcurrentSessions: 0, Packages: "none", Async: false, Streaming: true},
-		{Name: "pro", PriceUSDMonth: 19, ExecutionsPerMonth: 10000, MaxTimeoutSeconds: 60, BatchSize: 50, ConcurrentSessions: 5, Packages: "top-1k", Async: true, Streaming: true},
-		{Name: "ultra", PriceUSDMonth: 49, ExecutionsPerMonth: 50000, MaxTimeoutSeconds: 300, BatchSize: 100, ConcurrentSessions: 20, Packages: "allowlist", Async: true, Streaming: true},
-		{Name: "mega", PriceUSDMonth: 149, ExecutionsPerMonth: 200000, MaxTimeoutSeconds: 600, BatchSize: 200, ConcurrentSessions: 50, Packages: "custom", Async: true, Streaming: true},
+		{Name: "basic", PriceUSDMonth: 0, ExecutionsPerMonth: 500, RequestsPerMinute: 30, MaxTimeoutSeconds: 30, BatchSize: 10, ConcurrentSessions: 0, Packages: "none", Async: false, Streaming: true},
+		{Name: "pro", PriceUSDMonth: 19, ExecutionsPerMonth: 10000, RequestsPerMinute: 120, MaxTimeoutSeconds: 60, BatchSize: 50, ConcurrentSessions: 5, Packages: "top-1k", Async: true, Streaming: true},
+		{Name: "ultra", PriceUSDMonth: 49, ExecutionsPerMonth: 50000, RequestsPerMinute: 300, MaxTimeoutSeconds: 300, BatchSize: 100, ConcurrentSessions: 20, Packages: "allowlist", Async: true, Streaming: true},
+		{Name: "mega", PriceUSDMonth: 149, ExecutionsPerMonth: 200000, RequestsPerMinute: 1000, MaxTimeoutSeconds: 600, BatchSize: 200, ConcurrentSessions: 50, Packages: "custom", Async: true, Streaming: true},
 	}
 	c := Default()
 	got := c.Plans()
@@ -84,6 +84,16 @@ func TestParse(t *testing.T) {
 			},
 		},
 		{
+			name: "override the rate limit",
+			json: `{"plans":[{"name":"basic","requests_per_minute":60}]}`,
+			check: func(t *testing.T, c Catalog) {
+				p, _ := c.Get("basic")
+				if p.RequestsPerMinute != 60 || p.ExecutionsPerMonth != 500 {
+					t.Errorf("basic = %+v, want 60 requests/minute and the default 500 executions", p)
+				}
+			},
+		},
+		{
 			name: "override can turn a flag off",
 			json: `{"plans":[{"name":"basic","streaming":false}]}`,
 			check: func(t *testing.T, c Catalog) {
@@ -94,10 +104,10 @@ func TestParse(t *testing.T) {
 		},
 		{
 			name: "add a plan",
-			json: `{"plans":[{"name":"enterprise","price_usd_month":999,"executions_per_month":1000000,"max_timeout_seconds":900,"batch_size":500,"concurrent_sessions":200,"packages":"custom","async":true,"streaming":true}]}`,
+			json: `{"plans":[{"name":"enterprise","price_usd_month":999,"executions_per_month":1000000,"requests_per_minute":5000,"max_timeout_seconds":900,"batch_size":500,"concurrent_sessions":200,"packages":"custom","async":true,"streaming":true}]}`,
 			check: func(t *testing.T, c Catalog) {
 				p, ok := c.Get("enterprise")
-				if !ok || p.ExecutionsPerMonth != 1000000 {
+				if !ok || p.ExecutionsPerMonth != 1000000 || p.RequestsPerMinute != 5000 {
 					t.Errorf("Get(enterprise) = %+v, %v", p, ok)
 				}
 				names := c.Names()
@@ -115,7 +125,7 @@ func TestParse(t *testing.T) {
 				}
 			},
 		},
-		{name: "empty name", json: `{"plans":[{"name":"","packages":"none"}]}`, wantErr: true},
+		{name: "empty name", json: `{"plans":[{"name":"","packages":"none","requests_per_minute":10}]}`, wantErr: true},
 		{name: "missing name", json: `{"plans":[{"packages":"none"}]}`, wantErr: true},
 		{name: "duplicate name", json: `{"plans":[{"name":"x","packages":"none"},{"name":"x","packages":"none"}]}`, wantErr: true},
 		{name: "negative executions", json: `{"plans":[{"name":"pro","executions_per_month":-1}]}`, wantErr: true},
@@ -123,7 +133,10 @@ func TestParse(t *testing.T) {
 		{name: "negative timeout", json: `{"plans":[{"name":"pro","max_timeout_seconds":-30}]}`, wantErr: true},
 		{name: "negative batch", json: `{"plans":[{"name":"pro","batch_size":-1}]}`, wantErr: true},
 		{name: "negative sessions", json: `{"plans":[{"name":"pro","concurrent_sessions":-1}]}`, wantErr: true},
-		{name: "new plan without packages", json: `{"plans":[{"name":"tiny"}]}`, wantErr: true},
+		{name: "new plan without packages", json: `{"plans":[{"name":"tiny","requests_per_minute":10}]}`, wantErr: true},
+		{name: "new plan without a rate limit", json: `{"plans":[{"name":"tiny","packages":"none"}]}`, wantErr: true},
+		{name: "zero rate limit", json: `{"plans":[{"name":"pro","requests_per_minute":0}]}`, wantErr: true},
+		{name: "negative rate limit", json: `{"plans":[{"name":"pro","requests_per_minute":-1}]}`, wantErr: true},
 		{name: "unknown packages policy", json: `{"plans":[{"name":"pro","packages":"everything"}]}`, wantErr: true},
 		{name: "misspelt field", json: `{"plans":[{"name":"pro","executions_per_mnth":5}]}`, wantErr: true},
 		{name: "unknown top-level field", json: `{"plan":[]}`, wantErr: true},

@@ -17,9 +17,11 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	_ "github.com/caddyserver/caddy/v2/modules/logging" // filter encoder for access logs
 
-	// Our modules: sandboxapi_auth and the sandboxapi_cell upstream source.
+	// Our modules: sandboxapi_auth, sandboxapi_limits and the
+	// sandboxapi_cell upstream source.
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/auth"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/cellroute"
+	_ "github.com/sandboxapi/sandboxapi/caddy-modules/limits"
 
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 )
@@ -40,6 +42,13 @@ type Config struct {
 	AccountsDB string
 	// CellSecretFile holds the HMAC secret shared with the cell.
 	CellSecretFile string
+	// UsageDB is the billing/usage bbolt file: executions per account and
+	// month, against the plans' monthly quotas.
+	UsageDB string
+	// PlansFile is a JSON plan file over the built-in plans (billing/plans),
+	// the same one the cells get; empty for the built-in plans. The gateway
+	// reads rate limits and monthly quotas from it.
+	PlansFile string
 	// CellNodes are the host:port addresses of the cell's nodes. Required
 	// unless CellMembership is set.
 	CellNodes []string
@@ -65,6 +74,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: no accounts db", ErrConfig)
 	case c.CellSecretFile == "":
 		return fmt.Errorf("%w: no cell secret file", ErrConfig)
+	case c.UsageDB == "":
+		return fmt.Errorf("%w: no usage db", ErrConfig)
 	case len(c.CellNodes) == 0 && c.CellMembership == "":
 		return fmt.Errorf("%w: no cell nodes and no cell membership", ErrConfig)
 	case len(c.CellNodes) > 0 && c.CellMembership != "":
@@ -120,6 +131,15 @@ func (c Config) CaddyJSON() ([]byte, error) {
 	if c.RapidAPIProxySecret != "" {
 		authHandler["rapidapi_proxy_secret"] = c.RapidAPIProxySecret
 	}
+	// Rate limits and monthly quotas of the caller's plan, after auth has
+	// found the caller and before anything reaches the cell.
+	limitsHandler := object{
+		"handler":  "sandboxapi_limits",
+		"usage_db": c.UsageDB,
+	}
+	if c.PlansFile != "" {
+		limitsHandler["plans_file"] = c.PlansFile
+	}
 
 	server := object{
 		"listen": []string{c.Listen},
@@ -134,7 +154,7 @@ func (c Config) CaddyJSON() ([]byte, error) {
 				"handle":   []object{healthProxy},
 				"terminal": true,
 			},
-			{"handle": []object{authHandler, proxy}},
+			{"handle": []object{authHandler, limitsHandler, proxy}},
 		},
 		"errors": object{"routes": errorRoutes()},
 	}
@@ -219,7 +239,7 @@ func Run(c Config) error {
 }
 
 // Stop stops the embedded Caddy, closing its listener and our modules'
-// resources (the accounts store).
+// resources (the accounts store, the usage ledger).
 func Stop() error {
 	if err := caddy.Stop(); err != nil {
 		return fmt.Errorf("edge: stopping caddy: %w", err)

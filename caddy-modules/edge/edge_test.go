@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/headers"
 
 	"github.com/sandboxapi/sandboxapi/billing/accounts"
+	"github.com/sandboxapi/sandboxapi/billing/usage"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/cellroute"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 )
@@ -28,7 +30,7 @@ import (
 const testSecret = "edge-test-cell-secret-0123456789"
 
 func TestValidate(t *testing.T) {
-	good := Config{Listen: "127.0.0.1:8080", AccountsDB: "/a.db", CellSecretFile: "/s", CellNodes: []string{"127.0.0.1:9000"}}
+	good := Config{Listen: "127.0.0.1:8080", AccountsDB: "/a.db", CellSecretFile: "/s", UsageDB: "/u.db", CellNodes: []string{"127.0.0.1:9000"}}
 	tests := []struct {
 		name    string
 		mutate  func(*Config)
@@ -41,6 +43,8 @@ func TestValidate(t *testing.T) {
 		{name: "listen without port", mutate: func(c *Config) { c.Listen = "127.0.0.1" }, wantErr: true},
 		{name: "no accounts db", mutate: func(c *Config) { c.AccountsDB = "" }, wantErr: true},
 		{name: "no cell secret", mutate: func(c *Config) { c.CellSecretFile = "" }, wantErr: true},
+		{name: "no usage db", mutate: func(c *Config) { c.UsageDB = "" }, wantErr: true},
+		{name: "plans file", mutate: func(c *Config) { c.PlansFile = "/p.json" }},
 		{name: "no cell", mutate: func(c *Config) { c.CellNodes = nil }, wantErr: true},
 		{name: "nodes and membership", mutate: func(c *Config) { c.CellMembership = "gossip" }, wantErr: true},
 	}
@@ -61,7 +65,7 @@ func TestValidate(t *testing.T) {
 
 func TestCaddyJSON(t *testing.T) {
 	c := Config{
-		Listen: "127.0.0.1:8080", AccountsDB: "/a.db", CellSecretFile: "/s",
+		Listen: "127.0.0.1:8080", AccountsDB: "/a.db", CellSecretFile: "/s", UsageDB: "/u.db", PlansFile: "/p.json",
 		CellNodes: []string{"127.0.0.1:9000"}, CellRegion: "eu", RapidAPIProxySecret: "rp",
 	}
 	for _, accessLog := range []bool{false, true} {
@@ -121,16 +125,20 @@ func TestCaddyJSON(t *testing.T) {
 			t.Errorf("/health route handlers = %v, want only reverse_proxy", h)
 		}
 		main := srv.Routes[1]
-		if len(main.Match) != 0 || len(main.Handle) != 2 || main.Handle[0]["handler"] != "sandboxapi_auth" || main.Handle[1]["handler"] != "reverse_proxy" {
-			t.Fatalf("main route = %+v, want sandboxapi_auth then reverse_proxy for everything", main)
+		if len(main.Match) != 0 || len(main.Handle) != 3 || main.Handle[0]["handler"] != "sandboxapi_auth" ||
+			main.Handle[1]["handler"] != "sandboxapi_limits" || main.Handle[2]["handler"] != "reverse_proxy" {
+			t.Fatalf("main route = %+v, want sandboxapi_auth, sandboxapi_limits, reverse_proxy for everything", main)
 		}
 		if main.Handle[0]["rapidapi_proxy_secret"] != "rp" || main.Handle[0]["accounts_db"] != "/a.db" || main.Handle[0]["cell_secret_file"] != "/s" {
 			t.Errorf("auth handler = %v", main.Handle[0])
 		}
-		if fi := main.Handle[1]["flush_interval"]; fi != float64(-1) {
+		if main.Handle[1]["usage_db"] != "/u.db" || main.Handle[1]["plans_file"] != "/p.json" {
+			t.Errorf("limits handler = %v", main.Handle[1])
+		}
+		if fi := main.Handle[2]["flush_interval"]; fi != float64(-1) {
 			t.Errorf("flush_interval = %v, want -1", fi)
 		}
-		if rb, ok := main.Handle[1]["request_buffers"]; ok {
+		if rb, ok := main.Handle[2]["request_buffers"]; ok {
 			t.Errorf("request_buffers = %v; request bodies must stream", rb)
 		}
 		if (srv.Logs != nil) != accessLog || (cfg.Logging.Logs["access"] != nil) != accessLog {
@@ -143,7 +151,9 @@ func TestCaddyJSON(t *testing.T) {
 }
 
 // cell is a fake cell node: it verifies the gateway's signature like a real
-// one and records what it saw.
+// one, records what it saw, and reports executions like a real one: 1 for
+// /v1/execute and its stream, the batch size (3) for /v1/execute/batch,
+// nothing for anything else.
 type cell struct {
 	*httptest.Server
 	mu       sync.Mutex
@@ -182,6 +192,7 @@ func (c *cell) serve(w http.ResponseWriter, r *http.Request) {
 
 	if r.URL.Path == "/v1/execute/stream" {
 		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set(callerauth.HeaderExecutions, "1")
 		_, _ = io.WriteString(w, "event: stdout\ndata: 0\n\n")
 		w.(http.Flusher).Flush()
 		<-c.release // the test reads the first event before letting us finish
@@ -189,6 +200,12 @@ func (c *cell) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body, _ := io.ReadAll(r.Body)
+	switch r.URL.Path {
+	case "/v1/execute":
+		w.Header().Set(callerauth.HeaderExecutions, "1")
+	case "/v1/execute/batch":
+		w.Header().Set(callerauth.HeaderExecutions, "3")
+	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(map[string]any{"account": caller.AccountID, "plan": caller.Plan, "body_bytes": len(body)})
 }
@@ -281,10 +298,12 @@ func TestGateway(t *testing.T) {
 	}
 
 	cl := newCell(t)
+	usageDB := filepath.Join(dir, "usage.db")
 	cfg := Config{
 		Listen:         freeAddr(t),
 		AccountsDB:     dbPath,
 		CellSecretFile: secretPath,
+		UsageDB:        usageDB,
 		CellNodes:      []string{strings.TrimPrefix(cl.URL, "http://")},
 		AccessLog:      true, // also proves the access log config loads
 	}
@@ -341,6 +360,10 @@ func TestGateway(t *testing.T) {
 		if err := json.Unmarshal(body, &echo); err != nil || echo.Account != acct.ID || echo.BodyBytes != len(payload) {
 			t.Errorf("cell echo = %s (%v); want account %s and the %d-byte body", body, err, acct.ID, len(payload))
 		}
+		// The pro plan's limits, after this one execution.
+		checkLimitHeaders(t, resp, map[string]string{
+			"X-RateLimit-Limit": "120", "X-Quota-Limit": "10000", "X-Quota-Remaining": "9999",
+		})
 	})
 
 	t.Run("health needs no key and gets no internal headers", func(t *testing.T) {
@@ -366,6 +389,7 @@ func TestGateway(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
+		checkLimitHeaders(t, resp, map[string]string{"X-RateLimit-Limit": "120", "X-Quota-Remaining": "9998"})
 		first := make(chan string, 1)
 		go func() {
 			line, _ := bufio.NewReader(resp.Body).ReadString('\n')
@@ -392,6 +416,7 @@ func TestGateway(t *testing.T) {
 		if resp.StatusCode != http.StatusBadGateway || errorCode(t, resp, body) != "service_unavailable" {
 			t.Errorf("status = %d, body %s", resp.StatusCode, body)
 		}
+		checkLimitHeaders(t, resp, map[string]string{"X-RateLimit-Limit": "120", "X-Quota-Remaining": "9998"})
 	})
 
 	t.Run("no healthy node is a JSON 503", func(t *testing.T) {
@@ -408,7 +433,7 @@ func TestGateway(t *testing.T) {
 		}
 	})
 
-	t.Run("stop releases the accounts db", func(t *testing.T) {
+	t.Run("stop releases the accounts and usage dbs", func(t *testing.T) {
 		if err := Stop(); err != nil {
 			t.Fatal(err)
 		}
@@ -418,10 +443,180 @@ func TestGateway(t *testing.T) {
 			t.Fatalf("accounts db still held after Stop: %v", err)
 		}
 		_ = s.Close()
+		l, err := usage.Open(usageDB)
+		if err != nil {
+			t.Fatalf("usage db still held after Stop: %v", err)
+		}
+		defer l.Close()
+		// /v1/execute and its stream; the 401s, /health and /v1/languages ran nothing.
+		if n, err := l.Count(acct.ID, usage.Month(time.Now())); err != nil || n != 2 {
+			t.Errorf("usage ledger = %d, %v; want 2 executions", n, err)
+		}
 		if _, err := http.Get(g.base + HealthPath); err == nil {
 			t.Error("gateway still answers after Stop")
 		}
 	})
+}
+
+// TestGatewayLimits drives rate limits and monthly quotas through the real
+// embedded gateway, with a plan file that makes them small.
+func TestGatewayLimits(t *testing.T) {
+	dir := t.TempDir()
+	dbPath, secretPath := filepath.Join(dir, "accounts.db"), filepath.Join(dir, "cell.secret")
+	usageDB, plansFile := filepath.Join(dir, "usage.db"), filepath.Join(dir, "plans.json")
+	if err := os.WriteFile(secretPath, []byte(testSecret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(plansFile, []byte(`{"plans":[{"name":"basic","requests_per_minute":8,"executions_per_month":5}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	store, err := accounts.Open(dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy, _ := store.CreateAccount("Busy", "basic")
+	heavy, _ := store.CreateAccount("Heavy", "basic")
+	busyKey, err := store.IssueKey(busy.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	heavyKey, err := store.IssueKey(heavy.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = store.Close()
+
+	cl := newCell(t)
+	cfg := Config{
+		Listen: freeAddr(t), AccountsDB: dbPath, CellSecretFile: secretPath,
+		UsageDB: usageDB, PlansFile: plansFile,
+		CellNodes: []string{strings.TrimPrefix(cl.URL, "http://")},
+	}
+	if err := Run(cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = Stop() })
+	g := gateway{t: t, base: "http://" + cfg.Listen}
+
+	t.Run("rate limit", func(t *testing.T) {
+		auth := map[string]string{"X-API-Key": busyKey}
+		for i := range 8 {
+			resp, body := g.do("GET", "/v1/languages", "", auth)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("request %d: status %d, body %s", i+1, resp.StatusCode, body)
+			}
+			checkLimitHeaders(t, resp, map[string]string{
+				"X-RateLimit-Limit": "8", "X-RateLimit-Remaining": strconv.Itoa(7 - i),
+				"X-Quota-Limit": "5", "X-Quota-Remaining": "5",
+			})
+		}
+		_, before := cl.lastCaller()
+		start := time.Now()
+		resp, body := g.do("POST", "/v1/execute", `{}`, auth)
+		if resp.StatusCode != http.StatusTooManyRequests || errorCode(t, resp, body) != "rate_limit_exceeded" {
+			t.Fatalf("9th request: status %d, body %s; want a 429 rate_limit_exceeded", resp.StatusCode, body)
+		}
+		if !strings.Contains(string(body), "basic") || !strings.Contains(string(body), "8 requests per minute") {
+			t.Errorf("message does not name the plan and its rate: %s", body)
+		}
+		retry, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+		if err != nil || retry < 1 || retry > 61 {
+			t.Errorf("Retry-After = %q, want 1..61 seconds", resp.Header.Get("Retry-After"))
+		}
+		reset, _ := strconv.ParseInt(resp.Header.Get("X-RateLimit-Reset"), 10, 64)
+		if reset < start.Unix() || reset > start.Unix()+61 {
+			t.Errorf("X-RateLimit-Reset = %d, want within a minute of %d", reset, start.Unix())
+		}
+		checkLimitHeaders(t, resp, map[string]string{"X-RateLimit-Remaining": "0"})
+		if _, after := cl.lastCaller(); after != before {
+			t.Error("a rate-limited request reached the cell")
+		}
+	})
+
+	// Seven requests in all for this account, within the plan's 8 a minute.
+	execute := func(path string) (*http.Response, []byte) {
+		return g.do("POST", path, `{"language":"python3","code":"print(1)"}`, map[string]string{"Authorization": "Bearer " + heavyKey})
+	}
+	t.Run("quota counts what the cell ran", func(t *testing.T) {
+		for _, step := range []struct{ path, remaining string }{
+			{"/v1/execute", "4"},
+			{"/v1/execute/batch", "1"}, // a batch of 3
+			{"/v1/execute", "0"},
+		} {
+			resp, body := execute(step.path)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s: status %d, body %s", step.path, resp.StatusCode, body)
+			}
+			checkLimitHeaders(t, resp, map[string]string{"X-Quota-Limit": "5", "X-Quota-Remaining": step.remaining})
+		}
+	})
+
+	quotaExceeded := func(t *testing.T) {
+		t.Helper()
+		_, before := cl.lastCaller()
+		now := time.Now()
+		resp, body := execute("/v1/execute")
+		if resp.StatusCode != http.StatusTooManyRequests || errorCode(t, resp, body) != "monthly_quota_exceeded" {
+			t.Fatalf("status %d, body %s; want a 429 monthly_quota_exceeded", resp.StatusCode, body)
+		}
+		if !strings.Contains(string(body), "basic") || !strings.Contains(string(body), "5 executions per month") {
+			t.Errorf("message does not name the plan and its quota: %s", body)
+		}
+		want := usage.NextMonth(now).Sub(now).Seconds()
+		if retry, err := strconv.ParseFloat(resp.Header.Get("Retry-After"), 64); err != nil || retry < want-5 || retry > want+5 {
+			t.Errorf("Retry-After = %q, want about %.0f seconds (the first of next month, UTC)", resp.Header.Get("Retry-After"), want)
+		}
+		checkLimitHeaders(t, resp, map[string]string{"X-Quota-Remaining": "0"})
+		if _, after := cl.lastCaller(); after != before {
+			t.Error("a request over quota reached the cell")
+		}
+		if resp, body := g.do("GET", "/v1/languages", "", map[string]string{"Authorization": "Bearer " + heavyKey}); resp.StatusCode != http.StatusOK {
+			t.Errorf("GET over quota: status %d, body %s; reading needs no quota", resp.StatusCode, body)
+		}
+	}
+	t.Run("quota used up is a 429", quotaExceeded)
+
+	t.Run("the count survives a restart", func(t *testing.T) {
+		if err := Stop(); err != nil {
+			t.Fatal(err)
+		}
+		l, err := usage.Open(usageDB)
+		if err != nil {
+			t.Fatalf("usage db still held after Stop: %v", err)
+		}
+		month := usage.Month(time.Now())
+		heavyN, err1 := l.Count(heavy.ID, month)
+		busyN, err2 := l.Count(busy.ID, month)
+		_ = l.Close()
+		if err1 != nil || err2 != nil || heavyN != 5 || busyN != 0 {
+			t.Errorf("ledger: heavy %d (%v), busy %d (%v); want 5 and 0", heavyN, err1, busyN, err2)
+		}
+		if err := Run(cfg); err != nil {
+			t.Fatal(err)
+		}
+		quotaExceeded(t)
+	})
+}
+
+// checkLimitHeaders asserts the limit headers in want and that no internal
+// header reached the client.
+func checkLimitHeaders(t *testing.T, resp *http.Response, want map[string]string) {
+	t.Helper()
+	for name, v := range want {
+		if got := resp.Header.Get(name); got != v {
+			t.Errorf("%s = %q, want %q", name, got, v)
+		}
+	}
+	for _, name := range []string{"X-RateLimit-Remaining", "X-RateLimit-Reset", "X-Quota-Limit", "X-Quota-Remaining"} {
+		if resp.Header.Get(name) == "" {
+			t.Errorf("no %s header", name)
+		}
+	}
+	for name := range resp.Header {
+		if strings.HasPrefix(name, callerauth.Prefix) {
+			t.Errorf("internal header %s reached the client", name)
+		}
+	}
 }
 
 type deadCell struct{}
@@ -461,6 +656,7 @@ func TestCaddyfileExample(t *testing.T) {
 		"http://:8080 {", "http://"+listen+" {",
 		"10.0.0.11:8081 10.0.0.12:8081", strings.TrimPrefix(cl.URL, "http://"),
 		"/var/lib/sandboxapi/accounts.db", dbPath,
+		"/var/lib/sandboxapi/usage.db", filepath.Join(dir, "usage.db"),
 		"/etc/sandboxapi/cell.secret", secretPath,
 	).Replace(string(src))
 
@@ -490,6 +686,12 @@ func TestCaddyfileExample(t *testing.T) {
 	if got, _ := cl.lastCaller(); got != (callerauth.Caller{AccountID: acct.ID, Plan: "ultra", WebhookSecret: callerauth.WebhookSecret(key)}) {
 		t.Errorf("cell saw %+v", got)
 	}
+	checkLimitHeaders(t, resp, map[string]string{"X-RateLimit-Limit": "300", "X-Quota-Limit": "50000", "X-Quota-Remaining": "50000"})
+	resp, body = g.do("POST", "/v1/execute", `{}`, map[string]string{"X-RapidAPI-Key": key, "X-RapidAPI-Proxy-Secret": "rapid-secret"})
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("execute: status %d, body %s", resp.StatusCode, body)
+	}
+	checkLimitHeaders(t, resp, map[string]string{"X-RateLimit-Remaining": "298", "X-Quota-Remaining": "49999"})
 	if resp, body := g.do("GET", HealthPath, "", map[string]string{"X-Sandboxapi-Internal-Plan": "mega"}); resp.StatusCode != http.StatusOK {
 		t.Errorf("health: status %d, body %s", resp.StatusCode, body)
 	}

@@ -92,6 +92,7 @@ func runDev(args []string) error {
 
 	if err := edge.Run(edge.Config{
 		Listen: *listen, AccountsDB: accountsDB, CellSecretFile: secretFile,
+		UsageDB: filepath.Join(dir, "usage.db"), PlansFile: *plansFile,
 		CellNodes: []string{n.Addr()},
 	}); err != nil {
 		return fmt.Errorf("gateway: %w", err)

@@ -1,0 +1,398 @@
+// Package limits is the gateway's plan-limits middleware, the Caddy module
+// http.handlers.sandboxapi_limits. It runs after sandboxapi_auth, which
+// leaves the caller's account and plan in Caddy vars, and enforces two
+// limits of the plan (billing/plans):
+//
+//   - a request rate per account (requests_per_minute), with
+//     github.com/ulule/limiter/v3. Every response to an authenticated request
+//     carries X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset
+//     (Unix seconds when the window starts over); past the limit the answer
+//     is 429 rate_limit_exceeded with Retry-After.
+//   - a monthly execution quota per account (executions_per_month), counted
+//     in the durable ledger of billing/usage. Every response carries
+//     X-Quota-Limit and X-Quota-Remaining (executions left this calendar
+//     month, UTC, after this request). Once the quota is used up, requests
+//     that can run code get 429 monthly_quota_exceeded with Retry-After until
+//     the first of next month; reading results, listing languages and
+//     closing sessions still work.
+//
+// What a request ran is what the cell reports in the response header
+// callerauth.HeaderExecutions (1, or a batch's size); requests that ran
+// nothing carry no such header and count nothing. The module adds the count
+// to the ledger before the response headers go out and removes every
+// internal header from the response, so clients never see them.
+package limits
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/ulule/limiter/v3"
+	"github.com/ulule/limiter/v3/drivers/store/memory"
+	"go.uber.org/zap"
+
+	"github.com/sandboxapi/sandboxapi/billing/plans"
+	"github.com/sandboxapi/sandboxapi/billing/usage"
+	"github.com/sandboxapi/sandboxapi/caddy-modules/auth"
+	"github.com/sandboxapi/sandboxapi/cell/apierror"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+	httpcaddyfile.RegisterHandlerDirective("sandboxapi_limits", parseCaddyfile)
+	// Right after sandboxapi_auth: limits need the account it found, and
+	// must run before anything that proxies to the cell. Caddy only lets a
+	// plugin anchor to a standard directive, so this is "before
+	// forward_auth", the one that follows basic_auth; sandboxapi_auth goes
+	// right after basic_auth, hence always lands just before this one,
+	// whichever package registers first.
+	httpcaddyfile.RegisterDirectiveOrder("sandboxapi_limits", httpcaddyfile.Before, "forward_auth")
+}
+
+// Response headers.
+const (
+	HeaderRateLimitLimit     = "X-RateLimit-Limit"
+	HeaderRateLimitRemaining = "X-RateLimit-Remaining"
+	HeaderRateLimitReset     = "X-RateLimit-Reset"
+	HeaderQuotaLimit         = "X-Quota-Limit"
+	HeaderQuotaRemaining     = "X-Quota-Remaining"
+)
+
+// Error codes in the JSON error body.
+const (
+	CodeRateLimitExceeded    = "rate_limit_exceeded"
+	CodeMonthlyQuotaExceeded = "monthly_quota_exceeded"
+	CodeUnknownPlan          = "unknown_plan"
+	CodeInternalError        = "internal_error"
+)
+
+// RatePeriod is the window of a plan's requests_per_minute.
+const RatePeriod = time.Minute
+
+// rateStorePrefix namespaces this module's keys in a rate store that other
+// users may share (a Redis, say).
+const rateStorePrefix = "sandboxapi_rate"
+
+// Sentinel errors.
+var (
+	// ErrConfig is wrapped by every configuration error.
+	ErrConfig = errors.New("sandboxapi_limits: bad configuration")
+	// ErrUnknownRateStore means the config names a rate store that nothing
+	// in this process registered.
+	ErrUnknownRateStore = errors.New("sandboxapi_limits: unknown rate store")
+)
+
+// defaultRateStore is the in-memory store used when the config names none.
+// It is process-wide so that a config reload, which provisions a new
+// handler, does not hand every account a fresh window.
+var defaultRateStore = sync.OnceValue(func() limiter.Store {
+	return memory.NewStoreWithOptions(limiter.StoreOptions{
+		Prefix:          rateStorePrefix,
+		CleanUpInterval: limiter.DefaultCleanUpInterval,
+	})
+})
+
+var rateStores = struct {
+	sync.RWMutex
+	m map[string]limiter.Store
+}{m: make(map[string]limiter.Store)}
+
+// RegisterRateStore makes s available to configs that set rate_store to
+// name, replacing any earlier registration. Any limiter.Store works, such as
+// ulule/limiter's Redis store when several gateways must share one count.
+// Register before loading the Caddy config that uses it: the module looks
+// the name up when it is provisioned.
+func RegisterRateStore(name string, s limiter.Store) {
+	rateStores.Lock()
+	defer rateStores.Unlock()
+	rateStores.m[name] = s
+}
+
+// UnregisterRateStore removes name. Configs provisioned earlier keep the
+// store they looked up.
+func UnregisterRateStore(name string) {
+	rateStores.Lock()
+	defer rateStores.Unlock()
+	delete(rateStores.m, name)
+}
+
+func lookupRateStore(name string) (limiter.Store, bool) {
+	if name == "" {
+		return defaultRateStore(), true
+	}
+	rateStores.RLock()
+	defer rateStores.RUnlock()
+	s, ok := rateStores.m[name]
+	return s, ok
+}
+
+// Handler enforces per-account rate limits and monthly execution quotas.
+type Handler struct {
+	// UsageDB is the path of the billing/usage bbolt file. Required.
+	UsageDB string `json:"usage_db,omitempty"`
+
+	// PlansFile is a JSON plan file applied over the built-in plans, the
+	// same file the cells are given. Empty means the built-in plans.
+	PlansFile string `json:"plans_file,omitempty"`
+
+	// RateStore names a limiter.Store registered with RegisterRateStore.
+	// Empty means an in-memory store, right for a single gateway.
+	RateStore string `json:"rate_store,omitempty"`
+
+	usageDB  string
+	catalog  plans.Catalog
+	store    limiter.Store
+	limiters map[string]*limiter.Limiter // by plan name
+	ledger   *usage.Ledger
+	release  func() error
+	logger   *zap.Logger
+	now      func() time.Time
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.sandboxapi_limits",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision loads the plans, finds the rate store and opens the usage
+// ledger. The ledger is shared process-wide (usage.OpenShared) because bbolt
+// locks its file and a config reload provisions this module again before
+// cleaning up the old instance. Missing or unknown settings are reported by
+// Validate.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	h.now = time.Now
+	repl := caddy.NewReplacer() // allows {env.*} and {file.*} in JSON configs
+	h.usageDB = repl.ReplaceKnown(h.UsageDB, "")
+	plansFile := repl.ReplaceKnown(h.PlansFile, "")
+
+	h.catalog = plans.Default()
+	if plansFile != "" {
+		c, err := plans.Load(plansFile)
+		if err != nil {
+			return fmt.Errorf("sandboxapi_limits: %w", err)
+		}
+		h.catalog = c
+	}
+
+	if s, ok := lookupRateStore(h.RateStore); ok {
+		h.store = s
+		h.limiters = make(map[string]*limiter.Limiter)
+		for _, p := range h.catalog.Plans() {
+			h.limiters[p.Name] = limiter.New(s, limiter.Rate{
+				Formatted: fmt.Sprintf("%d-M", p.RequestsPerMinute),
+				Period:    RatePeriod,
+				Limit:     int64(p.RequestsPerMinute),
+			})
+		}
+	}
+
+	if h.usageDB != "" {
+		l, release, err := usage.OpenShared(h.usageDB)
+		if err != nil {
+			return fmt.Errorf("sandboxapi_limits: opening usage db: %w", err)
+		}
+		h.ledger, h.release = l, release
+	}
+	return nil
+}
+
+// Validate reports settings that are missing or name nothing.
+func (h *Handler) Validate() error {
+	if h.usageDB == "" {
+		return fmt.Errorf("%w: usage_db is required", ErrConfig)
+	}
+	if h.store == nil {
+		return fmt.Errorf("%w: %w %q; register it with limits.RegisterRateStore before loading the config", ErrConfig, ErrUnknownRateStore, h.RateStore)
+	}
+	return nil
+}
+
+// Cleanup releases this instance's hold on the usage ledger.
+func (h *Handler) Cleanup() error {
+	if h.release == nil {
+		return nil
+	}
+	err := h.release()
+	h.release, h.ledger = nil, nil
+	return err
+}
+
+// ServeHTTP applies the caller's plan limits, then passes r on with a
+// ResponseWriter that counts the executions the cell reports.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	account, _ := caddyhttp.GetVar(r.Context(), auth.VarAccountID).(string)
+	planName, _ := caddyhttp.GetVar(r.Context(), auth.VarPlan).(string)
+	if account == "" {
+		// Only a Caddyfile that puts sandboxapi_limits where sandboxapi_auth
+		// has not run gets here; refuse rather than serve unlimited.
+		h.logger.Error("no authenticated account in the request; sandboxapi_auth must run before sandboxapi_limits")
+		return writeError(w, http.StatusInternalServerError, CodeInternalError,
+			"Internal error; retry with exponential backoff and report it if it persists.", 0)
+	}
+	plan, ok := h.catalog.Get(planName)
+	if !ok {
+		h.logger.Warn("account on a plan this gateway does not know", zap.String("account", account), zap.String("plan", planName))
+		return writeError(w, http.StatusForbidden, CodeUnknownPlan,
+			fmt.Sprintf("Plan %q is not known to this gateway.", planName), 0)
+	}
+	now := h.now()
+	hdr := w.Header()
+
+	// The rate limit fails open: a broken shared store must not take the
+	// whole API down with it, and the monthly quota still holds.
+	rate, err := h.limiters[plan.Name].Get(r.Context(), account)
+	rateOK := err == nil
+	if rateOK {
+		hdr.Set(HeaderRateLimitLimit, strconv.FormatInt(rate.Limit, 10))
+		hdr.Set(HeaderRateLimitRemaining, strconv.FormatInt(rate.Remaining, 10))
+		hdr.Set(HeaderRateLimitReset, strconv.FormatInt(rate.Reset, 10))
+	} else {
+		h.logger.Error("rate limit store failed; letting the request through", zap.String("account", account), zap.Error(err))
+	}
+
+	month := usage.Month(now)
+	used, err := h.ledger.Count(account, month)
+	if err != nil {
+		h.logger.Error("reading the usage ledger", zap.String("account", account), zap.Error(err))
+		return writeError(w, http.StatusInternalServerError, CodeInternalError,
+			"Could not check the monthly quota; retry with exponential backoff.", 0)
+	}
+	quota := int64(plan.ExecutionsPerMonth)
+	hdr.Set(HeaderQuotaLimit, strconv.FormatInt(quota, 10))
+	hdr.Set(HeaderQuotaRemaining, strconv.FormatInt(max(quota-used, 0), 10))
+
+	if rateOK && rate.Reached {
+		// Reset is the window's end rounded down to a second; a client that
+		// waits until the second after it is sure to find a new window.
+		retry := max(time.Unix(rate.Reset+1, 0).Sub(now), time.Second)
+		return writeError(w, http.StatusTooManyRequests, CodeRateLimitExceeded, fmt.Sprintf(
+			"Rate limit exceeded: the %s plan allows %d requests per minute. Retry after %d seconds, or upgrade your plan.",
+			plan.Name, plan.RequestsPerMinute, seconds(retry)), retry)
+	}
+	if used >= quota && mayExecute(r.Method) {
+		reset := usage.NextMonth(now)
+		return writeError(w, http.StatusTooManyRequests, CodeMonthlyQuotaExceeded, fmt.Sprintf(
+			"Monthly quota exceeded: the %s plan includes %d executions per month and this month's are used up. The quota resets at %s; upgrade your plan for more.",
+			plan.Name, plan.ExecutionsPerMonth, reset.Format(time.RFC3339)), reset.Sub(now))
+	}
+
+	cw := &countingWriter{rw: w, h: h, account: account, month: month, quota: quota, used: used}
+	err = next.ServeHTTP(cw, r)
+	cw.finish()
+	return err
+}
+
+// mayExecute reports whether a request with method can run code. Reading
+// (a job's result, the language list) and DELETE (closing a session) cannot,
+// so they keep working after the monthly quota is used up.
+func mayExecute(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodDelete:
+		return false
+	}
+	return true
+}
+
+// count adds n executions to the ledger and returns the account's new total
+// for the month. A failed write is logged with everything needed to
+// reconcile it by hand; the response is already on its way, and the client
+// should get the result of what ran.
+func (h *Handler) count(account, month string, used, n int64) int64 {
+	total, err := h.ledger.Add(account, month, n)
+	if err != nil {
+		h.logger.Error("recording executions in the usage ledger",
+			zap.String("account", account), zap.String("month", month), zap.Int64("executions", n), zap.Error(err))
+		if used > math.MaxInt64-n {
+			return math.MaxInt64
+		}
+		return used + n
+	}
+	return total
+}
+
+// seconds rounds d up to whole seconds, at least 1: what Retry-After holds.
+func seconds(d time.Duration) int64 {
+	s := int64((d + time.Second - 1) / time.Second)
+	return max(s, 1)
+}
+
+// writeError answers with the project's JSON error shape and, when
+// retryAfter is positive, a Retry-After header. It returns nil: the response
+// is complete, and returning an error would make Caddy write its own.
+func writeError(w http.ResponseWriter, status int, code, message string, retryAfter time.Duration) error {
+	w.Header().Set("Cache-Control", "no-store")
+	if retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt(seconds(retryAfter), 10))
+	}
+	apierror.Write(w, status, code, message)
+	return nil
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
+//
+//	sandboxapi_limits {
+//	    usage_db   <path>
+//	    plans_file <path>
+//	    rate_store <name>
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		var dst *string
+		switch d.Val() {
+		case "usage_db":
+			dst = &h.UsageDB
+		case "plans_file":
+			dst = &h.PlansFile
+		case "rate_store":
+			dst = &h.RateStore
+		default:
+			return d.Errf("unrecognized sandboxapi_limits option %q", d.Val())
+		}
+		opt := d.Val()
+		if !d.NextArg() {
+			return d.ArgErr()
+		}
+		if *dst != "" {
+			return d.Errf("%s already specified", opt)
+		}
+		*dst = d.Val()
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	return nil
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	if err := m.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Interface guards.
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+	_ caddyfile.Unmarshaler       = (*Handler)(nil)
+)

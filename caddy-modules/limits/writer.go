@@ -1,0 +1,152 @@
+package limits
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/sandboxapi/sandboxapi/cell/callerauth"
+)
+
+// countingWriter is the ResponseWriter the rest of the chain (the reverse
+// proxy to the cell) writes to. When the final status goes out it records
+// the executions the cell reported in callerauth.HeaderExecutions, updates
+// X-Quota-Remaining to match, and removes every internal header first, so
+// nothing the cell meant for the gateway reaches the client. A count the
+// cell sends as a trailer instead (one known only when a stream ends) is
+// recorded and removed by finish.
+//
+// It deliberately does not implement io.ReaderFrom: a ReadFrom passed
+// straight to the underlying writer would send the headers without going
+// through WriteHeader here. Flush keeps streaming working, and Unwrap lets
+// http.ResponseController reach the underlying writer for everything else
+// (hijacking, deadlines).
+type countingWriter struct {
+	rw      http.ResponseWriter
+	h       *Handler
+	account string
+	month   string
+	quota   int64
+	used    int64 // the account's count for month before this request
+
+	wroteHeader bool
+}
+
+// Header returns the response header map.
+func (cw *countingWriter) Header() http.Header {
+	return cw.rw.Header()
+}
+
+// WriteHeader records the reported executions, strips internal headers and
+// sends the status.
+func (cw *countingWriter) WriteHeader(code int) {
+	if cw.wroteHeader {
+		cw.rw.WriteHeader(code) // superfluous; the underlying writer logs it
+		return
+	}
+	hdr := cw.rw.Header()
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		// An informational response; the final one follows. The proxy puts
+		// the cell's 1xx headers in the map for it, so strip them here too.
+		stripInternal(hdr)
+		cw.rw.WriteHeader(code)
+		return
+	}
+	cw.wroteHeader = true
+	n := cw.executions(hdr, callerauth.HeaderExecutions)
+	stripInternal(hdr)
+	if n > 0 {
+		total := cw.h.count(cw.account, cw.month, cw.used, n)
+		cw.used = total
+		hdr.Set(HeaderQuotaRemaining, strconv.FormatInt(max(cw.quota-total, 0), 10))
+	}
+	cw.rw.WriteHeader(code)
+}
+
+// Write sends b, and the headers first if nothing has been sent yet.
+func (cw *countingWriter) Write(b []byte) (int, error) {
+	if !cw.wroteHeader {
+		cw.WriteHeader(http.StatusOK)
+	}
+	return cw.rw.Write(b)
+}
+
+// Flush sends whatever is buffered to the client (http.Flusher).
+func (cw *countingWriter) Flush() {
+	_ = cw.FlushError()
+}
+
+// FlushError is Flush reporting failure; http.ResponseController prefers it.
+func (cw *countingWriter) FlushError() error {
+	if !cw.wroteHeader {
+		cw.WriteHeader(http.StatusOK)
+	}
+	return http.NewResponseController(cw.rw).Flush()
+}
+
+// Unwrap returns the underlying ResponseWriter, for http.ResponseController.
+func (cw *countingWriter) Unwrap() http.ResponseWriter {
+	return cw.rw
+}
+
+// finish runs after the rest of the chain has returned, before net/http
+// sends trailers: it records a count the cell sent as a trailer and removes
+// internal trailers.
+func (cw *countingWriter) finish() {
+	hdr := cw.rw.Header()
+	n := cw.executions(hdr, callerauth.HeaderExecutions) +
+		cw.executions(hdr, http.TrailerPrefix+callerauth.HeaderExecutions)
+	stripInternal(hdr)
+	if n > 0 {
+		cw.used = cw.h.count(cw.account, cw.month, cw.used, n)
+	}
+}
+
+// executions parses the count in header name of hdr; 0 when there is none
+// or it is not a non-negative integer.
+func (cw *countingWriter) executions(hdr http.Header, name string) int64 {
+	vv := hdr.Values(name)
+	if len(vv) == 0 {
+		return 0
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(vv[0]), 10, 64)
+	if err != nil || n < 0 {
+		cw.h.logger.Warn("cell reported an invalid execution count; not counted",
+			zap.String("account", cw.account), zap.Strings("value", vv))
+		return 0
+	}
+	return n
+}
+
+// stripInternal removes internal headers from hdr: as headers, as trailers
+// ("Trailer:"-prefixed keys) and from the Trailer announcement.
+func stripInternal(hdr http.Header) {
+	for name := range hdr {
+		if isInternal(strings.TrimPrefix(name, http.TrailerPrefix)) {
+			delete(hdr, name)
+		}
+	}
+	announced := hdr.Values("Trailer")
+	if len(announced) == 0 {
+		return
+	}
+	var keep []string
+	for _, v := range announced {
+		for name := range strings.SplitSeq(v, ",") {
+			if name = strings.TrimSpace(name); name != "" && !isInternal(name) {
+				keep = append(keep, name)
+			}
+		}
+	}
+	if len(keep) == 0 {
+		hdr.Del("Trailer")
+		return
+	}
+	hdr.Set("Trailer", strings.Join(keep, ", "))
+}
+
+func isInternal(name string) bool {
+	return strings.HasPrefix(http.CanonicalHeaderKey(name), callerauth.Prefix)
+}
