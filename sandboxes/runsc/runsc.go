@@ -161,7 +161,9 @@ func (rt *Runtime) Start(ctx context.Context, s Spec) (*Sandbox, error) {
 	args = append(args, "run", "--bundle", bundle, s.ID)
 	cmd := exec.Command(rt.Binary, args...)
 	cmd.Stderr = sb.stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// If this process dies (kill -9), runsc run dies with it, and runsc's
+	// attached sandbox with runsc: nothing is left running unowned.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return fail(fmt.Errorf("runsc: %w", err))
