@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
-	"github.com/sandboxapi/sandboxapi/sandboxes/rootfs"
 	"github.com/sandboxapi/sandboxapi/sandboxes/runsc"
 	"github.com/sandboxapi/sandboxapi/sandboxes/wire"
 )
@@ -110,6 +109,9 @@ type Config struct {
 	BootGrace time.Duration
 	// Pool sizes the warm pools; DefaultPoolConfig when zero.
 	Pool PoolConfig
+	// PackageCacheDir, when set, is mounted read-only at PackageCachePath
+	// in session sandboxes: the offline cache package installs read from.
+	PackageCacheDir string
 	// NoPrestart starts every program the ordinary way, for benchmarks
 	// that isolate what prestarting saves.
 	NoPrestart bool
@@ -218,6 +220,9 @@ type Result struct {
 	MemoryKB        int64         // the program's peak resident set
 	// Artifacts are what ReturnArtifact asked for.
 	Artifacts []Artifact
+	// StateLost says a session's interpreter ended during the execution
+	// (see Session): its variables are gone, its files remain.
+	StateLost bool
 	// Message explains a status that the fields above do not (an output
 	// cap, a sandbox failure).
 	Message string
@@ -249,7 +254,7 @@ func (e *Executor) Execute(ctx context.Context, req Request) (*Result, error) {
 	if w.prestarted {
 		usePrestarted(&job, lang)
 	}
-	deadline := lim.Wall*time.Duration(len(job.Steps)) + e.cfg.BootGrace
+	deadline := jobWall(job) + e.cfg.BootGrace
 	out := w.run(ctx, job, res, lim.OutputBytes, deadline, req.OnOutput)
 	e.pool.release(w, out.done && ctx.Err() == nil)
 	res.SandboxCPU = out.sandboxCPU
@@ -275,39 +280,15 @@ func usePrestarted(job *wire.Job, lang *langs.Language) {
 	}
 }
 
-func (e *Executor) job(lang *langs.Language, req Request, lim Limits) wire.Job {
-	env := e.baseEnv(lang)
-	wl := wire.Limits{
-		CPUMillis:     lim.CPU.Milliseconds(),
-		WallMillis:    lim.Wall.Milliseconds(),
-		Processes:     lim.Processes,
-		OpenFiles:     lim.OpenFiles,
-		FileSizeBytes: lim.FileSizeBytes,
-		OutputBytes:   lim.OutputBytes,
-	}
-	job := wire.Job{
-		WorkDir: "/work", UID: rootfs.UserID, GID: rootfs.GroupID,
-		Files: []wire.File{{Path: lang.SourceFile, Content: []byte(req.Code)}},
-	}
-	if lang.Compile != nil {
-		job.Steps = append(job.Steps, wire.Step{Name: "compile", Argv: lang.Compile, Env: env, Dir: "/work", Limits: wl, MergeStderr: true})
-	}
-	job.Steps = append(job.Steps, wire.Step{Name: "run", Argv: lang.Run, Env: env, Dir: "/work", Stdin: req.Stdin, Limits: wl})
-	return job
-}
-
 func (e *Executor) classify(res *Result, lang *langs.Language, lim Limits, steps []stepOutput, exit runsc.Exit, hostTimedOut bool, protoErr error) {
+	if unfinishedCompile(res, lang, steps, exit, hostTimedOut) {
+		return
+	}
 	var run *stepOutput
 	for i := range steps {
 		s := &steps[i]
 		if s.result != nil && s.result.Name == "compile" {
-			res.CompileOutput = append(s.stdout, s.stderr...)
-			if s.result.ExitCode != 0 || s.result.Signal != 0 {
-				res.Status = StatusCompilationError
-				res.ExitCode, res.Signal = s.result.ExitCode, s.result.Signal
-				if s.result.WallExceeded || s.result.CPUExceeded {
-					res.Message = "compilation exceeded the time limit"
-				}
+			if failedCompile(res, s) {
 				return
 			}
 			continue

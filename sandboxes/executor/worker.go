@@ -31,7 +31,9 @@ type shape struct {
 }
 
 func shapeFor(lang *langs.Language, lim Limits) shape {
-	return shape{lang: lang.ID, memoryBytes: lim.MemoryBytes, workBytes: lim.WorkDirBytes, tmpBytes: lim.TmpBytes,
+	// The sandbox holds the compiler too; the program is still judged
+	// against its own limit (classify).
+	return shape{lang: lang.ID, memoryBytes: max(lim.MemoryBytes, lang.CompileResources.MemoryBytes), workBytes: lim.WorkDirBytes, tmpBytes: lim.TmpBytes,
 		processes: lim.Processes, openFiles: lim.OpenFiles, fileSize: lim.FileSizeBytes}
 }
 
@@ -76,10 +78,21 @@ func (e *Executor) startWorker(sh shape) (*worker, error) {
 		WorkBytes: sh.workBytes, TmpBytes: sh.tmpBytes, Prepared: 2,
 	}
 	if argv := langs.Prestart(lang); argv != nil && !e.cfg.NoPrestart {
-		cfg.Prestart = &wire.Runner{Argv: argv, Env: e.baseEnv(lang), Limits: wire.Limits{
-			Processes: sh.processes, OpenFiles: sh.openFiles, FileSizeBytes: sh.fileSize,
-		}}
+		cfg.Prestart = &wire.Runner{Argv: argv, Env: e.baseEnv(lang), Limits: sh.runnerLimits()}
 	}
+	return e.bootWorker(lang, sh, "--serve", cfg)
+}
+
+func (sh shape) runnerLimits() wire.Limits {
+	return wire.Limits{Processes: sh.processes, OpenFiles: sh.openFiles, FileSizeBytes: sh.fileSize}
+}
+
+// PackageCachePath is where session sandboxes see Config.PackageCacheDir.
+const PackageCachePath = "/opt/pkgcache"
+
+// bootWorker starts a sandbox whose init runs in mode with cfg; extra
+// mounts are added to the language's.
+func (e *Executor) bootWorker(lang *langs.Language, sh shape, mode string, cfg wire.ServeConfig, extra ...specs.Mount) (*worker, error) {
 	cfgJSON, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, err
@@ -89,8 +102,8 @@ func (e *Executor) startWorker(sh shape) (*worker, error) {
 		RootFS: e.cfg.RootFS,
 		Mounts: append([]specs.Mount{
 			{Destination: "/usr", Type: "bind", Source: "/usr", Options: []string{"rbind", "ro", "nosuid", "nodev"}},
-		}, langMounts(lang)...),
-		Args:         []string{rootfs.InitPath, "--serve", string(cfgJSON)},
+		}, append(langMounts(lang), extra...)...),
+		Args:         []string{rootfs.InitPath, mode, string(cfgJSON)},
 		Env:          []string{"PATH=/usr/bin:/bin"},
 		Cwd:          "/",
 		Capabilities: initCapabilities,
@@ -112,7 +125,12 @@ func (e *Executor) startWorker(sh shape) (*worker, error) {
 // langMounts are a language's extra read-only binds (a toolchain that does
 // not live under /usr).
 func langMounts(lang *langs.Language) []specs.Mount {
-	return nil
+	var out []specs.Mount
+	for _, m := range lang.Mounts {
+		out = append(out, specs.Mount{Destination: m.Destination, Type: "bind", Source: m.Source,
+			Options: []string{"rbind", "ro", "nosuid", "nodev"}})
+	}
+	return out
 }
 
 func (w *worker) alive() bool {
@@ -219,6 +237,7 @@ func collect(r io.Reader, res *Result, capBytes int64, nSteps int, onOutput func
 		*dst = append(*dst, p...)
 	}
 	var outTrunc, errTrunc bool
+	var files artifactReader
 	defer func() {
 		if cur.result != nil || len(cur.stdout) > 0 || len(cur.stderr) > 0 {
 			steps = append(steps, cur)
@@ -266,6 +285,10 @@ func collect(r io.Reader, res *Result, capBytes int64, nSteps int, onOutput func
 				if t == wire.FrameDone {
 					return steps, true, err
 				}
+			}
+		case wire.FrameFile, wire.FrameFileData:
+			if err := files.add(res, t, p); err != nil {
+				return steps, false, err
 			}
 		case wire.FrameDone:
 			return steps, true, nil

@@ -27,12 +27,17 @@ import (
 // exit code: `--serve CONFIG` as the sandbox's PID 1, `--isolated CONFIG`
 // as one execution's PID 1 (started by the former).
 func Main() int {
+	if len(os.Args) >= 5 && os.Args[1] == limitASFlag && os.Args[3] == "--" {
+		return execLimitedAS(os.Args[2], os.Args[4:])
+	}
 	if len(os.Args) == 3 {
 		switch os.Args[1] {
 		case "--serve":
 			return Serve(os.Args[2])
 		case "--isolated":
 			return Isolated(os.Args[2])
+		case "--session":
+			return SessionMain(os.Args[2])
 		}
 	}
 	fmt.Fprintln(os.Stderr, "usage: init --serve CONFIG | --isolated CONFIG")
@@ -55,10 +60,14 @@ func (f *frameWriter) fail(err error) {
 	_ = f.write(wire.FrameError, []byte(err.Error()))
 }
 
-// runJob writes the job's files and runs its steps in order, stopping after
-// the first step that does not exit 0. A step marked UsePrestarted runs in
-// pre, when there is one; an unused pre is ended first.
+// runJob mounts the job's overlays, writes its files and runs its steps in
+// order, stopping after the first step that does not exit 0. A step marked
+// UsePrestarted runs in pre, when there is one; an unused pre is ended
+// first.
 func runJob(job wire.Job, out *frameWriter, pre *prestarted) error {
+	if err := mountOverlays(job); err != nil {
+		return err
+	}
 	if err := writeFiles(job); err != nil {
 		return err
 	}
@@ -69,7 +78,9 @@ func runJob(job wire.Job, out *frameWriter, pre *prestarted) error {
 	}()
 	for _, step := range job.Steps {
 		var res wire.StepResult
-		if step.UsePrestarted && pre != nil {
+		// The runner's stdio were set up before its job was known, with
+		// stderr apart; a step that merges them starts the ordinary way.
+		if step.UsePrestarted && pre != nil && !step.MergeStderr {
 			res = pre.run(step, out)
 			pre = nil
 		} else {
@@ -89,13 +100,21 @@ func runJob(job wire.Job, out *frameWriter, pre *prestarted) error {
 		if !res.Started || res.ExitCode != 0 || res.Signal != 0 {
 			break
 		}
+		if err := sendFiles(step, out); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
 func writeFiles(job wire.Job) error {
 	for _, f := range job.Files {
-		p := filepath.Join(job.WorkDir, filepath.Clean("/"+f.Path))
+		if err := wire.CheckPath(f.Path); err != nil {
+			return fmt.Errorf("write files: %w", err)
+		}
+		// The work dir is a new, empty tmpfs and no program has run yet,
+		// so no symlink can be in the way of these paths.
+		p := filepath.Join(job.WorkDir, filepath.FromSlash(f.Path))
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return fmt.Errorf("write files: %w", err)
 		}
@@ -121,7 +140,11 @@ func writeFiles(job wire.Job) error {
 var rlimitMu sync.Mutex
 
 func runStep(job wire.Job, step wire.Step, out *frameWriter) wire.StepResult {
-	p, err := prepare(job, step.Argv, step.Env, step.Dir, step.MergeStderr, len(step.Stdin) > 0)
+	argv, err := withAddressSpace(step.Argv, step.Limits)
+	if err != nil {
+		return wire.StepResult{Name: step.Name, StartError: err.Error()}
+	}
+	p, err := prepare(job, argv, step.Env, step.Dir, step.MergeStderr, len(step.Stdin) > 0)
 	if err != nil {
 		return wire.StepResult{Name: step.Name, StartError: err.Error()}
 	}
@@ -142,6 +165,9 @@ type proc struct {
 	stdinW     *os.File
 	extra      []*os.File // child ends of extra pipes (ExtraFiles), closed once started
 	startedAt  time.Time
+	// groupOnly confines killing and reaping to the step's process group:
+	// in a session, the init's other children (the REPL) must survive.
+	groupOnly bool
 }
 
 // prepare builds the command and its pipes; it does not start it.
@@ -206,6 +232,10 @@ func supervise(p *proc, step wire.Step, out *frameWriter) wire.StepResult {
 	res := wire.StepResult{Name: step.Name, Started: true}
 	lim := step.Limits
 	killAll := func() {
+		if p.groupOnly {
+			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			return
+		}
 		// As PID 1 of the execution's PID namespace, kill(-1) reaches every
 		// other process of the execution, including ones that left the
 		// step's process group.
@@ -269,7 +299,11 @@ func supervise(p *proc, step wire.Step, out *frameWriter) wire.StepResult {
 	}
 	// Whatever the step left behind (background jobs, daemons) dies with it,
 	// so the next step starts alone and the pipes reach EOF.
-	reapAll()
+	if p.groupOnly {
+		reapGroup(p.cmd.Process.Pid)
+	} else {
+		reapAll()
+	}
 	readers.Wait()
 
 	state := p.cmd.ProcessState
@@ -367,6 +401,18 @@ func reapAll() {
 		var ws syscall.WaitStatus
 		_, err := syscall.Wait4(-1, &ws, 0, nil)
 		if errors.Is(err, syscall.ECHILD) {
+			return
+		}
+	}
+}
+
+// reapGroup kills what is left of a process group and reaps those of its
+// members that are the init's children.
+func reapGroup(pgid int) {
+	for i := 0; i < 1000; i++ {
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		var ws syscall.WaitStatus
+		if _, err := syscall.Wait4(-pgid, &ws, 0, nil); err != nil {
 			return
 		}
 	}

@@ -6,6 +6,8 @@ package langs
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
@@ -13,7 +15,35 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sandboxapi/sandboxapi/sandboxes/wire"
 )
+
+// Mount is a host directory a language needs that is not under /usr,
+// bind-mounted read-only into its sandboxes.
+type Mount struct {
+	Source      string // on the host
+	Destination string // in the sandbox; one of MountPoints
+}
+
+// Resources are what a compile step may use. The sandbox's memory cgroup is
+// sized for the larger of the compiler and the program; the program is
+// still judged against the request's own limit.
+type Resources struct {
+	// MemoryBytes is what the compiler needs of the sandbox's memory.
+	MemoryBytes int64
+	// Processes bounds the compiler's processes and threads.
+	Processes int
+	// AddressSpaceBytes, when set, is the compiler's RLIMIT_AS, so that a
+	// compile-time bomb (`#include "/dev/zero"`) ends in the compiler's
+	// own "out of memory" instead of the sandbox's OOM kill. Only for
+	// compilers that do not reserve address space up front (not the JVM,
+	// Go or V8).
+	AddressSpaceBytes int64
+	// MinTime is the least CPU and wall time a compile step gets, however
+	// short the program's own limits.
+	MinTime time.Duration
+}
 
 // Language is one entry of the catalog.
 type Language struct {
@@ -24,15 +54,74 @@ type Language struct {
 	// SourceFile is the name the code is written to in the work dir.
 	SourceFile string
 	// Compile, when set, runs before Run; a failure is a compilation_error.
+	// It is the command up to its inputs: the request's compiler options
+	// follow it, then CompileArgs.
 	Compile []string
-	Run     []string
+	// CompileDefaults are options of the compile command that a request's
+	// compiler option of the same name ("--edition" of "--edition=2021")
+	// replaces, for compilers that refuse an option given twice.
+	CompileDefaults []string
+	// CompileArgs picks the compile command's last arguments (its sources,
+	// and what must follow them) from the work dir's files: slash-separated
+	// paths relative to it, the source file first when there is one. Nil
+	// compiles SourceFile alone.
+	CompileArgs func(files []string) []string
+	// CompileResources bound the compile step; see Resources.
+	CompileResources Resources
+	// Artifact is the file, relative to the work dir, that a successful
+	// compile step produces and a request can ask for back.
+	Artifact string
+	Run      []string
 	// Env is added to the sandbox's base environment for this language.
 	Env []string
+	// Mounts are read-only binds of toolchain directories outside /usr.
+	Mounts []Mount
+	// Overlays, when set, give each execution starting at now a private,
+	// writable view of a mounted read-only directory (a pre-built compiler
+	// cache).
+	Overlays func(now time.Time) []wire.Overlay
+	// Prepare, when set, readies what the language needs on the host
+	// before it is offered (a pre-built cache); Detect runs it. An error
+	// leaves the language offered without what Prepare would have added,
+	// if Prepare says so by returning ErrDegraded, or not offered at all.
+	Prepare func(ctx context.Context, l *Language) error
 	// Binary must exist on the host for the language to be offered.
 	Binary string
 	// VersionArgv prints the version; VersionRE's first group extracts it.
+	// Both run on the host, so VersionArgv names host paths.
 	VersionArgv []string
 	VersionRE   *regexp.Regexp
+}
+
+// ErrDegraded is returned (wrapped) by a Prepare that could not do all it
+// wanted but left the language working, only slower.
+var ErrDegraded = errors.New("langs: language offered in a degraded form")
+
+// CompileCommand is the compile step's argv for a request's compiler options
+// and the work dir's files.
+func (l *Language) CompileCommand(options, files []string) []string {
+	argv := append([]string{}, l.Compile...)
+	for _, d := range l.CompileDefaults {
+		if !overridden(d, options) {
+			argv = append(argv, d)
+		}
+	}
+	argv = append(argv, options...)
+	if l.CompileArgs != nil {
+		return append(argv, l.CompileArgs(files)...)
+	}
+	return append(argv, l.SourceFile)
+}
+
+// overridden says whether an option sets the same thing as the default d.
+func overridden(d string, options []string) bool {
+	name, _, _ := strings.Cut(d, "=")
+	for _, o := range options {
+		if o == name || strings.HasPrefix(o, name+"=") {
+			return true
+		}
+	}
+	return false
 }
 
 // Info is what /v1/languages reports.
@@ -42,59 +131,45 @@ type Info struct {
 	Version string `json:"version"`
 }
 
-// Builtin is the catalog of languages this build knows how to run.
-func Builtin() []*Language {
-	return []*Language{
-		{
-			ID: "python3", Name: "Python", Aliases: []string{"python", "py"},
-			SourceFile:  "main.py",
-			Run:         []string{"/usr/bin/python3", "main.py"},
-			Env:         []string{"PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1", "PYTHONIOENCODING=utf-8"},
-			Binary:      "/usr/bin/python3",
-			VersionArgv: []string{"/usr/bin/python3", "--version"},
-			VersionRE:   regexp.MustCompile(`Python (\S+)`),
-		},
-		{
-			ID: "javascript", Name: "JavaScript (Node.js)", Aliases: []string{"node", "js", "nodejs"},
-			SourceFile:  "main.js",
-			Run:         []string{"/usr/bin/node", "main.js"},
-			Binary:      "/usr/bin/node",
-			VersionArgv: []string{"/usr/bin/node", "--version"},
-			VersionRE:   regexp.MustCompile(`v(\S+)`),
-		},
-		{
-			ID: "bash", Name: "Bash", Aliases: []string{"sh", "shell"},
-			SourceFile:  "main.sh",
-			Run:         []string{"/bin/bash", "main.sh"},
-			Binary:      "/bin/bash",
-			VersionArgv: []string{"/bin/bash", "--version"},
-			VersionRE:   regexp.MustCompile(`version (\d+\.\d+\.\d+)`),
-		},
-	}
-}
-
 // Catalog is the set of languages available on this node, with versions.
 type Catalog struct {
 	mu       sync.RWMutex
 	byID     map[string]*Language
 	versions map[string]string
+	problems map[string]error
 }
 
 // Detect builds a catalog of the languages whose toolchain is installed,
-// with the versions the toolchains report.
+// with the versions the toolchains report. It prepares the languages that
+// need it (see Language.Prepare), which the first time on a host can take a
+// minute (Go's standard library cache).
 func Detect(ctx context.Context, all []*Language) *Catalog {
-	c := &Catalog{byID: map[string]*Language{}, versions: map[string]string{}}
+	c := &Catalog{byID: map[string]*Language{}, versions: map[string]string{}, problems: map[string]error{}}
 	var wg sync.WaitGroup
 	for _, l := range all {
 		if _, err := os.Stat(l.Binary); err != nil {
+			c.problems[l.ID] = fmt.Errorf("langs: %s: %w", l.ID, err)
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var perr error
+			if l.Prepare != nil {
+				perr = l.Prepare(ctx, l)
+			}
+			if err := mountable(l); err != nil {
+				perr = err
+			}
 			v := detectVersion(ctx, l)
 			c.mu.Lock()
 			defer c.mu.Unlock()
+			if perr != nil {
+				c.problems[l.ID] = perr
+				if !errors.Is(perr, ErrDegraded) {
+					return
+				}
+			}
 			c.versions[l.ID] = v
 			c.byID[l.ID] = l
 			for _, a := range l.Aliases {
@@ -104,6 +179,17 @@ func Detect(ctx context.Context, all []*Language) *Catalog {
 	}
 	wg.Wait()
 	return c
+}
+
+// mountable checks the host has the directories the language's sandboxes
+// mount.
+func mountable(l *Language) error {
+	for _, m := range l.Mounts {
+		if _, err := os.Stat(m.Source); err != nil {
+			return fmt.Errorf("langs: %s: %w", l.ID, err)
+		}
+	}
+	return nil
 }
 
 func detectVersion(ctx context.Context, l *Language) string {
@@ -132,6 +218,18 @@ func (c *Catalog) Version(id string) string {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.versions[id]
+}
+
+// Problems says, per language id, why a known language is not offered or
+// is offered degraded (see ErrDegraded); for logs and health checks.
+func (c *Catalog) Problems() map[string]error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make(map[string]error, len(c.problems))
+	for id, err := range c.problems {
+		out[id] = err
+	}
+	return out
 }
 
 // List reports every available language, sorted by id.

@@ -12,6 +12,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 )
 
 // InitPath is where the sandbox init lives inside the sandbox.
@@ -25,7 +27,8 @@ const (
 )
 
 // mountPoints must exist in a read-only root for runsc to mount onto them.
-var mountPoints = []string{"usr", "proc", "dev", "sys", "tmp", "work", "opt", "etc"}
+// opt/pkgcache is where session sandboxes see the offline package cache.
+var mountPoints = []string{"usr", "proc", "dev", "sys", "tmp", "work", "opt", "opt/pkgcache", "etc"}
 
 // usrLinks mirror the host's merged-/usr layout.
 var usrLinks = map[string]string{"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64"}
@@ -75,7 +78,9 @@ func Build(dir, initBinary string) error {
 }
 
 func build(dir, initBinary string) error {
-	for _, d := range mountPoints {
+	// The languages' own mounts (a toolchain outside /usr) need mount
+	// points too: a read-only root cannot grow them at boot.
+	for _, d := range append(mountPoints, langs.MountPoints()...) {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return err
 		}

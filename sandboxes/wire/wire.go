@@ -3,7 +3,8 @@
 //
 // The host writes one Job as JSON to the init's stdin. The init answers on its
 // stdout with a stream of frames: output chunks of the step that is running,
-// then one result frame per step. A frame is a one-byte type, a four-byte
+// then one result frame per step, then the files the step collects (a
+// compiled program the caller asked for). A frame is a one-byte type, a four-byte
 // big-endian payload length and the payload. The sandboxed program never writes
 // to the init's stdout itself: its stdout and stderr are pipes the init reads,
 // so nothing the program prints can forge a frame.
@@ -91,6 +92,10 @@ type FileHeader struct {
 type Overlay struct {
 	Lower  string `json:"lower"`
 	Target string `json:"target"`
+	// Files are written into the view (relative to Target), owned by the
+	// job's user: per-execution state of the cache, such as the time Go
+	// last trimmed it.
+	Files []File `json:"files,omitempty"`
 }
 
 // Limits are what the init enforces on one step's processes.
@@ -122,6 +127,10 @@ type Step struct {
 	// (ServeConfig.Prestart) instead of starting Argv: Argv[1:] become the
 	// program's arguments.
 	UsePrestarted bool `json:"use_prestarted,omitempty"`
+	// Repl runs Code in the session's interpreter (ServeConfig.Repl)
+	// instead of starting Argv.
+	Repl bool   `json:"repl,omitempty"`
+	Code string `json:"code,omitempty"`
 	// Collect names files (relative to Dir) the init sends back, as
 	// FrameFile and FrameFileData frames after the step's result, when the
 	// step exits 0: a compiled program the caller asked for.
@@ -143,6 +152,13 @@ type ServeConfig struct {
 	Prestart  *Runner `json:"prestart,omitempty"`
 	// Prepared is how many executions to keep prepared ahead (1 if zero).
 	Prepared int `json:"prepared,omitempty"`
+	// Repl, for a session's sandbox, is the driver that keeps the session's
+	// interpreter alive between executions; ReplProtocol is how it wants
+	// its messages ("json" or "nul", see package langs).
+	Repl         *Runner `json:"repl,omitempty"`
+	ReplProtocol string  `json:"repl_protocol,omitempty"`
+	// StdinFile is where a "nul" driver reads an execution's stdin.
+	StdinFile string `json:"stdin_file,omitempty"`
 }
 
 // Runner is a language runtime started ahead of its program. It reads one
@@ -180,6 +196,10 @@ type StepResult struct {
 	WallExceeded bool `json:"wall_exceeded,omitempty"`
 	// OutputExceeded says the step was killed for printing more than its cap.
 	OutputExceeded bool `json:"output_exceeded,omitempty"`
+	// StateLost says a session's interpreter ended during the step (a
+	// timeout, a crash, exit()); the next step starts a fresh one: its
+	// variables are gone, its files remain.
+	StateLost bool `json:"state_lost,omitempty"`
 }
 
 // WriteFrame writes one frame.

@@ -1,0 +1,266 @@
+package executor
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
+	"github.com/sandboxapi/sandboxapi/sandboxes/rootfs"
+	"github.com/sandboxapi/sandboxapi/sandboxes/runsc"
+	"github.com/sandboxapi/sandboxapi/sandboxes/wire"
+)
+
+// workDir is where the program's files are and where its steps run.
+const workDir = "/work"
+
+// MaxArtifactBytes caps a returned compiled program; a larger one is not
+// returned, and the result's Message says so.
+const MaxArtifactBytes = 10 << 20
+
+// defaultCompileTime is the least CPU and wall time of a compile step whose
+// language does not say (a compile script for an interpreted language).
+const defaultCompileTime = 30 * time.Second
+
+// scriptShell runs compile and run scripts. Its name is the scripts' $0,
+// which bash puts in front of its error messages.
+var scriptShell = []string{"/bin/bash", "-c"}
+
+// job builds the sandbox's job for req: its files, an optional compile step
+// and the run step.
+//
+// The request's Env is the program's: it is added to the run step's
+// environment only, overriding the base environment's variables of the same
+// name, PATH and HOME included. Nothing outside the program reads that
+// environment (the init measures and limits from outside it, and compile
+// steps keep theirs), so there is nothing to protect by refusing names; a
+// program that breaks its own PATH breaks only itself.
+func (e *Executor) job(lang *langs.Language, req Request, lim Limits) wire.Job {
+	files, names := jobFiles(lang, req)
+	job := wire.Job{WorkDir: workDir, UID: rootfs.UserID, GID: rootfs.GroupID, Files: files}
+	if lang.Overlays != nil {
+		job.Overlays = lang.Overlays(time.Now())
+	}
+	base := e.baseEnv(lang)
+	if st, ok := compileStep(lang, req, lim, base, names); ok {
+		job.Steps = append(job.Steps, st)
+	}
+	job.Steps = append(job.Steps, runStep(lang, req, lim, base))
+	return job
+}
+
+// jobFiles are the code in the language's source file, then the request's
+// files, and the names of all of them (the source file first) for the
+// compile command. Code may be empty when files make the program: then no
+// empty source file is written, which a compiler would reject or compile.
+func jobFiles(lang *langs.Language, req Request) ([]wire.File, []string) {
+	var files []wire.File
+	var names []string
+	if req.Code != "" || len(req.Files) == 0 {
+		files = append(files, wire.File{Path: lang.SourceFile, Content: []byte(req.Code)})
+		names = append(names, lang.SourceFile)
+	}
+	for _, f := range req.Files {
+		files = append(files, wire.File{Path: f.Path, Content: f.Content, Mode: f.Mode})
+		if !slices.Contains(names, f.Path) {
+			names = append(names, f.Path)
+		}
+	}
+	return files, names
+}
+
+// compileStep is the default compile command with the request's compiler
+// options, or the request's compile script, which replaces it (the options
+// are then the script's positional parameters). Its output is merged into
+// compile_output. The compiler gets its language's resources, at least
+// the program's limits, so a short timeout does not fail a compile.
+func compileStep(lang *langs.Language, req Request, lim Limits, env []string, names []string) (wire.Step, bool) {
+	var argv []string
+	switch {
+	case req.CompileScript != "":
+		argv = append(append(slices.Clone(scriptShell), req.CompileScript, "bash"), req.CompilerOptions...)
+	case lang.Compile != nil:
+		argv = lang.CompileCommand(req.CompilerOptions, names)
+	default:
+		return wire.Step{}, false
+	}
+	res := lang.CompileResources
+	minTime := res.MinTime
+	if minTime <= 0 {
+		minTime = defaultCompileTime
+	}
+	st := wire.Step{
+		Name: "compile", Argv: argv, Env: env, Dir: workDir, MergeStderr: true,
+		Limits: wire.Limits{
+			CPUMillis:         max(lim.CPU, minTime).Milliseconds(),
+			WallMillis:        max(lim.Wall, minTime).Milliseconds(),
+			Processes:         max(lim.Processes, res.Processes),
+			OpenFiles:         lim.OpenFiles,
+			FileSizeBytes:     lim.FileSizeBytes,
+			OutputBytes:       lim.OutputBytes,
+			AddressSpaceBytes: res.AddressSpaceBytes,
+		},
+	}
+	if req.ReturnArtifact && lang.Artifact != "" {
+		st.Collect = []string{lang.Artifact}
+		st.CollectMaxBytes = MaxArtifactBytes
+	}
+	return st, true
+}
+
+// runStep runs the language's run command with the request's arguments, or
+// the request's run script with them as its positional parameters.
+func runStep(lang *langs.Language, req Request, lim Limits, base []string) wire.Step {
+	argv := append(slices.Clone(lang.Run), req.Args...)
+	if req.RunScript != "" {
+		argv = append(append(slices.Clone(scriptShell), req.RunScript, "bash"), req.Args...)
+	}
+	return wire.Step{
+		Name: "run", Argv: argv, Env: withEnv(base, req.Env), Dir: workDir,
+		Stdin: req.Stdin, MergeStderr: req.MergeStderr,
+		Limits: wire.Limits{
+			CPUMillis:     lim.CPU.Milliseconds(),
+			WallMillis:    lim.Wall.Milliseconds(),
+			Processes:     lim.Processes,
+			OpenFiles:     lim.OpenFiles,
+			FileSizeBytes: lim.FileSizeBytes,
+			OutputBytes:   lim.OutputBytes,
+		},
+	}
+}
+
+// withEnv is base with vars set, in a stable order; a var replaces base's
+// of the same name. A name that cannot be one (empty, holding '=' or NUL)
+// is dropped: the API refuses those, and an environment cannot carry them.
+func withEnv(base []string, vars map[string]string) []string {
+	if len(vars) == 0 {
+		return base
+	}
+	names := make([]string, 0, len(vars))
+	for k := range vars {
+		if k != "" && !strings.ContainsAny(k, "=\x00") && !strings.ContainsRune(vars[k], 0) {
+			names = append(names, k)
+		}
+	}
+	slices.Sort(names)
+	out := make([]string, 0, len(base)+len(names))
+	for _, kv := range base {
+		k, _, _ := strings.Cut(kv, "=")
+		if !slices.Contains(names, k) {
+			out = append(out, kv)
+		}
+	}
+	for _, k := range names {
+		out = append(out, k+"="+vars[k])
+	}
+	return out
+}
+
+// jobWall is the wall time the job's steps may take in all, for the host's
+// own deadline on the sandbox.
+func jobWall(job wire.Job) time.Duration {
+	var total time.Duration
+	for _, st := range job.Steps {
+		total += time.Duration(st.Limits.WallMillis) * time.Millisecond
+	}
+	return total
+}
+
+// errBadArtifact is a file frame the host cannot accept: out of order,
+// larger than announced or than MaxArtifactBytes.
+var errBadArtifact = errors.New("executor: bad file frame")
+
+// artifactReader assembles collected files from FrameFile and FrameFileData
+// frames. A file joins the result only once all of it has arrived.
+type artifactReader struct {
+	cur  *Artifact
+	want int64
+}
+
+func (a *artifactReader) add(res *Result, t wire.FrameType, p []byte) error {
+	switch t {
+	case wire.FrameFile:
+		if a.cur != nil {
+			return fmt.Errorf("%w: %s began before %s ended", errBadArtifact, p, a.cur.Name)
+		}
+		var h wire.FileHeader
+		if err := json.Unmarshal(p, &h); err != nil {
+			return fmt.Errorf("%w: %w", errBadArtifact, err)
+		}
+		if h.Error != "" {
+			res.Message = fmt.Sprintf("%s was not returned: %s", h.Name, h.Error)
+			return nil
+		}
+		if h.Size < 0 || h.Size > MaxArtifactBytes {
+			return fmt.Errorf("%w: %s of %d bytes", errBadArtifact, h.Name, h.Size)
+		}
+		a.cur, a.want = &Artifact{Name: h.Name, Content: make([]byte, 0, h.Size)}, h.Size
+	case wire.FrameFileData:
+		if a.cur == nil || int64(len(a.cur.Content)+len(p)) > a.want {
+			return fmt.Errorf("%w: data beyond the announced size", errBadArtifact)
+		}
+		a.cur.Content = append(a.cur.Content, p...)
+	}
+	if a.cur != nil && int64(len(a.cur.Content)) == a.want {
+		res.Artifacts = append(res.Artifacts, *a.cur)
+		a.cur = nil
+	}
+	return nil
+}
+
+// failedCompile records a compile step's output and, when it failed, the
+// result: compilation_error, or internal_error if the compiler could not
+// start at all. It reports whether the compile failed.
+func failedCompile(res *Result, s *stepOutput) bool {
+	r := s.result
+	res.CompileOutput = append(s.stdout, s.stderr...)
+	switch {
+	case !r.Started:
+		res.Status = StatusInternalError
+		res.Message = "the compiler could not be started: " + r.StartError
+	case r.ExitCode == 0 && r.Signal == 0:
+		return false
+	default:
+		res.Status = StatusCompilationError
+		res.ExitCode, res.Signal = r.ExitCode, r.Signal
+		switch {
+		case r.CPUExceeded:
+			res.Message = "compilation exceeded its CPU time limit"
+		case r.WallExceeded:
+			res.Message = "compilation exceeded its wall-clock time limit"
+		case r.OutputExceeded:
+			res.Message = "the compiler's output exceeded its limit; the compiler was stopped"
+		}
+	}
+	return true
+}
+
+// unfinishedCompile handles a sandbox that ended during the compile step,
+// before the step could report: killed at the sandbox's memory limit, or
+// by the host's deadline. What the compiler printed is the compile output.
+// It reports whether it set the result.
+func unfinishedCompile(res *Result, lang *langs.Language, steps []stepOutput, exit runsc.Exit, hostTimedOut bool) bool {
+	if lang.Compile == nil || slices.ContainsFunc(steps, func(s stepOutput) bool { return s.result != nil }) {
+		return false
+	}
+	for _, s := range steps {
+		res.CompileOutput = append(append(res.CompileOutput, s.stdout...), s.stderr...)
+	}
+	switch {
+	case exit.Usage.OOMKills > 0:
+		res.Status = StatusCompilationError
+		res.Signal, res.ExitCode = 9, 137
+		res.Message = "the compiler ran out of memory"
+	case hostTimedOut:
+		res.Status = StatusTimeout
+		res.Signal, res.ExitCode = 9, 137
+		res.Message = "compilation did not finish in time and was killed"
+	default:
+		res.CompileOutput = nil
+		return false
+	}
+	return true
+}

@@ -1,0 +1,161 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
+	"github.com/sandboxapi/sandboxapi/sandboxes/rootfs"
+	"github.com/sandboxapi/sandboxapi/sandboxes/wire"
+)
+
+// ErrSessionClosed is returned for a session whose sandbox has ended.
+var ErrSessionClosed = errors.New("executor: session is closed")
+
+// Session is a sandbox held open between executions: its work dir persists,
+// and for languages with a REPL driver (langs.REPLFor) so does the
+// interpreter, with its variables, functions and imports. Executions on one
+// session run one at a time, in the order they arrive.
+type Session struct {
+	e     *Executor
+	w     *worker
+	lang  *langs.Language
+	repl  bool
+	limit Limits
+
+	mu     sync.Mutex // serialises executions
+	closed bool
+}
+
+// OpenSession starts a session sandbox for account in language.
+func (e *Executor) OpenSession(account, language string) (*Session, error) {
+	lang, ok := e.cfg.Catalog.Lookup(language)
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownLanguage, language)
+	}
+	lim := e.cfg.Limits
+	sh := shapeFor(lang, lim)
+	cfg := wire.ServeConfig{
+		UID: rootfs.UserID, GID: rootfs.GroupID, WorkDir: "/work",
+		WorkBytes: sh.workBytes, TmpBytes: sh.tmpBytes,
+	}
+	r := langs.REPLFor(lang)
+	if r != nil {
+		cfg.Repl = &wire.Runner{Argv: r.Argv, Env: e.baseEnv(lang), Limits: sh.runnerLimits()}
+		cfg.ReplProtocol = string(r.Protocol)
+		if r.Protocol == langs.ReplNUL {
+			cfg.StdinFile = langs.REPLStdinFile
+		}
+	}
+	var mounts []specs.Mount
+	if e.cfg.PackageCacheDir != "" {
+		mounts = append(mounts, specs.Mount{Destination: PackageCachePath, Type: "bind", Source: e.cfg.PackageCacheDir,
+			Options: []string{"rbind", "ro", "nosuid", "nodev"}})
+	}
+	w, err := e.bootWorker(lang, sh, "--session", cfg, mounts...)
+	if err != nil {
+		return nil, err
+	}
+	w.account = account
+	return &Session{e: e, w: w, lang: lang, repl: r != nil, limit: lim}, nil
+}
+
+// Language is the session's language id.
+func (s *Session) Language() string { return s.lang.ID }
+
+// Alive reports whether the session's sandbox is still running.
+func (s *Session) Alive() bool { return s.w.alive() }
+
+// Execute runs req.Code in the session. req.Language is ignored: a session
+// has one language. For REPL languages the code runs in the live
+// interpreter; otherwise it is written to the language's source file in
+// the persistent work dir, then compiled and run.
+func (s *Session) Execute(ctx context.Context, req Request) (*Result, error) {
+	lim := req.Limits.withDefaults(s.limit)
+	var job wire.Job
+	if s.repl {
+		job = wire.Job{WorkDir: "/work", UID: rootfs.UserID, GID: rootfs.GroupID, Files: wireFiles(req.Files),
+			Steps: []wire.Step{{Name: "run", Repl: true, Code: req.Code, Stdin: req.Stdin, Limits: s.e.wireLimits(lim)}}}
+	} else {
+		job = s.e.job(s.lang, req, lim)
+	}
+	return s.run(ctx, job, lim, req.OnOutput)
+}
+
+// Command runs argv in the session's work dir (a package install, say),
+// with the session's files, without touching its interpreter.
+func (s *Session) Command(ctx context.Context, argv, env []string, lim Limits, onOutput func(string, []byte)) (*Result, error) {
+	lim = lim.withDefaults(s.limit)
+	job := wire.Job{WorkDir: "/work", UID: rootfs.UserID, GID: rootfs.GroupID,
+		Steps: []wire.Step{{Name: "run", Argv: argv, Env: append(s.e.baseEnv(s.lang), env...), Dir: "/work", Limits: s.e.wireLimits(lim)}}}
+	return s.run(ctx, job, lim, onOutput)
+}
+
+func (s *Session) run(ctx context.Context, job wire.Job, lim Limits, onOutput func(string, []byte)) (*Result, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || !s.w.alive() {
+		return nil, ErrSessionClosed
+	}
+	res := &Result{Language: s.lang.ID}
+	deadline := jobWall(job) + s.e.cfg.BootGrace
+	out := s.w.run(ctx, job, res, lim.OutputBytes, deadline, onOutput)
+	res.SandboxCPU = out.sandboxCPU
+	if ctx.Err() != nil {
+		// The client left mid-execution: the sandbox was killed with it.
+		s.closed = true
+		return nil, ctx.Err()
+	}
+	var exit = s.w.exit
+	if out.done {
+		exit.Usage.OOMKills = 0
+	}
+	s.e.classify(res, s.lang, lim, out.steps, exit, out.hostTimedOut, out.protoErr)
+	for _, st := range out.steps {
+		if st.result != nil && st.result.StateLost {
+			res.StateLost = true
+			msg := "the session's interpreter ended, so its variables are gone; files in the work dir remain"
+			if res.Message != "" {
+				msg = res.Message + "; " + msg
+			}
+			res.Message = msg
+		}
+	}
+	if !out.done {
+		s.closed = true
+		res.StateLost = true
+	}
+	return res, nil
+}
+
+// Close ends the session and its sandbox.
+func (s *Session) Close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.w.stop()
+}
+
+func wireFiles(fs []File) []wire.File {
+	out := make([]wire.File, 0, len(fs))
+	for _, f := range fs {
+		out = append(out, wire.File{Path: f.Path, Content: f.Content, Mode: f.Mode})
+	}
+	return out
+}
+
+// wireLimits are lim as the init enforces them on a step.
+func (e *Executor) wireLimits(lim Limits) wire.Limits {
+	return wire.Limits{
+		CPUMillis:     lim.CPU.Milliseconds(),
+		WallMillis:    lim.Wall.Milliseconds(),
+		Processes:     lim.Processes,
+		OpenFiles:     lim.OpenFiles,
+		FileSizeBytes: lim.FileSizeBytes,
+		OutputBytes:   lim.OutputBytes,
+	}
+}

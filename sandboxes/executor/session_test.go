@@ -1,0 +1,102 @@
+package executor_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
+	"github.com/sandboxapi/sandboxapi/sandboxes/sandboxtest"
+)
+
+func TestSessionState(t *testing.T) {
+	ex := sandboxtest.Executor(t, executor.Limits{})
+	tests := []struct {
+		lang        string
+		set, use    string
+		want        string
+		raise, then string // an error, then code that shows the session survived it
+	}{
+		{lang: "python3", set: "x = 42\nimport math\ndef f(): return 'fn'", use: "print(x * 2, math.floor(2.5), f())", want: "84 2 fn\n",
+			raise: "raise ValueError('boom')", then: "print(x)"},
+		{lang: "javascript", set: "let x = 42; const fs = require('fs'); function f() { return 'fn' }", use: "console.log(x * 2, typeof fs.readFileSync, f())", want: "84 function fn\n",
+			raise: "throw new Error('boom')", then: "console.log(x)"},
+		{lang: "typescript", set: "let x: number = 42; function f(): string { return 'fn' }", use: "console.log(x * 2, f())", want: "84 fn\n",
+			raise: "throw new Error('boom')", then: "console.log(x)"},
+		{lang: "ruby", set: "x = 42\ndef f; 'fn'; end", use: "puts \"#{x * 2} #{f}\"", want: "84 fn\n",
+			raise: "raise 'boom'", then: "puts x"},
+		{lang: "php", set: "$x = 42; function f() { return 'fn'; }", use: "echo ($x * 2) . ' ' . f() . \"\\n\";", want: "84 fn\n",
+			raise: "throw new Exception('boom');", then: "echo $x . \"\\n\";"},
+		{lang: "bash", set: "x=42; f() { echo fn; }; cd /tmp", use: "echo $((x * 2)) $(f) $PWD", want: "84 fn /tmp\n",
+			raise: "false", then: "echo $x"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.lang, func(t *testing.T) {
+			if _, ok := ex.Catalog().Lookup(tc.lang); !ok {
+				t.Fatalf("%s is not installed", tc.lang)
+			}
+			s, err := ex.OpenSession("acct_s", tc.lang)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			run := func(code string) *executor.Result {
+				t.Helper()
+				res, err := s.Execute(context.Background(), executor.Request{Code: code})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return res
+			}
+			if r := run(tc.set); r.Status != executor.StatusCompleted {
+				t.Fatalf("set: %s %q %q %s", r.Status, r.Stdout, r.Stderr, r.Message)
+			}
+			if r := run(tc.use); r.Status != executor.StatusCompleted || string(r.Stdout) != tc.want {
+				t.Fatalf("use: %s stdout %q stderr %q, want %q (%s)", r.Status, r.Stdout, r.Stderr, tc.want, r.Message)
+			}
+			r := run(tc.raise)
+			if r.Status != executor.StatusRuntimeError || r.StateLost {
+				t.Fatalf("raise: %s state lost %v stderr %q msg %s", r.Status, r.StateLost, r.Stderr, r.Message)
+			}
+			if r := run(tc.then); r.Status != executor.StatusCompleted || strings.TrimSpace(string(r.Stdout)) != "42" {
+				t.Fatalf("after an error the state is gone: %s %q %q", r.Status, r.Stdout, r.Stderr)
+			}
+		})
+	}
+}
+
+func TestSessionTimeoutAndFiles(t *testing.T) {
+	ex := sandboxtest.Executor(t, executor.Limits{})
+	s, err := ex.OpenSession("acct_s", "python3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	run := func(code string, lim executor.Limits, stdin string) *executor.Result {
+		t.Helper()
+		res, err := s.Execute(context.Background(), executor.Request{Code: code, Limits: lim, Stdin: []byte(stdin)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if r := run("x = 1\nopen('/work/kept.txt', 'w').write('kept')\nprint(input().upper())", executor.Limits{}, "hello\n"); string(r.Stdout) != "HELLO\n" {
+		t.Fatalf("stdin: %s %q %q", r.Status, r.Stdout, r.Stderr)
+	}
+	start := time.Now()
+	r := run("while True: pass", executor.Limits{CPU: time.Second, Wall: 3 * time.Second}, "")
+	if r.Status != executor.StatusTimeout || !r.StateLost || time.Since(start) > 10*time.Second {
+		t.Fatalf("timeout: %s lost %v after %v: %s", r.Status, r.StateLost, time.Since(start), r.Message)
+	}
+	r = run("import os\nprint(open('/work/kept.txt').read(), 'x' in globals())", executor.Limits{}, "")
+	if r.Status != executor.StatusCompleted || string(r.Stdout) != "kept False\n" {
+		t.Fatalf("after the timeout: %s %q %q", r.Status, r.Stdout, r.Stderr)
+	}
+	// A second execution's output is its own, even for a print without a
+	// newline at the end.
+	run("print('a', end='')", executor.Limits{}, "")
+	if r := run("print('b')", executor.Limits{}, ""); string(r.Stdout) != "b\n" {
+		t.Fatalf("output leaked between executions: %q", r.Stdout)
+	}
+}

@@ -1,0 +1,431 @@
+package guest
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sandboxapi/sandboxapi/sandboxes/wire"
+)
+
+// SessionMain is the init of a session's sandbox. The sandbox is the
+// session's alone, so the init mounts one work dir and tmp for its whole
+// life and runs the jobs it is sent against them in turn; for languages
+// with a REPL driver, one interpreter lives across jobs, so variables and
+// imports persist. A job ends with a FrameDone; the sandbox ends at stdin's
+// EOF.
+func SessionMain(cfgJSON string) int {
+	out := &frameWriter{w: os.Stdout}
+	var cfg wire.ServeConfig
+	if err := json.Unmarshal([]byte(cfgJSON), &cfg); err != nil {
+		out.fail(fmt.Errorf("session config: %w", err))
+		return 1
+	}
+	if err := mountScratch(cfg); err != nil {
+		out.fail(err)
+		return 1
+	}
+	s := &session{cfg: cfg, out: out}
+	if cfg.Repl != nil {
+		// Start the interpreter now, so the first execution finds it ready.
+		if err := s.startRepl(); err != nil {
+			fmt.Fprintln(os.Stderr, "sandbox init: repl:", err)
+		}
+	}
+	dec := json.NewDecoder(os.Stdin)
+	for {
+		var job wire.Job
+		if err := dec.Decode(&job); err != nil {
+			if s.repl != nil {
+				s.repl.kill()
+			}
+			if errors.Is(err, io.EOF) {
+				return 0
+			}
+			out.fail(fmt.Errorf("decode job: %w", err))
+			return 1
+		}
+		if err := s.run(job); err != nil {
+			out.fail(err)
+		}
+		_ = out.write(wire.FrameDone, nil)
+	}
+}
+
+type session struct {
+	cfg  wire.ServeConfig
+	out  *frameWriter
+	repl *replProc
+}
+
+func (s *session) run(job wire.Job) error {
+	if err := writeFiles(job); err != nil {
+		return err
+	}
+	for _, step := range job.Steps {
+		var res wire.StepResult
+		if step.Repl {
+			res = s.runRepl(step)
+		} else {
+			res = s.runCommand(job, step)
+		}
+		b, err := json.Marshal(res)
+		if err != nil {
+			return err
+		}
+		if err := s.out.write(wire.FrameResult, b); err != nil {
+			return err
+		}
+		if !res.Started || res.ExitCode != 0 || res.Signal != 0 {
+			break
+		}
+	}
+	return nil
+}
+
+// runCommand runs a step the ordinary way, killing only its own process
+// group afterwards: the session's interpreter lives on.
+func (s *session) runCommand(job wire.Job, step wire.Step) wire.StepResult {
+	p, err := prepare(job, step.Argv, step.Env, step.Dir, step.MergeStderr, len(step.Stdin) > 0)
+	if err != nil {
+		return wire.StepResult{Name: step.Name, StartError: err.Error()}
+	}
+	p.groupOnly = true
+	if err := startLimited(p.cmd, step.Limits); err != nil {
+		p.abandon()
+		return wire.StepResult{Name: step.Name, StartError: err.Error()}
+	}
+	p.started()
+	return supervise(p, step, s.out)
+}
+
+// replProc is a running REPL driver (see package langs for its protocol).
+type replProc struct {
+	p        *proc
+	ctl      *os.File // fd 3 of the driver: messages in
+	statuses chan int // exit statuses the driver wrote on its fd 4
+	exited   chan struct{}
+	stdout   *replStream
+	stderr   *replStream
+}
+
+func (s *session) startRepl() error {
+	r := s.cfg.Repl
+	job := wire.Job{UID: s.cfg.UID, GID: s.cfg.GID}
+	env := append([]string{}, r.Env...)
+	if s.cfg.StdinFile != "" {
+		env = append(env, "SANDBOXAPI_STDIN="+s.cfg.StdinFile)
+	}
+	p, err := prepare(job, r.Argv, env, s.cfg.WorkDir, false, false)
+	if err != nil {
+		return err
+	}
+	ctlR, ctlW, err := os.Pipe()
+	if err != nil {
+		p.abandon()
+		return err
+	}
+	doneR, doneW, err := os.Pipe()
+	if err != nil {
+		p.abandon()
+		ctlR.Close()
+		ctlW.Close()
+		return err
+	}
+	p.cmd.ExtraFiles = []*os.File{ctlR, doneW} // fds 3 and 4
+	p.extra = []*os.File{ctlR, doneW}
+	lim := r.Limits
+	lim.CPUMillis = 0 // set per execution, on top of what it has used
+	if err := startLimited(p.cmd, lim); err != nil {
+		p.abandon()
+		ctlW.Close()
+		doneR.Close()
+		return err
+	}
+	p.started()
+	rp := &replProc{p: p, ctl: ctlW, statuses: make(chan int, 4), exited: make(chan struct{}),
+		stdout: newReplStream(wire.FrameStdout, s.out), stderr: newReplStream(wire.FrameStderr, s.out)}
+	var pumps sync.WaitGroup
+	pumps.Add(2)
+	go func() { defer pumps.Done(); rp.stdout.pump(p.outR) }()
+	go func() { defer pumps.Done(); rp.stderr.pump(p.errR) }()
+	go func() {
+		sc := bufio.NewScanner(doneR)
+		for sc.Scan() {
+			if n, err := strconv.Atoi(strings.TrimSpace(sc.Text())); err == nil {
+				rp.statuses <- n
+			}
+		}
+		doneR.Close()
+	}()
+	go func() {
+		_ = p.cmd.Wait()
+		pumps.Wait()
+		close(rp.exited)
+	}()
+	s.repl = rp
+	return nil
+}
+
+func (r *replProc) kill() {
+	_ = syscall.Kill(-r.p.cmd.Process.Pid, syscall.SIGKILL)
+	<-r.exited
+	reapGroup(r.p.cmd.Process.Pid)
+	r.ctl.Close()
+}
+
+// runRepl runs step.Code in the session's interpreter.
+func (s *session) runRepl(step wire.Step) wire.StepResult {
+	res := wire.StepResult{Name: step.Name}
+	if s.repl == nil {
+		if err := s.startRepl(); err != nil {
+			res.StartError = err.Error()
+			return res
+		}
+	}
+	r := s.repl
+	lim := step.Limits
+	pid := r.p.cmd.Process.Pid
+	cpuBefore := procCPUMillis(pid)
+	if lim.CPUMillis > 0 {
+		// Only the soft limit moves: gVisor checks the privilege to raise a
+		// hard limit on the target, which has none, so the hard limit stays
+		// unlimited and the wall-clock timer backs up a SIGXCPU ignored.
+		secs := uint64((cpuBefore + lim.CPUMillis + 999) / 1000)
+		if err := unix.Prlimit(pid, unix.RLIMIT_CPU, &unix.Rlimit{Cur: secs, Max: unix.RLIM_INFINITY}, nil); err != nil {
+			res.StartError = fmt.Sprintf("cpu limit: %v", err)
+			return res
+		}
+	}
+	nonce := make([]byte, 16)
+	_, _ = rand.Read(nonce)
+	// The tag holds no NUL: the bash driver reads NUL-separated fields.
+	tag := "\x1esandboxapi-end-" + hex.EncodeToString(nonce) + "\x1e"
+	killRepl := func() { _ = syscall.Kill(-pid, syscall.SIGKILL) }
+	r.stdout.expect(tag, lim.OutputBytes, killRepl)
+	r.stderr.expect(tag, lim.OutputBytes, killRepl)
+
+	var msg []byte
+	if s.cfg.ReplProtocol == "nul" {
+		if s.cfg.StdinFile != "" {
+			if err := os.WriteFile(s.cfg.StdinFile, step.Stdin, 0o600); err != nil {
+				res.StartError = err.Error()
+				return res
+			}
+			_ = os.Chown(s.cfg.StdinFile, s.cfg.UID, s.cfg.GID)
+		}
+		msg = []byte(tag + "\x00" + step.Code + "\x00")
+	} else {
+		msg, _ = json.Marshal(map[string]string{"nonce": tag, "stdin": string(step.Stdin), "code": step.Code})
+	}
+	start := time.Now()
+	res.Started = true
+	if s.cfg.ReplProtocol != "nul" {
+		msg = append([]byte(fmt.Sprintf("%08x", len(msg))), msg...)
+	}
+	if _, err := r.ctl.Write(msg); err != nil {
+		killRepl()
+	}
+
+	var timeout <-chan time.Time
+	if lim.WallMillis > 0 {
+		t := time.NewTimer(time.Duration(lim.WallMillis) * time.Millisecond)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case status := <-r.statuses:
+		res.ExitCode = status
+		// The end tags follow the status closely; wait for both streams.
+		deadline := time.After(5 * time.Second)
+		for _, st := range []*replStream{r.stdout, r.stderr} {
+			select {
+			case <-st.synced():
+			case <-r.exited:
+			case <-deadline:
+			}
+		}
+	case <-r.exited:
+	case <-timeout:
+		res.WallExceeded = true
+		killRepl()
+		<-r.exited
+	}
+	res.WallMillis = time.Since(start).Milliseconds()
+	res.OutputExceeded = r.stdout.exceededNow() || r.stderr.exceededNow()
+
+	select {
+	case <-r.exited:
+		// The interpreter is gone: this step's measures come from its end.
+		res.StateLost = true
+		st := r.p.cmd.ProcessState
+		if st != nil {
+			if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
+				res.CPUMillis = tvMillis(ru.Utime) + tvMillis(ru.Stime) - cpuBefore
+				res.MaxRSSKB = ru.Maxrss
+			}
+			if ws, ok := st.Sys().(syscall.WaitStatus); ok {
+				if ws.Signaled() {
+					res.Signal = int(ws.Signal())
+					res.ExitCode = 128 + res.Signal
+				} else if ws.ExitStatus() != 0 || res.ExitCode == 0 {
+					res.ExitCode = ws.ExitStatus()
+				}
+			}
+		}
+		if res.Signal == int(syscall.SIGXCPU) || (res.Signal == int(syscall.SIGKILL) && !res.WallExceeded && !res.OutputExceeded &&
+			lim.CPUMillis > 0 && res.CPUMillis >= lim.CPUMillis) {
+			res.CPUExceeded = true
+		}
+		reapGroup(pid)
+		r.ctl.Close()
+		s.repl = nil
+	default:
+		res.CPUMillis = procCPUMillis(pid) - cpuBefore
+		res.MaxRSSKB = procHWMKB(pid)
+	}
+	return res
+}
+
+// replStream forwards one of the driver's output pipes as frames, and
+// finds the end tag of the execution that is running.
+type replStream struct {
+	t   wire.FrameType
+	out *frameWriter
+
+	mu       sync.Mutex
+	tag      []byte
+	carry    []byte
+	sync     chan struct{}
+	limit    int64
+	total    int64
+	exceeded bool
+	onLimit  func()
+}
+
+func newReplStream(t wire.FrameType, out *frameWriter) *replStream {
+	return &replStream{t: t, out: out}
+}
+
+// expect starts an execution: output until tag belongs to it.
+func (s *replStream) expect(tag string, limit int64, onLimit func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tag, s.limit, s.total, s.exceeded, s.onLimit = []byte(tag), limit, 0, false, onLimit
+	s.sync = make(chan struct{})
+}
+
+func (s *replStream) synced() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sync
+}
+
+func (s *replStream) exceededNow() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.exceeded
+}
+
+func (s *replStream) pump(r *os.File) {
+	defer r.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			s.take(buf[:n])
+		}
+		if err != nil {
+			s.mu.Lock()
+			s.emit(s.carry)
+			s.carry = nil
+			s.mu.Unlock()
+			return
+		}
+	}
+}
+
+func (s *replStream) take(p []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	data := append(s.carry, p...)
+	s.carry = nil
+	if len(s.tag) > 0 {
+		if i := bytes.Index(data, s.tag); i >= 0 {
+			s.emit(data[:i])
+			rest := data[i+len(s.tag):]
+			s.tag = nil
+			close(s.sync)
+			s.emit(rest)
+			return
+		}
+		// Hold back what could be the start of a tag split across reads.
+		keep := min(len(data), len(s.tag)-1)
+		s.carry = append([]byte(nil), data[len(data)-keep:]...)
+		data = data[:len(data)-keep]
+	}
+	s.emit(data)
+}
+
+func (s *replStream) emit(p []byte) {
+	if len(p) == 0 {
+		return
+	}
+	if s.limit > 0 && s.total+int64(len(p)) > s.limit {
+		p = p[:max(s.limit-s.total, 0)]
+		if !s.exceeded && s.onLimit != nil {
+			s.exceeded = true
+			go s.onLimit()
+		}
+	}
+	s.total += int64(len(p))
+	if len(p) > 0 {
+		_ = s.out.write(s.t, p)
+	}
+}
+
+// procCPUMillis is the CPU time of a process and its waited-for children,
+// from /proc/PID/stat (clock ticks of 10 ms).
+func procCPUMillis(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	var ticks int64
+	for _, i := range []int{11, 12, 13, 14} { // utime stime cutime cstime
+		if i < len(f) {
+			v, _ := strconv.ParseInt(f[i], 10, 64)
+			ticks += v
+		}
+	}
+	return ticks * 10
+}
+
+// procHWMKB is a process's peak resident set.
+func procHWMKB(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb
+		}
+	}
+	return 0
+}

@@ -1,0 +1,71 @@
+package wire
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+)
+
+func TestCheckPath(t *testing.T) {
+	tests := []struct {
+		path string
+		ok   bool
+	}{
+		{"main.py", true},
+		{"pkg/helper.py", true},
+		{"a/./b", true},
+		{".hidden", true},
+		{"..data", true},
+		{"a/..b/c", true},
+		{"", false},
+		{".", false},
+		{"a/..", false},
+		{"..", false},
+		{"../x", false},
+		{"a/../../x", false},
+		{"/etc/passwd", false},
+		{"nul\x00byte", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.path, func(t *testing.T) {
+			err := CheckPath(tc.path)
+			if (err == nil) != tc.ok {
+				t.Fatalf("CheckPath(%q) = %v, want ok %v", tc.path, err, tc.ok)
+			}
+			if err != nil && !errors.Is(err, ErrBadPath) {
+				t.Errorf("error %v is not ErrBadPath", err)
+			}
+		})
+	}
+}
+
+func TestFrames(t *testing.T) {
+	var buf bytes.Buffer
+	frames := []struct {
+		t FrameType
+		p []byte
+	}{
+		{FrameFile, []byte(`{"name":"main","size":3}`)},
+		{FrameFileData, []byte("abc")},
+		{FrameFileData, nil},
+		{FrameDone, nil},
+	}
+	for _, f := range frames {
+		if err := WriteFrame(&buf, f.t, f.p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range frames {
+		typ, p, err := ReadFrame(&buf)
+		if err != nil || typ != f.t || !bytes.Equal(p, f.p) {
+			t.Fatalf("read %c %q %v, want %c %q", typ, p, err, f.t, f.p)
+		}
+	}
+	if _, _, err := ReadFrame(&buf); !errors.Is(err, io.EOF) {
+		t.Errorf("after the last frame: %v, want EOF", err)
+	}
+	if err := WriteFrame(&buf, FrameFileData, make([]byte, MaxFramePayload+1)); !errors.Is(err, ErrFrameTooLarge) {
+		t.Errorf("oversized frame: %v, want ErrFrameTooLarge", err)
+	}
+}
