@@ -21,6 +21,32 @@ const (
 	// CmdRegisterNode upserts a NodeInfo into the node registry.
 	CmdRegisterNode
 
+	// CmdSubmitJob records a new pending async job.
+	CmdSubmitJob
+	// CmdStartJob moves a pending job to running on its node.
+	CmdStartJob
+	// CmdFinishJob ends a running job with its result.
+	CmdFinishJob
+	// CmdRequeueJob puts an interrupted running job back to pending.
+	CmdRequeueJob
+	// CmdCancelJob cancels a pending job, or flags a running one.
+	CmdCancelJob
+	// CmdRecordWebhookAttempt appends a callback delivery attempt to a job.
+	CmdRecordWebhookAttempt
+	// CmdPurgeJobs deletes ended jobs past their expiry.
+	CmdPurgeJobs
+
+	// CmdOpenSession records a new session, within its account's cap.
+	CmdOpenSession
+	// CmdTouchSessions moves sessions' expiry and execution counts forward.
+	CmdTouchSessions
+	// CmdCloseSession deletes a session record.
+	CmdCloseSession
+	// CmdCloseNodeSessions deletes every session record of a node.
+	CmdCloseNodeSessions
+	// CmdPurgeSessions deletes session records past their expiry.
+	CmdPurgeSessions
+
 	// Append new command types here, then add them to commands below.
 
 	// commandTypeEnd is one past the last command type; tests use it to
@@ -44,6 +70,20 @@ type commandSpec struct {
 // missing here is logged and rejected with ErrUnknownCommand (see fsm.Apply).
 var commands = map[CommandType]commandSpec{
 	CmdRegisterNode: {name: "register_node", apply: applyRegisterNode},
+
+	CmdSubmitJob:            {name: "submit_job", apply: applySubmitJob},
+	CmdStartJob:             {name: "start_job", apply: applyStartJob},
+	CmdFinishJob:            {name: "finish_job", apply: applyFinishJob},
+	CmdRequeueJob:           {name: "requeue_job", apply: applyRequeueJob},
+	CmdCancelJob:            {name: "cancel_job", apply: applyCancelJob},
+	CmdRecordWebhookAttempt: {name: "record_webhook_attempt", apply: applyWebhookAttempt},
+	CmdPurgeJobs:            {name: "purge_jobs", apply: applyPurgeJobs},
+
+	CmdOpenSession:       {name: "open_session", apply: applyOpenSession},
+	CmdTouchSessions:     {name: "touch_sessions", apply: applyTouchSessions},
+	CmdCloseSession:      {name: "close_session", apply: applyCloseSession},
+	CmdCloseNodeSessions: {name: "close_node_sessions", apply: applyCloseNodeSessions},
+	CmdPurgeSessions:     {name: "purge_sessions", apply: applyPurgeSessions},
 }
 
 // String names the command for logs and errors.
@@ -107,6 +147,31 @@ var (
 	ErrMalformedCommand = errors.New("store: malformed command")
 	// ErrInvalidNode means a NodeInfo is missing required fields.
 	ErrInvalidNode = errors.New("store: invalid node")
+	// ErrInvalidJob means a job, or a change to one, is missing required
+	// fields.
+	ErrInvalidJob = errors.New("store: invalid job")
+	// ErrJobExists means a job with that ID was submitted before.
+	ErrJobExists = errors.New("store: job already exists")
+	// ErrJobNotFound means there is no such job (or it belongs to another
+	// account).
+	ErrJobNotFound = errors.New("store: job not found")
+	// ErrJobState means the job is not in the state the change needs (for
+	// example, starting a job that was cancelled meanwhile).
+	ErrJobState = errors.New("store: job is not in the required state")
+	// ErrJobNotAssigned means a node tried to run another node's job.
+	ErrJobNotAssigned = errors.New("store: job is assigned to another node")
+	// ErrTooManyJobs means the account has as many active jobs as allowed.
+	ErrTooManyJobs = errors.New("store: too many active jobs")
+	// ErrInvalidSession means a session record, or a change to one, is
+	// missing required fields.
+	ErrInvalidSession = errors.New("store: invalid session")
+	// ErrSessionExists means a session with that ID was opened before.
+	ErrSessionExists = errors.New("store: session already exists")
+	// ErrSessionNotFound means there is no such session record.
+	ErrSessionNotFound = errors.New("store: session not found")
+	// ErrTooManySessions means the account has as many live sessions as
+	// its cap allows.
+	ErrTooManySessions = errors.New("store: too many sessions")
 	// ErrSnapshotVersion means a snapshot was written in a format this
 	// binary cannot read.
 	ErrSnapshotVersion = errors.New("store: unsupported snapshot version")

@@ -19,10 +19,16 @@ const snapshotVersion = 1
 // JSON-tagged, and must hold plain data only.
 type state struct {
 	Nodes map[string]NodeInfo `json:"nodes"`
+	// Jobs is absent from snapshots written before async jobs existed;
+	// Restore starts such a state with no jobs, so the version stays 1.
+	Jobs *jobTable `json:"jobs"`
+	// Sessions is absent from snapshots written before sessions existed,
+	// which load with none (same version).
+	Sessions map[string]*Session `json:"sessions"`
 }
 
 func newState() *state {
-	return &state{Nodes: make(map[string]NodeInfo)}
+	return &state{Nodes: make(map[string]NodeInfo), Jobs: newJobTable(), Sessions: make(map[string]*Session)}
 }
 
 // snapshotEnvelope versions the snapshot so that a binary can refuse (or
@@ -39,12 +45,30 @@ type fsm struct {
 
 	mu sync.RWMutex
 	st *state
+	// changed is closed, and replaced, whenever the state changes (see
+	// Store.Changed). Guarded by mu.
+	changed chan struct{}
 }
 
 var _ raft.FSM = (*fsm)(nil)
 
 func newFSM(logger *slog.Logger) *fsm {
-	return &fsm{logger: logger, st: newState()}
+	return &fsm{logger: logger, st: newState(), changed: make(chan struct{})}
+}
+
+// changedCh returns the channel the next state change closes.
+func (f *fsm) changedCh() <-chan struct{} {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.changed
+}
+
+// notify wakes everyone waiting on changedCh. Callers hold mu for writing.
+// Closing a channel is not I/O and does not feed back into the state, so
+// Apply stays deterministic.
+func (f *fsm) notify() {
+	close(f.changed)
+	f.changed = make(chan struct{})
 }
 
 // Apply dispatches on the entry's first byte. Errors are returned, never
@@ -73,6 +97,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 		f.logger.Warn("raft fsm: command rejected", "index", l.Index, "type", typ.String(), "err", err)
 		return err
 	}
+	f.notify()
 	return resp
 }
 
@@ -109,9 +134,21 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if st.Nodes == nil {
 		st.Nodes = make(map[string]NodeInfo)
 	}
+	if st.Jobs == nil {
+		st.Jobs = newJobTable()
+	}
+	if st.Sessions == nil {
+		st.Sessions = make(map[string]*Session)
+	}
+	for id, sess := range st.Sessions {
+		if sess == nil || sess.ID != id {
+			return fmt.Errorf("%w: session %q is empty or filed under the wrong id", ErrInvalidSession, id)
+		}
+	}
 
 	f.mu.Lock()
 	f.st = st
+	f.notify()
 	f.mu.Unlock()
 	return nil
 }

@@ -1,0 +1,525 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+var t0 = time.Date(2025, 7, 1, 10, 0, 0, 0, time.UTC)
+
+func testJob(id string) Job {
+	return Job{
+		ID: id, Account: "acct_a", Plan: "pro", Dialect: "v1", Language: "python3",
+		Body: []byte(`{"language":"python3","code":"print(1)"}`), Node: "n1", CreatedAt: t0,
+	}
+}
+
+func testEnd(id string, attempt int, state JobState) JobEnd {
+	return JobEnd{
+		ID: id, Attempt: attempt, State: state, Status: "completed",
+		Result: json.RawMessage(`{"stdout":"1\n"}`), At: t0.Add(time.Minute), ExpiresAt: t0.Add(25 * time.Hour),
+	}
+}
+
+// fsmApply applies one command to f and returns the handler's response.
+func fsmApply(t *testing.T, f *fsm, typ CommandType, payload any) any {
+	t.Helper()
+	return f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: mustEncode(t, typ, payload)})
+}
+
+func mustApply(t *testing.T, f *fsm, typ CommandType, payload any) any {
+	t.Helper()
+	resp := fsmApply(t, f, typ, payload)
+	if err, ok := resp.(error); ok {
+		t.Fatalf("Apply(%s) error = %v", typ, err)
+	}
+	return resp
+}
+
+// Every job command, from every state a job can be in: what is allowed and
+// what each allowed change leaves behind.
+func TestFSMJobCommands(t *testing.T) {
+	// setup brings job "j" to a state; each returns the run it is in.
+	setups := map[string]func(t *testing.T, f *fsm){
+		"missing": func(*testing.T, *fsm) {},
+		"pending": func(t *testing.T, f *fsm) {
+			mustApply(t, f, CmdSubmitJob, submitJobCmd{Job: testJob("j")})
+		},
+		"running": func(t *testing.T, f *fsm) {
+			mustApply(t, f, CmdSubmitJob, submitJobCmd{Job: testJob("j")})
+			mustApply(t, f, CmdStartJob, startJobCmd{ID: "j", Node: "n1", At: t0})
+		},
+		"finished": func(t *testing.T, f *fsm) {
+			mustApply(t, f, CmdSubmitJob, submitJobCmd{Job: testJob("j")})
+			mustApply(t, f, CmdStartJob, startJobCmd{ID: "j", Node: "n1", At: t0})
+			mustApply(t, f, CmdFinishJob, finishJobCmd{End: testEnd("j", 1, JobFinished)})
+		},
+	}
+	tests := []struct {
+		name    string
+		setup   string
+		typ     CommandType
+		payload any
+		wantErr error
+		check   func(t *testing.T, j *Job)
+	}{
+		{name: "submit", setup: "missing", typ: CmdSubmitJob, payload: submitJobCmd{Job: testJob("j")},
+			check: func(t *testing.T, j *Job) {
+				if j.State != JobPending || j.Attempts != 0 || string(j.Body) != `{"language":"python3","code":"print(1)"}` {
+					t.Errorf("submitted job = %+v", j)
+				}
+			}},
+		{name: "submit twice", setup: "pending", typ: CmdSubmitJob, payload: submitJobCmd{Job: testJob("j")}, wantErr: ErrJobExists},
+		{name: "submit without node", setup: "missing", typ: CmdSubmitJob,
+			payload: submitJobCmd{Job: func() Job { j := testJob("j"); j.Node = ""; return j }()}, wantErr: ErrInvalidJob},
+		{name: "submit without account", setup: "missing", typ: CmdSubmitJob,
+			payload: submitJobCmd{Job: func() Job { j := testJob("j"); j.Account = ""; return j }()}, wantErr: ErrInvalidJob},
+
+		{name: "start", setup: "pending", typ: CmdStartJob, payload: startJobCmd{ID: "j", Node: "n1", At: t0.Add(time.Second)},
+			check: func(t *testing.T, j *Job) {
+				if j.State != JobRunning || j.Attempts != 1 || !j.StartedAt.Equal(t0.Add(time.Second)) {
+					t.Errorf("started job = %+v", j)
+				}
+			}},
+		{name: "start on another node", setup: "pending", typ: CmdStartJob, payload: startJobCmd{ID: "j", Node: "n2", At: t0}, wantErr: ErrJobNotAssigned},
+		{name: "start a running job", setup: "running", typ: CmdStartJob, payload: startJobCmd{ID: "j", Node: "n1", At: t0}, wantErr: ErrJobState},
+		{name: "start a missing job", setup: "missing", typ: CmdStartJob, payload: startJobCmd{ID: "j", Node: "n1", At: t0}, wantErr: ErrJobNotFound},
+
+		{name: "finish", setup: "running", typ: CmdFinishJob, payload: finishJobCmd{End: testEnd("j", 1, JobFinished)},
+			check: func(t *testing.T, j *Job) {
+				if j.State != JobFinished || j.Status != "completed" || string(j.Result) != `{"stdout":"1\n"}` ||
+					!j.CompletedAt.Equal(t0.Add(time.Minute)) || j.Body != nil || j.Webhook != nil {
+					t.Errorf("finished job = %+v", j)
+				}
+			}},
+		{name: "finish a pending job", setup: "pending", typ: CmdFinishJob, payload: finishJobCmd{End: testEnd("j", 0, JobFinished)}, wantErr: ErrJobState},
+		{name: "finish an earlier run", setup: "running", typ: CmdFinishJob, payload: finishJobCmd{End: testEnd("j", 2, JobFinished)}, wantErr: ErrJobState},
+		{name: "finish twice", setup: "finished", typ: CmdFinishJob, payload: finishJobCmd{End: testEnd("j", 1, JobFinished)}, wantErr: ErrJobState},
+		{name: "finish with a non-terminal state", setup: "running", typ: CmdFinishJob, payload: finishJobCmd{End: testEnd("j", 1, JobRunning)}, wantErr: ErrInvalidJob},
+		{name: "finish without a status", setup: "running", typ: CmdFinishJob,
+			payload: finishJobCmd{End: func() JobEnd { e := testEnd("j", 1, JobFinished); e.Status = ""; return e }()}, wantErr: ErrInvalidJob},
+		{name: "finish expiring before it ends", setup: "running", typ: CmdFinishJob,
+			payload: finishJobCmd{End: func() JobEnd { e := testEnd("j", 1, JobFinished); e.ExpiresAt = t0; return e }()}, wantErr: ErrInvalidJob},
+
+		{name: "requeue", setup: "running", typ: CmdRequeueJob, payload: requeueJobCmd{ID: "j", Node: "n1", Attempt: 1, At: t0.Add(time.Hour)},
+			check: func(t *testing.T, j *Job) {
+				if j.State != JobPending || j.Attempts != 1 || len(j.Interruptions) != 1 || !j.Interruptions[0].Equal(t0.Add(time.Hour)) {
+					t.Errorf("requeued job = %+v", j)
+				}
+			}},
+		{name: "requeue a pending job", setup: "pending", typ: CmdRequeueJob, payload: requeueJobCmd{ID: "j", Node: "n1", Attempt: 0, At: t0}, wantErr: ErrJobState},
+		{name: "requeue from another node", setup: "running", typ: CmdRequeueJob, payload: requeueJobCmd{ID: "j", Node: "n2", Attempt: 1, At: t0}, wantErr: ErrJobNotAssigned},
+
+		{name: "cancel pending", setup: "pending", typ: CmdCancelJob, payload: cancelJobCmd{Account: "acct_a", End: testEnd("j", 0, JobCancelled)},
+			check: func(t *testing.T, j *Job) {
+				if j.State != JobCancelled || j.CancelRequested || j.Result == nil {
+					t.Errorf("cancelled job = %+v", j)
+				}
+			}},
+		{name: "cancel running only flags it", setup: "running", typ: CmdCancelJob, payload: cancelJobCmd{Account: "acct_a", End: testEnd("j", 0, JobCancelled)},
+			check: func(t *testing.T, j *Job) {
+				if j.State != JobRunning || !j.CancelRequested || j.Result != nil {
+					t.Errorf("job after cancelling a run = %+v", j)
+				}
+			}},
+		{name: "cancel another account's job", setup: "pending", typ: CmdCancelJob, payload: cancelJobCmd{Account: "acct_b", End: testEnd("j", 0, JobCancelled)}, wantErr: ErrJobNotFound},
+		{name: "cancel a finished job", setup: "finished", typ: CmdCancelJob, payload: cancelJobCmd{Account: "acct_a", End: testEnd("j", 0, JobCancelled)}, wantErr: ErrJobState},
+
+		{name: "webhook attempt without a callback", setup: "finished", typ: CmdRecordWebhookAttempt,
+			payload: webhookAttemptCmd{ID: "j", Attempt: WebhookAttempt{At: t0, StatusCode: 200}, Delivered: true}, wantErr: ErrJobState},
+		{name: "webhook attempt on a running job", setup: "running", typ: CmdRecordWebhookAttempt,
+			payload: webhookAttemptCmd{ID: "j", Attempt: WebhookAttempt{At: t0}}, wantErr: ErrJobState},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFSM(slog.New(slog.DiscardHandler))
+			setups[tt.setup](t, f)
+			before, _ := json.Marshal(f.st.Jobs)
+
+			resp := fsmApply(t, f, tt.typ, tt.payload)
+			err, _ := resp.(error)
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && err != nil) {
+				t.Fatalf("Apply(%s) = %v, want error %v", tt.typ, resp, tt.wantErr)
+			}
+			if tt.wantErr != nil {
+				// A rejected command leaves the state as it was.
+				if after, _ := json.Marshal(f.st.Jobs); !bytes.Equal(before, after) {
+					t.Errorf("rejected command changed the state:\nbefore %s\nafter  %s", before, after)
+				}
+				return
+			}
+			j := f.st.Jobs.byID["j"]
+			if j == nil {
+				t.Fatal("job j missing after the command")
+			}
+			tt.check(t, j)
+			_, active := f.st.Jobs.active["j"]
+			if active != (!j.State.Terminal() || j.WebhookDue()) {
+				t.Errorf("active index = %v for a %s job", active, j.State)
+			}
+		})
+	}
+}
+
+func TestFSMSubmitJobMaxActive(t *testing.T) {
+	f := newFSM(slog.New(slog.DiscardHandler))
+	for i := range 2 {
+		mustApply(t, f, CmdSubmitJob, submitJobCmd{Job: testJob(fmt.Sprint("j", i)), Quota: JobQuota{MaxActive: 2}})
+	}
+	resp := fsmApply(t, f, CmdSubmitJob, submitJobCmd{Job: testJob("j2"), Quota: JobQuota{MaxActive: 2}})
+	if err, _ := resp.(error); !errors.Is(err, ErrTooManyJobs) {
+		t.Fatalf("third submit = %v, want %v", resp, ErrTooManyJobs)
+	}
+	// Another account is not held back by this one's jobs.
+	other := testJob("k")
+	other.Account = "acct_b"
+	mustApply(t, f, CmdSubmitJob, submitJobCmd{Job: other, Quota: JobQuota{MaxActive: 2}})
+	// An ended job frees its slot.
+	mustApply(t, f, CmdCancelJob, cancelJobCmd{Account: "acct_a", End: testEnd("j0", 0, JobCancelled)})
+	mustApply(t, f, CmdSubmitJob, submitJobCmd{Job: testJob("j2"), Quota: JobQuota{MaxActive: 2}})
+}
+
+func TestFSMSubmitJobMaxActiveBytes(t *testing.T) {
+	f := newFSM(slog.New(slog.DiscardHandler))
+	big := func(id string, n int) Job {
+		j := testJob(id)
+		j.Body = bytes.Repeat([]byte("x"), n)
+		return j
+	}
+	q := JobQuota{MaxActiveBytes: 100}
+	mustApply(t, f, CmdSubmitJob, submitJobCmd{Job: big("a", 60), Quota: q})
+	resp := fsmApply(t, f, CmdSubmitJob, submitJobCmd{Job: big("b", 41), Quota: q})
+	if err, _ := resp.(error); !errors.Is(err, ErrTooManyJobs) {
+		t.Fatalf("submit over the byte quota = %v, want %v", resp, ErrTooManyJobs)
+	}
+	mustApply(t, f, CmdSubmitJob, submitJobCmd{Job: big("b", 40), Quota: q})
+	// An ended job drops its body, and with it its share of the quota.
+	mustApply(t, f, CmdCancelJob, cancelJobCmd{Account: "acct_a", End: testEnd("a", 0, JobCancelled)})
+	mustApply(t, f, CmdSubmitJob, submitJobCmd{Job: big("c", 60), Quota: q})
+}
+
+func TestFSMWebhookRecord(t *testing.T) {
+	f := newFSM(slog.New(slog.DiscardHandler))
+	j := testJob("j")
+	j.CallbackURL, j.WebhookSecret = "https://example.com/hook", "s3cret"
+	mustApply(t, f, CmdSubmitJob, submitJobCmd{Job: j})
+	mustApply(t, f, CmdStartJob, startJobCmd{ID: "j", Node: "n1", At: t0})
+	mustApply(t, f, CmdFinishJob, finishJobCmd{End: testEnd("j", 1, JobFinished)})
+	if got := f.st.Jobs.byID["j"]; !got.WebhookDue() || got.Webhook == nil || got.WebhookSecret != "s3cret" {
+		t.Fatalf("finished job with a callback = %+v, want a webhook due", got)
+	}
+	if _, ok := f.st.Jobs.active["j"]; !ok {
+		t.Error("a job with a webhook due is not in the active index")
+	}
+
+	mustApply(t, f, CmdRecordWebhookAttempt, webhookAttemptCmd{ID: "j", Attempt: WebhookAttempt{At: t0, StatusCode: 500, Error: "HTTP 500"}})
+	mustApply(t, f, CmdRecordWebhookAttempt, webhookAttemptCmd{ID: "j", Attempt: WebhookAttempt{At: t0.Add(time.Second), StatusCode: 204}, Delivered: true})
+	got := f.st.Jobs.byID["j"]
+	if !got.Webhook.Delivered || len(got.Webhook.Attempts) != 2 || got.Webhook.Attempts[0].StatusCode != 500 || got.WebhookDue() {
+		t.Errorf("webhook record = %+v", got.Webhook)
+	}
+	if got.WebhookSecret != "" {
+		t.Error("the webhook secret is kept after delivery")
+	}
+	if _, ok := f.st.Jobs.active["j"]; ok {
+		t.Error("a delivered job is still in the active index")
+	}
+	resp := fsmApply(t, f, CmdRecordWebhookAttempt, webhookAttemptCmd{ID: "j", Attempt: WebhookAttempt{At: t0}})
+	if err, _ := resp.(error); !errors.Is(err, ErrJobState) {
+		t.Errorf("attempt after delivery = %v, want %v", resp, ErrJobState)
+	}
+}
+
+func TestFSMWebhookAttemptsBounded(t *testing.T) {
+	f := newFSM(slog.New(slog.DiscardHandler))
+	j := testJob("j")
+	j.CallbackURL = "https://example.com/hook"
+	mustApply(t, f, CmdSubmitJob, submitJobCmd{Job: j})
+	mustApply(t, f, CmdCancelJob, cancelJobCmd{Account: "acct_a", End: testEnd("j", 0, JobCancelled)})
+	for i := range maxWebhookAttempts + 5 {
+		mustApply(t, f, CmdRecordWebhookAttempt, webhookAttemptCmd{ID: "j", Attempt: WebhookAttempt{At: t0.Add(time.Duration(i) * time.Second)}})
+	}
+	mustApply(t, f, CmdRecordWebhookAttempt, webhookAttemptCmd{ID: "j", Attempt: WebhookAttempt{At: t0.Add(time.Hour)}, GaveUp: true})
+	w := f.st.Jobs.byID["j"].Webhook
+	if len(w.Attempts) != maxWebhookAttempts || !w.GaveUp || w.Delivered || !w.Attempts[len(w.Attempts)-1].At.Equal(t0.Add(time.Hour)) {
+		t.Errorf("after %d attempts: %d kept, gave_up %v, last %v", maxWebhookAttempts+6, len(w.Attempts), w.GaveUp, w.Attempts[len(w.Attempts)-1].At)
+	}
+}
+
+func TestFSMPurgeJobs(t *testing.T) {
+	f := newFSM(slog.New(slog.DiscardHandler))
+	for _, id := range []string{"old", "new", "pending"} {
+		mustApply(t, f, CmdSubmitJob, submitJobCmd{Job: testJob(id)})
+	}
+	end := testEnd("old", 0, JobCancelled)
+	end.ExpiresAt = t0.Add(2 * time.Hour)
+	mustApply(t, f, CmdCancelJob, cancelJobCmd{Account: "acct_a", End: end})
+	end = testEnd("new", 0, JobCancelled)
+	end.ExpiresAt = t0.Add(3 * time.Hour)
+	mustApply(t, f, CmdCancelJob, cancelJobCmd{Account: "acct_a", End: end})
+
+	if n := mustApply(t, f, CmdPurgeJobs, purgeJobsCmd{Now: t0.Add(2 * time.Hour)}); n != 1 {
+		t.Errorf("purged %v, want 1 (expiry is inclusive)", n)
+	}
+	ids := f.st.Jobs.byID
+	if _, ok := ids["old"]; ok {
+		t.Error("expired job survived the purge")
+	}
+	if _, ok := ids["new"]; !ok {
+		t.Error("unexpired job was purged")
+	}
+	// Pending jobs have no expiry yet and are never purged.
+	if n := mustApply(t, f, CmdPurgeJobs, purgeJobsCmd{Now: t0.Add(1000 * time.Hour)}); n != 1 {
+		t.Errorf("second purge removed %v, want 1", n)
+	}
+	if _, ok := ids["pending"]; !ok || len(ids) != 1 {
+		t.Errorf("after purges: %v, want only the pending job", slicesKeys(ids))
+	}
+	if resp := fsmApply(t, f, CmdPurgeJobs, purgeJobsCmd{}); !errors.Is(resp.(error), ErrInvalidJob) {
+		t.Errorf("purge without a time = %v, want %v", resp, ErrInvalidJob)
+	}
+}
+
+func slicesKeys(m map[string]*Job) []string {
+	var out []string
+	for k := range maps.Keys(m) {
+		out = append(out, k)
+	}
+	return out
+}
+
+// A snapshot holds every job in every state, and restoring it rebuilds the
+// active index exactly.
+func TestFSMJobsSnapshotRestore(t *testing.T) {
+	src := newFSM(slog.New(slog.DiscardHandler))
+	hook := testJob("hook")
+	hook.CallbackURL, hook.WebhookSecret = "https://example.com/h", "sec"
+	for _, j := range []Job{testJob("pending"), testJob("running"), testJob("done"), hook} {
+		mustApply(t, src, CmdSubmitJob, submitJobCmd{Job: j})
+	}
+	for _, id := range []string{"running", "done", "hook"} {
+		mustApply(t, src, CmdStartJob, startJobCmd{ID: id, Node: "n1", At: t0})
+	}
+	mustApply(t, src, CmdFinishJob, finishJobCmd{End: testEnd("done", 1, JobFinished)})
+	mustApply(t, src, CmdFinishJob, finishJobCmd{End: testEnd("hook", 1, JobFinished)})
+
+	snap, err := src.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	dst := newFSM(slog.New(slog.DiscardHandler))
+	mustApply(t, dst, CmdSubmitJob, submitJobCmd{Job: testJob("stale")})
+	watch := dst.changedCh()
+	if err := dst.Restore(sink.Reader()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-watch:
+	default:
+		t.Error("Restore did not wake watchers")
+	}
+	want, _ := json.Marshal(src.st.Jobs)
+	got, _ := json.Marshal(dst.st.Jobs)
+	if !bytes.Equal(want, got) {
+		t.Errorf("restored jobs differ:\nwant %s\ngot  %s", want, got)
+	}
+	if !maps.Equal(src.st.Jobs.active, dst.st.Jobs.active) || len(dst.st.Jobs.active) != 3 {
+		t.Errorf("restored active index = %v, want %v (pending, running, hook)", dst.st.Jobs.active, src.st.Jobs.active)
+	}
+}
+
+func TestFSMRestoreSnapshotWithoutJobs(t *testing.T) {
+	f := newFSM(slog.New(slog.DiscardHandler))
+	if err := f.Restore(io.NopCloser(strings.NewReader(`{"version":1,"state":{"nodes":{"a":{"id":"a"}}}}`))); err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, f, CmdSubmitJob, submitJobCmd{Job: testJob("j")})
+	if len(f.st.Jobs.byID) != 1 {
+		t.Error("jobs not writable after restoring a snapshot from before jobs")
+	}
+}
+
+func TestFSMRestoreRejectsMisfiledJob(t *testing.T) {
+	f := newFSM(slog.New(slog.DiscardHandler))
+	err := f.Restore(io.NopCloser(strings.NewReader(`{"version":1,"state":{"jobs":{"a":{"id":"b"}}}}`)))
+	if !errors.Is(err, ErrInvalidJob) {
+		t.Errorf("Restore(job under the wrong id) = %v, want %v", err, ErrInvalidJob)
+	}
+}
+
+func TestStoreJobLifecycle(t *testing.T) {
+	s := openStore(t, Config{Dir: t.TempDir(), Bootstrap: true})
+	waitLeader(t, s)
+	ctx := testCtx(t)
+
+	watch := s.Changed()
+	j := testJob("j1")
+	if err := s.SubmitJob(ctx, j, JobQuota{}); err != nil {
+		t.Fatalf("SubmitJob() error = %v", err)
+	}
+	select {
+	case <-watch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Changed() not closed by a submit")
+	}
+	if err := s.SubmitJob(ctx, j, JobQuota{}); !errors.Is(err, ErrJobExists) {
+		t.Errorf("second SubmitJob() error = %v, want %v", err, ErrJobExists)
+	}
+	if err := s.SubmitJob(ctx, Job{ID: "x"}, JobQuota{}); !errors.Is(err, ErrInvalidJob) {
+		t.Errorf("SubmitJob(invalid) error = %v, want %v", err, ErrInvalidJob)
+	}
+	other := testJob("j2")
+	other.Node, other.Account, other.CreatedAt = "n2", "acct_b", t0.Add(-time.Second)
+	if err := s.SubmitJob(ctx, other, JobQuota{}); err != nil {
+		t.Fatal(err)
+	}
+
+	if got := ids(s.Jobs(JobFilter{Active: true})); got != "j2,j1" {
+		t.Errorf("active jobs = %s, want j2,j1 (oldest first)", got)
+	}
+	if got := ids(s.Jobs(JobFilter{Node: "n1", Active: true})); got != "j1" {
+		t.Errorf("n1's active jobs = %s", got)
+	}
+	if got := ids(s.Jobs(JobFilter{Account: "acct_b"})); got != "j2" {
+		t.Errorf("acct_b's jobs = %s", got)
+	}
+	if got := ids(s.Jobs(JobFilter{Dialects: []string{"run"}})); got != "" {
+		t.Errorf("run-dialect jobs = %s, want none", got)
+	}
+
+	if _, err := s.StartJob(ctx, "j1", "n2", t0); !errors.Is(err, ErrJobNotAssigned) {
+		t.Errorf("StartJob(other node) error = %v, want %v", err, ErrJobNotAssigned)
+	}
+	started, err := s.StartJob(ctx, "j1", "n1", t0.Add(time.Second))
+	if err != nil || started.Attempts != 1 || started.State != JobRunning {
+		t.Fatalf("StartJob() = %+v, %v", started, err)
+	}
+	// Interrupted: back to pending, then a second run.
+	if err := s.RequeueJob(ctx, "j1", "n1", 1, t0.Add(2*time.Second)); err != nil {
+		t.Fatalf("RequeueJob() error = %v", err)
+	}
+	if _, err := s.FinishJob(ctx, testEnd("j1", 1, JobFinished)); !errors.Is(err, ErrJobState) {
+		t.Errorf("FinishJob(interrupted run) error = %v, want %v", err, ErrJobState)
+	}
+	started, err = s.StartJob(ctx, "j1", "n1", t0.Add(3*time.Second))
+	if err != nil || started.Attempts != 2 {
+		t.Fatalf("second StartJob() = %+v, %v", started, err)
+	}
+	if _, err := s.FinishJob(ctx, JobEnd{ID: "j1"}); !errors.Is(err, ErrInvalidJob) {
+		t.Errorf("FinishJob(empty) error = %v, want %v", err, ErrInvalidJob)
+	}
+	done, err := s.FinishJob(ctx, testEnd("j1", 2, JobFinished))
+	if err != nil || done.State != JobFinished || done.Attempts != 2 || len(done.Interruptions) != 1 {
+		t.Fatalf("FinishJob() = %+v, %v", done, err)
+	}
+	got, ok := s.Job("j1")
+	if !ok || got.State != JobFinished || string(got.Result) != `{"stdout":"1\n"}` {
+		t.Errorf("Job(j1) = %+v, %v", got, ok)
+	}
+	// Returned jobs are copies.
+	got.Interruptions[0] = time.Time{}
+	if again, _ := s.Job("j1"); again.Interruptions[0].IsZero() {
+		t.Error("mutating a returned Job changed the store")
+	}
+
+	if _, err := s.CancelJob(ctx, "acct_a", testEnd("j2", 0, "")); !errors.Is(err, ErrJobNotFound) {
+		t.Errorf("CancelJob(other account) error = %v, want %v", err, ErrJobNotFound)
+	}
+	c, err := s.CancelJob(ctx, "acct_b", testEnd("j2", 0, ""))
+	if err != nil || c.State != JobCancelled {
+		t.Errorf("CancelJob() = %+v, %v", c, err)
+	}
+
+	if n, err := s.PurgeJobs(ctx, t0.Add(25*time.Hour)); err != nil || n != 2 {
+		t.Errorf("PurgeJobs() = %d, %v, want 2", n, err)
+	}
+	if _, ok := s.Job("j1"); ok {
+		t.Error("j1 survived the purge")
+	}
+}
+
+func ids(js []Job) string {
+	var out []string
+	for _, j := range js {
+		out = append(out, j.ID)
+	}
+	return strings.Join(out, ",")
+}
+
+// Jobs survive a restart that restores them from a snapshot (not from the
+// log, which the snapshot has compacted).
+func TestJobsSurviveSnapshotAndRestart(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, Config{Dir: dir, Bootstrap: true})
+	waitLeader(t, s)
+	ctx := testCtx(t)
+	const n = 20
+	for i := range n {
+		j := testJob(fmt.Sprintf("job%02d", i))
+		j.CreatedAt = t0.Add(time.Duration(i) * time.Second)
+		if err := s.SubmitJob(ctx, j, JobQuota{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.StartJob(ctx, "job00", "n1", t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.StartJob(ctx, "job01", "n1", t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.FinishJob(ctx, testEnd("job01", 1, JobFinished)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	snaps, _ := filepath.Glob(filepath.Join(dir, "snapshots", "*", "state.bin"))
+	if len(snaps) != 1 {
+		t.Fatalf("snapshots = %v, want one", snaps)
+	}
+	data, err := os.ReadFile(snaps[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(data, []byte(`"job19"`)) {
+		t.Fatal("the snapshot does not hold the jobs")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s2 := openStore(t, Config{Dir: dir, Bootstrap: true})
+	// Restored inside Open, before any election: so from the snapshot.
+	if got := len(s2.Jobs(JobFilter{})); got != n {
+		t.Fatalf("jobs right after Open = %d, want %d", got, n)
+	}
+	waitLeader(t, s2)
+	all := s2.Jobs(JobFilter{})
+	if len(all) != n || all[0].ID != "job00" || all[0].State != JobRunning || all[1].State != JobFinished ||
+		string(all[1].Result) != `{"stdout":"1\n"}` || all[19].State != JobPending || string(all[19].Body) == "" {
+		t.Errorf("restored jobs = %s; job00 %s, job01 %s", ids(all), all[0].State, all[1].State)
+	}
+	if got := ids(s2.Jobs(JobFilter{Active: true})); strings.Contains(got, "job01") || !strings.HasPrefix(got, "job00,job02") {
+		t.Errorf("active after restore = %s", got)
+	}
+	// And the restored store keeps working.
+	if _, err := s2.StartJob(testCtx(t), "job02", "n1", t0); err != nil {
+		t.Errorf("StartJob after restore: %v", err)
+	}
+}
