@@ -1,7 +1,8 @@
 // Package api serves a cell node's HTTP API: the /v1 contract of
-// shared/seeds/sandboxapi-docs.txt. It trusts only requests the gateway
-// signed (package callerauth) and turns each execution request into a
-// sandboxed run.
+// shared/seeds/sandboxapi-docs.txt, and whatever other dialects are mounted
+// beside it. It trusts only requests the gateway signed (package
+// callerauth), owns the node's sandbox capacity, and turns each execution
+// request into a sandboxed run.
 package api
 
 import (
@@ -12,15 +13,22 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
+	"github.com/sandboxapi/sandboxapi/cell/execreq"
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 )
+
+// errNoAccount would let an execution into a sandbox shared by every
+// caller that forgot to say who it was.
+var errNoAccount = errors.New("api: execution request names no account")
 
 // Executor runs executions; *executor.Executor is one.
 type Executor interface {
@@ -34,14 +42,9 @@ type Cluster interface {
 	LeaderAddr() string
 }
 
-// Limits of the request contract.
-const (
-	MaxCodeBytes = 1 << 20
-	// MaxBodyBytes leaves room for the largest field, a base64 ZIP of up to
-	// 10 MB, and the JSON around it.
-	MaxBodyBytes   = 16 << 20
-	DefaultTimeout = 10 * time.Second
-)
+// CallerHandler serves a request the gateway signed, for the caller it
+// named.
+type CallerHandler func(http.ResponseWriter, *http.Request, callerauth.Caller)
 
 // Server is the cell node's API.
 type Server struct {
@@ -54,39 +57,61 @@ type Server struct {
 	Capacity int           // sandboxes run at once on this node
 	QueueFor time.Duration // how long a request may wait for a free slot
 
-	slots chan struct{}
-	now   func() time.Time
+	once   sync.Once
+	slots  chan struct{}
+	mounts []mount
+	now    func() time.Time
+}
+
+type mount struct {
+	pattern string
+	h       CallerHandler
+}
+
+func (s *Server) init() {
+	s.once.Do(func() {
+		if s.Logger == nil {
+			s.Logger = slog.New(slog.DiscardHandler)
+		}
+		if s.Capacity <= 0 {
+			s.Capacity = 8
+		}
+		if s.QueueFor <= 0 {
+			s.QueueFor = 30 * time.Second
+		}
+		s.slots = make(chan struct{}, s.Capacity)
+		if s.now == nil {
+			s.now = time.Now
+		}
+	})
+}
+
+// Mount serves h at pattern (a net/http.ServeMux pattern such as "POST
+// /execute") beside the /v1 API, behind the same gateway check. Mount
+// before calling Handler.
+func (s *Server) Mount(pattern string, h CallerHandler) {
+	s.mounts = append(s.mounts, mount{pattern, h})
 }
 
 // Handler returns the node's HTTP handler.
 func (s *Server) Handler() http.Handler {
-	if s.Logger == nil {
-		s.Logger = slog.New(slog.DiscardHandler)
-	}
-	if s.Capacity <= 0 {
-		s.Capacity = 8
-	}
-	if s.QueueFor <= 0 {
-		s.QueueFor = 30 * time.Second
-	}
-	s.slots = make(chan struct{}, s.Capacity)
-	if s.now == nil {
-		s.now = time.Now
-	}
+	s.init()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", s.health)
 	mux.Handle("POST /v1/execute", s.authed(s.execute))
+	mux.Handle("POST /v1/execute/batch", s.authed(s.executeBatch))
 	mux.Handle("GET /v1/languages", s.authed(s.languages))
+	for _, m := range s.mounts {
+		mux.Handle(m.pattern, s.authed(m.h))
+	}
 	mux.Handle("/", s.authed(func(w http.ResponseWriter, r *http.Request, _ callerauth.Caller) {
 		apierror.Write(w, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	}))
 	return mux
 }
 
-type callerKey struct{}
-
 // authed admits only requests the gateway signed.
-func (s *Server) authed(h func(http.ResponseWriter, *http.Request, callerauth.Caller)) http.Handler {
+func (s *Server) authed(h CallerHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := callerauth.Verify(r.Header, s.Secret, s.now())
 		if err != nil {
@@ -121,181 +146,55 @@ func (s *Server) languages(w http.ResponseWriter, r *http.Request, _ callerauth.
 	writeJSON(w, http.StatusOK, s.Exec.Catalog().List())
 }
 
-// executeRequest is the body of POST /v1/execute.
-type executeRequest struct {
-	Language      *string  `json:"language"`
-	Code          *string  `json:"code"`
-	Stdin         string   `json:"stdin"`
-	Timeout       *float64 `json:"timeout"`
-	WallTimeLimit *float64 `json:"wall_time_limit"`
-}
+// Catalog is the node's language catalog.
+func (s *Server) Catalog() *langs.Catalog { return s.Exec.Catalog() }
 
-// executeResponse is the seed's response, plus truncation flags and a message
-// for statuses the other fields do not explain.
-type executeResponse struct {
-	ID              string  `json:"id"`
-	Status          string  `json:"status"`
-	Language        string  `json:"language"`
-	Stdout          string  `json:"stdout"`
-	Stderr          string  `json:"stderr"`
-	CompileOutput   *string `json:"compile_output,omitempty"`
-	ExitCode        int     `json:"exit_code"`
-	ExitSignal      int     `json:"exit_signal"`
-	ExecutionTimeMs int64   `json:"execution_time_ms"`
-	WallTimeMs      int64   `json:"wall_time_ms"`
-	MemoryUsedKB    int64   `json:"memory_used_kb"`
-	StdoutTruncated bool    `json:"stdout_truncated,omitempty"`
-	StderrTruncated bool    `json:"stderr_truncated,omitempty"`
-	Message         string  `json:"message,omitempty"`
-}
-
-// requestError is a client mistake: an HTTP status, a code and a message.
-type requestError struct {
-	status  int
-	code    string
-	message string
-}
-
-func (e *requestError) Error() string { return e.message }
-
-func badRequest(code, format string, args ...any) *requestError {
-	return &requestError{status: http.StatusBadRequest, code: code, message: fmt.Sprintf(format, args...)}
-}
-
-func (s *Server) execute(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
-	req, err := s.parseExecute(w, r, c)
-	if err != nil {
-		var re *requestError
-		if !errors.As(err, &re) {
-			re = &requestError{status: http.StatusInternalServerError, code: "internal_error", message: "internal error"}
-		}
-		apierror.Write(w, re.status, re.code, re.message)
-		return
+// Run waits for a sandbox slot on this node (at most QueueFor) and runs req
+// in it. Every dialect runs through here, so all share the node's capacity.
+// req.Account must name the caller: sandboxes are reused within an account
+// only. A refusal is an *execreq.Error (408 queue_timeout, 400
+// unsupported_language); a client that went away gives its context's error.
+func (s *Server) Run(ctx context.Context, req executor.Request) (*executor.Result, error) {
+	s.init()
+	if req.Account == "" {
+		return nil, errNoAccount
 	}
-
-	release, ok := s.acquire(r.Context())
-	if !ok {
-		if r.Context().Err() == nil {
-			apierror.Write(w, http.StatusRequestTimeout, "queue_timeout",
-				fmt.Sprintf("no sandbox became free within %s; retry, or use async execution", s.QueueFor))
-		}
-		return
+	release, err := s.acquire(ctx)
+	if err != nil {
+		return nil, err
 	}
 	defer release()
-
-	res, err := s.Exec.Execute(r.Context(), req)
+	res, err := s.Exec.Execute(ctx, req)
 	switch {
 	case errors.Is(err, executor.ErrUnknownLanguage):
-		apierror.Write(w, http.StatusBadRequest, "unsupported_language", err.Error())
-		return
-	case r.Context().Err() != nil:
-		return // the client left; the sandbox is already gone
+		return nil, &execreq.Error{Status: http.StatusBadRequest, Code: execreq.CodeUnsupportedLanguage, Message: err.Error()}
+	case ctx.Err() != nil:
+		return nil, ctx.Err() // the client left; the sandbox is already gone
 	case err != nil:
-		s.Logger.Error("execute", "err", err)
-		apierror.Write(w, http.StatusInternalServerError, "internal_error", "the execution failed inside SandboxAPI")
-		return
+		return nil, fmt.Errorf("api: execute: %w", err)
 	}
-	writeJSON(w, http.StatusOK, responseFor(res))
-}
-
-func (s *Server) parseExecute(w http.ResponseWriter, r *http.Request, c callerauth.Caller) (executor.Request, error) {
-	var body executeRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
-	if err := dec.Decode(&body); err != nil {
-		var mbe *http.MaxBytesError
-		var ute *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &mbe):
-			return executor.Request{}, &requestError{http.StatusRequestEntityTooLarge, "payload_too_large",
-				fmt.Sprintf("request body exceeds %d bytes", MaxBodyBytes)}
-		case errors.As(err, &ute):
-			return executor.Request{}, badRequest("invalid_field", "field %q must be %s", ute.Field, ute.Type)
-		default:
-			return executor.Request{}, badRequest("invalid_json", "request body is not valid JSON: %v", err)
-		}
-	}
-	if dec.More() {
-		return executor.Request{}, badRequest("invalid_json", "request body must be one JSON object")
-	}
-	switch {
-	case body.Language == nil || *body.Language == "":
-		return executor.Request{}, badRequest("missing_field", "language is required")
-	case body.Code == nil:
-		return executor.Request{}, badRequest("missing_field", "code is required")
-	case len(*body.Code) > MaxCodeBytes:
-		return executor.Request{}, &requestError{http.StatusRequestEntityTooLarge, "code_too_large",
-			fmt.Sprintf("code is %d bytes; the limit is %d (1 MB)", len(*body.Code), MaxCodeBytes)}
-	}
-	if _, ok := s.Exec.Catalog().Lookup(*body.Language); !ok {
-		return executor.Request{}, badRequest("unsupported_language", "language %q is not supported; GET /v1/languages lists them", *body.Language)
-	}
-
-	plan, ok := s.Plans.Get(c.Plan)
-	if !ok {
-		return executor.Request{}, &requestError{http.StatusForbidden, "unknown_plan", fmt.Sprintf("plan %q is not known to this cell", c.Plan)}
-	}
-	maxT := plan.MaxTimeout()
-	timeout := DefaultTimeout
-	if body.Timeout != nil {
-		if *body.Timeout <= 0 {
-			return executor.Request{}, badRequest("invalid_field", "timeout must be a positive number of CPU seconds")
-		}
-		timeout = time.Duration(*body.Timeout * float64(time.Second))
-	}
-	wall := timeout
-	if body.WallTimeLimit != nil {
-		if *body.WallTimeLimit <= 0 {
-			return executor.Request{}, badRequest("invalid_field", "wall_time_limit must be a positive number of seconds")
-		}
-		wall = time.Duration(*body.WallTimeLimit * float64(time.Second))
-	}
-	if timeout > maxT || wall > maxT {
-		return executor.Request{}, badRequest("timeout_exceeds_plan",
-			"timeout and wall_time_limit may be at most %d seconds on the %s plan", int(maxT.Seconds()), plan.Name)
-	}
-	return executor.Request{
-		Language: *body.Language,
-		Code:     *body.Code,
-		Stdin:    []byte(body.Stdin),
-		Limits:   executor.Limits{CPU: timeout, Wall: wall},
-	}, nil
+	return res, nil
 }
 
 // acquire waits for a sandbox slot on this node, at most s.QueueFor.
-func (s *Server) acquire(ctx context.Context) (func(), bool) {
+func (s *Server) acquire(ctx context.Context) (func(), error) {
 	t := time.NewTimer(s.QueueFor)
 	defer t.Stop()
 	select {
 	case s.slots <- struct{}{}:
-		return func() { <-s.slots }, true
+		return func() { <-s.slots }, nil
 	case <-t.C:
-		return nil, false
+		return nil, &execreq.Error{Status: http.StatusRequestTimeout, Code: execreq.CodeQueueTimeout,
+			Message: fmt.Sprintf("no sandbox became free within %s; retry, or use async execution", s.QueueFor)}
 	case <-ctx.Done():
-		return nil, false
+		return nil, ctx.Err()
 	}
 }
 
-func responseFor(res *executor.Result) executeResponse {
-	out := executeResponse{
-		ID:              newID("exec_"),
-		Status:          string(res.Status),
-		Language:        res.Language,
-		Stdout:          string(res.Stdout),
-		Stderr:          string(res.Stderr),
-		ExitCode:        res.ExitCode,
-		ExitSignal:      res.Signal,
-		ExecutionTimeMs: res.CPU.Milliseconds(),
-		WallTimeMs:      res.Wall.Milliseconds(),
-		MemoryUsedKB:    res.MemoryKB,
-		StdoutTruncated: res.StdoutTruncated,
-		StderrTruncated: res.StderrTruncated,
-		Message:         res.Message,
-	}
-	if res.CompileOutput != nil {
-		co := string(res.CompileOutput)
-		out.CompileOutput = &co
-	}
-	return out
+// setExecutions sets the response header that tells the gateway how many
+// executions a request ran, for the caller's monthly quota.
+func setExecutions(w http.ResponseWriter, n int) {
+	w.Header().Set(callerauth.HeaderExecutions, strconv.Itoa(n))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
