@@ -18,7 +18,9 @@ import (
 
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/cell/api"
+	"github.com/sandboxapi/sandboxapi/cell/jobs"
 	"github.com/sandboxapi/sandboxapi/cell/store"
+	"github.com/sandboxapi/sandboxapi/cell/unsandbox"
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 	"github.com/sandboxapi/sandboxapi/sandboxes/rootfs"
@@ -37,6 +39,9 @@ type Config struct {
 	Plans    plans.Catalog
 	Capacity int // sandboxes at once
 	Logger   *slog.Logger
+	// Jobs tunes async jobs and webhooks (retention, callback guard, ...);
+	// the node fills in its own parts. Zero values take the defaults.
+	Jobs jobs.Config
 }
 
 // Node is a running cell node.
@@ -44,6 +49,8 @@ type Node struct {
 	ID    string
 	store *store.Store
 	rt    *runsc.Runtime
+	exec  *executor.Executor
+	jobs  *jobs.Service
 	srv   *http.Server
 	ln    net.Listener
 }
@@ -104,6 +111,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	catalog := langs.Detect(ctx, langs.Builtin())
 	ex := executor.New(executor.Config{Runtime: n.rt, RootFS: rootDir, Catalog: catalog, Logger: cfg.Logger})
+	n.exec = ex
 
 	listen := cfg.Listen
 	if listen == "" {
@@ -128,7 +136,27 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		NodeID: id.NodeID, Exec: ex, Cluster: n.store, Plans: cfg.Plans,
 		Secret: cfg.Secret, Logger: cfg.Logger, Capacity: cfg.Capacity,
 	}
-	n.srv = &http.Server{Handler: apiSrv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// The unsandbox dialect runs on the same sandboxes and capacity.
+	dialect := &unsandbox.Handler{Runner: apiSrv, Plans: cfg.Plans, Logger: cfg.Logger}
+	for _, rt := range dialect.Routes() {
+		apiSrv.Mount(rt.Pattern, rt.Handle)
+	}
+	// Async jobs: durable in the store, run on the same sandboxes.
+	jc := cfg.Jobs
+	execs := &jobs.Executions{Sandboxes: apiSrv, Plans: cfg.Plans}
+	jc.NodeID, jc.Store, jc.Validator, jc.Runner = id.NodeID, n.store, execs, execs
+	jc.Plans, jc.Secret, jc.Logger = cfg.Plans, cfg.Secret, cfg.Logger
+	if jc.Concurrency == 0 {
+		jc.Concurrency = max(1, cfg.Capacity/2)
+	}
+	if n.jobs, err = jobs.New(jc); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	for _, rt := range n.jobs.Routes() {
+		apiSrv.Mount(rt.Pattern, rt.Handle)
+	}
+	n.jobs.Start()
+	n.srv = &http.Server{Handler: n.jobs.AsyncFront(apiSrv.Handler()), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := n.srv.Serve(n.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			cfg.Logger.Error("node API server", "err", err)
@@ -144,12 +172,20 @@ func (n *Node) Addr() string { return n.ln.Addr().String() }
 // Close stops the API, removes every sandbox and closes the store.
 func (n *Node) Close() error {
 	var errs error
+	if n.jobs != nil {
+		// First, while the store is up: running jobs go back to the queue.
+		errs = errors.Join(errs, n.jobs.Close())
+	}
 	if n.srv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		errs = errors.Join(errs, n.srv.Shutdown(ctx))
 		cancel()
 	} else if n.ln != nil {
 		n.ln.Close()
+	}
+	if n.exec != nil {
+		// Before the runtime: the pool must stop refilling first.
+		n.exec.Close()
 	}
 	if n.rt != nil {
 		n.rt.Close()

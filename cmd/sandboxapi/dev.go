@@ -17,7 +17,9 @@ import (
 	"github.com/sandboxapi/sandboxapi/billing/accounts"
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/edge"
+	"github.com/sandboxapi/sandboxapi/cell/jobs"
 	"github.com/sandboxapi/sandboxapi/cell/node"
+	"github.com/sandboxapi/sandboxapi/cell/webhook"
 )
 
 // devAccountName and devPlan are the account the dev command makes for its
@@ -36,8 +38,13 @@ func runDev(args []string) error {
 	plansFile := fs.String("plans", "", "JSON file of plans overriding the defaults")
 	capacity := fs.Int("capacity", 8, "sandboxes run at once")
 	verbose := fs.Bool("v", false, "debug logging")
+	allowPrivateCallbacks := fs.Bool("allow-private-callbacks", false, "let webhook callback_urls reach loopback and private addresses (tests, receivers on your own network)")
+	jobRetention := fs.Duration("job-retention", jobs.DefaultRetention, "how long async job results are kept after the job ends")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *jobRetention <= 0 {
+		return fmt.Errorf("--job-retention must be positive, not %s", *jobRetention)
 	}
 	level := slog.LevelInfo
 	if *verbose {
@@ -84,6 +91,7 @@ func runDev(args []string) error {
 	n, err := node.Start(ctx, node.Config{
 		DataDir: filepath.Join(dir, "cell"), Runsc: rs, Init: in, Secret: secret,
 		Plans: catalog, Capacity: *capacity, Logger: logger,
+		Jobs: jobs.Config{Retention: *jobRetention, CallbackGuard: webhook.Guard{AllowPrivate: *allowPrivateCallbacks}},
 	})
 	if err != nil {
 		return err
