@@ -396,6 +396,17 @@ func (rt *Runtime) Leftovers() []string {
 	var out []string
 	states, _ := filepath.Glob(filepath.Join(rt.stateDir(), "*.state"))
 	out = append(out, states...)
+	socks, _ := filepath.Glob(filepath.Join(rt.stateDir(), "*.sock"))
+	out = append(out, socks...)
+	if mi, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		for _, line := range strings.Split(string(mi), "\n") {
+			// The gofers' empty network namespace is the Runtime's, not a
+			// sandbox's: it lives until Close.
+			if f := strings.Fields(line); len(f) > 4 && isUnder(f[4], rt.Dir) && f[4] != filepath.Join(rt.stateDir(), "null-netns") {
+				out = append(out, "mount: "+f[4])
+			}
+		}
+	}
 	bundles, _ := os.ReadDir(rt.bundlesDir())
 	for _, b := range bundles {
 		out = append(out, filepath.Join(rt.bundlesDir(), b.Name()))
@@ -430,4 +441,8 @@ func (sb *Sandbox) Usage() CgroupUsage {
 		return CgroupUsage{}
 	}
 	return sb.cg.usage()
+}
+
+func isUnder(p, dir string) bool {
+	return p == dir || strings.HasPrefix(p, dir+"/")
 }
