@@ -226,6 +226,9 @@ type Result struct {
 	// Message explains a status that the fields above do not (an output
 	// cap, a sandbox failure).
 	Message string
+	// SandboxID names the sandbox the execution ran in, for diagnostics
+	// and for tests of sandbox reuse.
+	SandboxID string
 	// SandboxCPU is the host CPU the whole sandbox used: gVisor's kernel,
 	// its gofer and the program. For benchmarks, not for users.
 	SandboxCPU time.Duration
@@ -257,7 +260,7 @@ func (e *Executor) Execute(ctx context.Context, req Request) (*Result, error) {
 	deadline := jobWall(job) + e.cfg.BootGrace
 	out := w.run(ctx, job, res, lim.OutputBytes, deadline, req.OnOutput)
 	e.pool.release(w, out.done && ctx.Err() == nil)
-	res.SandboxCPU = out.sandboxCPU
+	res.SandboxCPU, res.SandboxID = out.sandboxCPU, w.sb.ID
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}

@@ -14,10 +14,10 @@ import (
 // TestReuseKeepsExecutionsApart runs executions of one account back to back
 // (so they share a sandbox) and of another account, and checks that no
 // execution sees what an earlier one left, and that accounts never share a
-// sandbox. The gVisor kernel's boot id names the sandbox an execution ran in.
+// sandbox.
 func TestReuseKeepsExecutionsApart(t *testing.T) {
 	ex := sandboxtest.Executor(t, executor.Limits{})
-	run := func(account, lang, code string) string {
+	run := func(account, lang, code string) *executor.Result {
 		t.Helper()
 		res, err := ex.Execute(context.Background(), executor.Request{Account: account, Language: lang, Code: code})
 		if err != nil {
@@ -26,25 +26,21 @@ func TestReuseKeepsExecutionsApart(t *testing.T) {
 		if res.Status != executor.StatusCompleted {
 			t.Fatalf("%s: %s %q %q", code, res.Status, res.Stdout, res.Stderr)
 		}
-		return string(res.Stdout)
+		return res
 	}
-	bootID := "cat /proc/sys/kernel/random/boot_id"
-
-	first := run("acct_a", "bash", bootID+`; echo secret > /work/left; echo secret > /tmp/left
+	first := run("acct_a", "bash", `echo secret > /work/left; echo secret > /tmp/left
 export LEFT=1; (setsid sleep 300 &) ; mkfifo /tmp/fifo; echo done`)
-	second := run("acct_a", "bash", bootID+`; ls -A /work /tmp; echo "env:${LEFT:-none}"
+	second := run("acct_a", "bash", `ls -A /work /tmp; echo "env:${LEFT:-none}"
 for p in /proc/[0-9]*; do cat $p/comm; done | sort | tr '\n' ' '`)
-	other := run("acct_b", "bash", bootID)
+	other := run("acct_b", "bash", "echo other")
 
-	idA1, _, _ := strings.Cut(first, "\n")
-	idA2, rest, _ := strings.Cut(second, "\n")
-	idB, _, _ := strings.Cut(other, "\n")
-	if idA1 != idA2 {
-		t.Errorf("one account's back-to-back executions ran in different sandboxes (%s, %s): nothing was reused", idA1, idA2)
+	if first.SandboxID == "" || first.SandboxID != second.SandboxID {
+		t.Errorf("one account's back-to-back executions ran in different sandboxes (%s, %s): nothing was reused", first.SandboxID, second.SandboxID)
 	}
-	if idB == idA1 {
-		t.Errorf("two accounts shared sandbox %s", idB)
+	if other.SandboxID == first.SandboxID {
+		t.Errorf("two accounts shared sandbox %s", other.SandboxID)
 	}
+	rest := string(second.Stdout)
 	if strings.Contains(rest, "left") || strings.Contains(rest, "fifo") {
 		t.Errorf("files of the earlier execution are visible: %q", rest)
 	}
@@ -53,6 +49,24 @@ for p in /proc/[0-9]*; do cat $p/comm; done | sort | tr '\n' ' '`)
 	}
 	if strings.Contains(rest, "sleep") {
 		t.Errorf("a process of the earlier execution is still running: %q", rest)
+	}
+}
+
+// TestExecutionSeesOnlyItsOwnProcesses checks that an execution cannot see
+// (and so cannot reach through /proc) the executions its sandbox prepares
+// after it, whose runtimes wait as the same user.
+func TestExecutionSeesOnlyItsOwnProcesses(t *testing.T) {
+	ex := sandboxtest.Executor(t, executor.Limits{})
+	for i := 0; i < 3; i++ {
+		res, err := ex.Execute(context.Background(), executor.Request{Account: "acct_p", Language: "python3",
+			Code: "import os\nprint(sorted(open(f'/proc/{p}/comm').read().strip() for p in os.listdir('/proc') if p.isdigit()))"})
+		if err != nil || res.Status != executor.StatusCompleted {
+			t.Fatalf("%v %+v", err, res)
+		}
+		// The execution's PID 1 (the init) and the program itself.
+		if got := strings.TrimSpace(string(res.Stdout)); got != "['exe', 'python3']" && got != "['init', 'python3']" {
+			t.Fatalf("execution %d sees processes %s", i, got)
+		}
 	}
 }
 

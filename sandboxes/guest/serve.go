@@ -174,6 +174,12 @@ func mountScratch(cfg wire.ServeConfig) error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make mounts private: %w", err)
 	}
+	// A /proc of this execution's own PID namespace: the sandbox's /proc
+	// would show the executions prepared after this one, whose runtimes run
+	// as the same user and whose pipes /proc/PID/fd would expose.
+	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mount /proc: %w", err)
+	}
 	for _, m := range []struct {
 		dir  string
 		size int64
