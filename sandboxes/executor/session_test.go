@@ -52,7 +52,11 @@ func TestSessionState(t *testing.T) {
 			if r := run(tc.set); r.Status != executor.StatusCompleted {
 				t.Fatalf("set: %s %q %q %s", r.Status, r.Stdout, r.Stderr, r.Message)
 			}
-			if r := run(tc.use); r.Status != executor.StatusCompleted || string(r.Stdout) != tc.want {
+			used := run(tc.use)
+			if used.MemoryKB <= 0 {
+				t.Errorf("use: memory_used_kb %d: not measured", used.MemoryKB)
+			}
+			if r := used; r.Status != executor.StatusCompleted || string(r.Stdout) != tc.want {
 				t.Fatalf("use: %s stdout %q stderr %q, want %q (%s)", r.Status, r.Stdout, r.Stderr, tc.want, r.Message)
 			}
 			r := run(tc.raise)

@@ -372,12 +372,24 @@ func (s *replStream) take(p []byte) {
 			s.emit(rest)
 			return
 		}
-		// Hold back what could be the start of a tag split across reads.
-		keep := min(len(data), len(s.tag)-1)
+		// Hold back what could be the start of a tag split across reads,
+		// and only that: the rest streams out now.
+		keep := partialTag(data, s.tag)
 		s.carry = append([]byte(nil), data[len(data)-keep:]...)
 		data = data[:len(data)-keep]
 	}
 	s.emit(data)
+}
+
+// partialTag is the length of the longest end of data that is the start
+// of tag.
+func partialTag(data, tag []byte) int {
+	for k := min(len(data), len(tag)-1); k > 0; k-- {
+		if bytes.HasSuffix(data, tag[:k]) {
+			return k
+		}
+	}
+	return 0
 }
 
 func (s *replStream) emit(p []byte) {
@@ -415,17 +427,26 @@ func procCPUMillis(pid int) int64 {
 	return ticks * 10
 }
 
-// procHWMKB is a process's peak resident set.
+// procHWMKB is a process's peak resident set (VmHWM), or, where the kernel
+// keeps no peak (gVisor does not), its resident set now (VmRSS).
 func procHWMKB(pid int) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
+	fields := map[string]int64{}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb
+		name, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+		if err == nil {
+			fields[name] = kb
 		}
 	}
-	return 0
+	if hwm := fields["VmHWM"]; hwm > 0 {
+		return hwm
+	}
+	return fields["VmRSS"]
 }
