@@ -19,10 +19,13 @@ import (
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/cell/api"
 	"github.com/sandboxapi/sandboxapi/cell/jobs"
+	"github.com/sandboxapi/sandboxapi/cell/sessions"
 	"github.com/sandboxapi/sandboxapi/cell/store"
+	"github.com/sandboxapi/sandboxapi/cell/stream"
 	"github.com/sandboxapi/sandboxapi/cell/unsandbox"
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
+	"github.com/sandboxapi/sandboxapi/sandboxes/pkgcache"
 	"github.com/sandboxapi/sandboxapi/sandboxes/rootfs"
 	"github.com/sandboxapi/sandboxapi/sandboxes/runsc"
 )
@@ -42,6 +45,12 @@ type Config struct {
 	// Jobs tunes async jobs and webhooks (retention, callback guard, ...);
 	// the node fills in its own parts. Zero values take the defaults.
 	Jobs jobs.Config
+	// PackageCacheDir is the offline package cache session installs read
+	// (package pkgcache); none when empty.
+	PackageCacheDir string
+	// Sessions tunes stateful sessions (warm pool, caps); the node fills
+	// in its own parts.
+	Sessions sessions.Config
 }
 
 // Node is a running cell node.
@@ -51,6 +60,7 @@ type Node struct {
 	rt    *runsc.Runtime
 	exec  *executor.Executor
 	jobs  *jobs.Service
+	sess  *sessions.Manager
 	srv   *http.Server
 	ln    net.Listener
 }
@@ -110,7 +120,14 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	catalog := langs.Detect(ctx, langs.Builtin())
-	ex := executor.New(executor.Config{Runtime: n.rt, RootFS: rootDir, Catalog: catalog, Logger: cfg.Logger})
+	var pkgs *pkgcache.Cache
+	if cfg.PackageCacheDir != "" {
+		if pkgs, err = pkgcache.Open(cfg.PackageCacheDir); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+		cfg.PackageCacheDir = pkgs.Dir()
+	}
+	ex := executor.New(executor.Config{Runtime: n.rt, RootFS: rootDir, Catalog: catalog, Logger: cfg.Logger, PackageCacheDir: cfg.PackageCacheDir})
 	n.exec = ex
 
 	listen := cfg.Listen
@@ -156,6 +173,27 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		apiSrv.Mount(rt.Pattern, rt.Handle)
 	}
 	n.jobs.Start()
+	// Streams and sessions: streams share the node's capacity; a session
+	// holds a sandbox of its own, with its record in the store.
+	streams := &stream.Handler{Runner: apiSrv, Plans: cfg.Plans, Logger: cfg.Logger}
+	apiSrv.Mount("POST /v1/execute/stream", streams.Execute)
+	sc := cfg.Sessions
+	sc.NodeID, sc.Store, sc.Open, sc.Catalog, sc.Plans = id.NodeID, n.store, sessions.ExecutorOpener(ex), catalog, cfg.Plans
+	sc.CacheMount, sc.Logger = executor.PackageCachePath, cfg.Logger
+	if pkgs != nil {
+		sc.Packages = pkgs
+	}
+	if n.sess, err = sessions.New(sc); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
+	defer scancel()
+	if err := n.sess.Start(sctx); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	for _, rt := range n.sess.Routes() {
+		apiSrv.Mount(rt.Pattern, rt.Handle)
+	}
 	n.srv = &http.Server{Handler: n.jobs.AsyncFront(apiSrv.Handler()), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := n.srv.Serve(n.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -175,6 +213,10 @@ func (n *Node) Close() error {
 	if n.jobs != nil {
 		// First, while the store is up: running jobs go back to the queue.
 		errs = errors.Join(errs, n.jobs.Close())
+	}
+	if n.sess != nil {
+		// While the store is up: the records go with the sandboxes.
+		errs = errors.Join(errs, n.sess.Close())
 	}
 	if n.srv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -19,6 +20,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/caddy-modules/edge"
 	"github.com/sandboxapi/sandboxapi/cell/jobs"
 	"github.com/sandboxapi/sandboxapi/cell/node"
+	"github.com/sandboxapi/sandboxapi/cell/sessions"
 	"github.com/sandboxapi/sandboxapi/cell/webhook"
 )
 
@@ -40,8 +42,15 @@ func runDev(args []string) error {
 	verbose := fs.Bool("v", false, "debug logging")
 	allowPrivateCallbacks := fs.Bool("allow-private-callbacks", false, "let webhook callback_urls reach loopback and private addresses (tests, receivers on your own network)")
 	jobRetention := fs.Duration("job-retention", jobs.DefaultRetention, "how long async job results are kept after the job ends")
+	pkgcacheDir := fs.String("pkgcache", "", "offline package cache for session installs, built with sandboxapi pkgcache build (default: DATA_DIR/pkgcache)")
+	sessionPool := fs.Int("session-pool", 1, "session sandboxes kept booted per pooled language, so new sessions start at once")
+	sessionPoolLangs := fs.String("session-pool-languages", "python3,javascript", "comma-separated languages whose session sandboxes are pooled")
+	maxSessions := fs.Int("max-sessions", sessions.DefaultMaxSessions, "sessions this node holds at once")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *sessionPool < 0 || *maxSessions <= 0 {
+		return fmt.Errorf("--session-pool must not be negative and --max-sessions must be positive")
 	}
 	if *jobRetention <= 0 {
 		return fmt.Errorf("--job-retention must be positive, not %s", *jobRetention)
@@ -92,6 +101,9 @@ func runDev(args []string) error {
 		DataDir: filepath.Join(dir, "cell"), Runsc: rs, Init: in, Secret: secret,
 		Plans: catalog, Capacity: *capacity, Logger: logger,
 		Jobs: jobs.Config{Retention: *jobRetention, CallbackGuard: webhook.Guard{AllowPrivate: *allowPrivateCallbacks}},
+
+		PackageCacheDir: cmp.Or(*pkgcacheDir, filepath.Join(dir, "pkgcache")),
+		Sessions:        sessions.Config{Pool: *sessionPool, PoolLanguages: splitList(*sessionPoolLangs), MaxSessions: *maxSessions},
 	})
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ const usage = `usage: sandboxapi <command> [flags]
 commands:
   dev       run the gateway and a single-node cell in one process
   bench     measure the service against native, bubblewrap and runsc do
+  pkgcache  build the offline package cache that session installs read
   version   print the version
 `
 
@@ -26,6 +27,8 @@ func main() {
 		err = runDev(os.Args[2:])
 	case "bench":
 		err = runBench(os.Args[2:])
+	case "pkgcache":
+		err = runPkgcache(os.Args[2:])
 	case "version":
 		fmt.Println(version())
 	case "-h", "--help", "help":

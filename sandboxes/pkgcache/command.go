@@ -39,9 +39,12 @@ func (in *Install) Command(sb Sandbox) Command {
 		// --user lands in ~/.local (HOME is the work dir), which the
 		// Python session driver adds to sys.path. Debian marks its Python
 		// externally managed; a session's user site is ours to fill.
+		// --no-compile: byte-compiling a large package takes seconds in a
+		// sandbox, and the session's interpreter compiles a module once,
+		// when it first imports it.
 		argv := []string{"/usr/bin/python3", "-m", "pip", "install", "--user", "--no-index",
 			"--find-links", path.Join(sb.Mount, PipDir), "--no-cache-dir", "--disable-pip-version-check",
-			"--no-warn-script-location", "--break-system-packages", "--progress-bar", "off", "--no-input"}
+			"--no-warn-script-location", "--break-system-packages", "--no-compile", "--progress-bar", "off", "--no-input"}
 		for _, p := range in.Packages {
 			argv = append(argv, p.Name+"=="+p.Version)
 		}

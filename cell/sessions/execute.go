@@ -1,0 +1,287 @@
+package sessions
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/sandboxapi/sandboxapi/billing/plans"
+	"github.com/sandboxapi/sandboxapi/cell/callerauth"
+	"github.com/sandboxapi/sandboxapi/cell/execreq"
+	"github.com/sandboxapi/sandboxapi/cell/stream"
+	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
+	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
+	"github.com/sandboxapi/sandboxapi/sandboxes/pkgcache"
+)
+
+// replOnlyFields are /v1/execute fields that shape the compile and run
+// steps, which a session whose interpreter stays up (a REPL language) does
+// not have: refused rather than silently ignored.
+var replOnlyFields = []string{"compile_script", "run_script", "compiler_options", "command_line_arguments", "redirect_stderr_to_stdout"}
+
+// errSandboxDown is a session whose sandbox died and could not be
+// replaced.
+var errSandboxDown = errors.New("sessions: no sandbox for the session")
+
+// executeResponse is a session execution's result: /v1/execute's fields,
+// and the session's.
+type executeResponse struct {
+	execreq.V1Response
+	SessionID string `json:"session_id"`
+	// StateLost says the session's variables are gone: its interpreter
+	// had to be restarted (a timeout, a crash), or its whole sandbox
+	// (then its files and packages are gone too; Message says which).
+	StateLost bool   `json:"state_lost"`
+	ExpiresAt string `json:"expires_at"`
+}
+
+// parseExecute parses a session execution: the body of /v1/execute, whose
+// language may be left out (the session has one) and whose timeout and
+// wall_time_limit are capped by the plan as there.
+func (m *Manager) parseExecute(body []byte, plan plans.Plan, s *session) (execreq.V1Request, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil || fields == nil {
+		// Let the /v1 parser word the error.
+		_, err := execreq.ParseV1(body, plan, m.cfg.Catalog)
+		if err == nil {
+			err = &execreq.Error{Status: http.StatusBadRequest, Code: execreq.CodeInvalidJSON, Message: "the request must be a JSON object"}
+		}
+		return execreq.V1Request{}, err
+	}
+	lang, _ := m.cfg.Catalog.Lookup(s.rec.Language)
+	if raw, ok := fields["language"]; ok && string(raw) != "null" {
+		var name string
+		_ = json.Unmarshal(raw, &name) // not a string: no language matches ""
+		if other, ok := m.cfg.Catalog.Lookup(name); !ok || other.ID != lang.ID {
+			return execreq.V1Request{}, &execreq.Error{Status: http.StatusBadRequest, Code: execreq.CodeInvalidField,
+				Message: fmt.Sprintf("this session runs %s; leave language out, or open a session of another language", lang.ID)}
+		}
+	}
+	if raw, ok := fields["callback_url"]; ok && string(raw) != "null" && string(raw) != `""` {
+		return execreq.V1Request{}, &execreq.Error{Status: http.StatusBadRequest, Code: CodeUnsupported,
+			Message: "callback_url is for async executions; a session execution answers directly"}
+	}
+	if langs.REPLFor(lang) != nil {
+		for _, f := range replOnlyFields {
+			if raw, ok := fields[f]; ok && !isZeroJSON(raw) {
+				return execreq.V1Request{}, &execreq.Error{Status: http.StatusBadRequest, Code: CodeUnsupported,
+					Message: fmt.Sprintf("%s is not supported in a %s session: its code runs in a live interpreter, not as a program of its own", f, lang.ID)}
+			}
+		}
+	}
+	fields["language"] = json.RawMessage(strconv.Quote(lang.ID))
+	withLang, err := json.Marshal(fields)
+	if err != nil {
+		return execreq.V1Request{}, fmt.Errorf("sessions: %w", err)
+	}
+	return execreq.ParseV1(withLang, plan, m.cfg.Catalog)
+}
+
+func isZeroJSON(raw json.RawMessage) bool {
+	return slices.Contains([]string{"null", `""`, "false", "0"}, strings.TrimSpace(string(raw)))
+}
+
+// execute serves POST /v1/sessions/{id}/execute. It queues behind the
+// session's running execution, if any. Once it runs, the program is not
+// tied to the client: a client that hangs up does not take the session's
+// state with it (the run is bounded by its limits anyway).
+func (m *Manager) execute(w http.ResponseWriter, r *http.Request, c callerauth.Caller, s *session) {
+	req, ok := m.readExecute(w, r, c, s)
+	if !ok {
+		return
+	}
+	release, err := m.acquire(r.Context(), s)
+	if err != nil {
+		m.turnError(w, s, err)
+		return
+	}
+	defer release()
+	ctx, cancel := m.runContext(s, context.WithoutCancel(r.Context()))
+	defer cancel()
+	res, lost, err := m.run(ctx, s, req.Exec)
+	if err != nil {
+		m.runError(w, s, err)
+		return
+	}
+	w.Header().Set(callerauth.HeaderExecutions, "1")
+	writeJSON(w, http.StatusOK, m.response(newExecID(), s, req, res, lost))
+}
+
+// executeStream serves POST /v1/sessions/{id}/execute/stream: the same as
+// execute, answered with events (package stream). Here the client's
+// hang-up does stop the program, which takes the sandbox down: the
+// session carries on in a new one, with its state lost.
+func (m *Manager) executeStream(w http.ResponseWriter, r *http.Request, c callerauth.Caller, s *session) {
+	if stream.Reconnect(r) {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	req, ok := m.readExecute(w, r, c, s)
+	if !ok {
+		return
+	}
+	plan, _ := m.cfg.Plans.Get(c.Plan)
+	if err := stream.CheckPlan(plan); err != nil {
+		m.writeError(w, err)
+		return
+	}
+	id := newExecID()
+	sw, err := stream.New(w, r, stream.Options{ID: id, Base64: req.Base64})
+	if err != nil {
+		m.writeError(w, fmt.Errorf("sessions: %w", err))
+		return
+	}
+	release, err := m.acquire(r.Context(), s)
+	if err != nil {
+		if r.Context().Err() != nil {
+			sw.Abandon()
+			return
+		}
+		stream.Fail(w, sw, m.notFoundError(s.rec.ID), m.logger)
+		return
+	}
+	defer release()
+	ctx, cancel := m.runContext(s, r.Context())
+	defer cancel()
+	req.Exec.OnOutput = sw.Output
+	res, lost, err := m.run(ctx, s, req.Exec)
+	switch {
+	case err == nil:
+		sw.Result(m.response(id, s, req, res, lost))
+	case r.Context().Err() != nil:
+		sw.Abandon()
+	case errors.Is(err, errGone):
+		stream.Fail(w, sw, m.notFoundError(s.rec.ID), m.logger)
+	case errors.Is(err, errSandboxDown):
+		stream.Fail(w, sw, sandboxDownError(), m.logger)
+	default:
+		stream.Fail(w, sw, err, m.logger)
+	}
+}
+
+// readExecute reads and checks an execution request; false means it has
+// been answered.
+func (m *Manager) readExecute(w http.ResponseWriter, r *http.Request, c callerauth.Caller, s *session) (execreq.V1Request, bool) {
+	body, err := execreq.ReadBody(w, r, execreq.MaxBodyBytes)
+	if err != nil {
+		m.writeError(w, err)
+		return execreq.V1Request{}, false
+	}
+	plan, err := execreq.PlanFor(m.cfg.Plans, c.Plan)
+	if err != nil {
+		m.writeError(w, err)
+		return execreq.V1Request{}, false
+	}
+	req, err := m.parseExecute(body, plan, s)
+	if err != nil {
+		m.writeError(w, err)
+		return execreq.V1Request{}, false
+	}
+	req.Exec.Account = c.AccountID
+	return req, true
+}
+
+// run runs req in the session; the turn is held. It reports whether the
+// session lost its sandbox since its last execution.
+func (m *Manager) run(ctx context.Context, s *session, req executor.Request) (*executor.Result, bool, error) {
+	for attempt := 0; ; attempt++ {
+		if err := m.ensureSandbox(s); err != nil {
+			m.logger.Error("session sandbox could not be replaced", "session", s.rec.ID, "err", err)
+			return nil, false, errSandboxDown
+		}
+		if s.crates && req.CompileScript == "" && managerFor(s.rec.Language) == pkgcache.Cargo {
+			req.CompileScript = pkgcache.CargoBuildScript(m.sandboxPaths())
+		}
+		res, err := s.sb.Execute(ctx, req)
+		switch {
+		case errors.Is(err, executor.ErrSessionClosed) && attempt == 0 && ctx.Err() == nil:
+			// The sandbox ended between the check and the run: nothing
+			// ran, so run again in its replacement.
+			continue
+		case ctx.Err() != nil:
+			if m.isEnded(s) {
+				return nil, false, errGone
+			}
+			return nil, false, ctx.Err()
+		case err != nil:
+			return nil, false, fmt.Errorf("sessions: execute: %w", err)
+		}
+		lost := s.lost
+		s.lost = false
+		m.mu.Lock()
+		s.executions++
+		m.mu.Unlock()
+		return res, lost, nil
+	}
+}
+
+func (m *Manager) isEnded(s *session) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return s.ended
+}
+
+func newExecID() string { return "exec_" + strings.ToLower(rand.Text()) }
+
+func (m *Manager) response(id string, s *session, req execreq.V1Request, res *executor.Result, lost bool) executeResponse {
+	out := executeResponse{
+		V1Response: req.Response(id, res),
+		SessionID:  s.rec.ID,
+		StateLost:  res.StateLost || lost,
+		ExpiresAt:  rfc3339(m.now().Add(s.ttl)),
+	}
+	if lost {
+		msg := "the session's sandbox had stopped and was replaced: its variables, files and installed packages are gone"
+		if out.Message != "" {
+			msg = out.Message + "; " + msg
+		}
+		out.Message = msg
+	}
+	return out
+}
+
+// turnError answers a request that did not get the session's turn.
+func (m *Manager) turnError(w http.ResponseWriter, s *session, err error) {
+	if errors.Is(err, errGone) {
+		m.notFound(w, s.rec.ID)
+	}
+	// Otherwise the client gave up waiting: nobody is left to answer.
+}
+
+// runError answers a run that did not produce a result.
+func (m *Manager) runError(w http.ResponseWriter, s *session, err error) {
+	switch {
+	case errors.Is(err, errGone):
+		m.notFound(w, s.rec.ID)
+	case errors.Is(err, errSandboxDown):
+		m.writeError(w, sandboxDownError())
+	default:
+		m.writeError(w, err)
+	}
+}
+
+func (m *Manager) notFoundError(id string) error {
+	return &execreq.Error{Status: http.StatusNotFound, Code: CodeSessionNotFound,
+		Message: fmt.Sprintf("session %q ended (deleted, or expired after its idle TTL)", id)}
+}
+
+func sandboxDownError() error {
+	return &execreq.Error{Status: http.StatusServiceUnavailable, Code: CodeSandboxUnavailable,
+		Message: "the session's sandbox stopped and a new one could not be started; retry shortly"}
+}
+
+// sandboxPaths say where installers find things in a session sandbox.
+func (m *Manager) sandboxPaths() pkgcache.Sandbox {
+	sb := pkgcache.Sandbox{Mount: m.cfg.CacheMount, WorkDir: "/work"}
+	if rust, ok := m.cfg.Catalog.Lookup("rust"); ok && len(rust.Compile) > 0 {
+		// cargo sits beside the rustc the language compiles with.
+		sb.Cargo = rust.Compile[0][:strings.LastIndexByte(rust.Compile[0], '/')+1] + "cargo"
+	}
+	return sb
+}

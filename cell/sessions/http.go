@@ -1,0 +1,334 @@
+package sessions
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"time"
+
+	"github.com/sandboxapi/sandboxapi/cell/apierror"
+	"github.com/sandboxapi/sandboxapi/cell/callerauth"
+	"github.com/sandboxapi/sandboxapi/cell/execreq"
+	"github.com/sandboxapi/sandboxapi/cell/store"
+)
+
+// Error codes this package answers with, besides execreq's.
+const (
+	CodeSessionsNotInPlan  = "sessions_not_in_plan"
+	CodeSessionLimit       = "session_limit_reached"
+	CodeSessionNotFound    = "session_not_found"
+	CodeNodeAtCapacity     = "node_at_capacity"
+	CodeSandboxUnavailable = "sandbox_unavailable"
+	CodeUnavailable        = "service_unavailable"
+	CodeUnsupported        = "unsupported_in_session"
+	CodePackagesNotInPlan  = "packages_not_in_plan"
+	CodePackageNotInPlan   = "package_not_in_plan"
+	CodePackageNotCached   = "package_not_available"
+	CodeInvalidPackage     = "invalid_package"
+	CodeManagerMismatch    = "manager_mismatch"
+	CodeInstallFailed      = "install_failed"
+)
+
+// maxCreateBodyBytes bounds POST /v1/sessions and .../install bodies.
+const maxCreateBodyBytes = 64 << 10
+
+// headerForwarded marks a request one node forwarded to the node holding
+// its session, so it is never forwarded again. The gateway strips every
+// internal header a client sends.
+const headerForwarded = callerauth.Prefix + "Forwarded-By"
+
+// Route is one endpoint: a net/http.ServeMux pattern and its handler, to be
+// served behind the gateway check.
+type Route struct {
+	Pattern string
+	Handle  func(http.ResponseWriter, *http.Request, callerauth.Caller)
+}
+
+// Routes are the session endpoints.
+func (m *Manager) Routes() []Route {
+	return []Route{
+		{"POST /v1/sessions", m.create},
+		{"GET /v1/sessions", m.list},
+		{"GET /v1/sessions/{id}", m.held(m.get)},
+		{"DELETE /v1/sessions/{id}", m.held(m.delete)},
+		{"POST /v1/sessions/{id}/execute", m.held(m.execute)},
+		{"POST /v1/sessions/{id}/execute/stream", m.held(m.executeStream)},
+		{"POST /v1/sessions/{id}/install", m.held(m.install)},
+	}
+}
+
+// sessionView is a session as the API shows it.
+type sessionView struct {
+	ID         string `json:"id"`
+	Language   string `json:"language"`
+	CreatedAt  string `json:"created_at"`
+	ExpiresAt  string `json:"expires_at"`
+	IdleTTL    int    `json:"idle_ttl"`
+	Executions int    `json:"executions"`
+}
+
+func (m *Manager) view(s *session) sessionView {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return sessionView{ID: s.rec.ID, Language: s.rec.Language, CreatedAt: rfc3339(s.rec.CreatedAt),
+		ExpiresAt: rfc3339(s.expires), IdleTTL: s.rec.IdleTTLSeconds, Executions: s.executions}
+}
+
+func recordView(r store.Session) sessionView {
+	return sessionView{ID: r.ID, Language: r.Language, CreatedAt: rfc3339(r.CreatedAt),
+		ExpiresAt: rfc3339(r.ExpiresAt), IdleTTL: r.IdleTTLSeconds, Executions: r.Executions}
+}
+
+// createBody is POST /v1/sessions.
+type createBody struct {
+	Language string       `json:"language"`
+	IdleTTL  *json.Number `json:"idle_ttl"`
+}
+
+// create serves POST /v1/sessions: the record is committed first, which
+// enforces the account's cap across the cell, then the sandbox is taken
+// from the warm pool or booted.
+func (m *Manager) create(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
+	plan, err := execreq.PlanFor(m.cfg.Plans, c.Plan)
+	if err != nil {
+		m.writeError(w, err)
+		return
+	}
+	if plan.ConcurrentSessions <= 0 {
+		apierror.Write(w, http.StatusForbidden, CodeSessionsNotInPlan, fmt.Sprintf("sessions are not included in the %s plan", plan.Name))
+		return
+	}
+	body, err := execreq.ReadBody(w, r, maxCreateBodyBytes)
+	if err != nil {
+		m.writeError(w, err)
+		return
+	}
+	var b createBody
+	if err := decodeObject(body, &b); err != nil {
+		m.writeError(w, err)
+		return
+	}
+	if b.Language == "" {
+		apierror.Write(w, http.StatusBadRequest, execreq.CodeMissingField, "language is required")
+		return
+	}
+	lang, ok := m.cfg.Catalog.Lookup(b.Language)
+	if !ok {
+		apierror.Write(w, http.StatusBadRequest, execreq.CodeUnsupportedLanguage, fmt.Sprintf("language %q is not supported; GET /v1/languages lists them", b.Language))
+		return
+	}
+	ttl := DefaultIdleTTL
+	if b.IdleTTL != nil {
+		n, err := b.IdleTTL.Int64()
+		if err != nil || n < 1 || n > MaxIdleTTL {
+			apierror.Write(w, http.StatusBadRequest, execreq.CodeInvalidField,
+				fmt.Sprintf("idle_ttl must be a whole number of seconds from 1 to %d (30 minutes)", MaxIdleTTL))
+			return
+		}
+		ttl = int(n)
+	}
+
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		w.Header().Set("Retry-After", "1")
+		apierror.Write(w, http.StatusServiceUnavailable, CodeUnavailable, "this node is shutting down; retry")
+		return
+	}
+	if len(m.live)+m.reserved >= m.cfg.MaxSessions {
+		m.mu.Unlock()
+		w.Header().Set("Retry-After", "30")
+		apierror.Write(w, http.StatusServiceUnavailable, CodeNodeAtCapacity, "this node holds as many sessions as it can; retry shortly")
+		return
+	}
+	m.reserved++
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		m.reserved--
+		m.mu.Unlock()
+	}()
+
+	// A hang-up must not cut the commit short: the record might commit
+	// anyway. The session is ended below if the client has gone.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), writeTimeout)
+	defer cancel()
+	now := m.now().UTC()
+	rec := store.Session{ID: newID(), Account: c.AccountID, Language: lang.ID, Node: m.cfg.NodeID,
+		IdleTTLSeconds: ttl, CreatedAt: now, ExpiresAt: now.Add(time.Duration(ttl) * time.Second)}
+	if err := m.store.OpenSession(ctx, rec, plan.ConcurrentSessions, now); err != nil {
+		if errors.Is(err, store.ErrTooManySessions) {
+			apierror.Write(w, http.StatusTooManyRequests, CodeSessionLimit,
+				fmt.Sprintf("the %s plan allows %d sessions at once, and you have that many; DELETE one or let one expire", plan.Name, plan.ConcurrentSessions))
+			return
+		}
+		m.writeError(w, err)
+		return
+	}
+	sb, err := m.sandbox(lang.ID)
+	if err != nil {
+		m.logger.Error("session sandbox did not start", "language", lang.ID, "err", err)
+		m.dropRecord(rec.ID)
+		apierror.Write(w, http.StatusServiceUnavailable, CodeSandboxUnavailable, "the session's sandbox could not be started; retry shortly")
+		return
+	}
+	s := &session{rec: rec, ttl: time.Duration(ttl) * time.Second, turn: make(chan struct{}, 1), sb: sb,
+		expires: m.now().Add(time.Duration(ttl) * time.Second)}
+	m.mu.Lock()
+	closed := m.closed
+	if !closed {
+		m.live[rec.ID] = s
+	}
+	m.mu.Unlock()
+	switch {
+	case closed:
+		// Close began meanwhile and will not see this session.
+		sb.Close()
+		m.dropRecord(rec.ID)
+		apierror.Write(w, http.StatusServiceUnavailable, CodeUnavailable, "this node is shutting down; retry")
+		return
+	case r.Context().Err() != nil:
+		m.end(s, "client left before the session was ready")
+		return
+	}
+	m.logger.Info("session created", "session", rec.ID, "account", rec.Account, "language", rec.Language, "idle_ttl", ttl)
+	w.Header().Set("Location", "/v1/sessions/"+rec.ID)
+	writeJSON(w, http.StatusCreated, m.view(s))
+}
+
+// list serves GET /v1/sessions: the caller's live sessions on every node.
+func (m *Manager) list(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
+	out := []sessionView{}
+	now := m.now()
+	for _, rec := range m.store.Sessions(store.SessionFilter{Account: c.AccountID}) {
+		m.mu.Lock()
+		s := m.live[rec.ID]
+		m.mu.Unlock()
+		switch {
+		case s != nil:
+			out = append(out, m.view(s))
+		case rec.Node != m.cfg.NodeID && rec.ExpiresAt.After(now):
+			out = append(out, recordView(rec))
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sessions": out})
+}
+
+// heldHandler serves a request about a session this node holds.
+type heldHandler func(w http.ResponseWriter, r *http.Request, c callerauth.Caller, s *session)
+
+// held finds the caller's session {id}: held here, it is served by h; held
+// by another node, the request goes there; anything else (missing, ended,
+// another account's) is the same 404.
+func (m *Manager) held(h heldHandler) func(http.ResponseWriter, *http.Request, callerauth.Caller) {
+	return func(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
+		id := r.PathValue("id")
+		m.mu.Lock()
+		s := m.live[id]
+		m.mu.Unlock()
+		if s != nil && s.rec.Account == c.AccountID {
+			h(w, r, c, s)
+			return
+		}
+		if rec, ok := m.store.Session(id); ok && rec.Account == c.AccountID && rec.Node != m.cfg.NodeID &&
+			r.Header.Get(headerForwarded) == "" {
+			m.forward(w, r, rec)
+			return
+		}
+		m.notFound(w, id)
+	}
+}
+
+func (m *Manager) notFound(w http.ResponseWriter, id string) {
+	apierror.Write(w, http.StatusNotFound, CodeSessionNotFound,
+		fmt.Sprintf("no session %q: it does not exist, belongs to another account, was deleted, or expired after its idle TTL", id))
+}
+
+// forward sends the request to the node holding the session. The gateway's
+// signature travels with it, so that node checks the caller itself.
+func (m *Manager) forward(w http.ResponseWriter, r *http.Request, rec store.Session) {
+	node, ok := m.store.Node(rec.Node)
+	if !ok || node.APIAddr == "" {
+		apierror.Write(w, http.StatusServiceUnavailable, CodeUnavailable, "the node holding this session is not known to this cell; retry shortly")
+		return
+	}
+	target := &url.URL{Scheme: "http", Host: node.APIAddr}
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Host = pr.In.Host
+			pr.Out.Header.Set(headerForwarded, m.cfg.NodeID)
+		},
+		Transport:     m.cfg.Transport,
+		FlushInterval: -1, // event streams go through as they come
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil {
+				return
+			}
+			m.logger.Warn("forwarding to the session's node failed", "session", rec.ID, "node", rec.Node, "err", err)
+			apierror.Write(w, http.StatusServiceUnavailable, CodeUnavailable, "the node holding this session is not reachable; retry shortly")
+		},
+	}
+	proxy.ServeHTTP(w, r)
+}
+
+func (m *Manager) get(w http.ResponseWriter, r *http.Request, _ callerauth.Caller, s *session) {
+	m.mu.Lock()
+	expired := s.users == 0 && !m.now().Before(s.expires)
+	m.mu.Unlock()
+	if expired {
+		m.end(s, "idle TTL expired")
+		m.notFound(w, s.rec.ID)
+		return
+	}
+	writeJSON(w, http.StatusOK, m.view(s))
+}
+
+// delete serves DELETE /v1/sessions/{id}. A running execution is killed.
+func (m *Manager) delete(w http.ResponseWriter, r *http.Request, _ callerauth.Caller, s *session) {
+	v := m.view(s)
+	m.end(s, "deleted")
+	writeJSON(w, http.StatusOK, map[string]any{"id": v.ID, "status": "closed", "executions": v.Executions})
+}
+
+// writeError answers err: a refusal with its own status, a store error
+// with the status that fits it, anything else a logged 500.
+func (m *Manager) writeError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, store.ErrNotLeader), errors.Is(err, store.ErrClosed),
+		errors.Is(err, context.DeadlineExceeded):
+		m.logger.Warn("session store unavailable", "err", err)
+		w.Header().Set("Retry-After", "1")
+		apierror.Write(w, http.StatusServiceUnavailable, CodeUnavailable, "the cell cannot change sessions right now; retry with exponential backoff")
+	default:
+		execreq.WriteError(w, m.logger, err)
+	}
+}
+
+// decodeObject decodes a JSON object body, with the API's errors.
+func decodeObject(body []byte, v any) error {
+	if err := json.Unmarshal(body, v); err != nil {
+		var ute *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &ute) && ute.Field != "":
+			return &execreq.Error{Status: http.StatusBadRequest, Code: execreq.CodeInvalidField, Message: fmt.Sprintf("field %q has the wrong type", ute.Field)}
+		case errors.As(err, &ute):
+			return &execreq.Error{Status: http.StatusBadRequest, Code: execreq.CodeInvalidJSON, Message: "the request must be a JSON object"}
+		default:
+			return &execreq.Error{Status: http.StatusBadRequest, Code: execreq.CodeInvalidJSON, Message: "the request body is not valid JSON: " + err.Error()}
+		}
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }

@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/sandboxapi/sandboxapi/sandboxes/pkgcache"
+)
+
+const pkgcacheUsage = `usage: sandboxapi pkgcache <command> [flags]
+
+The offline package cache that session installs read (POST
+/v1/sessions/{id}/install). Sessions have no network: only what is in the
+cache can be installed. Point "sandboxapi dev --pkgcache" at the same
+directory (its default is DATA_DIR/pkgcache); a running node picks up
+changes at the next install.
+
+commands:
+  build   add packages to the cache, or refresh it
+  list    list what the cache holds
+
+build adds npm packages from the npm registry (with their dependencies),
+and wheels, gems and crates from local files:
+
+  sandboxapi pkgcache build --tier top-1k --npm lodash@4.17.21 --npm is-odd
+  sandboxapi pkgcache build --pip ./dist/mylib-1.0-py3-none-any.whl --gem ./mygem-0.1.0.gem
+  sandboxapi pkgcache build --crate ./mycrate --crate ./serde-1.0.0.crate
+  sandboxapi pkgcache build --tier custom --account acct_123 --npm ./private-1.0.0.tgz
+  sandboxapi pkgcache build --refresh
+
+Tiers decide which plans may install a package: top-1k (every plan with
+installs), allowlist (ultra and up; the default, and what dependencies
+get), custom (mega; with --account, only those accounts).
+`
+
+func runPkgcache(args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, pkgcacheUsage)
+		return errors.New("pkgcache: a command is required")
+	}
+	switch args[0] {
+	case "build":
+		return pkgcacheBuild(args[1:], os.Stdout, os.Stderr)
+	case "list":
+		return pkgcacheList(args[1:], os.Stdout)
+	case "-h", "--help", "help":
+		fmt.Print(pkgcacheUsage)
+		return nil
+	default:
+		fmt.Fprint(os.Stderr, pkgcacheUsage)
+		return fmt.Errorf("pkgcache: unknown command %q", args[0])
+	}
+}
+
+// listFlag is a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	*l = append(*l, v)
+	return nil
+}
+
+func pkgcacheBuild(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("pkgcache build", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "data/pkgcache", "the cache directory")
+	tier := fs.String("tier", string(pkgcache.TierAllowlist), "tier of the packages named: top-1k, allowlist or custom")
+	npmBin := fs.String("npm-bin", "npm", "the npm binary")
+	refresh := fs.Bool("refresh", false, "resolve npm packages added from the registry again, and drop entries whose files are gone")
+	var accounts, npmSpecs, wheels, gems, crates listFlag
+	fs.Var(&accounts, "account", "limit custom packages to this account (repeatable)")
+	fs.Var(&npmSpecs, "npm", "npm package: name, name@version, or a local .tgz (repeatable)")
+	fs.Var(&wheels, "pip", "wheel file (repeatable)")
+	fs.Var(&gems, "gem", ".gem file (repeatable)")
+	fs.Var(&crates, "crate", "crate directory or .crate file (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("pkgcache build: unexpected argument %q; name packages with --npm, --pip, --gem or --crate", fs.Arg(0))
+	}
+	if len(npmSpecs)+len(wheels)+len(gems)+len(crates) == 0 && !*refresh {
+		return errors.New("pkgcache build: nothing to do; name packages with --npm, --pip, --gem or --crate, or pass --refresh")
+	}
+	opt := pkgcache.AddOptions{Tier: pkgcache.Tier(*tier), Accounts: accounts}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	b, err := pkgcache.NewBuilder(*dir)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	b.NPM, b.Log = *npmBin, stderr
+
+	var added []pkgcache.Added
+	add := func(a pkgcache.Added, err error) error {
+		if err == nil {
+			added = append(added, a)
+		}
+		return err
+	}
+	for _, f := range wheels {
+		if err := add(b.AddWheel(f, opt)); err != nil {
+			return err
+		}
+	}
+	for _, f := range gems {
+		if err := add(b.AddGem(f, opt)); err != nil {
+			return err
+		}
+	}
+	for _, f := range crates {
+		if err := add(b.AddCrate(f, opt)); err != nil {
+			return err
+		}
+	}
+	if len(npmSpecs) > 0 {
+		a, err := b.AddNPM(ctx, npmSpecs, opt)
+		if err != nil {
+			return err
+		}
+		added = append(added, a...)
+	}
+	var rep pkgcache.RefreshReport
+	if *refresh {
+		if rep, err = b.Refresh(ctx); err != nil {
+			return err
+		}
+		added = append(added, rep.Updated...)
+	}
+	if err := b.Save(); err != nil {
+		return err
+	}
+	for _, a := range added {
+		note := ""
+		if a.Dependency {
+			note = " (dependency)"
+		}
+		fmt.Fprintf(stdout, "%-5s %s %s [%s]%s\n", a.Manager, a.Name, a.Version, a.Tier, note)
+	}
+	for _, d := range rep.Dropped {
+		fmt.Fprintf(stdout, "dropped %s: its file is gone\n", d)
+	}
+	fmt.Fprintf(stdout, "cache %s: %d package versions added or updated\n", *dir, len(added))
+	return nil
+}
+
+func pkgcacheList(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("pkgcache list", flag.ContinueOnError)
+	dir := fs.String("dir", "data/pkgcache", "the cache directory")
+	asJSON := fs.Bool("json", false, "print the index as JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if _, err := os.Stat(*dir); err != nil {
+		return fmt.Errorf("pkgcache list: %w", err)
+	}
+	c, err := pkgcache.Open(*dir)
+	if err != nil {
+		return err
+	}
+	idx, err := c.Index()
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(idx)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MANAGER\tPACKAGE\tTIER\tVERSIONS")
+	for _, m := range pkgcache.Managers {
+		pkgs := idx.Packages[m]
+		for _, key := range slices.Sorted(maps.Keys(pkgs)) {
+			p := pkgs[key]
+			var vs []string
+			for _, v := range p.Versions {
+				vs = append(vs, v.Version)
+			}
+			tierNote := string(p.Tier)
+			if len(p.Accounts) > 0 {
+				tierNote += " (" + strings.Join(p.Accounts, ",") + ")"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m, p.Name, tierNote, strings.Join(vs, " "))
+		}
+	}
+	return tw.Flush()
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for item := range strings.SplitSeq(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
