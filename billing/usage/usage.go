@@ -50,7 +50,7 @@ var lockTimeout = time.Second
 
 // maxBatchDelay is how long a commit waits for more concurrent Adds to join
 // it. Short, because every counted response waits for its commit.
-const maxBatchDelay = 2 * time.Millisecond
+const maxBatchDelay = 250 * time.Microsecond
 
 const schemaVersion = "1"
 

@@ -126,6 +126,28 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		add(measure(name, "SandboxAPI via gateway", cfg.Requests, func() error { _, err := svc.execute(h.lang, h.code, true); return err }))
 	}
 
+	// Sessions: create (a warm session pool answers) and execute in a live
+	// interpreter, through the gateway.
+	if langs["python3"] {
+		add(measure("python3 session", "create + delete", cfg.Requests, func() error {
+			id, err := svc.createSession("python3")
+			if err != nil {
+				return err
+			}
+			return svc.deleteSession(id)
+		}))
+		id, err := svc.createSession("python3")
+		if err != nil {
+			return nil, err
+		}
+		_, _ = svc.sessionExecute(id, "x = 0")
+		add(measure("python3 session", "execute x = 42", cfg.Requests*2, func() error {
+			_, err := svc.sessionExecute(id, "x = 42")
+			return err
+		}))
+		_ = svc.deleteSession(id)
+	}
+
 	// Gateway overhead: the same cheap call through the gateway and straight
 	// to the cell.
 	add(measure("GET /v1/languages", "via gateway", cfg.Requests*4, func() error { return svc.get("/v1/languages", true) }))
@@ -394,6 +416,71 @@ func (s *service) execute(lang, code string, viaGateway bool) (map[string]any, e
 	}
 	if resp.StatusCode != http.StatusOK || m["status"] != "completed" || m["stdout"] != "Hello, World!\n" {
 		return m, fmt.Errorf("HTTP %d: %v", resp.StatusCode, m)
+	}
+	return m, nil
+}
+
+// createSession opens a session and returns its id.
+func (s *service) createSession(lang string) (string, error) {
+	body, _ := json.Marshal(map[string]any{"language": lang, "idle_ttl": 300})
+	m, err := s.call("POST", "/v1/sessions", body, http.StatusCreated)
+	if err != nil {
+		return "", err
+	}
+	id, _ := m["id"].(string)
+	if id == "" {
+		return "", fmt.Errorf("session create: no id in %v", m)
+	}
+	return id, nil
+}
+
+func (s *service) deleteSession(id string) error {
+	req, err := s.request("DELETE", "/v1/sessions/"+id, nil, true)
+	if err != nil {
+		return err
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("session delete: HTTP %d", resp.StatusCode)
+	}
+	return nil
+}
+
+func (s *service) sessionExecute(id, code string) (map[string]any, error) {
+	body, _ := json.Marshal(map[string]string{"code": code})
+	m, err := s.call("POST", "/v1/sessions/"+id+"/execute", body, http.StatusOK)
+	if err != nil {
+		return m, err
+	}
+	if m["status"] != "completed" {
+		return m, fmt.Errorf("session execute: %v", m)
+	}
+	return m, nil
+}
+
+// call sends a JSON request through the gateway and decodes the answer,
+// which must have status want.
+func (s *service) call(method, path string, body []byte, want int) (map[string]any, error) {
+	req, err := s.request(method, path, body, true)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if resp.StatusCode != want {
+		return m, fmt.Errorf("%s %s: HTTP %d: %v", method, path, resp.StatusCode, m)
 	}
 	return m, nil
 }
