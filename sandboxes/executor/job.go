@@ -121,14 +121,7 @@ func runStep(lang *langs.Language, req Request, lim Limits, base []string) wire.
 	return wire.Step{
 		Name: "run", Argv: argv, Env: withEnv(base, req.Env), Dir: workDir,
 		Stdin: req.Stdin, MergeStderr: req.MergeStderr,
-		Limits: wire.Limits{
-			CPUMillis:     lim.CPU.Milliseconds(),
-			WallMillis:    lim.Wall.Milliseconds(),
-			Processes:     lim.Processes,
-			OpenFiles:     lim.OpenFiles,
-			FileSizeBytes: lim.FileSizeBytes,
-			OutputBytes:   lim.OutputBytes,
-		},
+		Limits: lim.stepLimits(),
 	}
 }
 

@@ -79,7 +79,7 @@ func (s *Session) Execute(ctx context.Context, req Request) (*Result, error) {
 	var job wire.Job
 	if s.repl {
 		job = wire.Job{WorkDir: "/work", UID: rootfs.UserID, GID: rootfs.GroupID, Files: wireFiles(req.Files),
-			Steps: []wire.Step{{Name: "run", Repl: true, Code: req.Code, Stdin: req.Stdin, Limits: s.e.wireLimits(lim)}}}
+			Steps: []wire.Step{{Name: "run", Repl: true, Code: req.Code, Stdin: req.Stdin, Limits: lim.stepLimits()}}}
 	} else {
 		job = s.e.job(s.lang, req, lim)
 	}
@@ -91,7 +91,7 @@ func (s *Session) Execute(ctx context.Context, req Request) (*Result, error) {
 func (s *Session) Command(ctx context.Context, argv, env []string, lim Limits, onOutput func(string, []byte)) (*Result, error) {
 	lim = lim.withDefaults(s.limit)
 	job := wire.Job{WorkDir: "/work", UID: rootfs.UserID, GID: rootfs.GroupID,
-		Steps: []wire.Step{{Name: "run", Argv: argv, Env: append(s.e.baseEnv(s.lang), env...), Dir: "/work", Limits: s.e.wireLimits(lim)}}}
+		Steps: []wire.Step{{Name: "run", Argv: argv, Env: append(s.e.baseEnv(s.lang), env...), Dir: "/work", Limits: lim.stepLimits()}}}
 	return s.run(ctx, job, lim, onOutput)
 }
 
@@ -148,14 +148,14 @@ func wireFiles(fs []File) []wire.File {
 	return out
 }
 
-// wireLimits are lim as the init enforces them on a step.
-func (e *Executor) wireLimits(lim Limits) wire.Limits {
+// stepLimits is l as the init enforces it on a run step.
+func (l Limits) stepLimits() wire.Limits {
 	return wire.Limits{
-		CPUMillis:     lim.CPU.Milliseconds(),
-		WallMillis:    lim.Wall.Milliseconds(),
-		Processes:     lim.Processes,
-		OpenFiles:     lim.OpenFiles,
-		FileSizeBytes: lim.FileSizeBytes,
-		OutputBytes:   lim.OutputBytes,
+		CPUMillis:     l.CPU.Milliseconds(),
+		WallMillis:    l.Wall.Milliseconds(),
+		Processes:     l.Processes,
+		OpenFiles:     l.OpenFiles,
+		FileSizeBytes: l.FileSizeBytes,
+		OutputBytes:   l.OutputBytes,
 	}
 }
