@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sandboxapi/sandboxapi/billing/accounts"
+	"github.com/sandboxapi/sandboxapi/caddy-modules/blockopts"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 )
@@ -223,35 +224,11 @@ func writeError(w http.ResponseWriter, status int, code, message string) error {
 //	    rapidapi_proxy_secret <secret>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // the directive name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for d.NextBlock(0) {
-		var dst *string
-		switch d.Val() {
-		case "accounts_db":
-			dst = &h.AccountsDB
-		case "cell_secret_file":
-			dst = &h.CellSecretFile
-		case "rapidapi_proxy_secret":
-			dst = &h.RapidAPIProxySecret
-		default:
-			return d.Errf("unrecognized sandboxapi_auth option %q", d.Val())
-		}
-		opt := d.Val()
-		if !d.NextArg() {
-			return d.ArgErr()
-		}
-		if *dst != "" {
-			return d.Errf("%s already specified", opt)
-		}
-		*dst = d.Val()
-		if d.NextArg() {
-			return d.ArgErr()
-		}
-	}
-	return nil
+	return blockopts.Parse(d, map[string]*string{
+		"accounts_db":           &h.AccountsDB,
+		"cell_secret_file":      &h.CellSecretFile,
+		"rapidapi_proxy_secret": &h.RapidAPIProxySecret,
+	})
 }
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {

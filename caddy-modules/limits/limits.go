@@ -43,6 +43,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/billing/usage"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/auth"
+	"github.com/sandboxapi/sandboxapi/caddy-modules/blockopts"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 )
 
@@ -349,35 +350,11 @@ func writeError(w http.ResponseWriter, status int, code, message string, retryAf
 //	    rate_store <name>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // the directive name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for d.NextBlock(0) {
-		var dst *string
-		switch d.Val() {
-		case "usage_db":
-			dst = &h.UsageDB
-		case "plans_file":
-			dst = &h.PlansFile
-		case "rate_store":
-			dst = &h.RateStore
-		default:
-			return d.Errf("unrecognized sandboxapi_limits option %q", d.Val())
-		}
-		opt := d.Val()
-		if !d.NextArg() {
-			return d.ArgErr()
-		}
-		if *dst != "" {
-			return d.Errf("%s already specified", opt)
-		}
-		*dst = d.Val()
-		if d.NextArg() {
-			return d.ArgErr()
-		}
-	}
-	return nil
+	return blockopts.Parse(d, map[string]*string{
+		"usage_db":   &h.UsageDB,
+		"plans_file": &h.PlansFile,
+		"rate_store": &h.RateStore,
+	})
 }
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
