@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sandboxapi/sandboxapi/billing/dbshare"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -52,10 +53,8 @@ var lockTimeout = time.Second
 const schemaVersion = "1"
 
 var (
-	bucketMeta     = []byte("meta")
 	bucketAccounts = []byte("accounts") // account ID -> JSON Account
 	bucketKeys     = []byte("keys")     // SHA-256(key) -> account ID
-	keyVersion     = []byte("schema_version")
 )
 
 // Account is a customer.
@@ -75,37 +74,12 @@ type Store struct {
 // Open opens (creating if needed) the database at path. Only one Store may
 // have a file open at a time; a second Open fails with ErrLocked.
 func Open(path string) (*Store, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
-	if errors.Is(err, bolt.ErrTimeout) {
+	db, err := dbshare.OpenBolt(path, schemaVersion, lockTimeout, bucketAccounts, bucketKeys)
+	if errors.Is(err, dbshare.ErrLocked) {
 		return nil, fmt.Errorf("%w: %s", ErrLocked, path)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("accounts: opening %s: %w", path, err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
-		if err != nil {
-			return err
-		}
-		switch v := meta.Get(keyVersion); {
-		case v == nil:
-			if err := meta.Put(keyVersion, []byte(schemaVersion)); err != nil {
-				return err
-			}
-		case string(v) != schemaVersion:
-			// Refuse rather than misread a file written by a newer build.
-			return fmt.Errorf("schema version %q, this build understands %q", v, schemaVersion)
-		}
-		for _, b := range [][]byte{bucketAccounts, bucketKeys} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("accounts: initialising %s: %w", path, err)
+		return nil, fmt.Errorf("accounts: %w", err)
 	}
 	return &Store{db: db}, nil
 }

@@ -20,6 +20,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/sandboxapi/sandboxapi/billing/dbshare"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -55,9 +56,7 @@ const maxBatchDelay = 250 * time.Microsecond
 const schemaVersion = "1"
 
 var (
-	bucketMeta  = []byte("meta")
 	bucketUsage = []byte("usage") // account ID -> bucket of month -> count
-	keyVersion  = []byte("schema_version")
 )
 
 // Month returns the month key of t in UTC, e.g. "2025-03".
@@ -87,36 +86,14 @@ type Ledger struct {
 // Open opens (creating if needed) the ledger at path. Only one Ledger may
 // have a file open at a time; a second Open fails with ErrLocked.
 func Open(path string) (*Ledger, error) {
-	// NoSync stays false (the default): every commit is fsynced.
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
-	if errors.Is(err, bolt.ErrTimeout) {
+	db, err := dbshare.OpenBolt(path, schemaVersion, lockTimeout, bucketUsage)
+	if errors.Is(err, dbshare.ErrLocked) {
 		return nil, fmt.Errorf("%w: %s", ErrLocked, path)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("usage: opening %s: %w", path, err)
+		return nil, fmt.Errorf("usage: %w", err)
 	}
 	db.MaxBatchDelay = maxBatchDelay
-	err = db.Update(func(tx *bolt.Tx) error {
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
-		if err != nil {
-			return err
-		}
-		switch v := meta.Get(keyVersion); {
-		case v == nil:
-			if err := meta.Put(keyVersion, []byte(schemaVersion)); err != nil {
-				return err
-			}
-		case string(v) != schemaVersion:
-			// Refuse rather than misread a file written by a newer build.
-			return fmt.Errorf("schema version %q, this build understands %q", v, schemaVersion)
-		}
-		_, err = tx.CreateBucketIfNotExists(bucketUsage)
-		return err
-	})
-	if err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("usage: initialising %s: %w", path, err)
-	}
 	return &Ledger{db: db}, nil
 }
 

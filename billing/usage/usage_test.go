@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandboxapi/sandboxapi/billing/dbshare"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -267,11 +268,11 @@ func TestSchemaVersionMismatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucket(bucketMeta)
+		b, err := tx.CreateBucket(dbshare.MetaBucket)
 		if err != nil {
 			return err
 		}
-		return b.Put(keyVersion, []byte("99"))
+		return b.Put(dbshare.VersionKey, []byte("99"))
 	})
 	if err != nil {
 		t.Fatal(err)
