@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -12,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -22,84 +20,7 @@ import (
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/billing/accounts"
-	"github.com/sandboxapi/sandboxapi/sandboxes/sandboxtest"
 )
-
-// startDevArgs is startDev with extra flags for `sandboxapi dev`.
-func startDevArgs(t *testing.T, dataDir string, extra []string, env ...string) *devServer {
-	t.Helper()
-	runscPath, err := sandboxtest.RunscPath()
-	if err != nil {
-		t.Fatal(err)
-	}
-	initPath, err := sandboxtest.InitBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &devServer{t: t, dataDir: dataDir, output: &bytes.Buffer{}}
-	args := append([]string{"dev", "--listen", freeAddr(t), "--data-dir", dataDir, "--runsc", runscPath, "--init", initPath}, extra...)
-	s.cmd = exec.Command(sandboxapiBinary(t), args...)
-	s.cmd.Env = append(os.Environ(), env...)
-	stdout, err := s.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.cmd.Stderr = &syncWriter{buf: s.output}
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.stop)
-	lines := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	deadline := time.After(2 * time.Minute)
-	for s.key == "" {
-		select {
-		case line, ok := <-lines:
-			if !ok {
-				t.Fatalf("sandboxapi dev exited before it was up:\n%s", s.logs())
-			}
-			if m := upLine.FindStringSubmatch(line); m != nil {
-				s.base, s.cell = "http://"+m[1], m[2]
-			}
-			if m := keyLine.FindStringSubmatch(line); m != nil {
-				s.key = m[1]
-			}
-		case <-deadline:
-			t.Fatalf("sandboxapi dev did not come up in time:\n%s", s.logs())
-		}
-	}
-	go func() {
-		for range lines {
-		}
-	}()
-	return s
-}
-
-// syncWriter lets the test read the server's log while it writes it.
-type syncWriter struct {
-	mu  sync.Mutex
-	buf *bytes.Buffer
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.Write(p)
-}
-
-func (s *devServer) logs() string {
-	if w, ok := s.cmd.Stderr.(*syncWriter); ok {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-	}
-	return s.output.String()
-}
 
 // kill9 ends the server with SIGKILL: no shutdown code runs.
 func (s *devServer) kill9() {

@@ -80,6 +80,12 @@ var upLine = regexp.MustCompile(`gateway http://(\S+), cell node (\S+)`)
 // prints its key. env adds environment variables.
 func startDev(t *testing.T, dataDir string, env ...string) *devServer {
 	t.Helper()
+	return startDevArgs(t, dataDir, nil, env...)
+}
+
+// startDevArgs is startDev with extra flags for `sandboxapi dev`.
+func startDevArgs(t *testing.T, dataDir string, extra []string, env ...string) *devServer {
+	t.Helper()
 	runscPath, err := sandboxtest.RunscPath()
 	if err != nil {
 		t.Fatal(err)
@@ -89,19 +95,18 @@ func startDev(t *testing.T, dataDir string, env ...string) *devServer {
 		t.Fatal(err)
 	}
 	s := &devServer{t: t, dataDir: dataDir, output: &bytes.Buffer{}}
-	s.cmd = exec.Command(sandboxapiBinary(t), "dev", "--listen", freeAddr(t), "--data-dir", dataDir,
-		"--runsc", runscPath, "--init", initPath)
+	args := append([]string{"dev", "--listen", freeAddr(t), "--data-dir", dataDir, "--runsc", runscPath, "--init", initPath}, extra...)
+	s.cmd = exec.Command(sandboxapiBinary(t), args...)
 	s.cmd.Env = append(os.Environ(), env...)
 	stdout, err := s.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.cmd.Stderr = s.output
+	s.cmd.Stderr = &syncWriter{buf: s.output}
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.stop)
-
 	lines := make(chan string)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -115,7 +120,7 @@ func startDev(t *testing.T, dataDir string, env ...string) *devServer {
 		select {
 		case line, ok := <-lines:
 			if !ok {
-				t.Fatalf("sandboxapi dev exited before it was up:\n%s", s.output)
+				t.Fatalf("sandboxapi dev exited before it was up:\n%s", s.logs())
 			}
 			if m := upLine.FindStringSubmatch(line); m != nil {
 				s.base, s.cell = "http://"+m[1], m[2]
@@ -124,7 +129,7 @@ func startDev(t *testing.T, dataDir string, env ...string) *devServer {
 				s.key = m[1]
 			}
 		case <-deadline:
-			t.Fatalf("sandboxapi dev did not come up in time:\n%s", s.output)
+			t.Fatalf("sandboxapi dev did not come up in time:\n%s", s.logs())
 		}
 	}
 	go func() {
@@ -132,6 +137,26 @@ func startDev(t *testing.T, dataDir string, env ...string) *devServer {
 		}
 	}()
 	return s
+}
+
+// syncWriter lets the test read the server's log while it writes it.
+type syncWriter struct {
+	mu  sync.Mutex
+	buf *bytes.Buffer
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(p)
+}
+
+func (s *devServer) logs() string {
+	if w, ok := s.cmd.Stderr.(*syncWriter); ok {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+	}
+	return s.output.String()
 }
 
 func (s *devServer) stop() {
