@@ -401,21 +401,13 @@ func (s *service) request(method, path string, body []byte, viaGateway bool) (*h
 
 func (s *service) execute(lang, code string, viaGateway bool) (map[string]any, error) {
 	body, _ := json.Marshal(map[string]string{"language": lang, "code": code})
-	req, err := s.request("POST", "/v1/execute", body, viaGateway)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
 	var m map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+	status, err := s.send("POST", "/v1/execute", body, viaGateway, &m)
+	if err != nil {
 		return nil, err
 	}
-	if resp.StatusCode != http.StatusOK || m["status"] != "completed" || m["stdout"] != "Hello, World!\n" {
-		return m, fmt.Errorf("HTTP %d: %v", resp.StatusCode, m)
+	if status != http.StatusOK || m["status"] != "completed" || m["stdout"] != "Hello, World!\n" {
+		return m, fmt.Errorf("HTTP %d: %v", status, m)
 	}
 	return m, nil
 }
@@ -435,20 +427,11 @@ func (s *service) createSession(lang string) (string, error) {
 }
 
 func (s *service) deleteSession(id string) error {
-	req, err := s.request("DELETE", "/v1/sessions/"+id, nil, true)
-	if err != nil {
-		return err
+	status, err := s.send("DELETE", "/v1/sessions/"+id, nil, true, nil)
+	if err == nil && status/100 != 2 {
+		err = fmt.Errorf("session delete: HTTP %d", status)
 	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("session delete: HTTP %d", resp.StatusCode)
-	}
-	return nil
+	return err
 }
 
 func (s *service) sessionExecute(id, code string) (map[string]any, error) {
@@ -466,54 +449,47 @@ func (s *service) sessionExecute(id, code string) (map[string]any, error) {
 // call sends a JSON request through the gateway and decodes the answer,
 // which must have status want.
 func (s *service) call(method, path string, body []byte, want int) (map[string]any, error) {
-	req, err := s.request(method, path, body, true)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
 	var m map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+	status, err := s.send(method, path, body, true, &m)
+	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
-	if resp.StatusCode != want {
-		return m, fmt.Errorf("%s %s: HTTP %d: %v", method, path, resp.StatusCode, m)
+	if status != want {
+		return m, fmt.Errorf("%s %s: HTTP %d: %v", method, path, status, m)
 	}
 	return m, nil
 }
 
 func (s *service) get(path string, viaGateway bool) error {
-	req, err := s.request("GET", path, nil, viaGateway)
+	status, err := s.send("GET", path, nil, viaGateway, nil)
+	if err == nil && status != http.StatusOK {
+		err = fmt.Errorf("%s: HTTP %d", path, status)
+	}
+	return err
+}
+
+// send makes one request and decodes its JSON answer into out, or discards
+// the body when out is nil; it returns the HTTP status.
+func (s *service) send(method, path string, body []byte, viaGateway bool, out any) (int, error) {
+	req, err := s.request(method, path, body, viaGateway)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: HTTP %d", path, resp.StatusCode)
+	if out == nil {
+		_, err = io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode, err
 	}
-	return nil
+	return resp.StatusCode, json.NewDecoder(resp.Body).Decode(out)
 }
 
 func (s *service) languages() (map[string]bool, error) {
-	req, err := s.request("GET", "/v1/languages", nil, true)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
 	var list []struct{ ID string }
-	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+	if _, err := s.send("GET", "/v1/languages", nil, true, &list); err != nil {
 		return nil, fmt.Errorf("bench: /v1/languages: %w", err)
 	}
 	out := map[string]bool{}
