@@ -59,31 +59,80 @@ func mountOverlays(job wire.Job) error {
 	return nil
 }
 
-// writeFilesIn writes files under dir, owned by uid and gid. No program
-// has run yet in this execution, so no symlink can be in their way.
+// writeFilesIn writes files under dir, owned by uid and gid, replacing any
+// file already at their paths (in an overlay, the lower layer's may be
+// there, read-only).
 func writeFilesIn(dir string, files []wire.File, uid, gid int) error {
 	for _, f := range files {
 		if err := wire.CheckPath(f.Path); err != nil {
-			return err
-		}
-		p := filepath.Join(dir, filepath.FromSlash(f.Path))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return err
 		}
 		mode := os.FileMode(f.Mode)
 		if mode == 0 {
 			mode = 0o644
 		}
-		// Remove first: a file of the lower layer may be there, read-only.
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := writeFileBeneath(dir, f.Path, f.Content, mode, uid, gid); err != nil {
 			return err
 		}
-		if err := os.WriteFile(p, f.Content, mode); err != nil {
-			return err
+	}
+	return nil
+}
+
+// writeFileBeneath writes rel (a checked, slash-separated path) under dir,
+// creating missing directories, all owned by uid and gid. It never follows
+// a symlink: in a session the work dir holds what earlier programs left,
+// and this init runs as root, so a link planted there must not steer its
+// writes elsewhere. Each component is opened relative to its parent's
+// descriptor, so nothing can be swapped in between the checks and the
+// writes either.
+func writeFileBeneath(dir, rel string, content []byte, mode os.FileMode, uid, gid int) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dir, err)
+	}
+	parts := strings.Split(rel, "/")
+	for _, name := range parts[:len(parts)-1] {
+		err := unix.Mkdirat(fd, name, 0o755)
+		created := err == nil
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			unix.Close(fd)
+			return fmt.Errorf("mkdir %s: %w", rel, err)
 		}
-		if err := os.Lchown(p, uid, gid); err != nil {
-			return err
+		next, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("open %s: %w", rel, err)
 		}
+		fd = next
+		if created {
+			if err := unix.Fchown(fd, uid, gid); err != nil {
+				unix.Close(fd)
+				return fmt.Errorf("chown %s: %w", rel, err)
+			}
+		}
+	}
+	defer unix.Close(fd)
+	name := parts[len(parts)-1]
+	// Unlink first, so the new file is ours whatever was there: a
+	// read-only file of an overlay's lower layer, a link, a fifo.
+	if err := unix.Unlinkat(fd, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("replace %s: %w", rel, err)
+	}
+	ffd, err := unix.Openat(fd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(mode.Perm()))
+	if err != nil {
+		return fmt.Errorf("create %s: %w", rel, err)
+	}
+	f := os.NewFile(uintptr(ffd), rel)
+	defer f.Close()
+	if _, err := f.Write(content); err != nil {
+		return fmt.Errorf("write %s: %w", rel, err)
+	}
+	// Chmod after creating: the umask must not narrow the requested mode.
+	if err := f.Chmod(mode.Perm()); err != nil {
+		return fmt.Errorf("chmod %s: %w", rel, err)
+	}
+	if err := f.Chown(uid, gid); err != nil {
+		return fmt.Errorf("chown %s: %w", rel, err)
 	}
 	return nil
 }

@@ -156,6 +156,39 @@ func TestWriteFilesIn(t *testing.T) {
 	}
 }
 
+// A session's work dir holds what earlier programs left; links among it
+// must not carry the init's (root's) writes outside.
+func TestWriteFilesInIgnoresPlantedLinks(t *testing.T) {
+	dir, outside := t.TempDir(), t.TempDir()
+	target := filepath.Join(outside, "victim")
+	if err := os.WriteFile(target, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, filepath.Join(dir, "main.py")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(dir, "sub")); err != nil {
+		t.Fatal(err)
+	}
+	err := writeFilesIn(dir, []wire.File{{Path: "main.py", Content: []byte("print(1)"), Mode: 0o755}}, 4242, 4343)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "keep" {
+		t.Errorf("written through a planted file link: victim now %q", b)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(filepath.Join(dir, "main.py"), &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG || st.Mode&0o777 != 0o755 {
+		t.Errorf("main.py: mode %o %v, want a regular file 0755", st.Mode, err)
+	}
+	if err := writeFilesIn(dir, []wire.File{{Path: "sub/f", Content: []byte("x")}}, 0, 0); err == nil {
+		t.Error("wrote beneath a planted directory link")
+	}
+	if _, err := os.Stat(filepath.Join(outside, "f")); err == nil {
+		t.Error("a file appeared outside the work dir")
+	}
+}
+
 func TestWithAddressSpace(t *testing.T) {
 	argv := []string{"/usr/bin/gcc", "-o", "main", "main.c"}
 	got, err := withAddressSpace(argv, wire.Limits{})

@@ -15,7 +15,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -107,32 +106,13 @@ func runJob(job wire.Job, out *frameWriter, pre *prestarted) error {
 	return nil
 }
 
+// writeFiles writes the job's files into its work dir, owned by the user
+// the program runs as.
 func writeFiles(job wire.Job) error {
-	for _, f := range job.Files {
-		if err := wire.CheckPath(f.Path); err != nil {
-			return fmt.Errorf("write files: %w", err)
-		}
-		// The work dir is a new, empty tmpfs and no program has run yet,
-		// so no symlink can be in the way of these paths.
-		p := filepath.Join(job.WorkDir, filepath.FromSlash(f.Path))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return fmt.Errorf("write files: %w", err)
-		}
-		mode := os.FileMode(f.Mode)
-		if mode == 0 {
-			mode = 0o644
-		}
-		if err := os.WriteFile(p, f.Content, mode); err != nil {
-			return fmt.Errorf("write files: %w", err)
-		}
+	if err := writeFilesIn(job.WorkDir, job.Files, job.UID, job.GID); err != nil {
+		return fmt.Errorf("write files: %w", err)
 	}
-	// The program runs as job.UID: give it the work dir and what is in it.
-	return filepath.Walk(job.WorkDir, func(p string, _ os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		return os.Lchown(p, job.UID, job.GID)
-	})
+	return nil
 }
 
 // rlimitMu serialises the window in which the init lowers its own rlimits so
