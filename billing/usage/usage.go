@@ -7,10 +7,17 @@
 //
 //	bucket "usage" → bucket <account ID> → key "YYYY-MM" → uint64 count (big-endian)
 //
-// Every Add is committed, and fsynced, before it returns: an execution a
-// client was told about is never lost to a crash. Concurrent Adds share a
-// commit (bbolt's Batch), so the fsync cost is paid once per group of
-// requests rather than once per request.
+// Counts change through one writer goroutine that commits (and fsyncs)
+// whatever has been recorded since its last commit, so concurrent requests
+// share an fsync. Two ways in:
+//
+//   - Record returns at once, with the new total; the change is on disk one
+//     commit later (about a millisecond here). The gateway uses it, so no
+//     response waits for a disk flush; a crash can lose the executions of
+//     that last moment, never more.
+//   - Add returns only once its change is on disk.
+//
+// Count and Months include what has been recorded but not yet committed.
 package usage
 
 import (
@@ -18,6 +25,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/billing/dbshare"
@@ -34,6 +44,8 @@ var (
 	// ErrShared is returned by Close on a ledger from OpenShared, whose other
 	// users would otherwise lose it underneath them.
 	ErrShared = errors.New("usage: ledger is shared; call the release func from OpenShared instead of Close")
+	// ErrClosed is returned for changes to a ledger that has been closed.
+	ErrClosed = errors.New("usage: ledger is closed")
 	// ErrOverflow means an Add would take a count past what it can hold.
 	ErrOverflow = errors.New("usage: count overflow")
 )
@@ -49,9 +61,9 @@ const maxAccountIDLen = 256
 // so tests need not wait a full second.
 var lockTimeout = time.Second
 
-// maxBatchDelay is how long a commit waits for more concurrent Adds to join
-// it. Short, because every counted response waits for its commit.
-const maxBatchDelay = 250 * time.Microsecond
+// retryDelay is how long the writer waits after a failed commit before it
+// tries again; what failed stays pending meanwhile.
+var retryDelay = 100 * time.Millisecond
 
 const schemaVersion = "1"
 
@@ -81,7 +93,27 @@ type MonthCount struct {
 type Ledger struct {
 	db     *bolt.DB
 	shared bool
+
+	mu sync.Mutex
+	// totals holds, for every (account, month) recorded since Open, the
+	// count including what is still pending: Count answers from it.
+	totals map[key]int64
+	// pending holds what has been recorded but not committed yet.
+	pending map[key]int64
+	// recorded numbers the Records; committed is the number up to which all
+	// are on disk. A failed commit sets commitErr until one succeeds.
+	recorded, committed uint64
+	commitErr           error
+	closed              bool
+	changed             *sync.Cond // on mu: a commit finished, or the writer stopped
+
+	kick     chan struct{}
+	stop     chan struct{}
+	stopped  chan struct{}
+	stopOnce sync.Once
 }
+
+type key struct{ account, month string }
 
 // Open opens (creating if needed) the ledger at path. Only one Ledger may
 // have a file open at a time; a second Open fails with ErrLocked.
@@ -93,12 +125,15 @@ func Open(path string) (*Ledger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("usage: %w", err)
 	}
-	db.MaxBatchDelay = maxBatchDelay
-	return &Ledger{db: db}, nil
+	l := &Ledger{db: db, totals: map[key]int64{}, pending: map[key]int64{},
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
+	l.changed = sync.NewCond(&l.mu)
+	go l.writeLoop()
+	return l, nil
 }
 
-// Close closes the ledger. Ledgers from OpenShared are closed by their
-// release func instead.
+// Close commits what is pending and closes the ledger. Ledgers from
+// OpenShared are closed by their release func instead.
 func (l *Ledger) Close() error {
 	if l.shared {
 		return ErrShared
@@ -107,68 +142,209 @@ func (l *Ledger) Close() error {
 }
 
 func (l *Ledger) close() error {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	l.stopOnce.Do(func() { close(l.stop) })
+	<-l.stopped
+	// The writer has stopped; one last commit of anything left.
+	flushErr := l.commit()
 	if err := l.db.Close(); err != nil {
 		return fmt.Errorf("usage: closing: %w", err)
+	}
+	if flushErr != nil {
+		return fmt.Errorf("usage: closing: last commit: %w", flushErr)
 	}
 	return nil
 }
 
-// Add adds n executions to accountID's count for month ("YYYY-MM") and
-// returns the new count. It returns only after the change is on disk. n must
-// be positive.
+// Record adds n executions to accountID's count for month ("YYYY-MM") and
+// returns the new count without waiting for the disk: the change is
+// committed by the ledger's writer right after. n must be positive.
+func (l *Ledger) Record(accountID, month string, n int64) (int64, error) {
+	total, _, err := l.record(accountID, month, n)
+	return total, err
+}
+
+// Add is Record, returning only once the change is on disk. If the commit
+// fails, Add returns its error; the change stays pending and the writer
+// retries it.
 func (l *Ledger) Add(accountID, month string, n int64) (int64, error) {
-	if err := validate(accountID, month); err != nil {
-		return 0, err
-	}
-	if n <= 0 {
-		return 0, fmt.Errorf("%w: adding %d executions; the count must be positive", ErrInvalid, n)
-	}
-	var total int64
-	// Batch may run fn again in a fresh transaction if another function in
-	// its batch fails; fn only touches the transaction, so that is safe.
-	err := l.db.Batch(func(tx *bolt.Tx) error {
-		b, err := tx.Bucket(bucketUsage).CreateBucketIfNotExists([]byte(accountID))
-		if err != nil {
-			return fmt.Errorf("usage: account bucket %s: %w", accountID, err)
-		}
-		cur, err := decode(b.Get([]byte(month)))
-		if err != nil {
-			return fmt.Errorf("usage: %s %s: %w", accountID, month, err)
-		}
-		if cur > math.MaxInt64-n {
-			return fmt.Errorf("%w: %s %s holds %d, adding %d", ErrOverflow, accountID, month, cur, n)
-		}
-		total = cur + n
-		if err := b.Put([]byte(month), encode(total)); err != nil {
-			return fmt.Errorf("usage: storing %s %s: %w", accountID, month, err)
-		}
-		return nil
-	})
+	total, seq, err := l.record(accountID, month, n)
 	if err != nil {
 		return 0, err
 	}
-	return total, nil
+	return total, l.waitCommitted(seq)
 }
 
-// Count returns accountID's count for month ("YYYY-MM"); 0 if it ran
-// nothing then.
-func (l *Ledger) Count(accountID, month string) (int64, error) {
+// Sync returns once everything recorded so far is on disk, or with the
+// error of the commit that failed to put it there.
+func (l *Ledger) Sync() error {
+	l.mu.Lock()
+	seq := l.recorded
+	l.mu.Unlock()
+	return l.waitCommitted(seq)
+}
+
+func (l *Ledger) record(accountID, month string, n int64) (int64, uint64, error) {
 	if err := validate(accountID, month); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
+	if n <= 0 {
+		return 0, 0, fmt.Errorf("%w: adding %d executions; the count must be positive", ErrInvalid, n)
+	}
+	k := key{accountID, month}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return 0, 0, ErrClosed
+	}
+	cur, ok := l.totals[k]
+	if !ok {
+		var err error
+		if cur, err = l.stored(k); err != nil {
+			l.mu.Unlock()
+			return 0, 0, err
+		}
+	}
+	if cur > math.MaxInt64-n {
+		l.mu.Unlock()
+		return 0, 0, fmt.Errorf("%w: %s %s holds %d, adding %d", ErrOverflow, accountID, month, cur, n)
+	}
+	l.totals[k] = cur + n
+	l.pending[k] += n
+	l.recorded++
+	seq := l.recorded
+	l.mu.Unlock()
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+	return cur + n, seq, nil
+}
+
+// waitCommitted waits until record number seq is on disk. A failed commit
+// ends the wait with its error.
+func (l *Ledger) waitCommitted(seq uint64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for l.committed < seq {
+		if l.commitErr != nil {
+			return l.commitErr
+		}
+		select {
+		case <-l.stopped:
+			return ErrClosed
+		default:
+		}
+		l.changed.Wait()
+	}
+	return nil
+}
+
+// writeLoop commits what is pending each time something is recorded;
+// records made during a commit go together in the next one.
+func (l *Ledger) writeLoop() {
+	defer func() {
+		l.mu.Lock()
+		close(l.stopped)
+		l.changed.Broadcast()
+		l.mu.Unlock()
+	}()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-l.kick:
+		}
+		if l.commit() != nil {
+			select {
+			case <-l.stop:
+				return
+			case <-time.After(retryDelay):
+			}
+			select {
+			case l.kick <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// commit writes what is pending in one transaction. On failure the
+// changes go back to pending, to be tried again.
+func (l *Ledger) commit() error {
+	l.mu.Lock()
+	batch, upTo := l.pending, l.recorded
+	if len(batch) == 0 {
+		l.mu.Unlock()
+		return nil
+	}
+	l.pending = map[key]int64{}
+	l.mu.Unlock()
+
+	err := l.db.Update(func(tx *bolt.Tx) error {
+		for k, n := range batch {
+			b, err := tx.Bucket(bucketUsage).CreateBucketIfNotExists([]byte(k.account))
+			if err != nil {
+				return fmt.Errorf("usage: account bucket %s: %w", k.account, err)
+			}
+			cur, err := decode(b.Get([]byte(k.month)))
+			if err != nil {
+				return fmt.Errorf("usage: %s %s: %w", k.account, k.month, err)
+			}
+			if err := b.Put([]byte(k.month), encode(cur+n)); err != nil {
+				return fmt.Errorf("usage: storing %s %s: %w", k.account, k.month, err)
+			}
+		}
+		return nil
+	})
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	defer l.changed.Broadcast()
+	if err != nil {
+		for k, n := range batch {
+			l.pending[k] += n
+		}
+		l.commitErr = err
+		return err
+	}
+	l.commitErr = nil
+	l.committed = upTo
+	return nil
+}
+
+// stored reads a count from the file; l.mu is held.
+func (l *Ledger) stored(k key) (int64, error) {
 	var n int64
 	err := l.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketUsage).Bucket([]byte(accountID))
+		b := tx.Bucket(bucketUsage).Bucket([]byte(k.account))
 		if b == nil {
 			return nil
 		}
 		var err error
-		if n, err = decode(b.Get([]byte(month))); err != nil {
-			return fmt.Errorf("usage: %s %s: %w", accountID, month, err)
+		if n, err = decode(b.Get([]byte(k.month))); err != nil {
+			return fmt.Errorf("usage: %s %s: %w", k.account, k.month, err)
 		}
 		return nil
 	})
 	return n, err
+}
+
+// Count returns accountID's count for month ("YYYY-MM"), including what is
+// recorded but not yet committed; 0 if it ran nothing then.
+func (l *Ledger) Count(accountID, month string) (int64, error) {
+	if err := validate(accountID, month); err != nil {
+		return 0, err
+	}
+	k := key{accountID, month}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n, ok := l.totals[k]; ok {
+		return n, nil
+	}
+	return l.stored(k)
 }
 
 // Months returns every month accountID has usage in, oldest first.
@@ -177,6 +353,8 @@ func (l *Ledger) Months(accountID string) ([]MonthCount, error) {
 		return nil, err
 	}
 	var out []MonthCount
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	err := l.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketUsage).Bucket([]byte(accountID))
 		if b == nil {
@@ -193,7 +371,24 @@ func (l *Ledger) Months(accountID string) ([]MonthCount, error) {
 			return nil
 		})
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	// What is recorded since Open, committed or not, is in totals.
+	for k, n := range l.totals {
+		if k.account != accountID {
+			continue
+		}
+		i, found := slices.BinarySearchFunc(out, k.month, func(m MonthCount, month string) int {
+			return strings.Compare(m.Month, month)
+		})
+		if found {
+			out[i].Count = n
+		} else {
+			out = slices.Insert(out, i, MonthCount{Month: k.month, Count: n})
+		}
+	}
+	return out, nil
 }
 
 func validate(accountID, month string) error {

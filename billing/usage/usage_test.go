@@ -251,6 +251,85 @@ func TestCountSurvivesAKilledProcess(t *testing.T) {
 	}
 }
 
+// Record answers before the disk does; what it recorded shows in Count and
+// Months at once, is on disk after Sync, and survives Close.
+func TestRecord(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "usage.db")
+	l, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Add("acct_a", "2025-02", 4); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []int64{1, 2, 3} {
+		got, err := l.Record("acct_a", "2025-03", 1)
+		if err != nil || got != want {
+			t.Fatalf("Record #%d = %d, %v; want %d", i, got, err, want)
+		}
+	}
+	if n, err := l.Count("acct_a", "2025-03"); err != nil || n != 3 {
+		t.Errorf("Count() = %d, %v right after Record; want 3", n, err)
+	}
+	want := []MonthCount{{"2025-02", 4}, {"2025-03", 3}}
+	if got, err := l.Months("acct_a"); err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("Months() = %v, %v; want %v", got, err, want)
+	}
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Record("acct_a", "2025-03", 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Record("acct_a", "2025-03", 1); !errors.Is(err, ErrClosed) {
+		t.Errorf("Record after Close: %v, want ErrClosed", err)
+	}
+	l, err = Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if n, err := l.Count("acct_a", "2025-03"); err != nil || n != 5 {
+		t.Errorf("after reopening, Count() = %d, %v; want 5", n, err)
+	}
+}
+
+// Many concurrent Records share commits and lose nothing.
+func TestConcurrentRecords(t *testing.T) {
+	l, path := openTemp(t)
+	const goroutines, each = 8, 200
+	var wg sync.WaitGroup
+	for range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				if _, err := l.Record("acct_a", "2025-03", 1); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	if n, _ := l2.Count("acct_a", "2025-03"); n != goroutines*each {
+		t.Errorf("on disk: %d, want %d", n, goroutines*each)
+	}
+}
+
 func TestSecondOpenIsLocked(t *testing.T) {
 	_, path := openTemp(t)
 	if l, err := Open(path); !errors.Is(err, ErrLocked) {

@@ -18,9 +18,10 @@
 //
 // What a request ran is what the cell reports in the response header
 // callerauth.HeaderExecutions (1, or a batch's size); requests that ran
-// nothing carry no such header and count nothing. The module adds the count
-// to the ledger before the response headers go out and removes every
-// internal header from the response, so clients never see them.
+// nothing carry no such header and count nothing. The module records the
+// count in the ledger as the response headers go out (without waiting for
+// the disk; see DESIGN.md) and removes every internal header from the
+// response, so clients never see them.
 package limits
 
 import (
@@ -312,7 +313,7 @@ func mayExecute(method string) bool {
 // reconcile it by hand; the response is already on its way, and the client
 // should get the result of what ran.
 func (h *Handler) count(account, month string, used, n int64) int64 {
-	total, err := h.ledger.Add(account, month, n)
+	total, err := h.ledger.Record(account, month, n)
 	if err != nil {
 		h.logger.Error("recording executions in the usage ledger",
 			zap.String("account", account), zap.String("month", month), zap.Int64("executions", n), zap.Error(err))
