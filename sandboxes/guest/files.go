@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -251,14 +252,14 @@ func withAddressSpace(argv []string, lim wire.Limits) ([]string, error) {
 }
 
 // execLimitedAS is the wrapper's side: set the limit, become the program.
+// Everything exec needs is allocated before the limit is set: the Go
+// runtime reserves far more address space than it uses, and an allocation
+// that needs a new mapping under the limit kills it (it did, now and then,
+// for g++).
 func execLimitedAS(limit string, argv []string) int {
 	n, err := strconv.ParseUint(limit, 10, 64)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "sandbox init: %s %q: %v\n", limitASFlag, limit, err)
-		return 126
-	}
-	if err := syscall.Setrlimit(syscall.RLIMIT_AS, &syscall.Rlimit{Cur: n, Max: n}); err != nil {
-		fmt.Fprintf(os.Stderr, "sandbox init: setrlimit AS: %v\n", err)
 		return 126
 	}
 	path := argv[0]
@@ -268,7 +269,28 @@ func execLimitedAS(limit string, argv []string) int {
 			return 127
 		}
 	}
-	err = syscall.Exec(path, argv, os.Environ())
-	fmt.Fprintf(os.Stderr, "%s: %v\n", argv[0], err)
+	pathp, err := syscall.BytePtrFromString(path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", argv[0], err)
+		return 127
+	}
+	argvp, err := syscall.SlicePtrFromStrings(argv)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", argv[0], err)
+		return 127
+	}
+	envp, err := syscall.SlicePtrFromStrings(os.Environ())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", argv[0], err)
+		return 127
+	}
+	lim := unix.Rlimit{Cur: n, Max: n}
+	if _, _, errno := syscall.RawSyscall6(unix.SYS_PRLIMIT64, 0, unix.RLIMIT_AS, uintptr(unsafe.Pointer(&lim)), 0, 0, 0); errno != 0 {
+		fmt.Fprintf(os.Stderr, "sandbox init: setrlimit AS: %v\n", errno)
+		return 126
+	}
+	_, _, errno := syscall.RawSyscall(unix.SYS_EXECVE, uintptr(unsafe.Pointer(pathp)),
+		uintptr(unsafe.Pointer(&argvp[0])), uintptr(unsafe.Pointer(&envp[0])))
+	fmt.Fprintf(os.Stderr, "%s: %v\n", argv[0], errno)
 	return 127
 }
