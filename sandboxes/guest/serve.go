@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -19,7 +20,8 @@ import (
 // Serve is the init of a reusable sandbox. It runs jobs from stdin one after
 // another; each runs in an execution of its own (see isolated), prepared
 // before the job arrives so that its set-up is off the request's path. A job
-// ends with a FrameDone; the sandbox ends at stdin's EOF.
+// ends with a FrameDone as soon as its execution has, while its replacement
+// is still being prepared; the sandbox ends at stdin's EOF.
 func Serve(cfgJSON string) int {
 	out := &frameWriter{w: os.Stdout}
 	var cfg wire.ServeConfig
@@ -27,54 +29,118 @@ func Serve(cfgJSON string) int {
 		out.fail(fmt.Errorf("serve config: %w", err))
 		return 1
 	}
+	prep := startPreparing(cfgJSON, max(cfg.Prepared, 1))
+	defer prep.stop()
 	dec := json.NewDecoder(os.Stdin)
-	// Executions are prepared ahead, oldest first: back-to-back jobs find
-	// one whose runtime has finished starting.
-	ahead := max(cfg.Prepared, 1)
-	var queue []*execution
-	refill := func() error {
-		for len(queue) < ahead {
-			e, err := startExecution(cfgJSON)
-			if err != nil {
-				return err
-			}
-			queue = append(queue, e)
-		}
-		return nil
-	}
-	if err := refill(); err != nil {
-		fmt.Fprintln(os.Stderr, "sandbox init:", err)
-	}
 	for {
 		var job json.RawMessage
 		if err := dec.Decode(&job); err != nil {
-			for _, e := range queue {
-				e.kill()
-			}
 			if errors.Is(err, io.EOF) {
 				return 0
 			}
 			out.fail(fmt.Errorf("decode job: %w", err))
 			return 1
 		}
-		if len(queue) == 0 {
-			if err := refill(); err != nil {
-				out.fail(err)
-				_ = out.write(wire.FrameDone, nil)
-				continue
-			}
-		}
-		next := queue[0]
-		queue = queue[1:]
-		// Prepare the replacement while this job runs.
-		refillErr := make(chan error, 1)
-		go func() { refillErr <- refill() }()
-		next.run(job, out)
-		if err := <-refillErr; err != nil {
-			fmt.Fprintln(os.Stderr, "sandbox init:", err)
+		e, err := prep.take()
+		if err != nil {
+			out.fail(err)
+		} else {
+			e.run(job, out)
 		}
 		_ = out.write(wire.FrameDone, nil)
 	}
+}
+
+// preparer keeps executions prepared ahead, oldest first, in the
+// background: a job takes the oldest and answers as soon as it has run,
+// while its replacement starts. Back-to-back jobs find one whose runtime
+// has finished starting.
+type preparer struct {
+	cfgJSON string
+	ahead   int
+
+	mu      sync.Mutex
+	changed *sync.Cond
+	queue   []*execution
+	err     error // the last failure to prepare, until one succeeds
+	stopped bool
+	done    chan struct{}
+}
+
+// prepareRetry is how long the preparer waits after failing to start an
+// execution (the job that took the failure has reported it).
+const prepareRetry = 100 * time.Millisecond
+
+func startPreparing(cfgJSON string, ahead int) *preparer {
+	p := &preparer{cfgJSON: cfgJSON, ahead: ahead, done: make(chan struct{})}
+	p.changed = sync.NewCond(&p.mu)
+	go p.loop()
+	return p
+}
+
+func (p *preparer) loop() {
+	defer close(p.done)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		for !p.stopped && len(p.queue) >= p.ahead {
+			p.changed.Wait()
+		}
+		if p.stopped {
+			return
+		}
+		p.mu.Unlock()
+		e, err := startExecution(p.cfgJSON)
+		p.mu.Lock()
+		switch {
+		case p.stopped:
+			if e != nil {
+				e.kill()
+			}
+			return
+		case err != nil:
+			fmt.Fprintln(os.Stderr, "sandbox init:", err)
+			p.err = err
+			p.changed.Broadcast()
+			p.mu.Unlock()
+			time.Sleep(prepareRetry)
+			p.mu.Lock()
+		default:
+			p.err = nil
+			p.queue = append(p.queue, e)
+			p.changed.Broadcast()
+		}
+	}
+}
+
+// take returns the oldest prepared execution, waiting for one if need be;
+// while none can be prepared, it returns why.
+func (p *preparer) take() (*execution, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for len(p.queue) == 0 {
+		if p.err != nil {
+			return nil, p.err
+		}
+		p.changed.Wait()
+	}
+	e := p.queue[0]
+	p.queue = p.queue[1:]
+	p.changed.Broadcast()
+	return e, nil
+}
+
+// stop ends the preparer and every execution it prepared.
+func (p *preparer) stop() {
+	p.mu.Lock()
+	p.stopped = true
+	p.changed.Broadcast()
+	p.mu.Unlock()
+	<-p.done
+	for _, e := range p.queue {
+		e.kill()
+	}
+	p.queue = nil
 }
 
 // execution is a prepared execution: the init itself, re-run with
