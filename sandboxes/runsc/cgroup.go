@@ -1,12 +1,15 @@
 package runsc
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -24,6 +27,12 @@ var ownedControllers = []string{"memory", "pids", "cpuacct"}
 // each controller.
 type cgroup struct {
 	rel string // e.g. sandboxapi/1a2b3c/sbx_abc
+
+	// The files usage reads are kept open: it runs twice per execution,
+	// and an open costs more than the read.
+	mu    sync.Mutex
+	files map[string]*os.File
+	buf   []byte
 }
 
 // CgroupUsage is what the host kernel accounted to the whole sandbox: the
@@ -81,12 +90,45 @@ func (cg *cgroup) write(controller, file, value string) error {
 }
 
 func (cg *cgroup) readInt(controller, file string) int64 {
-	b, err := os.ReadFile(filepath.Join(cg.path(controller), file))
-	if err != nil {
-		return 0
-	}
-	n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	n, _ := strconv.ParseInt(strings.TrimSpace(string(cg.read(controller, file))), 10, 64)
 	return n
+}
+
+// read returns a cgroup file's content, nil if it cannot be read. The
+// kernel generates it afresh for each read at offset 0.
+func (cg *cgroup) read(controller, file string) []byte {
+	cg.mu.Lock()
+	defer cg.mu.Unlock()
+	name := controller + "/" + file
+	f := cg.files[name]
+	if f == nil {
+		var err error
+		if f, err = os.Open(filepath.Join(cg.path(controller), file)); err != nil {
+			return nil
+		}
+		if cg.files == nil {
+			cg.files = map[string]*os.File{}
+		}
+		cg.files[name] = f
+	}
+	if cg.buf == nil {
+		cg.buf = make([]byte, 4096)
+	}
+	n, err := f.ReadAt(cg.buf, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil
+	}
+	return bytes.Clone(cg.buf[:n])
+}
+
+// closeFiles closes the files read kept open.
+func (cg *cgroup) closeFiles() {
+	cg.mu.Lock()
+	defer cg.mu.Unlock()
+	for name, f := range cg.files {
+		f.Close()
+		delete(cg.files, name)
+	}
 }
 
 func (cg *cgroup) usage() CgroupUsage {
@@ -94,7 +136,7 @@ func (cg *cgroup) usage() CgroupUsage {
 		MaxMemoryBytes: cg.readInt("memory", "memory.max_usage_in_bytes"),
 		CPU:            time.Duration(cg.readInt("cpuacct", "cpuacct.usage")),
 	}
-	if b, err := os.ReadFile(filepath.Join(cg.path("memory"), "memory.oom_control")); err == nil {
+	if b := cg.read("memory", "memory.oom_control"); b != nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
 				u.OOMKills, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
@@ -107,6 +149,7 @@ func (cg *cgroup) usage() CgroupUsage {
 // remove deletes the cgroups. A cgroup can only be removed once its last task
 // has left, which can trail the sandbox's exit by a moment.
 func (cg *cgroup) remove() error {
+	cg.closeFiles()
 	var errs error
 	for _, c := range ownedControllers {
 		p := cg.path(c)
