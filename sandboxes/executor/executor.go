@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
@@ -115,6 +117,13 @@ type Config struct {
 	// NoPrestart starts every program the ordinary way, for benchmarks
 	// that isolate what prestarting saves.
 	NoPrestart bool
+	// MaxRunning bounds the one-shot executions starting at once; the rest
+	// wait their turn, first come first served. An execution holds its
+	// turn for at most TurnHold, so long programs never block short ones.
+	// Defaults: the number of CPUs, and 250 ms. See DESIGN.md
+	// ("Admission").
+	MaxRunning int
+	TurnHold   time.Duration
 	Logger     *slog.Logger
 }
 
@@ -122,6 +131,8 @@ type Config struct {
 type Executor struct {
 	cfg  Config
 	pool *pool
+	// turns holds a token per one-shot execution that has its turn.
+	turns chan struct{}
 }
 
 // New returns an Executor.
@@ -144,7 +155,13 @@ func New(cfg Config) *Executor {
 	if cfg.Pool.MaxWorkers == 0 {
 		cfg.Pool = DefaultPoolConfig
 	}
-	e := &Executor{cfg: cfg}
+	if cfg.MaxRunning <= 0 {
+		cfg.MaxRunning = runtime.NumCPU()
+	}
+	if cfg.TurnHold <= 0 {
+		cfg.TurnHold = 250 * time.Millisecond
+	}
+	e := &Executor{cfg: cfg, turns: make(chan struct{}, cfg.MaxRunning)}
 	e.pool = newPool(e, cfg.Pool)
 	return e
 }
@@ -248,8 +265,13 @@ func (e *Executor) Execute(ctx context.Context, req Request) (*Result, error) {
 	job := e.job(lang, req, lim)
 
 	res := &Result{Language: lang.ID}
+	endTurn, err := e.turn(ctx)
+	if err != nil {
+		return nil, err
+	}
 	w, err := e.pool.acquire(req.Account, shapeFor(lang, lim))
 	if err != nil {
+		endTurn()
 		e.cfg.Logger.Error("sandbox start", "err", err)
 		res.Status, res.Message = StatusInternalError, "the sandbox could not be started"
 		return res, nil
@@ -259,6 +281,7 @@ func (e *Executor) Execute(ctx context.Context, req Request) (*Result, error) {
 	}
 	deadline := jobWall(job) + e.cfg.BootGrace
 	out := w.run(ctx, job, res, lim.OutputBytes, deadline, req.OnOutput)
+	endTurn()
 	e.pool.release(w, out.done && ctx.Err() == nil)
 	res.SandboxCPU, res.SandboxID = out.sandboxCPU, w.sb.ID
 	if ctx.Err() != nil {
@@ -270,6 +293,27 @@ func (e *Executor) Execute(ctx context.Context, req Request) (*Result, error) {
 	}
 	e.classify(res, lang, lim, out.steps, exit, out.hostTimedOut, out.protoErr)
 	return res, nil
+}
+
+// turn waits for an execution's turn to start (see Config.MaxRunning) and
+// returns the func that ends it; the turn also ends by itself after
+// TurnHold. Executions started together on a machine's few cores slow one
+// another down more than they gain (gVisor's kernel, several runtimes
+// starting, each sandbox preparing its next execution), so short ones go a
+// few at a time, first come first served, while long ones give way.
+func (e *Executor) turn(ctx context.Context) (func(), error) {
+	select {
+	case e.turns <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	var once sync.Once
+	end := func() { once.Do(func() { <-e.turns }) }
+	t := time.AfterFunc(e.cfg.TurnHold, end)
+	return func() {
+		t.Stop()
+		end()
+	}, nil
 }
 
 // usePrestarted marks the job's run step for the sandbox's prestarted

@@ -94,6 +94,13 @@ func Executor(t testing.TB, limits executor.Limits) *executor.Executor {
 // when zero), also returning the runsc Runtime under it.
 func ExecutorAndRuntime(t testing.TB, limits executor.Limits, pool executor.PoolConfig) (*executor.Executor, *runsc.Runtime) {
 	t.Helper()
+	return ExecutorWith(t, executor.Config{Limits: limits, Pool: pool})
+}
+
+// ExecutorWith is an executor made with cfg, whose runtime, root file
+// system and language catalog it fills in; it is closed when the test ends.
+func ExecutorWith(t testing.TB, cfg executor.Config) (*executor.Executor, *runsc.Runtime) {
+	t.Helper()
 	bin, err := RunscPath()
 	if err != nil {
 		t.Fatal(err)
@@ -112,13 +119,9 @@ func ExecutorAndRuntime(t testing.TB, limits executor.Limits, pool executor.Pool
 		t.Fatal(err)
 	}
 	t.Cleanup(rt.Close)
-	ex := executor.New(executor.Config{
-		Runtime: rt,
-		RootFS:  rootDir,
-		Catalog: langs.Detect(context.Background(), langs.Builtin()),
-		Limits:  limits,
-		Pool:    pool,
-	})
+	cfg.Runtime, cfg.RootFS = rt, rootDir
+	cfg.Catalog = langs.Detect(context.Background(), langs.Builtin())
+	ex := executor.New(cfg)
 	t.Cleanup(ex.Close)
 	return ex, rt
 }
