@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/ops/bench"
@@ -17,8 +20,14 @@ func runBench(args []string) error {
 	dur := fs.Duration("d", 20*time.Second, "length of each throughput test")
 	runscPath := fs.String("runsc", "", "static runsc (default: $SANDBOXAPI_RUNSC, else runsc beside this binary)")
 	initPath := fs.String("init", "", "sandbox init (default: $SANDBOXAPI_INIT, else sandbox-init beside this binary)")
+	parts := fs.String("parts", strings.Join(bench.Parts, ","), "comma-separated sections to run")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	for _, p := range strings.Split(*parts, ",") {
+		if !slices.Contains(bench.Parts, p) {
+			return fmt.Errorf("bench: unknown part %q (have %s)", p, strings.Join(bench.Parts, ", "))
+		}
 	}
 	rs, err := besideBinary(*runscPath, "SANDBOXAPI_RUNSC", "runsc")
 	if err != nil {
@@ -36,6 +45,7 @@ func runBench(args []string) error {
 	defer stop()
 	_, err = bench.Run(ctx, bench.Config{
 		Binary: self, Runsc: rs, Init: in,
+		Parts:    strings.Split(*parts, ","),
 		Requests: *requests, Concurrency: *conc, Duration: *dur, Out: os.Stdout,
 	})
 	return err

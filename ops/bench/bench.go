@@ -38,7 +38,17 @@ type Config struct {
 	Requests    int           // sequential requests per language and method
 	Concurrency int           // parallel clients in the throughput test
 	Duration    time.Duration // length of each throughput test
-	Out         io.Writer
+	// Parts limits the run to some of: hello, session, gateway,
+	// throughput, idle. Empty means all.
+	Parts []string
+	Out   io.Writer
+}
+
+// Parts are the benchmark's sections, in the order they run.
+var Parts = []string{"hello", "session", "gateway", "throughput", "idle"}
+
+func (c Config) runs(part string) bool {
+	return len(c.Parts) == 0 || slices.Contains(c.Parts, part)
 }
 
 // Row is one line of the result table.
@@ -101,6 +111,9 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		fmt.Fprintf(os.Stderr, "bench: %-22s %-26s p50 %v\n", r.Case, r.Method, r.P50)
 	}
 	for _, h := range hellos {
+		if !cfg.runs("hello") {
+			break
+		}
 		if !langs[h.lang] {
 			fmt.Fprintf(os.Stderr, "bench: %s is not offered by this build; skipped\n", h.lang)
 			continue
@@ -123,41 +136,72 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		add(measure(name, "runsc do per request", max(cfg.Requests/5, 5), func() error {
 			return runNative(dir, h, []string{cfg.Runsc, "--root", filepath.Join(svc.dataDir, "runsc-do"), "--network", "none", "--platform", "systrap", "do"})
 		}))
+		settle()
 		add(measure(name, "SandboxAPI via gateway", cfg.Requests, func() error { _, err := svc.execute(h.lang, h.code, true); return err }))
 	}
 
 	// Sessions: create (a warm session pool answers) and execute in a live
 	// interpreter, through the gateway.
-	if langs["python3"] {
+	if langs["python3"] && cfg.runs("session") {
 		add(measure("python3 session", "create + delete", cfg.Requests, func() error {
-			id, err := svc.createSession("python3")
+			id, err := svc.createSession("python3", true)
 			if err != nil {
 				return err
 			}
-			return svc.deleteSession(id)
+			return svc.deleteSession(id, true)
 		}))
-		id, err := svc.createSession("python3")
-		if err != nil {
-			return nil, err
+		// The same execute through the gateway and straight to the cell
+		// (as another account: the cell trusts the signature).
+		for _, viaGateway := range []bool{true, false} {
+			id, err := svc.createSession("python3", viaGateway)
+			if err != nil {
+				return nil, err
+			}
+			_, _ = svc.sessionExecute(id, "x = 0", viaGateway)
+			settle()
+			method := "execute x = 42"
+			if !viaGateway {
+				method += ", cell directly"
+			}
+			add(measure("python3 session", method, cfg.Requests*2, func() error {
+				_, err := svc.sessionExecute(id, "x = 42", viaGateway)
+				return err
+			}))
+			_ = svc.deleteSession(id, viaGateway)
 		}
-		_, _ = svc.sessionExecute(id, "x = 0")
-		add(measure("python3 session", "execute x = 42", cfg.Requests*2, func() error {
-			_, err := svc.sessionExecute(id, "x = 42")
-			return err
-		}))
-		_ = svc.deleteSession(id)
 	}
 
 	// Gateway overhead: the same cheap call through the gateway and straight
 	// to the cell.
-	add(measure("GET /v1/languages", "via gateway", cfg.Requests*4, func() error { return svc.get("/v1/languages", true) }))
-	add(measure("GET /v1/languages", "cell directly", cfg.Requests*4, func() error { return svc.get("/v1/languages", false) }))
+	if cfg.runs("gateway") {
+		add(measure("GET /v1/languages", "via gateway", cfg.Requests*4, func() error { return svc.get("/v1/languages", true) }))
+		add(measure("GET /v1/languages", "cell directly", cfg.Requests*4, func() error { return svc.get("/v1/languages", false) }))
+	}
 
-	// Throughput at concurrency.
+	if cfg.runs("throughput") {
+		if err := throughputRows(ctx, cfg, svc, add); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.runs("idle") {
+		// Let the pool settle, then weigh every sandbox.
+		time.Sleep(2 * time.Second)
+		rss, pss, n := idleSandboxMemory(svc.dataDir)
+		rows = append(rows, Row{Case: "idle warm sandbox", Method: "RSS (PSS) per sandbox", N: n,
+			Note: fmt.Sprintf("%.1f MiB RSS, %.1f MiB PSS (median of %d)", float64(rss)/(1<<20), float64(pss)/(1<<20), n)})
+	}
+
+	printTable(cfg.Out, rows)
+	return rows, nil
+}
+
+// throughputRows measures python3 hello world at concurrency: naive runsc
+// do per request, then the service.
+func throughputRows(ctx context.Context, cfg Config, svc *service, add func(Row)) error {
 	py := hellos[0]
 	pyDir, err := os.MkdirTemp("", "bench-tput")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer os.RemoveAll(pyDir)
 	_ = os.WriteFile(filepath.Join(pyDir, py.source), []byte(py.code), 0o644)
@@ -174,15 +218,7 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 	// steady state is what a busy client sees.
 	throughput(ctx, "warm-up", "", cfg.Concurrency, min(cfg.Duration/4, 5*time.Second), tputOp)
 	add(throughput(ctx, tputCase, "SandboxAPI via gateway", cfg.Concurrency, cfg.Duration, tputOp))
-
-	// Idle sandboxes: let the pool settle, then weigh every sandbox.
-	time.Sleep(2 * time.Second)
-	rss, pss, n := idleSandboxMemory(svc.dataDir)
-	rows = append(rows, Row{Case: "idle warm sandbox", Method: "RSS (PSS) per sandbox", N: n,
-		Note: fmt.Sprintf("%.1f MiB RSS, %.1f MiB PSS (median of %d)", float64(rss)/(1<<20), float64(pss)/(1<<20), n)})
-
-	printTable(cfg.Out, rows)
-	return rows, nil
+	return nil
 }
 
 func measure(name, method string, n int, op func() error) Row {
@@ -257,6 +293,25 @@ func percentiles(lat []time.Duration) (p50, p95, p99 time.Duration) {
 }
 
 // machineCPU is the CPU time every core of the machine has been busy.
+// settle waits until the machine is quiet (under a twentieth of a core
+// busy for three half-seconds in a row), at most 30 s: pools refilling and
+// sandboxes being torn down after one part of the benchmark must not be
+// billed to the next.
+func settle() {
+	start := time.Now()
+	quiet := 0
+	for quiet < 3 && time.Since(start) < 30*time.Second {
+		c0 := machineCPU()
+		time.Sleep(500 * time.Millisecond)
+		if machineCPU()-c0 < 25*time.Millisecond {
+			quiet++
+		} else {
+			quiet = 0
+		}
+	}
+	fmt.Fprintf(os.Stderr, "bench: settled in %v\n", time.Since(start).Round(100*time.Millisecond))
+}
+
 func machineCPU() time.Duration {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
@@ -413,11 +468,15 @@ func (s *service) execute(lang, code string, viaGateway bool) (map[string]any, e
 }
 
 // createSession opens a session and returns its id.
-func (s *service) createSession(lang string) (string, error) {
+func (s *service) createSession(lang string, viaGateway bool) (string, error) {
 	body, _ := json.Marshal(map[string]any{"language": lang, "idle_ttl": 300})
-	m, err := s.call("POST", "/v1/sessions", body, http.StatusCreated)
+	var m map[string]any
+	status, err := s.send("POST", "/v1/sessions", body, viaGateway, &m)
+	if err == nil && status != http.StatusCreated {
+		err = fmt.Errorf("HTTP %d: %v", status, m)
+	}
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("session create: %w", err)
 	}
 	id, _ := m["id"].(string)
 	if id == "" {
@@ -426,21 +485,22 @@ func (s *service) createSession(lang string) (string, error) {
 	return id, nil
 }
 
-func (s *service) deleteSession(id string) error {
-	status, err := s.send("DELETE", "/v1/sessions/"+id, nil, true, nil)
+func (s *service) deleteSession(id string, viaGateway bool) error {
+	status, err := s.send("DELETE", "/v1/sessions/"+id, nil, viaGateway, nil)
 	if err == nil && status/100 != 2 {
 		err = fmt.Errorf("session delete: HTTP %d", status)
 	}
 	return err
 }
 
-func (s *service) sessionExecute(id, code string) (map[string]any, error) {
+func (s *service) sessionExecute(id, code string, viaGateway bool) (map[string]any, error) {
 	body, _ := json.Marshal(map[string]string{"code": code})
-	m, err := s.call("POST", "/v1/sessions/"+id+"/execute", body, http.StatusOK)
+	var m map[string]any
+	status, err := s.send("POST", "/v1/sessions/"+id+"/execute", body, viaGateway, &m)
 	if err != nil {
 		return m, err
 	}
-	if m["status"] != "completed" {
+	if status != http.StatusOK || m["status"] != "completed" {
 		return m, fmt.Errorf("session execute: %v", m)
 	}
 	return m, nil
@@ -484,7 +544,10 @@ func (s *service) send(method, path string, body []byte, viaGateway bool, out an
 		_, err = io.Copy(io.Discard, resp.Body)
 		return resp.StatusCode, err
 	}
-	return resp.StatusCode, json.NewDecoder(resp.Body).Decode(out)
+	err = json.NewDecoder(resp.Body).Decode(out)
+	// Read to the end, so the connection goes back to the pool.
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, err
 }
 
 func (s *service) languages() (map[string]bool, error) {
