@@ -8,9 +8,9 @@ LISTEN     ?= 127.0.0.1:8080
 DATA_DIR   ?= data
 TEST_FLAGS ?= -count=1 -timeout 20m
 
-.PHONY: run test build runsc toolchains check vet clean
+.PHONY: run test build runsc toolchains host check vet clean
 
-run: build
+run: build host
 	$(BIN)/sandboxapi dev --listen $(LISTEN) --data-dir $(DATA_DIR)
 
 test: build vet
@@ -25,6 +25,9 @@ runsc:
 
 toolchains:
 	ops/install/toolchains.sh
+
+host:
+	ops/install/host.sh
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo 'gofmt: files above need formatting'; exit 1; }
