@@ -35,7 +35,7 @@ func TestBenchSmoke(t *testing.T) {
 		"python3 hello      native process", "bubblewrap per request", "runsc do per request",
 		"python3 hello      SandboxAPI via gateway", "javascript hello   SandboxAPI via gateway",
 		"GET /v1/languages  via gateway", "GET /v1/languages  cell directly",
-		"python3 session    create + delete", "python3 session    execute x = 42",
+		"python3 session    create, pool warm", "python3 session    execute x = 42",
 		"python3 x2 for 1s  SandboxAPI via gateway", "idle warm sandbox",
 	} {
 		if !strings.Contains(table, want) {
