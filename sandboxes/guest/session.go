@@ -120,6 +120,11 @@ type replProc struct {
 	exited   chan struct{}
 	stdout   *replStream
 	stderr   *replStream
+	// cpuMillis is the driver's CPU time when its last execution ended,
+	// -1 before the first: the next execution's starting point, so that
+	// an execution reads /proc once, not twice. Whatever threads the
+	// session left running use between executions counts toward the next.
+	cpuMillis int64
 }
 
 func (s *session) startRepl() error {
@@ -156,7 +161,7 @@ func (s *session) startRepl() error {
 		return err
 	}
 	p.started()
-	rp := &replProc{p: p, ctl: ctlW, statuses: make(chan int, 4), exited: make(chan struct{}),
+	rp := &replProc{p: p, ctl: ctlW, cpuMillis: -1, statuses: make(chan int, 4), exited: make(chan struct{}),
 		stdout: newReplStream(wire.FrameStdout, s.out), stderr: newReplStream(wire.FrameStderr, s.out)}
 	var pumps sync.WaitGroup
 	pumps.Add(2)
@@ -199,7 +204,10 @@ func (s *session) runRepl(step wire.Step) wire.StepResult {
 	r := s.repl
 	lim := step.Limits
 	pid := r.p.cmd.Process.Pid
-	cpuBefore, _ := procUsage(pid)
+	cpuBefore := r.cpuMillis
+	if cpuBefore < 0 {
+		cpuBefore, _ = procUsage(pid)
+	}
 	if lim.CPUMillis > 0 {
 		// Only the soft limit moves: gVisor checks the privilege to raise a
 		// hard limit on the target, which has none, so the hard limit stays
@@ -297,6 +305,7 @@ func (s *session) runRepl(step wire.Step) wire.StepResult {
 		cpu, rss := procUsage(pid)
 		res.CPUMillis = cpu - cpuBefore
 		res.MaxRSSKB = rss
+		r.cpuMillis = cpu
 	}
 	return res
 }
