@@ -151,7 +151,11 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 			if err != nil {
 				return nil, err
 			}
-			_, _ = svc.sessionExecute(id, "x = 0", viaGateway)
+			// Warm up, untimed: the interpreter's first executions, and
+			// the gateway's and cell's connections.
+			for range 20 {
+				_, _ = svc.sessionExecute(id, "x = 0", viaGateway)
+			}
 			settle()
 			method := "execute x = 42"
 			if !viaGateway {
