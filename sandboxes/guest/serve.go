@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
@@ -41,11 +40,11 @@ func Serve(cfgJSON string) int {
 			out.fail(fmt.Errorf("decode job: %w", err))
 			return 1
 		}
-		e, err := prep.take()
-		if err != nil {
-			out.fail(err)
+		p := <-prep.ready
+		if p.err != nil {
+			out.fail(p.err)
 		} else {
-			e.run(job, out)
+			p.e.run(job, out)
 		}
 		_ = out.write(wire.FrameDone, nil)
 	}
@@ -56,15 +55,14 @@ func Serve(cfgJSON string) int {
 // while its replacement starts. Back-to-back jobs find one whose runtime
 // has finished starting.
 type preparer struct {
-	cfgJSON string
-	ahead   int
+	ready chan prepared
+	quit  chan struct{}
+	done  chan struct{}
+}
 
-	mu      sync.Mutex
-	changed *sync.Cond
-	queue   []*execution
-	err     error // the last failure to prepare, until one succeeds
-	stopped bool
-	done    chan struct{}
+type prepared struct {
+	e   *execution
+	err error
 }
 
 // prepareRetry is how long the preparer waits after failing to start an
@@ -72,75 +70,47 @@ type preparer struct {
 const prepareRetry = 100 * time.Millisecond
 
 func startPreparing(cfgJSON string, ahead int) *preparer {
-	p := &preparer{cfgJSON: cfgJSON, ahead: ahead, done: make(chan struct{})}
-	p.changed = sync.NewCond(&p.mu)
-	go p.loop()
-	return p
-}
-
-func (p *preparer) loop() {
-	defer close(p.done)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for {
-		for !p.stopped && len(p.queue) >= p.ahead {
-			p.changed.Wait()
-		}
-		if p.stopped {
-			return
-		}
-		p.mu.Unlock()
-		e, err := startExecution(p.cfgJSON)
-		p.mu.Lock()
-		switch {
-		case p.stopped:
-			if e != nil {
-				e.kill()
+	// One execution waits in the goroutine's hand, the rest in the channel.
+	p := &preparer{ready: make(chan prepared, ahead-1), quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		for {
+			e, err := startExecution(cfgJSON)
+			select {
+			case p.ready <- prepared{e, err}:
+			case <-p.quit:
+				if e != nil {
+					e.kill()
+				}
+				return
 			}
-			return
-		case err != nil:
-			fmt.Fprintln(os.Stderr, "sandbox init:", err)
-			p.err = err
-			p.changed.Broadcast()
-			p.mu.Unlock()
-			time.Sleep(prepareRetry)
-			p.mu.Lock()
-		default:
-			p.err = nil
-			p.queue = append(p.queue, e)
-			p.changed.Broadcast()
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "sandbox init:", err)
+				select {
+				case <-time.After(prepareRetry):
+				case <-p.quit:
+					return
+				}
+			}
 		}
-	}
-}
-
-// take returns the oldest prepared execution, waiting for one if need be;
-// while none can be prepared, it returns why.
-func (p *preparer) take() (*execution, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for len(p.queue) == 0 {
-		if p.err != nil {
-			return nil, p.err
-		}
-		p.changed.Wait()
-	}
-	e := p.queue[0]
-	p.queue = p.queue[1:]
-	p.changed.Broadcast()
-	return e, nil
+	}()
+	return p
 }
 
 // stop ends the preparer and every execution it prepared.
 func (p *preparer) stop() {
-	p.mu.Lock()
-	p.stopped = true
-	p.changed.Broadcast()
-	p.mu.Unlock()
+	close(p.quit)
 	<-p.done
-	for _, e := range p.queue {
-		e.kill()
+	for {
+		select {
+		case q := <-p.ready:
+			if q.e != nil {
+				q.e.kill()
+			}
+		default:
+			return
+		}
 	}
-	p.queue = nil
 }
 
 // execution is a prepared execution: the init itself, re-run with
