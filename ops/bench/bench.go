@@ -219,6 +219,14 @@ func throughputRows(ctx context.Context, cfg Config, svc *service, add func(Row)
 	return nil
 }
 
+// fail counts a failed operation; the first failure's message is the note.
+func (r *Row) fail(err error) {
+	r.Errors++
+	if r.Note == "" {
+		r.Note = firstLine(err.Error())
+	}
+}
+
 // warmCreate measures session create when the session pool is warm, as a
 // client that opens sessions now and then finds it: the machine settles
 // (the pool has refilled) before each create; the delete is not timed.
@@ -230,10 +238,7 @@ func warmCreate(svc *service, n int) Row {
 		t := time.Now()
 		id, err := svc.createSession("python3", true)
 		if err != nil {
-			r.Errors++
-			if r.Note == "" {
-				r.Note = firstLine(err.Error())
-			}
+			r.fail(err)
 			continue
 		}
 		lat = append(lat, time.Since(t))
@@ -250,10 +255,7 @@ func measure(name, method string, n int, op func() error) Row {
 	for i := 0; i < n; i++ {
 		t := time.Now()
 		if err := op(); err != nil {
-			r.Errors++
-			if r.Note == "" {
-				r.Note = firstLine(err.Error())
-			}
+			r.fail(err)
 			continue
 		}
 		lat = append(lat, time.Since(t))
