@@ -110,10 +110,13 @@ func (c Config) CaddyJSON() ([]byte, error) {
 		"handler":           "reverse_proxy",
 		"dynamic_upstreams": upstreams,
 		"load_balancing":    lb,
-		// -1 flushes every write at once, so SSE from /v1/execute/stream
-		// reaches the client as the sandbox produces it. Request bodies are
-		// streamed too: request_buffers is left at its default of 0.
-		"flush_interval": -1,
+		// No flush_interval: Caddy already flushes text/event-stream
+		// responses (and any without a Content-Length) at every write, so
+		// SSE from /v1/execute/stream reaches the client as the sandbox
+		// produces it. Forcing -1 for everything flushed the headers of
+		// every JSON answer on their own, a second write and ~0.2-0.6 ms
+		// more per request. Request bodies stream: request_buffers is
+		// left at its default of 0.
 	}
 	healthProxy := object{
 		"handler":           "reverse_proxy",
