@@ -145,26 +145,30 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 	if langs["python3"] && cfg.runs("session") {
 		add(warmCreate(svc, max(cfg.Requests/5, 3)))
 		// The same execute through the gateway and straight to the cell
-		// (as another account: the cell trusts the signature).
+		// (as another account: the cell trusts the signature), taken in
+		// turn.
+		ids := map[bool]string{}
 		for _, viaGateway := range []bool{true, false} {
 			id, err := svc.createSession("python3", viaGateway)
 			if err != nil {
 				return nil, err
 			}
+			ids[viaGateway] = id
 			// Warm up, untimed: the interpreter's first executions, and
 			// the gateway's and cell's connections.
 			for range 20 {
 				_, _ = svc.sessionExecute(id, "x = 0", viaGateway)
 			}
-			settle()
-			method := "execute x = 42"
-			if !viaGateway {
-				method += ", cell directly"
-			}
-			add(measure("python3 session", method, cfg.Requests*2, func() error {
-				_, err := svc.sessionExecute(id, "x = 42", viaGateway)
-				return err
-			}))
+		}
+		settle()
+		execute := func(viaGateway bool) func() error {
+			return func() error { _, err := svc.sessionExecute(ids[viaGateway], "x = 42", viaGateway); return err }
+		}
+		for _, r := range measureInterleaved("python3 session", cfg.Requests*2,
+			[]string{"execute x = 42", "execute x = 42, cell directly"}, []func() error{execute(true), execute(false)}) {
+			add(r)
+		}
+		for viaGateway, id := range ids {
 			_ = svc.deleteSession(id, viaGateway)
 		}
 	}
@@ -172,8 +176,10 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 	// Gateway overhead: the same cheap call through the gateway and straight
 	// to the cell.
 	if cfg.runs("gateway") {
-		add(measure("GET /v1/languages", "via gateway", cfg.Requests*4, func() error { return svc.get("/v1/languages", true) }))
-		add(measure("GET /v1/languages", "cell directly", cfg.Requests*4, func() error { return svc.get("/v1/languages", false) }))
+		for _, r := range measureInterleaved("GET /v1/languages", cfg.Requests*4, []string{"via gateway", "cell directly"},
+			[]func() error{func() error { return svc.get("/v1/languages", true) }, func() error { return svc.get("/v1/languages", false) }}) {
+			add(r)
+		}
 	}
 
 	if cfg.runs("throughput") {
@@ -249,20 +255,40 @@ func warmCreate(svc *service, n int) Row {
 }
 
 func measure(name, method string, n int, op func() error) Row {
-	r := Row{Case: name, Method: method, N: n}
-	lat := make([]time.Duration, 0, n)
-	cpu0 := machineCPU()
-	for i := 0; i < n; i++ {
-		t := time.Now()
-		if err := op(); err != nil {
-			r.fail(err)
-			continue
-		}
-		lat = append(lat, time.Since(t))
+	return measureInterleaved(name, n, []string{method}, []func() error{op})[0]
+}
+
+// measureInterleaved times n runs of each op, taking them in turn (op 0,
+// op 1, ..., op 0, ...), so that whatever else the machine does during the
+// run (a pool refilling, an idle sandbox torn down) falls on every method
+// alike and the rows compare fairly. The machine's CPU is read around each
+// run and counted to that run's method.
+func measureInterleaved(name string, n int, methods []string, ops []func() error) []Row {
+	rows := make([]Row, len(methods))
+	lat := make([][]time.Duration, len(methods))
+	cpu := make([]time.Duration, len(methods))
+	for j, m := range methods {
+		rows[j] = Row{Case: name, Method: m, N: n}
 	}
-	r.CPUPerOp = (machineCPU() - cpu0) / time.Duration(n)
-	r.P50, r.P95, r.P99 = percentiles(lat)
-	return r
+	for i := 0; i < n; i++ {
+		for j, op := range ops {
+			c0 := machineCPU()
+			t := time.Now()
+			err := op()
+			d := time.Since(t)
+			cpu[j] += machineCPU() - c0
+			if err != nil {
+				rows[j].fail(err)
+				continue
+			}
+			lat[j] = append(lat[j], d)
+		}
+	}
+	for j := range rows {
+		rows[j].CPUPerOp = cpu[j] / time.Duration(n)
+		rows[j].P50, rows[j].P95, rows[j].P99 = percentiles(lat[j])
+	}
+	return rows
 }
 
 func throughput(ctx context.Context, name, method string, conc int, d time.Duration, op func() error) Row {
