@@ -153,10 +153,31 @@ func (e *execution) run(job json.RawMessage, out *frameWriter) {
 		_, _ = e.stdin.Write(job)
 		e.stdin.Close()
 	}()
-	// The execution writes whole frames; pass them through.
+	// The execution writes whole frames and ends with a FrameDone of its
+	// own; pass the rest through. The caller answers at that FrameDone:
+	// the execution's PID 1 exiting, with its namespaces torn down and
+	// whatever it left running killed, is not on the request's path. It
+	// cannot reach the next execution, which has namespaces of its own.
+	done := false
 	out.mu.Lock()
-	_, _ = io.Copy(out.w, e.out)
+	for {
+		t, p, err := wire.ReadFrame(e.out)
+		if err != nil {
+			break
+		}
+		if t == wire.FrameDone {
+			done = true
+			break
+		}
+		if err := wire.WriteFrame(out.w, t, p); err != nil {
+			break
+		}
+	}
 	out.mu.Unlock()
+	if done {
+		go func() { _ = e.cmd.Wait() }()
+		return
+	}
 	if err := e.cmd.Wait(); err != nil {
 		out.fail(fmt.Errorf("execution ended abnormally: %w", err))
 	}
@@ -198,8 +219,14 @@ func Isolated(cfgJSON string) int {
 		}
 		return 1
 	}
-	if err := runJob(job, out, pre); err != nil {
+	err := runJob(job, out, pre)
+	if err != nil {
 		out.fail(err)
+	}
+	// The job is over and reported; the serve init answers now, while
+	// this process exits.
+	_ = out.write(wire.FrameDone, nil)
+	if err != nil {
 		return 1
 	}
 	return 0
