@@ -137,7 +137,18 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 			return runNative(dir, h, []string{cfg.Runsc, "--root", filepath.Join(svc.dataDir, "runsc-do"), "--network", "none", "--platform", "systrap", "do"})
 		}))
 		settle()
-		add(measure(name, "SandboxAPI via gateway", cfg.Requests, func() error { _, err := svc.execute(h.lang, h.code, true); return err }))
+		service := func() error { _, err := svc.execute(h.lang, h.code, true); return err }
+		add(measure(name, "SandboxAPI via gateway", cfg.Requests, service))
+		// The same, paced the way an agent calls: a pause after each
+		// request (its model thinking), long enough for the service to
+		// prepare the next execution, which back-to-back requests leave
+		// it no time for. Native is paced alike. CPU here is only what the
+		// request itself took; the rows above count the preparing too.
+		settle()
+		for _, r := range measureInterleaved(name+", paced", max(cfg.Requests/2, 3), pacedGap,
+			[]string{"native process", "SandboxAPI via gateway"}, []func() error{func() error { return runNative(dir, h, nil) }, service}) {
+			add(r)
+		}
 	}
 
 	// Sessions: create (a warm session pool answers) and execute in a live
@@ -164,7 +175,7 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		execute := func(viaGateway bool) func() error {
 			return func() error { _, err := svc.sessionExecute(ids[viaGateway], "x = 42", viaGateway); return err }
 		}
-		for _, r := range measureInterleaved("python3 session", cfg.Requests*2,
+		for _, r := range measureInterleaved("python3 session", cfg.Requests*2, 0,
 			[]string{"execute x = 42", "execute x = 42, cell directly"}, []func() error{execute(true), execute(false)}) {
 			add(r)
 		}
@@ -176,7 +187,7 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 	// Gateway overhead: the same cheap call through the gateway and straight
 	// to the cell.
 	if cfg.runs("gateway") {
-		for _, r := range measureInterleaved("GET /v1/languages", cfg.Requests*4, []string{"via gateway", "cell directly"},
+		for _, r := range measureInterleaved("GET /v1/languages", cfg.Requests*4, 0, []string{"via gateway", "cell directly"},
 			[]func() error{func() error { return svc.get("/v1/languages", true) }, func() error { return svc.get("/v1/languages", false) }}) {
 			add(r)
 		}
@@ -255,15 +266,20 @@ func warmCreate(svc *service, n int) Row {
 }
 
 func measure(name, method string, n int, op func() error) Row {
-	return measureInterleaved(name, n, []string{method}, []func() error{op})[0]
+	return measureInterleaved(name, n, 0, []string{method}, []func() error{op})[0]
 }
+
+// pacedGap is the pause after each request in the paced rows: well under
+// the seconds an agent's model takes between calls.
+const pacedGap = 250 * time.Millisecond
 
 // measureInterleaved times n runs of each op, taking them in turn (op 0,
 // op 1, ..., op 0, ...), so that whatever else the machine does during the
 // run (a pool refilling, an idle sandbox torn down) falls on every method
-// alike and the rows compare fairly. The machine's CPU is read around each
-// run and counted to that run's method.
-func measureInterleaved(name string, n int, methods []string, ops []func() error) []Row {
+// alike and the rows compare fairly; with a gap, it pauses that long after
+// each round. The machine's CPU is read around each run and counted to
+// that run's method.
+func measureInterleaved(name string, n int, gap time.Duration, methods []string, ops []func() error) []Row {
 	rows := make([]Row, len(methods))
 	lat := make([][]time.Duration, len(methods))
 	cpu := make([]time.Duration, len(methods))
@@ -283,6 +299,7 @@ func measureInterleaved(name string, n int, methods []string, ops []func() error
 			}
 			lat[j] = append(lat[j], d)
 		}
+		time.Sleep(gap)
 	}
 	for j := range rows {
 		rows[j].CPUPerOp = cpu[j] / time.Duration(n)
