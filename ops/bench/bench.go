@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -95,6 +96,9 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 	if _, err := exec.LookPath("bwrap"); err != nil {
 		return nil, ErrNoBubblewrap
 	}
+	// The host settings `make run` tunes (ops/install/host.sh) change the
+	// figures a lot; say which ones this run had.
+	fmt.Fprintln(cfg.Out, hostSettings())
 	svc, err := startService(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -267,6 +271,21 @@ func warmCreate(svc *service, n int) Row {
 
 func measure(name, method string, n int, op func() error) Row {
 	return measureInterleaved(name, n, 0, []string{method}, []func() error{op})[0]
+}
+
+// hostSettings describes the host knobs ops/install/host.sh tunes, as this
+// machine has them.
+func hostSettings() string {
+	read := func(path string) string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "n/a"
+		}
+		return strings.TrimSpace(string(b))
+	}
+	return fmt.Sprintf("host: %d CPUs; haltpoll guest_halt_poll_ns %s; shmem huge pages %s",
+		runtime.NumCPU(), read("/sys/module/haltpoll/parameters/guest_halt_poll_ns"),
+		read("/sys/kernel/mm/transparent_hugepage/shmem_enabled"))
 }
 
 // pacedGap is the pause after each request in the paced rows: well under
