@@ -1,7 +1,6 @@
 package runsc
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -32,7 +31,6 @@ type cgroup struct {
 	// and an open costs more than the read.
 	mu    sync.Mutex
 	files map[string]*os.File
-	buf   []byte
 }
 
 // CgroupUsage is what the host kernel accounted to the whole sandbox: the
@@ -111,14 +109,12 @@ func (cg *cgroup) read(controller, file string) []byte {
 		}
 		cg.files[name] = f
 	}
-	if cg.buf == nil {
-		cg.buf = make([]byte, 4096)
-	}
-	n, err := f.ReadAt(cg.buf, 0)
+	buf := make([]byte, 4096)
+	n, err := f.ReadAt(buf, 0)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil
 	}
-	return bytes.Clone(cg.buf[:n])
+	return buf[:n]
 }
 
 // closeFiles closes the files read kept open.
