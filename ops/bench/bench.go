@@ -93,6 +93,11 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 	if cfg.Duration <= 0 {
 		cfg.Duration = 20 * time.Second
 	}
+	for _, p := range cfg.Parts {
+		if !slices.Contains(Parts, p) {
+			return nil, fmt.Errorf("%w %q (have %s)", ErrUnknownPart, p, strings.Join(Parts, ", "))
+		}
+	}
 	if _, err := exec.LookPath("bwrap"); err != nil {
 		return nil, ErrNoBubblewrap
 	}
@@ -135,7 +140,8 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		for i := 0; i < 3; i++ {
 			_, _ = svc.execute(h.lang, h.code, true)
 		}
-		add(measure(name, "native process", cfg.Requests, func() error { return runNative(dir, h, nil) }))
+		native := func() error { return runNative(dir, h, nil) }
+		add(measure(name, "native process", cfg.Requests, native))
 		add(measure(name, "bubblewrap per request", cfg.Requests, func() error { return runNative(dir, h, bwrapPrefix(dir)) }))
 		add(measure(name, "runsc do per request", max(cfg.Requests/5, 5), func() error {
 			return runNative(dir, h, []string{cfg.Runsc, "--root", filepath.Join(svc.dataDir, "runsc-do"), "--network", "none", "--platform", "systrap", "do"})
@@ -150,7 +156,7 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		// request itself took; the rows above count the preparing too.
 		settle()
 		for _, r := range measureInterleaved(name+", paced", max(cfg.Requests/2, 3), pacedGap,
-			[]string{"native process", "SandboxAPI via gateway"}, []func() error{func() error { return runNative(dir, h, nil) }, service}) {
+			[]string{"native process", "SandboxAPI via gateway"}, []func() error{native, service}) {
 			add(r)
 		}
 	}
@@ -769,3 +775,6 @@ func firstLine(s string) string {
 
 // ErrNoBubblewrap is returned when bwrap is not installed.
 var ErrNoBubblewrap = errors.New("bench: bubblewrap (bwrap) is not installed; `apt-get install bubblewrap`")
+
+// ErrUnknownPart is returned for a Config.Parts entry that is not in Parts.
+var ErrUnknownPart = errors.New("bench: unknown part")
