@@ -3,6 +3,7 @@ package main_test
 import (
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -39,11 +40,18 @@ func TestBenchSmoke(t *testing.T) {
 		"python3 hello, paced native process", "python3 hello, paced SandboxAPI via gateway",
 		"GET /v1/languages via gateway", "GET /v1/languages cell directly",
 		"python3 session create, pool warm", "python3 session execute x = 42",
-		"python3 x2 for 1s SandboxAPI via gateway", "idle warm sandbox",
+		"python3 x2 for 1s SandboxAPI via gateway", "idle warm sandbox one-shot, 2 python3 prepared",
 	} {
 		if !strings.Contains(flat, want) {
 			t.Errorf("the table lacks %q", want)
 		}
+	}
+	// Every sandbox is weighed three ways; as root, pages can be counted.
+	memory := regexp.MustCompile(`idle warm sandbox .* MiB: [0-9.]+ RSS summed, ([0-9.]+|\?) resident, [0-9.]+ PSS`)
+	if m := memory.FindStringSubmatch(table); m == nil {
+		t.Error("the table lacks a sandbox's memory")
+	} else if m[1] == "?" && os.Geteuid() == 0 {
+		t.Error("resident pages were not counted, though we are root")
 	}
 	for _, line := range strings.Split(table, "\n") {
 		f := strings.Fields(line)

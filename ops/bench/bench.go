@@ -211,9 +211,7 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 	if cfg.runs("idle") {
 		// Let the pool settle, then weigh every sandbox.
 		time.Sleep(2 * time.Second)
-		rss, pss, n := idleSandboxMemory(svc.dataDir)
-		rows = append(rows, Row{Case: "idle warm sandbox", Method: "RSS (PSS) per sandbox", N: n,
-			Note: fmt.Sprintf("%.1f MiB RSS, %.1f MiB PSS (median of %d)", float64(rss)/(1<<20), float64(pss)/(1<<20), n)})
+		rows = append(rows, memoryRows(idleSandboxMemory(svc.dataDir))...)
 	}
 
 	printTable(cfg.Out, rows)
@@ -651,73 +649,6 @@ func (s *service) languages() (map[string]bool, error) {
 		out[l.ID] = true
 	}
 	return out, nil
-}
-
-// idleSandboxMemory weighs each sandbox of the service: the RSS and PSS of
-// every process of it (runsc run, the sentry and its stub processes, the
-// gofer), and returns the medians and the number of sandboxes.
-func idleSandboxMemory(dataDir string) (rss, pss int64, n int) {
-	procs, _ := filepath.Glob("/proc/[0-9]*")
-	type info struct {
-		ppid     int
-		cmdline  string
-		rss, pss int64
-	}
-	all := map[int]info{}
-	for _, p := range procs {
-		pid, _ := strconv.Atoi(filepath.Base(p))
-		cl, err := os.ReadFile(p + "/cmdline")
-		if err != nil {
-			continue
-		}
-		st, _ := os.ReadFile(p + "/stat")
-		fields := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
-		var ppid int
-		if len(fields) > 2 {
-			ppid, _ = strconv.Atoi(fields[1])
-		}
-		all[pid] = info{ppid: ppid, cmdline: string(bytes.ReplaceAll(cl, []byte{0}, []byte{' '})),
-			rss: kbField(p+"/status", "VmRSS:"), pss: kbField(p+"/smaps_rollup", "Pss:")}
-	}
-	bundles := filepath.Join(dataDir, "cell", "runsc", "bundles") + "/"
-	idRE := regexp.MustCompile(regexp.QuoteMeta(bundles) + `(\S+)`)
-	owner := map[int]string{}
-	var find func(pid int) string
-	find = func(pid int) string {
-		if id, ok := owner[pid]; ok {
-			return id
-		}
-		in, ok := all[pid]
-		if !ok || pid <= 1 {
-			return ""
-		}
-		id := ""
-		if m := idRE.FindStringSubmatch(in.cmdline); m != nil {
-			id = m[1]
-		} else {
-			id = find(in.ppid)
-		}
-		owner[pid] = id
-		return id
-	}
-	perRSS, perPSS := map[string]int64{}, map[string]int64{}
-	for pid, in := range all {
-		if id := find(pid); id != "" {
-			perRSS[id] += in.rss
-			perPSS[id] += in.pss
-		}
-	}
-	var rs, ps []int64
-	for id := range perRSS {
-		rs = append(rs, perRSS[id])
-		ps = append(ps, perPSS[id])
-	}
-	if len(rs) == 0 {
-		return 0, 0, 0
-	}
-	slices.Sort(rs)
-	slices.Sort(ps)
-	return rs[len(rs)/2], ps[len(ps)/2], len(rs)
 }
 
 func kbField(path, name string) int64 {
