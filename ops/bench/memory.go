@@ -13,7 +13,10 @@ import (
 	"strconv"
 	"strings"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/sandboxapi/sandboxapi/sandboxes/wire"
 )
 
 // sandboxMemory is what one idle sandbox of the service holds, over all its
@@ -110,30 +113,24 @@ func sandboxProcesses(bundles string) map[string][]int {
 // sandboxKind names what a sandbox is for, from its bundle's spec: the
 // init's mode and the runtime it keeps started.
 func sandboxKind(configPath string) string {
-	var spec struct {
-		Process struct{ Args []string } `json:"process"`
-	}
+	var spec specs.Spec
 	b, err := os.ReadFile(configPath)
-	if err != nil || json.Unmarshal(b, &spec) != nil || len(spec.Process.Args) < 3 {
+	if err != nil || json.Unmarshal(b, &spec) != nil || spec.Process == nil || len(spec.Process.Args) < 3 {
 		return "unknown"
 	}
-	var cfg struct {
-		Prestart *struct{ Argv []string } `json:"prestart"`
-		Repl     *struct{ Argv []string } `json:"repl"`
-		Prepared int                      `json:"prepared"`
-	}
+	var cfg wire.ServeConfig
 	_ = json.Unmarshal([]byte(spec.Process.Args[2]), &cfg)
-	runtime := func(argv []string) string {
-		if len(argv) == 0 {
+	runtimeName := func(r *wire.Runner) string {
+		if len(r.Argv) == 0 {
 			return "?"
 		}
-		return filepath.Base(argv[0])
+		return filepath.Base(r.Argv[0])
 	}
 	switch {
 	case spec.Process.Args[1] == "--session" && cfg.Repl != nil:
-		return "session, " + runtime(cfg.Repl.Argv)
+		return "session, " + runtimeName(cfg.Repl)
 	case cfg.Prestart != nil:
-		return fmt.Sprintf("one-shot, %d %s prepared", cfg.Prepared, runtime(cfg.Prestart.Argv))
+		return fmt.Sprintf("one-shot, %d %s prepared", cfg.Prepared, runtimeName(cfg.Prestart))
 	default:
 		return "one-shot, no runtime prepared"
 	}
