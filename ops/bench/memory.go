@@ -188,6 +188,9 @@ func addResidentFrames(pid int, frames map[uint64]struct{}) (hidden bool) {
 		present = 1 << 63
 		pfnMask = 1<<55 - 1
 	)
+	// Runtimes reserve address ranges of many GiB (V8's heap cage, Go's
+	// arenas): their entries are read a bounded chunk at a time.
+	buf := make([]byte, 64<<10)
 	sc := bufio.NewScanner(maps)
 	for sc.Scan() {
 		lo, hi, ok := mapRange(sc.Text())
@@ -195,18 +198,23 @@ func addResidentFrames(pid int, frames map[uint64]struct{}) (hidden bool) {
 		if !ok || hi <= lo || lo >= 1<<47 {
 			continue
 		}
-		buf := make([]byte, (hi-lo)/page*8)
-		nr, _ := pagemap.ReadAt(buf, int64(lo/page*8))
-		for i := 0; i+8 <= nr; i += 8 {
-			e := binary.LittleEndian.Uint64(buf[i:])
-			if e&present == 0 {
-				continue
+		for off, end := int64(lo/page*8), int64(hi/page*8); off < end; {
+			nr, err := pagemap.ReadAt(buf[:min(int64(len(buf)), end-off)], off)
+			for i := 0; i+8 <= nr; i += 8 {
+				e := binary.LittleEndian.Uint64(buf[i:])
+				if e&present == 0 {
+					continue
+				}
+				if pfn := e & pfnMask; pfn != 0 {
+					frames[pfn] = struct{}{}
+				} else {
+					hidden = true
+				}
 			}
-			if pfn := e & pfnMask; pfn != 0 {
-				frames[pfn] = struct{}{}
-			} else {
-				hidden = true
+			if err != nil || nr == 0 {
+				break
 			}
+			off += int64(nr)
 		}
 	}
 	return hidden
