@@ -1,29 +1,38 @@
 // Package cellroute is a reverse_proxy dynamic upstream source that sends
 // gateway traffic to the nodes of a cell.
 //
-// Where the nodes come from is a Membership: the static list from the config
-// today, and later a live view fed by gossip that the process registers with
-// RegisterMembership. Because GetUpstreams sees the request, session affinity
-// (sending /v1/sessions/{id}/... to the node that holds the session) can be
-// added here by matching the session's placement against Node.ID, without
-// touching the gateway config.
+// Where the nodes come from is a Membership, a guest module in the
+// sandboxapi.membership namespace named by the source's `membership` field:
+// sandboxapi.membership.static is a fixed list from the config, and a live
+// view fed by gossip can be another module there. Being Caddy modules, they
+// load in stock Caddy built with xcaddy as well as in our binary. Because
+// GetUpstreams sees the request, session affinity (sending
+// /v1/sessions/{id}/... to the node that holds the session) can be added here
+// by matching the session's placement against Node.ID, without touching the
+// gateway config.
 package cellroute
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"sync"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 )
 
 func init() {
 	caddy.RegisterModule(Upstreams{})
+	caddy.RegisterModule(Static{})
 }
+
+// MembershipNamespace is the Caddy module namespace of membership modules;
+// the `source` key of a `membership` object names one of them.
+const MembershipNamespace = "sandboxapi.membership"
 
 // Sentinel errors.
 var (
@@ -31,9 +40,9 @@ var (
 	// knows no live node; reverse_proxy then has nothing to pick and answers
 	// 503.
 	ErrNoHealthyNodes = errors.New("cellroute: no healthy node in the cell")
-	// ErrUnknownMembership means the config names a membership that nothing
-	// in this process registered.
-	ErrUnknownMembership = errors.New("cellroute: unknown membership")
+	// ErrConfig is wrapped by every configuration error of this package's
+	// modules.
+	ErrConfig = errors.New("cellroute: bad configuration")
 )
 
 // Node is one member of a cell as routing sees it.
@@ -44,9 +53,20 @@ type Node struct {
 	Healthy bool
 }
 
-// Membership reports the nodes of a cell. Nodes is called on every proxied
-// request (and retry), so it must be cheap and safe for concurrent use, and
-// should return nodes in a stable order so load balancing stays even.
+// Membership reports the nodes of a cell. Every module in the
+// sandboxapi.membership namespace implements it.
+//
+// Nodes is called on every proxied request (and retry), so it must be cheap
+// and safe for concurrent use, and should return nodes in a stable order so
+// load balancing stays even.
+//
+// A membership module that holds live state (a gossip agent, its sockets,
+// the view of the cell it has learned) must keep that state in a
+// package-level caddy.UsagePool keyed by its settings: take it with LoadOrNew
+// in Provision and give it back with Delete in Cleanup. Caddy provisions a
+// new config before it cleans up the old one, so a reload then hands the
+// same state to the new config instead of rejoining the cell from nothing,
+// and the state is destroyed only when no config uses it any more.
 type Membership interface {
 	Nodes() []Node
 }
@@ -59,48 +79,74 @@ type StaticMembership []Node
 // Nodes returns m.
 func (m StaticMembership) Nodes() []Node { return m }
 
-var registry = struct {
-	sync.RWMutex
-	m map[string]Membership
-}{m: make(map[string]Membership)}
+// Static is the membership module sandboxapi.membership.static: the nodes
+// listed in the config. It holds nothing but that list, so it needs no
+// state shared across reloads.
+type Static struct {
+	// Addrs are the host:port addresses of the cell's nodes, in the order
+	// load balancing sees them. At least one is required.
+	Addrs []string `json:"nodes,omitempty"`
 
-// RegisterMembership makes m available to configs that set membership to
-// name, replacing any earlier registration. Register before loading the Caddy
-// config that uses it: the module looks the name up when it is provisioned.
-func RegisterMembership(name string, m Membership) {
-	registry.Lock()
-	defer registry.Unlock()
-	registry.m[name] = m
+	// Region is the region every node reports.
+	Region string `json:"region,omitempty"`
+
+	members StaticMembership
 }
 
-// UnregisterMembership removes name. Configs provisioned earlier keep the
-// Membership they looked up.
-func UnregisterMembership(name string) {
-	registry.Lock()
-	defer registry.Unlock()
-	delete(registry.m, name)
+// CaddyModule returns the Caddy module information.
+func (Static) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  MembershipNamespace + ".static",
+		New: func() caddy.Module { return new(Static) },
+	}
 }
 
-func lookupMembership(name string) (Membership, bool) {
-	registry.RLock()
-	defer registry.RUnlock()
-	m, ok := registry.m[name]
-	return m, ok
+// Provision builds the node list.
+func (s *Static) Provision(caddy.Context) error {
+	s.members = make(StaticMembership, 0, len(s.Addrs))
+	for _, addr := range s.Addrs {
+		s.members = append(s.members, Node{ID: addr, Addr: addr, Region: s.Region, Healthy: true})
+	}
+	return nil
+}
+
+// Validate checks the addresses.
+func (s *Static) Validate() error {
+	if len(s.Addrs) == 0 {
+		return fmt.Errorf("%w: static membership has no nodes", ErrConfig)
+	}
+	return checkAddrs(s.Addrs)
+}
+
+// Nodes returns the configured nodes, all healthy.
+func (s *Static) Nodes() []Node { return s.members }
+
+// UnmarshalCaddyfile sets up the membership from Caddyfile tokens:
+//
+//	static [<addr>...] {
+//	    node   <addr> [<addr>...]
+//	    region <name>
+//	}
+func (s *Static) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	return parseNodeBlock(d, &s.Addrs, &s.Region, func() error {
+		return d.Errf("unrecognized static membership option %q", d.Val())
+	})
 }
 
 // Upstreams is the dynamic upstream source http.reverse_proxy.upstreams.sandboxapi_cell.
 type Upstreams struct {
-	// Nodes are the host:port addresses of the cell's nodes. Exactly one of
-	// Nodes and Membership must be set.
+	// Nodes are the host:port addresses of the cell's nodes, shorthand for
+	// a static membership with these nodes and Region. Exactly one of Nodes
+	// and MembershipRaw must be set.
 	Nodes []string `json:"nodes,omitempty"`
 
 	// Region is the cell's region. Informational for now; region-aware cell
 	// selection will use it.
 	Region string `json:"region,omitempty"`
 
-	// Membership names a live node source registered in-process with
-	// RegisterMembership (e.g. gossip in the dev binary).
-	Membership string `json:"membership,omitempty"`
+	// MembershipRaw configures the membership module that reports the
+	// cell's nodes; its `source` names a module in sandboxapi.membership.
+	MembershipRaw json.RawMessage `json:"membership,omitempty" caddy:"namespace=sandboxapi.membership inline_key=source"`
 
 	members Membership
 }
@@ -113,33 +159,45 @@ func (Upstreams) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision resolves where the nodes come from.
-func (u *Upstreams) Provision(caddy.Context) error {
-	if u.Membership != "" {
-		m, ok := lookupMembership(u.Membership)
-		if !ok {
-			return fmt.Errorf("%w: %q (register it with cellroute.RegisterMembership before loading the config)", ErrUnknownMembership, u.Membership)
+// Provision loads the membership module, or builds the static one that the
+// nodes shorthand stands for. A module loaded here is cleaned up by Caddy
+// with the config that loaded it. Which of the two is set is checked here,
+// not in Validate, because loading the module clears MembershipRaw.
+func (u *Upstreams) Provision(ctx caddy.Context) error {
+	switch {
+	case len(u.MembershipRaw) > 0 && len(u.Nodes) > 0:
+		return fmt.Errorf("%w: set either nodes or membership, not both", ErrConfig)
+	case len(u.MembershipRaw) == 0 && len(u.Nodes) == 0:
+		return fmt.Errorf("%w: no nodes and no membership configured", ErrConfig)
+	}
+	if len(u.MembershipRaw) == 0 {
+		static := &Static{Addrs: u.Nodes, Region: u.Region}
+		if err := static.Provision(ctx); err != nil {
+			return err
 		}
-		u.members = m
+		u.members = static
 		return nil
 	}
-	static := make(StaticMembership, 0, len(u.Nodes))
-	for _, addr := range u.Nodes {
-		static = append(static, Node{ID: addr, Addr: addr, Region: u.Region, Healthy: true})
+	mod, err := ctx.LoadModule(u, "MembershipRaw")
+	if err != nil {
+		return fmt.Errorf("cellroute: loading membership: %w", err)
 	}
-	u.members = static
+	m, ok := mod.(Membership)
+	if !ok {
+		return fmt.Errorf("%w: module %T in %s is not a cellroute.Membership", ErrConfig, mod, MembershipNamespace)
+	}
+	u.members = m
 	return nil
 }
 
-// Validate checks the config.
+// Validate checks the nodes shorthand. A membership module has validated
+// its own settings by the time this runs.
 func (u *Upstreams) Validate() error {
-	switch {
-	case u.Membership != "" && len(u.Nodes) > 0:
-		return errors.New("cellroute: set either nodes or membership, not both")
-	case u.Membership == "" && len(u.Nodes) == 0:
-		return errors.New("cellroute: no nodes and no membership configured")
-	}
-	for _, addr := range u.Nodes {
+	return checkAddrs(u.Nodes)
+}
+
+func checkAddrs(addrs []string) error {
+	for _, addr := range addrs {
 		if err := checkAddr(addr); err != nil {
 			return err
 		}
@@ -152,7 +210,7 @@ func (u *Upstreams) Validate() error {
 func checkAddr(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil || host == "" || port == "" {
-		return fmt.Errorf("cellroute: node address %q is not host:port", addr)
+		return fmt.Errorf("%w: node address %q is not host:port", ErrConfig, addr)
 	}
 	return nil
 }
@@ -180,43 +238,63 @@ func (u *Upstreams) GetUpstreams(*http.Request) ([]*reverseproxy.Upstream, error
 //	dynamic sandboxapi_cell [<addr>...] {
 //	    node       <addr> [<addr>...]
 //	    region     <name>
-//	    membership <name>
+//	    membership <module> [<args>...] {
+//	        <the module's options>
+//	    }
 //	}
+//
+// where <module> names a module in sandboxapi.membership, such as static.
 func (u *Upstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // the source name
-	u.Nodes = append(u.Nodes, d.RemainingArgs()...)
+	return parseNodeBlock(d, &u.Nodes, &u.Region, func() error {
+		if d.Val() != "membership" {
+			return d.Errf("unrecognized sandboxapi_cell option %q", d.Val())
+		}
+		if !d.NextArg() {
+			return d.ArgErr()
+		}
+		if u.MembershipRaw != nil {
+			return d.Err("membership already specified")
+		}
+		name := d.Val()
+		unm, err := caddyfile.UnmarshalModule(d, MembershipNamespace+"."+name)
+		if err != nil {
+			return err
+		}
+		u.MembershipRaw = caddyconfig.JSONModuleObject(unm, "source", name, nil)
+		return nil
+	})
+}
+
+// parseNodeBlock reads the shape that sandboxapi_cell and the static
+// membership share: the directive or module name, node addresses inline,
+// then a block of node and region options. Any other option is left to
+// other, with d at its name.
+func parseNodeBlock(d *caddyfile.Dispenser, addrs *[]string, region *string, other func() error) error {
+	d.Next() // the directive or module name
+	*addrs = append(*addrs, d.RemainingArgs()...)
 	for d.NextBlock(0) {
 		switch d.Val() {
 		case "node":
-			addrs := d.RemainingArgs()
-			if len(addrs) == 0 {
+			more := d.RemainingArgs()
+			if len(more) == 0 {
 				return d.ArgErr()
 			}
-			u.Nodes = append(u.Nodes, addrs...)
+			*addrs = append(*addrs, more...)
 		case "region":
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
-			if u.Region != "" {
+			if *region != "" {
 				return d.Err("region already specified")
 			}
-			u.Region = d.Val()
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-		case "membership":
-			if !d.NextArg() {
-				return d.ArgErr()
-			}
-			if u.Membership != "" {
-				return d.Err("membership already specified")
-			}
-			u.Membership = d.Val()
+			*region = d.Val()
 			if d.NextArg() {
 				return d.ArgErr()
 			}
 		default:
-			return d.Errf("unrecognized sandboxapi_cell option %q", d.Val())
+			if err := other(); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -229,4 +307,8 @@ var (
 	_ reverseproxy.UpstreamSource = (*Upstreams)(nil)
 	_ caddyfile.Unmarshaler       = (*Upstreams)(nil)
 	_ Membership                  = StaticMembership(nil)
+	_ Membership                  = (*Static)(nil)
+	_ caddy.Provisioner           = (*Static)(nil)
+	_ caddy.Validator             = (*Static)(nil)
+	_ caddyfile.Unmarshaler       = (*Static)(nil)
 )

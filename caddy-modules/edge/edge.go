@@ -17,8 +17,8 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	_ "github.com/caddyserver/caddy/v2/modules/logging" // filter encoder for access logs
 
-	// Our modules: sandboxapi_auth, sandboxapi_limits and the
-	// sandboxapi_cell upstream source.
+	// Our modules: sandboxapi_auth, sandboxapi_limits with its rate stores,
+	// and the sandboxapi_cell upstream source with its memberships.
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/auth"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/cellroute"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/limits"
@@ -52,9 +52,11 @@ type Config struct {
 	// CellNodes are the host:port addresses of the cell's nodes. Required
 	// unless CellMembership is set.
 	CellNodes []string
-	// CellMembership names a live node source registered with
-	// cellroute.RegisterMembership before Run, instead of CellNodes.
-	CellMembership string
+	// CellMembership configures a membership module (a module in
+	// cellroute.MembershipNamespace, named by its "source" key) that
+	// reports the cell's nodes, instead of CellNodes: the JSON object that
+	// sandboxapi_cell takes as "membership".
+	CellMembership json.RawMessage
 	// CellRegion is the cell's region (informational for now).
 	CellRegion string
 	// RapidAPIProxySecret, when set, is required on requests that carry
@@ -76,10 +78,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: no cell secret file", ErrConfig)
 	case c.UsageDB == "":
 		return fmt.Errorf("%w: no usage db", ErrConfig)
-	case len(c.CellNodes) == 0 && c.CellMembership == "":
+	case len(c.CellNodes) == 0 && len(c.CellMembership) == 0:
 		return fmt.Errorf("%w: no cell nodes and no cell membership", ErrConfig)
-	case len(c.CellNodes) > 0 && c.CellMembership != "":
+	case len(c.CellNodes) > 0 && len(c.CellMembership) > 0:
 		return fmt.Errorf("%w: set cell nodes or a cell membership, not both", ErrConfig)
+	case len(c.CellMembership) > 0 && !json.Valid(c.CellMembership):
+		return fmt.Errorf("%w: cell membership is not JSON", ErrConfig)
 	}
 	return nil
 }
@@ -96,7 +100,7 @@ func (c Config) CaddyJSON() ([]byte, error) {
 	if len(c.CellNodes) > 0 {
 		upstreams["nodes"] = c.CellNodes
 	}
-	if c.CellMembership != "" {
+	if len(c.CellMembership) > 0 {
 		upstreams["membership"] = c.CellMembership
 	}
 	if c.CellRegion != "" {

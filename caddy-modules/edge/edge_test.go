@@ -37,7 +37,8 @@ func TestValidate(t *testing.T) {
 		wantErr bool
 	}{
 		{name: "complete", mutate: func(*Config) {}},
-		{name: "membership instead of nodes", mutate: func(c *Config) { c.CellNodes = nil; c.CellMembership = "gossip" }},
+		{name: "membership instead of nodes", mutate: func(c *Config) { c.CellNodes = nil; c.CellMembership = json.RawMessage(`{"source":"gossip"}`) }},
+		{name: "membership not JSON", mutate: func(c *Config) { c.CellNodes = nil; c.CellMembership = json.RawMessage(`{"source":`) }, wantErr: true},
 		{name: "any interface", mutate: func(c *Config) { c.Listen = ":8080" }},
 		{name: "no listen", mutate: func(c *Config) { c.Listen = "" }, wantErr: true},
 		{name: "listen without port", mutate: func(c *Config) { c.Listen = "127.0.0.1" }, wantErr: true},
@@ -46,7 +47,7 @@ func TestValidate(t *testing.T) {
 		{name: "no usage db", mutate: func(c *Config) { c.UsageDB = "" }, wantErr: true},
 		{name: "plans file", mutate: func(c *Config) { c.PlansFile = "/p.json" }},
 		{name: "no cell", mutate: func(c *Config) { c.CellNodes = nil }, wantErr: true},
-		{name: "nodes and membership", mutate: func(c *Config) { c.CellMembership = "gossip" }, wantErr: true},
+		{name: "nodes and membership", mutate: func(c *Config) { c.CellMembership = json.RawMessage(`{"source":"gossip"}`) }, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -420,10 +421,8 @@ func TestGateway(t *testing.T) {
 	})
 
 	t.Run("no healthy node is a JSON 503", func(t *testing.T) {
-		cellroute.RegisterMembership("edge-test", deadCell{})
-		defer cellroute.UnregisterMembership("edge-test")
 		down := cfg
-		down.CellNodes, down.CellMembership = nil, "edge-test"
+		down.CellNodes, down.CellMembership = nil, json.RawMessage(`{"source":"edge_test_dead"}`)
 		if err := Run(down); err != nil {
 			t.Fatal(err)
 		}
@@ -619,7 +618,18 @@ func checkLimitHeaders(t *testing.T, resp *http.Response, want map[string]string
 	}
 }
 
+func init() { caddy.RegisterModule(deadCell{}) }
+
+// deadCell is the membership module sandboxapi.membership.edge_test_dead: a
+// cell whose only node is down.
 type deadCell struct{}
+
+func (deadCell) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  cellroute.MembershipNamespace + ".edge_test_dead",
+		New: func() caddy.Module { return new(deadCell) },
+	}
+}
 
 func (deadCell) Nodes() []cellroute.Node {
 	return []cellroute.Node{{ID: "n1", Addr: "127.0.0.1:1", Healthy: false}}
