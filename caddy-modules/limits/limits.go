@@ -25,26 +25,25 @@
 package limits
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/ulule/limiter/v3"
-	"github.com/ulule/limiter/v3/drivers/store/memory"
 	"go.uber.org/zap"
 
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/billing/usage"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/auth"
-	"github.com/sandboxapi/sandboxapi/caddy-modules/blockopts"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 )
 
@@ -84,58 +83,8 @@ const RatePeriod = time.Minute
 // users may share (a Redis, say).
 const rateStorePrefix = "sandboxapi_rate"
 
-// Sentinel errors.
-var (
-	// ErrConfig is wrapped by every configuration error.
-	ErrConfig = errors.New("sandboxapi_limits: bad configuration")
-	// ErrUnknownRateStore means the config names a rate store that nothing
-	// in this process registered.
-	ErrUnknownRateStore = errors.New("sandboxapi_limits: unknown rate store")
-)
-
-// defaultRateStore is the in-memory store used when the config names none.
-// It is process-wide so that a config reload, which provisions a new
-// handler, does not hand every account a fresh window.
-var defaultRateStore = sync.OnceValue(func() limiter.Store {
-	return memory.NewStoreWithOptions(limiter.StoreOptions{
-		Prefix:          rateStorePrefix,
-		CleanUpInterval: limiter.DefaultCleanUpInterval,
-	})
-})
-
-var rateStores = struct {
-	sync.RWMutex
-	m map[string]limiter.Store
-}{m: make(map[string]limiter.Store)}
-
-// RegisterRateStore makes s available to configs that set rate_store to
-// name, replacing any earlier registration. Any limiter.Store works, such as
-// ulule/limiter's Redis store when several gateways must share one count.
-// Register before loading the Caddy config that uses it: the module looks
-// the name up when it is provisioned.
-func RegisterRateStore(name string, s limiter.Store) {
-	rateStores.Lock()
-	defer rateStores.Unlock()
-	rateStores.m[name] = s
-}
-
-// UnregisterRateStore removes name. Configs provisioned earlier keep the
-// store they looked up.
-func UnregisterRateStore(name string) {
-	rateStores.Lock()
-	defer rateStores.Unlock()
-	delete(rateStores.m, name)
-}
-
-func lookupRateStore(name string) (limiter.Store, bool) {
-	if name == "" {
-		return defaultRateStore(), true
-	}
-	rateStores.RLock()
-	defer rateStores.RUnlock()
-	s, ok := rateStores.m[name]
-	return s, ok
-}
+// ErrConfig is wrapped by every configuration error.
+var ErrConfig = errors.New("sandboxapi_limits: bad configuration")
 
 // Handler enforces per-account rate limits and monthly execution quotas.
 type Handler struct {
@@ -146,13 +95,14 @@ type Handler struct {
 	// same file the cells are given. Empty means the built-in plans.
 	PlansFile string `json:"plans_file,omitempty"`
 
-	// RateStore names a limiter.Store registered with RegisterRateStore.
-	// Empty means an in-memory store, right for a single gateway.
-	RateStore string `json:"rate_store,omitempty"`
+	// RateStoreRaw configures where rate windows are counted: a module in
+	// sandboxapi.rate_stores named by its `store` key, such as memory or
+	// redis. Empty means memory with its defaults, right for a single
+	// gateway.
+	RateStoreRaw json.RawMessage `json:"rate_store,omitempty" caddy:"namespace=sandboxapi.rate_stores inline_key=store"`
 
 	usageDB  string
 	catalog  plans.Catalog
-	store    limiter.Store
 	limiters map[string]*limiter.Limiter // by plan name
 	ledger   *usage.Ledger
 	release  func() error
@@ -168,11 +118,13 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision loads the plans, finds the rate store and opens the usage
-// ledger. The ledger is shared process-wide (usage.OpenShared) because bbolt
-// locks its file and a config reload provisions this module again before
-// cleaning up the old instance. Missing or unknown settings are reported by
-// Validate.
+// Provision loads the plans, loads the rate store module and opens the
+// usage ledger. The ledger is shared process-wide (usage.OpenShared) because
+// bbolt locks its file and a config reload provisions this module again
+// before cleaning up the old instance; the rate store modules share their
+// stores across reloads the same way, through a caddy.UsagePool. The rate
+// store module is cleaned up by Caddy with the config that loaded it.
+// Missing settings are reported by Validate.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.now = time.Now
@@ -189,16 +141,17 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.catalog = c
 	}
 
-	if s, ok := lookupRateStore(h.RateStore); ok {
-		h.store = s
-		h.limiters = make(map[string]*limiter.Limiter)
-		for _, p := range h.catalog.Plans() {
-			h.limiters[p.Name] = limiter.New(s, limiter.Rate{
-				Formatted: fmt.Sprintf("%d-M", p.RequestsPerMinute),
-				Period:    RatePeriod,
-				Limit:     int64(p.RequestsPerMinute),
-			})
-		}
+	store, err := h.loadRateStore(ctx)
+	if err != nil {
+		return err
+	}
+	h.limiters = make(map[string]*limiter.Limiter)
+	for _, p := range h.catalog.Plans() {
+		h.limiters[p.Name] = limiter.New(store, limiter.Rate{
+			Formatted: fmt.Sprintf("%d-M", p.RequestsPerMinute),
+			Period:    RatePeriod,
+			Limit:     int64(p.RequestsPerMinute),
+		})
 	}
 
 	if h.usageDB != "" {
@@ -211,13 +164,29 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Validate reports settings that are missing or name nothing.
+// loadRateStore loads the configured rate store module, or the default.
+func (h *Handler) loadRateStore(ctx caddy.Context) (limiter.Store, error) {
+	var mod any
+	var err error
+	if len(h.RateStoreRaw) == 0 {
+		mod, err = ctx.LoadModuleByID(defaultRateStore, nil)
+	} else {
+		mod, err = ctx.LoadModule(h, "RateStoreRaw")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sandboxapi_limits: loading rate store: %w", err)
+	}
+	rs, ok := mod.(RateStore)
+	if !ok {
+		return nil, fmt.Errorf("%w: module %T in %s is not a limits.RateStore", ErrConfig, mod, RateStoreNamespace)
+	}
+	return rs.Store(), nil
+}
+
+// Validate reports settings that are missing.
 func (h *Handler) Validate() error {
 	if h.usageDB == "" {
 		return fmt.Errorf("%w: usage_db is required", ErrConfig)
-	}
-	if h.store == nil {
-		return fmt.Errorf("%w: %w %q; register it with limits.RegisterRateStore before loading the config", ErrConfig, ErrUnknownRateStore, h.RateStore)
 	}
 	return nil
 }
@@ -348,14 +317,70 @@ func writeError(w http.ResponseWriter, status int, code, message string, retryAf
 //	sandboxapi_limits {
 //	    usage_db   <path>
 //	    plans_file <path>
-//	    rate_store <name>
+//	    rate_store <module> {
+//	        <the module's options>
+//	    }
 //	}
+//
+// where <module> names a module in sandboxapi.rate_stores, such as memory
+// or redis.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	return blockopts.Parse(d, map[string]*string{
-		"usage_db":   &h.UsageDB,
-		"plans_file": &h.PlansFile,
-		"rate_store": &h.RateStore,
-	})
+	d.Next() // the directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		var err error
+		switch opt := d.Val(); opt {
+		case "usage_db":
+			err = oneValue(d, &h.UsageDB)
+		case "plans_file":
+			err = oneValue(d, &h.PlansFile)
+		case "rate_store":
+			err = h.unmarshalRateStore(d)
+		default:
+			err = d.Errf("unrecognized sandboxapi_limits option %q", opt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// oneValue reads the single value of the option at d into dst, which must
+// not be set yet.
+func oneValue(d *caddyfile.Dispenser, dst *string) error {
+	opt := d.Val()
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	if *dst != "" {
+		return d.Errf("%s already specified", opt)
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+// unmarshalRateStore reads `rate_store <module> ...` at d into
+// RateStoreRaw.
+func (h *Handler) unmarshalRateStore(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	if h.RateStoreRaw != nil {
+		return d.Err("rate_store already specified")
+	}
+	name := d.Val()
+	unm, err := caddyfile.UnmarshalModule(d, RateStoreNamespace+"."+name)
+	if err != nil {
+		return err
+	}
+	h.RateStoreRaw = caddyconfig.JSONModuleObject(unm, "store", name, nil)
+	return nil
 }
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {

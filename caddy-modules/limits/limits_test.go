@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -23,6 +25,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/redis/go-redis/v9"
 	"github.com/ulule/limiter/v3"
 	"github.com/ulule/limiter/v3/drivers/store/memory"
 
@@ -51,18 +54,23 @@ func newFixture(t *testing.T) fixture {
 	return f
 }
 
-// config is a complete handler config with a rate store of its own, so tests
-// do not share rate windows.
-func (f fixture) config(t *testing.T) map[string]string {
+// config is a handler's JSON config.
+type config = map[string]any
+
+// config is a complete handler config with a rate store of its own (a
+// memory store with a prefix no other test uses), so tests do not share
+// rate windows.
+func (f fixture) config(t *testing.T) config {
 	t.Helper()
-	name := "test-" + t.Name()
-	RegisterRateStore(name, memory.NewStore())
-	t.Cleanup(func() { UnregisterRateStore(name) })
-	return map[string]string{"usage_db": f.usageDB, "plans_file": f.plansFile, "rate_store": name}
+	return config{
+		"usage_db":   f.usageDB,
+		"plans_file": f.plansFile,
+		"rate_store": config{"store": "memory", "prefix": "test-" + t.Name()},
+	}
 }
 
 // load provisions the module the way Caddy does, from its JSON config.
-func load(t *testing.T, cfg map[string]string) (*Handler, context.CancelFunc) {
+func load(t *testing.T, cfg config) (*Handler, context.CancelFunc) {
 	t.Helper()
 	h, cancel, err := tryLoad(t, cfg)
 	if err != nil {
@@ -71,7 +79,7 @@ func load(t *testing.T, cfg map[string]string) (*Handler, context.CancelFunc) {
 	return h, cancel
 }
 
-func tryLoad(t *testing.T, cfg map[string]string) (*Handler, context.CancelFunc, error) {
+func tryLoad(t *testing.T, cfg config) (*Handler, context.CancelFunc, error) {
 	t.Helper()
 	raw, err := json.Marshal(cfg)
 	if err != nil {
@@ -639,9 +647,25 @@ func TestBrokenLedgerIsA500(t *testing.T) {
 	}
 }
 
+func init() {
+	caddy.RegisterModule(brokenStore{})
+	caddy.RegisterModule(notRateStore{})
+}
+
+// brokenStore is the rate store module sandboxapi.rate_stores.test_broken,
+// and its own limiter.Store: one that is always down.
 type brokenStore struct{}
 
 var errStoreDown = errors.New("store down")
+
+func (brokenStore) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  RateStoreNamespace + ".test_broken",
+		New: func() caddy.Module { return new(brokenStore) },
+	}
+}
+
+func (brokenStore) Store() limiter.Store { return brokenStore{} }
 
 func (brokenStore) Get(context.Context, string, limiter.Rate) (limiter.Context, error) {
 	return limiter.Context{}, errStoreDown
@@ -659,11 +683,20 @@ func (brokenStore) Increment(context.Context, string, int64, limiter.Rate) (limi
 	return limiter.Context{}, errStoreDown
 }
 
+// notRateStore is a module in the rate store namespace that provides no
+// store, as a mistaken third-party module might be.
+type notRateStore struct{}
+
+func (notRateStore) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  RateStoreNamespace + ".test_not_store",
+		New: func() caddy.Module { return new(notRateStore) },
+	}
+}
+
 func TestBrokenRateStoreFailsOpen(t *testing.T) {
 	f := newFixture(t)
-	RegisterRateStore("broken", brokenStore{})
-	t.Cleanup(func() { UnregisterRateStore("broken") })
-	h, _ := load(t, map[string]string{"usage_db": f.usageDB, "plans_file": f.plansFile, "rate_store": "broken"})
+	h, _ := load(t, config{"usage_db": f.usageDB, "plans_file": f.plansFile, "rate_store": config{"store": "test_broken"}})
 	for range 5 { // more than basic's 3 a minute
 		res := serve(t, h, http.MethodPost, "acct_open", "basic", cellReply(http.StatusOK, "1"))
 		if res.rec.Code != http.StatusOK || !res.called {
@@ -684,16 +717,24 @@ func TestProvisionErrors(t *testing.T) {
 	if err := os.WriteFile(badPlans, []byte(`{"plans":[{"name":"pro","requests_per_minute":0}]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	withStore := func(store config) config { return config{"usage_db": f.usageDB, "rate_store": store} }
 	tests := []struct {
 		name    string
-		cfg     map[string]string
-		wantErr error
+		cfg     config
+		wantErr string // a substring of the error; "" for any
 	}{
-		{"no usage_db", map[string]string{}, ErrConfig},
-		{"unknown rate store", map[string]string{"usage_db": f.usageDB, "rate_store": "nope"}, ErrUnknownRateStore},
-		{"invalid plans file", map[string]string{"usage_db": f.usageDB, "plans_file": badPlans}, nil},
-		{"missing plans file", map[string]string{"usage_db": f.usageDB, "plans_file": filepath.Join(f.dir, "nope.json")}, nil},
-		{"usage db in a missing directory", map[string]string{"usage_db": filepath.Join(f.dir, "no", "such", "usage.db")}, nil},
+		{"no usage_db", config{}, ErrConfig.Error()},
+		{"unknown rate store", withStore(config{"store": "nope"}), "unknown module: sandboxapi.rate_stores.nope"},
+		{"rate store named without an object", config{"usage_db": f.usageDB, "rate_store": "memory"}, "rate store"},
+		{"rate store without store key", withStore(config{"prefix": "x"}), "rate store"},
+		{"module is not a rate store", withStore(config{"store": "test_not_store"}), ErrConfig.Error()},
+		{"unknown memory field", withStore(config{"store": "memory", "size": 10}), "unknown field"},
+		{"redis without address", withStore(config{"store": "redis"}), "address is required"},
+		{"redis address without port", withStore(config{"store": "redis", "address": "127.0.0.1"}), "not host:port"},
+		{"redis negative db", withStore(config{"store": "redis", "address": "127.0.0.1:6379", "db": -1}), "negative"},
+		{"invalid plans file", config{"usage_db": f.usageDB, "plans_file": badPlans}, ""},
+		{"missing plans file", config{"usage_db": f.usageDB, "plans_file": filepath.Join(f.dir, "nope.json")}, ""},
+		{"usage db in a missing directory", config{"usage_db": filepath.Join(f.dir, "no", "such", "usage.db")}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -701,9 +742,9 @@ func TestProvisionErrors(t *testing.T) {
 			if err == nil {
 				t.Fatal("provisioned without error")
 			}
-			// LoadModule flattens errors with %v, so match the sentinel's text.
-			if tt.wantErr != nil && !strings.Contains(err.Error(), tt.wantErr.Error()) {
-				t.Errorf("error = %v, want %v", err, tt.wantErr)
+			// LoadModule flattens errors with %v, so match the text.
+			if !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("error = %v, want one containing %q", err, tt.wantErr)
 			}
 		})
 	}
@@ -718,7 +759,7 @@ func TestProvisionErrors(t *testing.T) {
 func TestPlaceholdersInConfig(t *testing.T) {
 	f := newFixture(t)
 	t.Setenv("SANDBOXAPI_TEST_USAGE_DB", f.usageDB)
-	h, _ := load(t, map[string]string{"usage_db": "{env.SANDBOXAPI_TEST_USAGE_DB}"})
+	h, _ := load(t, config{"usage_db": "{env.SANDBOXAPI_TEST_USAGE_DB}"})
 	if h.usageDB != f.usageDB {
 		t.Errorf("usage db = %q, want %q", h.usageDB, f.usageDB)
 	}
@@ -758,10 +799,35 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			input: `sandboxapi_limits {
 				usage_db /var/lib/sandboxapi/usage.db
 				plans_file /etc/sandboxapi/plans.json
-				rate_store redis
+				rate_store redis {
+					address 10.0.0.5:6379
+					password {env.REDIS_PASSWORD}
+					db 2
+					prefix gw
+				}
 			}`,
-			want: Handler{UsageDB: "/var/lib/sandboxapi/usage.db", PlansFile: "/etc/sandboxapi/plans.json", RateStore: "redis"},
+			want: Handler{
+				UsageDB: "/var/lib/sandboxapi/usage.db", PlansFile: "/etc/sandboxapi/plans.json",
+				RateStoreRaw: json.RawMessage(`{"address":"10.0.0.5:6379","db":2,"password":"{env.REDIS_PASSWORD}","prefix":"gw","store":"redis"}`),
+			},
 		},
+		{
+			name:  "memory rate store",
+			input: "sandboxapi_limits {\n rate_store memory\n usage_db /u.db\n}",
+			want:  Handler{UsageDB: "/u.db", RateStoreRaw: json.RawMessage(`{"store":"memory"}`)},
+		},
+		{
+			name:  "memory rate store with a prefix",
+			input: "sandboxapi_limits {\n rate_store memory {\n prefix site-a\n }\n}",
+			want:  Handler{RateStoreRaw: json.RawMessage(`{"prefix":"site-a","store":"memory"}`)},
+		},
+		{name: "rate store without module", input: "sandboxapi_limits {\n rate_store\n}", wantErr: true},
+		{name: "rate store module not built in", input: "sandboxapi_limits {\n rate_store memcached\n}", wantErr: true},
+		{name: "rate store twice", input: "sandboxapi_limits {\n rate_store memory\n rate_store memory\n}", wantErr: true},
+		{name: "rate store with an inline argument", input: "sandboxapi_limits {\n rate_store memory big\n}", wantErr: true},
+		{name: "redis db not a number", input: "sandboxapi_limits {\n rate_store redis {\n address a:1\n db one\n }\n}", wantErr: true},
+		{name: "redis db negative", input: "sandboxapi_limits {\n rate_store redis {\n address a:1\n db -1\n }\n}", wantErr: true},
+		{name: "unknown redis option", input: "sandboxapi_limits {\n rate_store redis {\n host a\n }\n}", wantErr: true},
 		{name: "empty block", input: "sandboxapi_limits {\n}", want: Handler{}},
 		{name: "inline argument", input: "sandboxapi_limits /x.db", wantErr: true},
 		{name: "option without value", input: "sandboxapi_limits {\n usage_db\n}", wantErr: true},
@@ -841,6 +907,228 @@ func TestDirectiveOrder(t *testing.T) {
 			}
 			if !strings.Contains(s, `"usage_db":"/u.db"`) {
 				t.Errorf("option lost: %s", s)
+			}
+		})
+	}
+}
+
+// TestMemoryRateStoreSurvivesReload provisions a second handler the way a
+// config reload does, while the first still runs, and checks which rate
+// windows the second one sees.
+func TestMemoryRateStoreSurvivesReload(t *testing.T) {
+	f := newFixture(t)
+	withStore := func(store config) config {
+		cfg := config{"usage_db": f.usageDB, "plans_file": f.plansFile}
+		if store != nil {
+			cfg["rate_store"] = store
+		}
+		return cfg
+	}
+	prefix := "test-" + t.Name()
+	tests := []struct {
+		name          string
+		first, second config
+		stopFirst     bool  // clean up the first handler before the second is provisioned
+		want          int64 // X-RateLimit-Remaining on the second handler's first request
+	}{
+		{
+			name:  "reload keeps the window",
+			first: withStore(config{"store": "memory", "prefix": prefix}), second: withStore(config{"store": "memory", "prefix": prefix}),
+			want: 1,
+		},
+		{
+			name:  "default store keeps the window",
+			first: withStore(nil), second: withStore(nil),
+			want: 1,
+		},
+		{
+			name:  "default store is memory with the default prefix",
+			first: withStore(nil), second: withStore(config{"store": "memory"}),
+			want: 1,
+		},
+		{
+			name:  "another prefix has windows of its own",
+			first: withStore(config{"store": "memory", "prefix": prefix}), second: withStore(config{"store": "memory", "prefix": prefix + "-other"}),
+			want: 2,
+		},
+		{
+			name:  "a store no config holds is gone",
+			first: withStore(config{"store": "memory", "prefix": prefix}), second: withStore(config{"store": "memory", "prefix": prefix}),
+			stopFirst: true,
+			want:      2,
+		},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			account := "acct_reload_rate_" + strconv.Itoa(i)
+			remaining := func(h *Handler) int64 {
+				t.Helper()
+				res := serve(t, h, http.MethodGet, account, "basic", cellReply(http.StatusOK, ""))
+				return headerInt(t, res.rec.Header(), HeaderRateLimitRemaining)
+			}
+			old, cancelOld := load(t, tt.first)
+			if got := remaining(old); got != 2 { // basic allows 3 a minute in testPlans
+				t.Fatalf("first request: remaining = %d, want 2", got)
+			}
+			if tt.stopFirst {
+				cancelOld()
+			}
+			h, cancel := load(t, tt.second)
+			defer cancel()
+			cancelOld() // a reload cleans up the old config after provisioning the new
+			if got := remaining(h); got != tt.want {
+				t.Errorf("after the reload: remaining = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+// startRedis runs redis-server on addr (127.0.0.1:port) with password until
+// the test ends. It skips the test only when redis-server is not installed.
+func startRedis(t *testing.T, addr, password string) {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("redis-server is not installed (apt-get install redis-server): the Redis rate store is tested against a real server")
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", port, "--requirepass", password,
+		"--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server did not listen on %s: %v\n%s", addr, err, out.String())
+		}
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestRedisRateStore counts through a real Redis: a config that loads while
+// Redis is down lets requests through, starts limiting once Redis is up,
+// shares windows with a reloaded config and keeps its keys under its
+// prefix in its database.
+func TestRedisRateStore(t *testing.T) {
+	f := newFixture(t)
+	addr := freeAddr(t) // nothing listens here until startRedis
+	const password = "redis-test-password"
+	t.Setenv("SANDBOXAPI_TEST_REDIS_PASSWORD", password)
+	prefix := "test-" + t.Name()
+	withStore := func(prefix string) config {
+		return config{"usage_db": f.usageDB, "plans_file": f.plansFile, "rate_store": config{
+			"store": "redis", "address": addr, "password": "{env.SANDBOXAPI_TEST_REDIS_PASSWORD}", "db": 3, "prefix": prefix,
+		}}
+	}
+	const account = "acct_redis"
+	get := func(h *Handler) http.Header {
+		t.Helper()
+		res := serve(t, h, http.MethodGet, account, "basic", cellReply(http.StatusOK, ""))
+		if res.rec.Code != http.StatusOK || !res.called {
+			t.Fatalf("status %d, called %v", res.rec.Code, res.called)
+		}
+		return res.rec.Header()
+	}
+
+	old, cancelOld := load(t, withStore(prefix))
+	if v := get(old).Get(HeaderRateLimitLimit); v != "" {
+		t.Fatalf("%s = %q with Redis down; want the request through without rate headers", HeaderRateLimitLimit, v)
+	}
+	startRedis(t, addr, password)
+
+	steps := []struct {
+		name   string
+		h      func() *Handler
+		remain int64
+	}{
+		{"Redis up", func() *Handler { return old }, 2},
+		{"same window after a reload", func() *Handler {
+			h, _ := load(t, withStore(prefix))
+			cancelOld()
+			return h
+		}, 1},
+		{"another prefix counts apart", func() *Handler { h, _ := load(t, withStore(prefix+"-other")); return h }, 2},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			if got := headerInt(t, get(st.h()), HeaderRateLimitRemaining); got != st.remain {
+				t.Errorf("remaining = %d, want %d", got, st.remain)
+			}
+		})
+	}
+
+	client := redis.NewClient(&redis.Options{Addr: addr, Password: password, DB: 3})
+	defer client.Close()
+	n, err := client.Get(t.Context(), prefix+":"+account).Int()
+	if err != nil || n != 2 {
+		t.Errorf("Redis db 3 holds %s:%s = %d, %v; want 2", prefix, account, n, err)
+	}
+}
+
+// TestCaddyfileRateStore adapts rate_store as operators write it and loads
+// the result.
+func TestCaddyfileRateStore(t *testing.T) {
+	f := newFixture(t)
+	tests := []struct {
+		name  string
+		block string
+		want  limiter.Store // of the type the handler should count in
+	}{
+		{"default", "", (*memory.Store)(nil)},
+		{"memory", "rate_store memory {\n prefix " + t.Name() + "\n }", (*memory.Store)(nil)},
+		// Loads with nothing listening: Provision does not connect.
+		{"redis", "rate_store redis {\n address " + freeAddr(t) + "\n password {env.REDIS_PASSWORD}\n db 1\n }", (*lazyRedisStore)(nil)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			input := ":8080 {\n sandboxapi_limits {\n usage_db " + f.usageDB + "\n " + tt.block + "\n }\n}"
+			out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(input), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var cfg struct {
+				Apps struct {
+					HTTP struct {
+						Servers map[string]struct {
+							Routes []struct {
+								Handle []config `json:"handle"`
+							} `json:"routes"`
+						} `json:"servers"`
+					} `json:"http"`
+				} `json:"apps"`
+			}
+			if err := json.Unmarshal(out, &cfg); err != nil {
+				t.Fatal(err)
+			}
+			routes := cfg.Apps.HTTP.Servers["srv0"].Routes
+			if len(routes) != 1 || len(routes[0].Handle) != 1 {
+				t.Fatalf("unexpected config: %s", out)
+			}
+			handler := routes[0].Handle[0]
+			delete(handler, "handler")
+			h, _ := load(t, handler)
+			if got := h.limiters["basic"].Store; reflect.TypeOf(got) != reflect.TypeOf(tt.want) {
+				t.Errorf("counting in %T, want %T", got, tt.want)
 			}
 		})
 	}
