@@ -5,7 +5,12 @@
 # binary (caddy-modules/edge). The modules are:
 #   http.handlers.sandboxapi_auth                  (directive sandboxapi_auth)
 #   http.handlers.sandboxapi_limits                (directive sandboxapi_limits)
+#   sandboxapi.rate_stores.memory                  (sandboxapi_limits { rate_store memory })
+#   sandboxapi.rate_stores.redis                   (sandboxapi_limits { rate_store redis { ... } })
 #   http.reverse_proxy.upstreams.sandboxapi_cell   (reverse_proxy { dynamic sandboxapi_cell ... })
+#   sandboxapi.membership.static                   (dynamic sandboxapi_cell { membership static { ... } })
+# Everything is configured in the Caddyfile or JSON config; none of it needs
+# Go code of ours beyond the imports below.
 #
 #   docker build -f xcaddy.Dockerfile -t sandboxapi-caddy .
 #   docker run -p 8080:8080 \
@@ -32,9 +37,11 @@ RUN xcaddy build v${CADDY_VERSION} \
       --with github.com/sandboxapi/sandboxapi/caddy-modules/cellroute \
       --with github.com/sandboxapi/sandboxapi/caddy-modules/limits \
       --replace github.com/sandboxapi/sandboxapi=/src/sandboxapi \
- && /usr/bin/caddy list-modules | grep -q '^http.handlers.sandboxapi_auth$' \
- && /usr/bin/caddy list-modules | grep -q '^http.handlers.sandboxapi_limits$' \
- && /usr/bin/caddy list-modules | grep -q '^http.reverse_proxy.upstreams.sandboxapi_cell$'
+ && for m in http.handlers.sandboxapi_auth http.handlers.sandboxapi_limits \
+            sandboxapi.rate_stores.memory sandboxapi.rate_stores.redis \
+            http.reverse_proxy.upstreams.sandboxapi_cell sandboxapi.membership.static; do \
+      /usr/bin/caddy list-modules | grep -qx "$m" || { echo "module $m missing" >&2; exit 1; }; \
+    done
 
 FROM caddy:${CADDY_VERSION}
 COPY --from=builder /usr/bin/caddy /usr/bin/caddy
