@@ -203,6 +203,14 @@ func Isolated(cfgJSON string) int {
 		out.fail(err)
 		return 1
 	}
+	return execute(cfg, os.Stdin, out)
+}
+
+// execute is an execution once its scratch is mounted: it starts the
+// prestarted runner if there is one, then waits for its job on in and runs
+// it. It is apart from Isolated so that tests can run it as PID 1 of a PID
+// namespace on the host, without mounting over the host's /tmp and /proc.
+func execute(cfg wire.ServeConfig, in io.Reader, out *frameWriter) int {
 	var pre *prestarted
 	if cfg.Prestart != nil {
 		var err error
@@ -213,7 +221,7 @@ func Isolated(cfgJSON string) int {
 		}
 	}
 	var job wire.Job
-	if err := json.NewDecoder(os.Stdin).Decode(&job); err != nil {
+	if err := json.NewDecoder(in).Decode(&job); err != nil {
 		if !errors.Is(err, io.EOF) {
 			out.fail(fmt.Errorf("decode job: %w", err))
 		}
