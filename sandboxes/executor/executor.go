@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -324,81 +323,6 @@ func usePrestarted(job *wire.Job, lang *langs.Language) {
 		if st.Name == "run" && len(st.Argv) >= len(lang.Run) && slices.Equal(st.Argv[:len(lang.Run)], lang.Run) {
 			st.UsePrestarted = true
 		}
-	}
-}
-
-func (e *Executor) classify(res *Result, lang *langs.Language, lim Limits, steps []stepOutput, exit runsc.Exit, hostTimedOut bool, protoErr error) {
-	if unfinishedCompile(res, lang, steps, exit, hostTimedOut) {
-		return
-	}
-	var run *stepOutput
-	for i := range steps {
-		s := &steps[i]
-		if s.result != nil && s.result.Name == "compile" {
-			if failedCompile(res, s) {
-				return
-			}
-			continue
-		}
-		run = s
-	}
-	if run != nil {
-		res.Stdout, res.Stderr = run.stdout, run.stderr
-	}
-	var r *wire.StepResult
-	if run != nil {
-		r = run.result
-	}
-	if r != nil {
-		res.ExitCode, res.Signal = r.ExitCode, r.Signal
-		res.CPU = time.Duration(r.CPUMillis) * time.Millisecond
-		res.Wall = time.Duration(r.WallMillis) * time.Millisecond
-		res.MemoryKB = r.MaxRSSKB
-	}
-	limitKB := lim.MemoryBytes / 1024
-	switch {
-	case exit.Usage.OOMKills > 0 || (r != nil && r.MaxRSSKB > limitKB):
-		// The kernel killed the sandbox at its memory limit; no result
-		// frame could be sent, so the peak is the limit.
-		res.Status = StatusMemoryLimit
-		res.Signal = 9
-		res.ExitCode = 137
-		res.MemoryKB = max(res.MemoryKB, limitKB)
-		res.Message = fmt.Sprintf("memory limit of %d MiB exceeded", lim.MemoryBytes>>20)
-	case r != nil && (r.WallExceeded || r.CPUExceeded):
-		res.Status = StatusTimeout
-		if r.CPUExceeded {
-			res.Message = fmt.Sprintf("CPU time limit of %s exceeded", lim.CPU)
-		} else {
-			res.Message = fmt.Sprintf("wall-clock time limit of %s exceeded", lim.Wall)
-		}
-	case r == nil && hostTimedOut:
-		res.Status = StatusTimeout
-		res.Signal, res.ExitCode = 9, 137
-		res.Wall = lim.Wall
-		res.Message = "the sandbox did not finish in time and was killed"
-	case r != nil && !r.Started:
-		res.Status = StatusInternalError
-		res.Message = "the program could not be started: " + r.StartError
-	case r != nil && r.OutputExceeded:
-		// The init stops a stream exactly at the cap, so the full one is
-		// the one that overflowed.
-		res.StdoutTruncated = res.StdoutTruncated || int64(len(res.Stdout)) >= lim.OutputBytes
-		res.StderrTruncated = res.StderrTruncated || int64(len(res.Stderr)) >= lim.OutputBytes
-		res.Status = StatusRuntimeError
-		res.Message = fmt.Sprintf("output limit of %d bytes per stream exceeded; the program was stopped", lim.OutputBytes)
-	case r != nil && (r.ExitCode != 0 || r.Signal != 0):
-		res.Status = StatusRuntimeError
-	case r != nil:
-		res.Status = StatusCompleted
-	default:
-		res.Status = StatusInternalError
-		msg := "the sandbox ended without a result"
-		if protoErr != nil {
-			msg += ": " + protoErr.Error()
-		}
-		e.cfg.Logger.Error("sandbox ended without a result", "exit", exit.Code, "err", protoErr, "runsc", strings.TrimSpace(exit.Stderr))
-		res.Message = msg
 	}
 }
 

@@ -1,16 +1,12 @@
 package executor
 
 import (
-	"encoding/json"
-	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 	"github.com/sandboxapi/sandboxapi/sandboxes/rootfs"
-	"github.com/sandboxapi/sandboxapi/sandboxes/runsc"
 	"github.com/sandboxapi/sandboxapi/sandboxes/wire"
 )
 
@@ -160,100 +156,4 @@ func jobWall(job wire.Job) time.Duration {
 		total += time.Duration(st.Limits.WallMillis) * time.Millisecond
 	}
 	return total
-}
-
-// errBadArtifact is a file frame the host cannot accept: out of order,
-// larger than announced or than MaxArtifactBytes.
-var errBadArtifact = errors.New("executor: bad file frame")
-
-// artifactReader assembles collected files from FrameFile and FrameFileData
-// frames. A file joins the result only once all of it has arrived.
-type artifactReader struct {
-	cur  *Artifact
-	want int64
-}
-
-func (a *artifactReader) add(res *Result, t wire.FrameType, p []byte) error {
-	switch t {
-	case wire.FrameFile:
-		if a.cur != nil {
-			return fmt.Errorf("%w: %s began before %s ended", errBadArtifact, p, a.cur.Name)
-		}
-		var h wire.FileHeader
-		if err := json.Unmarshal(p, &h); err != nil {
-			return fmt.Errorf("%w: %w", errBadArtifact, err)
-		}
-		if h.Error != "" {
-			res.Message = fmt.Sprintf("%s was not returned: %s", h.Name, h.Error)
-			return nil
-		}
-		if h.Size < 0 || h.Size > MaxArtifactBytes {
-			return fmt.Errorf("%w: %s of %d bytes", errBadArtifact, h.Name, h.Size)
-		}
-		a.cur, a.want = &Artifact{Name: h.Name, Content: make([]byte, 0, h.Size)}, h.Size
-	case wire.FrameFileData:
-		if a.cur == nil || int64(len(a.cur.Content)+len(p)) > a.want {
-			return fmt.Errorf("%w: data beyond the announced size", errBadArtifact)
-		}
-		a.cur.Content = append(a.cur.Content, p...)
-	}
-	if a.cur != nil && int64(len(a.cur.Content)) == a.want {
-		res.Artifacts = append(res.Artifacts, *a.cur)
-		a.cur = nil
-	}
-	return nil
-}
-
-// failedCompile records a compile step's output and, when it failed, the
-// result: compilation_error, or internal_error if the compiler could not
-// start at all. It reports whether the compile failed.
-func failedCompile(res *Result, s *stepOutput) bool {
-	r := s.result
-	res.CompileOutput = append(s.stdout, s.stderr...)
-	switch {
-	case !r.Started:
-		res.Status = StatusInternalError
-		res.Message = "the compiler could not be started: " + r.StartError
-	case r.ExitCode == 0 && r.Signal == 0:
-		return false
-	default:
-		res.Status = StatusCompilationError
-		res.ExitCode, res.Signal = r.ExitCode, r.Signal
-		switch {
-		case r.CPUExceeded:
-			res.Message = "compilation exceeded its CPU time limit"
-		case r.WallExceeded:
-			res.Message = "compilation exceeded its wall-clock time limit"
-		case r.OutputExceeded:
-			res.Message = "the compiler's output exceeded its limit; the compiler was stopped"
-		}
-	}
-	return true
-}
-
-// unfinishedCompile handles a sandbox that ended during the compile step,
-// before the step could report: killed at the sandbox's memory limit, or
-// by the host's deadline. What the compiler printed is the compile output.
-// It reports whether it set the result.
-func unfinishedCompile(res *Result, lang *langs.Language, steps []stepOutput, exit runsc.Exit, hostTimedOut bool) bool {
-	if lang.Compile == nil || slices.ContainsFunc(steps, func(s stepOutput) bool { return s.result != nil }) {
-		return false
-	}
-	for _, s := range steps {
-		res.CompileOutput = append(append(res.CompileOutput, s.stdout...), s.stderr...)
-	}
-	switch {
-	case exit.Usage.OOMKills > 0:
-		res.Status = StatusCompilationError
-		res.Signal, res.ExitCode = 9, 137
-		res.Message = "the compiler ran out of memory"
-	case hostTimedOut:
-		res.Status = StatusTimeout
-		res.Signal, res.ExitCode = 9, 137
-		res.Message = "compilation did not finish in time and was killed"
-	default:
-		res.CompileOutput = nil
-		return false
-	}
-	return true
 }

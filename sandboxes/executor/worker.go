@@ -3,9 +3,7 @@ package executor
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"sync"
 	"time"
 
@@ -198,100 +196,5 @@ func (w *worker) stop() {
 	case <-time.After(3 * time.Second):
 		w.sb.Kill()
 		<-w.exited
-	}
-}
-
-// runStepOutput adapts a caller's output callback to collect's: only the
-// run step's output is streamed (a compiler's goes to compile_output).
-func runStepOutput(job wire.Job, onOutput func(string, []byte)) func(int, string, []byte) {
-	if onOutput == nil {
-		return nil
-	}
-	run := len(job.Steps) - 1
-	return func(step int, stream string, p []byte) {
-		if step == run {
-			onOutput(stream, p)
-		}
-	}
-}
-
-// stepOutput is one step's output and result as the init reported them.
-type stepOutput struct {
-	result *wire.StepResult
-	stdout []byte
-	stderr []byte
-}
-
-// collect reads frames until the job's FrameDone (done) or the end of the
-// sandbox's output. The init caps each stream itself; the host caps again,
-// in case the init was subverted.
-func collect(r io.Reader, res *Result, capBytes int64, nSteps int, onOutput func(step int, stream string, p []byte)) (steps []stepOutput, done bool, err error) {
-	steps = make([]stepOutput, 0, nSteps)
-	cur := stepOutput{}
-	add := func(dst *[]byte, p []byte, truncated *bool) {
-		room := capBytes - int64(len(*dst))
-		if int64(len(p)) > room {
-			p = p[:max(room, 0)]
-			*truncated = true
-		}
-		*dst = append(*dst, p...)
-	}
-	var outTrunc, errTrunc bool
-	var files artifactReader
-	defer func() {
-		if cur.result != nil || len(cur.stdout) > 0 || len(cur.stderr) > 0 {
-			steps = append(steps, cur)
-		}
-		res.StdoutTruncated = res.StdoutTruncated || outTrunc
-		res.StderrTruncated = res.StderrTruncated || errTrunc
-	}()
-	for {
-		t, p, err := wire.ReadFrame(r)
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				err = nil
-			}
-			return steps, false, err
-		}
-		switch t {
-		case wire.FrameStdout:
-			n := len(cur.stdout)
-			add(&cur.stdout, p, &outTrunc)
-			if onOutput != nil && len(cur.stdout) > n {
-				onOutput(len(steps), "stdout", cur.stdout[n:])
-			}
-		case wire.FrameStderr:
-			n := len(cur.stderr)
-			add(&cur.stderr, p, &errTrunc)
-			if onOutput != nil && len(cur.stderr) > n {
-				onOutput(len(steps), "stderr", cur.stderr[n:])
-			}
-		case wire.FrameResult:
-			var sr wire.StepResult
-			if err := json.Unmarshal(p, &sr); err != nil {
-				return steps, false, fmt.Errorf("executor: bad result frame: %w", err)
-			}
-			cur.result = &sr
-			steps = append(steps, cur)
-			cur = stepOutput{}
-		case wire.FrameError:
-			// The job failed inside the sandbox; its end still follows.
-			err = fmt.Errorf("executor: sandbox init: %s", p)
-			for {
-				t, _, rerr := wire.ReadFrame(r)
-				if rerr != nil {
-					return steps, false, err
-				}
-				if t == wire.FrameDone {
-					return steps, true, err
-				}
-			}
-		case wire.FrameFile, wire.FrameFileData:
-			if err := files.add(res, t, p); err != nil {
-				return steps, false, err
-			}
-		case wire.FrameDone:
-			return steps, true, nil
-		}
 	}
 }

@@ -1,0 +1,281 @@
+package executor
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
+	"github.com/sandboxapi/sandboxapi/sandboxes/runsc"
+	"github.com/sandboxapi/sandboxapi/sandboxes/wire"
+)
+
+// stepOutput is one step's output and result as the init reported them.
+type stepOutput struct {
+	result *wire.StepResult
+	stdout []byte
+	stderr []byte
+}
+
+// collect reads frames until the job's FrameDone (done) or the end of the
+// sandbox's output. The init caps each stream itself; the host caps again,
+// in case the init was subverted.
+func collect(r io.Reader, res *Result, capBytes int64, nSteps int, onOutput func(step int, stream string, p []byte)) (steps []stepOutput, done bool, err error) {
+	steps = make([]stepOutput, 0, nSteps)
+	cur := stepOutput{}
+	add := func(dst *[]byte, p []byte, truncated *bool) {
+		room := capBytes - int64(len(*dst))
+		if int64(len(p)) > room {
+			p = p[:max(room, 0)]
+			*truncated = true
+		}
+		*dst = append(*dst, p...)
+	}
+	var outTrunc, errTrunc bool
+	var files artifactReader
+	defer func() {
+		if cur.result != nil || len(cur.stdout) > 0 || len(cur.stderr) > 0 {
+			steps = append(steps, cur)
+		}
+		res.StdoutTruncated = res.StdoutTruncated || outTrunc
+		res.StderrTruncated = res.StderrTruncated || errTrunc
+	}()
+	for {
+		t, p, err := wire.ReadFrame(r)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = nil
+			}
+			return steps, false, err
+		}
+		switch t {
+		case wire.FrameStdout:
+			n := len(cur.stdout)
+			add(&cur.stdout, p, &outTrunc)
+			if onOutput != nil && len(cur.stdout) > n {
+				onOutput(len(steps), "stdout", cur.stdout[n:])
+			}
+		case wire.FrameStderr:
+			n := len(cur.stderr)
+			add(&cur.stderr, p, &errTrunc)
+			if onOutput != nil && len(cur.stderr) > n {
+				onOutput(len(steps), "stderr", cur.stderr[n:])
+			}
+		case wire.FrameResult:
+			var sr wire.StepResult
+			if err := json.Unmarshal(p, &sr); err != nil {
+				return steps, false, fmt.Errorf("executor: bad result frame: %w", err)
+			}
+			cur.result = &sr
+			steps = append(steps, cur)
+			cur = stepOutput{}
+		case wire.FrameError:
+			// The job failed inside the sandbox; its end still follows.
+			err = fmt.Errorf("executor: sandbox init: %s", p)
+			for {
+				t, _, rerr := wire.ReadFrame(r)
+				if rerr != nil {
+					return steps, false, err
+				}
+				if t == wire.FrameDone {
+					return steps, true, err
+				}
+			}
+		case wire.FrameFile, wire.FrameFileData:
+			if err := files.add(res, t, p); err != nil {
+				return steps, false, err
+			}
+		case wire.FrameDone:
+			return steps, true, nil
+		}
+	}
+}
+
+// runStepOutput adapts a caller's output callback to collect's: only the
+// run step's output is streamed (a compiler's goes to compile_output).
+func runStepOutput(job wire.Job, onOutput func(string, []byte)) func(int, string, []byte) {
+	if onOutput == nil {
+		return nil
+	}
+	run := len(job.Steps) - 1
+	return func(step int, stream string, p []byte) {
+		if step == run {
+			onOutput(stream, p)
+		}
+	}
+}
+
+// errBadArtifact is a file frame the host cannot accept: out of order,
+// larger than announced or than MaxArtifactBytes.
+var errBadArtifact = errors.New("executor: bad file frame")
+
+// artifactReader assembles collected files from FrameFile and FrameFileData
+// frames. A file joins the result only once all of it has arrived.
+type artifactReader struct {
+	cur  *Artifact
+	want int64
+}
+
+func (a *artifactReader) add(res *Result, t wire.FrameType, p []byte) error {
+	switch t {
+	case wire.FrameFile:
+		if a.cur != nil {
+			return fmt.Errorf("%w: %s began before %s ended", errBadArtifact, p, a.cur.Name)
+		}
+		var h wire.FileHeader
+		if err := json.Unmarshal(p, &h); err != nil {
+			return fmt.Errorf("%w: %w", errBadArtifact, err)
+		}
+		if h.Error != "" {
+			res.Message = fmt.Sprintf("%s was not returned: %s", h.Name, h.Error)
+			return nil
+		}
+		if h.Size < 0 || h.Size > MaxArtifactBytes {
+			return fmt.Errorf("%w: %s of %d bytes", errBadArtifact, h.Name, h.Size)
+		}
+		a.cur, a.want = &Artifact{Name: h.Name, Content: make([]byte, 0, h.Size)}, h.Size
+	case wire.FrameFileData:
+		if a.cur == nil || int64(len(a.cur.Content)+len(p)) > a.want {
+			return fmt.Errorf("%w: data beyond the announced size", errBadArtifact)
+		}
+		a.cur.Content = append(a.cur.Content, p...)
+	}
+	if a.cur != nil && int64(len(a.cur.Content)) == a.want {
+		res.Artifacts = append(res.Artifacts, *a.cur)
+		a.cur = nil
+	}
+	return nil
+}
+
+func (e *Executor) classify(res *Result, lang *langs.Language, lim Limits, steps []stepOutput, exit runsc.Exit, hostTimedOut bool, protoErr error) {
+	if unfinishedCompile(res, lang, steps, exit, hostTimedOut) {
+		return
+	}
+	var run *stepOutput
+	for i := range steps {
+		s := &steps[i]
+		if s.result != nil && s.result.Name == "compile" {
+			if failedCompile(res, s) {
+				return
+			}
+			continue
+		}
+		run = s
+	}
+	if run != nil {
+		res.Stdout, res.Stderr = run.stdout, run.stderr
+	}
+	var r *wire.StepResult
+	if run != nil {
+		r = run.result
+	}
+	if r != nil {
+		res.ExitCode, res.Signal = r.ExitCode, r.Signal
+		res.CPU = time.Duration(r.CPUMillis) * time.Millisecond
+		res.Wall = time.Duration(r.WallMillis) * time.Millisecond
+		res.MemoryKB = r.MaxRSSKB
+	}
+	limitKB := lim.MemoryBytes / 1024
+	switch {
+	case exit.Usage.OOMKills > 0 || (r != nil && r.MaxRSSKB > limitKB):
+		// The kernel killed the sandbox at its memory limit; no result
+		// frame could be sent, so the peak is the limit.
+		res.Status = StatusMemoryLimit
+		res.Signal = 9
+		res.ExitCode = 137
+		res.MemoryKB = max(res.MemoryKB, limitKB)
+		res.Message = fmt.Sprintf("memory limit of %d MiB exceeded", lim.MemoryBytes>>20)
+	case r != nil && (r.WallExceeded || r.CPUExceeded):
+		res.Status = StatusTimeout
+		if r.CPUExceeded {
+			res.Message = fmt.Sprintf("CPU time limit of %s exceeded", lim.CPU)
+		} else {
+			res.Message = fmt.Sprintf("wall-clock time limit of %s exceeded", lim.Wall)
+		}
+	case r == nil && hostTimedOut:
+		res.Status = StatusTimeout
+		res.Signal, res.ExitCode = 9, 137
+		res.Wall = lim.Wall
+		res.Message = "the sandbox did not finish in time and was killed"
+	case r != nil && !r.Started:
+		res.Status = StatusInternalError
+		res.Message = "the program could not be started: " + r.StartError
+	case r != nil && r.OutputExceeded:
+		// The init stops a stream exactly at the cap, so the full one is
+		// the one that overflowed.
+		res.StdoutTruncated = res.StdoutTruncated || int64(len(res.Stdout)) >= lim.OutputBytes
+		res.StderrTruncated = res.StderrTruncated || int64(len(res.Stderr)) >= lim.OutputBytes
+		res.Status = StatusRuntimeError
+		res.Message = fmt.Sprintf("output limit of %d bytes per stream exceeded; the program was stopped", lim.OutputBytes)
+	case r != nil && (r.ExitCode != 0 || r.Signal != 0):
+		res.Status = StatusRuntimeError
+	case r != nil:
+		res.Status = StatusCompleted
+	default:
+		res.Status = StatusInternalError
+		msg := "the sandbox ended without a result"
+		if protoErr != nil {
+			msg += ": " + protoErr.Error()
+		}
+		e.cfg.Logger.Error("sandbox ended without a result", "exit", exit.Code, "err", protoErr, "runsc", strings.TrimSpace(exit.Stderr))
+		res.Message = msg
+	}
+}
+
+// failedCompile records a compile step's output and, when it failed, the
+// result: compilation_error, or internal_error if the compiler could not
+// start at all. It reports whether the compile failed.
+func failedCompile(res *Result, s *stepOutput) bool {
+	r := s.result
+	res.CompileOutput = append(s.stdout, s.stderr...)
+	switch {
+	case !r.Started:
+		res.Status = StatusInternalError
+		res.Message = "the compiler could not be started: " + r.StartError
+	case r.ExitCode == 0 && r.Signal == 0:
+		return false
+	default:
+		res.Status = StatusCompilationError
+		res.ExitCode, res.Signal = r.ExitCode, r.Signal
+		switch {
+		case r.CPUExceeded:
+			res.Message = "compilation exceeded its CPU time limit"
+		case r.WallExceeded:
+			res.Message = "compilation exceeded its wall-clock time limit"
+		case r.OutputExceeded:
+			res.Message = "the compiler's output exceeded its limit; the compiler was stopped"
+		}
+	}
+	return true
+}
+
+// unfinishedCompile handles a sandbox that ended during the compile step,
+// before the step could report: killed at the sandbox's memory limit, or
+// by the host's deadline. What the compiler printed is the compile output.
+// It reports whether it set the result.
+func unfinishedCompile(res *Result, lang *langs.Language, steps []stepOutput, exit runsc.Exit, hostTimedOut bool) bool {
+	if lang.Compile == nil || slices.ContainsFunc(steps, func(s stepOutput) bool { return s.result != nil }) {
+		return false
+	}
+	for _, s := range steps {
+		res.CompileOutput = append(append(res.CompileOutput, s.stdout...), s.stderr...)
+	}
+	switch {
+	case exit.Usage.OOMKills > 0:
+		res.Status = StatusCompilationError
+		res.Signal, res.ExitCode = 9, 137
+		res.Message = "the compiler ran out of memory"
+	case hostTimedOut:
+		res.Status = StatusTimeout
+		res.Signal, res.ExitCode = 9, 137
+		res.Message = "compilation did not finish in time and was killed"
+	default:
+		res.CompileOutput = nil
+		return false
+	}
+	return true
+}
