@@ -24,8 +24,9 @@ func TestAdmission(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ex, _ := sandboxtest.ExecutorWith(t, executor.Config{MaxRunning: 1, TurnHold: tc.hold})
+			bash := language(t, ex, "bash")
 			run := func(ctx context.Context, account, code string) (*executor.Result, error) {
-				return ex.Execute(ctx, executor.Request{Account: account, Language: "bash", Code: code})
+				return ex.Execute(ctx, executor.Request{Account: account, Language: bash, Code: code})
 			}
 			// Warm both accounts' sandboxes, so boots do not blur the timing.
 			for _, a := range []string{"acct_long", "acct_short"} {
@@ -53,13 +54,14 @@ func TestAdmission(t *testing.T) {
 	}
 	t.Run("cancelled while waiting", func(t *testing.T) {
 		ex, _ := sandboxtest.ExecutorWith(t, executor.Config{MaxRunning: 1, TurnHold: time.Minute})
+		bash := language(t, ex, "bash")
 		go func() {
-			_, _ = ex.Execute(context.Background(), executor.Request{Account: "acct_a", Language: "bash", Code: "sleep 2"})
+			_, _ = ex.Execute(context.Background(), executor.Request{Account: "acct_a", Language: bash, Code: "sleep 2"})
 		}()
 		time.Sleep(500 * time.Millisecond)
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
-		_, err := ex.Execute(ctx, executor.Request{Account: "acct_b", Language: "bash", Code: "echo hi"})
+		_, err := ex.Execute(ctx, executor.Request{Account: "acct_b", Language: bash, Code: "echo hi"})
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("err = %v, want the context's deadline", err)
 		}

@@ -20,7 +20,9 @@ import (
 	"github.com/sandboxapi/sandboxapi/sandboxes/wire"
 )
 
-// ErrUnknownLanguage is returned for a language the node does not offer.
+// ErrUnknownLanguage is for a language the executor cannot run: a request
+// or session without one (callers resolve languages from Catalog, so that
+// is a programming error), or a sandbox whose language the catalog lacks.
 var ErrUnknownLanguage = errors.New("executor: unknown language")
 
 // Status is the outcome of an execution, in the API's words.
@@ -191,8 +193,10 @@ type Artifact struct {
 type Request struct {
 	// Account owns the execution. Sandboxes are reused only within one
 	// account.
-	Account  string
-	Language string
+	Account string
+	// Language is the request's language, resolved by the caller from the
+	// executor's Catalog. Session.Execute ignores it.
+	Language *langs.Language
 	// Code goes into the language's source file. It may be empty when Files
 	// and a RunScript make up the program.
 	Code  string
@@ -252,13 +256,13 @@ type Result struct {
 
 // Execute runs req in a sandbox of its account's and reports what happened.
 // The error is nil whenever the request reached a sandbox; failures of the
-// sandbox itself are internal_error results. An unknown language gives
-// ErrUnknownLanguage; a cancelled ctx kills the execution and returns
+// sandbox itself are internal_error results. A request without a language
+// gives ErrUnknownLanguage; a cancelled ctx kills the execution and returns
 // ctx.Err().
 func (e *Executor) Execute(ctx context.Context, req Request) (*Result, error) {
-	lang, ok := e.cfg.Catalog.Lookup(req.Language)
-	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownLanguage, req.Language)
+	lang := req.Language
+	if lang == nil {
+		return nil, fmt.Errorf("%w: the request has none", ErrUnknownLanguage)
 	}
 	lim := req.Limits.withDefaults(e.cfg.Limits)
 	job := e.job(lang, req, lim)

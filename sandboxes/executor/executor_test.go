@@ -2,6 +2,7 @@ package executor_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -31,7 +32,7 @@ func TestExecuteLanguages(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.lang+"/"+tc.code, func(t *testing.T) {
-			res, err := ex.Execute(context.Background(), executor.Request{Language: tc.lang, Code: tc.code, Stdin: []byte(tc.stdin)})
+			res, err := ex.Execute(context.Background(), executor.Request{Language: language(t, ex, tc.lang), Code: tc.code, Stdin: []byte(tc.stdin)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -62,7 +63,7 @@ func TestLimits(t *testing.T) {
 	}{
 		{
 			name:   "cpu loop",
-			req:    executor.Request{Language: "python3", Code: "while True: pass", Limits: executor.Limits{CPU: time.Second, Wall: 5 * time.Second}},
+			req:    executor.Request{Language: language(t, ex, "python3"), Code: "while True: pass", Limits: executor.Limits{CPU: time.Second, Wall: 5 * time.Second}},
 			status: executor.StatusTimeout,
 			check: func(t *testing.T, r *executor.Result) {
 				if r.CPU < 900*time.Millisecond {
@@ -72,7 +73,7 @@ func TestLimits(t *testing.T) {
 		},
 		{
 			name:   "sleep past wall",
-			req:    executor.Request{Language: "bash", Code: "sleep 30", Limits: executor.Limits{CPU: 5 * time.Second, Wall: time.Second}},
+			req:    executor.Request{Language: language(t, ex, "bash"), Code: "sleep 30", Limits: executor.Limits{CPU: 5 * time.Second, Wall: time.Second}},
 			status: executor.StatusTimeout,
 			check: func(t *testing.T, r *executor.Result) {
 				if r.Wall < time.Second || r.Wall > 3*time.Second {
@@ -82,12 +83,12 @@ func TestLimits(t *testing.T) {
 		},
 		{
 			name:   "memory bomb",
-			req:    executor.Request{Language: "python3", Code: "x = []\nwhile True: x.append(bytearray(16 << 20))", Limits: executor.Limits{MemoryBytes: 128 << 20}},
+			req:    executor.Request{Language: language(t, ex, "python3"), Code: "x = []\nwhile True: x.append(bytearray(16 << 20))", Limits: executor.Limits{MemoryBytes: 128 << 20}},
 			status: executor.StatusMemoryLimit,
 		},
 		{
 			name:   "output flood",
-			req:    executor.Request{Language: "python3", Code: "import sys\nwhile True: sys.stdout.write('x' * 65536)"},
+			req:    executor.Request{Language: language(t, ex, "python3"), Code: "import sys\nwhile True: sys.stdout.write('x' * 65536)"},
 			status: executor.StatusRuntimeError,
 			check: func(t *testing.T, r *executor.Result) {
 				if !r.StdoutTruncated || len(r.Stdout) != 1<<20 {
@@ -97,12 +98,12 @@ func TestLimits(t *testing.T) {
 		},
 		{
 			name:   "fork bomb",
-			req:    executor.Request{Language: "bash", Code: ":(){ :|:& };:; sleep 5", Limits: executor.Limits{Wall: 2 * time.Second}},
+			req:    executor.Request{Language: language(t, ex, "bash"), Code: ":(){ :|:& };:; sleep 5", Limits: executor.Limits{Wall: 2 * time.Second}},
 			status: executor.StatusTimeout,
 		},
 		{
 			name: "fork loop hits the process limit",
-			req: executor.Request{Language: "python3", Code: "import os, sys, time\nn = 0\ntry:\n  while True:\n    if os.fork() == 0:\n      time.sleep(60)\n    n += 1\nexcept OSError as e:\n  print(n, e.errno)",
+			req: executor.Request{Language: language(t, ex, "python3"), Code: "import os, sys, time\nn = 0\ntry:\n  while True:\n    if os.fork() == 0:\n      time.sleep(60)\n    n += 1\nexcept OSError as e:\n  print(n, e.errno)",
 				Limits: executor.Limits{Processes: 20}},
 			status: executor.StatusCompleted,
 			check: func(t *testing.T, r *executor.Result) {
@@ -114,7 +115,7 @@ func TestLimits(t *testing.T) {
 		},
 		{
 			name:   "disk fill",
-			req:    executor.Request{Language: "bash", Code: "dd if=/dev/zero of=/work/big bs=1M count=1000; df -k /work | tail -1", Limits: executor.Limits{FileSizeBytes: 1 << 30}},
+			req:    executor.Request{Language: language(t, ex, "bash"), Code: "dd if=/dev/zero of=/work/big bs=1M count=1000; df -k /work | tail -1", Limits: executor.Limits{FileSizeBytes: 1 << 30}},
 			status: executor.StatusCompleted,
 			check: func(t *testing.T, r *executor.Result) {
 				if !strings.Contains(string(r.Stderr), "No space left") {
@@ -138,7 +139,7 @@ func TestLimits(t *testing.T) {
 				tc.check(t, res)
 			}
 			// Whatever the last request did, the next one works.
-			next, err := ex.Execute(context.Background(), executor.Request{Language: "bash", Code: "echo ok"})
+			next, err := ex.Execute(context.Background(), executor.Request{Language: language(t, ex, "bash"), Code: "echo ok"})
 			if err != nil || next.Status != executor.StatusCompleted || string(next.Stdout) != "ok\n" {
 				t.Fatalf("next request after %s: %+v %v", tc.name, next, err)
 			}
@@ -149,10 +150,10 @@ func TestLimits(t *testing.T) {
 func TestNothingLeftBehind(t *testing.T) {
 	ex, rt := sandboxtest.ExecutorAndRuntime(t, executor.Limits{}, executor.PoolConfig{})
 	reqs := []executor.Request{
-		{Language: "bash", Code: "echo hi"},
-		{Language: "bash", Code: "sleep 100 & sleep 100 & echo bg"},
-		{Language: "python3", Code: "import time; time.sleep(60)", Limits: executor.Limits{Wall: 500 * time.Millisecond}},
-		{Language: "python3", Code: "x = ' ' * (1 << 30)", Limits: executor.Limits{MemoryBytes: 64 << 20}},
+		{Language: language(t, ex, "bash"), Code: "echo hi"},
+		{Language: language(t, ex, "bash"), Code: "sleep 100 & sleep 100 & echo bg"},
+		{Language: language(t, ex, "python3"), Code: "import time; time.sleep(60)", Limits: executor.Limits{Wall: 500 * time.Millisecond}},
+		{Language: language(t, ex, "python3"), Code: "x = ' ' * (1 << 30)", Limits: executor.Limits{MemoryBytes: 64 << 20}},
 	}
 	for _, r := range reqs {
 		if _, err := ex.Execute(context.Background(), r); err != nil {
@@ -164,8 +165,9 @@ func TestNothingLeftBehind(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error)
+	bash := language(t, ex, "bash")
 	go func() {
-		_, err := ex.Execute(ctx, executor.Request{Language: "bash", Code: "sleep 30"})
+		_, err := ex.Execute(ctx, executor.Request{Language: bash, Code: "sleep 30"})
 		done <- err
 	}()
 	seen := false
@@ -193,5 +195,18 @@ func TestNothingLeftBehind(t *testing.T) {
 	}
 	if len(left) > 0 {
 		t.Fatalf("left behind after the executions ended:\n%s", strings.Join(left, "\n"))
+	}
+}
+
+// Callers resolve the language from the catalog; a request or session
+// without one is a programming error, reported before any sandbox starts.
+func TestNoLanguage(t *testing.T) {
+	ex := executor.New(executor.Config{Pool: executor.PoolConfig{MaxWorkers: 1}})
+	defer ex.Close()
+	if res, err := ex.Execute(context.Background(), executor.Request{Code: "echo hi"}); !errors.Is(err, executor.ErrUnknownLanguage) {
+		t.Errorf("Execute without a language: %+v %v, want ErrUnknownLanguage", res, err)
+	}
+	if s, err := ex.OpenSession("acct", nil); !errors.Is(err, executor.ErrUnknownLanguage) {
+		t.Errorf("OpenSession without a language: %v %v, want ErrUnknownLanguage", s, err)
 	}
 }

@@ -24,7 +24,7 @@ func TestRequestFeatures(t *testing.T) {
 	}{
 		{
 			name: "files: a C program in three files",
-			req: executor.Request{Language: "c",
+			req: executor.Request{Language: language(t, ex, "c"),
 				Code: "#include <stdio.h>\n#include \"util.h\"\nint main(void) { printf(\"sum %d\\n\", add(2, 3)); return 0; }\n",
 				Files: []executor.File{
 					{Path: "util.h", Content: []byte("int add(int a, int b);\n")},
@@ -34,7 +34,7 @@ func TestRequestFeatures(t *testing.T) {
 		},
 		{
 			name: "files: a Python package in a subdirectory",
-			req: executor.Request{Language: "python3",
+			req: executor.Request{Language: language(t, ex, "python3"),
 				Code: "from pkg.helper import greet\nprint(greet())\nprint(open('data/in.txt').read(), end='')",
 				Files: []executor.File{
 					{Path: "pkg/__init__.py"},
@@ -45,24 +45,24 @@ func TestRequestFeatures(t *testing.T) {
 		},
 		{
 			name:   "args: after the run command",
-			req:    executor.Request{Language: "python3", Code: "import sys\nprint(sys.argv[1:])", Args: []string{"one", "two words", "", "$HOME"}},
+			req:    executor.Request{Language: language(t, ex, "python3"), Code: "import sys\nprint(sys.argv[1:])", Args: []string{"one", "two words", "", "$HOME"}},
 			status: executor.StatusCompleted, stdout: "['one', 'two words', '', '$HOME']\n",
 		},
 		{
 			name: "args: of a compiled program",
-			req: executor.Request{Language: "c", Args: []string{"x", "y z"},
+			req: executor.Request{Language: language(t, ex, "c"), Args: []string{"x", "y z"},
 				Code: "#include <stdio.h>\nint main(int argc, char **argv) { for (int i = 1; i < argc; i++) printf(\"[%s]\", argv[i]); puts(\"\"); return 0; }\n"},
 			status: executor.StatusCompleted, stdout: "[x][y z]\n",
 		},
 		{
 			name: "run script with files, arguments and no code",
-			req: executor.Request{Language: "python3", RunScript: `python3 app.py "$@" && echo "script saw $#"`, Args: []string{"a", "b c"},
+			req: executor.Request{Language: language(t, ex, "python3"), RunScript: `python3 app.py "$@" && echo "script saw $#"`, Args: []string{"a", "b c"},
 				Files: []executor.File{{Path: "app.py", Content: []byte("import sys\nprint(sys.argv[1:])\n")}}},
 			status: executor.StatusCompleted, stdout: "['a', 'b c']\nscript saw 2\n",
 		},
 		{
 			name: "env: the program's, overriding the base, not the compiler's",
-			req: executor.Request{Language: "python3",
+			req: executor.Request{Language: language(t, ex, "python3"),
 				CompileScript: `echo "compile sees [${GREETING:-}]"`,
 				Code:          "import os\nprint(os.environ['GREETING'], os.environ['PATH'], os.environ['HOME'], os.environ.get('LANG'))",
 				Env:           map[string]string{"GREETING": "hello there", "PATH": "/opt/bin:/usr/bin", "BAD=NAME": "x"}},
@@ -75,7 +75,7 @@ func TestRequestFeatures(t *testing.T) {
 		},
 		{
 			name: "compile and run scripts replace the defaults",
-			req: executor.Request{Language: "cpp", CompileScript: "g++ -O2 *.cpp -o prog && echo built", RunScript: "./prog",
+			req: executor.Request{Language: language(t, ex, "cpp"), CompileScript: "g++ -O2 *.cpp -o prog && echo built", RunScript: "./prog",
 				Files: []executor.File{
 					{Path: "a.cpp", Content: []byte("#include <cstdio>\nint twice(int);\nint main() { std::printf(\"%d\\n\", twice(21)); }\n")},
 					{Path: "b.cpp", Content: []byte("int twice(int n) { return 2 * n; }\n")},
@@ -89,7 +89,7 @@ func TestRequestFeatures(t *testing.T) {
 		},
 		{
 			name:   "a failing compile script is a compilation error",
-			req:    executor.Request{Language: "c", CompileScript: "echo nope >&2; exit 3", Code: "int main(void) { return 0; }"},
+			req:    executor.Request{Language: language(t, ex, "c"), CompileScript: "echo nope >&2; exit 3", Code: "int main(void) { return 0; }"},
 			status: executor.StatusCompilationError,
 			check: func(t *testing.T, r *executor.Result) {
 				if string(r.CompileOutput) != "nope\n" || r.ExitCode != 3 {
@@ -99,7 +99,7 @@ func TestRequestFeatures(t *testing.T) {
 		},
 		{
 			name: "compiler options reach the compiler",
-			req: executor.Request{Language: "c", CompilerOptions: []string{"-DANSWER=42"},
+			req: executor.Request{Language: language(t, ex, "c"), CompilerOptions: []string{"-DANSWER=42"},
 				Code: "#include <stdio.h>\nint main(void) { printf(\"%d\\n\", ANSWER); return 0; }\n"},
 			status: executor.StatusCompleted, stdout: "42\n",
 		},
@@ -107,14 +107,14 @@ func TestRequestFeatures(t *testing.T) {
 			name: "a compiler option replaces the default of the same name",
 			// `async` is an identifier only in the 2015 edition; the default
 			// is 2021, and rustc refuses --edition twice.
-			req:    executor.Request{Language: "rust", CompilerOptions: []string{"--edition", "2015"}, Code: "fn main() { let async = 7; println!(\"{}\", async); }\n"},
+			req:    executor.Request{Language: language(t, ex, "rust"), CompilerOptions: []string{"--edition", "2015"}, Code: "fn main() { let async = 7; println!(\"{}\", async); }\n"},
 			status: executor.StatusCompleted, stdout: "7\n",
 		},
 		{
 			name: "go builds against the prebuilt standard library",
 			// -v names every package the build compiles: with the cache,
 			// only the program.
-			req: executor.Request{Language: "go", CompilerOptions: []string{"-v"},
+			req: executor.Request{Language: language(t, ex, "go"), CompilerOptions: []string{"-v"},
 				Code: "package main\n\nimport (\n\t\"encoding/json\"\n\t\"fmt\"\n\t\"net/http\"\n)\n\nfunc main() { b, _ := json.Marshal(http.StatusTeapot); fmt.Println(string(b)) }\n"},
 			status: executor.StatusCompleted, stdout: "418\n",
 			check: func(t *testing.T, r *executor.Result) {
@@ -128,7 +128,7 @@ func TestRequestFeatures(t *testing.T) {
 		},
 		{
 			name: "merged streams keep their order",
-			req: executor.Request{Language: "python3", MergeStderr: true,
+			req: executor.Request{Language: language(t, ex, "python3"), MergeStderr: true,
 				Code: "import sys\nprint('out 1', flush=True)\nprint('err 1', file=sys.stderr, flush=True)\nprint('out 2', flush=True)"},
 			status: executor.StatusCompleted, stdout: "out 1\nerr 1\nout 2\n",
 			check: func(t *testing.T, r *executor.Result) {
@@ -139,19 +139,19 @@ func TestRequestFeatures(t *testing.T) {
 		},
 		{
 			name:   "artifact: a C program comes back as an ELF binary",
-			req:    executor.Request{Language: "c", ReturnArtifact: true, Code: "#include <stdio.h>\nint main(void) { puts(\"hi\"); return 0; }\n"},
+			req:    executor.Request{Language: language(t, ex, "c"), ReturnArtifact: true, Code: "#include <stdio.h>\nint main(void) { puts(\"hi\"); return 0; }\n"},
 			status: executor.StatusCompleted, stdout: "hi\n",
 			check: wantArtifact("main", []byte("\x7fELF")),
 		},
 		{
 			name:   "artifact: Java's class file",
-			req:    executor.Request{Language: "java", ReturnArtifact: true, Code: `public class Main { public static void main(String[] a) { System.out.println("hi"); } }`},
+			req:    executor.Request{Language: language(t, ex, "java"), ReturnArtifact: true, Code: `public class Main { public static void main(String[] a) { System.out.println("hi"); } }`},
 			status: executor.StatusCompleted, stdout: "hi\n",
 			check: wantArtifact("Main.class", []byte{0xca, 0xfe, 0xba, 0xbe}),
 		},
 		{
 			name:   "artifact: none for an interpreted language",
-			req:    executor.Request{Language: "python3", ReturnArtifact: true, Code: "print('hi')"},
+			req:    executor.Request{Language: language(t, ex, "python3"), ReturnArtifact: true, Code: "print('hi')"},
 			status: executor.StatusCompleted, stdout: "hi\n",
 			check: func(t *testing.T, r *executor.Result) {
 				if len(r.Artifacts) != 0 {
@@ -161,7 +161,7 @@ func TestRequestFeatures(t *testing.T) {
 		},
 		{
 			name: "artifact: larger than the cap is not returned",
-			req: executor.Request{Language: "c", ReturnArtifact: true,
+			req: executor.Request{Language: language(t, ex, "c"), ReturnArtifact: true,
 				Code: "#include <stdio.h>\nconst char big[11 << 20] = {1};\nint main(void) { printf(\"%d\\n\", big[0]); return 0; }\n"},
 			status: executor.StatusCompleted, stdout: "1\n",
 			check: func(t *testing.T, r *executor.Result) {
@@ -172,7 +172,7 @@ func TestRequestFeatures(t *testing.T) {
 		},
 		{
 			name:   "compile bomb: including /dev/zero",
-			req:    executor.Request{Language: "c", Code: "#include \"/dev/zero\"\nint main(void) { return 0; }\n"},
+			req:    executor.Request{Language: language(t, ex, "c"), Code: "#include \"/dev/zero\"\nint main(void) { return 0; }\n"},
 			status: executor.StatusCompilationError,
 			check: func(t *testing.T, r *executor.Result) {
 				// The compiler's address-space limit stops it, not the
@@ -184,7 +184,7 @@ func TestRequestFeatures(t *testing.T) {
 		},
 		{
 			name: "compile bomb: endless template recursion",
-			req: executor.Request{Language: "cpp",
+			req: executor.Request{Language: language(t, ex, "cpp"),
 				Code: "template <int N> struct F { static const int v = F<N + 1>::v; };\nint main() { return F<0>::v; }\n"},
 			status: executor.StatusCompilationError,
 			check: func(t *testing.T, r *executor.Result) {
@@ -195,7 +195,7 @@ func TestRequestFeatures(t *testing.T) {
 		},
 		{
 			name: "a file path leaving the work dir is refused inside the sandbox",
-			req: executor.Request{Language: "bash", Code: "echo ran",
+			req: executor.Request{Language: language(t, ex, "bash"), Code: "echo ran",
 				Files: []executor.File{{Path: "../etc/evil", Content: []byte("x")}}},
 			status: executor.StatusInternalError,
 			check: func(t *testing.T, r *executor.Result) {
@@ -225,7 +225,7 @@ func TestRequestFeatures(t *testing.T) {
 				tc.check(t, res)
 			}
 			// Whatever this request did, the next of its language works.
-			next, err := ex.Execute(context.Background(), executor.Request{Account: "features", Language: tc.req.Language, Code: helloWorld[tc.req.Language]})
+			next, err := ex.Execute(context.Background(), executor.Request{Account: "features", Language: tc.req.Language, Code: helloWorld[tc.req.Language.ID]})
 			if err != nil || next.Status != executor.StatusCompleted {
 				t.Fatalf("the next request after %s: %+v %v", tc.name, next, err)
 			}

@@ -23,6 +23,7 @@ func TestNoLeaksAfterManyExecutions(t *testing.T) {
 	ex, rt := sandboxtest.ExecutorAndRuntime(t, executor.Limits{}, executor.PoolConfig{
 		Warm: map[string]int{"bash": 2}, IdleTTL: 2 * time.Second, MaxUses: 150, MaxWorkers: maxWorkers,
 	})
+	bash := language(t, ex, "bash")
 	var next, failed atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -35,7 +36,7 @@ func TestNoLeaksAfterManyExecutions(t *testing.T) {
 				if i > total {
 					return
 				}
-				req := executor.Request{Account: fmt.Sprintf("acct_%d", i%accounts), Language: "bash", Code: fmt.Sprintf("echo %d", i)}
+				req := executor.Request{Account: fmt.Sprintf("acct_%d", i%accounts), Language: bash, Code: fmt.Sprintf("echo %d", i)}
 				ctx := context.Background()
 				var cancel context.CancelFunc = func() {}
 				switch {

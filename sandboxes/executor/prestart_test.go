@@ -23,8 +23,10 @@ print(sorted(sys.modules))
 print(__name__, __file__, sys.argv, sys.path[0], sorted(k for k in vars() if not k.startswith('__')))
 print(sorted(os.environ.items()))
 `
-	req := executor.Request{Account: "acct_fresh", Language: "python3", Code: code, Args: []string{"a"}}
+	req := executor.Request{Account: "acct_fresh", Code: code, Args: []string{"a"}}
 	run := func(ex *executor.Executor) string {
+		req := req
+		req.Language = language(t, ex, "python3")
 		res, err := ex.Execute(context.Background(), req)
 		if err != nil {
 			t.Fatal(err)

@@ -19,7 +19,7 @@ func TestReuseKeepsExecutionsApart(t *testing.T) {
 	ex := sandboxtest.Executor(t, executor.Limits{})
 	run := func(account, lang, code string) *executor.Result {
 		t.Helper()
-		res, err := ex.Execute(context.Background(), executor.Request{Account: account, Language: lang, Code: code})
+		res, err := ex.Execute(context.Background(), executor.Request{Account: account, Language: language(t, ex, lang), Code: code})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -58,7 +58,7 @@ for p in /proc/[0-9]*; do cat $p/comm; done | sort | tr '\n' ' '`)
 func TestExecutionSeesOnlyItsOwnProcesses(t *testing.T) {
 	ex := sandboxtest.Executor(t, executor.Limits{})
 	for i := 0; i < 3; i++ {
-		res, err := ex.Execute(context.Background(), executor.Request{Account: "acct_p", Language: "python3",
+		res, err := ex.Execute(context.Background(), executor.Request{Account: "acct_p", Language: language(t, ex, "python3"),
 			Code: "import os\nprint(sorted(open(f'/proc/{p}/comm').read().strip() for p in os.listdir('/proc') if p.isdigit()))"})
 		if err != nil || res.Status != executor.StatusCompleted {
 			t.Fatalf("%v %+v", err, res)
@@ -83,7 +83,7 @@ func TestOutputStreams(t *testing.T) {
 	var mu sync.Mutex
 	start := time.Now()
 	res, err := ex.Execute(context.Background(), executor.Request{
-		Account: "acct_stream", Language: "python3",
+		Account: "acct_stream", Language: language(t, ex, "python3"),
 		Code: "import time, sys\nfor i in range(3):\n  print(i, flush=True)\n  time.sleep(0.4)\nprint('err', file=sys.stderr)",
 		OnOutput: func(stream string, p []byte) {
 			mu.Lock()

@@ -31,11 +31,11 @@ type Session struct {
 	closed bool
 }
 
-// OpenSession starts a session sandbox for account in language.
-func (e *Executor) OpenSession(account, language string) (*Session, error) {
-	lang, ok := e.cfg.Catalog.Lookup(language)
-	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownLanguage, language)
+// OpenSession starts a session sandbox for account in lang, resolved by
+// the caller from the executor's Catalog.
+func (e *Executor) OpenSession(account string, lang *langs.Language) (*Session, error) {
+	if lang == nil {
+		return nil, fmt.Errorf("%w: the session has none", ErrUnknownLanguage)
 	}
 	lim := e.cfg.Limits
 	sh := shapeFor(lang, lim)

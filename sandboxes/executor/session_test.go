@@ -33,10 +33,7 @@ func TestSessionState(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.lang, func(t *testing.T) {
-			if _, ok := ex.Catalog().Lookup(tc.lang); !ok {
-				t.Fatalf("%s is not installed", tc.lang)
-			}
-			s, err := ex.OpenSession("acct_s", tc.lang)
+			s, err := ex.OpenSession("acct_s", language(t, ex, tc.lang))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -72,7 +69,7 @@ func TestSessionState(t *testing.T) {
 
 func TestSessionTimeoutAndFiles(t *testing.T) {
 	ex := sandboxtest.Executor(t, executor.Limits{})
-	s, err := ex.OpenSession("acct_s", "python3")
+	s, err := ex.OpenSession("acct_s", language(t, ex, "python3"))
 	if err != nil {
 		t.Fatal(err)
 	}
