@@ -25,18 +25,19 @@ import (
 // is a programming error), or a sandbox whose language the catalog lacks.
 var ErrUnknownLanguage = errors.New("executor: unknown language")
 
-// Status is the outcome of an execution, in the API's words.
-type Status string
+// End says what ended an execution, in the sandbox's terms. The API's
+// statuses are derived from it (with ExitCode and Signal) above the executor.
+type End string
 
-// Statuses.
 const (
-	StatusCompleted        Status = "completed"
-	StatusWrongAnswer      Status = "wrong_answer"
-	StatusTimeout          Status = "timeout"
-	StatusCompilationError Status = "compilation_error"
-	StatusRuntimeError     Status = "runtime_error"
-	StatusMemoryLimit      Status = "memory_limit"
-	StatusInternalError    Status = "internal_error"
+	EndExited        End = "exited"         // the program ran to its end; ExitCode and Signal say how
+	EndCompileFailed End = "compile_failed" // the compile step failed or was stopped; CompileOutput and Message say why
+	EndCPULimit      End = "cpu_limit"      // the program used its CPU time
+	EndWallLimit     End = "wall_limit"     // the program used its wall-clock time
+	EndDeadline      End = "deadline"       // the host stopped a sandbox that ran past its wall limit and boot grace
+	EndMemoryLimit   End = "memory_limit"   // the program went over its memory limit
+	EndOutputLimit   End = "output_limit"   // a stream went over the output cap; the program was stopped
+	EndFault         End = "fault"          // the sandbox, not the program, failed; Message says how
 )
 
 // Limits bound one execution. A zero field takes the executor's default.
@@ -226,7 +227,7 @@ type Request struct {
 
 // Result is what happened.
 type Result struct {
-	Status          Status
+	End             End
 	Language        string
 	Stdout          []byte
 	Stderr          []byte
@@ -243,7 +244,7 @@ type Result struct {
 	// StateLost says a session's interpreter ended during the execution
 	// (see Session): its variables are gone, its files remain.
 	StateLost bool
-	// Message explains a status that the fields above do not (an output
+	// Message explains an End that the fields above do not (an output
 	// cap, a sandbox failure).
 	Message string
 	// SandboxID names the sandbox the execution ran in, for diagnostics
@@ -256,7 +257,7 @@ type Result struct {
 
 // Execute runs req in a sandbox of its account's and reports what happened.
 // The error is nil whenever the request reached a sandbox; failures of the
-// sandbox itself are internal_error results. A request without a language
+// sandbox itself are EndFault results. A request without a language
 // gives ErrUnknownLanguage; a cancelled ctx kills the execution and returns
 // ctx.Err().
 func (e *Executor) Execute(ctx context.Context, req Request) (*Result, error) {
@@ -276,7 +277,7 @@ func (e *Executor) Execute(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		endTurn()
 		e.cfg.Logger.Error("sandbox start", "err", err)
-		res.Status, res.Message = StatusInternalError, "the sandbox could not be started"
+		res.End, res.Message = EndFault, "the sandbox could not be started"
 		return res, nil
 	}
 	if w.prestarted {

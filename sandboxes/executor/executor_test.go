@@ -16,19 +16,19 @@ func TestExecuteLanguages(t *testing.T) {
 	ex := sandboxtest.Executor(t, executor.Limits{})
 	tests := []struct {
 		lang, code, stdin string
-		status            executor.Status
+		end               executor.End
 		stdout            string
 		stderrHas         string
 		exit              int
 	}{
-		{lang: "python3", code: `print("Hello, World!")`, status: executor.StatusCompleted, stdout: "Hello, World!\n"},
-		{lang: "javascript", code: `console.log("Hello, World!")`, status: executor.StatusCompleted, stdout: "Hello, World!\n"},
-		{lang: "bash", code: `echo "Hello, World!"`, status: executor.StatusCompleted, stdout: "Hello, World!\n"},
-		{lang: "python3", code: "import sys\nprint(sys.stdin.read().upper(), end='')", stdin: "echo me\n", status: executor.StatusCompleted, stdout: "ECHO ME\n"},
-		{lang: "javascript", code: "process.stdin.on('data', d => process.stdout.write(String(d).trim() + '!'))", stdin: "hi", status: executor.StatusCompleted, stdout: "hi!"},
-		{lang: "bash", code: "read x; echo \"got $x\"", stdin: "42\n", status: executor.StatusCompleted, stdout: "got 42\n"},
-		{lang: "python3", code: "raise ValueError('boom')", status: executor.StatusRuntimeError, stderrHas: "ValueError: boom", exit: 1},
-		{lang: "bash", code: "echo out; echo err >&2; exit 3", status: executor.StatusRuntimeError, stdout: "out\n", stderrHas: "err", exit: 3},
+		{lang: "python3", code: `print("Hello, World!")`, end: executor.EndExited, stdout: "Hello, World!\n"},
+		{lang: "javascript", code: `console.log("Hello, World!")`, end: executor.EndExited, stdout: "Hello, World!\n"},
+		{lang: "bash", code: `echo "Hello, World!"`, end: executor.EndExited, stdout: "Hello, World!\n"},
+		{lang: "python3", code: "import sys\nprint(sys.stdin.read().upper(), end='')", stdin: "echo me\n", end: executor.EndExited, stdout: "ECHO ME\n"},
+		{lang: "javascript", code: "process.stdin.on('data', d => process.stdout.write(String(d).trim() + '!'))", stdin: "hi", end: executor.EndExited, stdout: "hi!"},
+		{lang: "bash", code: "read x; echo \"got $x\"", stdin: "42\n", end: executor.EndExited, stdout: "got 42\n"},
+		{lang: "python3", code: "raise ValueError('boom')", end: executor.EndExited, stderrHas: "ValueError: boom", exit: 1},
+		{lang: "bash", code: "echo out; echo err >&2; exit 3", end: executor.EndExited, stdout: "out\n", stderrHas: "err", exit: 3},
 	}
 	for _, tc := range tests {
 		t.Run(tc.lang+"/"+tc.code, func(t *testing.T) {
@@ -36,8 +36,8 @@ func TestExecuteLanguages(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res.Status != tc.status || res.ExitCode != tc.exit {
-				t.Fatalf("status %s exit %d, want %s exit %d; message %q stderr %q", res.Status, res.ExitCode, tc.status, tc.exit, res.Message, res.Stderr)
+			if !ended(res, tc.end, tc.exit, 0) || res.ExitCode != tc.exit {
+				t.Fatalf("end %s exit %d signal %d, want %s exit %d signal 0; message %q stderr %q", res.End, res.ExitCode, res.Signal, tc.end, tc.exit, res.Message, res.Stderr)
 			}
 			if tc.stdout != "" && string(res.Stdout) != tc.stdout {
 				t.Errorf("stdout %q, want %q", res.Stdout, tc.stdout)
@@ -56,15 +56,15 @@ func TestExecuteLanguages(t *testing.T) {
 func TestLimits(t *testing.T) {
 	ex := sandboxtest.Executor(t, executor.Limits{})
 	tests := []struct {
-		name   string
-		req    executor.Request
-		status executor.Status
-		check  func(t *testing.T, r *executor.Result)
+		name  string
+		req   executor.Request
+		end   executor.End // with exit 0 and signal 0 when EndExited
+		check func(t *testing.T, r *executor.Result)
 	}{
 		{
-			name:   "cpu loop",
-			req:    executor.Request{Language: language(t, ex, "python3"), Code: "while True: pass", Limits: executor.Limits{CPU: time.Second, Wall: 5 * time.Second}},
-			status: executor.StatusTimeout,
+			name: "cpu loop",
+			req:  executor.Request{Language: language(t, ex, "python3"), Code: "while True: pass", Limits: executor.Limits{CPU: time.Second, Wall: 5 * time.Second}},
+			end:  executor.EndCPULimit,
 			check: func(t *testing.T, r *executor.Result) {
 				if r.CPU < 900*time.Millisecond {
 					t.Errorf("cpu %v: the loop was stopped before its CPU limit", r.CPU)
@@ -72,9 +72,9 @@ func TestLimits(t *testing.T) {
 			},
 		},
 		{
-			name:   "sleep past wall",
-			req:    executor.Request{Language: language(t, ex, "bash"), Code: "sleep 30", Limits: executor.Limits{CPU: 5 * time.Second, Wall: time.Second}},
-			status: executor.StatusTimeout,
+			name: "sleep past wall",
+			req:  executor.Request{Language: language(t, ex, "bash"), Code: "sleep 30", Limits: executor.Limits{CPU: 5 * time.Second, Wall: time.Second}},
+			end:  executor.EndWallLimit,
 			check: func(t *testing.T, r *executor.Result) {
 				if r.Wall < time.Second || r.Wall > 3*time.Second {
 					t.Errorf("wall %v, want about 1s", r.Wall)
@@ -82,14 +82,14 @@ func TestLimits(t *testing.T) {
 			},
 		},
 		{
-			name:   "memory bomb",
-			req:    executor.Request{Language: language(t, ex, "python3"), Code: "x = []\nwhile True: x.append(bytearray(16 << 20))", Limits: executor.Limits{MemoryBytes: 128 << 20}},
-			status: executor.StatusMemoryLimit,
+			name: "memory bomb",
+			req:  executor.Request{Language: language(t, ex, "python3"), Code: "x = []\nwhile True: x.append(bytearray(16 << 20))", Limits: executor.Limits{MemoryBytes: 128 << 20}},
+			end:  executor.EndMemoryLimit,
 		},
 		{
-			name:   "output flood",
-			req:    executor.Request{Language: language(t, ex, "python3"), Code: "import sys\nwhile True: sys.stdout.write('x' * 65536)"},
-			status: executor.StatusRuntimeError,
+			name: "output flood",
+			req:  executor.Request{Language: language(t, ex, "python3"), Code: "import sys\nwhile True: sys.stdout.write('x' * 65536)"},
+			end:  executor.EndOutputLimit,
 			check: func(t *testing.T, r *executor.Result) {
 				if !r.StdoutTruncated || len(r.Stdout) != 1<<20 {
 					t.Errorf("stdout %d bytes truncated=%v, want exactly 1 MiB and truncated", len(r.Stdout), r.StdoutTruncated)
@@ -97,15 +97,15 @@ func TestLimits(t *testing.T) {
 			},
 		},
 		{
-			name:   "fork bomb",
-			req:    executor.Request{Language: language(t, ex, "bash"), Code: ":(){ :|:& };:; sleep 5", Limits: executor.Limits{Wall: 2 * time.Second}},
-			status: executor.StatusTimeout,
+			name: "fork bomb",
+			req:  executor.Request{Language: language(t, ex, "bash"), Code: ":(){ :|:& };:; sleep 5", Limits: executor.Limits{Wall: 2 * time.Second}},
+			end:  executor.EndWallLimit,
 		},
 		{
 			name: "fork loop hits the process limit",
 			req: executor.Request{Language: language(t, ex, "python3"), Code: "import os, sys, time\nn = 0\ntry:\n  while True:\n    if os.fork() == 0:\n      time.sleep(60)\n    n += 1\nexcept OSError as e:\n  print(n, e.errno)",
 				Limits: executor.Limits{Processes: 20}},
-			status: executor.StatusCompleted,
+			end: executor.EndExited,
 			check: func(t *testing.T, r *executor.Result) {
 				var n, errno int
 				if _, err := fmt.Sscan(string(r.Stdout), &n, &errno); err != nil || n < 15 || n > 20 || errno != 11 {
@@ -114,9 +114,9 @@ func TestLimits(t *testing.T) {
 			},
 		},
 		{
-			name:   "disk fill",
-			req:    executor.Request{Language: language(t, ex, "bash"), Code: "dd if=/dev/zero of=/work/big bs=1M count=1000; df -k /work | tail -1", Limits: executor.Limits{FileSizeBytes: 1 << 30}},
-			status: executor.StatusCompleted,
+			name: "disk fill",
+			req:  executor.Request{Language: language(t, ex, "bash"), Code: "dd if=/dev/zero of=/work/big bs=1M count=1000; df -k /work | tail -1", Limits: executor.Limits{FileSizeBytes: 1 << 30}},
+			end:  executor.EndExited,
 			check: func(t *testing.T, r *executor.Result) {
 				if !strings.Contains(string(r.Stderr), "No space left") {
 					t.Errorf("stderr %q: the work dir did not fill up at its size", r.Stderr)
@@ -131,16 +131,16 @@ func TestLimits(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("%s in %v: status %s exit %d sig %d cpu %v wall %v mem %d KB msg %q stderr %.200q", tc.name, time.Since(start), res.Status, res.ExitCode, res.Signal, res.CPU, res.Wall, res.MemoryKB, res.Message, res.Stderr)
-			if tc.status != "" && res.Status != tc.status {
-				t.Fatalf("status %s, want %s", res.Status, tc.status)
+			t.Logf("%s in %v: end %s exit %d sig %d cpu %v wall %v mem %d KB msg %q stderr %.200q", tc.name, time.Since(start), res.End, res.ExitCode, res.Signal, res.CPU, res.Wall, res.MemoryKB, res.Message, res.Stderr)
+			if tc.end != "" && !ended(res, tc.end, 0, 0) {
+				t.Fatalf("end %s exit %d signal %d, want %s", res.End, res.ExitCode, res.Signal, tc.end)
 			}
 			if tc.check != nil {
 				tc.check(t, res)
 			}
 			// Whatever the last request did, the next one works.
 			next, err := ex.Execute(context.Background(), executor.Request{Language: language(t, ex, "bash"), Code: "echo ok"})
-			if err != nil || next.Status != executor.StatusCompleted || string(next.Stdout) != "ok\n" {
+			if err != nil || !completed(next) || string(next.Stdout) != "ok\n" {
 				t.Fatalf("next request after %s: %+v %v", tc.name, next, err)
 			}
 		})

@@ -17,3 +17,12 @@ func language(t testing.TB, ex *executor.Executor, id string) *langs.Language {
 	}
 	return l
 }
+
+// ended reports whether r ended as end and, for EndExited, with exit and
+// signal: what the API's status is derived from.
+func ended(r *executor.Result, end executor.End, exit, signal int) bool {
+	return r.End == end && (end != executor.EndExited || r.ExitCode == exit && r.Signal == signal)
+}
+
+// completed reports whether r's program ran to its end and exited 0.
+func completed(r *executor.Result) bool { return ended(r, executor.EndExited, 0, 0) }

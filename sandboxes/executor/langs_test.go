@@ -16,12 +16,12 @@ type langCase struct {
 	code   string
 	stdin  string
 	limits executor.Limits
-	status executor.Status
+	end    executor.End
 	stdout string // exact, when set
-	// errHas must be in stderr, or in compile_output for a compilation
-	// error.
+	// errHas must be in stderr, or in compile_output when the compile
+	// failed.
 	errHas string
-	exit   int // checked when status is runtime_error
+	exit   int // checked, with signal, when end is EndExited
 	signal int
 }
 
@@ -34,83 +34,83 @@ var timeoutLimits = executor.Limits{CPU: time.Second, Wall: 10 * time.Second}
 // error and a CPU loop that must time out.
 var langPrograms = map[string][]langCase{
 	"python3": {
-		{name: "hello", code: `print("Hello, World!")`, status: executor.StatusCompleted, stdout: "Hello, World!\n"},
-		{name: "stdin", code: "import sys\nprint('got ' + sys.stdin.readline().strip())", stdin: "ping\n", status: executor.StatusCompleted, stdout: "got ping\n"},
-		{name: "runtime error", code: "print(1 // 0)", status: executor.StatusRuntimeError, errHas: "ZeroDivisionError", exit: 1},
-		{name: "timeout", code: "while True: pass", limits: timeoutLimits, status: executor.StatusTimeout},
+		{name: "hello", code: `print("Hello, World!")`, end: executor.EndExited, stdout: "Hello, World!\n"},
+		{name: "stdin", code: "import sys\nprint('got ' + sys.stdin.readline().strip())", stdin: "ping\n", end: executor.EndExited, stdout: "got ping\n"},
+		{name: "runtime error", code: "print(1 // 0)", end: executor.EndExited, errHas: "ZeroDivisionError", exit: 1},
+		{name: "timeout", code: "while True: pass", limits: timeoutLimits, end: executor.EndCPULimit},
 	},
 	"javascript": {
-		{name: "hello", code: `console.log("Hello, World!")`, status: executor.StatusCompleted, stdout: "Hello, World!\n"},
-		{name: "stdin", code: `const s = require("fs").readFileSync(0, "utf8"); console.log("got " + s.trim())`, stdin: "ping\n", status: executor.StatusCompleted, stdout: "got ping\n"},
-		{name: "runtime error", code: `null.x`, status: executor.StatusRuntimeError, errHas: "TypeError", exit: 1},
-		{name: "timeout", code: `for (;;) {}`, limits: timeoutLimits, status: executor.StatusTimeout},
+		{name: "hello", code: `console.log("Hello, World!")`, end: executor.EndExited, stdout: "Hello, World!\n"},
+		{name: "stdin", code: `const s = require("fs").readFileSync(0, "utf8"); console.log("got " + s.trim())`, stdin: "ping\n", end: executor.EndExited, stdout: "got ping\n"},
+		{name: "runtime error", code: `null.x`, end: executor.EndExited, errHas: "TypeError", exit: 1},
+		{name: "timeout", code: `for (;;) {}`, limits: timeoutLimits, end: executor.EndCPULimit},
 	},
 	"typescript": {
-		{name: "hello", code: "const greet = (who: string): string => `Hello, ${who}!`;\nconsole.log(greet(\"World\"));", status: executor.StatusCompleted, stdout: "Hello, World!\n"},
-		{name: "stdin", code: `const s: string = require("fs").readFileSync(0, "utf8"); console.log("got " + s.trim());`, stdin: "ping\n", status: executor.StatusCompleted, stdout: "got ping\n"},
-		{name: "compile error", code: `const n: number = "not a number"; console.log(n);`, status: executor.StatusCompilationError, errHas: "TS2322"},
-		{name: "runtime error", code: `throw new Error("boom");`, status: executor.StatusRuntimeError, errHas: "Error: boom", exit: 1},
-		{name: "timeout", code: `for (;;) {}`, limits: timeoutLimits, status: executor.StatusTimeout},
+		{name: "hello", code: "const greet = (who: string): string => `Hello, ${who}!`;\nconsole.log(greet(\"World\"));", end: executor.EndExited, stdout: "Hello, World!\n"},
+		{name: "stdin", code: `const s: string = require("fs").readFileSync(0, "utf8"); console.log("got " + s.trim());`, stdin: "ping\n", end: executor.EndExited, stdout: "got ping\n"},
+		{name: "compile error", code: `const n: number = "not a number"; console.log(n);`, end: executor.EndCompileFailed, errHas: "TS2322"},
+		{name: "runtime error", code: `throw new Error("boom");`, end: executor.EndExited, errHas: "Error: boom", exit: 1},
+		{name: "timeout", code: `for (;;) {}`, limits: timeoutLimits, end: executor.EndCPULimit},
 	},
 	"go": {
-		{name: "hello", code: "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"Hello, World!\") }\n", status: executor.StatusCompleted, stdout: "Hello, World!\n"},
-		{name: "stdin", code: "package main\n\nimport (\n\t\"bufio\"\n\t\"fmt\"\n\t\"os\"\n)\n\nfunc main() {\n\ts := bufio.NewScanner(os.Stdin)\n\ts.Scan()\n\tfmt.Println(\"got \" + s.Text())\n}\n", stdin: "ping\n", status: executor.StatusCompleted, stdout: "got ping\n"},
-		{name: "compile error", code: "package main\n\nfunc main() { x := 1 }\n", status: executor.StatusCompilationError, errHas: "declared and not used"},
-		{name: "runtime error", code: "package main\n\nfunc main() { panic(\"boom\") }\n", status: executor.StatusRuntimeError, errHas: "panic: boom", exit: 2},
-		{name: "timeout", code: "package main\n\nfunc main() { for {} }\n", limits: timeoutLimits, status: executor.StatusTimeout},
+		{name: "hello", code: "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"Hello, World!\") }\n", end: executor.EndExited, stdout: "Hello, World!\n"},
+		{name: "stdin", code: "package main\n\nimport (\n\t\"bufio\"\n\t\"fmt\"\n\t\"os\"\n)\n\nfunc main() {\n\ts := bufio.NewScanner(os.Stdin)\n\ts.Scan()\n\tfmt.Println(\"got \" + s.Text())\n}\n", stdin: "ping\n", end: executor.EndExited, stdout: "got ping\n"},
+		{name: "compile error", code: "package main\n\nfunc main() { x := 1 }\n", end: executor.EndCompileFailed, errHas: "declared and not used"},
+		{name: "runtime error", code: "package main\n\nfunc main() { panic(\"boom\") }\n", end: executor.EndExited, errHas: "panic: boom", exit: 2},
+		{name: "timeout", code: "package main\n\nfunc main() { for {} }\n", limits: timeoutLimits, end: executor.EndCPULimit},
 	},
 	"java": {
-		{name: "hello", code: `public class Main { public static void main(String[] args) { System.out.println("Hello, World!"); } }`, status: executor.StatusCompleted, stdout: "Hello, World!\n"},
-		{name: "stdin", code: "import java.util.Scanner;\npublic class Main { public static void main(String[] args) { Scanner in = new Scanner(System.in); System.out.println(\"got \" + in.nextLine()); } }", stdin: "ping\n", status: executor.StatusCompleted, stdout: "got ping\n"},
-		{name: "compile error", code: `public class Main { public static void main(String[] args) { int n = "text"; } }`, status: executor.StatusCompilationError, errHas: "incompatible types"},
-		{name: "runtime error", code: `public class Main { public static void main(String[] args) { throw new IllegalStateException("boom"); } }`, status: executor.StatusRuntimeError, errHas: "IllegalStateException: boom", exit: 1},
-		{name: "timeout", code: `public class Main { public static void main(String[] args) { long n = 0; while (true) { n++; } } }`, limits: timeoutLimits, status: executor.StatusTimeout},
+		{name: "hello", code: `public class Main { public static void main(String[] args) { System.out.println("Hello, World!"); } }`, end: executor.EndExited, stdout: "Hello, World!\n"},
+		{name: "stdin", code: "import java.util.Scanner;\npublic class Main { public static void main(String[] args) { Scanner in = new Scanner(System.in); System.out.println(\"got \" + in.nextLine()); } }", stdin: "ping\n", end: executor.EndExited, stdout: "got ping\n"},
+		{name: "compile error", code: `public class Main { public static void main(String[] args) { int n = "text"; } }`, end: executor.EndCompileFailed, errHas: "incompatible types"},
+		{name: "runtime error", code: `public class Main { public static void main(String[] args) { throw new IllegalStateException("boom"); } }`, end: executor.EndExited, errHas: "IllegalStateException: boom", exit: 1},
+		{name: "timeout", code: `public class Main { public static void main(String[] args) { long n = 0; while (true) { n++; } } }`, limits: timeoutLimits, end: executor.EndCPULimit},
 	},
 	"cpp": {
-		{name: "hello", code: "#include <iostream>\nint main() { std::cout << \"Hello, World!\" << std::endl; }\n", status: executor.StatusCompleted, stdout: "Hello, World!\n"},
-		{name: "stdin", code: "#include <iostream>\n#include <string>\nint main() { std::string s; std::getline(std::cin, s); std::cout << \"got \" << s << \"\\n\"; }\n", stdin: "ping\n", status: executor.StatusCompleted, stdout: "got ping\n"},
-		{name: "compile error", code: "int main() { return undeclared; }\n", status: executor.StatusCompilationError, errHas: "was not declared"},
-		{name: "runtime error", code: "#include <stdexcept>\nint main() { throw std::runtime_error(\"boom\"); }\n", status: executor.StatusRuntimeError, errHas: "boom", exit: 134, signal: 6},
-		{name: "timeout", code: "int main() { volatile unsigned long n = 0; for (;;) n++; }\n", limits: timeoutLimits, status: executor.StatusTimeout},
+		{name: "hello", code: "#include <iostream>\nint main() { std::cout << \"Hello, World!\" << std::endl; }\n", end: executor.EndExited, stdout: "Hello, World!\n"},
+		{name: "stdin", code: "#include <iostream>\n#include <string>\nint main() { std::string s; std::getline(std::cin, s); std::cout << \"got \" << s << \"\\n\"; }\n", stdin: "ping\n", end: executor.EndExited, stdout: "got ping\n"},
+		{name: "compile error", code: "int main() { return undeclared; }\n", end: executor.EndCompileFailed, errHas: "was not declared"},
+		{name: "runtime error", code: "#include <stdexcept>\nint main() { throw std::runtime_error(\"boom\"); }\n", end: executor.EndExited, errHas: "boom", exit: 134, signal: 6},
+		{name: "timeout", code: "int main() { volatile unsigned long n = 0; for (;;) n++; }\n", limits: timeoutLimits, end: executor.EndCPULimit},
 	},
 	"c": {
-		{name: "hello", code: "#include <stdio.h>\nint main(void) { puts(\"Hello, World!\"); return 0; }\n", status: executor.StatusCompleted, stdout: "Hello, World!\n"},
-		{name: "stdin", code: "#include <stdio.h>\nint main(void) { char s[64]; if (!fgets(s, sizeof s, stdin)) return 1; printf(\"got %s\", s); return 0; }\n", stdin: "ping\n", status: executor.StatusCompleted, stdout: "got ping\n"},
-		{name: "compile error", code: "int main(void) { return undeclared; }\n", status: executor.StatusCompilationError, errHas: "undeclared"},
-		{name: "runtime error", code: "int main(void) { volatile int *p = 0; *p = 1; return 0; }\n", status: executor.StatusRuntimeError, exit: 139, signal: 11},
-		{name: "timeout", code: "int main(void) { volatile unsigned long n = 0; for (;;) n++; }\n", limits: timeoutLimits, status: executor.StatusTimeout},
+		{name: "hello", code: "#include <stdio.h>\nint main(void) { puts(\"Hello, World!\"); return 0; }\n", end: executor.EndExited, stdout: "Hello, World!\n"},
+		{name: "stdin", code: "#include <stdio.h>\nint main(void) { char s[64]; if (!fgets(s, sizeof s, stdin)) return 1; printf(\"got %s\", s); return 0; }\n", stdin: "ping\n", end: executor.EndExited, stdout: "got ping\n"},
+		{name: "compile error", code: "int main(void) { return undeclared; }\n", end: executor.EndCompileFailed, errHas: "undeclared"},
+		{name: "runtime error", code: "int main(void) { volatile int *p = 0; *p = 1; return 0; }\n", end: executor.EndExited, exit: 139, signal: 11},
+		{name: "timeout", code: "int main(void) { volatile unsigned long n = 0; for (;;) n++; }\n", limits: timeoutLimits, end: executor.EndCPULimit},
 	},
 	"bash": {
-		{name: "hello", code: `echo "Hello, World!"`, status: executor.StatusCompleted, stdout: "Hello, World!\n"},
-		{name: "stdin", code: `read -r line; echo "got $line"`, stdin: "ping\n", status: executor.StatusCompleted, stdout: "got ping\n"},
-		{name: "runtime error", code: "no_such_command_here", status: executor.StatusRuntimeError, errHas: "command not found", exit: 127},
-		{name: "timeout", code: "while :; do :; done", limits: timeoutLimits, status: executor.StatusTimeout},
+		{name: "hello", code: `echo "Hello, World!"`, end: executor.EndExited, stdout: "Hello, World!\n"},
+		{name: "stdin", code: `read -r line; echo "got $line"`, stdin: "ping\n", end: executor.EndExited, stdout: "got ping\n"},
+		{name: "runtime error", code: "no_such_command_here", end: executor.EndExited, errHas: "command not found", exit: 127},
+		{name: "timeout", code: "while :; do :; done", limits: timeoutLimits, end: executor.EndCPULimit},
 	},
 	"rust": {
-		{name: "hello", code: "fn main() {\n    println!(\"Hello, World!\");\n}\n", status: executor.StatusCompleted, stdout: "Hello, World!\n"},
-		{name: "stdin", code: "use std::io::BufRead;\nfn main() {\n    let mut s = String::new();\n    std::io::stdin().lock().read_line(&mut s).unwrap();\n    println!(\"got {}\", s.trim());\n}\n", stdin: "ping\n", status: executor.StatusCompleted, stdout: "got ping\n"},
-		{name: "compile error", code: "fn main() {\n    let n: i32 = \"text\";\n}\n", status: executor.StatusCompilationError, errHas: "mismatched types"},
-		{name: "runtime error", code: "fn main() {\n    panic!(\"boom\");\n}\n", status: executor.StatusRuntimeError, errHas: "boom", exit: 101},
-		{name: "timeout", code: "fn main() {\n    let mut n: u64 = 0;\n    loop { n = std::hint::black_box(n + 1); }\n}\n", limits: timeoutLimits, status: executor.StatusTimeout},
+		{name: "hello", code: "fn main() {\n    println!(\"Hello, World!\");\n}\n", end: executor.EndExited, stdout: "Hello, World!\n"},
+		{name: "stdin", code: "use std::io::BufRead;\nfn main() {\n    let mut s = String::new();\n    std::io::stdin().lock().read_line(&mut s).unwrap();\n    println!(\"got {}\", s.trim());\n}\n", stdin: "ping\n", end: executor.EndExited, stdout: "got ping\n"},
+		{name: "compile error", code: "fn main() {\n    let n: i32 = \"text\";\n}\n", end: executor.EndCompileFailed, errHas: "mismatched types"},
+		{name: "runtime error", code: "fn main() {\n    panic!(\"boom\");\n}\n", end: executor.EndExited, errHas: "boom", exit: 101},
+		{name: "timeout", code: "fn main() {\n    let mut n: u64 = 0;\n    loop { n = std::hint::black_box(n + 1); }\n}\n", limits: timeoutLimits, end: executor.EndCPULimit},
 	},
 	"ruby": {
-		{name: "hello", code: `puts "Hello, World!"`, status: executor.StatusCompleted, stdout: "Hello, World!\n"},
-		{name: "stdin", code: `puts "got #{gets.strip}"`, stdin: "ping\n", status: executor.StatusCompleted, stdout: "got ping\n"},
-		{name: "runtime error", code: `raise ArgumentError, "boom"`, status: executor.StatusRuntimeError, errHas: "boom (ArgumentError)", exit: 1},
-		{name: "timeout", code: "loop { }", limits: timeoutLimits, status: executor.StatusTimeout},
+		{name: "hello", code: `puts "Hello, World!"`, end: executor.EndExited, stdout: "Hello, World!\n"},
+		{name: "stdin", code: `puts "got #{gets.strip}"`, stdin: "ping\n", end: executor.EndExited, stdout: "got ping\n"},
+		{name: "runtime error", code: `raise ArgumentError, "boom"`, end: executor.EndExited, errHas: "boom (ArgumentError)", exit: 1},
+		{name: "timeout", code: "loop { }", limits: timeoutLimits, end: executor.EndCPULimit},
 	},
 	"php": {
-		{name: "hello", code: `<?php echo "Hello, World!\n";`, status: executor.StatusCompleted, stdout: "Hello, World!\n"},
-		{name: "stdin", code: `<?php echo "got " . trim(fgets(STDIN)) . "\n";`, stdin: "ping\n", status: executor.StatusCompleted, stdout: "got ping\n"},
-		{name: "runtime error", code: `<?php throw new RuntimeException("boom");`, status: executor.StatusRuntimeError, errHas: "boom", exit: 255},
-		{name: "timeout", code: `<?php while (true) {}`, limits: timeoutLimits, status: executor.StatusTimeout},
+		{name: "hello", code: `<?php echo "Hello, World!\n";`, end: executor.EndExited, stdout: "Hello, World!\n"},
+		{name: "stdin", code: `<?php echo "got " . trim(fgets(STDIN)) . "\n";`, stdin: "ping\n", end: executor.EndExited, stdout: "got ping\n"},
+		{name: "runtime error", code: `<?php throw new RuntimeException("boom");`, end: executor.EndExited, errHas: "boom", exit: 255},
+		{name: "timeout", code: `<?php while (true) {}`, limits: timeoutLimits, end: executor.EndCPULimit},
 	},
 	"csharp": {
-		{name: "hello", code: "using System;\nclass Program { static void Main() { Console.WriteLine(\"Hello, World!\"); } }\n", status: executor.StatusCompleted, stdout: "Hello, World!\n"},
-		{name: "stdin", code: "using System;\nclass Program { static void Main() { Console.WriteLine(\"got \" + Console.ReadLine()); } }\n", stdin: "ping\n", status: executor.StatusCompleted, stdout: "got ping\n"},
-		{name: "compile error", code: "class Program { static void Main() { int n = \"text\"; } }\n", status: executor.StatusCompilationError, errHas: "CS0029"},
-		{name: "runtime error", code: "using System;\nclass Program { static void Main() { throw new InvalidOperationException(\"boom\"); } }\n", status: executor.StatusRuntimeError, errHas: "boom", exit: 1},
-		{name: "timeout", code: "class Program { static void Main() { long n = 0; while (true) { n++; } } }\n", limits: timeoutLimits, status: executor.StatusTimeout},
+		{name: "hello", code: "using System;\nclass Program { static void Main() { Console.WriteLine(\"Hello, World!\"); } }\n", end: executor.EndExited, stdout: "Hello, World!\n"},
+		{name: "stdin", code: "using System;\nclass Program { static void Main() { Console.WriteLine(\"got \" + Console.ReadLine()); } }\n", stdin: "ping\n", end: executor.EndExited, stdout: "got ping\n"},
+		{name: "compile error", code: "class Program { static void Main() { int n = \"text\"; } }\n", end: executor.EndCompileFailed, errHas: "CS0029"},
+		{name: "runtime error", code: "using System;\nclass Program { static void Main() { throw new InvalidOperationException(\"boom\"); } }\n", end: executor.EndExited, errHas: "boom", exit: 1},
+		{name: "timeout", code: "class Program { static void Main() { long n = 0; while (true) { n++; } } }\n", limits: timeoutLimits, end: executor.EndCPULimit},
 	},
 }
 
@@ -140,7 +140,7 @@ func TestLanguages(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					t.Logf("%s %s: %v in all (run: cpu %v wall %v mem %d KB)", lang, tc.name, time.Since(start).Round(time.Millisecond), res.CPU, res.Wall, res.MemoryKB)
+					t.Logf("%s %s: %v in all (run: %s, cpu %v wall %v mem %d KB)", lang, tc.name, time.Since(start).Round(time.Millisecond), res.End, res.CPU, res.Wall, res.MemoryKB)
 					checkLangCase(t, tc, res)
 				})
 			}
@@ -158,26 +158,24 @@ func langsExecutor(t *testing.T) *executor.Executor {
 
 func checkLangCase(t *testing.T, tc langCase, res *executor.Result) {
 	t.Helper()
-	if res.Status != tc.status {
-		t.Fatalf("status %s, want %s; message %q\nstdout %q\nstderr %q\ncompile output %q", res.Status, tc.status, res.Message, res.Stdout, res.Stderr, res.CompileOutput)
+	if !ended(res, tc.end, tc.exit, tc.signal) {
+		t.Fatalf("end %s exit %d signal %d, want %s exit %d signal %d; message %q\nstdout %q\nstderr %q\ncompile output %q",
+			res.End, res.ExitCode, res.Signal, tc.end, tc.exit, tc.signal, res.Message, res.Stdout, res.Stderr, res.CompileOutput)
 	}
 	if tc.stdout != "" && string(res.Stdout) != tc.stdout {
 		t.Errorf("stdout %q, want %q (stderr %q)", res.Stdout, tc.stdout, res.Stderr)
 	}
 	where := res.Stderr
-	if tc.status == executor.StatusCompilationError {
+	if tc.end == executor.EndCompileFailed {
 		where = res.CompileOutput
 	}
 	if !strings.Contains(string(where), tc.errHas) {
 		t.Errorf("%q lacks %q", where, tc.errHas)
 	}
-	if tc.status == executor.StatusRuntimeError && (res.ExitCode != tc.exit || res.Signal != tc.signal) {
-		t.Errorf("exit %d signal %d, want exit %d signal %d", res.ExitCode, res.Signal, tc.exit, tc.signal)
-	}
-	if tc.status == executor.StatusCompleted && (res.Wall <= 0 || res.MemoryKB <= 0) {
+	if tc.end == executor.EndExited && tc.exit == 0 && tc.signal == 0 && (res.Wall <= 0 || res.MemoryKB <= 0) {
 		t.Errorf("wall %v memory %d KB: not measured", res.Wall, res.MemoryKB)
 	}
-	if tc.status == executor.StatusTimeout && res.CPU < 900*time.Millisecond {
+	if tc.end == executor.EndCPULimit && res.CPU < 900*time.Millisecond {
 		t.Errorf("cpu %v: the loop was stopped before its CPU limit of 1s", res.CPU)
 	}
 }

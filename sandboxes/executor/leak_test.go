@@ -58,13 +58,13 @@ func TestNoLeaksAfterManyExecutions(t *testing.T) {
 					failed.Add(1)
 					t.Errorf("execution %d: %v", i, err)
 				case i%250 == 0:
-					if res.Status != executor.StatusTimeout {
+					if res.End != executor.EndWallLimit {
 						failed.Add(1)
-						t.Errorf("execution %d: %s, want timeout", i, res.Status)
+						t.Errorf("execution %d: %s, want %s", i, res.End, executor.EndWallLimit)
 					}
-				case res.Status != executor.StatusCompleted || strings.TrimSpace(string(res.Stdout)) != fmt.Sprint(i):
+				case !completed(res) || strings.TrimSpace(string(res.Stdout)) != fmt.Sprint(i):
 					failed.Add(1)
-					t.Errorf("execution %d: %s %q %q %s", i, res.Status, res.Stdout, res.Stderr, res.Message)
+					t.Errorf("execution %d: %s exit %d signal %d %q %q %s", i, res.End, res.ExitCode, res.Signal, res.Stdout, res.Stderr, res.Message)
 				}
 				if failed.Load() > 5 {
 					return

@@ -31,8 +31,8 @@ print(sorted(os.environ.items()))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if res.Status != executor.StatusCompleted {
-			t.Fatalf("status %s: %s", res.Status, res.Stderr)
+		if !completed(res) {
+			t.Fatalf("end %s exit %d signal %d: %s", res.End, res.ExitCode, res.Signal, res.Stderr)
 		}
 		return string(res.Stdout)
 	}

@@ -151,6 +151,9 @@ func (a *artifactReader) add(res *Result, t wire.FrameType, p []byte) error {
 	return nil
 }
 
+// classify fills res from what the sandbox reported: the steps' output and
+// results, how the sandbox exited and whether the host's deadline stopped
+// it. It sets the End, and the run step's exit, signal and measurements.
 func (e *Executor) classify(res *Result, lang *langs.Language, lim Limits, steps []stepOutput, exit runsc.Exit, hostTimedOut bool, protoErr error) {
 	if unfinishedCompile(res, lang, steps, exit, hostTimedOut) {
 		return
@@ -184,39 +187,38 @@ func (e *Executor) classify(res *Result, lang *langs.Language, lim Limits, steps
 	case exit.Usage.OOMKills > 0 || (r != nil && r.MaxRSSKB > limitKB):
 		// The kernel killed the sandbox at its memory limit; no result
 		// frame could be sent, so the peak is the limit.
-		res.Status = StatusMemoryLimit
+		res.End = EndMemoryLimit
 		res.Signal = 9
 		res.ExitCode = 137
 		res.MemoryKB = max(res.MemoryKB, limitKB)
 		res.Message = fmt.Sprintf("memory limit of %d MiB exceeded", lim.MemoryBytes>>20)
 	case r != nil && (r.WallExceeded || r.CPUExceeded):
-		res.Status = StatusTimeout
 		if r.CPUExceeded {
+			res.End = EndCPULimit
 			res.Message = fmt.Sprintf("CPU time limit of %s exceeded", lim.CPU)
 		} else {
+			res.End = EndWallLimit
 			res.Message = fmt.Sprintf("wall-clock time limit of %s exceeded", lim.Wall)
 		}
 	case r == nil && hostTimedOut:
-		res.Status = StatusTimeout
+		res.End = EndDeadline
 		res.Signal, res.ExitCode = 9, 137
 		res.Wall = lim.Wall
 		res.Message = "the sandbox did not finish in time and was killed"
 	case r != nil && !r.Started:
-		res.Status = StatusInternalError
+		res.End = EndFault
 		res.Message = "the program could not be started: " + r.StartError
 	case r != nil && r.OutputExceeded:
 		// The init stops a stream exactly at the cap, so the full one is
 		// the one that overflowed.
 		res.StdoutTruncated = res.StdoutTruncated || int64(len(res.Stdout)) >= lim.OutputBytes
 		res.StderrTruncated = res.StderrTruncated || int64(len(res.Stderr)) >= lim.OutputBytes
-		res.Status = StatusRuntimeError
+		res.End = EndOutputLimit
 		res.Message = fmt.Sprintf("output limit of %d bytes per stream exceeded; the program was stopped", lim.OutputBytes)
-	case r != nil && (r.ExitCode != 0 || r.Signal != 0):
-		res.Status = StatusRuntimeError
 	case r != nil:
-		res.Status = StatusCompleted
+		res.End = EndExited
 	default:
-		res.Status = StatusInternalError
+		res.End = EndFault
 		msg := "the sandbox ended without a result"
 		if protoErr != nil {
 			msg += ": " + protoErr.Error()
@@ -227,19 +229,19 @@ func (e *Executor) classify(res *Result, lang *langs.Language, lim Limits, steps
 }
 
 // failedCompile records a compile step's output and, when it failed, the
-// result: compilation_error, or internal_error if the compiler could not
-// start at all. It reports whether the compile failed.
+// result: EndCompileFailed, or EndFault if the compiler could not start at
+// all. It reports whether the compile failed.
 func failedCompile(res *Result, s *stepOutput) bool {
 	r := s.result
 	res.CompileOutput = append(s.stdout, s.stderr...)
 	switch {
 	case !r.Started:
-		res.Status = StatusInternalError
+		res.End = EndFault
 		res.Message = "the compiler could not be started: " + r.StartError
 	case r.ExitCode == 0 && r.Signal == 0:
 		return false
 	default:
-		res.Status = StatusCompilationError
+		res.End = EndCompileFailed
 		res.ExitCode, res.Signal = r.ExitCode, r.Signal
 		switch {
 		case r.CPUExceeded:
@@ -266,11 +268,11 @@ func unfinishedCompile(res *Result, lang *langs.Language, steps []stepOutput, ex
 	}
 	switch {
 	case exit.Usage.OOMKills > 0:
-		res.Status = StatusCompilationError
+		res.End = EndCompileFailed
 		res.Signal, res.ExitCode = 9, 137
 		res.Message = "the compiler ran out of memory"
 	case hostTimedOut:
-		res.Status = StatusTimeout
+		res.End = EndDeadline
 		res.Signal, res.ExitCode = 9, 137
 		res.Message = "compilation did not finish in time and was killed"
 	default:

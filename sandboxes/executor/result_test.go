@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 	"github.com/sandboxapi/sandboxapi/sandboxes/runsc"
 	"github.com/sandboxapi/sandboxapi/sandboxes/wire"
 )
@@ -78,46 +79,95 @@ func TestArtifactReader(t *testing.T) {
 	}
 }
 
+// classifyCase is what a sandbox reported, and the End, exit code, signal
+// and message classify must make of it.
+type classifyCase struct {
+	name    string
+	steps   []stepOutput
+	exit    runsc.Exit
+	timeout bool
+	end     End
+	code    int // exit code
+	signal  int
+	msgHas  string
+}
+
+// testClassify classifies each case's report for lang and checks the
+// result, then runs check on it.
+func testClassify(t *testing.T, lang *langs.Language, tests []classifyCase, check func(*testing.T, *Result)) {
+	t.Helper()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := New(Config{Pool: PoolConfig{MaxWorkers: 1}})
+			defer e.Close()
+			res := &Result{}
+			e.classify(res, lang, DefaultLimits, tc.steps, tc.exit, tc.timeout, nil)
+			if res.End != tc.end || res.ExitCode != tc.code || res.Signal != tc.signal || !strings.Contains(res.Message, tc.msgHas) {
+				t.Errorf("end %s exit %d signal %d message %q, want %s exit %d signal %d with %q",
+					res.End, res.ExitCode, res.Signal, res.Message, tc.end, tc.code, tc.signal, tc.msgHas)
+			}
+			check(t, res)
+		})
+	}
+}
+
 func TestClassifyCompile(t *testing.T) {
 	c := builtin(t, "c")
 	compileResult := func(r wire.StepResult) stepOutput {
 		r.Name = "compile"
 		return stepOutput{result: &r, stdout: []byte("diagnostics\n")}
 	}
-	tests := []struct {
-		name    string
-		steps   []stepOutput
-		exit    runsc.Exit
-		timeout bool
-		status  Status
-		msgHas  string
-	}{
-		{name: "compile error", steps: []stepOutput{compileResult(wire.StepResult{Started: true, ExitCode: 1})}, status: StatusCompilationError},
+	tests := []classifyCase{
+		{name: "compile error", steps: []stepOutput{compileResult(wire.StepResult{Started: true, ExitCode: 1})}, end: EndCompileFailed, code: 1},
 		{name: "compile timeout", steps: []stepOutput{compileResult(wire.StepResult{Started: true, Signal: 9, ExitCode: 137, WallExceeded: true})},
-			status: StatusCompilationError, msgHas: "wall-clock"},
+			end: EndCompileFailed, code: 137, signal: 9, msgHas: "wall-clock"},
 		{name: "compile CPU", steps: []stepOutput{compileResult(wire.StepResult{Started: true, Signal: 24, ExitCode: 152, CPUExceeded: true})},
-			status: StatusCompilationError, msgHas: "CPU"},
+			end: EndCompileFailed, code: 152, signal: 24, msgHas: "CPU"},
 		{name: "compiler missing", steps: []stepOutput{compileResult(wire.StepResult{StartError: "no such file"})},
-			status: StatusInternalError, msgHas: "no such file"},
+			end: EndFault, msgHas: "no such file"},
 		{name: "sandbox OOM while compiling", steps: []stepOutput{{stdout: []byte("diagnostics\n")}}, exit: runsc.Exit{Usage: runsc.CgroupUsage{OOMKills: 1}},
-			status: StatusCompilationError, msgHas: "memory"},
+			end: EndCompileFailed, code: 137, signal: 9, msgHas: "memory"},
 		{name: "host deadline while compiling", steps: []stepOutput{{stdout: []byte("diagnostics\n")}}, timeout: true,
-			status: StatusTimeout, msgHas: "compilation"},
+			end: EndDeadline, code: 137, signal: 9, msgHas: "compilation"},
 		{name: "compiled, then ran", steps: []stepOutput{compileResult(wire.StepResult{Started: true}), {result: &wire.StepResult{Name: "run", Started: true}, stdout: []byte("ok")}},
-			status: StatusCompleted},
+			end: EndExited},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			e := New(Config{Pool: PoolConfig{MaxWorkers: 1}})
-			defer e.Close()
-			res := &Result{}
-			e.classify(res, c, DefaultLimits, tc.steps, tc.exit, tc.timeout, nil)
-			if res.Status != tc.status || !strings.Contains(res.Message, tc.msgHas) {
-				t.Errorf("status %s message %q, want %s with %q", res.Status, res.Message, tc.status, tc.msgHas)
-			}
-			if !bytes.Equal(res.CompileOutput, []byte("diagnostics\n")) {
-				t.Errorf("compile output %q, want the compiler's", res.CompileOutput)
-			}
-		})
+	testClassify(t, c, tests, func(t *testing.T, res *Result) {
+		if !bytes.Equal(res.CompileOutput, []byte("diagnostics\n")) {
+			t.Errorf("compile output %q, want the compiler's", res.CompileOutput)
+		}
+	})
+}
+
+func TestClassifyRun(t *testing.T) {
+	py := builtin(t, "python3")
+	run := func(r wire.StepResult) []stepOutput {
+		r.Name = "run"
+		return []stepOutput{{result: &r, stdout: []byte("out")}}
 	}
+	over := DefaultLimits.MemoryBytes/1024 + 1
+	tests := []classifyCase{
+		{name: "exited", steps: run(wire.StepResult{Started: true}), end: EndExited},
+		{name: "exited non-zero", steps: run(wire.StepResult{Started: true, ExitCode: 3}), end: EndExited, code: 3},
+		{name: "killed by a signal", steps: run(wire.StepResult{Started: true, ExitCode: 139, Signal: 11}), end: EndExited, code: 139, signal: 11},
+		{name: "CPU and wall time", steps: run(wire.StepResult{Started: true, ExitCode: 137, Signal: 9, CPUExceeded: true, WallExceeded: true}),
+			end: EndCPULimit, code: 137, signal: 9, msgHas: "CPU time limit"},
+		{name: "wall time", steps: run(wire.StepResult{Started: true, ExitCode: 137, Signal: 9, WallExceeded: true}),
+			end: EndWallLimit, code: 137, signal: 9, msgHas: "wall-clock time limit"},
+		{name: "peak over the memory limit", steps: run(wire.StepResult{Started: true, MaxRSSKB: over}),
+			end: EndMemoryLimit, code: 137, signal: 9, msgHas: "memory limit"},
+		{name: "sandbox OOM", steps: []stepOutput{{stdout: []byte("out")}}, exit: runsc.Exit{Usage: runsc.CgroupUsage{OOMKills: 1}},
+			end: EndMemoryLimit, code: 137, signal: 9, msgHas: "memory limit"},
+		{name: "host deadline", steps: []stepOutput{{stdout: []byte("out")}}, timeout: true,
+			end: EndDeadline, code: 137, signal: 9, msgHas: "did not finish in time"},
+		{name: "not started", steps: run(wire.StepResult{StartError: "no such file"}), end: EndFault, msgHas: "no such file"},
+		{name: "output cap", steps: run(wire.StepResult{Started: true, ExitCode: 137, Signal: 9, OutputExceeded: true}),
+			end: EndOutputLimit, code: 137, signal: 9, msgHas: "output limit"},
+		{name: "no result", steps: []stepOutput{{stdout: []byte("out")}}, end: EndFault, msgHas: "without a result"},
+	}
+	testClassify(t, py, tests, func(t *testing.T, res *Result) {
+		if string(res.Stdout) != "out" {
+			t.Errorf("stdout %q, want the program's", res.Stdout)
+		}
+	})
 }

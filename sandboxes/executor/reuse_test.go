@@ -23,8 +23,8 @@ func TestReuseKeepsExecutionsApart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if res.Status != executor.StatusCompleted {
-			t.Fatalf("%s: %s %q %q", code, res.Status, res.Stdout, res.Stderr)
+		if !completed(res) {
+			t.Fatalf("%s: end %s exit %d signal %d %q %q", code, res.End, res.ExitCode, res.Signal, res.Stdout, res.Stderr)
 		}
 		return res
 	}
@@ -60,7 +60,7 @@ func TestExecutionSeesOnlyItsOwnProcesses(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		res, err := ex.Execute(context.Background(), executor.Request{Account: "acct_p", Language: language(t, ex, "python3"),
 			Code: "import os\nprint(sorted(open(f'/proc/{p}/comm').read().strip() for p in os.listdir('/proc') if p.isdigit()))"})
-		if err != nil || res.Status != executor.StatusCompleted {
+		if err != nil || !completed(res) {
 			t.Fatalf("%v %+v", err, res)
 		}
 		// The execution's PID 1 (the init) and the program itself.
@@ -91,7 +91,7 @@ func TestOutputStreams(t *testing.T) {
 			chunks = append(chunks, chunk{stream, time.Now(), string(p)})
 		},
 	})
-	if err != nil || res.Status != executor.StatusCompleted {
+	if err != nil || !completed(res) {
 		t.Fatalf("%v %+v", err, res)
 	}
 	end := time.Now()

@@ -46,22 +46,23 @@ func TestSessionState(t *testing.T) {
 				}
 				return res
 			}
-			if r := run(tc.set); r.Status != executor.StatusCompleted {
-				t.Fatalf("set: %s %q %q %s", r.Status, r.Stdout, r.Stderr, r.Message)
+			if r := run(tc.set); !completed(r) {
+				t.Fatalf("set: %s exit %d signal %d %q %q %s", r.End, r.ExitCode, r.Signal, r.Stdout, r.Stderr, r.Message)
 			}
 			used := run(tc.use)
 			if used.MemoryKB <= 0 {
 				t.Errorf("use: memory_used_kb %d: not measured", used.MemoryKB)
 			}
-			if r := used; r.Status != executor.StatusCompleted || string(r.Stdout) != tc.want {
-				t.Fatalf("use: %s stdout %q stderr %q, want %q (%s)", r.Status, r.Stdout, r.Stderr, tc.want, r.Message)
+			if r := used; !completed(r) || string(r.Stdout) != tc.want {
+				t.Fatalf("use: %s exit %d signal %d stdout %q stderr %q, want %q (%s)", r.End, r.ExitCode, r.Signal, r.Stdout, r.Stderr, tc.want, r.Message)
 			}
 			r := run(tc.raise)
-			if r.Status != executor.StatusRuntimeError || r.StateLost {
-				t.Fatalf("raise: %s state lost %v stderr %q msg %s", r.Status, r.StateLost, r.Stderr, r.Message)
+			// A runtime error: the program exited, not with 0.
+			if r.End != executor.EndExited || completed(r) || r.StateLost {
+				t.Fatalf("raise: %s exit %d signal %d state lost %v stderr %q msg %s", r.End, r.ExitCode, r.Signal, r.StateLost, r.Stderr, r.Message)
 			}
-			if r := run(tc.then); r.Status != executor.StatusCompleted || strings.TrimSpace(string(r.Stdout)) != "42" {
-				t.Fatalf("after an error the state is gone: %s %q %q", r.Status, r.Stdout, r.Stderr)
+			if r := run(tc.then); !completed(r) || strings.TrimSpace(string(r.Stdout)) != "42" {
+				t.Fatalf("after an error the state is gone: %s exit %d signal %d %q %q", r.End, r.ExitCode, r.Signal, r.Stdout, r.Stderr)
 			}
 		})
 	}
@@ -83,16 +84,16 @@ func TestSessionTimeoutAndFiles(t *testing.T) {
 		return res
 	}
 	if r := run("x = 1\nopen('/work/kept.txt', 'w').write('kept')\nprint(input().upper())", executor.Limits{}, "hello\n"); string(r.Stdout) != "HELLO\n" {
-		t.Fatalf("stdin: %s %q %q", r.Status, r.Stdout, r.Stderr)
+		t.Fatalf("stdin: %s %q %q", r.End, r.Stdout, r.Stderr)
 	}
 	start := time.Now()
 	r := run("while True: pass", executor.Limits{CPU: time.Second, Wall: 3 * time.Second}, "")
-	if r.Status != executor.StatusTimeout || !r.StateLost || time.Since(start) > 10*time.Second {
-		t.Fatalf("timeout: %s lost %v after %v: %s", r.Status, r.StateLost, time.Since(start), r.Message)
+	if r.End != executor.EndCPULimit || !r.StateLost || time.Since(start) > 10*time.Second {
+		t.Fatalf("timeout: %s lost %v after %v: %s", r.End, r.StateLost, time.Since(start), r.Message)
 	}
 	r = run("import os\nprint(open('/work/kept.txt').read(), 'x' in globals())", executor.Limits{}, "")
-	if r.Status != executor.StatusCompleted || string(r.Stdout) != "kept False\n" {
-		t.Fatalf("after the timeout: %s %q %q", r.Status, r.Stdout, r.Stderr)
+	if !completed(r) || string(r.Stdout) != "kept False\n" {
+		t.Fatalf("after the timeout: %s exit %d signal %d %q %q", r.End, r.ExitCode, r.Signal, r.Stdout, r.Stderr)
 	}
 	// A second execution's output is its own, even for a print without a
 	// newline at the end.
