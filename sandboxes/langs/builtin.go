@@ -65,7 +65,8 @@ func BuiltinIn(cacheDir string) []*Language {
 			ID: "java", Name: "Java", Aliases: []string{"openjdk"},
 			SourceFile: "Main.java",
 			// Serial GC, no perf-data file and C1 only: the compiler is a
-			// short-lived JVM, and these save about a second of its start.
+			// short-lived JVM, and these shorten its start (DESIGN.md,
+			// "Compile flags").
 			Compile: []string{"/usr/bin/javac", "-J-XX:+UseSerialGC", "-J-XX:-UsePerfData", "-J-XX:TieredStopAtLevel=1",
 				"-J-Xss8m", "-encoding", "UTF-8", "-proc:none", "-d", "."},
 			CompileArgs:      withExt(".java"),
@@ -210,8 +211,8 @@ func rust() *Language {
 	return &Language{
 		ID: "rust", Name: "Rust", Aliases: []string{"rs"},
 		SourceFile: "main.rs",
-		// Optimised as judges do (-O): inside gVisor it adds about 0.2 s
-		// to a small program's 0.8 s compile.
+		// Optimised as judges do (-O), which adds little to a small
+		// program's compile inside gVisor (DESIGN.md, "Compile flags").
 		Compile:          []string{sandbox, "-C", "opt-level=2", "-o", "main"},
 		CompileDefaults:  []string{"--edition=2021"},
 		CompileResources: vmResources,

@@ -28,8 +28,8 @@ var goBuildEnv = []string{
 // goCacheOverlay gives an execution its writable view of the shared cache.
 // Go trims a cache whose trim.txt is more than a day old (or missing, or in
 // the future) when a build ends, stat-ing every entry and deleting old
-// ones: through an overlay that would cost every build a scan of thousands
-// of files and a whiteout for each. A trim.txt of the execution's start
+// ones: through an overlay that would cost every build a scan of the whole
+// cache and a whiteout per entry. A trim.txt of the execution's start
 // keeps Go from trimming; the entries are never stale anyway, since the
 // stamp replaces the whole cache when the toolchain changes.
 func goCacheOverlay(now time.Time) []wire.Overlay {
@@ -44,8 +44,9 @@ const goWarmTimeout = 15 * time.Minute
 
 // prepareGoCache makes sure the Go language's read-only cache holds the
 // standard library compiled by this host's Go with goBuildEnv. Inside
-// gVisor a cold build of hello world compiles the standard library and takes
-// about 20 s on 2 cores; with this cache it takes about one (see DESIGN.md).
+// gVisor a cold build of hello world compiles the standard library first,
+// which is most of its time; with this cache it does not (DESIGN.md, "Go's
+// build cache").
 // It rebuilds only when the Go version or the build environment changed.
 // If it fails, Go is still offered, with an empty cache: slow, but right.
 func prepareGoCache(ctx context.Context, l *Language) error {

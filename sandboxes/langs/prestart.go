@@ -13,9 +13,9 @@ package langs
 // would (TestPrestartedLooksFresh). Before it waits, it runs once through
 // what it will do when the program comes (open and read a file, compile,
 // set the environment): inside gVisor the first touch of every page of
-// code and heap is a fault the sentry handles, and doing those now took
-// ~4 ms off a hello world's path (compile 2 ms -> 0.2 ms; building
-// __main__ with type(sys) instead of importing types, 1.8 ms -> 0).
+// code and heap is a fault the sentry handles, and doing those now takes
+// them off the program's path. For the same reason __main__ is built with
+// type(sys) rather than by importing types (DESIGN.md, "Launchers").
 const pythonLauncher = `
 import os, sys
 with open('/dev/null', 'rb') as _f:

@@ -19,9 +19,10 @@ import (
 // tscSnapshot is the compiler of TypeScript programs: a Node.js startup
 // snapshot (`node --build-snapshot`) of TypeScript's compiler with the
 // default libraries and the Node.js types already parsed and bound. Plain
-// tsc spends over two seconds inside gVisor loading its 9 MB bundle and
-// parsing 150 declaration files before it looks at the program; the
-// snapshot starts past all that (see DESIGN.md).
+// tsc spends most of a small program's compile inside gVisor loading its
+// bundle and parsing the default declaration files before it looks at the
+// program; the snapshot starts past all that (DESIGN.md, "The TypeScript
+// compiler").
 //
 // It takes tsc's command line (`node --snapshot-blob tsc.blob -- [options]
 // files`), after defaults baked in at build time, and prints diagnostics
