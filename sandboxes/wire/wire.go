@@ -100,7 +100,7 @@ type Overlay struct {
 
 // Limits are what the init enforces on one step's processes.
 type Limits struct {
-	CPUMillis     int64 `json:"cpu_ms"`       // CPU time of the step's process tree
+	CPUMillis     int64 `json:"cpu_ms"`       // CPU time of each of the step's processes (RLIMIT_CPU)
 	WallMillis    int64 `json:"wall_ms"`      // wall-clock time from start to exit
 	Processes     int   `json:"processes"`    // RLIMIT_NPROC for the sandbox user
 	OpenFiles     int   `json:"open_files"`   // RLIMIT_NOFILE
