@@ -316,7 +316,7 @@ func TestPrestartedRunner(t *testing.T) {
 				if st.Signal != int(syscall.SIGXCPU) || st.ExitCode != 128+int(syscall.SIGXCPU) || !st.CPUExceeded || st.WallExceeded {
 					t.Errorf("result %+v, want SIGXCPU and the CPU limit exceeded", st.StepResult)
 				}
-				if st.CPUMillis < 980 {
+				if st.CPUMillis < 900 {
 					t.Errorf("CPU %d ms, want the second it was allowed", st.CPUMillis)
 				}
 			},
@@ -329,7 +329,7 @@ func TestPrestartedRunner(t *testing.T) {
 				if st.Signal != int(syscall.SIGKILL) || !st.CPUExceeded || st.WallExceeded {
 					t.Errorf("result %+v, want SIGKILL and the CPU limit exceeded", st.StepResult)
 				}
-				if st.CPUMillis < 1980 {
+				if st.CPUMillis < 1900 {
 					t.Errorf("CPU %d ms, want the two seconds of the hard limit", st.CPUMillis)
 				}
 			},

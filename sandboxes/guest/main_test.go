@@ -185,7 +185,9 @@ func launchExecution(t *testing.T, cfg wire.ServeConfig, job wire.Job, delay tim
 		t.Fatal(err)
 	}
 	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), executionEnv+"="+string(cfgJSON))
+	cmd.Env = append(os.Environ(), executionEnv+"="+string(cfgJSON),
+		// Built with -race, a process sleeps a second at exit unless told not to.
+		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	// When the helper dies, so does its namespace and all in it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Pdeathsig: syscall.SIGKILL}
 	var stderr lockedBuffer
@@ -235,6 +237,18 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// goneSoon reports whether pid ends within a second. A killed process
+// that is not this one's child dies on its own time: its pipes close as it
+// exits, a moment before /proc shows it a zombie.
+func goneSoon(pid int) bool {
+	for deadline := time.Now().Add(time.Second); !gone(pid); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
 }
 
 // gone reports whether pid has ended: no such process, or a zombie that

@@ -172,7 +172,7 @@ func TestRlimitsInSandbox(t *testing.T) {
 			name: "cpu limit: SIGXCPU",
 			step: shStep("while :; do :; done", "/work", wire.Limits{CPUMillis: 1000, WallMillis: 15_000}),
 			check: func(t *testing.T, st stepRun) {
-				if st.Signal != int(syscall.SIGXCPU) || !st.CPUExceeded || st.WallExceeded || st.CPUMillis < 980 {
+				if st.Signal != int(syscall.SIGXCPU) || !st.CPUExceeded || st.WallExceeded || st.CPUMillis < 900 {
 					t.Errorf("result %+v, want SIGXCPU after the second of CPU it was allowed", st.StepResult)
 				}
 			},
