@@ -52,14 +52,6 @@ const (
 	VarPlan      = "sandboxapi.plan"
 )
 
-// Error codes in the JSON error body.
-const (
-	CodeMissingAPIKey      = "missing_api_key"
-	CodeInvalidAPIKey      = "invalid_api_key"
-	CodeInvalidProxySecret = "invalid_proxy_secret"
-	CodeInternalError      = "internal_error"
-)
-
 // minSecretLen is the shortest cell secret accepted: a shorter HMAC key could
 // be guessed, and then anyone could forge a caller.
 const minSecretLen = 16
@@ -163,24 +155,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	key, viaRapidAPI := apiKey(r.Header)
 	if key == "" {
-		return writeError(w, http.StatusUnauthorized, CodeMissingAPIKey,
+		return writeError(w, apierror.MissingAPIKey,
 			"No API key. Send it in the X-RapidAPI-Key, Authorization: Bearer or X-API-Key header.")
 	}
 	// Checked before the key is looked up, so someone bypassing RapidAPI
 	// cannot even learn whether a key exists.
 	if viaRapidAPI && len(h.proxySecret) > 0 &&
 		subtle.ConstantTimeCompare([]byte(proxySecret), h.proxySecret) != 1 {
-		return writeError(w, http.StatusForbidden, CodeInvalidProxySecret,
+		return writeError(w, apierror.InvalidProxySecret,
 			"Requests with X-RapidAPI-Key must come through RapidAPI.")
 	}
 
 	acct, err := h.store.Resolve(key)
 	switch {
 	case errors.Is(err, accounts.ErrUnknownKey):
-		return writeError(w, http.StatusUnauthorized, CodeInvalidAPIKey, "The API key is not valid.")
+		return writeError(w, apierror.InvalidAPIKey, "The API key is not valid.")
 	case err != nil:
 		h.logger.Error("resolving API key", zap.Error(err))
-		return writeError(w, http.StatusInternalServerError, CodeInternalError,
+		return writeError(w, apierror.Internal,
 			"Could not check the API key; retry with exponential backoff.")
 	}
 
@@ -207,12 +199,12 @@ func apiKey(h http.Header) (key string, viaRapidAPI bool) {
 
 // writeError answers with the project's JSON error shape. It returns nil: the
 // response is complete, and returning an error would make Caddy write its own.
-func writeError(w http.ResponseWriter, status int, code, message string) error {
+func writeError(w http.ResponseWriter, code apierror.Code, message string) error {
 	w.Header().Set("Cache-Control", "no-store")
-	if status == http.StatusUnauthorized {
+	if code.Status() == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="sandboxapi"`)
 	}
-	apierror.Write(w, status, code, message)
+	apierror.New(code, message).Write(w)
 	return nil
 }
 

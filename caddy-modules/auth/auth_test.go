@@ -19,6 +19,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
 	"github.com/sandboxapi/sandboxapi/billing/accounts"
+	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 )
 
@@ -126,16 +127,16 @@ func TestServeHTTP(t *testing.T) {
 		h        *Handler
 		headers  map[string]string
 		status   int
-		code     string            // error code when status != 200
+		code     apierror.Code     // error code when status != 200
 		want     *accounts.Account // caller the cell must see when status == 200
 		wantPlan string
 	}{
-		{name: "no key", h: withProxy, status: 401, code: CodeMissingAPIKey},
-		{name: "basic auth is not a key", h: withProxy, headers: map[string]string{"Authorization": "Basic dXNlcjpwYXNz"}, status: 401, code: CodeMissingAPIKey},
-		{name: "empty bearer", h: withProxy, headers: map[string]string{"Authorization": "Bearer   "}, status: 401, code: CodeMissingAPIKey},
-		{name: "empty X-API-Key", h: withProxy, headers: map[string]string{"X-API-Key": " "}, status: 401, code: CodeMissingAPIKey},
-		{name: "unknown X-API-Key", h: withProxy, headers: map[string]string{"X-API-Key": "sk_nope"}, status: 401, code: CodeInvalidAPIKey},
-		{name: "unknown bearer", h: withProxy, headers: map[string]string{"Authorization": "Bearer sk_nope"}, status: 401, code: CodeInvalidAPIKey},
+		{name: "no key", h: withProxy, status: 401, code: apierror.MissingAPIKey},
+		{name: "basic auth is not a key", h: withProxy, headers: map[string]string{"Authorization": "Basic dXNlcjpwYXNz"}, status: 401, code: apierror.MissingAPIKey},
+		{name: "empty bearer", h: withProxy, headers: map[string]string{"Authorization": "Bearer   "}, status: 401, code: apierror.MissingAPIKey},
+		{name: "empty X-API-Key", h: withProxy, headers: map[string]string{"X-API-Key": " "}, status: 401, code: apierror.MissingAPIKey},
+		{name: "unknown X-API-Key", h: withProxy, headers: map[string]string{"X-API-Key": "sk_nope"}, status: 401, code: apierror.InvalidAPIKey},
+		{name: "unknown bearer", h: withProxy, headers: map[string]string{"Authorization": "Bearer sk_nope"}, status: 401, code: apierror.InvalidAPIKey},
 		{name: "bearer", h: withProxy, headers: map[string]string{"Authorization": "Bearer " + f.proKey}, status: 200, want: &f.pro},
 		{name: "bearer scheme is case-insensitive", h: withProxy, headers: map[string]string{"Authorization": "bearer " + f.proKey}, status: 200, want: &f.pro},
 		{name: "X-API-Key", h: withProxy, headers: map[string]string{"X-API-Key": f.basicKey}, status: 200, want: &f.basic},
@@ -145,18 +146,18 @@ func TestServeHTTP(t *testing.T) {
 			headers: map[string]string{"X-RapidAPI-Key": f.proKey, "X-RapidAPI-Proxy-Secret": proxySecret},
 			status:  200, want: &f.pro,
 		},
-		{name: "RapidAPI without proxy secret", h: withProxy, headers: map[string]string{"X-RapidAPI-Key": f.proKey}, status: 403, code: CodeInvalidProxySecret},
+		{name: "RapidAPI without proxy secret", h: withProxy, headers: map[string]string{"X-RapidAPI-Key": f.proKey}, status: 403, code: apierror.InvalidProxySecret},
 		{
 			name:    "RapidAPI with wrong proxy secret",
 			h:       withProxy,
 			headers: map[string]string{"X-RapidAPI-Key": f.proKey, "X-RapidAPI-Proxy-Secret": proxySecret + "x"},
-			status:  403, code: CodeInvalidProxySecret,
+			status:  403, code: apierror.InvalidProxySecret,
 		},
 		{
 			name:    "RapidAPI unknown key with proxy secret",
 			h:       withProxy,
 			headers: map[string]string{"X-RapidAPI-Key": "sk_nope", "X-RapidAPI-Proxy-Secret": proxySecret},
-			status:  401, code: CodeInvalidAPIKey,
+			status:  401, code: apierror.InvalidAPIKey,
 		},
 		{name: "RapidAPI when no proxy secret is configured", h: noProxy, headers: map[string]string{"X-RapidAPI-Key": f.basicKey}, status: 200, want: &f.basic},
 		{
@@ -175,7 +176,7 @@ func TestServeHTTP(t *testing.T) {
 			name:    "an invalid preferred key is not rescued by a valid later one",
 			h:       noProxy,
 			headers: map[string]string{"X-RapidAPI-Key": "sk_nope", "X-API-Key": f.proKey},
-			status:  401, code: CodeInvalidAPIKey,
+			status:  401, code: apierror.InvalidAPIKey,
 		},
 		{
 			name: "client-sent internal headers are replaced",
@@ -197,7 +198,7 @@ func TestServeHTTP(t *testing.T) {
 				"X-Sandboxapi-Internal-Timestamp": "1",
 				"X-Sandboxapi-Internal-Signature": "forged",
 			},
-			status: 401, code: CodeMissingAPIKey,
+			status: 401, code: apierror.MissingAPIKey,
 		},
 	}
 	for _, tt := range tests {
@@ -260,7 +261,7 @@ func TestServeHTTP(t *testing.T) {
 }
 
 // checkErrorBody asserts the project-wide error shape, exactly.
-func checkErrorBody(t *testing.T, rec *httptest.ResponseRecorder, code string) {
+func checkErrorBody(t *testing.T, rec *httptest.ResponseRecorder, code apierror.Code) {
 	t.Helper()
 	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
 		t.Errorf("Content-Type = %q, want application/json", ct)
@@ -273,7 +274,7 @@ func checkErrorBody(t *testing.T, rec *httptest.ResponseRecorder, code string) {
 	if len(body) != 1 || !ok || len(e) != 2 || e["message"] == "" {
 		t.Fatalf("body = %s, want {\"error\":{\"code\":...,\"message\":...}}", rec.Body)
 	}
-	if e["code"] != code {
+	if e["code"] != string(code) {
 		t.Errorf("code = %q, want %q", e["code"], code)
 	}
 }
@@ -390,7 +391,7 @@ func TestStoreFailureIsA500(t *testing.T) {
 	if rec.Code != http.StatusInternalServerError || s.called {
 		t.Fatalf("status = %d, next called = %v; want 500 and not called", rec.Code, s.called)
 	}
-	checkErrorBody(t, rec, CodeInternalError)
+	checkErrorBody(t, rec, apierror.Internal)
 }
 
 func TestUnmarshalCaddyfile(t *testing.T) {

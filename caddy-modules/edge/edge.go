@@ -23,6 +23,7 @@ import (
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/cellroute"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/limits"
 
+	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 )
 
@@ -118,9 +119,9 @@ func (c Config) CaddyJSON() ([]byte, error) {
 		// responses (and any without a Content-Length) at every write, so
 		// SSE from /v1/execute/stream reaches the client as the sandbox
 		// produces it. Forcing -1 for everything flushed the headers of
-		// every JSON answer on their own, a second write and ~0.2-0.6 ms
-		// more per request. Request bodies stream: request_buffers is
-		// left at its default of 0.
+		// every JSON answer on their own, a second write per request
+		// (DESIGN.md). Request bodies stream: request_buffers is left at
+		// its default of 0.
 	}
 	healthProxy := object{
 		"handler":           "reverse_proxy",
@@ -212,8 +213,8 @@ func (c Config) CaddyJSON() ([]byte, error) {
 // errorRoutes turn Caddy's own error responses (an unreachable cell, mostly)
 // into the project's JSON error shape, keeping the status code.
 func errorRoutes() []object {
-	jsonError := func(code, message string) object {
-		body, _ := json.Marshal(object{"error": object{"code": code, "message": message}})
+	jsonError := func(code apierror.Code, message string) object {
+		body, _ := json.Marshal(apierror.New(code, message).Body())
 		return object{
 			"handler":     "static_response",
 			"status_code": "{http.error.status_code}",
@@ -224,11 +225,11 @@ func errorRoutes() []object {
 	return []object{
 		{
 			"match":    []object{{"vars": object{"{http.error.status_code}": []string{"502", "503", "504"}}}},
-			"handle":   []object{jsonError("service_unavailable", "The execution service is temporarily unavailable; retry with exponential backoff.")},
+			"handle":   []object{jsonError(apierror.Unavailable, "The execution service is temporarily unavailable; retry with exponential backoff.")},
 			"terminal": true,
 		},
 		{
-			"handle": []object{jsonError("internal_error", "Internal error; retry with exponential backoff and report it if it persists.")},
+			"handle": []object{jsonError(apierror.Internal, "Internal error; retry with exponential backoff and report it if it persists.")},
 		},
 	}
 }

@@ -68,14 +68,6 @@ const (
 	HeaderQuotaRemaining     = "X-Quota-Remaining"
 )
 
-// Error codes in the JSON error body.
-const (
-	CodeRateLimitExceeded    = "rate_limit_exceeded"
-	CodeMonthlyQuotaExceeded = "monthly_quota_exceeded"
-	CodeUnknownPlan          = "unknown_plan"
-	CodeInternalError        = "internal_error"
-)
-
 // RatePeriod is the window of a plan's requests_per_minute.
 const RatePeriod = time.Minute
 
@@ -210,13 +202,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		// Only a Caddyfile that puts sandboxapi_limits where sandboxapi_auth
 		// has not run gets here; refuse rather than serve unlimited.
 		h.logger.Error("no authenticated account in the request; sandboxapi_auth must run before sandboxapi_limits")
-		return writeError(w, http.StatusInternalServerError, CodeInternalError,
+		return writeError(w, apierror.Internal,
 			"Internal error; retry with exponential backoff and report it if it persists.", 0)
 	}
 	plan, ok := h.catalog.Get(planName)
 	if !ok {
 		h.logger.Warn("account on a plan this gateway does not know", zap.String("account", account), zap.String("plan", planName))
-		return writeError(w, http.StatusForbidden, CodeUnknownPlan,
+		return writeError(w, apierror.UnknownPlan,
 			fmt.Sprintf("Plan %q is not known to this gateway.", planName), 0)
 	}
 	now := h.now()
@@ -238,7 +230,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	used, err := h.ledger.Count(account, month)
 	if err != nil {
 		h.logger.Error("reading the usage ledger", zap.String("account", account), zap.Error(err))
-		return writeError(w, http.StatusInternalServerError, CodeInternalError,
+		return writeError(w, apierror.Internal,
 			"Could not check the monthly quota; retry with exponential backoff.", 0)
 	}
 	quota := int64(plan.ExecutionsPerMonth)
@@ -249,13 +241,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		// Reset is the window's end rounded down to a second; a client that
 		// waits until the second after it is sure to find a new window.
 		retry := max(time.Unix(rate.Reset+1, 0).Sub(now), time.Second)
-		return writeError(w, http.StatusTooManyRequests, CodeRateLimitExceeded, fmt.Sprintf(
+		return writeError(w, apierror.RateLimitExceeded, fmt.Sprintf(
 			"Rate limit exceeded: the %s plan allows %d requests per minute. Retry after %d seconds, or upgrade your plan.",
 			plan.Name, plan.RequestsPerMinute, seconds(retry)), retry)
 	}
 	if used >= quota && mayExecute(r.Method) {
 		reset := usage.NextMonth(now)
-		return writeError(w, http.StatusTooManyRequests, CodeMonthlyQuotaExceeded, fmt.Sprintf(
+		return writeError(w, apierror.MonthlyQuotaExceeded, fmt.Sprintf(
 			"Monthly quota exceeded: the %s plan includes %d executions per month and this month's are used up. The quota resets at %s; upgrade your plan for more.",
 			plan.Name, plan.ExecutionsPerMonth, reset.Format(time.RFC3339)), reset.Sub(now))
 	}
@@ -303,12 +295,12 @@ func seconds(d time.Duration) int64 {
 // writeError answers with the project's JSON error shape and, when
 // retryAfter is positive, a Retry-After header. It returns nil: the response
 // is complete, and returning an error would make Caddy write its own.
-func writeError(w http.ResponseWriter, status int, code, message string, retryAfter time.Duration) error {
+func writeError(w http.ResponseWriter, code apierror.Code, message string, retryAfter time.Duration) error {
 	w.Header().Set("Cache-Control", "no-store")
 	if retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.FormatInt(seconds(retryAfter), 10))
 	}
-	apierror.Write(w, status, code, message)
+	apierror.New(code, message).Write(w)
 	return nil
 }
 

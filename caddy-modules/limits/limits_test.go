@@ -31,6 +31,7 @@ import (
 
 	"github.com/sandboxapi/sandboxapi/billing/usage"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/auth"
+	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 )
 
@@ -151,7 +152,7 @@ func headerInt(t *testing.T, h http.Header, name string) int64 {
 }
 
 // checkError asserts the project-wide error shape and returns the message.
-func checkError(t *testing.T, rec *httptest.ResponseRecorder, status int, code string) string {
+func checkError(t *testing.T, rec *httptest.ResponseRecorder, status int, code apierror.Code) string {
 	t.Helper()
 	if rec.Code != status {
 		t.Fatalf("status = %d, want %d; body %s", rec.Code, status, rec.Body)
@@ -167,7 +168,7 @@ func checkError(t *testing.T, rec *httptest.ResponseRecorder, status int, code s
 	if len(body) != 1 || len(e) != 2 || e["message"] == "" {
 		t.Fatalf("body = %s, want {\"error\":{\"code\":...,\"message\":...}}", rec.Body)
 	}
-	if e["code"] != code {
+	if e["code"] != string(code) {
 		t.Errorf("code = %q, want %q", e["code"], code)
 	}
 	return e["message"]
@@ -253,7 +254,7 @@ func TestRateLimitExceeded(t *testing.T) {
 	}
 
 	res := serve(t, h, http.MethodPost, account, "basic", cellReply(http.StatusOK, "1"))
-	msg := checkError(t, res.rec, http.StatusTooManyRequests, CodeRateLimitExceeded)
+	msg := checkError(t, res.rec, http.StatusTooManyRequests, apierror.RateLimitExceeded)
 	if res.called {
 		t.Error("a rate-limited request reached the cell")
 	}
@@ -300,7 +301,7 @@ func TestQuota(t *testing.T) {
 	}
 
 	res := serve(t, h, http.MethodPost, account, "pro", cellReply(http.StatusOK, "1"))
-	msg := checkError(t, res.rec, http.StatusTooManyRequests, CodeMonthlyQuotaExceeded)
+	msg := checkError(t, res.rec, http.StatusTooManyRequests, apierror.MonthlyQuotaExceeded)
 	if res.called {
 		t.Error("a request over quota reached the cell")
 	}
@@ -613,10 +614,10 @@ func TestRefusals(t *testing.T) {
 	tests := []struct {
 		name, account, plan string
 		status              int
-		code                string
+		code                apierror.Code
 	}{
-		{"unknown plan", "acct_a", "platinum", http.StatusForbidden, CodeUnknownPlan},
-		{"no account: sandboxapi_auth did not run", "", "", http.StatusInternalServerError, CodeInternalError},
+		{"unknown plan", "acct_a", "platinum", http.StatusForbidden, apierror.UnknownPlan},
+		{"no account: sandboxapi_auth did not run", "", "", http.StatusInternalServerError, apierror.Internal},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -641,7 +642,7 @@ func TestBrokenLedgerIsA500(t *testing.T) {
 	}
 	h.ledger = closed
 	res := serve(t, h, http.MethodPost, "acct_a", "basic", cellReply(http.StatusOK, "1"))
-	checkError(t, res.rec, http.StatusInternalServerError, CodeInternalError)
+	checkError(t, res.rec, http.StatusInternalServerError, apierror.Internal)
 	if res.called {
 		t.Error("request forwarded without a quota check")
 	}
