@@ -1,4 +1,4 @@
-package api
+package api_test
 
 import (
 	"context"
@@ -13,8 +13,13 @@ import (
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/billing/plans"
+	"github.com/sandboxapi/sandboxapi/cell/api"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
+	"github.com/sandboxapi/sandboxapi/cell/capacity"
+	"github.com/sandboxapi/sandboxapi/cell/dialect"
+	"github.com/sandboxapi/sandboxapi/cell/dialect/dialecttest"
 	"github.com/sandboxapi/sandboxapi/cell/execreq"
+	"github.com/sandboxapi/sandboxapi/cell/v1api"
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 )
@@ -51,7 +56,7 @@ func (f *fakeExec) Execute(ctx context.Context, req executor.Request) (*executor
 	if f.respond != nil {
 		return f.respond(req), nil
 	}
-	return &executor.Result{Status: executor.StatusCompleted, Language: req.Language, Stdout: []byte(req.Code),
+	return &executor.Result{End: executor.EndExited, Language: req.Language.ID, Stdout: []byte(req.Code),
 		CPU: 12 * time.Millisecond, Wall: 15 * time.Millisecond, MemoryKB: 9000}, nil
 }
 
@@ -74,19 +79,38 @@ var hostCatalog = sync.OnceValue(func() *langs.Catalog {
 	return langs.Detect(context.Background(), langs.Builtin())
 })
 
-// newServer returns a server on a fake executor; opts adjust it before its
-// handler is built.
-func newServer(t *testing.T, opts ...func(*Server)) (*Server, *fakeExec, http.Handler) {
+// node is how newServer puts a node's API together; options change it
+// before the handler is built.
+type node struct {
+	server   *api.Server
+	capacity capacity.Config
+}
+
+// newServer returns a node's API serving the /v1 door, as a node puts it
+// together, on a fake executor; opts adjust it before its handler is built.
+func newServer(t *testing.T, opts ...func(*node)) (*api.Server, *fakeExec, http.Handler) {
 	t.Helper()
 	fe := &fakeExec{catalog: hostCatalog()}
 	if _, ok := fe.catalog.Lookup("bash"); !ok {
 		t.Fatal("bash is not installed on this host")
 	}
-	s := &Server{NodeID: "n1", Exec: fe, Plans: plans.Default(), Secret: secret}
+	n := &node{server: &api.Server{NodeID: "n1", Catalog: fe.catalog, Secret: secret}}
 	for _, o := range opts {
-		o(s)
+		o(n)
 	}
-	return s, fe, s.Handler()
+	set, err := dialect.NewSet(v1api.Dialect{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := capacity.New(fe, n.capacity)
+	doors := &dialect.Doors{Dialects: set, Gate: gate, Plans: plans.Default(), Catalog: fe.catalog,
+		Jobs: dialecttest.NoJobs{}, BatchWorkers: gate.Size() / 2}
+	routes, err := doors.Routes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.server.Mount(routes...)
+	return n.server, fe, n.server.Handler()
 }
 
 func send(h http.Handler, method, path, plan, body string) *httptest.ResponseRecorder {
@@ -220,7 +244,7 @@ func TestExecuteFieldsAndStatuses(t *testing.T) {
 
 	in := base64.StdEncoding.EncodeToString([]byte{0xff, 0x00, 'x'})
 	w = post(h, "basic", `{"language":"bash","code":"\u00e9","stdin":"`+in+`","base64_encoded":true,"command_line_arguments":"a 'b c'","redirect_stderr_to_stdout":true}`)
-	var resp execreq.V1Response
+	var resp v1api.Response
 	if err := json.Unmarshal(w.Body.Bytes(), &resp); err != nil {
 		t.Fatal(err)
 	}
@@ -234,14 +258,14 @@ func TestExecuteFieldsAndStatuses(t *testing.T) {
 
 	fe.respond = func(r executor.Request) *executor.Result {
 		co := []byte("main.c:1: error: expected ';'")
-		return &executor.Result{Status: executor.StatusCompilationError, Language: r.Language, ExitCode: 1, CompileOutput: co}
+		return &executor.Result{End: executor.EndCompileFailed, Language: r.Language.ID, ExitCode: 1, CompileOutput: co}
 	}
 	w = post(h, "basic", `{"language":"bash","code":"x"}`)
 	if !strings.Contains(w.Body.String(), `"status":"compilation_error"`) || !strings.Contains(w.Body.String(), `"compile_output":"main.c:1: error`) {
 		t.Errorf("compilation error: %s", w.Body)
 	}
 	fe.respond = func(r executor.Request) *executor.Result {
-		return &executor.Result{Status: executor.StatusRuntimeError, Language: r.Language, Stdout: make([]byte, 10), StdoutTruncated: true, Message: "output limit"}
+		return &executor.Result{End: executor.EndOutputLimit, Language: r.Language.ID, Stdout: make([]byte, 10), StdoutTruncated: true, Message: "output limit"}
 	}
 	w = post(h, "basic", `{"language":"bash","code":"x"}`)
 	if !strings.Contains(w.Body.String(), `"stdout_truncated":true`) || !strings.Contains(w.Body.String(), `"message":"output limit"`) {
@@ -250,7 +274,7 @@ func TestExecuteFieldsAndStatuses(t *testing.T) {
 }
 
 func TestQueueTimeout(t *testing.T) {
-	_, fe, h := newServer(t, func(s *Server) { s.Capacity, s.QueueFor = 1, 50*time.Millisecond })
+	_, fe, h := newServer(t, func(n *node) { n.capacity = capacity.Config{Slots: 1, QueueFor: 50 * time.Millisecond} })
 	fe.block = make(chan struct{})
 	done := make(chan struct{})
 	go func() { post(h, "pro", `{"language":"bash","code":"sleep"}`); close(done) }()
@@ -265,13 +289,6 @@ func TestQueueTimeout(t *testing.T) {
 	}
 }
 
-func TestRunRefusesAnonymousExecutions(t *testing.T) {
-	s, fe, _ := newServer(t)
-	if _, err := s.Run(context.Background(), executor.Request{Language: "bash", Code: "x"}); err == nil || fe.calls() != 0 {
-		t.Fatalf("an execution without an account ran: %v", err)
-	}
-}
-
 func TestBatch(t *testing.T) {
 	batchOf := func(key string, items ...string) string {
 		return `{"` + key + `":[` + strings.Join(items, ",") + `]}`
@@ -279,14 +296,14 @@ func TestBatch(t *testing.T) {
 	item := func(code string) string { return fmt.Sprintf(`{"language":"bash","code":%q}`, code) }
 
 	t.Run("results in request order, bad items fail alone", func(t *testing.T) {
-		_, fe, h := newServer(t, func(s *Server) { s.Capacity = 4 })
+		_, fe, h := newServer(t, func(n *node) { n.capacity.Slots = 4 })
 		// Later items finish first, so order comes from the index, not
 		// from completion.
 		fe.respond = func(r executor.Request) *executor.Result {
 			var n int
 			fmt.Sscan(r.Code, &n)
 			time.Sleep(time.Duration(10-n) * 3 * time.Millisecond)
-			return &executor.Result{Status: executor.StatusCompleted, Language: r.Language, Stdout: []byte(r.Code)}
+			return &executor.Result{End: executor.EndExited, Language: r.Language.ID, Stdout: []byte(r.Code)}
 		}
 		items := []string{item("0"), item("1"), `{"language":"cobol","code":"x"}`, item("3"), `42`,
 			item("5"), `{"language":"bash","code":"x","timeout":99}`, item("7")}
@@ -380,11 +397,11 @@ func TestBatch(t *testing.T) {
 
 func TestMountedRoutesShareTheGatewayCheck(t *testing.T) {
 	var seen callerauth.Caller
-	_, _, h := newServer(t, func(s *Server) {
-		s.Mount("POST /execute", func(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
+	_, _, h := newServer(t, func(n *node) {
+		n.server.Mount(api.Route{Pattern: "POST /execute", Handle: func(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
 			seen = c
 			w.WriteHeader(http.StatusNoContent)
-		})
+		}})
 	})
 	if w := send(h, "POST", "/execute", "", `{}`); w.Code != 403 || errorCode(t, w) != "gateway_required" {
 		t.Errorf("unsigned request to a mounted route: HTTP %d %s", w.Code, w.Body)

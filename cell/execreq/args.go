@@ -7,19 +7,20 @@ import (
 	"sync"
 
 	"github.com/google/shlex"
+	"github.com/sandboxapi/sandboxapi/cell/apierror"
 )
 
-// splitWords splits s into words the way a POSIX shell would, quotes and
+// SplitWords splits s into words the way a POSIX shell would, quotes and
 // backslashes included, but without running one: nothing is expanded, so
 // "$HOME", "*" and "$(id)" arrive in the program's argv as written. An
 // unbalanced quote is an error rather than a guess.
-func splitWords(s, field string) ([]string, error) {
+func SplitWords(s, field string) ([]string, error) {
 	if strings.IndexByte(s, 0) >= 0 {
-		return nil, badRequest(CodeInvalidArguments, "%s must not contain NUL bytes", field)
+		return nil, apierror.New(apierror.InvalidArguments, "%s must not contain NUL bytes", field)
 	}
 	words, err := shlex.Split(s)
 	if err != nil {
-		return nil, badRequest(CodeInvalidArguments, "%s cannot be split into words: %v (check for an unbalanced quote or a trailing backslash)", field, err)
+		return nil, apierror.New(apierror.InvalidArguments, "%s cannot be split into words: %v (check for an unbalanced quote or a trailing backslash)", field, err)
 	}
 	if len(words) == 0 {
 		return nil, nil
@@ -106,13 +107,13 @@ var compiledRules = sync.OnceValue(func() map[string][]*regexp.Regexp {
 	return out
 })
 
-// compilerOptions checks compiler_options for the language with this id and
+// CompilerOptions checks compiler_options for the language with this id and
 // returns them as words.
-func compilerOptions(s, langID string) ([]string, error) {
-	if err := checkChars(s, "compiler_options", MaxCompilerOptionsChars); err != nil {
+func CompilerOptions(s, langID string) ([]string, error) {
+	if err := CheckChars(s, "compiler_options", MaxCompilerOptionsChars); err != nil {
 		return nil, err
 	}
-	words, err := splitWords(s, "compiler_options")
+	words, err := SplitWords(s, "compiler_options")
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +122,7 @@ func compilerOptions(s, langID string) ([]string, error) {
 	}
 	rules, ok := compiledRules()[langID]
 	if !ok {
-		return nil, badRequest(CodeOptionNotAllowed, "compiler option %q is not allowed: %s takes no compiler_options", words[0], langID)
+		return nil, apierror.New(apierror.OptionNotAllowed, "compiler option %q is not allowed: %s takes no compiler_options", words[0], langID)
 	}
 	matches := func(opt string) bool {
 		for _, r := range rules {
@@ -139,7 +140,7 @@ func compilerOptions(s, langID string) ([]string, error) {
 			i++
 			continue
 		}
-		return nil, badRequest(CodeOptionNotAllowed, "compiler option %q is not allowed for %s; docs/api.md lists the allowed options", words[i], langID)
+		return nil, apierror.New(apierror.OptionNotAllowed, "compiler option %q is not allowed for %s; docs/api.md lists the allowed options", words[i], langID)
 	}
 	return words, nil
 }

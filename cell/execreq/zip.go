@@ -8,25 +8,26 @@ import (
 	"path"
 	"strings"
 
+	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 )
 
-// unzip turns additional_files, a base64 ZIP, into files for the work dir.
+// Unzip turns additional_files, a base64 ZIP, into files for the work dir.
 // Nothing in the archive is trusted: names are checked to stay inside the
 // work dir, only regular files and directories are accepted, and the
 // decompressed size is counted while reading, so a header that understates
 // it (a zip bomb) is caught by the bytes themselves.
-func unzip(b64 string) ([]executor.File, error) {
-	raw, err := decodeBase64(b64, "additional_files")
+func Unzip(b64 string) ([]executor.File, error) {
+	raw, err := DecodeBase64(b64, "additional_files")
 	if err != nil {
 		return nil, err
 	}
 	zr, err := zip.NewReader(bytes.NewReader(raw), int64(len(raw)))
 	if err != nil {
-		return nil, badRequest(CodeInvalidZip, "additional_files is not a ZIP archive: %v", err)
+		return nil, apierror.New(apierror.InvalidZip, "additional_files is not a ZIP archive: %v", err)
 	}
 	if len(zr.File) > MaxZipEntries {
-		return nil, badRequest(CodeTooManyFiles, "additional_files has %d entries; the limit is %d", len(zr.File), MaxZipEntries)
+		return nil, apierror.New(apierror.TooManyFiles, "additional_files has %d entries; the limit is %d", len(zr.File), MaxZipEntries)
 	}
 
 	var (
@@ -48,24 +49,24 @@ func unzip(b64 string) ([]executor.File, error) {
 			continue // "./": the work dir exists already
 		case mode.IsDir():
 			if isFile[name] {
-				return nil, badRequest(CodeFileConflict, "additional_files has %q both as a file and as a directory", name)
+				return nil, apierror.New(apierror.FileConflict, "additional_files has %q both as a file and as a directory", name)
 			}
 			isDir[name] = true
 			continue
 		case mode&fs.ModeSymlink != 0:
-			return nil, badRequest(CodeUnsupportedEntry, "additional_files entry %q is a symbolic link; only regular files and directories are accepted", name)
+			return nil, apierror.New(apierror.UnsupportedEntry, "additional_files entry %q is a symbolic link; only regular files and directories are accepted", name)
 		case !mode.IsRegular():
-			return nil, badRequest(CodeUnsupportedEntry, "additional_files entry %q is not a regular file (%s)", name, mode.Type())
+			return nil, apierror.New(apierror.UnsupportedEntry, "additional_files entry %q is not a regular file (%s)", name, mode.Type())
 		}
 		if isFile[name] {
-			return nil, badRequest(CodeFileConflict, "additional_files has %q twice", name)
+			return nil, apierror.New(apierror.FileConflict, "additional_files has %q twice", name)
 		}
 		if isDir[name] {
-			return nil, badRequest(CodeFileConflict, "additional_files has %q both as a file and as a directory", name)
+			return nil, apierror.New(apierror.FileConflict, "additional_files has %q both as a file and as a directory", name)
 		}
 		for dir := path.Dir(name); dir != "."; dir = path.Dir(dir) {
 			if isFile[dir] {
-				return nil, badRequest(CodeFileConflict, "additional_files has %q both as a file and as a directory", dir)
+				return nil, apierror.New(apierror.FileConflict, "additional_files has %q both as a file and as a directory", dir)
 			}
 			isDir[dir] = true
 		}
@@ -90,15 +91,15 @@ func unzip(b64 string) ([]executor.File, error) {
 func readEntry(f *zip.File, room int64) ([]byte, error) {
 	rc, err := f.Open()
 	if err != nil {
-		return nil, badRequest(CodeInvalidZip, "additional_files entry %q cannot be read: %v", f.Name, err)
+		return nil, apierror.New(apierror.InvalidZip, "additional_files entry %q cannot be read: %v", f.Name, err)
 	}
 	defer rc.Close()
 	data, err := io.ReadAll(io.LimitReader(rc, room+1))
 	if int64(len(data)) > room {
-		return nil, badRequest(CodeFilesTooLarge, "additional_files decompresses to more than %d bytes (10 MB)", MaxFilesBytes)
+		return nil, apierror.New(apierror.FilesTooLarge, "additional_files decompresses to more than %d bytes (10 MB)", MaxFilesBytes)
 	}
 	if err != nil {
-		return nil, badRequest(CodeInvalidZip, "additional_files entry %q is corrupt: %v", f.Name, err)
+		return nil, apierror.New(apierror.InvalidZip, "additional_files entry %q is corrupt: %v", f.Name, err)
 	}
 	return data, nil
 }
@@ -107,13 +108,13 @@ func readEntry(f *zip.File, room int64) ([]byte, error) {
 // returns it cleaned, without a trailing slash ("." for a "./" directory).
 func entryPath(name string) (string, error) {
 	unsafe := func(why string) error {
-		return badRequest(CodeUnsafePath, "additional_files entry %q: %s", name, why)
+		return apierror.New(apierror.UnsafePath, "additional_files entry %q: %s", name, why)
 	}
 	switch {
 	case name == "":
 		return "", unsafe("empty name")
 	case len(name) > MaxPathBytes:
-		return "", badRequest(CodeUnsafePath, "an additional_files entry name is %d bytes; the limit is %d", len(name), MaxPathBytes)
+		return "", apierror.New(apierror.UnsafePath, "an additional_files entry name is %d bytes; the limit is %d", len(name), MaxPathBytes)
 	case strings.ContainsRune(name, 0):
 		return "", unsafe("NUL in name")
 	case strings.ContainsRune(name, '\\'):

@@ -8,54 +8,57 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/sandboxapi/sandboxapi/cell/apierror"
+	"github.com/sandboxapi/sandboxapi/cell/execreq/execreqtest"
 )
 
 func TestUnzipRefusals(t *testing.T) {
 	big := bytes.Repeat([]byte{0}, MaxFilesBytes+1)
 	half := bytes.Repeat([]byte("a"), MaxFilesBytes/2+1)
-	many := make([]zipEntry, MaxZipEntries+1)
+	many := make([]execreqtest.ZipEntry, MaxZipEntries+1)
 	for i := range many {
-		many[i] = zipEntry{name: fmt.Sprintf("f%d", i)}
+		many[i] = execreqtest.ZipEntry{Name: fmt.Sprintf("f%d", i)}
 	}
 	tests := []struct {
 		name    string
 		b64     string
-		code    string
+		code    apierror.Code
 		mention string
 	}{
-		{"not base64", "%%%", CodeInvalidBase64, "base64"},
-		{"not a zip", base64.StdEncoding.EncodeToString([]byte("hello, not a zip")), CodeInvalidZip, "ZIP"},
-		{"empty input", "", CodeInvalidZip, ""},
-		{"dot-dot", makeZip(t, zipEntry{name: "../evil", body: []byte("x")}), CodeUnsafePath, ".."},
-		{"dot-dot inside", makeZip(t, zipEntry{name: "a/../../evil", body: []byte("x")}), CodeUnsafePath, ".."},
-		{"dot-dot dir", makeZip(t, zipEntry{name: "a/../", mode: fs.ModeDir | 0o755}), CodeUnsafePath, ".."},
-		{"absolute", makeZip(t, zipEntry{name: "/etc/passwd", body: []byte("x")}), CodeUnsafePath, "absolute"},
-		{"backslash traversal", makeZip(t, zipEntry{name: `..\evil`, body: []byte("x")}), CodeUnsafePath, "backslash"},
-		{"drive letter", makeZip(t, zipEntry{name: "C:/evil", body: []byte("x")}), CodeUnsafePath, "drive"},
-		{"symlink", makeZip(t, zipEntry{name: "link", body: []byte("/etc/passwd"), mode: fs.ModeSymlink | 0o777}), CodeUnsupportedEntry, "symbolic link"},
-		{"named pipe", makeZip(t, zipEntry{name: "fifo", mode: fs.ModeNamedPipe | 0o644}), CodeUnsupportedEntry, "fifo"},
-		{"too many entries", makeZip(t, many...), CodeTooManyFiles, "1000"},
-		{"duplicate", makeZip(t, zipEntry{name: "a"}, zipEntry{name: "./a"}), CodeFileConflict, "twice"},
-		{"file then dir", makeZip(t, zipEntry{name: "a", body: []byte("x")}, zipEntry{name: "a/b", body: []byte("y")}), CodeFileConflict, "directory"},
-		{"dir then file", makeZip(t, zipEntry{name: "a/", mode: fs.ModeDir | 0o755}, zipEntry{name: "a", body: []byte("y")}), CodeFileConflict, "directory"},
-		{"bomb: one entry over 10 MB", makeZip(t, zipEntry{name: "zeros", body: big}), CodeFilesTooLarge, "10 MB"},
-		{"bomb: entries add up over 10 MB", makeZip(t, zipEntry{name: "a", body: half}, zipEntry{name: "b", body: half}), CodeFilesTooLarge, "10 MB"},
+		{"not base64", "%%%", apierror.InvalidBase64, "base64"},
+		{"not a zip", base64.StdEncoding.EncodeToString([]byte("hello, not a zip")), apierror.InvalidZip, "ZIP"},
+		{"empty input", "", apierror.InvalidZip, ""},
+		{"dot-dot", execreqtest.Zip(t, execreqtest.ZipEntry{Name: "../evil", Body: []byte("x")}), apierror.UnsafePath, ".."},
+		{"dot-dot inside", execreqtest.Zip(t, execreqtest.ZipEntry{Name: "a/../../evil", Body: []byte("x")}), apierror.UnsafePath, ".."},
+		{"dot-dot dir", execreqtest.Zip(t, execreqtest.ZipEntry{Name: "a/../", Mode: fs.ModeDir | 0o755}), apierror.UnsafePath, ".."},
+		{"absolute", execreqtest.Zip(t, execreqtest.ZipEntry{Name: "/etc/passwd", Body: []byte("x")}), apierror.UnsafePath, "absolute"},
+		{"backslash traversal", execreqtest.Zip(t, execreqtest.ZipEntry{Name: `..\evil`, Body: []byte("x")}), apierror.UnsafePath, "backslash"},
+		{"drive letter", execreqtest.Zip(t, execreqtest.ZipEntry{Name: "C:/evil", Body: []byte("x")}), apierror.UnsafePath, "drive"},
+		{"symlink", execreqtest.Zip(t, execreqtest.ZipEntry{Name: "link", Body: []byte("/etc/passwd"), Mode: fs.ModeSymlink | 0o777}), apierror.UnsupportedEntry, "symbolic link"},
+		{"named pipe", execreqtest.Zip(t, execreqtest.ZipEntry{Name: "fifo", Mode: fs.ModeNamedPipe | 0o644}), apierror.UnsupportedEntry, "fifo"},
+		{"too many entries", execreqtest.Zip(t, many...), apierror.TooManyFiles, "1000"},
+		{"duplicate", execreqtest.Zip(t, execreqtest.ZipEntry{Name: "a"}, execreqtest.ZipEntry{Name: "./a"}), apierror.FileConflict, "twice"},
+		{"file then dir", execreqtest.Zip(t, execreqtest.ZipEntry{Name: "a", Body: []byte("x")}, execreqtest.ZipEntry{Name: "a/b", Body: []byte("y")}), apierror.FileConflict, "directory"},
+		{"dir then file", execreqtest.Zip(t, execreqtest.ZipEntry{Name: "a/", Mode: fs.ModeDir | 0o755}, execreqtest.ZipEntry{Name: "a", Body: []byte("y")}), apierror.FileConflict, "directory"},
+		{"bomb: one entry over 10 MB", execreqtest.Zip(t, execreqtest.ZipEntry{Name: "zeros", Body: big}), apierror.FilesTooLarge, "10 MB"},
+		{"bomb: entries add up over 10 MB", execreqtest.Zip(t, execreqtest.ZipEntry{Name: "a", Body: half}, execreqtest.ZipEntry{Name: "b", Body: half}), apierror.FilesTooLarge, "10 MB"},
 		// The header claims 100 bytes; the stream inflates to 11 MB. The
 		// limit is enforced on the bytes read, whatever the header says.
-		{"bomb: lying header", makeZip(t, zipEntry{name: "liar", body: big, claimSize: 100}), "", ""},
+		{"bomb: lying header", execreqtest.Zip(t, execreqtest.ZipEntry{Name: "liar", Body: big, ClaimSize: 100}), "", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			files, err := unzip(tc.b64)
+			files, err := Unzip(tc.b64)
 			if tc.code == "" {
-				e, ok := AsError(err)
-				if !ok || e.Status != http.StatusBadRequest || (e.Code != CodeInvalidZip && e.Code != CodeFilesTooLarge) {
+				e, ok := apierror.As(err)
+				if !ok || e.Status() != http.StatusBadRequest || (e.Code != apierror.InvalidZip && e.Code != apierror.FilesTooLarge) {
 					t.Fatalf("lying header: %v, %d files", err, len(files))
 				}
 				return
 			}
-			wantError(t, err, http.StatusBadRequest, tc.code)
-			if e, _ := AsError(err); !strings.Contains(e.Message, tc.mention) {
+			execreqtest.WantError(t, err, http.StatusBadRequest, tc.code)
+			if e, _ := apierror.As(err); !strings.Contains(e.Message, tc.mention) {
 				t.Errorf("message %q does not mention %q", e.Message, tc.mention)
 			}
 		})
@@ -64,12 +67,12 @@ func TestUnzipRefusals(t *testing.T) {
 
 func TestUnzipAccepts(t *testing.T) {
 	exactly := bytes.Repeat([]byte("z"), MaxFilesBytes)
-	files, err := unzip(makeZip(t,
-		zipEntry{name: "./", mode: fs.ModeDir | 0o755},
-		zipEntry{name: "a/b/", mode: fs.ModeDir | 0o755},
-		zipEntry{name: "a/b/c.txt", body: []byte("deep")},
-		zipEntry{name: "./x.sh", body: []byte("#!/bin/sh"), mode: 0o700},
-		zipEntry{name: "dots..ok", body: []byte("fine")},
+	files, err := Unzip(execreqtest.Zip(t,
+		execreqtest.ZipEntry{Name: "./", Mode: fs.ModeDir | 0o755},
+		execreqtest.ZipEntry{Name: "a/b/", Mode: fs.ModeDir | 0o755},
+		execreqtest.ZipEntry{Name: "a/b/c.txt", Body: []byte("deep")},
+		execreqtest.ZipEntry{Name: "./x.sh", Body: []byte("#!/bin/sh"), Mode: 0o700},
+		execreqtest.ZipEntry{Name: "dots..ok", Body: []byte("fine")},
 	))
 	if err != nil {
 		t.Fatal(err)
@@ -85,33 +88,18 @@ func TestUnzipAccepts(t *testing.T) {
 	}
 
 	// Exactly 10 MB decompressed is within the limit.
-	files, err = unzip(makeZip(t, zipEntry{name: "big", body: exactly}))
+	files, err = Unzip(execreqtest.Zip(t, execreqtest.ZipEntry{Name: "big", Body: exactly}))
 	if err != nil || len(files) != 1 || len(files[0].Content) != MaxFilesBytes {
 		t.Fatalf("10 MB exactly: %v", err)
 	}
 
 	// Base64 wrapped at 76 columns, as `base64` prints it, is fine.
-	wrapped := makeZip(t, zipEntry{name: "a", body: []byte("x")})
+	wrapped := execreqtest.Zip(t, execreqtest.ZipEntry{Name: "a", Body: []byte("x")})
 	var lines []string
 	for len(wrapped) > 76 {
 		lines, wrapped = append(lines, wrapped[:76]), wrapped[76:]
 	}
-	if _, err := unzip(strings.Join(append(lines, wrapped), "\n")); err != nil {
+	if _, err := Unzip(strings.Join(append(lines, wrapped), "\n")); err != nil {
 		t.Fatalf("wrapped base64: %v", err)
-	}
-}
-
-func TestParseV1FileConflict(t *testing.T) {
-	cat := testCatalog(t)
-	body := obj(t, "language", "python3", "code", "print(1)",
-		"additional_files", makeZip(t, zipEntry{name: "main.py", body: []byte("print(2)")}))
-	_, err := ParseV1(body, plan(t, "basic"), cat)
-	wantError(t, err, http.StatusBadRequest, CodeFileConflict)
-
-	// Without code, the ZIP may carry the source file itself.
-	body = obj(t, "language", "python3",
-		"additional_files", makeZip(t, zipEntry{name: "main.py", body: []byte("print(2)")}))
-	if _, err := ParseV1(body, plan(t, "basic"), cat); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -9,26 +9,25 @@ import (
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/billing/plans"
+	"github.com/sandboxapi/sandboxapi/cell/apierror"
+	"github.com/sandboxapi/sandboxapi/cell/capacity"
+	"github.com/sandboxapi/sandboxapi/cell/dialect"
 	"github.com/sandboxapi/sandboxapi/cell/execreq"
 	"github.com/sandboxapi/sandboxapi/cell/store"
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 )
 
-// Sandboxes runs executions on the node's shared capacity; *api.Server is
-// one. Its refusals are *execreq.Error values.
-type Sandboxes interface {
-	Run(ctx context.Context, req executor.Request) (*executor.Result, error)
-	Catalog() *langs.Catalog
-}
-
-// Executions is the Validator and Runner of real jobs: requests are parsed
-// by package execreq, exactly as the synchronous endpoints parse them, and
-// run on the same sandboxes and capacity.
+// Executions is the Validator and Runner of real jobs: a job's request is
+// parsed by the dialect it came through, exactly as that dialect's
+// synchronous route parses it, and runs on the node's capacity gate with
+// every other execution.
 type Executions struct {
-	Sandboxes Sandboxes
-	Plans     plans.Catalog
-	now       func() time.Time
+	Gate     capacity.Gate
+	Dialects *dialect.Set
+	Plans    plans.Catalog
+	Catalog  *langs.Catalog
+	now      func() time.Time
 }
 
 var (
@@ -36,63 +35,43 @@ var (
 	_ Runner    = (*Executions)(nil)
 )
 
-// parsed is a request of any dialect, parsed.
-type parsed struct {
-	v1 *execreq.V1Request
-	us *execreq.UnsandboxRequest
+func (e *Executions) lookup(name string) (dialect.Dialect, dialect.Jobs, error) {
+	d, ok := e.Dialects.Lookup(name)
+	if !ok {
+		return nil, nil, fmt.Errorf("jobs: unknown dialect %q", name)
+	}
+	jd, ok := d.(dialect.Jobs)
+	if !ok {
+		return nil, nil, fmt.Errorf("jobs: dialect %q has no jobs", name)
+	}
+	return d, jd, nil
 }
 
-func (p parsed) exec() *executor.Request {
-	if p.v1 != nil {
-		return &p.v1.Exec
-	}
-	return &p.us.Exec
+func (e *Executions) parse(d dialect.Dialect, body []byte, query url.Values, plan plans.Plan) (*execreq.Request, error) {
+	return d.Parse(dialect.Input{Body: body, Query: query, Plan: plan, Catalog: e.Catalog, Async: true})
 }
 
-func (e *Executions) parse(dialect string, body []byte, query url.Values, plan plans.Plan) (parsed, error) {
-	cat := e.Sandboxes.Catalog()
-	switch dialect {
-	case DialectV1:
-		r, err := execreq.ParseV1(body, plan, cat)
-		return parsed{v1: &r}, asJobsError(err)
-	case DialectExecute:
-		r, err := execreq.ParseUnsandbox(body, plan, cat)
-		return parsed{us: &r}, asJobsError(err)
-	case DialectRun:
-		r, err := execreq.ParseRun(body, query, plan, cat)
-		return parsed{us: &r}, asJobsError(err)
-	default:
-		return parsed{}, fmt.Errorf("jobs: unknown dialect %q", dialect)
-	}
-}
-
-// asJobsError turns execreq's refusals into this package's.
-func asJobsError(err error) error {
-	if err == nil {
-		return nil
-	}
-	if e, ok := execreq.AsError(err); ok {
-		return &Error{Status: e.Status, Code: e.Code, Message: e.Message}
-	}
-	return err
-}
-
-// Validate parses the submission as its dialect's synchronous endpoint
-// would.
+// Validate parses the submission as its dialect's synchronous route
+// would, a callback URL allowed.
 func (e *Executions) Validate(sub Submission) (Parsed, error) {
-	p, err := e.parse(sub.Dialect, sub.Body, sub.Query, sub.Plan)
+	d, _, err := e.lookup(sub.Dialect)
 	if err != nil {
 		return Parsed{}, err
 	}
-	if p.v1 != nil {
-		return Parsed{Language: p.v1.Exec.Language, CallbackURL: p.v1.CallbackURL}, nil
+	req, err := e.parse(d, sub.Body, sub.Query, sub.Plan)
+	if err != nil {
+		return Parsed{}, err
 	}
-	return Parsed{Language: p.us.Language}, nil
+	return Parsed{Language: req.LanguageName, CallbackURL: req.CallbackURL}, nil
 }
 
 // Run parses the stored request again, against the plan it was accepted
 // under, and runs it.
 func (e *Executions) Run(ctx context.Context, j store.Job) (Outcome, error) {
+	d, jd, err := e.lookup(j.Dialect)
+	if err != nil {
+		return Outcome{}, err
+	}
 	plan, ok := e.Plans.Get(j.Plan)
 	if !ok {
 		return Outcome{}, fmt.Errorf("jobs: plan %q is no longer known to this cell", j.Plan)
@@ -101,88 +80,63 @@ func (e *Executions) Run(ctx context.Context, j store.Job) (Outcome, error) {
 	if err != nil {
 		return Outcome{}, fmt.Errorf("jobs: stored query: %w", err)
 	}
-	p, err := e.parse(j.Dialect, j.Body, query, plan)
+	req, err := e.parse(d, j.Body, query, plan)
 	if err != nil {
 		return Outcome{}, err
 	}
-	req := p.exec()
-	req.Account = j.Account
+	req.Exec.Account = j.Account
 	// A cancelled run has no result, but the caller of DELETE /jobs/{id}
 	// is owed what it printed until then: keep the streamed output (the
 	// executor caps it as it caps the result's).
 	var partial partialOutput
-	req.OnOutput = partial.add
+	req.Exec.OnOutput = partial.add
 
 	start := e.clock()
-	res, err := e.run(ctx, *req)
-	cancelled := ctx.Err() != nil
+	run, err := e.run(ctx, req.Exec)
+	var res *execreq.Result
 	switch {
-	case cancelled:
-		res = partial.result(req.Language)
+	case ctx.Err() != nil:
+		res = execreq.Cancelled(j.ID, partial.result(req.Language().ID), e.clock().Sub(start))
 	case err != nil:
 		return Outcome{}, err
+	default:
+		res = req.Finish(j.ID, run, e.clock().Sub(start))
 	}
-
-	if p.v1 != nil {
-		resp := p.v1.Response(j.ID, res)
-		if cancelled {
-			resp.Status, resp.ExitCode = StatusCancelled, -1
-			resp.Message = "the job was cancelled; stdout and stderr are what it printed until then"
-		}
-		return marshalOutcome(resp.Status, resp)
-	}
-	resp := p.us.Response(j.ID, res, e.clock().Sub(start))
-	status := "completed"
-	switch {
-	case cancelled:
-		resp.Success, resp.ExitCode, status = false, -1, StatusCancelled
-	case res.Status == executor.StatusTimeout:
-		// The dialect's timeout status: the job exceeded its ttl.
-		status = "timeout"
-	}
-	return marshalOutcome(status, resp)
+	status, body := jd.JobResult(j, req, res)
+	return marshalOutcome(status, body)
 }
 
 // run waits for a sandbox slot as long as it takes: unlike a synchronous
 // caller, a queued job has nobody to answer 408 to.
 func (e *Executions) run(ctx context.Context, req executor.Request) (*executor.Result, error) {
 	for {
-		res, err := e.Sandboxes.Run(ctx, req)
-		if re, ok := execreq.AsError(err); ok && re.Code == execreq.CodeQueueTimeout && ctx.Err() == nil {
+		res, err := e.Gate.Run(ctx, req)
+		if apierror.Is(err, apierror.QueueTimeout) && ctx.Err() == nil {
 			continue
 		}
 		return res, err
 	}
 }
 
-// Unrun is the result of a job that never produced one: the dialect's
-// result shape, with no output, exit code -1 and the reason.
+// Unrun is the result of a job that never produced one, in its dialect's
+// shape: no output, exit code -1 and the reason.
 func (e *Executions) Unrun(j store.Job, why EndReason, message string) Outcome {
-	status := StatusCancelled
+	status := execreq.StatusCancelled
 	if message == "" {
 		message = "the job was cancelled before it ran"
 	}
-	if j.Dialect == DialectV1 {
-		if why == EndFailed {
-			status = string(executor.StatusInternalError)
-		}
-		return mustOutcome(status, execreq.V1Response{
-			ID: j.ID, Status: status, Language: j.Language, ExitCode: -1, Message: message,
-		})
-	}
-	resp := execreq.UnsandboxResponse{
-		Language: j.Language, JobID: j.ID, ExitCode: -1, Artifacts: []execreq.UnsandboxFile{},
-		ExecutionMode: execreq.ExecutionMode, NetworkMode: execreq.NetworkZeroTrust,
-	}
-	if j.Dialect == DialectRun {
-		resp.DetectedLanguage = j.Language
-	}
 	if why == EndFailed {
-		// The dialect has no failed status: the job completed, without
-		// success, and says why on stderr.
-		status, resp.Stderr = "completed", message
+		status = execreq.StatusInternalError
 	}
-	return mustOutcome(status, resp)
+	res := execreq.Unrun(j.ID, j.Language, status, message)
+	_, jd, err := e.lookup(j.Dialect)
+	if err != nil {
+		// Only a job stored by a dialect this node no longer has: its end
+		// is still recorded, in the API's words.
+		return mustOutcome(string(status), map[string]any{"id": j.ID, "status": status, "message": message, "exit_code": -1})
+	}
+	st, body := jd.JobResult(j, nil, res)
+	return mustOutcome(st, body)
 }
 
 // partialOutput collects a run's output as it streams.

@@ -3,8 +3,6 @@ package jobs
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"net/http"
 	"net/url"
 	"regexp"
 	"sync/atomic"
@@ -12,8 +10,11 @@ import (
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/billing/plans"
-	"github.com/sandboxapi/sandboxapi/cell/execreq"
+	"github.com/sandboxapi/sandboxapi/cell/apierror"
+	"github.com/sandboxapi/sandboxapi/cell/dialect"
 	"github.com/sandboxapi/sandboxapi/cell/store"
+	"github.com/sandboxapi/sandboxapi/cell/unsandbox"
+	"github.com/sandboxapi/sandboxapi/cell/v1api"
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 )
@@ -41,11 +42,9 @@ type fakeSandboxes struct {
 	last         executor.Request
 }
 
-func (f *fakeSandboxes) Catalog() *langs.Catalog { return f.cat }
-
 func (f *fakeSandboxes) Run(ctx context.Context, req executor.Request) (*executor.Result, error) {
 	if f.queueTimeout.Add(-1) >= 0 {
-		return nil, &execreq.Error{Status: http.StatusRequestTimeout, Code: execreq.CodeQueueTimeout, Message: "busy"}
+		return nil, apierror.New(apierror.QueueTimeout, "busy")
 	}
 	f.last = req
 	if f.block {
@@ -60,44 +59,48 @@ func (f *fakeSandboxes) Run(ctx context.Context, req executor.Request) (*executo
 	return f.res, nil
 }
 
-func newExecutions(sb *fakeSandboxes) *Executions {
-	return &Executions{Sandboxes: sb, Plans: plans.Default()}
+func newExecutions(t *testing.T, sb *fakeSandboxes) *Executions {
+	set, err := dialect.NewSet(v1api.Dialect{}, unsandbox.Execute{}, unsandbox.Run{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Executions{Gate: sb, Dialects: set, Plans: plans.Default(), Catalog: sb.cat}
 }
 
 func TestExecutionsValidate(t *testing.T) {
-	e := newExecutions(&fakeSandboxes{cat: stubCatalog()})
+	e := newExecutions(t, &fakeSandboxes{cat: stubCatalog()})
 	pro, _ := plans.Default().Get("pro")
 	tests := []struct {
 		name       string
 		sub        Submission
 		want       Parsed
 		wantStatus int
-		wantCode   string
+		wantCode   apierror.Code
 	}{
-		{name: "v1 with callback", sub: Submission{Dialect: DialectV1, Plan: pro,
+		{name: "v1 with callback", sub: Submission{Dialect: v1api.Name, Plan: pro,
 			Body: []byte(`{"language":"python3","code":"print(1)","callback_url":"https://example.com/h"}`)},
 			want: Parsed{Language: "python3", CallbackURL: "https://example.com/h"}},
-		{name: "v1 missing code", sub: Submission{Dialect: DialectV1, Plan: pro, Body: []byte(`{"language":"python3"}`)},
-			wantStatus: 400, wantCode: execreq.CodeMissingField},
-		{name: "v1 timeout over the plan", sub: Submission{Dialect: DialectV1, Plan: pro, Body: []byte(`{"language":"python3","code":"1","timeout":61}`)},
-			wantStatus: 400, wantCode: execreq.CodeTimeoutExceedsPlan},
-		{name: "execute", sub: Submission{Dialect: DialectExecute, Plan: pro, Body: []byte(`{"language":"bash","code":"echo"}`)},
+		{name: "v1 missing code", sub: Submission{Dialect: v1api.Name, Plan: pro, Body: []byte(`{"language":"python3"}`)},
+			wantStatus: 400, wantCode: apierror.MissingField},
+		{name: "v1 timeout over the plan", sub: Submission{Dialect: v1api.Name, Plan: pro, Body: []byte(`{"language":"python3","code":"1","timeout":61}`)},
+			wantStatus: 400, wantCode: apierror.TimeoutExceedsPlan},
+		{name: "execute", sub: Submission{Dialect: unsandbox.NameExecute, Plan: pro, Body: []byte(`{"language":"bash","code":"echo"}`)},
 			want: Parsed{Language: "bash"}},
-		{name: "execute unknown language", sub: Submission{Dialect: DialectExecute, Plan: pro, Body: []byte(`{"language":"cobol","code":"x"}`)},
-			wantStatus: 400, wantCode: execreq.CodeUnsupportedLanguage},
-		{name: "run detects the language", sub: Submission{Dialect: DialectRun, Plan: pro, Body: []byte("#!/usr/bin/env ruby\nputs 1\n"), Query: url.Values{"ttl": {"5"}}},
+		{name: "execute unknown language", sub: Submission{Dialect: unsandbox.NameExecute, Plan: pro, Body: []byte(`{"language":"cobol","code":"x"}`)},
+			wantStatus: 400, wantCode: apierror.UnsupportedLanguage},
+		{name: "run detects the language", sub: Submission{Dialect: unsandbox.NameRun, Plan: pro, Body: []byte("#!/usr/bin/env ruby\nputs 1\n"), Query: url.Values{"ttl": {"5"}}},
 			want: Parsed{Language: "ruby"}},
-		{name: "run without shebang", sub: Submission{Dialect: DialectRun, Plan: pro, Body: []byte("puts 1\n")},
-			wantStatus: 400, wantCode: execreq.CodeLanguageNotDetected},
-		{name: "run ttl over the plan", sub: Submission{Dialect: DialectRun, Plan: pro, Body: []byte("#!/bin/bash\necho\n"), Query: url.Values{"ttl": {"900"}}},
-			wantStatus: 400, wantCode: execreq.CodeTimeoutExceedsPlan},
+		{name: "run without shebang", sub: Submission{Dialect: unsandbox.NameRun, Plan: pro, Body: []byte("puts 1\n")},
+			wantStatus: 400, wantCode: apierror.LanguageNotDetected},
+		{name: "run ttl over the plan", sub: Submission{Dialect: unsandbox.NameRun, Plan: pro, Body: []byte("#!/bin/bash\necho\n"), Query: url.Values{"ttl": {"900"}}},
+			wantStatus: 400, wantCode: apierror.TimeoutExceedsPlan},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := e.Validate(tt.sub)
 			if tt.wantCode != "" {
-				var je *Error
-				if !errors.As(err, &je) || je.Status != tt.wantStatus || je.Code != tt.wantCode {
+				je, ok := apierror.As(err)
+				if !ok || je.Status() != tt.wantStatus || je.Code != tt.wantCode {
 					t.Fatalf("Validate() error = %v, want %d %s", err, tt.wantStatus, tt.wantCode)
 				}
 				return
@@ -127,13 +130,13 @@ func decode(t *testing.T, o Outcome) map[string]any {
 }
 
 func TestExecutionsRun(t *testing.T) {
-	ok := &executor.Result{Status: executor.StatusCompleted, Language: "python3", Stdout: []byte("1\n"), CPU: 12 * time.Millisecond, Wall: 20 * time.Millisecond, MemoryKB: 9000}
-	timedOut := &executor.Result{Status: executor.StatusTimeout, Language: "bash", Signal: 9, ExitCode: 137}
+	ok := &executor.Result{End: executor.EndExited, Language: "python3", Stdout: []byte("1\n"), CPU: 12 * time.Millisecond, Wall: 20 * time.Millisecond, MemoryKB: 9000}
+	timedOut := &executor.Result{End: executor.EndWallLimit, Language: "bash", Signal: 9, ExitCode: 137}
 
 	t.Run("v1 result is the synchronous response under the job token", func(t *testing.T) {
 		sb := &fakeSandboxes{cat: stubCatalog(), res: ok}
 		sb.queueTimeout.Store(2)
-		out, err := newExecutions(sb).Run(context.Background(), job(DialectV1, `{"language":"python3","code":"print(1)","expected_output":"2\n"}`, ""))
+		out, err := newExecutions(t, sb).Run(context.Background(), job(v1api.Name, `{"language":"python3","code":"print(1)","expected_output":"2\n"}`, ""))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -151,7 +154,7 @@ func TestExecutionsRun(t *testing.T) {
 	})
 	t.Run("unsandbox timeout is the dialect's timeout status", func(t *testing.T) {
 		sb := &fakeSandboxes{cat: stubCatalog(), res: timedOut}
-		out, err := newExecutions(sb).Run(context.Background(), job(DialectRun, "#!/bin/bash\nsleep 99\n", "ttl=2"))
+		out, err := newExecutions(t, sb).Run(context.Background(), job(unsandbox.NameRun, "#!/bin/bash\nsleep 99\n", "ttl=2"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -167,7 +170,7 @@ func TestExecutionsRun(t *testing.T) {
 		sb := &fakeSandboxes{cat: stubCatalog(), block: true}
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(50*time.Millisecond, cancel)
-		out, err := newExecutions(sb).Run(ctx, job(DialectExecute, `{"language":"bash","code":"yes"}`, ""))
+		out, err := newExecutions(t, sb).Run(ctx, job(unsandbox.NameExecute, `{"language":"bash","code":"yes"}`, ""))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -177,19 +180,19 @@ func TestExecutionsRun(t *testing.T) {
 		}
 	})
 	t.Run("a request no longer valid fails", func(t *testing.T) {
-		j := job(DialectV1, `{"language":"python3","code":"1","timeout":600}`, "")
-		if _, err := newExecutions(&fakeSandboxes{cat: stubCatalog(), res: ok}).Run(context.Background(), j); err == nil {
+		j := job(v1api.Name, `{"language":"python3","code":"1","timeout":600}`, "")
+		if _, err := newExecutions(t, &fakeSandboxes{cat: stubCatalog(), res: ok}).Run(context.Background(), j); err == nil {
 			t.Error("a request over its plan's limits ran")
 		}
 		j.Plan = "gone"
-		if _, err := newExecutions(&fakeSandboxes{cat: stubCatalog(), res: ok}).Run(context.Background(), j); err == nil {
+		if _, err := newExecutions(t, &fakeSandboxes{cat: stubCatalog(), res: ok}).Run(context.Background(), j); err == nil {
 			t.Error("a job of an unknown plan ran")
 		}
 	})
 }
 
 func TestExecutionsUnrun(t *testing.T) {
-	e := newExecutions(&fakeSandboxes{cat: stubCatalog()})
+	e := newExecutions(t, &fakeSandboxes{cat: stubCatalog()})
 	tests := []struct {
 		name       string
 		dialect    string
@@ -198,17 +201,17 @@ func TestExecutionsUnrun(t *testing.T) {
 		wantStatus string
 		check      func(m map[string]any) bool
 	}{
-		{"v1 failed", DialectV1, EndFailed, "node died", "internal_error",
+		{"v1 failed", v1api.Name, EndFailed, "node died", "internal_error",
 			func(m map[string]any) bool {
 				return m["status"] == "internal_error" && m["message"] == "node died" && m["id"] == "job_test"
 			}},
-		{"v1 cancelled", DialectV1, EndCancelled, "", StatusCancelled,
+		{"v1 cancelled", v1api.Name, EndCancelled, "", StatusCancelled,
 			func(m map[string]any) bool { return m["status"] == StatusCancelled && m["exit_code"] == -1.0 }},
-		{"unsandbox cancelled", DialectExecute, EndCancelled, "", StatusCancelled,
+		{"unsandbox cancelled", unsandbox.NameExecute, EndCancelled, "", StatusCancelled,
 			func(m map[string]any) bool {
 				return m["success"] == false && m["exit_code"] == -1.0 && m["stdout"] == "" && m["job_id"] == "job_test" && m["artifacts"] != nil
 			}},
-		{"unsandbox failed", DialectRun, EndFailed, "node died", "completed",
+		{"unsandbox failed", unsandbox.NameRun, EndFailed, "node died", "completed",
 			func(m map[string]any) bool {
 				return m["success"] == false && m["stderr"] == "node died" && m["detected_language"] == "python3"
 			}},

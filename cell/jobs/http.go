@@ -2,137 +2,94 @@ package jobs
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/sandboxapi/sandboxapi/cell/api"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
+	"github.com/sandboxapi/sandboxapi/cell/dialect"
+	"github.com/sandboxapi/sandboxapi/cell/execreq"
 	"github.com/sandboxapi/sandboxapi/cell/store"
 )
 
-// Error codes this package answers with (besides the Validator's).
-const (
-	CodeAsyncNotInPlan     = "async_not_in_plan"
-	CodeUnknownPlan        = "unknown_plan"
-	CodeInvalidCallbackURL = "invalid_callback_url"
-	CodeInvalidField       = "invalid_field"
-	CodePayloadTooLarge    = "payload_too_large"
-	CodeJobNotFound        = "job_not_found"
-	CodeJobNotCancellable  = "job_not_cancellable"
-	CodeTooManyJobs        = "too_many_jobs"
-	CodeUnavailable        = "service_unavailable"
-	CodeInternal           = "internal_error"
-)
+var _ dialect.JobRoutes = (*Service)(nil)
 
-// CallerHandler serves a request whose caller the gateway vouched for.
-type CallerHandler func(http.ResponseWriter, *http.Request, callerauth.Caller)
-
-// Route is one endpoint: a net/http.ServeMux pattern and its handler, to be
-// served behind the gateway check.
-type Route struct {
-	Pattern string
-	Handle  func(http.ResponseWriter, *http.Request, callerauth.Caller)
-}
-
-// Routes are the job endpoints, except POST /v1/execute?async=true, which
-// shares its path with the synchronous endpoint: see SubmitV1 and
-// AsyncFront.
-func (s *Service) Routes() []Route {
-	return []Route{
-		{"GET /v1/executions/{token}", s.getV1},
-		{"POST /execute/async", s.submitHandler(DialectExecute)},
-		{"POST /run/async", s.submitHandler(DialectRun)},
-		{"GET /jobs", s.listUnsandbox},
-		{"GET /jobs/{id}", s.getUnsandbox},
-		{"DELETE /jobs/{id}", s.cancelUnsandbox},
+// JobHandler serves d's async and job routes: submissions to d, and the
+// jobs of the dialects rt names, each shown by the dialect that took it.
+func (s *Service) JobHandler(d dialect.Dialect, rt dialect.Route) (api.CallerHandler, error) {
+	jd, ok := d.(dialect.Jobs)
+	if !ok {
+		return nil, fmt.Errorf("jobs: %s has no jobs to serve %q", d.Name(), rt.Pattern)
 	}
-}
-
-// SubmitV1 serves POST /v1/execute?async=true. The synchronous handler of
-// /v1/execute hands such requests here.
-func (s *Service) SubmitV1(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
-	s.submit(w, r, c, DialectV1)
-}
-
-// AsyncFront returns next with POST /v1/execute?async=true (or async=1)
-// served by SubmitV1 instead. It checks the gateway's signature itself and
-// leaves anything unsigned to next, which refuses it as it refuses any
-// unsigned request.
-func (s *Service) AsyncFront(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost || r.URL.Path != "/v1/execute" || !r.URL.Query().Has("async") {
-			next.ServeHTTP(w, r)
-			return
+	names := rt.Jobs
+	if len(names) == 0 {
+		names = []string{d.Name()}
+	}
+	id := rt.JobID()
+	switch rt.Kind {
+	case dialect.Async:
+		return func(w http.ResponseWriter, r *http.Request, c callerauth.Caller) { s.submit(w, r, c, d, jd) }, nil
+	case dialect.JobGet:
+		return func(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
+			s.get(w, r, c, d, r.PathValue(id), names)
+		}, nil
+	case dialect.JobList:
+		if l, ok := d.(dialect.JobLister); ok {
+			return func(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
+				api.WriteJSON(w, http.StatusOK, l.JobList(s.active(c.AccountID, names)))
+			}, nil
 		}
-		c, err := callerauth.Verify(r.Header, s.cfg.Secret, s.now())
-		if err != nil {
-			next.ServeHTTP(w, r)
-			return
+	case dialect.JobCancel:
+		if cc, ok := d.(dialect.JobCanceller); ok {
+			return func(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
+				s.cancelJob(w, r, c, d, cc, r.PathValue(id), names)
+			}, nil
 		}
-		async, err := strconv.ParseBool(r.URL.Query().Get("async"))
-		switch {
-		case err != nil:
-			apierror.Write(w, http.StatusBadRequest, CodeInvalidField, "async must be true or false")
-		case async:
-			s.SubmitV1(w, r, c)
-		default:
-			next.ServeHTTP(w, r)
-		}
-	})
-}
-
-func (s *Service) submitHandler(dialect string) CallerHandler {
-	return func(w http.ResponseWriter, r *http.Request, c callerauth.Caller) { s.submit(w, r, c, dialect) }
+	}
+	return nil, fmt.Errorf("jobs: %s cannot serve %q as %s", d.Name(), rt.Pattern, rt.Kind)
 }
 
 // submit validates a request, commits it as a job assigned to this node,
-// and only then answers 202.
-func (s *Service) submit(w http.ResponseWriter, r *http.Request, c callerauth.Caller, dialect string) {
-	plan, ok := s.cfg.Plans.Get(c.Plan)
-	if !ok {
-		apierror.Write(w, http.StatusForbidden, CodeUnknownPlan, fmt.Sprintf("plan %q is not known to this cell", c.Plan))
+// and only then answers.
+func (s *Service) submit(w http.ResponseWriter, r *http.Request, c callerauth.Caller, d dialect.Dialect, jd dialect.Jobs) {
+	fail := func(err error) { s.writeError(w, d, err) }
+	plan, err := execreq.PlanFor(s.cfg.Plans, c.Plan)
+	if err != nil {
+		fail(err)
 		return
 	}
 	if !plan.Async {
-		apierror.Write(w, http.StatusForbidden, CodeAsyncNotInPlan, s.asyncRefusal(plan.Name))
+		fail(apierror.New(apierror.AsyncNotInPlan, s.asyncRefusal(plan.Name)))
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	body, err := execreq.ReadBody(w, r, MaxBodyBytes)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			apierror.Write(w, http.StatusRequestEntityTooLarge, CodePayloadTooLarge, fmt.Sprintf("request body exceeds %d bytes", MaxBodyBytes))
-			return
+		if !apierror.Is(err, apierror.PayloadTooLarge) {
+			err = apierror.New(apierror.InvalidJSON, "the request body could not be read")
 		}
-		apierror.Write(w, http.StatusBadRequest, "invalid_json", "the request body could not be read")
+		fail(err)
 		return
 	}
-	parsed, err := s.cfg.Validator.Validate(Submission{Dialect: dialect, Body: body, Query: r.URL.Query(), Plan: plan})
+	parsed, err := s.cfg.Validator.Validate(Submission{Dialect: d.Name(), Body: body, Query: r.URL.Query(), Plan: plan})
 	if err != nil {
-		s.writeError(w, err)
+		fail(err)
 		return
 	}
 
 	now := s.now().UTC()
 	j := store.Job{
-		ID: newToken(), Account: c.AccountID, Plan: plan.Name, Dialect: dialect,
-		Language: parsed.Language, Body: body, Node: s.cfg.NodeID, CreatedAt: now,
-	}
-	if dialect == DialectRun {
-		// /run takes its options in the query.
-		j.Query = r.URL.RawQuery
+		ID: newToken(), Account: c.AccountID, Plan: plan.Name, Dialect: d.Name(),
+		Language: parsed.Language, Body: body, Query: r.URL.RawQuery, Node: s.cfg.NodeID, CreatedAt: now,
 	}
 	if parsed.CallbackURL != "" {
 		u, err := s.cfg.CallbackGuard.CheckURL(r.Context(), parsed.CallbackURL)
 		if err != nil {
-			apierror.Write(w, http.StatusBadRequest, CodeInvalidCallbackURL, "callback_url is refused: "+err.Error())
+			fail(apierror.New(apierror.InvalidCallbackURL, "callback_url is refused: "+err.Error()))
 			return
 		}
 		if c.WebhookSecret == "" {
@@ -140,7 +97,7 @@ func (s *Service) submit(w http.ResponseWriter, r *http.Request, c callerauth.Ca
 			// URL; the gateway always derives a secret, so this is a
 			// gateway/cell mismatch, not a client mistake.
 			s.logger.Error("caller has no webhook secret; refusing a callback", "account", c.AccountID)
-			apierror.Write(w, http.StatusInternalServerError, CodeInternal, "webhooks cannot be signed for this caller; retry without callback_url and poll")
+			fail(apierror.New(apierror.Internal, "webhooks cannot be signed for this caller; retry without callback_url and poll"))
 			return
 		}
 		j.CallbackURL, j.WebhookSecret = u, c.WebhookSecret
@@ -152,19 +109,21 @@ func (s *Service) submit(w http.ResponseWriter, r *http.Request, c callerauth.Ca
 	defer cancel()
 	quota := store.JobQuota{MaxActive: s.cfg.MaxActivePerAccount, MaxActiveBytes: s.cfg.MaxActiveBytesPerAccount}
 	if err := s.store.SubmitJob(ctx, j, quota); err != nil {
-		s.writeError(w, err)
+		fail(err)
 		return
 	}
-	s.logger.Info("job accepted", "job", j.ID, "account", j.Account, "dialect", dialect, "language", j.Language, "callback", j.CallbackURL != "")
+	s.logger.Info("job accepted", "job", j.ID, "account", j.Account, "dialect", j.Dialect, "language", j.Language, "callback", j.CallbackURL != "")
 
-	w.Header().Set(callerauth.HeaderExecutions, "1")
-	if dialect == DialectV1 {
-		w.Header().Set("Location", "/v1/executions/"+j.ID)
-		writeJSON(w, http.StatusAccepted, map[string]string{"token": j.ID, "status": "queued"})
-		return
+	api.SetExecutions(w, 1)
+	j.State = store.JobPending // as committed
+	writeReply(w, jd.Accepted(j))
+}
+
+func writeReply(w http.ResponseWriter, rep dialect.Reply) {
+	if rep.Location != "" {
+		w.Header().Set("Location", rep.Location)
 	}
-	w.Header().Set("Location", "/jobs/"+j.ID)
-	writeJSON(w, http.StatusAccepted, map[string]string{"job_id": j.ID, "status": "pending"})
+	api.WriteJSON(w, rep.Status, rep.Body)
 }
 
 // asyncRefusal names the plan that lacks async and the plans that have it.
@@ -183,75 +142,67 @@ func (s *Service) asyncRefusal(plan string) string {
 }
 
 // lookup returns the caller's job id of one of dialects, if it exists and
-// has not expired. Anything else is the same 404, so an account cannot
-// probe for another's tokens.
-func (s *Service) lookup(id, account string, dialects ...string) (store.Job, bool) {
+// has not expired, with the dialect that took it. Anything else is the
+// same 404, so an account cannot probe for another's tokens.
+func (s *Service) lookup(id, account string, dialects []string) (store.Job, dialect.Jobs, bool) {
 	j, ok := s.store.Job(id)
 	if !ok || j.Account != account || !slices.Contains(dialects, j.Dialect) {
-		return store.Job{}, false
+		return store.Job{}, nil, false
 	}
 	if j.State.Terminal() && !s.now().Before(j.ExpiresAt) {
-		return store.Job{}, false
+		return store.Job{}, nil, false
 	}
-	return j, true
+	jd, ok := s.jobDialect(j.Dialect)
+	return j, jd, ok
 }
 
-func (s *Service) notFound(w http.ResponseWriter, id string) {
-	apierror.Write(w, http.StatusNotFound, CodeJobNotFound,
-		fmt.Sprintf("no job %q: it does not exist, belongs to another account, or its result expired (results are kept %s)", id, s.cfg.Retention))
-}
-
-func (s *Service) getV1(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
-	id := r.PathValue("token")
-	j, ok := s.lookup(id, c.AccountID, DialectV1)
+// jobDialect is the dialect called name, which took a job.
+func (s *Service) jobDialect(name string) (dialect.Jobs, bool) {
+	d, ok := s.cfg.Dialects.Lookup(name)
 	if !ok {
-		s.notFound(w, id)
+		s.logger.Error("a job's dialect is not served by this node", "dialect", name)
+		return nil, false
+	}
+	jd, ok := d.(dialect.Jobs)
+	return jd, ok
+}
+
+func (s *Service) notFound(id string) error {
+	return apierror.New(apierror.JobNotFound,
+		"no job %q: it does not exist, belongs to another account, or its result expired (results are kept %s)", id, s.cfg.Retention)
+}
+
+func (s *Service) get(w http.ResponseWriter, r *http.Request, c callerauth.Caller, d dialect.Dialect, id string, dialects []string) {
+	j, jd, ok := s.lookup(id, c.AccountID, dialects)
+	if !ok {
+		s.writeError(w, d, s.notFound(id))
 		return
 	}
-	writeJSON(w, http.StatusOK, s.view(j, true))
+	api.WriteJSON(w, http.StatusOK, jd.View(j, false))
 }
 
-func (s *Service) getUnsandbox(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
-	id := r.PathValue("id")
-	j, ok := s.lookup(id, c.AccountID, DialectExecute, DialectRun)
-	if !ok {
-		s.notFound(w, id)
-		return
-	}
-	writeJSON(w, http.StatusOK, s.view(j, true))
-}
-
-// listedJob is one entry of GET /jobs.
-type listedJob struct {
-	JobID       string `json:"job_id"`
-	Status      string `json:"status"`
-	Language    string `json:"language"`
-	SubmittedAt string `json:"submitted_at"`
-}
-
-func (s *Service) listUnsandbox(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
-	out := []listedJob{}
-	for _, j := range s.store.Jobs(store.JobFilter{Account: c.AccountID, Dialects: []string{DialectExecute, DialectRun}, Active: true}) {
-		if j.State.Terminal() {
-			continue
+// active are the account's pending and running jobs of dialects.
+func (s *Service) active(account string, dialects []string) []store.Job {
+	var out []store.Job
+	for _, j := range s.store.Jobs(store.JobFilter{Account: account, Dialects: dialects, Active: true}) {
+		if !j.State.Terminal() {
+			out = append(out, j)
 		}
-		out = append(out, listedJob{JobID: j.ID, Status: string(j.State), Language: j.Language, SubmittedAt: j.CreatedAt.UTC().Format(time.RFC3339)})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"jobs": out})
+	return out
 }
 
-// cancelUnsandbox serves DELETE /jobs/{id}. A pending job ends at once; a
-// running one is flagged in the log, its node kills the sandbox and records
-// the partial output, and the answer waits (up to CancelWait) for that.
-func (s *Service) cancelUnsandbox(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
-	id := r.PathValue("id")
-	j, ok := s.lookup(id, c.AccountID, DialectExecute, DialectRun)
+// cancelJob serves a job cancel. A pending job ends at once; a running one
+// is flagged in the log, its node kills the sandbox and records the
+// partial output, and the answer waits (up to CancelWait) for that.
+func (s *Service) cancelJob(w http.ResponseWriter, r *http.Request, c callerauth.Caller, d dialect.Dialect, cc dialect.JobCanceller, id string, dialects []string) {
+	j, jd, ok := s.lookup(id, c.AccountID, dialects)
 	if !ok {
-		s.notFound(w, id)
+		s.writeError(w, d, s.notFound(id))
 		return
 	}
 	if j.State.Terminal() {
-		apierror.Write(w, http.StatusConflict, CodeJobNotCancellable, fmt.Sprintf("job %s has already ended (%s)", id, s.status(j)))
+		s.writeError(w, d, apierror.New(apierror.JobNotCancellable, "job %s has already ended (%s)", id, jd.Status(j)))
 		return
 	}
 	now := s.now().UTC()
@@ -262,7 +213,7 @@ func (s *Service) cancelUnsandbox(w http.ResponseWriter, r *http.Request, c call
 	})
 	cancel()
 	if err != nil {
-		s.writeError(w, err)
+		s.writeError(w, d, err)
 		return
 	}
 
@@ -272,7 +223,7 @@ func (s *Service) cancelUnsandbox(w http.ResponseWriter, r *http.Request, c call
 		changed := s.store.Changed()
 		cur, ok := s.store.Job(id)
 		if !ok {
-			s.notFound(w, id)
+			s.writeError(w, d, s.notFound(id))
 			return
 		}
 		if j = cur; j.State.Terminal() {
@@ -281,150 +232,53 @@ func (s *Service) cancelUnsandbox(w http.ResponseWriter, r *http.Request, c call
 		select {
 		case <-changed:
 		case <-wait.C:
-			writeJSON(w, http.StatusAccepted, map[string]any{
-				"message": "Job cancellation requested; the job is still stopping", "job_id": id, "result": nil,
-			})
+			writeReply(w, cc.Cancelled(j, false))
 			return
 		case <-r.Context().Done():
 			return
 		case <-s.ctx.Done():
-			apierror.Write(w, http.StatusServiceUnavailable, CodeUnavailable, "the node is shutting down; the job is cancelled when it is back")
+			s.writeError(w, d, apierror.New(apierror.Unavailable, "the node is shutting down; the job is cancelled when it is back"))
 			return
 		}
 	}
 	if j.State != store.JobCancelled {
-		apierror.Write(w, http.StatusConflict, CodeJobNotCancellable, fmt.Sprintf("job %s ended (%s) before it could be cancelled", id, s.status(j)))
+		s.writeError(w, d, apierror.New(apierror.JobNotCancellable, "job %s ended (%s) before it could be cancelled", id, jd.Status(j)))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"message": "Job cancelled", "job_id": id, "result": j.Result})
+	writeReply(w, cc.Cancelled(j, true))
 }
 
-// status is the job's status in its dialect's words.
-func (s *Service) status(j store.Job) string {
-	switch j.State {
-	case store.JobPending:
-		if j.Dialect == DialectV1 {
-			return "queued"
-		}
-		return "pending"
-	case store.JobRunning:
-		return "running"
-	case store.JobCancelled:
-		return StatusCancelled
-	default:
-		return j.Status
+// view is j as its dialect shows it, for the webhook when forWebhook.
+func (s *Service) view(j store.Job, forWebhook bool) (any, bool) {
+	jd, ok := s.jobDialect(j.Dialect)
+	if !ok {
+		return nil, false
 	}
+	return jd.View(j, forWebhook), true
 }
 
-// v1Webhook is the webhook record as GET /v1/executions shows it.
-type v1Webhook struct {
-	URL       string           `json:"url"`
-	Attempts  []webhookAttempt `json:"attempts"`
-	Delivered bool             `json:"delivered"`
-	GaveUp    bool             `json:"gave_up"`
-}
-
-type webhookAttempt struct {
-	At         string `json:"at"`
-	StatusCode int    `json:"status_code"`
-	Error      string `json:"error,omitempty"`
-}
-
-// unsandboxJob is GET /jobs/{id}.
-type unsandboxJob struct {
-	JobID       string          `json:"job_id"`
-	Status      string          `json:"status"`
-	CreatedAt   int64           `json:"created_at"`
-	StartedAt   *int64          `json:"started_at,omitempty"`
-	CompletedAt *int64          `json:"completed_at,omitempty"`
-	Attempts    int             `json:"attempts"`
-	Result      json.RawMessage `json:"result,omitempty"`
-}
-
-// view is the job as its dialect shows it; the webhook body is the /v1
-// view without the webhook record.
-func (s *Service) view(j store.Job, withWebhook bool) any {
-	if j.Dialect != DialectV1 {
-		v := unsandboxJob{JobID: j.ID, Status: s.status(j), CreatedAt: j.CreatedAt.Unix(), Attempts: j.Attempts}
-		if j.State != store.JobPending && !j.StartedAt.IsZero() {
-			v.StartedAt = ptr(j.StartedAt.Unix())
-		}
-		if j.State.Terminal() {
-			v.CompletedAt = ptr(j.CompletedAt.Unix())
-			v.Result = j.Result
-		}
-		return v
-	}
-
-	// The /v1 view of an ended job is its result's fields (the synchronous
-	// response's) with the job's around them.
-	v := map[string]any{}
-	if j.State.Terminal() {
-		var fields map[string]json.RawMessage
-		if err := json.Unmarshal(j.Result, &fields); err != nil {
-			s.logger.Error("stored result is not a JSON object", "job", j.ID, "err", err)
-		}
-		for k, f := range fields {
-			v[k] = f
-		}
-		v["completed_at"] = rfc3339(j.CompletedAt)
-		v["expires_at"] = rfc3339(j.ExpiresAt)
-	} else {
-		v["language"] = j.Language
-	}
-	v["token"] = j.ID
-	v["status"] = s.status(j)
-	v["attempts"] = j.Attempts
-	v["created_at"] = rfc3339(j.CreatedAt)
-	if j.State != store.JobPending && !j.StartedAt.IsZero() {
-		v["started_at"] = rfc3339(j.StartedAt)
-	}
-	if withWebhook && j.CallbackURL != "" {
-		wh := v1Webhook{URL: j.CallbackURL, Attempts: []webhookAttempt{}}
-		if j.Webhook != nil {
-			wh.Delivered, wh.GaveUp = j.Webhook.Delivered, j.Webhook.GaveUp
-			for _, a := range j.Webhook.Attempts {
-				wh.Attempts = append(wh.Attempts, webhookAttempt{At: rfc3339(a.At), StatusCode: a.StatusCode, Error: a.Error})
-			}
-		}
-		v["webhook"] = wh
-	}
-	return v
-}
-
-// writeError answers err: a refusal with its own status, a store error with
-// the status that fits it, anything else a logged 500.
-func (s *Service) writeError(w http.ResponseWriter, err error) {
-	var e *Error
+// writeError answers err in d's shape: a refusal with its own status, a
+// store error with the status that fits it, anything else a logged 500.
+func (s *Service) writeError(w http.ResponseWriter, d dialect.Dialect, err error) {
 	switch {
-	case errors.As(err, &e):
-		apierror.Write(w, e.Status, e.Code, e.Message)
 	case errors.Is(err, store.ErrTooManyJobs):
 		w.Header().Set("Retry-After", "10")
-		apierror.Write(w, http.StatusTooManyRequests, CodeTooManyJobs,
-			fmt.Sprintf("you have as many pending or running jobs as allowed (%d jobs, %d MiB of requests); wait for some to end",
-				s.cfg.MaxActivePerAccount, s.cfg.MaxActiveBytesPerAccount>>20))
+		err = apierror.New(apierror.TooManyJobs,
+			"you have as many pending or running jobs as allowed (%d jobs, %d MiB of requests); wait for some to end",
+			s.cfg.MaxActivePerAccount, s.cfg.MaxActiveBytesPerAccount>>20)
 	case errors.Is(err, store.ErrJobNotFound):
-		apierror.Write(w, http.StatusNotFound, CodeJobNotFound, "no such job")
+		err = apierror.New(apierror.JobNotFound, "no such job")
 	case errors.Is(err, store.ErrJobState):
-		apierror.Write(w, http.StatusConflict, CodeJobNotCancellable, "the job has already ended")
+		err = apierror.New(apierror.JobNotCancellable, "the job has already ended")
 	case errors.Is(err, store.ErrNotLeader), errors.Is(err, store.ErrClosed),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		s.logger.Warn("job store unavailable", "err", err)
 		w.Header().Set("Retry-After", "1")
-		apierror.Write(w, http.StatusServiceUnavailable, CodeUnavailable, "the cell cannot take async jobs right now; retry with exponential backoff")
-	default:
-		s.logger.Error("job request failed", "err", err)
-		apierror.Write(w, http.StatusInternalServerError, CodeInternal, "the request failed inside SandboxAPI; retry, and report it if it persists")
+		err = apierror.New(apierror.Unavailable, "the cell cannot take async jobs right now; retry with exponential backoff")
 	}
+	if _, ok := apierror.As(err); !ok {
+		s.logger.Error("job request failed", "err", err)
+		err = apierror.New(apierror.Internal, "the request failed inside SandboxAPI; retry, and report it if it persists")
+	}
+	dialect.WriteError(w, d, err, s.logger)
 }
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
-
-func ptr[T any](v T) *T { return &v }

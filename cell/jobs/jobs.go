@@ -5,10 +5,11 @@
 // list and cancel them, delivers signed webhooks, and purges results after
 // their retention. See DESIGN.md in this directory.
 //
-// Parsing and running a request are not this package's business: a
-// Validator checks a request at submit time and a Runner runs a stored one,
-// both in the request's own dialect (Executions implements both with
-// package execreq and the node's shared sandboxes).
+// Parsing, running and showing a request are not this package's business:
+// a Validator checks a request at submit time and a Runner runs a stored
+// one, both through the dialect it came in by (Executions implements both
+// with package dialect and the node's capacity gate), and that dialect
+// answers the submission and shows the job.
 package jobs
 
 import (
@@ -24,16 +25,10 @@ import (
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/billing/plans"
+	"github.com/sandboxapi/sandboxapi/cell/dialect"
+	"github.com/sandboxapi/sandboxapi/cell/execreq"
 	"github.com/sandboxapi/sandboxapi/cell/store"
 	"github.com/sandboxapi/sandboxapi/cell/webhook"
-)
-
-// Dialects a job can be submitted in. The value is stored with the job and
-// decides how its request is parsed and its result shaped.
-const (
-	DialectV1      = "v1"      // POST /v1/execute?async=true
-	DialectExecute = "execute" // POST /execute/async (unsandbox)
-	DialectRun     = "run"     // POST /run/async (unsandbox)
 )
 
 // Defaults of Config.
@@ -66,15 +61,15 @@ type Parsed struct {
 }
 
 // Validator checks a request at submit time, so that a bad one is refused
-// with its 4xx before anything is committed. A refusal is an *Error.
+// with its 4xx before anything is committed. A refusal is an
+// *apierror.Error.
 type Validator interface {
 	Validate(sub Submission) (Parsed, error)
 }
 
 // Outcome is how a job ended, in its dialect's words.
 type Outcome struct {
-	// Status is the terminal status: for /v1 the execution's (completed,
-	// runtime_error, timeout, ...), for unsandbox completed or timeout.
+	// Status is the terminal status, in the dialect's words.
 	Status string
 	// Result is the dialect's result object.
 	Result json.RawMessage
@@ -92,8 +87,8 @@ const (
 	EndFailed
 )
 
-// StatusCancelled is the status of every cancelled job, in both dialects.
-const StatusCancelled = "cancelled"
+// StatusCancelled is the status of every cancelled job.
+const StatusCancelled = string(execreq.StatusCancelled)
 
 // Runner runs jobs.
 type Runner interface {
@@ -106,15 +101,6 @@ type Runner interface {
 	// cancelled while pending, or failed. message explains a failure.
 	Unrun(job store.Job, why EndReason, message string) Outcome
 }
-
-// Error is a refusal: an HTTP status and the API's error code and message.
-type Error struct {
-	Status  int
-	Code    string
-	Message string
-}
-
-func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
 // Store is the replicated job state; *store.Store is one.
 type Store interface {
@@ -140,9 +126,9 @@ type Config struct {
 	Validator Validator
 	Runner    Runner
 	Plans     plans.Catalog
-	// Secret is the gateway's signing secret (package callerauth), for
-	// AsyncFront, which sees requests before the API's own check.
-	Secret []byte
+	// Dialects are the node's doors: a job is answered and shown by the
+	// one that took it (package dialect).
+	Dialects *dialect.Set
 
 	// Concurrency is how many jobs this node runs at once.
 	Concurrency int
@@ -214,8 +200,8 @@ func New(cfg Config) (*Service, error) {
 	switch {
 	case cfg.NodeID == "":
 		return nil, fmt.Errorf("%w: no node id", ErrConfig)
-	case cfg.Store == nil || cfg.Validator == nil || cfg.Runner == nil:
-		return nil, fmt.Errorf("%w: store, validator and runner are required", ErrConfig)
+	case cfg.Store == nil || cfg.Validator == nil || cfg.Runner == nil || cfg.Dialects == nil:
+		return nil, fmt.Errorf("%w: store, validator, runner and dialects are required", ErrConfig)
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 1

@@ -17,10 +17,16 @@ import (
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/billing/plans"
+	"github.com/sandboxapi/sandboxapi/cell/api"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
+	"github.com/sandboxapi/sandboxapi/cell/dialect"
+	"github.com/sandboxapi/sandboxapi/cell/execreq"
 	"github.com/sandboxapi/sandboxapi/cell/store"
+	"github.com/sandboxapi/sandboxapi/cell/unsandbox"
+	"github.com/sandboxapi/sandboxapi/cell/v1api"
 	"github.com/sandboxapi/sandboxapi/cell/webhook"
+	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 )
 
 var testSecret = []byte("test-gateway-secret-0123456789")
@@ -42,10 +48,10 @@ type fakeValidator struct{}
 func (fakeValidator) Validate(sub Submission) (Parsed, error) {
 	var s spec
 	if err := json.Unmarshal(sub.Body, &s); err != nil {
-		return Parsed{}, &Error{Status: http.StatusBadRequest, Code: "invalid_json", Message: err.Error()}
+		return Parsed{}, apierror.New(apierror.InvalidJSON, "%v", err)
 	}
 	if s.Bad || s.Language == "" {
-		return Parsed{}, &Error{Status: http.StatusBadRequest, Code: "missing_field", Message: "language is required"}
+		return Parsed{}, apierror.New(apierror.MissingField, "language is required")
 	}
 	return Parsed{Language: s.Language, CallbackURL: s.CallbackURL}, nil
 }
@@ -130,7 +136,7 @@ type harness struct {
 
 func testConfig() Config {
 	return Config{
-		NodeID: "n1", Plans: plans.Default(), Secret: testSecret, Concurrency: 2,
+		NodeID: "n1", Plans: plans.Default(), Concurrency: 2,
 		CallbackGuard: webhook.Guard{AllowPrivate: true},
 		Webhooks:      webhook.Policy{InitialBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Window: 10 * time.Second, AttemptTimeout: 2 * time.Second},
 		Rescan:        time.Second,
@@ -138,9 +144,41 @@ func testConfig() Config {
 	}
 }
 
-// newHarness starts a service on st (a fresh store when nil) and serves its
-// routes the way a node does: behind the gateway check, with AsyncFront in
-// front and a stand-in for the synchronous /v1/execute.
+// specV1 is the /v1 dialect with the tests' specs for its synchronous
+// requests, answered {"sync":true}: the routes, job answers and views are
+// the real dialect's.
+type specV1 struct{ v1api.Dialect }
+
+func (specV1) Parse(in dialect.Input) (*execreq.Request, error) {
+	var s spec
+	if err := json.Unmarshal(in.Body, &s); err != nil || s.Language == "" {
+		return nil, apierror.New(apierror.MissingField, "language is required")
+	}
+	return &execreq.Request{}, nil
+}
+
+func (specV1) Render(*execreq.Request, *execreq.Result) any { return map[string]any{"sync": true} }
+
+// syncGate stands in for the capacity gate of synchronous requests.
+type syncGate struct{}
+
+func (syncGate) Run(context.Context, executor.Request) (*executor.Result, error) {
+	return &executor.Result{End: executor.EndExited}, nil
+}
+
+// testDialects are the node's dialects, /v1's synchronous requests aside.
+func testDialects(t *testing.T) *dialect.Set {
+	t.Helper()
+	set, err := dialect.NewSet(specV1{}, unsandbox.Execute{}, unsandbox.Run{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return set
+}
+
+// newHarness starts a service on st (a fresh store when nil) and serves
+// the dialects' routes the way a node does: through the doors, behind the
+// gateway check, with a stand-in for the synchronous /v1/execute.
 func newHarness(t *testing.T, st *store.Store, cfg Config) *harness {
 	t.Helper()
 	if st == nil {
@@ -148,6 +186,9 @@ func newHarness(t *testing.T, st *store.Store, cfg Config) *harness {
 	}
 	h := &harness{t: t, store: st, runner: newFakeRunner()}
 	cfg.Store, cfg.Validator, cfg.Runner = st, fakeValidator{}, h.runner
+	if cfg.Dialects == nil {
+		cfg.Dialects = testDialects(t)
+	}
 	svc, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -156,24 +197,14 @@ func newHarness(t *testing.T, st *store.Store, cfg Config) *harness {
 	svc.Start()
 	t.Cleanup(func() { _ = svc.Close() })
 
-	mux := http.NewServeMux()
-	authed := func(hf CallerHandler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			c, err := callerauth.Verify(r.Header, testSecret, time.Now())
-			if err != nil {
-				apierror.Write(w, http.StatusForbidden, "gateway_required", "unsigned")
-				return
-			}
-			hf(w, r, c)
-		})
+	doors := &dialect.Doors{Dialects: cfg.Dialects, Gate: syncGate{}, Plans: cfg.Plans, Jobs: svc}
+	routes, err := doors.Routes()
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, rt := range svc.Routes() {
-		mux.Handle(rt.Pattern, authed(rt.Handle))
-	}
-	mux.Handle("POST /v1/execute", authed(func(w http.ResponseWriter, r *http.Request, _ callerauth.Caller) {
-		writeJSON(w, http.StatusOK, map[string]any{"sync": true})
-	}))
-	h.srv = httptest.NewServer(svc.AsyncFront(mux))
+	node := &api.Server{Secret: testSecret}
+	node.Mount(routes...)
+	h.srv = httptest.NewServer(node.Handler())
 	t.Cleanup(h.srv.Close)
 	return h
 }
@@ -222,10 +253,10 @@ func (h *harness) waitFor(path string, c *callerauth.Caller, cond func(map[strin
 	}
 }
 
-func errorCode(m map[string]any) string {
+func errorCode(m map[string]any) apierror.Code {
 	e, _ := m["error"].(map[string]any)
 	code, _ := e["code"].(string)
-	return code
+	return apierror.Code(code)
 }
 
 func TestV1SubmitAndPoll(t *testing.T) {
@@ -242,7 +273,7 @@ func TestV1SubmitAndPoll(t *testing.T) {
 		t.Errorf("headers %v", hdr)
 	}
 	// The job is in the log before the 202 was sent.
-	if j, ok := h.store.Job(token); !ok || j.Account != alice.AccountID || j.Plan != "pro" || j.Dialect != DialectV1 || j.Node != "n1" {
+	if j, ok := h.store.Job(token); !ok || j.Account != alice.AccountID || j.Plan != "pro" || j.Dialect != v1api.Name || j.Node != "n1" {
 		t.Fatalf("stored job = %+v, %v", j, ok)
 	}
 
@@ -270,18 +301,18 @@ func TestSubmitRefusals(t *testing.T) {
 		caller   *callerauth.Caller
 		body     string
 		wantCode int
-		wantErr  string
+		wantErr  apierror.Code
 	}{
-		{"plan without async", "/v1/execute?async=true", &basic, `{"language":"python3"}`, 403, CodeAsyncNotInPlan},
-		{"unknown plan", "/execute/async", &callerauth.Caller{AccountID: "a", Plan: "platinum"}, `{"language":"python3"}`, 403, CodeUnknownPlan},
+		{"plan without async", "/v1/execute?async=true", &basic, `{"language":"python3"}`, 403, apierror.AsyncNotInPlan},
+		{"unknown plan", "/execute/async", &callerauth.Caller{AccountID: "a", Plan: "platinum"}, `{"language":"python3"}`, 403, apierror.UnknownPlan},
 		{"invalid request", "/v1/execute?async=true", &alice, `{"bad":true}`, 400, "missing_field"},
 		{"not JSON", "/execute/async", &alice, `{`, 400, "invalid_json"},
-		{"private callback", "/v1/execute?async=true", &alice, `{"language":"python3","callback_url":"http://127.0.0.1:9/h"}`, 400, CodeInvalidCallbackURL},
-		{"metadata callback", "/v1/execute?async=true", &alice, `{"language":"python3","callback_url":"http://169.254.169.254/latest"}`, 400, CodeInvalidCallbackURL},
-		{"async not a bool", "/v1/execute?async=maybe", &alice, `{"language":"python3"}`, 400, CodeInvalidField},
+		{"private callback", "/v1/execute?async=true", &alice, `{"language":"python3","callback_url":"http://127.0.0.1:9/h"}`, 400, apierror.InvalidCallbackURL},
+		{"metadata callback", "/v1/execute?async=true", &alice, `{"language":"python3","callback_url":"http://169.254.169.254/latest"}`, 400, apierror.InvalidCallbackURL},
+		{"async not a bool", "/v1/execute?async=maybe", &alice, `{"language":"python3"}`, 400, apierror.InvalidField},
 		{"unsigned", "/execute/async", nil, `{"language":"python3"}`, 403, "gateway_required"},
 		{"unsigned v1", "/v1/execute?async=true", nil, `{"language":"python3"}`, 403, "gateway_required"},
-		{"body too large", "/run/async", &alice, strings.Repeat("x", MaxBodyBytes+1), 413, CodePayloadTooLarge},
+		{"body too large", "/run/async", &alice, strings.Repeat("x", MaxBodyBytes+1), 413, apierror.PayloadTooLarge},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -317,7 +348,7 @@ func TestTooManyJobs(t *testing.T) {
 		}
 	}
 	code, m, hdr := h.do("POST", "/execute/async", &alice, `{"language":"bash"}`)
-	if code != http.StatusTooManyRequests || errorCode(m) != CodeTooManyJobs || hdr.Get("Retry-After") == "" {
+	if code != http.StatusTooManyRequests || errorCode(m) != apierror.TooManyJobs || hdr.Get("Retry-After") == "" {
 		t.Errorf("third job: HTTP %d %v", code, m)
 	}
 	if code, _, _ := h.do("POST", "/execute/async", &bob, `{"language":"bash"}`); code != 202 {
@@ -364,7 +395,7 @@ func TestUnsandboxJobsAndIsolation(t *testing.T) {
 
 	// Bob cannot see, cancel or poll (in any dialect) alice's jobs.
 	for _, req := range [][2]string{{"GET", "/jobs/" + long}, {"DELETE", "/jobs/" + long}, {"GET", "/v1/executions/" + long}} {
-		if code, m, _ := h.do(req[0], req[1], &bob, ""); code != 404 || errorCode(m) != CodeJobNotFound {
+		if code, m, _ := h.do(req[0], req[1], &bob, ""); code != 404 || errorCode(m) != apierror.JobNotFound {
 			t.Errorf("bob %s %s: HTTP %d %v, want 404", req[0], req[1], code, m)
 		}
 	}
@@ -387,7 +418,7 @@ func TestUnsandboxJobsAndIsolation(t *testing.T) {
 	if got["completed_at"] == nil || got["started_at"] == nil || got["result"].(map[string]any)["stdout"] != "partial tick" {
 		t.Errorf("cancelled job = %v", got)
 	}
-	if code, m, _ := h.do("DELETE", "/jobs/"+long, &alice, ""); code != 409 || errorCode(m) != CodeJobNotCancellable {
+	if code, m, _ := h.do("DELETE", "/jobs/"+long, &alice, ""); code != 409 || errorCode(m) != apierror.JobNotCancellable {
 		t.Errorf("second cancel: HTTP %d %v, want 409", code, m)
 	}
 	for _, r := range h.runner.runList() {
@@ -523,7 +554,7 @@ func TestInterruptedJobsAtStartup(t *testing.T) {
 	st := openTestStore(t, t.TempDir())
 	ctx := context.Background()
 	submit := func(id, account string, attempts int, cancel bool) {
-		j := store.Job{ID: id, Account: account, Plan: "pro", Dialect: DialectExecute, Language: "bash",
+		j := store.Job{ID: id, Account: account, Plan: "pro", Dialect: unsandbox.NameExecute, Language: "bash",
 			Body: []byte(`{"language":"bash","out":"` + id + `"}`), Node: "n1", CreatedAt: time.Now()}
 		if err := st.SubmitJob(ctx, j, store.JobQuota{}); err != nil {
 			t.Fatal(err)
@@ -548,7 +579,7 @@ func TestInterruptedJobsAtStartup(t *testing.T) {
 	submit("job_once", alice.AccountID, 1, false)
 	submit("job_worn", alice.AccountID, 3, false)
 	submit("job_cancelling", alice.AccountID, 1, true)
-	other := store.Job{ID: "job_elsewhere", Account: alice.AccountID, Plan: "pro", Dialect: DialectExecute, Body: []byte(`{}`), Node: "n2", CreatedAt: time.Now()}
+	other := store.Job{ID: "job_elsewhere", Account: alice.AccountID, Plan: "pro", Dialect: unsandbox.NameExecute, Body: []byte(`{}`), Node: "n2", CreatedAt: time.Now()}
 	if err := st.SubmitJob(ctx, other, store.JobQuota{}); err != nil {
 		t.Fatal(err)
 	}
@@ -633,7 +664,7 @@ func TestPurgeAfterRetention(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if code, m, _ := h.do("GET", "/v1/executions/"+token, &alice, ""); code != 404 || errorCode(m) != CodeJobNotFound {
+	if code, m, _ := h.do("GET", "/v1/executions/"+token, &alice, ""); code != 404 || errorCode(m) != apierror.JobNotFound {
 		t.Errorf("purged job: HTTP %d %v", code, m)
 	}
 }
@@ -666,6 +697,7 @@ func TestNewConfigErrors(t *testing.T) {
 		{"no node", Config{Store: st, Validator: fakeValidator{}, Runner: newFakeRunner()}},
 		{"no store", Config{NodeID: "n", Validator: fakeValidator{}, Runner: newFakeRunner()}},
 		{"no runner", Config{NodeID: "n", Store: st, Validator: fakeValidator{}}},
+		{"no dialects", Config{NodeID: "n", Store: st, Validator: fakeValidator{}, Runner: newFakeRunner()}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

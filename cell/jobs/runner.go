@@ -251,7 +251,11 @@ func (s *Service) startDelivery(j store.Job) {
 // after the attempts already recorded (a restart in the middle of the
 // retries continues the same schedule).
 func (s *Service) deliver(j store.Job) error {
-	body, err := json.Marshal(s.view(j, false))
+	v, ok := s.view(j, true)
+	if !ok {
+		return fmt.Errorf("jobs: no dialect %q to show job %s", j.Dialect, j.ID)
+	}
+	body, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}

@@ -18,11 +18,13 @@ import (
 
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/cell/api"
+	"github.com/sandboxapi/sandboxapi/cell/capacity"
+	"github.com/sandboxapi/sandboxapi/cell/dialect"
 	"github.com/sandboxapi/sandboxapi/cell/jobs"
 	"github.com/sandboxapi/sandboxapi/cell/sessions"
 	"github.com/sandboxapi/sandboxapi/cell/store"
-	"github.com/sandboxapi/sandboxapi/cell/stream"
 	"github.com/sandboxapi/sandboxapi/cell/unsandbox"
+	"github.com/sandboxapi/sandboxapi/cell/v1api"
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 	"github.com/sandboxapi/sandboxapi/sandboxes/pkgcache"
@@ -149,34 +151,36 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: register: %w", err)
 	}
 
-	apiSrv := &api.Server{
-		NodeID: id.NodeID, Exec: ex, Cluster: n.store, Plans: cfg.Plans,
-		Secret: cfg.Secret, Logger: cfg.Logger, Capacity: cfg.Capacity,
+	// The doors: every dialect registered here and nowhere else, all on
+	// the node's one capacity gate (cell/DESIGN.md).
+	dialects, err := dialect.NewSet(v1api.Dialect{}, unsandbox.Execute{}, unsandbox.Run{})
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
 	}
-	// The unsandbox dialect runs on the same sandboxes and capacity.
-	dialect := &unsandbox.Handler{Runner: apiSrv, Plans: cfg.Plans, Logger: cfg.Logger}
-	for _, rt := range dialect.Routes() {
-		apiSrv.Mount(rt.Pattern, rt.Handle)
-	}
-	// Async jobs: durable in the store, run on the same sandboxes.
+	gate := capacity.New(ex, capacity.Config{Slots: cfg.Capacity})
+	// Async jobs: durable in the store, run on the same gate.
 	jc := cfg.Jobs
-	execs := &jobs.Executions{Sandboxes: apiSrv, Plans: cfg.Plans}
-	jc.NodeID, jc.Store, jc.Validator, jc.Runner = id.NodeID, n.store, execs, execs
-	jc.Plans, jc.Secret, jc.Logger = cfg.Plans, cfg.Secret, cfg.Logger
+	execs := &jobs.Executions{Gate: gate, Dialects: dialects, Plans: cfg.Plans, Catalog: catalog}
+	jc.NodeID, jc.Store, jc.Validator, jc.Runner, jc.Dialects = id.NodeID, n.store, execs, execs, dialects
+	jc.Plans, jc.Logger = cfg.Plans, cfg.Logger
 	if jc.Concurrency == 0 {
 		jc.Concurrency = max(1, cfg.Capacity/2)
 	}
 	if n.jobs, err = jobs.New(jc); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	for _, rt := range n.jobs.Routes() {
-		apiSrv.Mount(rt.Pattern, rt.Handle)
+	doors := &dialect.Doors{
+		Dialects: dialects, Gate: gate, Plans: cfg.Plans, Catalog: catalog, Jobs: n.jobs,
+		BatchWorkers: gate.Size() / 2, Logger: cfg.Logger,
 	}
+	routes, err := doors.Routes()
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	apiSrv := &api.Server{NodeID: id.NodeID, Catalog: catalog, Cluster: n.store, Secret: cfg.Secret, Logger: cfg.Logger}
+	apiSrv.Mount(routes...)
 	n.jobs.Start()
-	// Streams and sessions: streams share the node's capacity; a session
-	// holds a sandbox of its own, with its record in the store.
-	streams := &stream.Handler{Runner: apiSrv, Plans: cfg.Plans, Logger: cfg.Logger}
-	apiSrv.Mount("POST /v1/execute/stream", streams.Execute)
+	// Sessions hold a sandbox of their own, with their record in the store.
 	sc := cfg.Sessions
 	sc.NodeID, sc.Store, sc.Open, sc.Catalog, sc.Plans = id.NodeID, n.store, sessions.ExecutorOpener(ex), catalog, cfg.Plans
 	sc.CacheMount, sc.Logger = executor.PackageCachePath, cfg.Logger
@@ -191,10 +195,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.sess.Start(sctx); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	for _, rt := range n.sess.Routes() {
-		apiSrv.Mount(rt.Pattern, rt.Handle)
-	}
-	n.srv = &http.Server{Handler: n.jobs.AsyncFront(apiSrv.Handler()), ReadHeaderTimeout: 10 * time.Second}
+	apiSrv.Mount(n.sess.Routes()...)
+	n.srv = &http.Server{Handler: apiSrv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := n.srv.Serve(n.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			cfg.Logger.Error("node API server", "err", err)

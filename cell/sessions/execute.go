@@ -12,9 +12,13 @@ import (
 	"strings"
 
 	"github.com/sandboxapi/sandboxapi/billing/plans"
+	"github.com/sandboxapi/sandboxapi/cell/api"
+	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
+	"github.com/sandboxapi/sandboxapi/cell/dialect"
 	"github.com/sandboxapi/sandboxapi/cell/execreq"
 	"github.com/sandboxapi/sandboxapi/cell/stream"
+	"github.com/sandboxapi/sandboxapi/cell/v1api"
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 	"github.com/sandboxapi/sandboxapi/sandboxes/pkgcache"
@@ -32,7 +36,7 @@ var errSandboxDown = errors.New("sessions: no sandbox for the session")
 // executeResponse is a session execution's result: /v1/execute's fields,
 // and the session's.
 type executeResponse struct {
-	execreq.V1Response
+	v1api.Response
 	SessionID string `json:"session_id"`
 	// StateLost says the session's variables are gone: its interpreter
 	// had to be restarted (a timeout, a crash), or its whole sandbox
@@ -44,43 +48,40 @@ type executeResponse struct {
 // parseExecute parses a session execution: the body of /v1/execute, whose
 // language may be left out (the session has one) and whose timeout and
 // wall_time_limit are capped by the plan as there.
-func (m *Manager) parseExecute(body []byte, plan plans.Plan, s *session) (execreq.V1Request, error) {
+func (m *Manager) parseExecute(body []byte, plan plans.Plan, s *session) (*execreq.Request, error) {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(body, &fields); err != nil || fields == nil {
 		// Let the /v1 parser word the error.
-		_, err := execreq.ParseV1(body, plan, m.cfg.Catalog)
+		_, err := v1api.Parse(dialect.Input{Body: body, Plan: plan, Catalog: m.cfg.Catalog})
 		if err == nil {
-			err = &execreq.Error{Status: http.StatusBadRequest, Code: execreq.CodeInvalidJSON, Message: "the request must be a JSON object"}
+			err = apierror.New(apierror.InvalidJSON, "the request must be a JSON object")
 		}
-		return execreq.V1Request{}, err
+		return nil, err
 	}
 	lang, _ := m.cfg.Catalog.Lookup(s.rec.Language)
 	if raw, ok := fields["language"]; ok && string(raw) != "null" {
 		var name string
 		_ = json.Unmarshal(raw, &name) // not a string: no language matches ""
 		if other, ok := m.cfg.Catalog.Lookup(name); !ok || other.ID != lang.ID {
-			return execreq.V1Request{}, &execreq.Error{Status: http.StatusBadRequest, Code: execreq.CodeInvalidField,
-				Message: fmt.Sprintf("this session runs %s; leave language out, or open a session of another language", lang.ID)}
+			return nil, apierror.New(apierror.InvalidField, "this session runs %s; leave language out, or open a session of another language", lang.ID)
 		}
 	}
 	if raw, ok := fields["callback_url"]; ok && string(raw) != "null" && string(raw) != `""` {
-		return execreq.V1Request{}, &execreq.Error{Status: http.StatusBadRequest, Code: CodeUnsupported,
-			Message: "callback_url is for async executions; a session execution answers directly"}
+		return nil, apierror.New(apierror.UnsupportedSession, "callback_url is for async executions; a session execution answers directly")
 	}
 	if langs.REPLFor(lang) != nil {
 		for _, f := range replOnlyFields {
 			if raw, ok := fields[f]; ok && !isZeroJSON(raw) {
-				return execreq.V1Request{}, &execreq.Error{Status: http.StatusBadRequest, Code: CodeUnsupported,
-					Message: fmt.Sprintf("%s is not supported in a %s session: its code runs in a live interpreter, not as a program of its own", f, lang.ID)}
+				return nil, apierror.New(apierror.UnsupportedSession, "%s is not supported in a %s session: its code runs in a live interpreter, not as a program of its own", f, lang.ID)
 			}
 		}
 	}
 	fields["language"] = json.RawMessage(strconv.Quote(lang.ID))
 	withLang, err := json.Marshal(fields)
 	if err != nil {
-		return execreq.V1Request{}, fmt.Errorf("sessions: %w", err)
+		return nil, fmt.Errorf("sessions: %w", err)
 	}
-	return execreq.ParseV1(withLang, plan, m.cfg.Catalog)
+	return v1api.Parse(dialect.Input{Body: withLang, Plan: plan, Catalog: m.cfg.Catalog})
 }
 
 func isZeroJSON(raw json.RawMessage) bool {
@@ -110,7 +111,7 @@ func (m *Manager) execute(w http.ResponseWriter, r *http.Request, c callerauth.C
 		return
 	}
 	w.Header().Set(callerauth.HeaderExecutions, "1")
-	writeJSON(w, http.StatusOK, m.response(newExecID(), s, req, res, lost))
+	api.WriteJSON(w, http.StatusOK, m.response(newExecID(), s, req, res, lost))
 }
 
 // executeStream serves POST /v1/sessions/{id}/execute/stream: the same as
@@ -132,7 +133,7 @@ func (m *Manager) executeStream(w http.ResponseWriter, r *http.Request, c caller
 		return
 	}
 	id := newExecID()
-	sw, err := stream.New(w, r, stream.Options{ID: id, Base64: req.Base64})
+	sw, err := stream.New(w, r, stream.Options{ID: id, Base64: dialect.StreamsBase64(req)})
 	if err != nil {
 		m.writeError(w, fmt.Errorf("sessions: %w", err))
 		return
@@ -143,7 +144,7 @@ func (m *Manager) executeStream(w http.ResponseWriter, r *http.Request, c caller
 			sw.Abandon()
 			return
 		}
-		stream.Fail(w, sw, m.notFoundError(s.rec.ID), m.logger)
+		m.failStream(w, sw, m.notFoundError(s.rec.ID))
 		return
 	}
 	defer release()
@@ -157,31 +158,37 @@ func (m *Manager) executeStream(w http.ResponseWriter, r *http.Request, c caller
 	case r.Context().Err() != nil:
 		sw.Abandon()
 	case errors.Is(err, errGone):
-		stream.Fail(w, sw, m.notFoundError(s.rec.ID), m.logger)
+		m.failStream(w, sw, m.notFoundError(s.rec.ID))
 	case errors.Is(err, errSandboxDown):
-		stream.Fail(w, sw, sandboxDownError(), m.logger)
+		m.failStream(w, sw, sandboxDownError())
 	default:
-		stream.Fail(w, sw, err, m.logger)
+		m.failStream(w, sw, err)
 	}
+}
+
+// failStream ends a session's stream with err.
+func (m *Manager) failStream(w http.ResponseWriter, sw *stream.Writer, err error) {
+	e := apierror.Public(err, m.logger)
+	stream.Fail(w, sw, e.Status(), e.Body())
 }
 
 // readExecute reads and checks an execution request; false means it has
 // been answered.
-func (m *Manager) readExecute(w http.ResponseWriter, r *http.Request, c callerauth.Caller, s *session) (execreq.V1Request, bool) {
+func (m *Manager) readExecute(w http.ResponseWriter, r *http.Request, c callerauth.Caller, s *session) (*execreq.Request, bool) {
 	body, err := execreq.ReadBody(w, r, execreq.MaxBodyBytes)
 	if err != nil {
 		m.writeError(w, err)
-		return execreq.V1Request{}, false
+		return nil, false
 	}
 	plan, err := execreq.PlanFor(m.cfg.Plans, c.Plan)
 	if err != nil {
 		m.writeError(w, err)
-		return execreq.V1Request{}, false
+		return nil, false
 	}
 	req, err := m.parseExecute(body, plan, s)
 	if err != nil {
 		m.writeError(w, err)
-		return execreq.V1Request{}, false
+		return nil, false
 	}
 	req.Exec.Account = c.AccountID
 	return req, true
@@ -229,12 +236,12 @@ func (m *Manager) isEnded(s *session) bool {
 
 func newExecID() string { return "exec_" + strings.ToLower(rand.Text()) }
 
-func (m *Manager) response(id string, s *session, req execreq.V1Request, res *executor.Result, lost bool) executeResponse {
+func (m *Manager) response(id string, s *session, req *execreq.Request, res *executor.Result, lost bool) executeResponse {
 	out := executeResponse{
-		V1Response: req.Response(id, res),
-		SessionID:  s.rec.ID,
-		StateLost:  res.StateLost || lost,
-		ExpiresAt:  rfc3339(m.now().Add(s.ttl)),
+		Response:  v1api.Render(req, req.Finish(id, res, 0)),
+		SessionID: s.rec.ID,
+		StateLost: res.StateLost || lost,
+		ExpiresAt: rfc3339(m.now().Add(s.ttl)),
 	}
 	if lost {
 		msg := "the session's sandbox had stopped and was replaced: its variables, files and installed packages are gone"
@@ -267,13 +274,11 @@ func (m *Manager) runError(w http.ResponseWriter, s *session, err error) {
 }
 
 func (m *Manager) notFoundError(id string) error {
-	return &execreq.Error{Status: http.StatusNotFound, Code: CodeSessionNotFound,
-		Message: fmt.Sprintf("session %q ended (deleted, or expired after its idle TTL)", id)}
+	return apierror.New(apierror.SessionNotFound, "session %q ended (deleted, or expired after its idle TTL)", id)
 }
 
 func sandboxDownError() error {
-	return &execreq.Error{Status: http.StatusServiceUnavailable, Code: CodeSandboxUnavailable,
-		Message: "the session's sandbox stopped and a new one could not be started; retry shortly"}
+	return apierror.New(apierror.SandboxUnavailable, "the session's sandbox stopped and a new one could not be started; retry shortly")
 }
 
 // sandboxPaths say where installers find things in a session sandbox.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/billing/plans"
+	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 	"github.com/sandboxapi/sandboxapi/cell/store"
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
@@ -58,7 +59,7 @@ func (f *fakeSandbox) Execute(ctx context.Context, req executor.Request) (*execu
 	if run != nil {
 		return run(ctx, req)
 	}
-	return &executor.Result{Status: executor.StatusCompleted, Language: "python3", Stdout: []byte(req.Code),
+	return &executor.Result{End: executor.EndExited, Language: "python3", Stdout: []byte(req.Code),
 		CPU: 10 * time.Millisecond, Wall: 12 * time.Millisecond, MemoryKB: 8000}, nil
 }
 
@@ -70,7 +71,7 @@ func (f *fakeSandbox) Command(ctx context.Context, argv, env []string, lim execu
 	if run != nil {
 		return run(ctx, argv)
 	}
-	return &executor.Result{Status: executor.StatusCompleted, Stdout: []byte("installed\n")}, nil
+	return &executor.Result{End: executor.EndExited, Stdout: []byte("installed\n")}, nil
 }
 
 func (f *fakeSandbox) Alive() bool {
@@ -268,10 +269,10 @@ type response struct {
 	raw    string
 }
 
-func (r response) errorCode() string {
+func (r response) errorCode() apierror.Code {
 	e, _ := r.body["error"].(map[string]any)
 	code, _ := e["code"].(string)
-	return code
+	return apierror.Code(code)
 }
 
 // call sends a request as account on plan.

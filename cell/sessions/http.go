@@ -4,33 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"time"
 
+	"github.com/sandboxapi/sandboxapi/cell/api"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 	"github.com/sandboxapi/sandboxapi/cell/execreq"
 	"github.com/sandboxapi/sandboxapi/cell/store"
-)
-
-// Error codes this package answers with, besides execreq's.
-const (
-	CodeSessionsNotInPlan  = "sessions_not_in_plan"
-	CodeSessionLimit       = "session_limit_reached"
-	CodeSessionNotFound    = "session_not_found"
-	CodeNodeAtCapacity     = "node_at_capacity"
-	CodeSandboxUnavailable = "sandbox_unavailable"
-	CodeUnavailable        = "service_unavailable"
-	CodeUnsupported        = "unsupported_in_session"
-	CodePackagesNotInPlan  = "packages_not_in_plan"
-	CodePackageNotInPlan   = "package_not_in_plan"
-	CodePackageNotCached   = "package_not_available"
-	CodeInvalidPackage     = "invalid_package"
-	CodeManagerMismatch    = "manager_mismatch"
-	CodeInstallFailed      = "install_failed"
 )
 
 // maxCreateBodyBytes bounds POST /v1/sessions and .../install bodies.
@@ -41,23 +24,16 @@ const maxCreateBodyBytes = 64 << 10
 // internal header a client sends.
 const headerForwarded = callerauth.Prefix + "Forwarded-By"
 
-// Route is one endpoint: a net/http.ServeMux pattern and its handler, to be
-// served behind the gateway check.
-type Route struct {
-	Pattern string
-	Handle  func(http.ResponseWriter, *http.Request, callerauth.Caller)
-}
-
 // Routes are the session endpoints.
-func (m *Manager) Routes() []Route {
-	return []Route{
-		{"POST /v1/sessions", m.create},
-		{"GET /v1/sessions", m.list},
-		{"GET /v1/sessions/{id}", m.held(m.get)},
-		{"DELETE /v1/sessions/{id}", m.held(m.delete)},
-		{"POST /v1/sessions/{id}/execute", m.held(m.execute)},
-		{"POST /v1/sessions/{id}/execute/stream", m.held(m.executeStream)},
-		{"POST /v1/sessions/{id}/install", m.held(m.install)},
+func (m *Manager) Routes() []api.Route {
+	return []api.Route{
+		{Pattern: "POST /v1/sessions", Handle: m.create},
+		{Pattern: "GET /v1/sessions", Handle: m.list},
+		{Pattern: "GET /v1/sessions/{id}", Handle: m.held(m.get)},
+		{Pattern: "DELETE /v1/sessions/{id}", Handle: m.held(m.delete)},
+		{Pattern: "POST /v1/sessions/{id}/execute", Handle: m.held(m.execute)},
+		{Pattern: "POST /v1/sessions/{id}/execute/stream", Handle: m.held(m.executeStream)},
+		{Pattern: "POST /v1/sessions/{id}/install", Handle: m.held(m.install)},
 	}
 }
 
@@ -99,7 +75,7 @@ func (m *Manager) create(w http.ResponseWriter, r *http.Request, c callerauth.Ca
 		return
 	}
 	if plan.ConcurrentSessions <= 0 {
-		apierror.Write(w, http.StatusForbidden, CodeSessionsNotInPlan, fmt.Sprintf("sessions are not included in the %s plan", plan.Name))
+		apierror.New(apierror.SessionsNotInPlan, "sessions are not included in the %s plan", plan.Name).Write(w)
 		return
 	}
 	body, err := execreq.ReadBody(w, r, maxCreateBodyBytes)
@@ -113,20 +89,19 @@ func (m *Manager) create(w http.ResponseWriter, r *http.Request, c callerauth.Ca
 		return
 	}
 	if b.Language == "" {
-		apierror.Write(w, http.StatusBadRequest, execreq.CodeMissingField, "language is required")
+		apierror.New(apierror.MissingField, "language is required").Write(w)
 		return
 	}
 	lang, ok := m.cfg.Catalog.Lookup(b.Language)
 	if !ok {
-		apierror.Write(w, http.StatusBadRequest, execreq.CodeUnsupportedLanguage, fmt.Sprintf("language %q is not supported; GET /v1/languages lists them", b.Language))
+		apierror.New(apierror.UnsupportedLanguage, "language %q is not supported; GET /v1/languages lists them", b.Language).Write(w)
 		return
 	}
 	ttl := DefaultIdleTTL
 	if b.IdleTTL != nil {
 		n, err := b.IdleTTL.Int64()
 		if err != nil || n < 1 || n > MaxIdleTTL {
-			apierror.Write(w, http.StatusBadRequest, execreq.CodeInvalidField,
-				fmt.Sprintf("idle_ttl must be a whole number of seconds from 1 to %d (30 minutes)", MaxIdleTTL))
+			apierror.New(apierror.InvalidField, "idle_ttl must be a whole number of seconds from 1 to %d (30 minutes)", MaxIdleTTL).Write(w)
 			return
 		}
 		ttl = int(n)
@@ -136,13 +111,13 @@ func (m *Manager) create(w http.ResponseWriter, r *http.Request, c callerauth.Ca
 	if m.closed {
 		m.mu.Unlock()
 		w.Header().Set("Retry-After", "1")
-		apierror.Write(w, http.StatusServiceUnavailable, CodeUnavailable, "this node is shutting down; retry")
+		apierror.New(apierror.Unavailable, "this node is shutting down; retry").Write(w)
 		return
 	}
 	if len(m.live)+m.reserved >= m.cfg.MaxSessions {
 		m.mu.Unlock()
 		w.Header().Set("Retry-After", "30")
-		apierror.Write(w, http.StatusServiceUnavailable, CodeNodeAtCapacity, "this node holds as many sessions as it can; retry shortly")
+		apierror.New(apierror.NodeAtCapacity, "this node holds as many sessions as it can; retry shortly").Write(w)
 		return
 	}
 	m.reserved++
@@ -162,8 +137,7 @@ func (m *Manager) create(w http.ResponseWriter, r *http.Request, c callerauth.Ca
 		IdleTTLSeconds: ttl, CreatedAt: now, ExpiresAt: now.Add(time.Duration(ttl) * time.Second)}
 	if err := m.store.OpenSession(ctx, rec, plan.ConcurrentSessions, now); err != nil {
 		if errors.Is(err, store.ErrTooManySessions) {
-			apierror.Write(w, http.StatusTooManyRequests, CodeSessionLimit,
-				fmt.Sprintf("the %s plan allows %d sessions at once, and you have that many; DELETE one or let one expire", plan.Name, plan.ConcurrentSessions))
+			apierror.New(apierror.SessionLimit, "the %s plan allows %d sessions at once, and you have that many; DELETE one or let one expire", plan.Name, plan.ConcurrentSessions).Write(w)
 			return
 		}
 		m.writeError(w, err)
@@ -173,7 +147,7 @@ func (m *Manager) create(w http.ResponseWriter, r *http.Request, c callerauth.Ca
 	if err != nil {
 		m.logger.Error("session sandbox did not start", "language", lang.ID, "err", err)
 		m.dropRecord(rec.ID)
-		apierror.Write(w, http.StatusServiceUnavailable, CodeSandboxUnavailable, "the session's sandbox could not be started; retry shortly")
+		apierror.New(apierror.SandboxUnavailable, "the session's sandbox could not be started; retry shortly").Write(w)
 		return
 	}
 	s := &session{rec: rec, ttl: time.Duration(ttl) * time.Second, turn: make(chan struct{}, 1), sb: sb,
@@ -189,7 +163,7 @@ func (m *Manager) create(w http.ResponseWriter, r *http.Request, c callerauth.Ca
 		// Close began meanwhile and will not see this session.
 		sb.Close()
 		m.dropRecord(rec.ID)
-		apierror.Write(w, http.StatusServiceUnavailable, CodeUnavailable, "this node is shutting down; retry")
+		apierror.New(apierror.Unavailable, "this node is shutting down; retry").Write(w)
 		return
 	case r.Context().Err() != nil:
 		m.end(s, "client left before the session was ready")
@@ -197,7 +171,7 @@ func (m *Manager) create(w http.ResponseWriter, r *http.Request, c callerauth.Ca
 	}
 	m.logger.Info("session created", "session", rec.ID, "account", rec.Account, "language", rec.Language, "idle_ttl", ttl)
 	w.Header().Set("Location", "/v1/sessions/"+rec.ID)
-	writeJSON(w, http.StatusCreated, m.view(s))
+	api.WriteJSON(w, http.StatusCreated, m.view(s))
 }
 
 // list serves GET /v1/sessions: the caller's live sessions on every node.
@@ -215,7 +189,7 @@ func (m *Manager) list(w http.ResponseWriter, r *http.Request, c callerauth.Call
 			out = append(out, recordView(rec))
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"sessions": out})
+	api.WriteJSON(w, http.StatusOK, map[string]any{"sessions": out})
 }
 
 // heldHandler serves a request about a session this node holds.
@@ -244,8 +218,7 @@ func (m *Manager) held(h heldHandler) func(http.ResponseWriter, *http.Request, c
 }
 
 func (m *Manager) notFound(w http.ResponseWriter, id string) {
-	apierror.Write(w, http.StatusNotFound, CodeSessionNotFound,
-		fmt.Sprintf("no session %q: it does not exist, belongs to another account, was deleted, or expired after its idle TTL", id))
+	apierror.New(apierror.SessionNotFound, "no session %q: it does not exist, belongs to another account, was deleted, or expired after its idle TTL", id).Write(w)
 }
 
 // forward sends the request to the node holding the session. The gateway's
@@ -253,7 +226,7 @@ func (m *Manager) notFound(w http.ResponseWriter, id string) {
 func (m *Manager) forward(w http.ResponseWriter, r *http.Request, rec store.Session) {
 	node, ok := m.store.Node(rec.Node)
 	if !ok || node.APIAddr == "" {
-		apierror.Write(w, http.StatusServiceUnavailable, CodeUnavailable, "the node holding this session is not known to this cell; retry shortly")
+		apierror.New(apierror.Unavailable, "the node holding this session is not known to this cell; retry shortly").Write(w)
 		return
 	}
 	target := &url.URL{Scheme: "http", Host: node.APIAddr}
@@ -270,7 +243,7 @@ func (m *Manager) forward(w http.ResponseWriter, r *http.Request, rec store.Sess
 				return
 			}
 			m.logger.Warn("forwarding to the session's node failed", "session", rec.ID, "node", rec.Node, "err", err)
-			apierror.Write(w, http.StatusServiceUnavailable, CodeUnavailable, "the node holding this session is not reachable; retry shortly")
+			apierror.New(apierror.Unavailable, "the node holding this session is not reachable; retry shortly").Write(w)
 		},
 	}
 	proxy.ServeHTTP(w, r)
@@ -285,14 +258,14 @@ func (m *Manager) get(w http.ResponseWriter, r *http.Request, _ callerauth.Calle
 		m.notFound(w, s.rec.ID)
 		return
 	}
-	writeJSON(w, http.StatusOK, m.view(s))
+	api.WriteJSON(w, http.StatusOK, m.view(s))
 }
 
 // delete serves DELETE /v1/sessions/{id}. A running execution is killed.
 func (m *Manager) delete(w http.ResponseWriter, r *http.Request, _ callerauth.Caller, s *session) {
 	v := m.view(s)
 	m.end(s, "deleted")
-	writeJSON(w, http.StatusOK, map[string]any{"id": v.ID, "status": "closed", "executions": v.Executions})
+	api.WriteJSON(w, http.StatusOK, map[string]any{"id": v.ID, "status": "closed", "executions": v.Executions})
 }
 
 // writeError answers err: a refusal with its own status, a store error
@@ -303,9 +276,9 @@ func (m *Manager) writeError(w http.ResponseWriter, err error) {
 		errors.Is(err, context.DeadlineExceeded):
 		m.logger.Warn("session store unavailable", "err", err)
 		w.Header().Set("Retry-After", "1")
-		apierror.Write(w, http.StatusServiceUnavailable, CodeUnavailable, "the cell cannot change sessions right now; retry with exponential backoff")
+		apierror.New(apierror.Unavailable, "the cell cannot change sessions right now; retry with exponential backoff").Write(w)
 	default:
-		execreq.WriteError(w, m.logger, err)
+		apierror.Respond(w, m.logger, err)
 	}
 }
 
@@ -315,20 +288,14 @@ func decodeObject(body []byte, v any) error {
 		var ute *json.UnmarshalTypeError
 		switch {
 		case errors.As(err, &ute) && ute.Field != "":
-			return &execreq.Error{Status: http.StatusBadRequest, Code: execreq.CodeInvalidField, Message: fmt.Sprintf("field %q has the wrong type", ute.Field)}
+			return apierror.New(apierror.InvalidField, "field %q has the wrong type", ute.Field)
 		case errors.As(err, &ute):
-			return &execreq.Error{Status: http.StatusBadRequest, Code: execreq.CodeInvalidJSON, Message: "the request must be a JSON object"}
+			return apierror.New(apierror.InvalidJSON, "the request must be a JSON object")
 		default:
-			return &execreq.Error{Status: http.StatusBadRequest, Code: execreq.CodeInvalidJSON, Message: "the request body is not valid JSON: " + err.Error()}
+			return apierror.New(apierror.InvalidJSON, "the request body is not valid JSON: "+err.Error())
 		}
 	}
 	return nil
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
 }
 
 func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }

@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/billing/plans"
+	"github.com/sandboxapi/sandboxapi/cell/api"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 	"github.com/sandboxapi/sandboxapi/cell/execreq"
-	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 	"github.com/sandboxapi/sandboxapi/sandboxes/pkgcache"
 )
 
@@ -66,7 +66,7 @@ func (m *Manager) install(w http.ResponseWriter, r *http.Request, c callerauth.C
 		return
 	}
 	if plan.Packages == plans.PackagesNone {
-		apierror.Write(w, http.StatusForbidden, CodePackagesNotInPlan, fmt.Sprintf("package installs are not included in the %s plan", plan.Name))
+		apierror.New(apierror.PackagesNotInPlan, "package installs are not included in the %s plan", plan.Name).Write(w)
 		return
 	}
 	body, err := execreq.ReadBody(w, r, maxCreateBodyBytes)
@@ -82,21 +82,20 @@ func (m *Manager) install(w http.ResponseWriter, r *http.Request, c callerauth.C
 	want := managerFor(s.rec.Language)
 	switch {
 	case b.Manager == "":
-		apierror.Write(w, http.StatusBadRequest, execreq.CodeMissingField, "manager is required: pip, npm, gem or cargo")
+		apierror.New(apierror.MissingField, "manager is required: pip, npm, gem or cargo").Write(w)
 		return
 	case b.Packages == nil:
-		apierror.Write(w, http.StatusBadRequest, execreq.CodeMissingField, "packages is required: a list of package names")
+		apierror.New(apierror.MissingField, "packages is required: a list of package names").Write(w)
 		return
 	case want == "":
-		apierror.Write(w, http.StatusBadRequest, CodeManagerMismatch,
-			fmt.Sprintf("%s sessions have no package manager; pip is for python3, npm for javascript and typescript, gem for ruby, cargo for rust", s.rec.Language))
+		apierror.New(apierror.ManagerMismatch, "%s sessions have no package manager; pip is for python3, npm for javascript and typescript, gem for ruby, cargo for rust", s.rec.Language).Write(w)
 		return
 	case pkgcache.Manager(b.Manager) != want:
-		apierror.Write(w, http.StatusBadRequest, CodeManagerMismatch, fmt.Sprintf("a %s session installs with %s, not %q", s.rec.Language, want, b.Manager))
+		apierror.New(apierror.ManagerMismatch, "a %s session installs with %s, not %q", s.rec.Language, want, b.Manager).Write(w)
 		return
 	}
 	if m.cfg.Packages == nil {
-		apierror.Write(w, http.StatusServiceUnavailable, CodeUnavailable, "this node has no package cache")
+		apierror.New(apierror.Unavailable, "this node has no package cache").Write(w)
 		return
 	}
 	in, err := m.cfg.Packages.Resolve(pkgcache.Request{Manager: want, Packages: b.Packages, Policy: plan.Packages, Account: c.AccountID})
@@ -135,18 +134,18 @@ func (m *Manager) install(w http.ResponseWriter, r *http.Request, c callerauth.C
 	for i, p := range in.Packages {
 		names[i] = p.Name + " " + p.Version
 	}
-	if res.Status != executor.StatusCompleted {
-		m.logger.Warn("install failed", "session", s.rec.ID, "manager", want, "packages", strings.Join(names, ", "), "status", res.Status, "exit", res.ExitCode)
+	if status := execreq.StatusOf(res); status != execreq.StatusCompleted {
+		m.logger.Warn("install failed", "session", s.rec.ID, "manager", want, "packages", strings.Join(names, ", "), "status", status, "exit", res.ExitCode)
 		msg := fmt.Sprintf("%s could not install %s", want, strings.Join(names, ", "))
 		switch {
-		case res.Status == executor.StatusTimeout:
+		case status == execreq.StatusTimeout:
 			msg += fmt.Sprintf(": it took longer than %s", m.cfg.InstallLimits.Wall)
 		case strings.TrimSpace(output) != "":
 			msg += ":\n" + output
 		case res.Message != "":
 			msg += ": " + res.Message
 		}
-		apierror.Write(w, http.StatusUnprocessableEntity, CodeInstallFailed, msg)
+		apierror.New(apierror.InstallFailed, msg).Write(w)
 		return
 	}
 	if want == pkgcache.Cargo {
@@ -158,7 +157,7 @@ func (m *Manager) install(w http.ResponseWriter, r *http.Request, c callerauth.C
 	for _, p := range in.Packages {
 		out.Installed = append(out.Installed, installedPackage{Name: p.Name, Version: p.Version})
 	}
-	writeJSON(w, http.StatusOK, out)
+	api.WriteJSON(w, http.StatusOK, out)
 }
 
 // refuseInstall answers an install the cache or the plan refused.
@@ -166,18 +165,18 @@ func (m *Manager) refuseInstall(w http.ResponseWriter, err error) {
 	var ref *pkgcache.Refusal
 	if !errors.As(err, &ref) {
 		m.logger.Error("package cache unreadable", "err", err)
-		apierror.Write(w, http.StatusServiceUnavailable, CodeUnavailable, "the package cache cannot be read right now; retry shortly")
+		apierror.New(apierror.Unavailable, "the package cache cannot be read right now; retry shortly").Write(w)
 		return
 	}
 	switch ref.Reason {
 	case pkgcache.ReasonNoInstalls:
-		apierror.Write(w, http.StatusForbidden, CodePackagesNotInPlan, ref.Message)
+		apierror.New(apierror.PackagesNotInPlan, ref.Message).Write(w)
 	case pkgcache.ReasonNotAllowed:
-		apierror.Write(w, http.StatusForbidden, CodePackageNotInPlan, ref.Message)
+		apierror.New(apierror.PackageNotInPlan, ref.Message).Write(w)
 	case pkgcache.ReasonNotCached:
-		apierror.Write(w, http.StatusBadRequest, CodePackageNotCached, ref.Message)
+		apierror.New(apierror.PackageNotCached, ref.Message).Write(w)
 	default:
-		apierror.Write(w, http.StatusBadRequest, CodeInvalidPackage, ref.Message)
+		apierror.New(apierror.InvalidPackage, ref.Message).Write(w)
 	}
 }
 

@@ -61,13 +61,18 @@ type Opener func(account, language string) (Sandbox, error)
 
 // SessionOpener is what ExecutorOpener needs; *executor.Executor is one.
 type SessionOpener interface {
-	OpenSession(account, language string) (*executor.Session, error)
+	OpenSession(account string, lang *langs.Language) (*executor.Session, error)
+	Catalog() *langs.Catalog
 }
 
-// ExecutorOpener opens sessions with ex.
+// ExecutorOpener opens sessions with ex, in languages of its catalog.
 func ExecutorOpener(ex SessionOpener) Opener {
 	return func(account, language string) (Sandbox, error) {
-		s, err := ex.OpenSession(account, language)
+		lang, ok := ex.Catalog().Lookup(language)
+		if !ok {
+			return nil, fmt.Errorf("sessions: %w: %q", executor.ErrUnknownLanguage, language)
+		}
+		s, err := ex.OpenSession(account, lang)
 		if err != nil {
 			return nil, err // not a typed nil inside the interface
 		}

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
-	"github.com/sandboxapi/sandboxapi/cell/execreq"
 	"github.com/sandboxapi/sandboxapi/cell/store"
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 	"github.com/sandboxapi/sandboxapi/sandboxes/pkgcache"
@@ -26,22 +26,22 @@ func TestCreate(t *testing.T) {
 		plan   string
 		body   string
 		status int
-		code   string
+		code   apierror.Code
 		ttl    float64
 	}{
 		{name: "default idle TTL", plan: "pro", body: `{"language":"python3"}`, status: 201, ttl: 300},
 		{name: "alias", plan: "pro", body: `{"language":"py","idle_ttl":60}`, status: 201, ttl: 60},
 		{name: "longest idle TTL", plan: "pro", body: `{"language":"python3","idle_ttl":1800}`, status: 201, ttl: 1800},
-		{name: "idle TTL over 30 minutes", plan: "pro", body: `{"language":"python3","idle_ttl":1801}`, status: 400, code: execreq.CodeInvalidField},
-		{name: "zero idle TTL", plan: "pro", body: `{"language":"python3","idle_ttl":0}`, status: 400, code: execreq.CodeInvalidField},
-		{name: "fractional idle TTL", plan: "pro", body: `{"language":"python3","idle_ttl":1.5}`, status: 400, code: execreq.CodeInvalidField},
-		{name: "idle TTL of the wrong type", plan: "pro", body: `{"language":"python3","idle_ttl":true}`, status: 400, code: execreq.CodeInvalidField},
-		{name: "no language", plan: "pro", body: `{"idle_ttl":60}`, status: 400, code: execreq.CodeMissingField},
-		{name: "unknown language", plan: "pro", body: `{"language":"cobol"}`, status: 400, code: execreq.CodeUnsupportedLanguage},
-		{name: "not JSON", plan: "pro", body: `{"language":`, status: 400, code: execreq.CodeInvalidJSON},
-		{name: "not an object", plan: "pro", body: `[1]`, status: 400, code: execreq.CodeInvalidJSON},
-		{name: "plan without sessions", plan: "basic", body: `{"language":"python3"}`, status: 403, code: CodeSessionsNotInPlan},
-		{name: "unknown plan", plan: "gold", body: `{"language":"python3"}`, status: 403, code: execreq.CodeUnknownPlan},
+		{name: "idle TTL over 30 minutes", plan: "pro", body: `{"language":"python3","idle_ttl":1801}`, status: 400, code: apierror.InvalidField},
+		{name: "zero idle TTL", plan: "pro", body: `{"language":"python3","idle_ttl":0}`, status: 400, code: apierror.InvalidField},
+		{name: "fractional idle TTL", plan: "pro", body: `{"language":"python3","idle_ttl":1.5}`, status: 400, code: apierror.InvalidField},
+		{name: "idle TTL of the wrong type", plan: "pro", body: `{"language":"python3","idle_ttl":true}`, status: 400, code: apierror.InvalidField},
+		{name: "no language", plan: "pro", body: `{"idle_ttl":60}`, status: 400, code: apierror.MissingField},
+		{name: "unknown language", plan: "pro", body: `{"language":"cobol"}`, status: 400, code: apierror.UnsupportedLanguage},
+		{name: "not JSON", plan: "pro", body: `{"language":`, status: 400, code: apierror.InvalidJSON},
+		{name: "not an object", plan: "pro", body: `[1]`, status: 400, code: apierror.InvalidJSON},
+		{name: "plan without sessions", plan: "basic", body: `{"language":"python3"}`, status: 403, code: apierror.SessionsNotInPlan},
+		{name: "unknown plan", plan: "gold", body: `{"language":"python3"}`, status: 403, code: apierror.UnknownPlan},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -94,7 +94,7 @@ func TestSessionCapAcrossNodes(t *testing.T) {
 	}
 	for _, n := range []*node{n1, n2} {
 		r := n.call("acct_a", "pro", "POST", "/v1/sessions", `{"language":"python3"}`)
-		if r.status != http.StatusTooManyRequests || r.errorCode() != CodeSessionLimit || !strings.Contains(r.raw, "pro plan allows 5") {
+		if r.status != http.StatusTooManyRequests || r.errorCode() != apierror.SessionLimit || !strings.Contains(r.raw, "pro plan allows 5") {
 			t.Fatalf("sixth session: HTTP %d %s", r.status, r.raw)
 		}
 	}
@@ -126,7 +126,7 @@ func TestIsolation(t *testing.T) {
 			{"POST", "/install", `{"manager":"pip","packages":["x"]}`},
 		} {
 			r := n.call("acct_b", "mega", c.method, path+c.suffix, c.body)
-			if r.status != http.StatusNotFound || r.errorCode() != CodeSessionNotFound {
+			if r.status != http.StatusNotFound || r.errorCode() != apierror.SessionNotFound {
 				t.Errorf("%s %s%s as another account: HTTP %d %s", c.method, path, c.suffix, r.status, r.raw)
 			}
 		}
@@ -169,21 +169,21 @@ func TestExecute(t *testing.T) {
 	tests := []struct {
 		name, session, body string
 		status              int
-		code                string
+		code                apierror.Code
 	}{
 		{"same language named", py, `{"language":"python","code":"1"}`, 200, ""},
-		{"another language", py, `{"language":"javascript","code":"1"}`, 400, execreq.CodeInvalidField},
-		{"language not a string", py, `{"language":5,"code":"1"}`, 400, execreq.CodeInvalidField},
-		{"no code", py, `{"stdin":"x"}`, 400, execreq.CodeMissingField},
-		{"timeout over the plan", py, `{"code":"1","timeout":61}`, 400, execreq.CodeTimeoutExceedsPlan},
-		{"callback_url", py, `{"code":"1","callback_url":"https://example.com/h"}`, 400, CodeUnsupported},
-		{"run_script in a live interpreter", py, `{"code":"1","run_script":"python3 x.py"}`, 400, CodeUnsupported},
-		{"arguments in a live interpreter", py, `{"code":"1","command_line_arguments":"a b"}`, 400, CodeUnsupported},
+		{"another language", py, `{"language":"javascript","code":"1"}`, 400, apierror.InvalidField},
+		{"language not a string", py, `{"language":5,"code":"1"}`, 400, apierror.InvalidField},
+		{"no code", py, `{"stdin":"x"}`, 400, apierror.MissingField},
+		{"timeout over the plan", py, `{"code":"1","timeout":61}`, 400, apierror.TimeoutExceedsPlan},
+		{"callback_url", py, `{"code":"1","callback_url":"https://example.com/h"}`, 400, apierror.UnsupportedSession},
+		{"run_script in a live interpreter", py, `{"code":"1","run_script":"python3 x.py"}`, 400, apierror.UnsupportedSession},
+		{"arguments in a live interpreter", py, `{"code":"1","command_line_arguments":"a b"}`, 400, apierror.UnsupportedSession},
 		{"unset script fields are fine", py, `{"code":"1","run_script":"","redirect_stderr_to_stdout":false}`, 200, ""},
 		{"arguments to a compiled program", rust, `{"code":"fn main(){}","command_line_arguments":"a b"}`, 200, ""},
-		{"not JSON", py, `{"code":`, 400, execreq.CodeInvalidJSON},
-		{"not an object", py, `"code"`, 400, execreq.CodeInvalidJSON},
-		{"code over 1 MB", py, `{"code":"` + strings.Repeat("#", 1<<20+1) + `"}`, 413, execreq.CodeCodeTooLarge},
+		{"not JSON", py, `{"code":`, 400, apierror.InvalidJSON},
+		{"not an object", py, `"code"`, 400, apierror.InvalidJSON},
+		{"code over 1 MB", py, `{"code":"` + strings.Repeat("#", 1<<20+1) + `"}`, 413, apierror.CodeTooLarge},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -211,7 +211,7 @@ func TestExecutionsQueue(t *testing.T) {
 	n := startNode(t, nodeOptions{setup: func(sb *fakeSandbox) {
 		sb.exec = func(ctx context.Context, req executor.Request) (*executor.Result, error) {
 			time.Sleep(30 * time.Millisecond)
-			return &executor.Result{Status: executor.StatusCompleted, Stdout: []byte(req.Code)}, nil
+			return &executor.Result{End: executor.EndExited, Stdout: []byte(req.Code)}, nil
 		}
 	}})
 	id := n.create("acct_a", "pro", `{"language":"python3"}`)
@@ -251,7 +251,7 @@ func TestQueuedClientLeaves(t *testing.T) {
 					return nil, ctx.Err()
 				}
 			}
-			return &executor.Result{Status: executor.StatusCompleted, Stdout: []byte(req.Code)}, nil
+			return &executor.Result{End: executor.EndExited, Stdout: []byte(req.Code)}, nil
 		}
 	}})
 	id := n.create("acct_a", "pro", `{"language":"python3"}`)
@@ -314,7 +314,7 @@ func TestIdleExpiry(t *testing.T) {
 	for _, c := range []struct{ method, path, body string }{
 		{"GET", "", ""}, {"POST", "/execute", `{"code":"1"}`}, {"DELETE", "", ""},
 	} {
-		if r := n.call("acct_a", "pro", c.method, "/v1/sessions/"+id+c.path, c.body); r.status != 404 || r.errorCode() != CodeSessionNotFound {
+		if r := n.call("acct_a", "pro", c.method, "/v1/sessions/"+id+c.path, c.body); r.status != 404 || r.errorCode() != apierror.SessionNotFound {
 			t.Errorf("%s after expiry: HTTP %d %s", c.method, r.status, r.raw)
 		}
 	}
@@ -353,7 +353,7 @@ func TestDeleteKillsRunningExecution(t *testing.T) {
 	if r.status != 200 || r.body["status"] != "closed" {
 		t.Fatalf("delete: HTTP %d %s", r.status, r.raw)
 	}
-	if r := <-done; r.status != 404 || r.errorCode() != CodeSessionNotFound {
+	if r := <-done; r.status != 404 || r.errorCode() != apierror.SessionNotFound {
 		t.Errorf("the killed execution: HTTP %d %s", r.status, r.raw)
 	}
 	eventually(t, "sandbox closed", sb.isClosed)
@@ -448,7 +448,7 @@ func TestSandboxFailsToStart(t *testing.T) {
 	n := startNode(t, nodeOptions{})
 	n.sbs.failed = true
 	r := n.call("acct_a", "pro", "POST", "/v1/sessions", `{"language":"python3"}`)
-	if r.status != http.StatusServiceUnavailable || r.errorCode() != CodeSandboxUnavailable {
+	if r.status != http.StatusServiceUnavailable || r.errorCode() != apierror.SandboxUnavailable {
 		t.Fatalf("HTTP %d %s", r.status, r.raw)
 	}
 	if got := n.m.store.Sessions(store.SessionFilter{}); len(got) != 0 {
@@ -479,9 +479,9 @@ func TestInstall(t *testing.T) {
 	n := startNode(t, nodeOptions{packages: pkgs, setup: func(sb *fakeSandbox) {
 		sb.cmd = func(ctx context.Context, argv []string) (*executor.Result, error) {
 			if slices.Contains(argv, "fails==1.0") {
-				return &executor.Result{Status: executor.StatusRuntimeError, ExitCode: 1, Stderr: []byte("ERROR: No matching distribution found for dep\n")}, nil
+				return &executor.Result{End: executor.EndExited, ExitCode: 1, Stderr: []byte("ERROR: No matching distribution found for dep\n")}, nil
 			}
-			return &executor.Result{Status: executor.StatusCompleted, Stdout: []byte("Successfully installed\n")}, nil
+			return &executor.Result{End: executor.EndExited, Stdout: []byte("Successfully installed\n")}, nil
 		}
 	}})
 	py := n.create("acct_a", "pro", `{"language":"python3"}`)
@@ -490,21 +490,21 @@ func TestInstall(t *testing.T) {
 	tests := []struct {
 		name, account, plan, session, body string
 		status                             int
-		code                               string
+		code                               apierror.Code
 		inMessage                          string
 	}{
 		{"installed", "acct_a", "pro", py, `{"manager":"pip","packages":["requests","six"]}`, 200, "", ""},
-		{"plan without installs", "acct_c", "sessionsonly", limited, `{"manager":"pip","packages":["requests"]}`, 403, CodePackagesNotInPlan, "sessionsonly"},
-		{"manager of another language", "acct_a", "pro", py, `{"manager":"npm","packages":["lodash"]}`, 400, CodeManagerMismatch, "pip"},
-		{"language without a manager", "acct_a", "pro", bash, `{"manager":"pip","packages":["x"]}`, 400, CodeManagerMismatch, "bash"},
-		{"no manager", "acct_a", "pro", py, `{"packages":["x"]}`, 400, execreq.CodeMissingField, "manager"},
-		{"no packages", "acct_a", "pro", py, `{"manager":"pip"}`, 400, execreq.CodeMissingField, "packages"},
-		{"packages not a list", "acct_a", "pro", py, `{"manager":"pip","packages":"x"}`, 400, execreq.CodeInvalidField, "packages"},
-		{"not cached", "acct_a", "pro", py, `{"manager":"pip","packages":["missing"]}`, 400, CodePackageNotCached, "missing"},
-		{"outside the plan's set", "acct_a", "pro", py, `{"manager":"pip","packages":["fancy"]}`, 403, CodePackageNotInPlan, "fancy"},
-		{"malformed spec", "acct_a", "pro", py, `{"manager":"pip","packages":["--bad"]}`, 400, CodeInvalidPackage, "bad spec"},
-		{"cache unreadable", "acct_a", "pro", py, `{"manager":"pip","packages":["broken"]}`, 503, CodeUnavailable, ""},
-		{"installer fails", "acct_a", "pro", py, `{"manager":"pip","packages":["fails"]}`, 422, CodeInstallFailed, "No matching distribution"},
+		{"plan without installs", "acct_c", "sessionsonly", limited, `{"manager":"pip","packages":["requests"]}`, 403, apierror.PackagesNotInPlan, "sessionsonly"},
+		{"manager of another language", "acct_a", "pro", py, `{"manager":"npm","packages":["lodash"]}`, 400, apierror.ManagerMismatch, "pip"},
+		{"language without a manager", "acct_a", "pro", bash, `{"manager":"pip","packages":["x"]}`, 400, apierror.ManagerMismatch, "bash"},
+		{"no manager", "acct_a", "pro", py, `{"packages":["x"]}`, 400, apierror.MissingField, "manager"},
+		{"no packages", "acct_a", "pro", py, `{"manager":"pip"}`, 400, apierror.MissingField, "packages"},
+		{"packages not a list", "acct_a", "pro", py, `{"manager":"pip","packages":"x"}`, 400, apierror.InvalidField, "packages"},
+		{"not cached", "acct_a", "pro", py, `{"manager":"pip","packages":["missing"]}`, 400, apierror.PackageNotCached, "missing"},
+		{"outside the plan's set", "acct_a", "pro", py, `{"manager":"pip","packages":["fancy"]}`, 403, apierror.PackageNotInPlan, "fancy"},
+		{"malformed spec", "acct_a", "pro", py, `{"manager":"pip","packages":["--bad"]}`, 400, apierror.InvalidPackage, "bad spec"},
+		{"cache unreadable", "acct_a", "pro", py, `{"manager":"pip","packages":["broken"]}`, 503, apierror.Unavailable, ""},
+		{"installer fails", "acct_a", "pro", py, `{"manager":"pip","packages":["fails"]}`, 422, apierror.InstallFailed, "No matching distribution"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -550,7 +550,7 @@ func TestExecuteStream(t *testing.T) {
 		sb.exec = func(ctx context.Context, req executor.Request) (*executor.Result, error) {
 			req.OnOutput("stdout", []byte("0\n"))
 			req.OnOutput("stderr", []byte("warn\n"))
-			return &executor.Result{Status: executor.StatusCompleted, Stdout: []byte("0\n"), Stderr: []byte("warn\n")}, nil
+			return &executor.Result{End: executor.EndExited, Stdout: []byte("0\n"), Stderr: []byte("warn\n")}, nil
 		}
 	}})
 	id := n.create("acct_a", "pro", `{"language":"python3"}`)
@@ -576,7 +576,7 @@ func TestExecuteStream(t *testing.T) {
 	if got := len(n.sbs.last().executions()); got != 1 {
 		t.Errorf("%d executions; the reconnect must not run the code again", got)
 	}
-	if r := n.call("acct_a", "pro", "POST", "/v1/sessions/sess_nope/execute/stream", `{"code":"1"}`); r.status != 404 || r.errorCode() != CodeSessionNotFound {
+	if r := n.call("acct_a", "pro", "POST", "/v1/sessions/sess_nope/execute/stream", `{"code":"1"}`); r.status != 404 || r.errorCode() != apierror.SessionNotFound {
 		t.Errorf("missing session: HTTP %d %s", r.status, r.raw)
 	}
 }
@@ -609,7 +609,7 @@ func TestForwardToHoldingNode(t *testing.T) {
 	}
 	// The holding node gone: 503, not a hang or a 500.
 	n1.srv.Close()
-	if r := n2.call("acct_a", "pro", "GET", "/v1/sessions/"+id, ""); r.status != http.StatusServiceUnavailable || r.errorCode() != CodeUnavailable {
+	if r := n2.call("acct_a", "pro", "GET", "/v1/sessions/"+id, ""); r.status != http.StatusServiceUnavailable || r.errorCode() != apierror.Unavailable {
 		t.Errorf("holding node down: HTTP %d %s", r.status, r.raw)
 	}
 }
@@ -661,7 +661,7 @@ func TestNodeCapacity(t *testing.T) {
 	n := startNode(t, nodeOptions{config: func(c *Config) { c.MaxSessions = 1 }})
 	n.create("acct_a", "mega", `{"language":"python3"}`)
 	r := n.call("acct_b", "mega", "POST", "/v1/sessions", `{"language":"python3"}`)
-	if r.status != http.StatusServiceUnavailable || r.errorCode() != CodeNodeAtCapacity || r.header.Get("Retry-After") == "" {
+	if r.status != http.StatusServiceUnavailable || r.errorCode() != apierror.NodeAtCapacity || r.header.Get("Retry-After") == "" {
 		t.Errorf("HTTP %d %s", r.status, r.raw)
 	}
 }
@@ -678,7 +678,7 @@ func TestExecutionOutlivesClient(t *testing.T) {
 			case <-ctx.Done():
 				finished <- ctx.Err()
 			}
-			return &executor.Result{Status: executor.StatusCompleted}, nil
+			return &executor.Result{End: executor.EndExited}, nil
 		}
 	}})
 	id := n.create("acct_a", "pro", `{"language":"python3"}`)

@@ -1,15 +1,15 @@
 // Package stream answers execution requests with server-sent events while
 // the program runs: a stdout or stderr event for each piece of output as the
 // sandbox produces it, then one result event with the whole result, or an
-// error event if the execution could not finish. The one-shot endpoint
-// (POST /v1/execute/stream) is Handler; sessions use Writer directly.
+// error event if the execution could not finish. Every door's stream
+// route (package dialect) and session streams use a Writer.
 //
 // Event data is JSON. Output events are {"data": "..."}, the output as
 // text (base64 when the request set base64_encoded), so no newline or
 // carriage return is lost to SSE framing; a multi-byte character is never
 // split between two events. The result event is the response body the
-// non-streaming endpoint would have sent; the error event is the API's
-// error body.
+// non-streaming endpoint would have sent; the error event is the error
+// body it would have sent.
 //
 // Every event has an ID (the execution's ID and a sequence number). A
 // stream cannot be resumed: the program it came from is gone. So a request
@@ -142,10 +142,10 @@ func (s *Writer) Result(v any) {
 
 // Fail ends the stream with an error. If nothing has been sent or queued
 // yet it sends nothing and returns false: the caller answers with an
-// ordinary JSON error and status. Otherwise the error goes out, after the
-// output, as an error event (the API's error body) and Fail returns true
-// once it is written.
-func (s *Writer) Fail(body apierror.Body) bool {
+// ordinary error and status. Otherwise the error goes out, after the
+// output, as an error event (body as JSON) and Fail returns true once it
+// is written.
+func (s *Writer) Fail(body any) bool {
 	s.mu.Lock()
 	if !s.opened && !s.ran {
 		s.refused = true
@@ -210,7 +210,7 @@ func (s *Writer) outputEvent(stream string, data []byte) *sse.Message {
 func (s *Writer) jsonEvent(event string, v any) *sse.Message {
 	b, err := json.Marshal(v)
 	if err != nil {
-		b, _ = json.Marshal(apierror.Body{Error: apierror.Detail{Code: "internal_error", Message: "the result could not be encoded"}})
+		b, _ = json.Marshal(apierror.New(apierror.Internal, "the result could not be encoded").Body())
 		event = EventError
 	}
 	s.seq++

@@ -2,27 +2,20 @@ package stream
 
 import (
 	"bufio"
-	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
 
-	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
-	"github.com/sandboxapi/sandboxapi/cell/execreq"
-	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
-	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 )
 
 // event is one parsed server-sent event.
@@ -165,7 +158,7 @@ func TestWriterFailBeforeOpen(t *testing.T) {
 		if sw.Fail(body) {
 			t.Error("Fail() streamed an error event before the stream opened")
 		}
-		apierror.Write(w, http.StatusRequestTimeout, "queue_timeout", "busy")
+		apierror.New(apierror.QueueTimeout, "busy").Write(w)
 	})
 	resp, err := http.Get(srv.URL)
 	if err != nil {
@@ -291,163 +284,5 @@ func TestSplitUTF8(t *testing.T) {
 	}
 }
 
-// fakeRunner stands in for the node's sandboxes.
-type fakeRunner struct {
-	run func(ctx context.Context, req executor.Request) (*executor.Result, error)
-}
-
-func (f *fakeRunner) Run(ctx context.Context, req executor.Request) (*executor.Result, error) {
-	return f.run(ctx, req)
-}
-
-var testCatalog = sync.OnceValue(func() *langs.Catalog {
-	var some []*langs.Language
-	for _, l := range langs.Builtin() {
-		if l.ID == "python3" || l.ID == "bash" {
-			some = append(some, l)
-		}
-	}
-	return langs.Detect(context.Background(), some)
-})
-
-func (f *fakeRunner) Catalog() *langs.Catalog { return testCatalog() }
-
-// handlerServer serves Handler.Execute for a caller on plan.
-func handlerServer(t *testing.T, run func(ctx context.Context, req executor.Request) (*executor.Result, error), plan string) *httptest.Server {
-	t.Helper()
-	cat, err := plans.Parse([]byte(`{"plans":[{"name":"nostream","requests_per_minute":1,"packages":"none","max_timeout_seconds":30,"streaming":false}]}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &Handler{Runner: &fakeRunner{run: run}, Plans: cat, Options: Options{OpenAfter: time.Hour}}
-	return serve(t, func(w http.ResponseWriter, r *http.Request) {
-		h.Execute(w, r, callerauth.Caller{AccountID: "acct_1", Plan: plan})
-	})
-}
-
-func TestHandler(t *testing.T) {
-	printer := func(ctx context.Context, req executor.Request) (*executor.Result, error) {
-		if req.Account != "acct_1" || req.Language != "python3" {
-			t.Errorf("request %+v", req)
-		}
-		req.OnOutput("stdout", []byte("0\n"))
-		req.OnOutput("stdout", []byte("1\n"))
-		return &executor.Result{Status: executor.StatusCompleted, Language: "python3", Stdout: []byte("0\n1\n"),
-			CPU: 30 * time.Millisecond, Wall: 40 * time.Millisecond, MemoryKB: 9000}, nil
-	}
-	queueTimeout := func(ctx context.Context, req executor.Request) (*executor.Result, error) {
-		return nil, &execreq.Error{Status: http.StatusRequestTimeout, Code: execreq.CodeQueueTimeout, Message: "busy"}
-	}
-	tests := []struct {
-		name     string
-		plan     string
-		body     string
-		header   http.Header
-		run      func(ctx context.Context, req executor.Request) (*executor.Result, error)
-		status   int
-		code     string   // error code of a refusal
-		events   []string // event types of a stream
-		noRunner bool
-	}{
-		{name: "stream", plan: "pro", body: `{"language":"python3","code":"print(0)"}`, run: printer, status: 200,
-			events: []string{"stdout", "stdout", "result"}},
-		{name: "invalid json", plan: "pro", body: `{"language":`, status: 400, code: execreq.CodeInvalidJSON, noRunner: true},
-		{name: "unknown language", plan: "pro", body: `{"language":"cobol","code":"x"}`, status: 400, code: execreq.CodeUnsupportedLanguage, noRunner: true},
-		{name: "timeout over the plan", plan: "basic", body: `{"language":"python3","code":"x","timeout":31}`, status: 400, code: execreq.CodeTimeoutExceedsPlan, noRunner: true},
-		{name: "callback_url", plan: "pro", body: `{"language":"python3","code":"x","callback_url":"https://example.com/h"}`, status: 400, code: execreq.CodeAsyncRequired, noRunner: true},
-		{name: "plan without streaming", plan: "nostream", body: `{"language":"python3","code":"x"}`, status: 403, code: CodeStreamingNotInPlan, noRunner: true},
-		{name: "unknown plan", plan: "gold", body: `{"language":"python3","code":"x"}`, status: 403, code: execreq.CodeUnknownPlan, noRunner: true},
-		{name: "queue timeout before anything was sent", plan: "pro", body: `{"language":"python3","code":"x"}`, run: queueTimeout, status: 408, code: execreq.CodeQueueTimeout},
-		{name: "EventSource reconnecting", plan: "pro", body: `{"language":"python3","code":"x"}`, header: http.Header{"Last-Event-Id": {"exec_x:3"}}, status: 204, noRunner: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ran := false
-			run := func(ctx context.Context, req executor.Request) (*executor.Result, error) {
-				ran = true
-				if tt.run == nil {
-					return nil, errors.New("unexpected run")
-				}
-				return tt.run(ctx, req)
-			}
-			srv := handlerServer(t, run, tt.plan)
-			req, _ := http.NewRequest("POST", srv.URL, strings.NewReader(tt.body))
-			for k, v := range tt.header {
-				req.Header[k] = v
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			if resp.StatusCode != tt.status {
-				b, _ := io.ReadAll(resp.Body)
-				t.Fatalf("HTTP %d %s, want %d", resp.StatusCode, b, tt.status)
-			}
-			if tt.noRunner && ran {
-				t.Error("the program ran")
-			}
-			if tt.code != "" {
-				var body apierror.Body
-				if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Error.Code != tt.code || body.Error.Message == "" {
-					t.Errorf("error body %+v, %v; want code %s", body, err, tt.code)
-				}
-				if resp.Header.Get(callerauth.HeaderExecutions) != "" {
-					t.Error("a refused request counted an execution")
-				}
-				return
-			}
-			if tt.events == nil {
-				return
-			}
-			evs := readEvents(t, resp.Body)
-			var types []string
-			for _, e := range evs {
-				types = append(types, e.Type)
-			}
-			if !slices.Equal(types, tt.events) {
-				t.Fatalf("events %q, want %q", types, tt.events)
-			}
-			var res map[string]any
-			json.Unmarshal([]byte(evs[len(evs)-1].Data), &res)
-			for _, f := range []string{"id", "status", "stdout", "exit_code", "execution_time_ms", "wall_time_ms", "memory_used_kb"} {
-				if _, ok := res[f]; !ok {
-					t.Errorf("result lacks %s: %v", f, res)
-				}
-			}
-			if !strings.HasPrefix(evs[0].ID, res["id"].(string)+":") {
-				t.Errorf("event id %q does not carry the execution id %v", evs[0].ID, res["id"])
-			}
-		})
-	}
-}
-
-// A client that goes away ends the run: the runner's context is
-// cancelled.
-func TestHandlerClientGone(t *testing.T) {
-	cancelled := make(chan struct{})
-	started := make(chan struct{})
-	srv := handlerServer(t, func(ctx context.Context, req executor.Request) (*executor.Result, error) {
-		req.OnOutput("stdout", []byte("tick\n"))
-		close(started)
-		<-ctx.Done()
-		close(cancelled)
-		return nil, ctx.Err()
-	}, "pro")
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL, strings.NewReader(`{"language":"python3","code":"x"}`))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	<-started
-	buf := make([]byte, 10)
-	resp.Body.Read(buf) // the first event is on its way
-	cancel()
-	resp.Body.Close()
-	select {
-	case <-cancelled:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the run was not cancelled when the client left")
-	}
-}
+// ReadEvents is readEvents, for the tests of the stream routes.
+var ReadEvents = readEvents

@@ -1,4 +1,7 @@
-package execreq
+// Package execreqtest has what tests of request parsers share: a
+// catalog of the contract's languages with stand-in toolchains, plans,
+// JSON bodies, ZIP archives (lying ones too), and a check of refusals.
+package execreqtest
 
 import (
 	"archive/zip"
@@ -6,7 +9,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"hash/crc32"
 	"io"
 	"io/fs"
@@ -14,12 +16,13 @@ import (
 	"testing"
 
 	"github.com/sandboxapi/sandboxapi/billing/plans"
+	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 )
 
-// testCatalog is a catalog of the contract's language ids whose toolchains
+// Catalog is a catalog of the contract's language ids whose toolchains
 // are stand-ins: parsing only needs ids, aliases and source file names.
-func testCatalog(t *testing.T) *langs.Catalog {
+func Catalog(t testing.TB) *langs.Catalog {
 	t.Helper()
 	var all []*langs.Language
 	for _, l := range []struct {
@@ -47,7 +50,7 @@ func testCatalog(t *testing.T) *langs.Catalog {
 	return langs.Detect(context.Background(), all)
 }
 
-func plan(t *testing.T, name string) plans.Plan {
+func Plan(t testing.TB, name string) plans.Plan {
 	t.Helper()
 	p, ok := plans.Default().Get(name)
 	if !ok {
@@ -56,8 +59,8 @@ func plan(t *testing.T, name string) plans.Plan {
 	return p
 }
 
-// obj builds a JSON object from alternating keys and values.
-func obj(t *testing.T, kv ...any) []byte {
+// Object builds a JSON object from alternating keys and values.
+func Object(t testing.TB, kv ...any) []byte {
 	t.Helper()
 	m := map[string]any{}
 	for i := 0; i < len(kv); i += 2 {
@@ -70,49 +73,51 @@ func obj(t *testing.T, kv ...any) []byte {
 	return b
 }
 
-// wantError checks that err is an *Error with this status and code.
-func wantError(t *testing.T, err error, status int, code string) {
+// WantError checks that err is an *apierror.Error with this status and
+// code, and a message.
+func WantError(t testing.TB, err error, status int, code apierror.Code) *apierror.Error {
 	t.Helper()
-	var e *Error
-	if !errors.As(err, &e) {
-		t.Fatalf("error %v (%T), want *Error %d %s", err, err, status, code)
+	e, ok := apierror.As(err)
+	if !ok {
+		t.Fatalf("error %v (%T), want *apierror.Error %d %s", err, err, status, code)
 	}
-	if e.Status != status || e.Code != code || e.Message == "" {
-		t.Fatalf("error %d %s %q, want %d %s", e.Status, e.Code, e.Message, status, code)
+	if e.Status() != status || e.Code != code || e.Message == "" {
+		t.Fatalf("error %d %s %q, want %d %s", e.Status(), e.Code, e.Message, status, code)
 	}
+	return e
 }
 
-// zipEntry is one entry of a test archive.
-type zipEntry struct {
-	name string
-	body []byte
-	mode fs.FileMode // 0: a 0644 file
-	// claimSize, when set, is the uncompressed size the header claims
+// ZipEntry is one entry of a test archive.
+type ZipEntry struct {
+	Name string
+	Body []byte
+	Mode fs.FileMode // 0: a 0644 file
+	// ClaimSize, when set, is the uncompressed size the header claims
 	// instead of the real one (a lying header).
-	claimSize uint64
+	ClaimSize uint64
 }
 
-// makeZip builds a base64 ZIP of the entries.
-func makeZip(t *testing.T, entries ...zipEntry) string {
+// Zip builds a base64 ZIP of the entries.
+func Zip(t testing.TB, entries ...ZipEntry) string {
 	t.Helper()
 	var buf bytes.Buffer
 	zw := zip.NewWriter(&buf)
 	for _, e := range entries {
-		h := &zip.FileHeader{Name: e.name, Method: zip.Deflate}
-		mode := e.mode
+		h := &zip.FileHeader{Name: e.Name, Method: zip.Deflate}
+		mode := e.Mode
 		if mode == 0 {
 			mode = 0o644
 		}
 		h.SetMode(mode)
-		if e.claimSize != 0 {
-			writeRaw(t, zw, h, e.body, e.claimSize)
+		if e.ClaimSize != 0 {
+			writeRaw(t, zw, h, e.Body, e.ClaimSize)
 			continue
 		}
 		w, err := zw.CreateHeader(h)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := w.Write(e.body); err != nil {
+		if _, err := w.Write(e.Body); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -124,7 +129,7 @@ func makeZip(t *testing.T, entries ...zipEntry) string {
 
 // writeRaw writes an entry whose header claims claim uncompressed bytes
 // while the compressed stream holds body.
-func writeRaw(t *testing.T, zw *zip.Writer, h *zip.FileHeader, body []byte, claim uint64) {
+func writeRaw(t testing.TB, zw *zip.Writer, h *zip.FileHeader, body []byte, claim uint64) {
 	t.Helper()
 	var comp bytes.Buffer
 	fw := zip.NewWriter(&comp) // borrow a deflater through a throwaway archive

@@ -1,4 +1,4 @@
-package execreq
+package unsandbox
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 )
 
@@ -52,7 +53,7 @@ var versionSuffix = regexp.MustCompile(`[0-9][0-9.]*$`)
 func DetectLanguage(code []byte, cat *langs.Catalog) (*langs.Language, error) {
 	code = bytes.TrimPrefix(code, []byte("\xef\xbb\xbf")) // a BOM some editors write
 	if !bytes.HasPrefix(code, []byte("#!")) {
-		return nil, badRequest(CodeLanguageNotDetected, "the code has no shebang line; start it with one such as #!/usr/bin/env python3, or use POST /execute with a language")
+		return nil, apierror.New(apierror.LanguageNotDetected, "the code has no shebang line; start it with one such as #!/usr/bin/env python3, or use POST /execute with a language")
 	}
 	line, _, _ := bytes.Cut(code[2:], []byte("\n"))
 	words := strings.Fields(string(line))
@@ -68,7 +69,7 @@ func DetectLanguage(code []byte, cat *langs.Catalog) (*langs.Language, error) {
 		}
 	}
 	if len(words) == 0 {
-		return nil, badRequest(CodeLanguageNotDetected, "the shebang line names no interpreter")
+		return nil, apierror.New(apierror.LanguageNotDetected, "the shebang line names no interpreter")
 	}
 	prog := path.Base(words[0])
 	id, ok := interpreters[prog]
@@ -76,11 +77,11 @@ func DetectLanguage(code []byte, cat *langs.Catalog) (*langs.Language, error) {
 		id, ok = interpreters[versionSuffix.ReplaceAllString(prog, "")]
 	}
 	if !ok {
-		return nil, badRequest(CodeLanguageNotDetected, "the shebang names %q, which is not a supported interpreter", prog)
+		return nil, apierror.New(apierror.LanguageNotDetected, "the shebang names %q, which is not a supported interpreter", prog)
 	}
 	lang, ok := cat.Lookup(id)
 	if !ok {
-		return nil, badRequest(CodeUnsupportedLanguage, "the shebang names %s (%s), which this node does not offer", prog, id)
+		return nil, apierror.New(apierror.UnsupportedLanguage, "the shebang names %s (%s), which this node does not offer", prog, id)
 	}
 	return lang, nil
 }

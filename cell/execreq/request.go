@@ -1,0 +1,77 @@
+package execreq
+
+import (
+	"time"
+
+	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
+	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
+)
+
+// Request is an execution request as every door means it, whatever shape
+// it arrived in: what the sandbox runs, and what the API derives from the
+// run. A dialect's parser fills it in; it has passed every limit of the
+// contract and of the caller's plan.
+type Request struct {
+	// Exec is what the sandbox runs. Exec.Language is the resolved
+	// language: the request's language is looked up once, by its parser.
+	Exec executor.Request
+	// LanguageName is the language as the door shows it back: the name
+	// the client used, or the one a dialect detected. Async jobs keep it.
+	LanguageName string
+	// ExpectedOutput, when set, turns a completed run whose stdout does not
+	// match it (CompareOutput) into wrong_answer. It is already decoded.
+	ExpectedOutput *string
+	// CallbackURL is an absolute http(s) URL, or "". Only async execution
+	// uses it.
+	CallbackURL string
+	// View is what the dialect that parsed the request needs to render its
+	// result in its own shape (base64 output, the language as the client
+	// named it). Only that dialect reads it.
+	View any
+}
+
+// Language is the request's resolved language.
+func (r *Request) Language() *langs.Language { return r.Exec.Language }
+
+// Result is a finished execution as every door reports it: what happened
+// in the sandbox, and the API's status for it.
+type Result struct {
+	// ID names the execution ("exec_…", or the job's token).
+	ID string
+	// Status is the API's status of the run, expected_output applied.
+	Status Status
+	// Message explains Status where the run's fields do not: the
+	// executor's message, or where stdout differs from expected_output.
+	Message string
+	// Run is what the executor reported. It is never nil: a job that never
+	// ran has an empty run, with exit code -1.
+	Run *executor.Result
+	// Total is the request's time from its arrival to its result.
+	Total time.Duration
+}
+
+// Finish is the Result of running r, which the executor reported as run:
+// the status derived once, here, for every door.
+func (r *Request) Finish(id string, run *executor.Result, total time.Duration) *Result {
+	res := &Result{ID: id, Status: StatusOf(run), Message: run.Message, Run: run, Total: total}
+	if r.ExpectedOutput != nil && res.Status == StatusCompleted {
+		if diff := CompareOutput(run.Stdout, []byte(*r.ExpectedOutput)); diff != "" {
+			res.Status, res.Message = StatusWrongAnswer, diff
+		}
+	}
+	return res
+}
+
+// Cancelled is the Result of an async job cancelled while it ran: what
+// it printed until then (partial), which the executor never finished.
+func Cancelled(id string, partial *executor.Result, total time.Duration) *Result {
+	return &Result{ID: id, Status: StatusCancelled, Run: partial, Total: total,
+		Message: "the job was cancelled; stdout and stderr are what it printed until then"}
+}
+
+// Unrun is the Result of an async job that never produced one: cancelled
+// before it ran, or failed (status internal_error) for the reason message.
+func Unrun(id, language string, status Status, message string) *Result {
+	return &Result{ID: id, Status: status, Message: message,
+		Run: &executor.Result{Language: language, ExitCode: -1}}
+}
