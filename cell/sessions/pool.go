@@ -11,8 +11,8 @@ import (
 const poolAccount = ""
 
 // pool keeps session sandboxes booted for some languages, so a new session
-// starts without waiting the ~300 ms a sandbox takes to boot. Each one
-// taken is replaced in the background.
+// starts without waiting for a sandbox to boot (DESIGN.md, "Warm pool").
+// Each one taken is replaced in the background.
 type pool struct {
 	m     *Manager
 	size  int

@@ -76,8 +76,9 @@ func raftConfig(nodeID string, logger *slog.Logger) *raft.Config {
 
 	// The defaults (1 s) assume a WAN. A follower waits a random
 	// [HeartbeatTimeout, 2×HeartbeatTimeout) before standing for election, so
-	// these put a bootstrapped single node in charge within ~300 ms, and a
-	// multi-node cell on a LAN still tolerates >100 ms scheduling hiccups.
+	// these put a bootstrapped single node in charge quickly while a cell on
+	// a LAN still rides out scheduling hiccups (DESIGN.md, "Startup and
+	// leadership").
 	c.HeartbeatTimeout = 150 * time.Millisecond
 	c.ElectionTimeout = 150 * time.Millisecond
 	c.LeaderLeaseTimeout = 100 * time.Millisecond
