@@ -25,6 +25,8 @@ apt_wants=(
   /usr/bin/mono mono-runtime
   # Not a toolchain: the container-only baseline `sandboxapi bench` measures.
   /usr/bin/bwrap bubblewrap
+  # Not a toolchain: the gateway's shared rate store, which its tests run.
+  /usr/bin/redis-server redis-server
 )
 
 # A rustup toolchain is preferred (it is newer); Debian's rustc otherwise.
