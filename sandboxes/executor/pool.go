@@ -35,7 +35,8 @@ type idleKey struct {
 // pool holds sandboxes ready for executions. A fresh ("warm") sandbox has
 // never run anything; once it has run an execution it belongs to that
 // account and only that account's executions run in it again, each in
-// fresh namespaces with a fresh /work and /tmp (see DESIGN.md). An empty
+// fresh namespaces with a fresh /work and /tmp (../DESIGN.md says why that
+// is safe; DESIGN.md, "Pool", how the pool is kept). An empty
 // pool never fails a request: it starts a sandbox on the spot.
 type pool struct {
 	e   *Executor
@@ -67,9 +68,7 @@ func (p *pool) acquire(account string, sh shape) (*worker, error) {
 	for len(p.idle[key]) > 0 {
 		ws := p.idle[key]
 		// The most recently used: fewer sandboxes stay hot, and a hot one
-		// runs cheaper. At concurrency 8, taking the least recently used
-		// instead cost ~10 % more CPU per python3 execution and raised
-		// p99 from ~630 to 800-990 ms (sandboxes/DESIGN.md).
+		// runs cheaper (DESIGN.md, "Pool", has the measurement).
 		w := ws[len(ws)-1]
 		p.idle[key] = ws[:len(ws)-1]
 		p.kept--
