@@ -1,14 +1,21 @@
-// Package blockopts parses the Caddyfile shape our directives share: a
+// Package blockopts parses the Caddyfile shapes our directives share: a
 // directive with no arguments and a block of options that each take exactly
-// one value, given at most once.
+// one value, given at most once, and options that name a guest module.
 //
 //	directive {
 //	    name value
-//	    ...
+//	    other <module> [<args>...] {
+//	        <the module's options>
+//	    }
 //	}
 package blockopts
 
-import "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+import (
+	"encoding/json"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
 
 // Parse reads the directive at d into the string fields opts names. An
 // unknown option, a missing or extra value, or an option given twice is an
@@ -25,16 +32,46 @@ func Parse(d *caddyfile.Dispenser, opts map[string]*string) error {
 		if !ok {
 			return d.Errf("unrecognized %s option %q", directive, opt)
 		}
-		if !d.NextArg() {
-			return d.ArgErr()
-		}
-		if *dst != "" {
-			return d.Errf("%s already specified", opt)
-		}
-		*dst = d.Val()
-		if d.NextArg() {
-			return d.ArgErr()
+		if err := Value(d, dst); err != nil {
+			return err
 		}
 	}
+	return nil
+}
+
+// Value reads the single value of the option at d into dst, which must not
+// be set yet.
+func Value(d *caddyfile.Dispenser, dst *string) error {
+	opt := d.Val()
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	if *dst != "" {
+		return d.Errf("%s already specified", opt)
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+// Module reads `<option> <module> ...` at d, a module of namespace with
+// its own Caddyfile tokens, into *dst as the JSON of that module with its
+// name under inlineKey. dst must not be set yet.
+func Module(d *caddyfile.Dispenser, namespace, inlineKey string, dst *json.RawMessage) error {
+	opt := d.Val()
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	if *dst != nil {
+		return d.Errf("%s already specified", opt)
+	}
+	name := d.Val()
+	unm, err := caddyfile.UnmarshalModule(d, namespace+"."+name)
+	if err != nil {
+		return err
+	}
+	*dst = caddyconfig.JSONModuleObject(unm, inlineKey, name, nil)
 	return nil
 }

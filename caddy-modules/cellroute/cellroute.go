@@ -20,9 +20,9 @@ import (
 	"net/http"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"github.com/sandboxapi/sandboxapi/caddy-modules/blockopts"
 )
 
 func init() {
@@ -249,19 +249,7 @@ func (u *Upstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if d.Val() != "membership" {
 			return d.Errf("unrecognized sandboxapi_cell option %q", d.Val())
 		}
-		if !d.NextArg() {
-			return d.ArgErr()
-		}
-		if u.MembershipRaw != nil {
-			return d.Err("membership already specified")
-		}
-		name := d.Val()
-		unm, err := caddyfile.UnmarshalModule(d, MembershipNamespace+"."+name)
-		if err != nil {
-			return err
-		}
-		u.MembershipRaw = caddyconfig.JSONModuleObject(unm, "source", name, nil)
-		return nil
+		return blockopts.Module(d, MembershipNamespace, "source", &u.MembershipRaw)
 	})
 }
 

@@ -34,7 +34,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -44,6 +43,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/billing/usage"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/auth"
+	"github.com/sandboxapi/sandboxapi/caddy-modules/blockopts"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 )
 
@@ -325,11 +325,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		var err error
 		switch opt := d.Val(); opt {
 		case "usage_db":
-			err = oneValue(d, &h.UsageDB)
+			err = blockopts.Value(d, &h.UsageDB)
 		case "plans_file":
-			err = oneValue(d, &h.PlansFile)
+			err = blockopts.Value(d, &h.PlansFile)
 		case "rate_store":
-			err = h.unmarshalRateStore(d)
+			err = blockopts.Module(d, RateStoreNamespace, "store", &h.RateStoreRaw)
 		default:
 			err = d.Errf("unrecognized sandboxapi_limits option %q", opt)
 		}
@@ -337,41 +337,6 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return err
 		}
 	}
-	return nil
-}
-
-// oneValue reads the single value of the option at d into dst, which must
-// not be set yet.
-func oneValue(d *caddyfile.Dispenser, dst *string) error {
-	opt := d.Val()
-	if !d.NextArg() {
-		return d.ArgErr()
-	}
-	if *dst != "" {
-		return d.Errf("%s already specified", opt)
-	}
-	*dst = d.Val()
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	return nil
-}
-
-// unmarshalRateStore reads `rate_store <module> ...` at d into
-// RateStoreRaw.
-func (h *Handler) unmarshalRateStore(d *caddyfile.Dispenser) error {
-	if !d.NextArg() {
-		return d.ArgErr()
-	}
-	if h.RateStoreRaw != nil {
-		return d.Err("rate_store already specified")
-	}
-	name := d.Val()
-	unm, err := caddyfile.UnmarshalModule(d, RateStoreNamespace+"."+name)
-	if err != nil {
-		return err
-	}
-	h.RateStoreRaw = caddyconfig.JSONModuleObject(unm, "store", name, nil)
 	return nil
 }
 
