@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -28,24 +27,7 @@ type serveSandbox struct {
 func startServeSandbox(t *testing.T, cfg wire.ServeConfig) *serveSandbox {
 	t.Helper()
 	requireRoot(t)
-	bin, err := sandboxtest.RunscPath()
-	if err != nil {
-		t.Fatal(err)
-	}
-	initBin, err := sandboxtest.InitBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	root := filepath.Join(dir, "rootfs")
-	if err := rootfs.Build(root, initBin); err != nil {
-		t.Fatal(err)
-	}
-	rt, err := runsc.Open(bin, filepath.Join(dir, "runsc"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(rt.Close)
+	rt, root := sandboxtest.Runtime(t)
 	cfgJSON, err := json.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -97,9 +97,10 @@ func ExecutorAndRuntime(t testing.TB, limits executor.Limits, pool executor.Pool
 	return ExecutorWith(t, executor.Config{Limits: limits, Pool: pool})
 }
 
-// ExecutorWith is an executor made with cfg, whose runtime, root file
-// system and language catalog it fills in; it is closed when the test ends.
-func ExecutorWith(t testing.TB, cfg executor.Config) (*executor.Executor, *runsc.Runtime) {
+// Runtime is a runsc runtime in a temp dir, and a root file system whose
+// init is the sandbox init; the runtime is closed, removing every sandbox it
+// made, when the test ends.
+func Runtime(t testing.TB) (rt *runsc.Runtime, rootDir string) {
 	t.Helper()
 	bin, err := RunscPath()
 	if err != nil {
@@ -110,15 +111,23 @@ func ExecutorWith(t testing.TB, cfg executor.Config) (*executor.Executor, *runsc
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	rootDir := filepath.Join(dir, "rootfs")
+	rootDir = filepath.Join(dir, "rootfs")
 	if err := rootfs.Build(rootDir, initBin); err != nil {
 		t.Fatal(err)
 	}
-	rt, err := runsc.Open(bin, filepath.Join(dir, "runsc"), nil)
+	rt, err = runsc.Open(bin, filepath.Join(dir, "runsc"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(rt.Close)
+	return rt, rootDir
+}
+
+// ExecutorWith is an executor made with cfg, whose runtime, root file
+// system and language catalog it fills in; it is closed when the test ends.
+func ExecutorWith(t testing.TB, cfg executor.Config) (*executor.Executor, *runsc.Runtime) {
+	t.Helper()
+	rt, rootDir := Runtime(t)
 	cfg.Runtime, cfg.RootFS = rt, rootDir
 	cfg.Catalog = langs.Detect(context.Background(), langs.Builtin())
 	ex := executor.New(cfg)
