@@ -46,13 +46,18 @@ type Plan struct {
 	// RequestsPerMinute is how many API requests of any kind an account may
 	// make per minute, enforced at the edge. It must be positive: a plan
 	// that allowed no requests at all would be a mistake, not a product.
-	RequestsPerMinute  int    `json:"requests_per_minute"`
-	MaxTimeoutSeconds  int    `json:"max_timeout_seconds"`
-	BatchSize          int    `json:"batch_size"`
-	ConcurrentSessions int    `json:"concurrent_sessions"`
-	Packages           string `json:"packages"`
-	Async              bool   `json:"async"`
-	Streaming          bool   `json:"streaming"`
+	RequestsPerMinute  int `json:"requests_per_minute"`
+	MaxTimeoutSeconds  int `json:"max_timeout_seconds"`
+	BatchSize          int `json:"batch_size"`
+	ConcurrentSessions int `json:"concurrent_sessions"`
+	// ConcurrentExecutions is how many executions of one account run at
+	// once on a node; the rest wait their turn. A node never gives one
+	// account all of its slots, whatever this says (cell/capacity). Zero
+	// leaves only that bound.
+	ConcurrentExecutions int    `json:"concurrent_executions"`
+	Packages             string `json:"packages"`
+	Async                bool   `json:"async"`
+	Streaming            bool   `json:"streaming"`
 }
 
 // MaxTimeout is MaxTimeoutSeconds as a duration, the form limit checks use.
@@ -75,6 +80,7 @@ func (p Plan) Validate() error {
 		{"max_timeout_seconds", float64(p.MaxTimeoutSeconds)},
 		{"batch_size", float64(p.BatchSize)},
 		{"concurrent_sessions", float64(p.ConcurrentSessions)},
+		{"concurrent_executions", float64(p.ConcurrentExecutions)},
 	} {
 		if f.v < 0 {
 			return fmt.Errorf("%w: plan %q: %s is negative (%v)", ErrInvalid, p.Name, f.field, f.v)

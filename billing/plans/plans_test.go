@@ -10,10 +10,10 @@ import (
 
 func TestDefaultMatchesDesignTable(t *testing.T) {
 	want := []Plan{
-		{Name: "basic", PriceUSDMonth: 0, ExecutionsPerMonth: 500, RequestsPerMinute: 30, MaxTimeoutSeconds: 30, BatchSize: 10, ConcurrentSessions: 0, Packages: "none", Async: false, Streaming: true},
-		{Name: "pro", PriceUSDMonth: 19, ExecutionsPerMonth: 10000, RequestsPerMinute: 120, MaxTimeoutSeconds: 60, BatchSize: 50, ConcurrentSessions: 5, Packages: "top-1k", Async: true, Streaming: true},
-		{Name: "ultra", PriceUSDMonth: 49, ExecutionsPerMonth: 50000, RequestsPerMinute: 300, MaxTimeoutSeconds: 300, BatchSize: 100, ConcurrentSessions: 20, Packages: "allowlist", Async: true, Streaming: true},
-		{Name: "mega", PriceUSDMonth: 149, ExecutionsPerMonth: 200000, RequestsPerMinute: 1000, MaxTimeoutSeconds: 600, BatchSize: 200, ConcurrentSessions: 50, Packages: "custom", Async: true, Streaming: true},
+		{Name: "basic", PriceUSDMonth: 0, ExecutionsPerMonth: 500, RequestsPerMinute: 30, MaxTimeoutSeconds: 30, BatchSize: 10, ConcurrentSessions: 0, ConcurrentExecutions: 2, Packages: "none", Async: false, Streaming: true},
+		{Name: "pro", PriceUSDMonth: 19, ExecutionsPerMonth: 10000, RequestsPerMinute: 120, MaxTimeoutSeconds: 60, BatchSize: 50, ConcurrentSessions: 5, ConcurrentExecutions: 4, Packages: "top-1k", Async: true, Streaming: true},
+		{Name: "ultra", PriceUSDMonth: 49, ExecutionsPerMonth: 50000, RequestsPerMinute: 300, MaxTimeoutSeconds: 300, BatchSize: 100, ConcurrentSessions: 20, ConcurrentExecutions: 8, Packages: "allowlist", Async: true, Streaming: true},
+		{Name: "mega", PriceUSDMonth: 149, ExecutionsPerMonth: 200000, RequestsPerMinute: 1000, MaxTimeoutSeconds: 600, BatchSize: 200, ConcurrentSessions: 50, ConcurrentExecutions: 16, Packages: "custom", Async: true, Streaming: true},
 	}
 	c := Default()
 	got := c.Plans()

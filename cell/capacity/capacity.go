@@ -1,25 +1,30 @@
 // Package capacity is the node's capacity gate: every execution of every
 // door (synchronous, streamed, batched or async) passes one Gate on its way
-// to a sandbox, so the gate is where the node's sandboxes are shared out.
-// Slots is the gate of today: a fixed number of executions at once, first
-// come first served, each waiting a bounded time for its turn.
+// to a sandbox, so the gate is where the node's sandboxes are shared out
+// between accounts. Slots is the gate: a fixed number of executions at
+// once, at most a plan's worth per account and never all of them for one
+// account, and, when a slot frees, the next turn goes to the next account
+// in line rather than to whoever queued the most. See DESIGN.md.
 package capacity
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
+	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 )
 
-// Gate admits executions onto the node's sandboxes and runs them. A
-// refusal is an *apierror.Error (408 queue_timeout); a caller whose
-// context ends gets its context's error, and its sandbox is gone.
+// Gate admits executions onto the node's sandboxes and runs them, sharing
+// the node between accounts by their plans. A refusal is an
+// *apierror.Error (408 queue_timeout); a caller whose context ends gets
+// its context's error, and its sandbox is gone.
 type Gate interface {
-	Run(ctx context.Context, req executor.Request) (*executor.Result, error)
+	Run(ctx context.Context, plan plans.Plan, req executor.Request) (*executor.Result, error)
 }
 
 // Executor runs executions; *executor.Executor is one.
@@ -31,6 +36,9 @@ type Executor interface {
 const (
 	DefaultSlots    = 8
 	DefaultQueueFor = 30 * time.Second
+	// DefaultShare is the part of the node's slots one account may hold
+	// at once, whatever its plan allows, so others always find room.
+	DefaultShare = 0.75
 )
 
 // ErrNoAccount refuses an execution that names no account: sandboxes are
@@ -44,13 +52,44 @@ type Config struct {
 	Slots int
 	// QueueFor is how long an execution may wait for a free slot.
 	QueueFor time.Duration
+	// Share is the part of Slots one account may hold at once (0 to 1; at
+	// least one slot).
+	Share float64
 }
 
 // Slots is a Gate of Config.Slots executions at once.
+//
+// Each account has a line of its own. A new execution takes a slot at
+// once if one is free, its account holds fewer than its limit and nobody
+// of its account is in line before it; otherwise it joins its account's
+// line. When a slot frees, the accounts with someone in line are served
+// in turn, round robin, each its line's first, skipping an account that
+// holds its limit already. So an account that queues a hundred
+// executions gets the same turns as one that queues two, and nobody
+// waits behind another account's backlog.
 type Slots struct {
 	exec     Executor
-	slots    chan struct{}
+	size     int
+	share    int
 	queueFor time.Duration
+
+	mu       sync.Mutex
+	running  int
+	accounts map[string]*account
+	// turns are the accounts with someone in line, in the order they are
+	// served; the first is next.
+	turns []*account
+}
+
+type account struct {
+	name    string
+	running int
+	line    []*waiter
+}
+
+type waiter struct {
+	limit   int
+	granted chan struct{} // closed when the waiter holds a slot
 }
 
 var _ Gate = (*Slots)(nil)
@@ -63,22 +102,36 @@ func New(exec Executor, cfg Config) *Slots {
 	if cfg.QueueFor <= 0 {
 		cfg.QueueFor = DefaultQueueFor
 	}
-	return &Slots{exec: exec, slots: make(chan struct{}, cfg.Slots), queueFor: cfg.QueueFor}
+	if cfg.Share <= 0 || cfg.Share > 1 {
+		cfg.Share = DefaultShare
+	}
+	return &Slots{
+		exec: exec, size: cfg.Slots, share: max(1, int(float64(cfg.Slots)*cfg.Share)),
+		queueFor: cfg.QueueFor, accounts: make(map[string]*account),
+	}
 }
 
 // Size is how many executions run at once.
-func (s *Slots) Size() int { return cap(s.slots) }
+func (s *Slots) Size() int { return s.size }
+
+// Limit is how many executions of one account on plan run at once: the
+// plan's concurrent_executions, within the account's share of the node.
+func (s *Slots) Limit(plan plans.Plan) int {
+	if plan.ConcurrentExecutions <= 0 {
+		return s.share
+	}
+	return min(plan.ConcurrentExecutions, s.share)
+}
 
 // Run waits for a slot (at most QueueFor) and runs req in it.
-func (s *Slots) Run(ctx context.Context, req executor.Request) (*executor.Result, error) {
+func (s *Slots) Run(ctx context.Context, plan plans.Plan, req executor.Request) (*executor.Result, error) {
 	if req.Account == "" {
 		return nil, ErrNoAccount
 	}
-	release, err := s.acquire(ctx)
-	if err != nil {
+	if err := s.acquire(ctx, req.Account, s.Limit(plan)); err != nil {
 		return nil, err
 	}
-	defer release()
+	defer s.release(req.Account)
 	res, err := s.exec.Execute(ctx, req)
 	switch {
 	case ctx.Err() != nil:
@@ -89,15 +142,135 @@ func (s *Slots) Run(ctx context.Context, req executor.Request) (*executor.Result
 	return res, nil
 }
 
-func (s *Slots) acquire(ctx context.Context) (func(), error) {
+func (s *Slots) acquire(ctx context.Context, name string, limit int) error {
+	s.mu.Lock()
+	a := s.account(name)
+	if s.running < s.size && a.running < limit && len(a.line) == 0 {
+		s.take(a)
+		s.mu.Unlock()
+		return nil
+	}
+	w := &waiter{limit: limit, granted: make(chan struct{})}
+	a.line = append(a.line, w)
+	if len(a.line) == 1 {
+		s.turns = append(s.turns, a)
+	}
+	s.mu.Unlock()
+
 	t := time.NewTimer(s.queueFor)
 	defer t.Stop()
+	var err error
 	select {
-	case s.slots <- struct{}{}:
-		return func() { <-s.slots }, nil
+	case <-w.granted:
+		return nil
 	case <-t.C:
-		return nil, apierror.New(apierror.QueueTimeout, "no sandbox became free within %s; retry, or use async execution", s.queueFor)
+		err = apierror.New(apierror.QueueTimeout, "no sandbox became free within %s; retry, or use async execution", s.queueFor)
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		err = ctx.Err()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-w.granted:
+		// Granted as the wait ended: the slot is this caller's to give
+		// back.
+		s.free(a)
+	default:
+		s.leave(a, w)
+	}
+	return err
+}
+
+func (s *Slots) release(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.free(s.accounts[name])
+}
+
+// account returns name's record, made when first needed. mu is held.
+func (s *Slots) account(name string) *account {
+	a := s.accounts[name]
+	if a == nil {
+		a = &account{name: name}
+		s.accounts[name] = a
+	}
+	return a
+}
+
+// take gives a a slot. mu is held.
+func (s *Slots) take(a *account) {
+	s.running++
+	a.running++
+}
+
+// free takes a slot back from a and hands the free slots out. mu is held.
+func (s *Slots) free(a *account) {
+	s.running--
+	a.running--
+	s.dispatch()
+	s.forget(a)
+}
+
+// leave takes w out of a's line. mu is held.
+func (s *Slots) leave(a *account, w *waiter) {
+	for i, x := range a.line {
+		if x == w {
+			a.line = append(a.line[:i], a.line[i+1:]...)
+			break
+		}
+	}
+	if len(a.line) == 0 {
+		s.dropTurn(a)
+	}
+	// Its place in line may have held back others of its account.
+	s.dispatch()
+	s.forget(a)
+}
+
+// dispatch hands free slots to the accounts in line, in turn. mu is held.
+func (s *Slots) dispatch() {
+	for s.running < s.size {
+		i := s.nextTurn()
+		if i < 0 {
+			return
+		}
+		a := s.turns[i]
+		w := a.line[0]
+		a.line = a.line[1:]
+		s.take(a)
+		close(w.granted)
+		// a goes to the back of the turns, or out of them.
+		s.turns = append(s.turns[:i], s.turns[i+1:]...)
+		if len(a.line) > 0 {
+			s.turns = append(s.turns, a)
+		}
+	}
+}
+
+// nextTurn is the index in turns of the first account that may take a
+// slot now, or -1. mu is held.
+func (s *Slots) nextTurn() int {
+	for i, a := range s.turns {
+		if a.running < a.line[0].limit {
+			return i
+		}
+	}
+	return -1
+}
+
+func (s *Slots) dropTurn(a *account) {
+	for i, x := range s.turns {
+		if x == a {
+			s.turns = append(s.turns[:i], s.turns[i+1:]...)
+			return
+		}
+	}
+}
+
+// forget drops the record of an account with nothing running or waiting.
+// mu is held.
+func (s *Slots) forget(a *account) {
+	if a.running == 0 && len(a.line) == 0 {
+		delete(s.accounts, a.name)
 	}
 }

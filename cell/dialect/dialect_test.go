@@ -74,7 +74,7 @@ type echoGate struct {
 	ran []executor.Request
 }
 
-func (g *echoGate) Run(_ context.Context, req executor.Request) (*executor.Result, error) {
+func (g *echoGate) Run(_ context.Context, _ plans.Plan, req executor.Request) (*executor.Result, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.ran = append(g.ran, req)

@@ -122,26 +122,26 @@ func (d *Doors) syncOrAsync(dl Dialect, param string, sync, async api.CallerHand
 // read is the prologue every handler of a request to run shares: the
 // body (at most limit bytes), the caller's plan, the plan's own check
 // (nil for none), then the dialect's parse, for caller c.
-func (d *Doors) read(w http.ResponseWriter, r *http.Request, c callerauth.Caller, dl Dialect, limit int64, check func(plans.Plan) error) (*execreq.Request, error) {
+func (d *Doors) read(w http.ResponseWriter, r *http.Request, c callerauth.Caller, dl Dialect, limit int64, check func(plans.Plan) error) (*execreq.Request, plans.Plan, error) {
 	body, err := execreq.ReadBody(w, r, limit)
 	if err != nil {
-		return nil, err
+		return nil, plans.Plan{}, err
 	}
 	plan, err := execreq.PlanFor(d.Plans, c.Plan)
 	if err != nil {
-		return nil, err
+		return nil, plans.Plan{}, err
 	}
 	if check != nil {
 		if err := check(plan); err != nil {
-			return nil, err
+			return nil, plans.Plan{}, err
 		}
 	}
 	req, err := dl.Parse(Input{Body: body, Query: r.URL.Query(), Plan: plan, Catalog: d.Catalog})
 	if err != nil {
-		return nil, err
+		return nil, plans.Plan{}, err
 	}
 	req.Exec.Account = c.AccountID
-	return req, nil
+	return req, plan, nil
 }
 
 // sync is the one synchronous handler: run the request on the gate and
@@ -149,12 +149,12 @@ func (d *Doors) read(w http.ResponseWriter, r *http.Request, c callerauth.Caller
 func (d *Doors) sync(dl Dialect) api.CallerHandler {
 	return func(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
 		start := time.Now()
-		req, err := d.read(w, r, c, dl, execreq.MaxBodyBytes, nil)
+		req, plan, err := d.read(w, r, c, dl, execreq.MaxBodyBytes, nil)
 		if err != nil {
 			WriteError(w, dl, err, d.Logger)
 			return
 		}
-		run, err := d.Gate.Run(r.Context(), req.Exec)
+		run, err := d.Gate.Run(r.Context(), plan, req.Exec)
 		if err != nil {
 			WriteError(w, dl, err, d.Logger)
 			return
@@ -178,7 +178,7 @@ func (d *Doors) stream(dl Dialect) api.CallerHandler {
 			return
 		}
 		start := time.Now()
-		req, err := d.read(w, r, c, dl, execreq.MaxBodyBytes, stream.CheckPlan)
+		req, plan, err := d.read(w, r, c, dl, execreq.MaxBodyBytes, stream.CheckPlan)
 		if err != nil {
 			WriteError(w, dl, err, d.Logger)
 			return
@@ -192,7 +192,7 @@ func (d *Doors) stream(dl Dialect) api.CallerHandler {
 			return
 		}
 		req.Exec.OnOutput = sw.Output
-		run, err := d.Gate.Run(r.Context(), req.Exec)
+		run, err := d.Gate.Run(r.Context(), plan, req.Exec)
 		switch {
 		case err == nil:
 			sw.Result(dl.Render(req, req.Finish(id, run, time.Since(start))))
@@ -274,7 +274,7 @@ func (d *Doors) batchItem(ctx context.Context, dl Dialect, in Input, c calleraut
 		return d.itemError(dl, err)
 	}
 	req.Exec.Account = c.AccountID
-	run, err := d.Gate.Run(ctx, req.Exec)
+	run, err := d.Gate.Run(ctx, in.Plan, req.Exec)
 	if err != nil {
 		return d.itemError(dl, err)
 	}

@@ -92,7 +92,7 @@ func (e *Executions) Run(ctx context.Context, j store.Job) (Outcome, error) {
 	req.Exec.OnOutput = partial.add
 
 	start := e.clock()
-	run, err := e.run(ctx, req.Exec)
+	run, err := e.run(ctx, plan, req.Exec)
 	var res *execreq.Result
 	switch {
 	case ctx.Err() != nil:
@@ -108,9 +108,9 @@ func (e *Executions) Run(ctx context.Context, j store.Job) (Outcome, error) {
 
 // run waits for a sandbox slot as long as it takes: unlike a synchronous
 // caller, a queued job has nobody to answer 408 to.
-func (e *Executions) run(ctx context.Context, req executor.Request) (*executor.Result, error) {
+func (e *Executions) run(ctx context.Context, plan plans.Plan, req executor.Request) (*executor.Result, error) {
 	for {
-		res, err := e.Gate.Run(ctx, req)
+		res, err := e.Gate.Run(ctx, plan, req)
 		if apierror.Is(err, apierror.QueueTimeout) && ctx.Err() == nil {
 			continue
 		}

@@ -42,7 +42,7 @@ type fakeSandboxes struct {
 	last         executor.Request
 }
 
-func (f *fakeSandboxes) Run(ctx context.Context, req executor.Request) (*executor.Result, error) {
+func (f *fakeSandboxes) Run(ctx context.Context, _ plans.Plan, req executor.Request) (*executor.Result, error) {
 	if f.queueTimeout.Add(-1) >= 0 {
 		return nil, apierror.New(apierror.QueueTimeout, "busy")
 	}

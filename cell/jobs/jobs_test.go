@@ -162,7 +162,7 @@ func (specV1) Render(*execreq.Request, *execreq.Result) any { return map[string]
 // syncGate stands in for the capacity gate of synchronous requests.
 type syncGate struct{}
 
-func (syncGate) Run(context.Context, executor.Request) (*executor.Result, error) {
+func (syncGate) Run(context.Context, plans.Plan, executor.Request) (*executor.Result, error) {
 	return &executor.Result{End: executor.EndExited}, nil
 }
 

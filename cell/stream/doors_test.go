@@ -29,7 +29,7 @@ type fakeRunner struct {
 	run func(ctx context.Context, req executor.Request) (*executor.Result, error)
 }
 
-func (f *fakeRunner) Run(ctx context.Context, req executor.Request) (*executor.Result, error) {
+func (f *fakeRunner) Run(ctx context.Context, _ plans.Plan, req executor.Request) (*executor.Result, error) {
 	return f.run(ctx, req)
 }
 

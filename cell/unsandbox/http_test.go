@@ -34,7 +34,7 @@ type fakeRunner struct {
 	got    []executor.Request
 }
 
-func (f *fakeRunner) Run(ctx context.Context, req executor.Request) (*executor.Result, error) {
+func (f *fakeRunner) Run(ctx context.Context, _ plans.Plan, req executor.Request) (*executor.Result, error) {
 	f.got = append(f.got, req)
 	if f.err != nil {
 		return nil, f.err
