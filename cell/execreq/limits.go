@@ -32,6 +32,11 @@ const (
 	MaxZipEntries = 1000
 	// MaxPathBytes bounds a path inside additional_files.
 	MaxPathBytes = 1024
+	// MaxNameBytes bounds one component of a file's path (a ZIP entry's
+	// directories and file name, an input file's name): Linux's NAME_MAX.
+	// The sandbox cannot create a longer name, so it is refused before a
+	// run rather than fail one.
+	MaxNameBytes = 255
 	// MaxCallbackURLBytes bounds callback_url.
 	MaxCallbackURLBytes = 2048
 

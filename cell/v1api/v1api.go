@@ -178,16 +178,14 @@ func Parse(in dialect.Input) (*execreq.Request, error) {
 	}
 
 	if b.AdditionalFiles != nil {
-		if req.Exec.Files, err = execreq.Unzip(*b.AdditionalFiles); err != nil {
-			return nil, err
+		// The code is written to the language's source file; no entry may
+		// replace it, or need it to be a directory.
+		var taken []string
+		if code != "" {
+			taken = append(taken, lang.SourceFile)
 		}
-		for _, f := range req.Exec.Files {
-			// The code is written to the language's source file; a ZIP
-			// entry of that name would silently replace one or the other.
-			if f.Path == lang.SourceFile && code != "" {
-				return nil, apierror.New(apierror.FileConflict,
-					"additional_files holds %s, where %s's code goes; send the program either as code or in the ZIP", f.Path, lang.ID)
-			}
+		if req.Exec.Files, err = execreq.Unzip(*b.AdditionalFiles, taken...); err != nil {
+			return nil, err
 		}
 	}
 
