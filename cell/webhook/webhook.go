@@ -97,7 +97,8 @@ type blockedRange struct {
 // blocked are the ranges that are not the public internet: the IANA
 // special-purpose registries' non-global entries, the ones an attacker would
 // aim a server-side request at (metadata services, the operator's LAN, this
-// host).
+// host). The first that holds an address names why it is refused, so the
+// narrower ranges come before the ones that hold them.
 var blocked = func() []blockedRange {
 	var out []blockedRange
 	for _, r := range [][2]string{
@@ -115,11 +116,18 @@ var blocked = func() []blockedRange {
 		{"198.51.100.0/24", "a documentation address"},
 		{"203.0.113.0/24", "a documentation address"},
 		{"240.0.0.0/4", "a reserved address"},
-		{"::/96", "an IPv4-compatible address"},
 		{"::1/128", "a loopback address"},
+		{"::/96", "an IPv4-compatible address (deprecated, never global)"},
+		{"::ffff:0:0:0/96", "an IPv4-translated (SIIT) address, which only a translator inside a network uses"},
+		// Which bits of a local-use prefix carry the IPv4 address is the
+		// translator's choice (RFC 6052 allows /48 to /96), so the address
+		// it reaches cannot be known from outside.
+		{"64:ff9b:1::/48", "a local-use IPv4/IPv6 translation address, refused whatever it carries"},
 		{"100::/64", "a discard address"},
 		{"2001::/23", "an IETF protocol address"},
 		{"2001:db8::/32", "a documentation address"},
+		{"3fff::/20", "a documentation address"},
+		{"5f00::/16", "an SRv6 SID address"},
 		{"fc00::/7", "a unique local address"},
 		{"fe80::/10", "a link-local address"},
 		{"fec0::/10", "a site-local address"},
@@ -130,35 +138,119 @@ var blocked = func() []blockedRange {
 }()
 
 var (
-	nat64     = netip.MustParsePrefix("64:ff9b::/96")
-	sixToFour = netip.MustParsePrefix("2002::/16")
+	// globalUnicast is the IPv6 space IANA allocates for the internet;
+	// outside it only the well-known NAT64 prefix reaches public hosts.
+	globalUnicast = netip.MustParsePrefix("2000::/3")
+	nat64         = netip.MustParsePrefix("64:ff9b::/96")
 )
+
+// carried is an IPv4 address an IPv6 address carries, and how.
+type carried struct {
+	v4  netip.Addr
+	how string // "a 6to4 address of", for the message
+}
+
+// embedding is an IPv6 form that carries IPv4 addresses: a translator or
+// a tunnel delivers what is sent to it to those addresses, so they must
+// be allowed as well as the IPv6 address itself.
+type embedding struct {
+	prefix netip.Prefix
+	// carried extracts the addresses from b, an address in prefix.
+	carried func(b [16]byte) []carried
+}
+
+func v4At(b [16]byte, i int) netip.Addr { return netip.AddrFrom4([4]byte(b[i : i+4])) }
+
+// last32 is the form of the prefixes that put the IPv4 address in an
+// address's last 32 bits.
+func last32(how string) func([16]byte) []carried {
+	return func(b [16]byte) []carried { return []carried{{v4At(b, 12), how}} }
+}
+
+var embeddings = []embedding{
+	{netip.MustParsePrefix("::ffff:0:0:0/96"), last32("an IPv4-translated (SIIT) address of")},
+	{netip.MustParsePrefix("::/96"), func(b [16]byte) []carried {
+		// :: and ::1 are the unspecified and loopback addresses, not
+		// IPv4-compatible ones.
+		if v4 := v4At(b, 12); v4.Compare(netip.AddrFrom4([4]byte{0, 0, 0, 1})) > 0 {
+			return []carried{{v4, "an IPv4-compatible address of"}}
+		}
+		return nil
+	}},
+	{nat64, last32("a NAT64 address of")},
+	// The common layout of a local-use prefix, the one a /96 prefix
+	// gives; the range is refused whatever it carries (see blocked).
+	{netip.MustParsePrefix("64:ff9b:1::/48"), last32("a local-use NAT64 address, read with a /96 prefix, of")},
+	// 6to4: 2002:AABB:CCDD::/48 is the site behind AA.BB.CC.DD.
+	{netip.MustParsePrefix("2002::/16"), func(b [16]byte) []carried {
+		return []carried{{v4At(b, 2), "a 6to4 address of"}}
+	}},
+	// Teredo: the server in bits 32-63; the client's public address,
+	// inverted, in the last 32 bits. A packet may go to either.
+	{netip.MustParsePrefix("2001::/32"), func(b [16]byte) []carried {
+		client := v4At(b, 12).As4()
+		for i := range client {
+			client[i] ^= 0xff
+		}
+		return []carried{
+			{v4At(b, 4), "a Teredo address with the server"},
+			{netip.AddrFrom4(client), "a Teredo address with the client"},
+		}
+	}},
+	// ISATAP: any prefix, with an interface id of 0:5efe:a.b.c.d (or
+	// 200:5efe:… for a global a.b.c.d), tunnels to a.b.c.d.
+	{netip.MustParsePrefix("::/0"), func(b [16]byte) []carried {
+		if b[8]&^0x03 == 0 && b[9] == 0 && b[10] == 0x5e && b[11] == 0xfe {
+			return []carried{{v4At(b, 12), "an ISATAP address of"}}
+		}
+		return nil
+	}},
+}
 
 // Allowed reports whether a delivery may connect to a, and if not, why.
 func (g Guard) Allowed(a netip.Addr) error {
-	a = a.Unmap()
+	// A zone only picks the interface; left on, it would make every
+	// prefix below miss the address (fe80::1%eth0 is still link-local).
+	if why := g.refused(a.Unmap().WithZone("")); why != "" {
+		return fmt.Errorf("%w: %s", ErrBlockedAddress, why)
+	}
+	return nil
+}
+
+// refused says why a delivery may not connect to a, or "" if it may.
+func (g Guard) refused(a netip.Addr) string {
 	switch {
 	case !a.IsValid():
-		return fmt.Errorf("%w: no address", ErrBlockedAddress)
+		return "no address"
 	case a.IsUnspecified():
-		return fmt.Errorf("%w: %s is the unspecified address", ErrBlockedAddress, a)
+		return fmt.Sprintf("%s is the unspecified address", a)
 	case a.IsMulticast():
-		return fmt.Errorf("%w: %s is a multicast address", ErrBlockedAddress, a)
+		return fmt.Sprintf("%s is a multicast address", a)
 	case g.AllowPrivate:
-		return nil
+		return ""
 	}
-	// IPv6 forms that carry an IPv4 address reach that address: judge it.
-	if b := a.As16(); nat64.Contains(a) {
-		return g.Allowed(netip.AddrFrom4([4]byte(b[12:16])))
-	} else if sixToFour.Contains(a) {
-		return g.Allowed(netip.AddrFrom4([4]byte(b[2:6])))
+	if a.Is6() {
+		b := a.As16()
+		for _, e := range embeddings {
+			if !e.prefix.Contains(a) {
+				continue
+			}
+			for _, c := range e.carried(b) {
+				if why := g.refused(c.v4); why != "" {
+					return fmt.Sprintf("%s is %s %s, and %s", a, c.how, c.v4, why)
+				}
+			}
+		}
 	}
 	for _, r := range blocked {
 		if r.prefix.Contains(a) {
-			return fmt.Errorf("%w: %s is %s", ErrBlockedAddress, a, r.why)
+			return fmt.Sprintf("%s is %s", a, r.why)
 		}
 	}
-	return nil
+	if a.Is6() && !globalUnicast.Contains(a) && !nat64.Contains(a) {
+		return fmt.Sprintf("%s is outside the IPv6 global unicast space (2000::/3)", a)
+	}
+	return ""
 }
 
 // CheckURL validates a callback URL at submit time: http or https, a host,
