@@ -9,11 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 
 	"github.com/caddyserver/caddy/v2"
 	// Caddy modules the generated config uses. caddyhttp brings the HTTP app,
 	// static_response and the path and vars matchers.
-	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	_ "github.com/caddyserver/caddy/v2/modules/logging" // filter encoder for access logs
 
@@ -235,15 +236,67 @@ func errorRoutes() []object {
 }
 
 // Run starts (or reconfigures) the embedded Caddy with c's gateway config.
+// An address another process (or another server in this one) listens on is
+// an error that wraps syscall.EADDRINUSE: see checkListen.
 func Run(c Config) error {
 	cfg, err := c.CaddyJSON()
 	if err != nil {
+		return err
+	}
+	if err := checkListen(c.Listen); err != nil {
 		return err
 	}
 	if err := caddy.Load(cfg, true); err != nil {
 		return fmt.Errorf("edge: starting caddy: %w", err)
 	}
 	return nil
+}
+
+// checkListen makes sure addr is free before Caddy binds it, unless the
+// running gateway already serves it (a reload keeps its socket).
+//
+// Caddy sets SO_REUSEPORT on every TCP listener on Linux, so a second
+// gateway on a port a first one holds would bind without complaint and the
+// kernel would split the connections between the two: two gateways over
+// different accounts databases, half the answers 401. Go's own net.Listen
+// sets only SO_REUSEADDR, so binding addr with it fails with EADDRINUSE
+// while anything listens there, whether with SO_REUSEPORT or not.
+//
+// Between this probe and Caddy's bind another process could still take
+// the port with SO_REUSEPORT; that window is the time caddy.Load takes to
+// provision (milliseconds), and only another Caddy-like process starting
+// in it can slip through (DESIGN.md).
+func checkListen(addr string) error {
+	if servesAddr(addr) {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("edge: listen on %s: %w", addr, err)
+	}
+	if err := ln.Close(); err != nil {
+		return fmt.Errorf("edge: closing the probe listener on %s: %w", addr, err)
+	}
+	return nil
+}
+
+// servesAddr reports whether the Caddy config running in this process
+// already listens on addr, as our config writes it.
+func servesAddr(addr string) bool {
+	app, err := caddy.ActiveContext().AppIfConfigured("http")
+	if err != nil {
+		return false
+	}
+	httpApp, ok := app.(*caddyhttp.App)
+	if !ok {
+		return false
+	}
+	for _, srv := range httpApp.Servers {
+		if slices.Contains(srv.Listen, addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // Stop stops the embedded Caddy, closing its listener and our modules'
