@@ -9,6 +9,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
@@ -25,7 +28,23 @@ type CallerHandler func(http.ResponseWriter, *http.Request, callerauth.Caller)
 type Route struct {
 	Pattern string
 	Handle  CallerHandler
+	// Errors renders the refusals the server itself makes on this route
+	// (an unsigned request, one without an API key, a method the path does
+	// not take) in the shape of the route's door; nil for the API's JSON
+	// error. dialect.ErrorBody for the route's dialect fits.
+	Errors func(*apierror.Error) (status int, body any)
 }
+
+// HeaderRequestID carries the gateway's id for a request (package
+// caddy-modules/request), so that what the node logs about it can be
+// matched with the gateway's access log.
+const HeaderRequestID = "X-Request-Id"
+
+// HeaderExecutionID is set by a route on its response: the id of the
+// execution or job the request made or named, for the gateway's access log.
+// The gateway removes it, with every other internal header, before the
+// response reaches the client.
+const HeaderExecutionID = callerauth.Prefix + "Execution-Id"
 
 // Cluster is what the API reads of the cell's replicated store for health.
 type Cluster interface {
@@ -52,6 +71,15 @@ func (s *Server) Mount(routes ...Route) {
 }
 
 // Handler returns the node's HTTP handler.
+//
+// Whether a path exists is answered before who is asking: a request no
+// route takes gets 404 not_found, or 405 method_not_allowed with Allow when
+// the path takes other methods, signed or not. The gateway forwards
+// requests that carry no API key for exactly this (caddy-modules/auth,
+// missing_key forward), so the one list of what exists is the routes
+// mounted here. Paths are matched as sent: one that is not in canonical
+// form ("//v1/languages", "/v1/../health") is not found, where ServeMux
+// would redirect with an HTML body.
 func (s *Server) Handler() http.Handler {
 	if s.Logger == nil {
 		s.Logger = slog.New(slog.DiscardHandler)
@@ -59,29 +87,129 @@ func (s *Server) Handler() http.Handler {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /health", s.health)
-	mux.Handle("GET /v1/languages", s.authed(s.languages))
-	for _, rt := range s.routes {
-		mux.Handle(rt.Pattern, s.authed(rt.Handle))
+	t := &table{mux: http.NewServeMux()}
+	t.add(Route{Pattern: "GET /health"}, http.HandlerFunc(s.health))
+	for _, rt := range append([]Route{{Pattern: "GET /v1/languages", Handle: s.languages}}, s.routes...) {
+		t.add(rt, s.authed(rt))
 	}
-	mux.Handle("/", s.authed(func(w http.ResponseWriter, r *http.Request, _ callerauth.Caller) {
-		apierror.New(apierror.NotFound, "no such endpoint: %s %s", r.Method, r.URL.Path).Write(w)
-	}))
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.Logger.Enabled(r.Context(), slog.LevelDebug) {
+			s.Logger.Debug("request", "method", r.Method, "path", r.URL.Path, "request_id", r.Header.Get(HeaderRequestID))
+		}
+		t.serve(w, r)
+	})
 }
 
-// authed admits only requests the gateway signed.
-func (s *Server) authed(h CallerHandler) http.Handler {
+// table is the node's routes on a ServeMux, with what the mux itself
+// would answer for anything else replaced by JSON.
+type table struct {
+	mux     *http.ServeMux
+	methods []string // every method a pattern names, for 405's Allow
+}
+
+// routed marks the handlers of mounted routes in the mux, to tell them from
+// the mux's own redirect, 404 and 405 handlers.
+type routed struct {
+	http.Handler
+	rt Route
+}
+
+func (t *table) add(rt Route, h http.Handler) {
+	t.mux.Handle(rt.Pattern, routed{Handler: h, rt: rt})
+	if method, _, ok := strings.Cut(rt.Pattern, " "); ok && !slices.Contains(t.methods, method) {
+		t.methods = append(t.methods, method)
+	}
+}
+
+// lookup returns the route r would be served by.
+func (t *table) lookup(r *http.Request) (Route, bool) {
+	h, _ := t.mux.Handler(r)
+	rt, ok := h.(routed)
+	return rt.rt, ok
+}
+
+func (t *table) serve(w http.ResponseWriter, r *http.Request) {
+	if _, ok := t.lookup(r); ok {
+		// Served by the mux itself, which sets the path's wildcards.
+		t.mux.ServeHTTP(w, r)
+		return
+	}
+	path := r.URL.EscapedPath()
+	if clean := cleanPath(path); clean != path {
+		refuse(w, nil, apierror.New(apierror.NotFound, "no such endpoint: %s %s (paths are not cleaned; did you mean %s?)", r.Method, r.URL.Path, clean))
+		return
+	}
+	var allow []string
+	var errs func(*apierror.Error) (int, any)
+	for _, m := range t.methods {
+		if m == r.Method {
+			continue
+		}
+		probe := r.WithContext(r.Context())
+		probe.Method = m
+		if rt, ok := t.lookup(probe); ok {
+			allow = append(allow, m)
+			if errs == nil {
+				errs = rt.Errors
+			}
+		}
+	}
+	if len(allow) == 0 {
+		refuse(w, nil, apierror.New(apierror.NotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
+		return
+	}
+	if slices.Contains(allow, http.MethodGet) && !slices.Contains(allow, http.MethodHead) {
+		allow = append(allow, http.MethodHead) // ServeMux serves HEAD with GET routes
+	}
+	slices.Sort(allow)
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	refuse(w, errs, apierror.New(apierror.MethodNotAllowed, "%s %s: this endpoint takes %s", r.Method, r.URL.Path, strings.Join(allow, ", ")))
+}
+
+// cleanPath is the canonical form ServeMux would redirect p to: rooted,
+// without dot segments or doubled slashes, keeping a trailing slash.
+func cleanPath(p string) string {
+	if p == "" || p[0] != '/' {
+		p = "/" + p
+	}
+	clean := path.Clean(p)
+	if strings.HasSuffix(p, "/") && clean != "/" {
+		clean += "/"
+	}
+	return clean
+}
+
+// authed admits only requests the gateway signed, and of those only the
+// ones that name a caller: a signed request with no account is the gateway
+// saying the client sent no API key, which this route needs.
+func (s *Server) authed(rt Route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := callerauth.Verify(r.Header, s.Secret, s.now())
 		if err != nil {
-			s.Logger.Warn("refused an unsigned or badly signed request", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
-			apierror.New(apierror.GatewayRequired, "requests must come through the SandboxAPI gateway").Write(w)
+			s.Logger.Warn("refused an unsigned or badly signed request", "path", r.URL.Path, "remote", r.RemoteAddr,
+				"request_id", r.Header.Get(HeaderRequestID), "err", err)
+			refuse(w, rt.Errors, apierror.New(apierror.GatewayRequired, "requests must come through the SandboxAPI gateway"))
 			return
 		}
-		h(w, r, c)
+		if c.AccountID == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sandboxapi"`)
+			w.Header().Set("Cache-Control", "no-store")
+			refuse(w, rt.Errors, apierror.New(apierror.MissingAPIKey,
+				"No API key. Send it in the X-RapidAPI-Key, Authorization: Bearer or X-API-Key header."))
+			return
+		}
+		rt.Handle(w, r, c)
 	})
+}
+
+// refuse answers e in the shape errs renders, or as the API's JSON error.
+func refuse(w http.ResponseWriter, errs func(*apierror.Error) (int, any), e *apierror.Error) {
+	if errs == nil {
+		e.Write(w)
+		return
+	}
+	status, body := errs(e)
+	apierror.WriteBody(w, status, body)
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
@@ -112,6 +240,12 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// SetExecutionID sets the response header that tells the gateway which
+// execution or job a request made or named, for its access log.
+func SetExecutionID(w http.ResponseWriter, id string) {
+	w.Header().Set(HeaderExecutionID, id)
 }
 
 // SetExecutions sets the response header that tells the gateway how many

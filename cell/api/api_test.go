@@ -14,6 +14,7 @@ import (
 
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/cell/api"
+	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 	"github.com/sandboxapi/sandboxapi/cell/capacity"
 	"github.com/sandboxapi/sandboxapi/cell/dialect"
@@ -411,5 +412,106 @@ func TestMountedRoutesShareTheGatewayCheck(t *testing.T) {
 	}
 	if w := send(h, "GET", "/nowhere", "pro", ""); w.Code != 404 || errorCode(t, w) != "not_found" {
 		t.Errorf("unknown path: HTTP %d %s", w.Code, w.Body)
+	}
+}
+
+// TestUnroutedAnswers: what the node answers for a request no route takes
+// is JSON, and says which: no such path (404, whether signed or not, for a
+// path in any but its canonical form too, never a redirect), or a path that
+// takes other methods (405 with Allow). A request the gateway signed with
+// no caller carried no API key: 401 on a route that exists.
+func TestUnroutedAnswers(t *testing.T) {
+	anonymous := func(r *http.Request) {
+		callerauth.Sign(r.Header, secret, callerauth.Caller{}, time.Now())
+	}
+	signed := func(r *http.Request) {
+		callerauth.Sign(r.Header, secret, callerauth.Caller{AccountID: "acct_1", Plan: "pro"}, time.Now())
+	}
+	unsigned := func(*http.Request) {}
+	tests := []struct {
+		name, method, path string
+		sign               func(*http.Request)
+		status             int
+		code, allow        string
+	}{
+		{"unknown path, unsigned", "GET", "/nowhere", unsigned, 404, "not_found", ""},
+		{"unknown path, signed", "GET", "/nowhere", signed, 404, "not_found", ""},
+		{"health in capitals", "GET", "/HEALTH", unsigned, 404, "not_found", ""},
+		{"trailing slash", "POST", "/v1/execute/", signed, 404, "not_found", ""},
+		{"doubled slash", "GET", "//v1/languages", signed, 404, "not_found", ""},
+		{"dot segments", "GET", "/v1/../health", unsigned, 404, "not_found", ""},
+		{"wrong method, signed", "GET", "/v1/execute", signed, 405, "method_not_allowed", "POST"},
+		{"wrong method, unsigned", "PUT", "/v1/execute/batch", unsigned, 405, "method_not_allowed", "POST"},
+		{"wrong method on health", "DELETE", "/health", unsigned, 405, "method_not_allowed", "GET, HEAD"},
+		{"existing route, unsigned", "POST", "/v1/execute", unsigned, 403, "gateway_required", ""},
+		{"existing route, no API key", "POST", "/v1/execute", anonymous, 401, "missing_api_key", ""},
+		{"languages, no API key", "GET", "/v1/languages", anonymous, 401, "missing_api_key", ""},
+		{"HEAD of a GET route", "HEAD", "/v1/languages", signed, 200, "", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, fe, h := newServer(t)
+			r := httptest.NewRequest(tc.method, "/", strings.NewReader(`{"language":"bash","code":"x"}`))
+			r.URL.Path = tc.path // NewRequest would clean it
+			tc.sign(r)
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != tc.status {
+				t.Fatalf("HTTP %d, want %d: %s (Location %q)", w.Code, tc.status, w.Body, w.Header().Get("Location"))
+			}
+			if got := w.Header().Get("Allow"); got != tc.allow {
+				t.Errorf("Allow = %q, want %q", got, tc.allow)
+			}
+			if fe.calls() != 0 {
+				t.Error("the request reached the executor")
+			}
+			if tc.code == "" {
+				return
+			}
+			if ct := w.Header().Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type %q", ct)
+			}
+			if got := errorCode(t, w); got != tc.code {
+				t.Errorf("code %q, want %q", got, tc.code)
+			}
+			if tc.status == 401 && w.Header().Get("WWW-Authenticate") == "" {
+				t.Error("401 without WWW-Authenticate")
+			}
+		})
+	}
+}
+
+// TestRefusalsInTheDoorsShape: the refusals the server makes on a route
+// (unsigned, no API key, a method the path does not take) are rendered by
+// the route's Errors, the door's own error shape.
+func TestRefusalsInTheDoorsShape(t *testing.T) {
+	doorShape := func(e *apierror.Error) (int, any) {
+		return e.Status(), map[string]string{"door_error": string(e.Code)}
+	}
+	_, _, h := newServer(t, func(n *node) {
+		n.server.Mount(api.Route{Pattern: "POST /door/run", Errors: doorShape,
+			Handle: func(w http.ResponseWriter, _ *http.Request, _ callerauth.Caller) { w.WriteHeader(http.StatusNoContent) }})
+	})
+	tests := []struct {
+		name, method string
+		sign         func(*http.Request)
+		status       int
+		code         string
+	}{
+		{"unsigned", "POST", func(*http.Request) {}, 403, "gateway_required"},
+		{"no API key", "POST", func(r *http.Request) { callerauth.Sign(r.Header, secret, callerauth.Caller{}, time.Now()) }, 401, "missing_api_key"},
+		{"wrong method", "GET", func(*http.Request) {}, 405, "method_not_allowed"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(tc.method, "/door/run", nil)
+			tc.sign(r)
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			var body map[string]string
+			if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || w.Code != tc.status || body["door_error"] != tc.code {
+				t.Errorf("HTTP %d %s, want %d in the door's shape with %s", w.Code, w.Body, tc.status, tc.code)
+			}
+		})
 	}
 }

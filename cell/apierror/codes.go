@@ -59,6 +59,7 @@ const (
 
 	// What the request names.
 	NotFound           Code = "not_found"
+	MethodNotAllowed   Code = "method_not_allowed"
 	JobNotFound        Code = "job_not_found"
 	SessionNotFound    Code = "session_not_found"
 	JobNotCancellable  Code = "job_not_cancellable"
@@ -118,6 +119,7 @@ var statuses = map[Code]int{
 	SessionLimit:         http.StatusTooManyRequests,
 
 	NotFound:           http.StatusNotFound,
+	MethodNotAllowed:   http.StatusMethodNotAllowed,
 	JobNotFound:        http.StatusNotFound,
 	SessionNotFound:    http.StatusNotFound,
 	JobNotCancellable:  http.StatusConflict,
