@@ -46,10 +46,24 @@ const (
 
 // Names of the caddyhttp vars set for an authenticated request, for later
 // handlers (rate limits, quotas) and log placeholders such as
-// {http.vars.sandboxapi.account_id}.
+// {http.vars.sandboxapi.account_id}. VarAnonymous is true instead on a
+// request without a key that missing_key forward passes on.
 const (
 	VarAccountID = "sandboxapi.account_id"
 	VarPlan      = "sandboxapi.plan"
+	VarAnonymous = "sandboxapi.anonymous"
+)
+
+// What missing_key may say.
+const (
+	// MissingKeyReject answers a request without a key 401 here.
+	MissingKeyReject = "reject"
+	// MissingKeyForward passes a request without a key on, without its
+	// body, signed with no caller: the cell knows which paths exist and
+	// answers 404 or 405 for the others and 401 missing_api_key for its
+	// routes, in the shape of the route's door. Only for a chain that ends
+	// in the cell (sandboxapi_limits lets it through without limits).
+	MissingKeyForward = "forward"
 )
 
 // minSecretLen is the shortest cell secret accepted: a shorter HMAC key could
@@ -73,6 +87,14 @@ type Handler struct {
 	// it to the requests it forwards, so a caller that goes around RapidAPI
 	// with a RapidAPI key is refused.
 	RapidAPIProxySecret string `json:"rapidapi_proxy_secret,omitempty"`
+
+	// MissingKey is what happens to a request that carries no API key:
+	// "reject" (the default) answers 401 missing_api_key here; "forward"
+	// passes it on to the cell, which alone knows whether its path exists
+	// (MissingKeyForward). Reject is the default because forward is only
+	// safe in front of the cell: behind sandboxapi_auth in any other chain,
+	// a forwarded request would reach what follows unauthenticated.
+	MissingKey string `json:"missing_key,omitempty"`
 
 	store       *accounts.Store
 	release     func() error
@@ -105,6 +127,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	if secretPath == "" {
 		return fmt.Errorf("%w: cell_secret_file is required", ErrConfig)
+	}
+	switch h.MissingKey {
+	case "", MissingKeyReject, MissingKeyForward:
+	default:
+		return fmt.Errorf("%w: missing_key is %q, not %q or %q", ErrConfig, h.MissingKey, MissingKeyReject, MissingKeyForward)
 	}
 	secret, err := readSecret(secretPath)
 	if err != nil {
@@ -154,6 +181,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	r.Header.Del(HeaderRapidAPIProxySecret)
 
 	key, viaRapidAPI := apiKey(r.Header)
+	if key == "" && h.MissingKey == MissingKeyForward {
+		return h.forwardAnonymous(w, r, next)
+	}
 	if key == "" {
 		return writeError(w, apierror.MissingAPIKey,
 			"No API key. Send it in the X-RapidAPI-Key, Authorization: Bearer or X-API-Key header.")
@@ -179,6 +209,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	callerauth.Sign(r.Header, h.secret, callerauth.Caller{AccountID: acct.ID, Plan: acct.Plan, WebhookSecret: callerauth.WebhookSecret(key)}, time.Now())
 	caddyhttp.SetVar(r.Context(), VarAccountID, acct.ID)
 	caddyhttp.SetVar(r.Context(), VarPlan, acct.Plan)
+	return next.ServeHTTP(w, r)
+}
+
+// forwardAnonymous passes on r, which carries no key, signed with no
+// caller (MissingKeyForward). Its body stays here: the cell answers 401,
+// 404 or 405 from the method and path alone, and a body sent on would only
+// cost the cell connection a drain.
+func (h *Handler) forwardAnonymous(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	r.Body, r.ContentLength = http.NoBody, 0
+	r.Header.Del("Content-Length")
+	r.Header.Del("Transfer-Encoding")
+	r.TransferEncoding = nil
+	callerauth.Sign(r.Header, h.secret, callerauth.Caller{}, time.Now())
+	caddyhttp.SetVar(r.Context(), VarAnonymous, true)
 	return next.ServeHTTP(w, r)
 }
 
@@ -214,12 +258,14 @@ func writeError(w http.ResponseWriter, code apierror.Code, message string) error
 //	    accounts_db           <path>
 //	    cell_secret_file      <path>
 //	    rapidapi_proxy_secret <secret>
+//	    missing_key           reject|forward
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return blockopts.Parse(d, map[string]*string{
 		"accounts_db":           &h.AccountsDB,
 		"cell_secret_file":      &h.CellSecretFile,
 		"rapidapi_proxy_secret": &h.RapidAPIProxySecret,
+		"missing_key":           &h.MissingKey,
 	})
 }
 

@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -300,6 +301,7 @@ func TestProvisionErrors(t *testing.T) {
 		{"missing secret file", map[string]string{"accounts_db": f.dbPath, "cell_secret_file": filepath.Join(dir, "nope")}, nil},
 		{"short secret", map[string]string{"accounts_db": f.dbPath, "cell_secret_file": short}, ErrConfig},
 		{"blank secret", map[string]string{"accounts_db": f.dbPath, "cell_secret_file": blank}, ErrConfig},
+		{"unknown missing_key", map[string]string{"accounts_db": f.dbPath, "cell_secret_file": f.secretPath, "missing_key": "allow"}, ErrConfig},
 		{"accounts db in a missing directory", map[string]string{"accounts_db": filepath.Join(dir, "no", "such", "dir.db"), "cell_secret_file": f.secretPath}, nil},
 	}
 	for _, tt := range tests {
@@ -416,6 +418,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "option with two values", input: "sandboxapi_auth {\n accounts_db a b\n}", wantErr: true},
 		{name: "repeated option", input: "sandboxapi_auth {\n accounts_db a\n accounts_db b\n}", wantErr: true},
 		{name: "unknown option", input: "sandboxapi_auth {\n secret x\n}", wantErr: true},
+		{name: "missing key forwarded", input: "sandboxapi_auth {\n missing_key forward\n}", want: Handler{MissingKey: "forward"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -481,6 +484,70 @@ func TestDirectiveOrder(t *testing.T) {
 			}
 			if !strings.Contains(s, `"accounts_db":"/a.db"`) {
 				t.Errorf("option lost: %s", s)
+			}
+		})
+	}
+}
+
+// TestMissingKeyForward: with missing_key forward, a request that carries
+// no key goes on, without its body, signed as a request with no caller, so
+// that the cell says whether its path exists (404, 405) or needs a key
+// (401). A key that is wrong is still refused here.
+func TestMissingKeyForward(t *testing.T) {
+	f := newFixture(t)
+	h, _ := load(t, map[string]string{"accounts_db": f.dbPath, "cell_secret_file": f.secretPath, "missing_key": "forward"})
+	tests := []struct {
+		name    string
+		headers map[string]string
+		forward bool // as a request without a caller
+		status  int  // when refused
+	}{
+		{name: "no key", forward: true},
+		{name: "basic auth is not a key", headers: map[string]string{"Authorization": "Basic dXNlcjpwYXNz"}, forward: true},
+		{name: "forged internal headers", headers: map[string]string{"X-Sandboxapi-Internal-Account": f.pro.ID, "X-Sandboxapi-Internal-Signature": "forged"}, forward: true},
+		{name: "unknown key", headers: map[string]string{"X-API-Key": "sk_nope"}, status: 401},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodPost, "/v1/execute", strings.NewReader(`{"language":"bash"}`))
+			for k, v := range tt.headers {
+				req.Header.Set(k, v)
+			}
+			var body []byte
+			var length int64
+			var anonymous any
+			vars := map[string]any{}
+			req = req.WithContext(context.WithValue(req.Context(), caddyhttp.VarsCtxKey, vars))
+			var header http.Header
+			rec := httptest.NewRecorder()
+			err := h.ServeHTTP(rec, req, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+				header, length = r.Header.Clone(), r.ContentLength
+				body, _ = io.ReadAll(r.Body)
+				anonymous = caddyhttp.GetVar(r.Context(), VarAnonymous)
+				w.WriteHeader(http.StatusTeapot)
+				return nil
+			}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.forward {
+				if header != nil || rec.Code != tt.status {
+					t.Fatalf("status %d, forwarded %v; want %d here", rec.Code, header != nil, tt.status)
+				}
+				return
+			}
+			if header == nil {
+				t.Fatalf("not forwarded: status %d, body %s", rec.Code, rec.Body)
+			}
+			caller, err := callerauth.Verify(header, []byte(testSecret), time.Now())
+			if err != nil || caller != (callerauth.Caller{}) {
+				t.Errorf("cell sees %+v, %v; want a signed request with no caller", caller, err)
+			}
+			if anonymous != true || caddyhttp.GetVar(req.Context(), VarAccountID) != nil {
+				t.Errorf("vars: anonymous %v, account %v", anonymous, caddyhttp.GetVar(req.Context(), VarAccountID))
+			}
+			if length != 0 || len(body) != 0 || header.Get("Content-Length") != "" {
+				t.Errorf("body forwarded: Content-Length %d, %q", length, body)
 			}
 		})
 	}

@@ -136,6 +136,10 @@ func (c Config) CaddyJSON() ([]byte, error) {
 		"handler":          "sandboxapi_auth",
 		"accounts_db":      c.AccountsDB,
 		"cell_secret_file": c.CellSecretFile,
+		// A request without a key goes on to the cell, which alone knows
+		// its routes: 404 or 405 for a path or method it does not serve,
+		// 401 for one of its routes (DESIGN.md).
+		"missing_key": "forward",
 	}
 	if c.RapidAPIProxySecret != "" {
 		authHandler["rapidapi_proxy_secret"] = c.RapidAPIProxySecret

@@ -187,6 +187,12 @@ func (c *cell) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "cell refused: "+err.Error(), http.StatusUnauthorized)
 		return
 	}
+	if caller.AccountID == "" { // no API key, as cell/api answers it
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = io.WriteString(w, `{"error":{"code":"missing_api_key","message":"No API key."}}`)
+		return
+	}
 	c.mu.Lock()
 	c.callers = append(c.callers, caller)
 	c.mu.Unlock()

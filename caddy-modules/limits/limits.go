@@ -198,6 +198,15 @@ func (h *Handler) Cleanup() error {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	account, _ := caddyhttp.GetVar(r.Context(), auth.VarAccountID).(string)
 	planName, _ := caddyhttp.GetVar(r.Context(), auth.VarPlan).(string)
+	if anonymous, _ := caddyhttp.GetVar(r.Context(), auth.VarAnonymous).(bool); account == "" && anonymous {
+		// sandboxapi_auth passed on a request without a key (missing_key
+		// forward) for the cell to answer 401, 404 or 405: nobody to limit,
+		// nothing that runs, but the cell's internal headers still go.
+		cw := &countingWriter{rw: w, h: h}
+		err := next.ServeHTTP(cw, r)
+		cw.finish()
+		return err
+	}
 	if account == "" {
 		// Only a Caddyfile that puts sandboxapi_limits where sandboxapi_auth
 		// has not run gets here; refuse rather than serve unlimited.

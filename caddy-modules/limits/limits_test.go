@@ -1134,3 +1134,31 @@ func TestCaddyfileRateStore(t *testing.T) {
 		})
 	}
 }
+
+// TestAnonymousPassesWithoutLimits: a request sandboxapi_auth forwarded
+// without a key (missing_key forward) goes to the cell, which answers it
+// 401, 404 or 405, with no rate or quota headers and nothing counted; its
+// internal headers are still stripped.
+func TestAnonymousPassesWithoutLimits(t *testing.T) {
+	f := newFixture(t)
+	h, _ := load(t, f.config(t))
+	req := httptest.NewRequest(http.MethodPost, "/v1/execute", nil)
+	req = req.WithContext(context.WithValue(req.Context(), caddyhttp.VarsCtxKey, map[string]any{auth.VarAnonymous: true}))
+	rec := httptest.NewRecorder()
+	called := false
+	err := h.ServeHTTP(rec, req, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		called = true
+		w.Header().Set(callerauth.Prefix+"Anything", "x")
+		w.Header().Set(callerauth.HeaderExecutions, "1") // a cell would not; it is not counted
+		w.WriteHeader(http.StatusUnauthorized)
+		return nil
+	}))
+	if err != nil || !called || rec.Code != http.StatusUnauthorized {
+		t.Fatalf("err %v, reached the cell %v, status %d", err, called, rec.Code)
+	}
+	for name := range rec.Header() {
+		if strings.HasPrefix(name, callerauth.Prefix) || strings.HasPrefix(name, "X-Ratelimit") || strings.HasPrefix(name, "X-Quota") {
+			t.Errorf("header %s on an answer to a request without a key", name)
+		}
+	}
+}

@@ -26,7 +26,7 @@ import (
 type countingWriter struct {
 	rw      http.ResponseWriter
 	h       *Handler
-	account string
+	account string // "" for a request sandboxapi_auth passed on without a key
 	month   string
 	quota   int64
 	used    int64 // the account's count for month before this request
@@ -57,10 +57,8 @@ func (cw *countingWriter) WriteHeader(code int) {
 	cw.wroteHeader = true
 	n := cw.executions(hdr, callerauth.HeaderExecutions)
 	stripInternal(hdr)
-	if n > 0 {
-		total := cw.h.count(cw.account, cw.month, cw.used, n)
-		cw.used = total
-		hdr.Set(HeaderQuotaRemaining, strconv.FormatInt(max(cw.quota-total, 0), 10))
+	if cw.add(n) {
+		hdr.Set(HeaderQuotaRemaining, strconv.FormatInt(max(cw.quota-cw.used, 0), 10))
 	}
 	cw.rw.WriteHeader(code)
 }
@@ -99,9 +97,23 @@ func (cw *countingWriter) finish() {
 	n := cw.executions(hdr, callerauth.HeaderExecutions) +
 		cw.executions(hdr, http.TrailerPrefix+callerauth.HeaderExecutions)
 	stripInternal(hdr)
-	if n > 0 {
-		cw.used = cw.h.count(cw.account, cw.month, cw.used, n)
+	cw.add(n)
+}
+
+// add records n executions the cell reported, and reports whether it did.
+// A request without an account (one sandboxapi_auth passed on without a
+// key) cannot have run anything, as the cell answers it before any route
+// runs; a count for one is logged, not recorded against nobody.
+func (cw *countingWriter) add(n int64) bool {
+	if n <= 0 {
+		return false
 	}
+	if cw.account == "" {
+		cw.h.logger.Error("the cell reported executions for a request without an account; not counted", zap.Int64("executions", n))
+		return false
+	}
+	cw.used = cw.h.count(cw.account, cw.month, cw.used, n)
+	return true
 }
 
 // executions parses the count in header name of hdr; 0 when there is none
