@@ -9,14 +9,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/sandboxapi/sandboxapi/billing/accounts"
 	"github.com/sandboxapi/sandboxapi/cell/api"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
@@ -63,32 +60,11 @@ func (c *apiCell) served() []string {
 }
 
 // runGateway runs the gateway in front of cell with one pro account, and
-// returns its address and the account's key. cfg adjusts the config.
+// returns its address and the account's key. adjust changes the config.
 func runGateway(t *testing.T, cellURL string, adjust ...func(*Config)) (addr, key string) {
 	t.Helper()
-	dir := t.TempDir()
-	dbPath, secretPath := filepath.Join(dir, "accounts.db"), filepath.Join(dir, "cell.secret")
-	if err := os.WriteFile(secretPath, []byte(testSecret), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	store, err := accounts.Open(dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	acct, err := store.CreateAccount("Ada", "pro")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if key, err = store.IssueKey(acct.ID); err != nil {
-		t.Fatal(err)
-	}
-	if err := store.Close(); err != nil {
-		t.Fatal(err)
-	}
-	cfg := Config{
-		Listen: freeAddr(t), AccountsDB: dbPath, CellSecretFile: secretPath,
-		UsageDB: filepath.Join(dir, "usage.db"), CellNodes: []string{strings.TrimPrefix(cellURL, "http://")},
-	}
+	cfg, members := gatewayFiles(t, "pro")
+	cfg.Listen, cfg.CellNodes = freeAddr(t), []string{strings.TrimPrefix(cellURL, "http://")}
 	for _, a := range adjust {
 		a(&cfg)
 	}
@@ -96,7 +72,7 @@ func runGateway(t *testing.T, cellURL string, adjust ...func(*Config)) (addr, ke
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = Stop() })
-	return cfg.Listen, key
+	return cfg.Listen, members[0].key
 }
 
 // rawRequest writes raw to the gateway at addr and reads one response.

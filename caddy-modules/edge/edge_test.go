@@ -283,37 +283,13 @@ func errorCode(t *testing.T, resp *http.Response, body []byte) string {
 }
 
 func TestGateway(t *testing.T) {
-	dir := t.TempDir()
-	dbPath, secretPath := filepath.Join(dir, "accounts.db"), filepath.Join(dir, "cell.secret")
-	if err := os.WriteFile(secretPath, []byte(testSecret+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	store, err := accounts.Open(dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	acct, err := store.CreateAccount("Ada", "pro")
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := store.IssueKey(acct.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := store.Close(); err != nil { // the gateway opens it itself
-		t.Fatal(err)
-	}
-
+	cfg, members := gatewayFiles(t, "pro")
+	acct, key := members[0].Account, members[0].key
+	dbPath, usageDB := cfg.AccountsDB, cfg.UsageDB
 	cl := newCell(t)
-	usageDB := filepath.Join(dir, "usage.db")
-	cfg := Config{
-		Listen:         freeAddr(t),
-		AccountsDB:     dbPath,
-		CellSecretFile: secretPath,
-		UsageDB:        usageDB,
-		CellNodes:      []string{strings.TrimPrefix(cl.URL, "http://")},
-		AccessLog:      true, // also proves the access log config loads
-	}
+	cfg.Listen = freeAddr(t)
+	cfg.CellNodes = []string{strings.TrimPrefix(cl.URL, "http://")}
+	cfg.AccessLog = true // also proves the access log config loads
 	if err := Run(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -466,37 +442,17 @@ func TestGateway(t *testing.T) {
 // TestGatewayLimits drives rate limits and monthly quotas through the real
 // embedded gateway, with a plan file that makes them small.
 func TestGatewayLimits(t *testing.T) {
-	dir := t.TempDir()
-	dbPath, secretPath := filepath.Join(dir, "accounts.db"), filepath.Join(dir, "cell.secret")
-	usageDB, plansFile := filepath.Join(dir, "usage.db"), filepath.Join(dir, "plans.json")
-	if err := os.WriteFile(secretPath, []byte(testSecret), 0o600); err != nil {
+	cfg, members := gatewayFiles(t, "basic", "basic")
+	busy, heavy := members[0].Account, members[1].Account
+	busyKey, heavyKey := members[0].key, members[1].key
+	usageDB := cfg.UsageDB
+	cfg.PlansFile = filepath.Join(t.TempDir(), "plans.json")
+	if err := os.WriteFile(cfg.PlansFile, []byte(`{"plans":[{"name":"basic","requests_per_minute":8,"executions_per_month":5}]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(plansFile, []byte(`{"plans":[{"name":"basic","requests_per_minute":8,"executions_per_month":5}]}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	store, err := accounts.Open(dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	busy, _ := store.CreateAccount("Busy", "basic")
-	heavy, _ := store.CreateAccount("Heavy", "basic")
-	busyKey, err := store.IssueKey(busy.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	heavyKey, err := store.IssueKey(heavy.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = store.Close()
-
 	cl := newCell(t)
-	cfg := Config{
-		Listen: freeAddr(t), AccountsDB: dbPath, CellSecretFile: secretPath,
-		UsageDB: usageDB, PlansFile: plansFile,
-		CellNodes: []string{strings.TrimPrefix(cl.URL, "http://")},
-	}
+	cfg.Listen = freeAddr(t)
+	cfg.CellNodes = []string{strings.TrimPrefix(cl.URL, "http://")}
 	if err := Run(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -649,21 +605,8 @@ func TestCaddyfileExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	dbPath, secretPath := filepath.Join(dir, "accounts.db"), filepath.Join(dir, "cell.secret")
-	if err := os.WriteFile(secretPath, []byte(testSecret), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	store, err := accounts.Open(dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	acct, _ := store.CreateAccount("Ada", "ultra")
-	key, err := store.IssueKey(acct.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = store.Close()
+	files, members := gatewayFiles(t, "ultra")
+	acct, key := members[0].Account, members[0].key
 
 	cl := newCell(t)
 	listen := freeAddr(t)
@@ -671,9 +614,9 @@ func TestCaddyfileExample(t *testing.T) {
 	caddyfile := strings.NewReplacer(
 		"http://:8080 {", "http://"+listen+" {",
 		"10.0.0.11:8081 10.0.0.12:8081", strings.TrimPrefix(cl.URL, "http://"),
-		"/var/lib/sandboxapi/accounts.db", dbPath,
-		"/var/lib/sandboxapi/usage.db", filepath.Join(dir, "usage.db"),
-		"/etc/sandboxapi/cell.secret", secretPath,
+		"/var/lib/sandboxapi/accounts.db", files.AccountsDB,
+		"/var/lib/sandboxapi/usage.db", files.UsageDB,
+		"/etc/sandboxapi/cell.secret", files.CellSecretFile,
 	).Replace(string(src))
 
 	cfg, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)

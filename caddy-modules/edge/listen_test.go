@@ -5,38 +5,20 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/sandboxapi/sandboxapi/billing/accounts"
 )
 
-// testConfig is a complete gateway config on listen, with an empty
-// accounts db, a cell secret and a usage db in a temporary directory, and
+// testConfig is a complete gateway config on listen, with no accounts and
 // cellAddr as the only node.
 func testConfig(t *testing.T, listen, cellAddr string) Config {
 	t.Helper()
-	dir := t.TempDir()
-	secretPath := filepath.Join(dir, "cell.secret")
-	if err := os.WriteFile(secretPath, []byte(testSecret), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	store, err := accounts.Open(filepath.Join(dir, "accounts.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := store.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return Config{
-		Listen: listen, AccountsDB: filepath.Join(dir, "accounts.db"), CellSecretFile: secretPath,
-		UsageDB: filepath.Join(dir, "usage.db"), CellNodes: []string{cellAddr},
-	}
+	cfg, _ := gatewayFiles(t)
+	cfg.Listen, cfg.CellNodes = listen, []string{cellAddr}
+	return cfg
 }
 
 // listenReusePort listens on a loopback port the way Caddy does, with
