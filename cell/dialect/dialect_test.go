@@ -138,6 +138,16 @@ func TestANewDoor(t *testing.T) {
 		})
 	}
 
+	// What the node's server refuses on the door's routes (here a method
+	// the path does not take) comes in the door's shape too.
+	node := &api.Server{Catalog: catalog()}
+	node.Mount(dialecttest.Routes(t, &dialect.Doors{Dialects: set, Gate: gate, Plans: plans.Default(), Catalog: catalog()})...)
+	w = httptest.NewRecorder()
+	node.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/toy/run", nil))
+	if err := json.Unmarshal(w.Body.Bytes(), &m); w.Code != http.StatusUnprocessableEntity || err != nil || m["kind"] != "method_not_allowed" {
+		t.Errorf("GET /toy/run: HTTP %d %s, want the door's own 422 method_not_allowed", w.Code, w.Body)
+	}
+
 	w = httptest.NewRecorder()
 	h.ServeHTTP(w, httptest.NewRequest("POST", "/toy/batch", strings.NewReader(`[{"lang":"bash","source":"a"},{"lang":"cobol"}]`)))
 	var results []map[string]any

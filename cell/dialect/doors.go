@@ -63,7 +63,9 @@ func (d *Doors) Routes() ([]api.Route, error) {
 			if err != nil {
 				return nil, err
 			}
-			out = append(out, api.Route{Pattern: rt.Pattern, Handle: h})
+			out = append(out, api.Route{Pattern: rt.Pattern, Handle: h, Errors: func(e *apierror.Error) (int, any) {
+				return ErrorBody(dl, e)
+			}})
 		}
 	}
 	return out, nil
