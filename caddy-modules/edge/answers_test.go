@@ -132,6 +132,12 @@ func TestEveryAnswerIsJSON(t *testing.T) {
 		{"wrong method with a key", request("DELETE", "/v1/execute", true), 405, "method_not_allowed", "POST"},
 		{"doubled slash with a key", request("POST", "//v1/execute", true), 404, "not_found", ""},
 		{"dot segments with a key", request("GET", "/v1/../jobs/x", true), 404, "not_found", ""},
+		{"a control character in a header", "GET /v1/languages HTTP/1.1\r\nHost: gw\r\nX-Note: a\x01b\r\n\r\n", 400, "malformed_request", ""},
+		{"no Host header", "GET /v1/languages HTTP/1.1\r\n\r\n", 400, "malformed_request", ""},
+		{"headers over 1 MB", "GET /v1/languages HTTP/1.1\r\nHost: gw\r\nX-Big: " + strings.Repeat("a", 1<<20+8<<10) + "\r\n\r\n", 431, "headers_too_large", ""},
+		{"an unknown transfer coding", "POST /v1/execute HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: gzip\r\n\r\n", 501, "unsupported_transfer_encoding", ""},
+		{"an HTTP version other than 1.x", "GET /v1/languages HTTP/3.0\r\nHost: gw\r\n\r\n", 505, "http_version_not_supported", ""},
+		{"an expectation other than 100-continue", "GET /v1/languages HTTP/1.1\r\nHost: gw\r\nExpect: fast\r\n\r\n", 417, "expectation_failed", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

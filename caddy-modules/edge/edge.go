@@ -19,9 +19,11 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/logging" // filter encoder for access logs
 
 	// Our modules: sandboxapi_auth, sandboxapi_limits with its rate stores,
-	// and the sandboxapi_cell upstream source with its memberships.
+	// the sandboxapi_cell upstream source with its memberships, and the
+	// listener wrappers of conns.
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/auth"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/cellroute"
+	_ "github.com/sandboxapi/sandboxapi/caddy-modules/conns"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/limits"
 
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
@@ -156,6 +158,9 @@ func (c Config) CaddyJSON() ([]byte, error) {
 
 	server := object{
 		"listen": []string{c.Listen},
+		// What Go's HTTP server answers before any handler (a request
+		// that is not valid HTTP, oversized headers) in JSON too.
+		"listener_wrappers": []object{{"wrapper": "sandboxapi_json_errors"}},
 		// Plain HTTP on the listen address: no certificates, no redirects.
 		"automatic_https": object{"disable": true},
 		// HTTP/2 and 3 need TLS; h2c serves HTTP/2 to a TLS-terminating

@@ -635,6 +635,12 @@ func TestCaddyfileExample(t *testing.T) {
 	if resp, body := g.do("GET", "/v1/languages", "", nil); resp.StatusCode != http.StatusUnauthorized || errorCode(t, resp, body) != "missing_api_key" {
 		t.Errorf("no key: status %d, body %s", resp.StatusCode, body)
 	}
+	if _, n := cl.lastCaller(); n != 0 {
+		t.Error("a request without a key reached a route of the cell")
+	}
+	if resp, body := rawRequest(t, listen, "GET /v1/languages HTTP/1.1\r\n\r\n"); resp.StatusCode != http.StatusBadRequest || errorCode(t, resp, body) != "malformed_request" {
+		t.Errorf("no Host: status %d, body %s; want the JSON 400 of sandboxapi_json_errors", resp.StatusCode, body)
+	}
 	if resp, body := g.do("GET", "/v1/languages", "", map[string]string{"X-RapidAPI-Key": key}); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("RapidAPI key without proxy secret: status %d, body %s; want 403 ({env.*} not expanded?)", resp.StatusCode, body)
 	}

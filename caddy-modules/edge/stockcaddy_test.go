@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -23,6 +24,7 @@ import (
 
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/auth"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/cellroute"
+	_ "github.com/sandboxapi/sandboxapi/caddy-modules/conns"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/limits"
 )
 
@@ -88,8 +90,9 @@ func TestStockCaddyLoadsModulesByID(t *testing.T) {
 				"logging": object{"logs": object{"default": object{"level": "WARN"}}},
 				"apps": object{
 					"http": object{"servers": object{"stock": object{
-						"listen":          []string{listen},
-						"automatic_https": object{"disable": true},
+						"listen":            []string{listen},
+						"listener_wrappers": []object{{"wrapper": "sandboxapi_json_errors"}},
+						"automatic_https":   object{"disable": true},
 						"routes": []object{
 							{
 								"match": []object{{"path": []string{"/authed/*"}}},
@@ -120,6 +123,19 @@ func TestStockCaddyLoadsModulesByID(t *testing.T) {
 				t.Fatalf("stock Caddy cannot load the config: %v", err)
 			}
 			t.Cleanup(func() { _ = caddy.Stop() })
+
+			// sandboxapi_json_errors: Go's 400 for a request without Host.
+			c, err := net.Dial("tcp", listen)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.WriteString(c, "GET / HTTP/1.1\r\n\r\n")
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			answer, _ := io.ReadAll(c)
+			c.Close()
+			if !strings.Contains(string(answer), `"code":"malformed_request"`) {
+				t.Errorf("sandboxapi_json_errors: a request without Host got %q", answer)
+			}
 
 			resp, err := http.Get("http://" + listen + "/authed/v1/languages")
 			if err != nil {

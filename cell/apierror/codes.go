@@ -41,6 +41,14 @@ const (
 	CodeTooLarge        Code = "code_too_large"
 	InstallFailed       Code = "install_failed"
 
+	// The request as HTTP: what Go's HTTP server refuses before any
+	// handler, answered as JSON by the gateway (caddy-modules/conns).
+	MalformedRequest            Code = "malformed_request"
+	ExpectationFailed           Code = "expectation_failed"
+	HeadersTooLarge             Code = "headers_too_large"
+	UnsupportedTransferEncoding Code = "unsupported_transfer_encoding"
+	HTTPVersionNotSupported     Code = "http_version_not_supported"
+
 	// Who is calling, and what their plan includes.
 	MissingAPIKey        Code = "missing_api_key"
 	InvalidAPIKey        Code = "invalid_api_key"
@@ -102,6 +110,12 @@ var statuses = map[Code]int{
 	PayloadTooLarge:     http.StatusRequestEntityTooLarge,
 	CodeTooLarge:        http.StatusRequestEntityTooLarge,
 	InstallFailed:       http.StatusUnprocessableEntity,
+
+	MalformedRequest:            http.StatusBadRequest,
+	ExpectationFailed:           http.StatusExpectationFailed,
+	HeadersTooLarge:             http.StatusRequestHeaderFieldsTooLarge,
+	UnsupportedTransferEncoding: http.StatusNotImplemented,
+	HTTPVersionNotSupported:     http.StatusHTTPVersionNotSupported,
 
 	MissingAPIKey:        http.StatusUnauthorized,
 	InvalidAPIKey:        http.StatusUnauthorized,
