@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
 	"github.com/hashicorp/go-hclog"
@@ -40,7 +41,27 @@ func (s slogSink) Accept(name string, level hclog.Level, msg string, args ...any
 	if level >= hclog.Error {
 		lvl = slog.LevelError
 	}
+	if firstElection(msg, args) {
+		lvl = slog.LevelDebug
+	}
 	// hclog args are alternating key/value pairs, the same convention slog
 	// uses, so they pass through unchanged.
 	s.logger.With("component", name).Log(context.Background(), lvl, msg, args...)
+}
+
+// firstElection says whether a record is raft's heartbeat timeout on a node
+// that has heard from no leader since it started. Raft logs it at WARN, but
+// every node starts as a follower and times out before its first election,
+// so a single-node cell printed a warning on every normal start; a node
+// that loses a leader it knew still warns.
+func firstElection(msg string, args []any) bool {
+	if msg != "heartbeat timeout reached, starting election" {
+		return false
+	}
+	for i := 0; i+1 < len(args); i += 2 {
+		if args[i] == "last-leader-id" {
+			return fmt.Sprint(args[i+1]) == ""
+		}
+	}
+	return false
 }

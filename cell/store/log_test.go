@@ -36,3 +36,26 @@ func TestRaftLoggerForwardsWarnAndAbove(t *testing.T) {
 		t.Error("IsDebug() = true; raft would build debug messages only to drop them")
 	}
 }
+
+// A node that has heard from no leader since it started times out and
+// stands for election on every start; only losing a leader it knew is worth
+// a warning (issue #13: a normal first start printed this WARN).
+func TestRaftLoggerFirstElectionIsNotAWarning(t *testing.T) {
+	tests := []struct {
+		name, leaderAddr, leaderID string
+		want                       string
+	}{
+		{"no leader yet", "", "", "level=DEBUG"},
+		{"lost its leader", "10.0.0.9:7000", "node-b", "level=WARN"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			logger, logs := newTestLogger()
+			newRaftLogger(logger).Warn("heartbeat timeout reached, starting election",
+				"last-leader-addr", tc.leaderAddr, "last-leader-id", tc.leaderID)
+			if out := logs.String(); !strings.Contains(out, tc.want+" msg=\"heartbeat timeout reached") {
+				t.Errorf("want it at %s:\n%s", tc.want, out)
+			}
+		})
+	}
+}
