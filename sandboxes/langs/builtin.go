@@ -74,8 +74,10 @@ func BuiltinIn(cacheDir string) []*Language {
 			Artifact:         "Main.class",
 			Run:              []string{"/usr/bin/java", "-XX:+UseSerialGC", "-XX:-UsePerfData", "-Xss64m", "-cp", ".", "Main"},
 			Binary:           "/usr/bin/javac",
-			VersionArgv:      []string{"/usr/bin/javac", "-version"},
-			VersionRE:        regexp.MustCompile(`javac (\S+)`),
+			// No perf-data file: the host's JVM would leave
+			// /tmp/hsperfdata_USER behind at every start.
+			VersionArgv: []string{"/usr/bin/javac", "-J-XX:-UsePerfData", "-version"},
+			VersionRE:   regexp.MustCompile(`javac (\S+)`),
 		},
 		{
 			ID: "cpp", Name: "C++", Aliases: []string{"c++", "cplusplus", "g++", "cxx"},
@@ -189,11 +191,12 @@ func goLang(cacheDir string) *Language {
 			"GOCACHE=/tmp/go-cache", "GOPATH=/tmp/go", "XDG_CONFIG_HOME=/tmp/.config",
 			"PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		}, goBuildEnv...),
-		Mounts:      []Mount{{Source: filepath.Join(cacheDir, "go-build"), Destination: goCacheMount}},
-		Overlays:    goCacheOverlay,
-		Prepare:     prepareGoCache,
-		Binary:      "/usr/local/go/bin/go",
-		VersionArgv: []string{"/usr/local/go/bin/go", "version"},
+		Mounts:   []Mount{{Source: filepath.Join(cacheDir, "go-build"), Destination: goCacheMount}},
+		Overlays: goCacheOverlay,
+		Prepare:  prepareGoCache,
+		Binary:   "/usr/local/go/bin/go",
+		// Without HOME and XDG_CONFIG_HOME, as goVersionEnv says why.
+		VersionArgv: []string{"/usr/bin/env", "-u", "HOME", "-u", "XDG_CONFIG_HOME", "/usr/local/go/bin/go", "version"},
 		VersionRE:   regexp.MustCompile(`go(\d+\.\d+(\.\d+)?)`),
 	}
 }

@@ -81,11 +81,27 @@ func prepareGoCache(ctx context.Context, l *Language) error {
 func goCacheStamp(ctx context.Context, goBin string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, goBin, "version").Output()
+	cmd := exec.CommandContext(ctx, goBin, "version")
+	cmd.Env = goVersionEnv()
+	out, err := cmd.Output()
 	if err != nil {
 		return "", fmt.Errorf("%s version: %w", goBin, err)
 	}
 	return fmt.Sprintf("v1\n%s\n%s\n%s\n", bytes.TrimSpace(out), goBin, strings.Join(goBuildEnv, " ")), nil
+}
+
+// goVersionEnv is the service's environment without HOME and
+// XDG_CONFIG_HOME. The go command counts every run in its telemetry files
+// under the user's config dir, unless it has none: `go version` at every
+// start kept files in ~/.config/go, outside the data dir and the cache.
+func goVersionEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "HOME=") && !strings.HasPrefix(kv, "XDG_CONFIG_HOME=") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 // buildGoCache compiles the standard library into a new cache at dir.
