@@ -3,16 +3,20 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -50,6 +54,10 @@ type Config struct {
 	// PackageCacheDir is the offline package cache session installs read
 	// (package pkgcache); none when empty.
 	PackageCacheDir string
+	// CacheDir holds what languages prepare on the host (Go's standard
+	// library cache, the TypeScript snapshot), shared by every node and
+	// test on it; langs.DefaultCacheDir when empty.
+	CacheDir string
 	// Sessions tunes stateful sessions (warm pool, caps); the node fills
 	// in its own parts.
 	Sessions sessions.Config
@@ -75,7 +83,8 @@ type identity struct {
 }
 
 // Start brings a node up: store first (a single-node cell bootstraps
-// itself), then the sandbox runtime, then the API.
+// itself), then the sandbox runtime, then the API. Each step has its own
+// deadline and logs one line when it is done (DESIGN.md, "Start-up").
 func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -100,6 +109,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}()
 
+	p := newProgress(cfg.Logger)
+
 	n.store, err = store.Open(store.Config{
 		Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: id.NodeID, RaftAddr: id.RaftAddr,
 		Bootstrap: true, Logger: cfg.Logger,
@@ -107,21 +118,38 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := n.store.WaitLeader(wctx); err != nil {
-		return nil, fmt.Errorf("node: raft: %w", err)
+	err = p.run(ctx, step{name: "raft", done: "raft leader elected", doing: "waiting for a raft leader", timeout: leaderTimeout},
+		n.store.WaitLeader, "node", id.NodeID, "raft", id.RaftAddr)
+	if err != nil {
+		return nil, err
 	}
 
 	rootDir := filepath.Join(cfg.DataDir, "rootfs")
-	if err := rootfs.Build(rootDir, cfg.Init); err != nil {
-		return nil, fmt.Errorf("node: %w", err)
-	}
-	n.rt, err = runsc.Open(cfg.Runsc, filepath.Join(cfg.DataDir, "runsc"), cfg.Logger)
+	err = p.run(ctx, step{done: "root filesystem built", doing: "building the sandboxes' root filesystem"},
+		func(context.Context) error { return rootfs.Build(rootDir, cfg.Init) }, "dir", rootDir)
 	if err != nil {
-		return nil, fmt.Errorf("node: %w", err)
+		return nil, err
 	}
-	catalog := langs.Detect(ctx, langs.Builtin())
+	err = p.run(ctx, step{done: "sandbox runtime ready", doing: "cleaning up sandboxes of a previous run"},
+		func(context.Context) (err error) {
+			n.rt, err = runsc.Open(cfg.Runsc, filepath.Join(cfg.DataDir, "runsc"), cfg.Logger)
+			return err
+		}, "runsc", cfg.Runsc)
+	if err != nil {
+		return nil, err
+	}
+	cacheDir := cmp.Or(cfg.CacheDir, langs.DefaultCacheDir)
+	var catalog *langs.Catalog
+	// No deadline and no generic progress line: each language's Prepare
+	// bounds its own build and says what it is building.
+	err = p.run(ctx, step{name: "languages", done: "languages detected"}, func(ctx context.Context) error {
+		catalog = detectLanguages(ctx, langs.BuiltinIn(cacheDir), cacheDir, startHint, p)
+		return ctx.Err()
+	}, "cache_dir", cacheDir)
+	if err != nil {
+		return nil, err
+	}
+	logProblems(cfg.Logger, catalog)
 	var pkgs *pkgcache.Cache
 	if cfg.PackageCacheDir != "" {
 		if pkgs, err = pkgcache.Open(cfg.PackageCacheDir); err != nil {
@@ -144,11 +172,15 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	for _, l := range catalog.List() {
 		ids = append(ids, l.ID)
 	}
-	if err := n.store.RegisterNode(wctx, store.NodeInfo{
-		ID: id.NodeID, Cell: cfg.Cell, Region: cfg.Region, APIAddr: n.ln.Addr().String(),
-		Languages: ids, RegisteredAt: time.Now().UTC(),
-	}); err != nil {
-		return nil, fmt.Errorf("node: register: %w", err)
+	err = p.run(ctx, step{name: "register", done: "node registered", doing: "registering the node in the cell", timeout: registerTimeout},
+		func(ctx context.Context) error {
+			return n.store.RegisterNode(ctx, store.NodeInfo{
+				ID: id.NodeID, Cell: cfg.Cell, Region: cfg.Region, APIAddr: n.ln.Addr().String(),
+				Languages: ids, RegisteredAt: time.Now().UTC(),
+			})
+		}, "languages", strings.Join(ids, ","))
+	if err != nil {
+		return nil, err
 	}
 
 	// The doors: every dialect registered here and nowhere else, all on
@@ -190,10 +222,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.sess, err = sessions.New(sc); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
-	defer scancel()
-	if err := n.sess.Start(sctx); err != nil {
-		return nil, fmt.Errorf("node: %w", err)
+	err = p.run(ctx, step{name: "sessions", done: "sessions started", doing: "ending the sessions of the previous run", timeout: sessionsTimeout},
+		n.sess.Start)
+	if err != nil {
+		return nil, err
 	}
 	apiSrv.Mount(n.sess.Routes()...)
 	n.srv = &http.Server{Handler: apiSrv.Handler(), ReadHeaderTimeout: 10 * time.Second}
@@ -202,8 +234,27 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			cfg.Logger.Error("node API server", "err", err)
 		}
 	}()
-	cfg.Logger.Info("cell node up", "node", id.NodeID, "api", n.ln.Addr().String(), "raft", id.RaftAddr, "languages", strings.Join(ids, ","))
+	cfg.Logger.Info("cell node up", "node", id.NodeID, "api", n.ln.Addr().String())
 	return n, nil
+}
+
+// logProblems says which known languages are not offered, or offered
+// without what their Prepare adds, and why. A toolchain the host does not
+// have is its choice, not a fault.
+func logProblems(logger *slog.Logger, catalog *langs.Catalog) {
+	problems := catalog.Problems()
+	for _, id := range slices.Sorted(maps.Keys(problems)) {
+		err := problems[id]
+		_, offered := catalog.Lookup(id)
+		switch {
+		case errors.Is(err, langs.ErrDegraded):
+			logger.Warn("start-up: language offered, slower than it should be", "language", id, "err", err)
+		case !offered && errors.Is(err, fs.ErrNotExist):
+			logger.Info("start-up: language not installed, not offered", "language", id, "err", err)
+		default:
+			logger.Warn("start-up: language not offered", "language", id, "err", err)
+		}
+	}
 }
 
 // Addr is the node's API address.
