@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -63,7 +64,7 @@ func (f *frameWriter) fail(err error) {
 // order, stopping after the first step that does not exit 0. A step marked
 // UsePrestarted runs in pre, when there is one; an unused pre is ended
 // first.
-func runJob(job wire.Job, out *frameWriter, pre *prestarted) error {
+func runJob(job wire.Job, out *frameWriter, pre *prestarted, groups *stepGroups) error {
 	if err := mountOverlays(job); err != nil {
 		return err
 	}
@@ -87,7 +88,14 @@ func runJob(job wire.Job, out *frameWriter, pre *prestarted) error {
 				pre.discard()
 				pre = nil
 			}
-			res = runStep(job, step, out)
+			var g *group
+			if groups != nil {
+				var err error
+				if g, err = groups.next(); err != nil {
+					return err
+				}
+			}
+			res = runStep(job, step, out, g)
 		}
 		b, err := json.Marshal(res)
 		if err != nil {
@@ -119,7 +127,9 @@ func writeFiles(job wire.Job) error {
 // the child it forks inherits them.
 var rlimitMu sync.Mutex
 
-func runStep(job wire.Job, step wire.Step, out *frameWriter) wire.StepResult {
+// runStep runs a step in a group of its own (g; nil where there are no
+// cgroups).
+func runStep(job wire.Job, step wire.Step, out *frameWriter, g *group) wire.StepResult {
 	argv, err := withAddressSpace(step.Argv, step.Limits)
 	if err != nil {
 		return wire.StepResult{Name: step.Name, StartError: err.Error()}
@@ -128,7 +138,8 @@ func runStep(job wire.Job, step wire.Step, out *frameWriter) wire.StepResult {
 	if err != nil {
 		return wire.StepResult{Name: step.Name, StartError: err.Error()}
 	}
-	if err := startLimited(p.cmd, step.Limits); err != nil {
+	p.inGroup(g)
+	if err := startLimited(p.cmd, step.Limits, g); err != nil {
 		p.abandon()
 		return wire.StepResult{Name: step.Name, StartError: err.Error()}
 	}
@@ -148,6 +159,20 @@ type proc struct {
 	// groupOnly confines killing and reaping to the step's process group:
 	// in a session, the init's other children (the REPL) must survive.
 	groupOnly bool
+	// group holds the step's processes (nil without cgroups); cpuBase is
+	// its CPU when the step began. killTree stops everything in it, when
+	// that is more than killing the step does (a session's).
+	group    *group
+	cpuBase  time.Duration
+	killTree func()
+}
+
+// inGroup makes g the step's group, its CPU from now on the step's.
+func (p *proc) inGroup(g *group) {
+	p.group = g
+	if g != nil {
+		p.cpuBase = g.cpu()
+	}
 }
 
 // prepare builds the command and its pipes; it does not start it.
@@ -229,6 +254,15 @@ func supervise(p *proc, step wire.Step, out *frameWriter) wire.StepResult {
 		}()
 	}
 
+	var w *watch
+	if p.group != nil {
+		killMemory := killAll
+		if p.killTree != nil {
+			killMemory = p.killTree
+		}
+		w = startWatch(p.group, lim, p.cpuBase, p.cmd.Process.Pid, killAll, killMemory)
+	}
+
 	var wallExceeded, outputExceeded bool
 	var flagMu sync.Mutex
 	var timer *time.Timer
@@ -277,6 +311,15 @@ func supervise(p *proc, step wire.Step, out *frameWriter) wire.StepResult {
 	if timer != nil {
 		timer.Stop()
 	}
+	if w != nil {
+		w.stop()
+	}
+	// Counted before the leftovers are killed, and only for a step that
+	// failed: whether it failed for want of processes.
+	reached := false
+	if ps := p.cmd.ProcessState; lim.Processes > 0 && ps != nil && !ps.Success() {
+		reached = processesReached(p.cmd.SysProcAttr.Credential.Uid, lim.Processes, p.group)
+	}
 	// Whatever the step left behind (background jobs, daemons) dies with it,
 	// so the next step starts alone and the pipes reach EOF.
 	if p.groupOnly {
@@ -295,6 +338,15 @@ func supervise(p *proc, step wire.Step, out *frameWriter) wire.StepResult {
 		res.CPUMillis = tvMillis(ru.Utime) + tvMillis(ru.Stime)
 		res.MaxRSSKB = ru.Maxrss
 	}
+	res.ProcessesReached = reached
+	if w != nil {
+		// The group counts what rusage does not: descendants that were
+		// never waited for, and nothing from before a runner's handover.
+		w.measure(&res)
+		if !p.groupOnly {
+			p.group.release()
+		}
+	}
 	ws, _ := state.Sys().(syscall.WaitStatus)
 	switch {
 	case ws.Signaled():
@@ -307,22 +359,20 @@ func supervise(p *proc, step wire.Step, out *frameWriter) wire.StepResult {
 	res.WallExceeded = wallExceeded
 	res.OutputExceeded = outputExceeded
 	flagMu.Unlock()
-	if lim.CPUMillis > 0 && (res.Signal == int(syscall.SIGXCPU) ||
+	if lim.CPUMillis > 0 && !res.MemoryExceeded && (res.Signal == int(syscall.SIGXCPU) ||
 		(res.Signal == int(syscall.SIGKILL) && !res.WallExceeded && !res.OutputExceeded && res.CPUMillis >= lim.CPUMillis)) {
 		res.CPUExceeded = true
 	}
 	return res
 }
 
-// startLimited starts cmd with the step's rlimits. The init lowers its own
-// limits around the fork so the child inherits them, then restores them:
-// rlimits cannot be set on another process before it runs, and an exec
-// wrapper would cost a second program start on every execution.
-func startLimited(cmd *exec.Cmd, lim wire.Limits) error {
-	type rl struct {
-		res int
-		val uint64
-	}
+// startLimited starts cmd with the step's rlimits, in group g when there
+// is one. The init lowers its own limits around the fork so the child
+// inherits them, then restores them: rlimits cannot be set on another
+// process before it runs, and an exec wrapper would cost a second program
+// start on every execution. The same way, the forking thread enters g for
+// the fork, so the child is born in it, and with it all it will start.
+func startLimited(cmd *exec.Cmd, lim wire.Limits, g *group) error {
 	var want []rl
 	if lim.Processes > 0 {
 		want = append(want, rl{unixRLIMIT_NPROC, uint64(lim.Processes)})
@@ -337,16 +387,48 @@ func startLimited(cmd *exec.Cmd, lim wire.Limits) error {
 		want = append(want, rl{syscall.RLIMIT_STACK, uint64(lim.StackBytes)})
 	}
 	if lim.CPUMillis > 0 {
-		secs := uint64((lim.CPUMillis + 999) / 1000)
-		want = append(want, rl{syscall.RLIMIT_CPU, secs})
+		want = append(want, rl{syscall.RLIMIT_CPU, cpuRlimit(lim.CPUMillis, g != nil)})
 	}
 
 	rlimitMu.Lock()
 	defer rlimitMu.Unlock()
+	if g != nil {
+		// Before the rlimits are lowered: entering opens files.
+		runtime.LockOSThread()
+		if err := g.enter(); err != nil {
+			restoreErr := g.leave()
+			runtime.UnlockOSThread()
+			return errors.Join(err, restoreErr)
+		}
+	}
+	startErr, restoreErr := setRlimitsAndStart(cmd, want)
+	if g != nil {
+		if err := g.leave(); err != nil {
+			// A thread that could not leave stays locked to this
+			// goroutine, so that no other forks from it into g.
+			restoreErr = errors.Join(restoreErr, err)
+		} else {
+			runtime.UnlockOSThread()
+		}
+	}
+	if startErr != nil {
+		return startErr
+	}
+	return restoreErr
+}
+
+type rl struct {
+	res int
+	val uint64
+}
+
+// setRlimitsAndStart lowers the init's rlimits to want, starts cmd, which
+// inherits them, and restores them.
+func setRlimitsAndStart(cmd *exec.Cmd, want []rl) (startErr, restoreErr error) {
 	saved := make([]syscall.Rlimit, len(want))
 	for i, w := range want {
 		if err := syscall.Getrlimit(w.res, &saved[i]); err != nil {
-			return fmt.Errorf("getrlimit %d: %w", w.res, err)
+			return fmt.Errorf("getrlimit %d: %w", w.res, err), nil
 		}
 		soft, hard := w.val, w.val
 		if w.res == syscall.RLIMIT_CPU {
@@ -354,20 +436,34 @@ func startLimited(cmd *exec.Cmd, lim wire.Limits) error {
 			hard = w.val + 1
 		}
 		if err := syscall.Setrlimit(w.res, &syscall.Rlimit{Cur: soft, Max: hard}); err != nil {
-			return fmt.Errorf("setrlimit %d: %w", w.res, err)
+			restoreErr = restoreRlimits(want[:i], saved)
+			return fmt.Errorf("setrlimit %d: %w", w.res, err), restoreErr
 		}
 	}
-	startErr := cmd.Start()
-	var restoreErr error
+	startErr = cmd.Start()
+	return startErr, restoreRlimits(want, saved)
+}
+
+func restoreRlimits(want []rl, saved []syscall.Rlimit) error {
+	var errs error
 	for i, w := range want {
 		if err := syscall.Setrlimit(w.res, &saved[i]); err != nil {
-			restoreErr = errors.Join(restoreErr, fmt.Errorf("restore rlimit %d: %w", w.res, err))
+			errs = errors.Join(errs, fmt.Errorf("restore rlimit %d: %w", w.res, err))
 		}
 	}
-	if startErr != nil {
-		return startErr
+	return errs
+}
+
+// cpuRlimit is a step's RLIMIT_CPU in whole seconds. Without a group it
+// is the limit, rounded up; with one the group's timer enforces the limit
+// to the millisecond for the tree, and the rlimit, a second later, only
+// backs it up for each process.
+func cpuRlimit(ms int64, backstop bool) uint64 {
+	secs := uint64((ms + 999) / 1000)
+	if backstop {
+		secs++
 	}
-	return restoreErr
+	return secs
 }
 
 // unixRLIMIT_NPROC is RLIMIT_NPROC, which package syscall does not name.

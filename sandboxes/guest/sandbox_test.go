@@ -80,9 +80,13 @@ func (s *serveSandbox) run(t *testing.T, job wire.Job) report {
 	return rep
 }
 
+// holdMemory makes 100 MiB resident and holds it for 5 s.
+const holdMemory = `python3 -c "import time; x = b'1' * (100 << 20); time.sleep(5)"`
+
 // The rlimits the init sets around each fork, in the sandbox where it has
 // the CAP_SYS_RESOURCE to raise its own back: each step gets its own, and
-// the next step the init's again.
+// the next step the init's again. And the limits it enforces on a step's
+// whole process tree through the sandbox's cgroups.
 func TestRlimitsInSandbox(t *testing.T) {
 	s := startServeSandbox(t, wire.ServeConfig{UID: rootfs.UserID, GID: rootfs.GroupID, WorkDir: "/work",
 		WorkBytes: 16 << 20, TmpBytes: 16 << 20})
@@ -101,9 +105,11 @@ func TestRlimitsInSandbox(t *testing.T) {
 			{"open files", wire.Limits{OpenFiles: 33}, "Max open files", [2]string{"33", "33"}},
 			{"file size", wire.Limits{FileSizeBytes: 12345}, "Max file size", [2]string{"12345", "12345"}},
 			{"stack", wire.Limits{StackBytes: 1 << 20}, "Max stack size", [2]string{"1048576", "1048576"}},
-			{"cpu, rounded up, the hard limit a second above", wire.Limits{CPUMillis: 1500}, "Max cpu time", [2]string{"2", "3"}},
-			{"cpu, whole seconds", wire.Limits{CPUMillis: 2000}, "Max cpu time", [2]string{"2", "3"}},
-			{"cpu, under a second", wire.Limits{CPUMillis: 1}, "Max cpu time", [2]string{"1", "2"}},
+			// The tree's timer enforces the CPU limit; the rlimit backs it
+			// up a second later, rounded up, the hard limit a second above.
+			{"cpu backstop, rounded up", wire.Limits{CPUMillis: 1500}, "Max cpu time", [2]string{"3", "4"}},
+			{"cpu backstop, whole seconds", wire.Limits{CPUMillis: 2000}, "Max cpu time", [2]string{"3", "4"}},
+			{"cpu backstop, under a second", wire.Limits{CPUMillis: 500}, "Max cpu time", [2]string{"2", "3"}},
 			{"address space, through the wrapper", wire.Limits{AddressSpaceBytes: 512 << 20}, "Max address space", [2]string{"536870912", "536870912"}},
 		}
 		const show = "cat /proc/self/limits"
@@ -151,11 +157,52 @@ func TestRlimitsInSandbox(t *testing.T) {
 		check func(t *testing.T, st stepRun)
 	}{
 		{
-			name: "cpu limit: SIGXCPU",
-			step: shStep("while :; do :; done", "/work", wire.Limits{CPUMillis: 1000, WallMillis: 15_000}),
+			name: "cpu limit, to the millisecond",
+			step: shStep("while :; do :; done", "/work", wire.Limits{CPUMillis: 500, WallMillis: 15_000}),
 			check: func(t *testing.T, st stepRun) {
-				if st.Signal != int(syscall.SIGXCPU) || !st.CPUExceeded || st.WallExceeded || st.CPUMillis < 900 {
-					t.Errorf("result %+v, want SIGXCPU after the second of CPU it was allowed", st.StepResult)
+				// gVisor accounts CPU in 10 ms ticks, and on a loaded host
+				// late; the next whole second would be the old rounding.
+				if st.Signal != int(syscall.SIGKILL) || !st.CPUExceeded || st.WallExceeded || st.CPUMillis < 490 || st.CPUMillis > 800 {
+					t.Errorf("result %+v, want killed after the 500 ms of CPU it was allowed", st.StepResult)
+				}
+			},
+		},
+		{
+			name: "cpu limit of the tree, the step's own process idle",
+			step: shStep("for i in 1 2 3; do (while :; do :; done) & done; wait", "/work", wire.Limits{CPUMillis: 1000, WallMillis: 15_000}),
+			check: func(t *testing.T, st stepRun) {
+				if !st.CPUExceeded || st.WallExceeded || st.CPUMillis < 990 || st.CPUMillis > 1300 {
+					t.Errorf("result %+v, want the children's CPU summed and stopped at the limit", st.StepResult)
+				}
+			},
+		},
+		{
+			name: "cpu of children that exited unwaited-for",
+			step: shStep("(i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done) & sleep 2", "/work", wire.Limits{CPUMillis: 10_000, WallMillis: 15_000}),
+			check: func(t *testing.T, st stepRun) {
+				// The subshell burns well over 100 ms; the waiting shell and
+				// sleep next to none, and nothing waits for the subshell.
+				if st.ExitCode != 0 || st.CPUMillis < 100 {
+					t.Errorf("result %+v, want the orphan's CPU counted", st.StepResult)
+				}
+			},
+		},
+		{
+			name: "memory of the tree, while it runs",
+			// Two processes of 100 MiB each, held.
+			step: shStep(holdMemory+" & "+holdMemory+" & wait", "/work", wire.Limits{MemoryBytes: 150 << 20, WallMillis: 15_000}),
+			check: func(t *testing.T, st stepRun) {
+				if !st.MemoryExceeded || st.Signal != int(syscall.SIGKILL) || st.WallMillis > 4000 || st.MaxRSSKB > 165<<10 {
+					t.Errorf("result %+v, want stopped at its 150 MiB within 10 %%, at once", st.StepResult)
+				}
+			},
+		},
+		{
+			name: "memory under the limit",
+			step: shStep("dd if=/dev/zero of=/dev/null bs=100M count=1", "/work", wire.Limits{MemoryBytes: 150 << 20}),
+			check: func(t *testing.T, st stepRun) {
+				if st.MemoryExceeded || st.ExitCode != 0 || st.MaxRSSKB < 100<<10 {
+					t.Errorf("result %+v, want it run with its peak of 100 MiB", st.StepResult)
 				}
 			},
 		},
@@ -172,8 +219,17 @@ func TestRlimitsInSandbox(t *testing.T) {
 			name: "processes",
 			step: shStep("for i in 1 2 3 4 5 6 7 8; do sleep 5 & done; wait", "/work", wire.Limits{Processes: 4}),
 			check: func(t *testing.T, st stepRun) {
-				if st.ExitCode == 0 || !bytes.Contains(st.stderr, []byte("fork")) {
-					t.Errorf("result %+v, stderr %q; want a fork refused", st.StepResult, st.stderr)
+				if st.ExitCode == 0 || !bytes.Contains(st.stderr, []byte("fork")) || !st.ProcessesReached {
+					t.Errorf("result %+v, stderr %q; want a fork refused, and the limit said reached", st.StepResult, st.stderr)
+				}
+			},
+		},
+		{
+			name: "a failure that is not the process limit",
+			step: shStep("sleep 0.1 & exit 3", "/work", wire.Limits{Processes: 4}),
+			check: func(t *testing.T, st stepRun) {
+				if st.ExitCode != 3 || st.ProcessesReached {
+					t.Errorf("result %+v; want exit 3, the limit not reached", st.StepResult)
 				}
 			},
 		},
@@ -194,6 +250,46 @@ func TestRlimitsInSandbox(t *testing.T) {
 				t.Fatalf("steps %+v", rep.steps)
 			}
 			tc.check(t, rep.steps[0])
+		})
+	}
+}
+
+// A prestarted runner in a sandbox: its program's CPU and wall time run
+// from the handover, which waits for the runner to say it is ready, so
+// nothing of its start-up is the program's.
+func TestPrestartedRunnerInSandbox(t *testing.T) {
+	// The runner's start-up burns well over 100 ms of CPU; its program,
+	// cat's reading of the control message, next to none.
+	const burn = "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"
+	tests := []struct {
+		name   string
+		script string
+		ready  bool
+	}{
+		{"a ready runner", burn + "; printf r >&3; exec cat <&3 >/dev/null", true},
+		// One that never says so is handed its program after the wait;
+		// a runner's CPU before the handover is not counted either way.
+		{"a runner that is not asked", burn + "; exec cat <&3 >/dev/null", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startServeSandbox(t, wire.ServeConfig{UID: rootfs.UserID, GID: rootfs.GroupID, WorkDir: "/work",
+				WorkBytes: 16 << 20, TmpBytes: 16 << 20,
+				Prestart: &wire.Runner{Argv: []string{"/bin/sh", "-c", tc.script}, Env: testEnv, Ready: tc.ready}})
+			if !tc.ready {
+				// Give the runner its start-up before the job comes.
+				time.Sleep(2 * time.Second)
+			}
+			rep := s.run(t, wire.Job{WorkDir: "/work", UID: rootfs.UserID, GID: rootfs.GroupID, Steps: []wire.Step{
+				{Name: "run", UsePrestarted: true, Argv: []string{"/bin/true"}, Env: testEnv, Dir: "/work",
+					Limits: wire.Limits{CPUMillis: 100, WallMillis: 10_000}}}})
+			if len(rep.steps) != 1 {
+				t.Fatalf("steps %+v", rep.steps)
+			}
+			st := rep.steps[0]
+			if st.ExitCode != 0 || st.CPUExceeded || st.CPUMillis > 20 || st.WallMillis > 500 {
+				t.Errorf("result %+v, want the runner's start-up neither counted nor limited", st.StepResult)
+			}
 		})
 	}
 }

@@ -203,18 +203,47 @@ func Isolated(cfgJSON string) int {
 		out.fail(err)
 		return 1
 	}
-	return execute(cfg, os.Stdin, out)
+	cg, err := mountCgroups(cgroupDir)
+	if err != nil {
+		// The job still runs, its limits per process as rlimits.
+		fmt.Fprintln(os.Stderr, "sandbox init:", err)
+		cg = nil
+	}
+	return execute(cfg, os.Stdin, out, cg)
 }
 
 // execute is an execution once its scratch is mounted: it starts the
 // prestarted runner if there is one, then waits for its job on in and runs
-// it. It is apart from Isolated so that tests can run it as PID 1 of a PID
-// namespace on the host, without mounting over the host's /tmp and /proc.
-func execute(cfg wire.ServeConfig, in io.Reader, out *frameWriter) int {
+// it, each step in a group of its own of cg (nil: none). It is apart from
+// Isolated so that tests can run it as PID 1 of a PID namespace on the
+// host, without mounting over the host's /tmp, /proc and cgroups.
+func execute(cfg wire.ServeConfig, in io.Reader, out *frameWriter, cg *cgroups) int {
+	var groups *stepGroups
+	if cg != nil {
+		var err error
+		if groups, err = newStepGroups(cg); err != nil {
+			fmt.Fprintln(os.Stderr, "sandbox init:", err)
+			groups = nil
+		}
+	}
+	// The groups are the sandbox's, not the execution's: they go once the
+	// job is answered, off its path.
+	defer func() {
+		if groups != nil {
+			groups.removeAll()
+		}
+	}()
 	var pre *prestarted
 	if cfg.Prestart != nil {
+		var g *group
+		if groups != nil {
+			var err error
+			if g, err = groups.make(); err != nil {
+				fmt.Fprintln(os.Stderr, "sandbox init: prestart:", err)
+			}
+		}
 		var err error
-		if pre, err = startRunner(cfg); err != nil {
+		if pre, err = startRunner(cfg, g); err != nil {
 			// The job still runs, the slow way.
 			fmt.Fprintln(os.Stderr, "sandbox init: prestart:", err)
 			pre = nil
@@ -227,7 +256,7 @@ func execute(cfg wire.ServeConfig, in io.Reader, out *frameWriter) int {
 		}
 		return 1
 	}
-	err := runJob(job, out, pre)
+	err := runJob(job, out, pre, groups)
 	if err != nil {
 		out.fail(err)
 	}
@@ -267,49 +296,98 @@ func mountScratch(cfg wire.ServeConfig) error {
 }
 
 // prestarted is a language runtime started before its program is known,
-// blocked reading its control pipe.
+// blocked reading its control socket.
 type prestarted struct {
 	p   *proc
 	ctl *os.File
+	// ready: the runner says, with a byte on the socket, when it is
+	// waiting for its program (wire.Runner.Ready).
+	ready bool
 }
 
-func startRunner(cfg wire.ServeConfig) (*prestarted, error) {
+// startRunner starts the prestarted runner in g (nil: none), which the
+// step it runs then has.
+func startRunner(cfg wire.ServeConfig, g *group) (*prestarted, error) {
 	r := cfg.Prestart
 	job := wire.Job{UID: cfg.UID, GID: cfg.GID}
 	p, err := prepare(job, r.Argv, r.Env, cfg.WorkDir, false, true)
 	if err != nil {
 		return nil, err
 	}
-	ctlR, ctlW, err := os.Pipe()
+	// A socket, not a pipe: the runner can say on it that it is ready.
+	ctlR, ctlW, err := controlSocket()
 	if err != nil {
 		p.abandon()
 		return nil, err
 	}
 	p.cmd.ExtraFiles = []*os.File{ctlR} // fd 3
 	p.extra = []*os.File{ctlR}
+	p.group = g
 	lim := r.Limits
 	// The CPU limit is the job's, set when it arrives; until then the runner
 	// only blocks on its pipe.
 	lim.CPUMillis = 0
-	if err := startLimited(p.cmd, lim); err != nil {
+	if err := startLimited(p.cmd, lim, g); err != nil {
 		p.abandon()
 		ctlW.Close()
 		return nil, err
 	}
 	p.started()
-	return &prestarted{p: p, ctl: ctlW}, nil
+	return &prestarted{p: p, ctl: ctlW, ready: r.Ready}, nil
 }
 
-// run gives the runner its program and supervises it like any step.
+// controlSocket is a connected pair of sockets: the runner's end, blocking,
+// and the init's, which takes read deadlines.
+func controlSocket() (runner, init *os.File, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := unix.SetNonblock(fds[1], true); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, nil, fmt.Errorf("control socket: %w", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "runner-control"), os.NewFile(uintptr(fds[1]), "init-control"), nil
+}
+
+// runnerReadyWait bounds the wait for a runner's ready byte when the step
+// has no wall limit.
+const runnerReadyWait = 10 * time.Second
+
+// waitReady waits until the runner says it waits for its program, for at
+// most the step's wall limit: a runner still starting (a job that came
+// right behind the last) would otherwise spend the rest of its start-up
+// on the program's clocks. One that never says so, or dies, is handed its
+// program anyway.
+func (r *prestarted) waitReady(wallMillis int64) {
+	wait := runnerReadyWait
+	if wallMillis > 0 {
+		wait = time.Duration(wallMillis) * time.Millisecond
+	}
+	_ = r.ctl.SetReadDeadline(time.Now().Add(wait))
+	var b [1]byte
+	_, _ = r.ctl.Read(b[:])
+	_ = r.ctl.SetReadDeadline(time.Time{})
+}
+
+// run gives the runner its program and supervises it like any step. The
+// step's CPU and wall time start now: the runtime's start-up is not the
+// program's.
 func (r *prestarted) run(step wire.Step, out *frameWriter) wire.StepResult {
 	pid := r.p.cmd.Process.Pid
+	g := r.p.group
 	if step.Limits.CPUMillis > 0 {
-		secs := uint64((step.Limits.CPUMillis + 999) / 1000)
+		secs := cpuRlimit(step.Limits.CPUMillis, g != nil)
 		if err := unix.Prlimit(pid, unix.RLIMIT_CPU, &unix.Rlimit{Cur: secs, Max: secs + 1}, nil); err != nil {
 			r.discard()
 			return wire.StepResult{Name: step.Name, StartError: fmt.Sprintf("cpu limit: %v", err)}
 		}
 	}
+	if r.ready {
+		r.waitReady(step.Limits.WallMillis)
+	}
+	r.p.inGroup(g)
 	r.p.startedAt = time.Now()
 	_, err := r.ctl.Write(wire.EncodeGo(step.Argv, step.Env))
 	r.ctl.Close()

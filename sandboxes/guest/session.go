@@ -39,6 +39,11 @@ func SessionMain(cfgJSON string) int {
 		return 1
 	}
 	s := &session{cfg: cfg, out: out}
+	if cg, err := mountCgroups(cgroupDir); err != nil {
+		fmt.Fprintln(os.Stderr, "sandbox init:", err)
+	} else if s.group, err = cg.newGroup("session-"); err != nil {
+		fmt.Fprintln(os.Stderr, "sandbox init:", err)
+	}
 	if cfg.Repl != nil {
 		// Start the interpreter now, so the first execution finds it ready.
 		if err := s.startRepl(); err != nil {
@@ -69,9 +74,19 @@ type session struct {
 	cfg  wire.ServeConfig
 	out  *frameWriter
 	repl *replProc
+	// group holds every process of the session (nil without cgroups):
+	// the interpreter, the commands, and whatever they left running.
+	group *group
+	// idleFrom is the group's CPU, and replIdleFrom the interpreter's
+	// own, when the last job ended: what StopBackground weighs.
+	idleFrom, replIdleFrom time.Duration
 }
 
 func (s *session) run(job wire.Job) error {
+	defer s.markIdle()
+	if job.StopBackground {
+		return s.writeResult(s.stopBackground())
+	}
 	if err := writeFiles(job); err != nil {
 		return err
 	}
@@ -82,11 +97,7 @@ func (s *session) run(job wire.Job) error {
 		} else {
 			res = s.runCommand(job, step)
 		}
-		b, err := json.Marshal(res)
-		if err != nil {
-			return err
-		}
-		if err := s.out.write(wire.FrameResult, b); err != nil {
+		if err := s.writeResult(res); err != nil {
 			return err
 		}
 		if !res.Started || res.ExitCode != 0 || res.Signal != 0 {
@@ -94,6 +105,100 @@ func (s *session) run(job wire.Job) error {
 		}
 	}
 	return nil
+}
+
+func (s *session) writeResult(res wire.StepResult) error {
+	b, err := json.Marshal(res)
+	if err != nil {
+		return fmt.Errorf("encode result: %w", err)
+	}
+	if err := s.out.write(wire.FrameResult, b); err != nil {
+		return fmt.Errorf("write result: %w", err)
+	}
+	return nil
+}
+
+// markIdle notes where the CPU counters stand as the session goes idle.
+func (s *session) markIdle() {
+	if s.group == nil {
+		return
+	}
+	s.idleFrom = s.group.cpu()
+	if s.repl != nil {
+		s.replIdleFrom = procSelfCPU(s.repl.p.cmd.Process.Pid)
+	}
+}
+
+// killAll ends every process of the session, the interpreter included:
+// what its memory limit does, the limit being the session's.
+func (s *session) killAll() {
+	if s.group == nil {
+		if s.repl != nil {
+			_ = syscall.Kill(-s.repl.p.cmd.Process.Pid, syscall.SIGKILL)
+		}
+		return
+	}
+	s.killInGroup(0)
+}
+
+// killInGroup kills the session's processes but spare (0: none), until
+// none is left or they outpace it, and reports which it killed.
+func (s *session) killInGroup(spare int) map[int]bool {
+	killed := map[int]bool{}
+	for pass := 0; pass < 100; pass++ {
+		n := 0
+		for _, pid := range s.group.pids() {
+			if pid != spare {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+				killed[pid] = true
+				n++
+			}
+		}
+		if n == 0 {
+			break
+		}
+		// A killed task leaves the group as it exits, a moment later.
+		time.Sleep(time.Millisecond)
+	}
+	return killed
+}
+
+// stopBackground ends what the session's programs left running while no
+// execution ran: every process but the interpreter, and the interpreter
+// too if its own threads used most of the CPU since the last job.
+func (s *session) stopBackground() wire.StepResult {
+	res := wire.StepResult{Name: "stop", Started: true}
+	if s.group == nil {
+		return res
+	}
+	spare := 0
+	if s.repl != nil {
+		pid := s.repl.p.cmd.Process.Pid
+		used := s.group.cpu() - s.idleFrom
+		own := procSelfCPU(pid) - s.replIdleFrom
+		if own <= 0 || 2*own <= used {
+			spare = pid
+		}
+	}
+	killed := s.killInGroup(spare)
+	for pid := range killed {
+		// Orphans are this init's to reap; the others their parents'.
+		if parentOf(pid) == os.Getpid() && (s.repl == nil || pid != s.repl.p.cmd.Process.Pid) {
+			var ws syscall.WaitStatus
+			_, _ = syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+		}
+	}
+	res.Stopped = len(killed)
+	if s.repl != nil && spare == 0 {
+		r := s.repl
+		<-r.exited
+		reapGroup(r.p.cmd.Process.Pid)
+		r.ctl.Close()
+		s.repl = nil
+		res.StateLost = true
+		res.Stopped--
+	}
+	return res
 }
 
 // runCommand runs a step the ordinary way, killing only its own process
@@ -104,7 +209,11 @@ func (s *session) runCommand(job wire.Job, step wire.Step) wire.StepResult {
 		return wire.StepResult{Name: step.Name, StartError: err.Error()}
 	}
 	p.groupOnly = true
-	if err := startLimited(p.cmd, step.Limits); err != nil {
+	p.inGroup(s.group)
+	if s.group != nil {
+		p.killTree = s.killAll
+	}
+	if err := startLimited(p.cmd, step.Limits, s.group); err != nil {
 		p.abandon()
 		return wire.StepResult{Name: step.Name, StartError: err.Error()}
 	}
@@ -154,7 +263,7 @@ func (s *session) startRepl() error {
 	p.extra = []*os.File{ctlR, doneW}
 	lim := r.Limits
 	lim.CPUMillis = 0 // set per execution, on top of what it has used
-	if err := startLimited(p.cmd, lim); err != nil {
+	if err := startLimited(p.cmd, lim, s.group); err != nil {
 		p.abandon()
 		ctlW.Close()
 		doneR.Close()
@@ -192,7 +301,9 @@ func (r *replProc) kill() {
 	r.ctl.Close()
 }
 
-// runRepl runs step.Code in the session's interpreter.
+// runRepl runs step.Code in the session's interpreter. Its CPU is the
+// session group's from now to its end (the interpreter's and whatever runs
+// beside it), and its memory the group's, as the limits count them.
 func (s *session) runRepl(step wire.Step) wire.StepResult {
 	res := wire.StepResult{Name: step.Name}
 	if s.repl == nil {
@@ -204,15 +315,24 @@ func (s *session) runRepl(step wire.Step) wire.StepResult {
 	r := s.repl
 	lim := step.Limits
 	pid := r.p.cmd.Process.Pid
+	g := s.group
+	var groupBefore time.Duration
+	if g != nil {
+		groupBefore = g.cpu()
+	}
 	cpuBefore := r.cpuMillis
-	if cpuBefore < 0 {
+	if cpuBefore < 0 || g != nil {
 		cpuBefore, _ = procUsage(pid)
 	}
 	if lim.CPUMillis > 0 {
 		// Only the soft limit moves: gVisor checks the privilege to raise a
 		// hard limit on the target, which has none, so the hard limit stays
 		// unlimited and the wall-clock timer backs up a SIGXCPU ignored.
+		// With a group it is a backstop a second past the group's timer.
 		secs := uint64((cpuBefore + lim.CPUMillis + 999) / 1000)
+		if g != nil {
+			secs++
+		}
 		if err := unix.Prlimit(pid, unix.RLIMIT_CPU, &unix.Rlimit{Cur: secs, Max: unix.RLIM_INFINITY}, nil); err != nil {
 			res.StartError = fmt.Sprintf("cpu limit: %v", err)
 			return res
@@ -244,6 +364,10 @@ func (s *session) runRepl(step wire.Step) wire.StepResult {
 	if s.cfg.ReplProtocol != "nul" {
 		msg = append([]byte(fmt.Sprintf("%08x", len(msg))), msg...)
 	}
+	var w *watch
+	if g != nil {
+		w = startWatch(g, lim, groupBefore, pid, killRepl, s.killAll)
+	}
 	if _, err := r.ctl.Write(msg); err != nil {
 		killRepl()
 	}
@@ -274,6 +398,21 @@ func (s *session) runRepl(step wire.Step) wire.StepResult {
 	}
 	res.WallMillis = time.Since(start).Milliseconds()
 	res.OutputExceeded = r.stdout.exceededNow() || r.stderr.exceededNow()
+	if w != nil {
+		w.stop()
+	}
+	// Whether a failed execution failed for want of processes, counted
+	// before anything is reaped.
+	gone := false
+	select {
+	case <-r.exited:
+		gone = true
+	default:
+	}
+	failed := gone || res.ExitCode != 0
+	if lim.Processes > 0 && failed {
+		res.ProcessesReached = processesReached(uint32(s.cfg.UID), lim.Processes, g, pid)
+	}
 
 	select {
 	case <-r.exited:
@@ -294,8 +433,11 @@ func (s *session) runRepl(step wire.Step) wire.StepResult {
 				}
 			}
 		}
-		if res.Signal == int(syscall.SIGXCPU) || (res.Signal == int(syscall.SIGKILL) && !res.WallExceeded && !res.OutputExceeded &&
-			lim.CPUMillis > 0 && res.CPUMillis >= lim.CPUMillis) {
+		if w != nil {
+			w.measure(&res)
+		}
+		if !res.MemoryExceeded && (res.Signal == int(syscall.SIGXCPU) || (res.Signal == int(syscall.SIGKILL) && !res.WallExceeded && !res.OutputExceeded &&
+			lim.CPUMillis > 0 && res.CPUMillis >= lim.CPUMillis)) {
 			res.CPUExceeded = true
 		}
 		reapGroup(pid)
@@ -306,6 +448,10 @@ func (s *session) runRepl(step wire.Step) wire.StepResult {
 		res.CPUMillis = cpu - cpuBefore
 		res.MaxRSSKB = rss
 		r.cpuMillis = cpu
+		if w != nil {
+			w.measure(&res)
+			res.MaxRSSKB = max(res.MaxRSSKB, g.memory()/1024)
+		}
 	}
 	return res
 }
@@ -419,25 +565,42 @@ func (s *replStream) emit(p []byte) {
 	}
 }
 
+// procSelfCPU is a process's own CPU time, without its children's.
+func procSelfCPU(pid int) time.Duration {
+	f := procStat(pid)
+	return time.Duration(statField(f, 11)+statField(f, 12)) * 10 * time.Millisecond
+}
+
+// parentOf is a process's parent, 0 if it is gone.
+func parentOf(pid int) int {
+	return int(statField(procStat(pid), 1))
+}
+
+// procStat is /proc/PID/stat's fields after the command, from 0.
+func procStat(pid int) []string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil
+	}
+	return strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+}
+
+func statField(f []string, i int) int64 {
+	if i >= len(f) {
+		return 0
+	}
+	v, _ := strconv.ParseInt(f[i], 10, 64)
+	return v
+}
+
 // procUsage reads a process's CPU time (with its waited-for children's)
 // and resident set from /proc/PID/stat: one small file, where
 // /proc/PID/status would cost a second, larger read on every execution.
 // gVisor keeps no peak resident set (VmHWM), so the current one stands in.
 func procUsage(pid int) (cpuMillis, rssKB int64) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, 0
-	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	field := func(i int) int64 {
-		if i >= len(f) {
-			return 0
-		}
-		v, _ := strconv.ParseInt(f[i], 10, 64)
-		return v
-	}
+	f := procStat(pid)
 	// Fields after the command, from 0: utime 11, stime 12, cutime 13,
 	// cstime 14 (clock ticks of 10 ms), rss 21 (pages).
-	ticks := field(11) + field(12) + field(13) + field(14)
-	return ticks * 10, field(21) * int64(os.Getpagesize()) / 1024
+	ticks := statField(f, 11) + statField(f, 12) + statField(f, 13) + statField(f, 14)
+	return ticks * 10, statField(f, 21) * int64(os.Getpagesize()) / 1024
 }

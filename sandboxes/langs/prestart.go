@@ -1,7 +1,8 @@
 package langs
 
 // Launchers start a language runtime before its program is known. Each
-// reads one control message on fd 3 (wire.EncodeGo: 8 hex digits of
+// says it is ready with a byte on fd 3 (a socket; wire.Runner.Ready), then
+// reads one control message there (wire.EncodeGo: 8 hex digits of
 // length, then NUL-separated argc, argv, environment), then runs the
 // program file argv[1] as the main program, as `runtime argv[1] args...`
 // would: same argv, environment, working directory, __main__ / require.main,
@@ -31,6 +32,7 @@ def _sandboxapi_go():
                 os._exit(70)
             b += c
         return b
+    os.write(3, b'r')
     n = int(readn(8), 16)
     fields = readn(n).decode('utf-8', 'surrogateescape').split('\x00')
     os.close(3)
@@ -75,6 +77,7 @@ function readn(n) {
   }
   return b;
 }
+fs.writeSync(3, 'r');
 const n = parseInt(readn(8).toString(), 16);
 const fields = readn(n).toString('utf8').split('\0');
 fs.closeSync(3);

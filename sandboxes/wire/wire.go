@@ -100,9 +100,17 @@ type Overlay struct {
 
 // Limits are what the init enforces on one step's processes.
 type Limits struct {
-	CPUMillis     int64 `json:"cpu_ms"`       // CPU time of each of the step's processes (RLIMIT_CPU)
-	WallMillis    int64 `json:"wall_ms"`      // wall-clock time from start to exit
-	Processes     int   `json:"processes"`    // RLIMIT_NPROC for the sandbox user
+	// CPUMillis is the CPU time of the step's processes together, the
+	// ones that exited included, from the start (or the prestarted
+	// runner's handover).
+	CPUMillis  int64 `json:"cpu_ms"`
+	WallMillis int64 `json:"wall_ms"` // wall-clock time from start to exit
+	// Processes bounds the step's processes and threads together (in a
+	// session, the session's).
+	Processes int `json:"processes"`
+	// MemoryBytes bounds the resident memory of the step's processes
+	// together (in a session, the session's): over it they are stopped.
+	MemoryBytes   int64 `json:"memory_bytes,omitempty"`
 	OpenFiles     int   `json:"open_files"`   // RLIMIT_NOFILE
 	FileSizeBytes int64 `json:"file_size"`    // RLIMIT_FSIZE
 	OutputBytes   int64 `json:"output_bytes"` // per stream; more kills the step
@@ -167,6 +175,10 @@ type Runner struct {
 	Argv   []string `json:"argv"`
 	Env    []string `json:"env"`
 	Limits Limits   `json:"limits"` // all but CPU apply from the start
+	// Ready says the runner writes one byte on fd 3 (a socket) once it
+	// waits for its program: the init hands the program over, and starts
+	// the step's clocks, only then.
+	Ready bool `json:"ready,omitempty"`
 }
 
 // Job is everything a one-shot execution needs. Steps run in order; a step
@@ -179,6 +191,12 @@ type Job struct {
 	// Overlays are mounted before the files are written.
 	Overlays []Overlay `json:"overlays,omitempty"`
 	Steps    []Step    `json:"steps"`
+	// StopBackground, for a session and with no steps, ends what the
+	// session's programs left running: every process but the interpreter,
+	// and the interpreter too if it used most of the CPU since the last
+	// execution ended. The init answers with one StepResult: Stopped, and
+	// StateLost if the interpreter was ended.
+	StopBackground bool `json:"stop_background,omitempty"`
 }
 
 // StepResult is what the init measured of one step, from inside the sandbox.
@@ -196,6 +214,13 @@ type StepResult struct {
 	WallExceeded bool `json:"wall_exceeded,omitempty"`
 	// OutputExceeded says the step was killed for printing more than its cap.
 	OutputExceeded bool `json:"output_exceeded,omitempty"`
+	// MemoryExceeded says the step was stopped at its memory limit.
+	MemoryExceeded bool `json:"memory_exceeded,omitempty"`
+	// ProcessesReached says the step's processes and threads reached
+	// their limit, so creating another failed.
+	ProcessesReached bool `json:"processes_reached,omitempty"`
+	// Stopped is how many processes a StopBackground job ended.
+	Stopped int `json:"stopped,omitempty"`
 	// StateLost says a session's interpreter ended during the step (a
 	// timeout, a crash, exit()); the next step starts a fresh one: its
 	// variables are gone, its files remain.
