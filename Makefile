@@ -18,7 +18,7 @@ test: build vet
 
 build: toolchains runsc
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/sandbox-init ./cmd/sandbox-init
-	$(GO) build -o $(BIN)/sandboxapi ./cmd/sandboxapi
+	$(GO) build -buildvcs=auto -o $(BIN)/sandboxapi ./cmd/sandboxapi
 
 runsc:
 	ops/install/runsc.sh $(BIN)/runsc

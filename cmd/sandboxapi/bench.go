@@ -19,7 +19,7 @@ func runBench(args []string) error {
 	runscPath := fs.String("runsc", "", "static runsc (default: $SANDBOXAPI_RUNSC, else runsc beside this binary)")
 	initPath := fs.String("init", "", "sandbox init (default: $SANDBOXAPI_INIT, else sandbox-init beside this binary)")
 	parts := fs.String("parts", strings.Join(bench.Parts, ","), "comma-separated sections to run")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, "bench [flags]\n\nStarts the service itself and prints one table of latencies and CPU,\nbeside native, bubblewrap and runsc do baselines (README, \"Benchmark\")."); err != nil {
 		return err
 	}
 	rs, err := besideBinary(*runscPath, "SANDBOXAPI_RUNSC", "runsc")

@@ -34,7 +34,7 @@ const (
 func runDev(args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:8080", "gateway address")
-	dataDir := fs.String("data-dir", "data", "where accounts, the cell's raft state and sandboxes live")
+	dataDir := fs.String("data-dir", "data", "everything the service keeps: accounts, usage, the cell's raft state, sandboxes")
 	runscPath := fs.String("runsc", "", "static runsc binary (default: $SANDBOXAPI_RUNSC, else runsc beside this binary)")
 	initPath := fs.String("init", "", "static sandbox init (default: $SANDBOXAPI_INIT, else sandbox-init beside this binary)")
 	plansFile := fs.String("plans", "", "JSON file of plans overriding the defaults")
@@ -46,7 +46,7 @@ func runDev(args []string) error {
 	sessionPool := fs.Int("session-pool", 1, "session sandboxes kept booted per pooled language, so new sessions start at once")
 	sessionPoolLangs := fs.String("session-pool-languages", "python3,javascript", "comma-separated languages whose session sandboxes are pooled")
 	maxSessions := fs.Int("max-sessions", sessions.DefaultMaxSessions, "sessions this node holds at once")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, devUsage); err != nil {
 		return err
 	}
 	if *sessionPool < 0 || *maxSessions <= 0 {
@@ -128,6 +128,11 @@ try:
 	logger.Info("shutting down")
 	return nil
 }
+
+const devUsage = `dev [flags]
+
+Runs the gateway, one cell node and its executor in one process, and prints
+a dev API key. Everything it keeps is in --data-dir.`
 
 // besideBinary resolves a helper binary: the flag, else the environment
 // variable, else a file of that name next to this executable.

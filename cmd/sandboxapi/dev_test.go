@@ -51,7 +51,9 @@ func sandboxapiBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "sandboxapi")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/sandboxapi")
+		// -buildvcs=auto over a GOFLAGS that turns stamping off, so the
+		// binary knows its revision as `make build`'s does (TestVersion).
+		cmd := exec.Command("go", "build", "-buildvcs=auto", "-o", binPath, "./cmd/sandboxapi")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("build sandboxapi: %w\n%s", err, out)
@@ -86,14 +88,7 @@ func startDev(t *testing.T, dataDir string, env ...string) *devServer {
 // startDevArgs is startDev with extra flags for `sandboxapi dev`.
 func startDevArgs(t *testing.T, dataDir string, extra []string, env ...string) *devServer {
 	t.Helper()
-	runscPath, err := sandboxtest.RunscPath()
-	if err != nil {
-		t.Fatal(err)
-	}
-	initPath, err := sandboxtest.InitBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
+	runscPath, initPath := sandboxBinaries(t)
 	s := &devServer{t: t, dataDir: dataDir, output: &bytes.Buffer{}}
 	args := append([]string{"dev", "--listen", freeAddr(t), "--data-dir", dataDir, "--runsc", runscPath, "--init", initPath}, extra...)
 	s.cmd = exec.Command(sandboxapiBinary(t), args...)
@@ -137,6 +132,20 @@ func startDevArgs(t *testing.T, dataDir string, extra []string, env ...string) *
 		}
 	}()
 	return s
+}
+
+// sandboxBinaries are the runsc and the sandbox init the service runs.
+func sandboxBinaries(t *testing.T) (runscPath, initPath string) {
+	t.Helper()
+	runscPath, err := sandboxtest.RunscPath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	initPath, err = sandboxtest.InitBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runscPath, initPath
 }
 
 // syncWriter lets the test read the server's log while it writes it.

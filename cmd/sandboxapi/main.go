@@ -3,6 +3,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 )
@@ -13,36 +15,57 @@ commands:
   dev       run the gateway and a single-node cell in one process
   bench     measure the service against native, bubblewrap and runsc do
   pkgcache  build the offline package cache that session installs read
-  version   print the version
+  version   print the version (also --version)
+
+Run sandboxapi <command> --help for a command's flags.
 `
 
 func main() {
-	if len(os.Args) < 2 {
-		fmt.Fprint(os.Stderr, usage)
-		os.Exit(2)
-	}
-	var err error
-	switch os.Args[1] {
-	case "dev":
-		err = runDev(os.Args[2:])
-	case "bench":
-		err = runBench(os.Args[2:])
-	case "pkgcache":
-		err = runPkgcache(os.Args[2:])
-	case "version":
-		fmt.Println(version())
-	case "-h", "--help", "help":
-		fmt.Print(usage)
+	os.Exit(run(os.Args[1:]))
+}
+
+// run runs the command line and returns the exit status: 0, 1 when the
+// command failed, 2 when the command line is wrong.
+func run(args []string) int {
+	err := dispatch(args)
+	var ue usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
+		if !ue.printed {
+			fmt.Fprintln(os.Stderr, "sandboxapi:", err)
+		}
+		return 2
 	default:
-		fmt.Fprintf(os.Stderr, "sandboxapi: unknown command %q\n%s", os.Args[1], usage)
-		os.Exit(2)
-	}
-	if err != nil {
 		fmt.Fprintln(os.Stderr, "sandboxapi:", err)
-		os.Exit(1)
+		return 1
 	}
 }
 
-func version() string {
-	return "sandboxapi (dev build)"
+func dispatch(args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return usageError{err: errors.New("a command is required"), printed: true}
+	}
+	switch args[0] {
+	case "dev":
+		return runDev(args[1:])
+	case "bench":
+		return runBench(args[1:])
+	case "pkgcache":
+		return runPkgcache(args[1:])
+	case "version", "--version", "-version":
+		if len(args) > 1 {
+			return usagef("version", "unexpected argument %q", args[1])
+		}
+		fmt.Println(version())
+		return nil
+	case "-h", "--help", "-help", "help":
+		fmt.Print(usage)
+		return nil
+	default:
+		fmt.Fprintf(os.Stderr, "sandboxapi: unknown command %q\n\n%s", args[0], usage)
+		return usageError{err: fmt.Errorf("unknown command %q", args[0]), printed: true}
+	}
 }

@@ -47,19 +47,19 @@ get), custom (mega; with --account, only those accounts).
 func runPkgcache(args []string) error {
 	if len(args) == 0 {
 		fmt.Fprint(os.Stderr, pkgcacheUsage)
-		return errors.New("pkgcache: a command is required")
+		return usageError{err: errors.New("pkgcache: a command is required"), printed: true}
 	}
 	switch args[0] {
 	case "build":
 		return pkgcacheBuild(args[1:], os.Stdout, os.Stderr)
 	case "list":
 		return pkgcacheList(args[1:], os.Stdout)
-	case "-h", "--help", "help":
+	case "-h", "--help", "-help", "help":
 		fmt.Print(pkgcacheUsage)
 		return nil
 	default:
-		fmt.Fprint(os.Stderr, pkgcacheUsage)
-		return fmt.Errorf("pkgcache: unknown command %q", args[0])
+		fmt.Fprintf(os.Stderr, "sandboxapi: pkgcache: unknown command %q\n\n%s", args[0], pkgcacheUsage)
+		return usageError{err: fmt.Errorf("pkgcache: unknown command %q", args[0]), printed: true}
 	}
 }
 
@@ -75,7 +75,6 @@ func (l *listFlag) Set(v string) error {
 
 func pkgcacheBuild(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("pkgcache build", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	dir := fs.String("dir", "data/pkgcache", "the cache directory")
 	tier := fs.String("tier", string(pkgcache.TierAllowlist), "tier of the packages named: top-1k, allowlist or custom")
 	npmBin := fs.String("npm-bin", "npm", "the npm binary")
@@ -86,11 +85,13 @@ func pkgcacheBuild(args []string, stdout, stderr io.Writer) error {
 	fs.Var(&wheels, "pip", "wheel file (repeatable)")
 	fs.Var(&gems, "gem", ".gem file (repeatable)")
 	fs.Var(&crates, "crate", "crate directory or .crate file (repeatable)")
-	if err := fs.Parse(args); err != nil {
-		return err
+	err := parseFlags(fs, args, "pkgcache build [flags]\n\nName packages with --npm, --pip, --gem or --crate (sandboxapi pkgcache --help).")
+	var ue usageError
+	if errors.As(err, &ue) && !ue.printed && fs.NArg() > 0 {
+		return usagef("pkgcache build", "unexpected argument %q; name packages with --npm, --pip, --gem or --crate", fs.Arg(0))
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("pkgcache build: unexpected argument %q; name packages with --npm, --pip, --gem or --crate", fs.Arg(0))
+	if err != nil {
+		return err
 	}
 	if len(npmSpecs)+len(wheels)+len(gems)+len(crates) == 0 && !*refresh {
 		return errors.New("pkgcache build: nothing to do; name packages with --npm, --pip, --gem or --crate, or pass --refresh")
@@ -163,7 +164,7 @@ func pkgcacheList(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("pkgcache list", flag.ContinueOnError)
 	dir := fs.String("dir", "data/pkgcache", "the cache directory")
 	asJSON := fs.Bool("json", false, "print the index as JSON")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, "pkgcache list [flags]"); err != nil {
 		return err
 	}
 	if _, err := os.Stat(*dir); err != nil {
