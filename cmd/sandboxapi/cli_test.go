@@ -57,6 +57,7 @@ func TestCommandLine(t *testing.T) {
 		{"bench stray word", []string{"bench", "quick"}, 2, `^$`, `unexpected argument "quick"`},
 		{"pkgcache list stray word", []string{"pkgcache", "list", "everything"}, 2, `^$`, `unexpected argument "everything"`},
 		{"pkgcache build stray word", []string{"pkgcache", "build", "lodash"}, 2, `^$`, `unexpected argument "lodash"`},
+		{"prepare stray word", []string{"prepare", "go"}, 2, `^$`, `unexpected argument "go"`},
 		{"version stray word", []string{"version", "now"}, 2, `^$`, `unexpected argument "now"`},
 		{"unknown command", []string{"serve"}, 2, `^$`, `unknown command "serve"`},
 		{"unknown flag", []string{"dev", "--port", "1"}, 2, `^$`, `flag provided but not defined: -port`},
@@ -70,6 +71,7 @@ func TestCommandLine(t *testing.T) {
 		{"pkgcache --help", []string{"pkgcache", "--help"}, 0, `usage: sandboxapi pkgcache`, `^$`},
 		{"pkgcache build --help", []string{"pkgcache", "build", "--help"}, 0, `usage: sandboxapi pkgcache build`, `^$`},
 		{"pkgcache list --help", []string{"pkgcache", "list", "--help"}, 0, `usage: sandboxapi pkgcache list`, `^$`},
+		{"prepare --help", []string{"prepare", "--help"}, 0, `usage: sandboxapi prepare[\s\S]*-cache-dir`, `^$`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -22,6 +22,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/cell/node"
 	"github.com/sandboxapi/sandboxapi/cell/sessions"
 	"github.com/sandboxapi/sandboxapi/cell/webhook"
+	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 )
 
 // devAccountName and devPlan are the account the dev command makes for its
@@ -35,6 +36,7 @@ func runDev(args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:8080", "gateway address")
 	dataDir := fs.String("data-dir", "data", "everything the service keeps: accounts, usage, the cell's raft state, sandboxes")
+	cacheDir := fs.String("cache-dir", langs.DefaultCacheDir, "language caches shared by the host's services (Go's standard library, the TypeScript snapshot); built on first start unless sandboxapi prepare (make build) has")
 	runscPath := fs.String("runsc", "", "static runsc binary (default: $SANDBOXAPI_RUNSC, else runsc beside this binary)")
 	initPath := fs.String("init", "", "static sandbox init (default: $SANDBOXAPI_INIT, else sandbox-init beside this binary)")
 	plansFile := fs.String("plans", "", "JSON file of plans overriding the defaults")
@@ -68,6 +70,11 @@ func runDev(args []string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
+	cache, err := filepath.Abs(*cacheDir)
+	if err != nil {
+		return err
+	}
+	logger.Info("start-up: data dir", "dir", dir, "cache_dir", cache)
 	catalog := plans.Default()
 	if *plansFile != "" {
 		if catalog, err = plans.Load(*plansFile); err != nil {
@@ -103,6 +110,7 @@ func runDev(args []string) error {
 		Jobs: jobs.Config{Retention: *jobRetention, CallbackGuard: webhook.Guard{AllowPrivate: *allowPrivateCallbacks}},
 
 		PackageCacheDir: cmp.Or(*pkgcacheDir, filepath.Join(dir, "pkgcache")),
+		CacheDir:        cache,
 		Sessions:        sessions.Config{Pool: *sessionPool, PoolLanguages: splitList(*sessionPoolLangs), MaxSessions: *maxSessions},
 	})
 	if err != nil {
@@ -118,6 +126,7 @@ func runDev(args []string) error {
 		return fmt.Errorf("gateway: %w", err)
 	}
 	defer edge.Stop()
+	logger.Info("start-up: gateway listening", "addr", *listen)
 
 	fmt.Printf(`SandboxAPI is up: gateway http://%[1]s, cell node %[2]s
 dev API key: %[3]s
@@ -132,7 +141,8 @@ try:
 const devUsage = `dev [flags]
 
 Runs the gateway, one cell node and its executor in one process, and prints
-a dev API key. Everything it keeps is in --data-dir.`
+a dev API key. Everything it keeps is in --data-dir; the language caches in
+--cache-dir are the host's, shared with other services and tests.`
 
 // besideBinary resolves a helper binary: the flag, else the environment
 // variable, else a file of that name next to this executable.

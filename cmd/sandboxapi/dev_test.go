@@ -3,6 +3,7 @@ package main_test
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -88,10 +89,29 @@ func startDev(t *testing.T, dataDir string, env ...string) *devServer {
 // startDevArgs is startDev with extra flags for `sandboxapi dev`.
 func startDevArgs(t *testing.T, dataDir string, extra []string, env ...string) *devServer {
 	t.Helper()
+	return startDevWith(t, dataDir, devOptions{extra: extra, env: env})
+}
+
+// devOptions are the less common ways to start the dev server.
+type devOptions struct {
+	extra []string // flags after the harness's own
+	env   []string // added to (and overriding) the test's environment
+	// wrap runs the binary through another command (taskset, ...), which
+	// ends in the binary's path and arguments.
+	wrap []string
+	// upWithin is how long it may take to come up; 2 minutes when zero.
+	upWithin time.Duration
+}
+
+// startDevWith starts the dev server with opt.
+func startDevWith(t *testing.T, dataDir string, opt devOptions) *devServer {
+	t.Helper()
+	extra, env := opt.extra, opt.env
 	runscPath, initPath := sandboxBinaries(t)
 	s := &devServer{t: t, dataDir: dataDir, output: &bytes.Buffer{}}
 	args := append([]string{"dev", "--listen", freeAddr(t), "--data-dir", dataDir, "--runsc", runscPath, "--init", initPath}, extra...)
-	s.cmd = exec.Command(sandboxapiBinary(t), args...)
+	argv := append(append(append([]string{}, opt.wrap...), sandboxapiBinary(t)), args...)
+	s.cmd = exec.Command(argv[0], argv[1:]...)
 	s.cmd.Env = append(os.Environ(), env...)
 	stdout, err := s.cmd.StdoutPipe()
 	if err != nil {
@@ -110,7 +130,7 @@ func startDevArgs(t *testing.T, dataDir string, extra []string, env ...string) *
 		}
 		close(lines)
 	}()
-	deadline := time.After(2 * time.Minute)
+	deadline := time.After(cmp.Or(opt.upWithin, 2*time.Minute))
 	for s.key == "" {
 		select {
 		case line, ok := <-lines:

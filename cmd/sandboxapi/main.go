@@ -13,6 +13,7 @@ const usage = `usage: sandboxapi <command> [flags]
 
 commands:
   dev       run the gateway and a single-node cell in one process
+  prepare   build the language caches sandboxes use (make build runs it)
   bench     measure the service against native, bubblewrap and runsc do
   pkgcache  build the offline package cache that session installs read
   version   print the version (also --version)
@@ -51,6 +52,8 @@ func dispatch(args []string) error {
 	switch args[0] {
 	case "dev":
 		return runDev(args[1:])
+	case "prepare":
+		return runPrepare(args[1:])
 	case "bench":
 		return runBench(args[1:])
 	case "pkgcache":
