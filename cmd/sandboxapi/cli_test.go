@@ -58,6 +58,8 @@ func TestCommandLine(t *testing.T) {
 		{"pkgcache list stray word", []string{"pkgcache", "list", "everything"}, 2, `^$`, `unexpected argument "everything"`},
 		{"pkgcache build stray word", []string{"pkgcache", "build", "lodash"}, 2, `^$`, `unexpected argument "lodash"`},
 		{"prepare stray word", []string{"prepare", "go"}, 2, `^$`, `unexpected argument "go"`},
+		{"admin stray word", []string{"admin", "accounts", "create", "--plan", "pro", "bob"}, 2, `^$`, `unexpected argument "bob"`},
+		{"admin unknown command", []string{"admin", "users"}, 2, `^$`, `unknown command "users"`},
 		{"version stray word", []string{"version", "now"}, 2, `^$`, `unexpected argument "now"`},
 		{"unknown command", []string{"serve"}, 2, `^$`, `unknown command "serve"`},
 		{"unknown flag", []string{"dev", "--port", "1"}, 2, `^$`, `flag provided but not defined: -port`},
@@ -72,6 +74,8 @@ func TestCommandLine(t *testing.T) {
 		{"pkgcache build --help", []string{"pkgcache", "build", "--help"}, 0, `usage: sandboxapi pkgcache build`, `^$`},
 		{"pkgcache list --help", []string{"pkgcache", "list", "--help"}, 0, `usage: sandboxapi pkgcache list`, `^$`},
 		{"prepare --help", []string{"prepare", "--help"}, 0, `usage: sandboxapi prepare[\s\S]*-cache-dir`, `^$`},
+		{"admin --help", []string{"admin", "--help"}, 0, `usage: sandboxapi admin`, `^$`},
+		{"admin accounts create --help", []string{"admin", "accounts", "create", "--help"}, 0, `usage: sandboxapi admin accounts create[\s\S]*-plan`, `^$`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

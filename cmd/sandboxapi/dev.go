@@ -35,7 +35,7 @@ const (
 func runDev(args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:8080", "gateway address")
-	dataDir := fs.String("data-dir", "data", "everything the service keeps: accounts, usage, the cell's raft state, sandboxes")
+	dataDir := fs.String("data-dir", "data", "everything the service keeps: accounts, usage, the cell's raft state, sandboxes, the admin socket")
 	cacheDir := fs.String("cache-dir", langs.DefaultCacheDir, "language caches shared by the host's services (Go's standard library, the TypeScript snapshot); built on first start unless sandboxapi prepare (make build) has")
 	runscPath := fs.String("runsc", "", "static runsc binary (default: $SANDBOXAPI_RUNSC, else runsc beside this binary)")
 	initPath := fs.String("init", "", "static sandbox init (default: $SANDBOXAPI_INIT, else sandbox-init beside this binary)")
@@ -95,8 +95,17 @@ func runDev(args []string) error {
 	if err != nil {
 		return err
 	}
+	// Held for the process's life: the gateway's auth module and the
+	// admin socket share this one handle (accounts.OpenShared), and
+	// holding the file's lock is what tells the admin command that a
+	// service runs on this data dir.
 	accountsDB := filepath.Join(dir, "accounts.db")
-	key, err := ensureDevKey(accountsDB, filepath.Join(dir, "dev-key"))
+	st, release, err := accounts.OpenShared(accountsDB)
+	if err != nil {
+		return err
+	}
+	defer release()
+	key, err := ensureDevKey(st, filepath.Join(dir, "dev-key"))
 	if err != nil {
 		return err
 	}
@@ -128,6 +137,13 @@ func runDev(args []string) error {
 	defer edge.Stop()
 	logger.Info("start-up: gateway listening", "addr", *listen)
 
+	admin, err := serveAdmin(filepath.Join(dir, adminSocketName), st, catalog, logger)
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+	logger.Info("start-up: admin socket ready", "path", admin.Path())
+
 	fmt.Printf(`SandboxAPI is up: gateway http://%[1]s, cell node %[2]s
 dev API key: %[3]s
 try:
@@ -142,7 +158,8 @@ const devUsage = `dev [flags]
 
 Runs the gateway, one cell node and its executor in one process, and prints
 a dev API key. Everything it keeps is in --data-dir; the language caches in
---cache-dir are the host's, shared with other services and tests.`
+--cache-dir are the host's, shared with other services and tests.
+While it runs, sandboxapi admin reaches it through DATA_DIR/admin.sock.`
 
 // besideBinary resolves a helper binary: the flag, else the environment
 // variable, else a file of that name next to this executable.
@@ -188,12 +205,7 @@ func loadOrCreateSecret(path string) ([]byte, error) {
 // ensureDevKey makes sure the dev account exists and holds the dev key:
 // $SANDBOXAPI_DEV_KEY when set, else the key created on first start and kept
 // in keyFile so it survives restarts.
-func ensureDevKey(accountsDB, keyFile string) (string, error) {
-	st, release, err := accounts.OpenShared(accountsDB)
-	if err != nil {
-		return "", err
-	}
-	defer release()
+func ensureDevKey(st *accounts.Store, keyFile string) (string, error) {
 	acct, err := devAccount(st)
 	if err != nil {
 		return "", err

@@ -64,7 +64,7 @@ func TestDevFirstStart(t *testing.T) {
 		for _, step := range []string{
 			"start-up: data dir", "start-up: raft leader elected", "start-up: root filesystem built",
 			"start-up: sandbox runtime ready", "start-up: languages detected", "start-up: node registered",
-			"start-up: sessions started", "start-up: gateway listening",
+			"start-up: sessions started", "start-up: gateway listening", "start-up: admin socket ready",
 		} {
 			if n := strings.Count(logs, `msg="`+step); n != 1 {
 				t.Errorf("%d lines of %q, want one:\n%s", n, step, logs)

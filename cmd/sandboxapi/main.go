@@ -14,6 +14,7 @@ const usage = `usage: sandboxapi <command> [flags]
 commands:
   dev       run the gateway and a single-node cell in one process
   prepare   build the language caches sandboxes use (make build runs it)
+  admin     manage accounts: sandboxapi admin accounts create --plan PLAN
   bench     measure the service against native, bubblewrap and runsc do
   pkgcache  build the offline package cache that session installs read
   version   print the version (also --version)
@@ -54,6 +55,8 @@ func dispatch(args []string) error {
 		return runDev(args[1:])
 	case "prepare":
 		return runPrepare(args[1:])
+	case "admin":
+		return runAdmin(args[1:])
 	case "bench":
 		return runBench(args[1:])
 	case "pkgcache":
