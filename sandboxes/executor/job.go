@@ -91,8 +91,11 @@ func compileStep(lang *langs.Language, req Request, lim Limits, env []string, na
 	st := wire.Step{
 		Name: "compile", Argv: argv, Env: env, Dir: workDir, MergeStderr: true,
 		Limits: wire.Limits{
-			CPUMillis:         max(lim.CPU, minTime).Milliseconds(),
-			WallMillis:        max(lim.Wall, minTime).Milliseconds(),
+			CPUMillis:  max(lim.CPU, minTime).Milliseconds(),
+			WallMillis: max(lim.Wall, minTime).Milliseconds(),
+			// The compiler's memory is the compile step's alone; the run
+			// step has the request's.
+			MemoryBytes:       max(lim.MemoryBytes, res.MemoryBytes),
 			Processes:         max(lim.Processes, res.Processes),
 			OpenFiles:         lim.OpenFiles,
 			FileSizeBytes:     lim.FileSizeBytes,

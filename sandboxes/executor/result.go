@@ -184,9 +184,10 @@ func (e *Executor) classify(res *Result, lang *langs.Language, lim Limits, steps
 	}
 	limitKB := lim.MemoryBytes / 1024
 	switch {
-	case exit.Usage.OOMKills > 0 || (r != nil && r.MaxRSSKB > limitKB):
-		// The kernel killed the sandbox at its memory limit; no result
-		// frame could be sent, so the peak is the limit.
+	case exit.Usage.OOMKills > 0 || (r != nil && (r.MemoryExceeded || r.MaxRSSKB > limitKB)):
+		// The init stopped the program at its limit, or, if the host's
+		// kernel killed the sandbox at its own, no result frame could be
+		// sent and the peak is the limit.
 		res.End = EndMemoryLimit
 		res.Signal = 9
 		res.ExitCode = 137
@@ -217,6 +218,9 @@ func (e *Executor) classify(res *Result, lang *langs.Language, lim Limits, steps
 		res.Message = fmt.Sprintf("output limit of %d bytes per stream exceeded; the program was stopped", lim.OutputBytes)
 	case r != nil:
 		res.End = EndExited
+		if (r.ExitCode != 0 || r.Signal != 0) && r.ProcessesReached {
+			res.Message = fmt.Sprintf("the program reached its limit of %d processes and threads, so creating another failed", lim.Processes)
+		}
 	default:
 		res.End = EndFault
 		msg := "the sandbox ended without a result"
@@ -250,6 +254,8 @@ func failedCompile(res *Result, s *stepOutput) bool {
 			res.Message = "compilation exceeded its wall-clock time limit"
 		case r.OutputExceeded:
 			res.Message = "the compiler's output exceeded its limit; the compiler was stopped"
+		case r.MemoryExceeded:
+			res.Message = "the compiler exceeded its memory limit and was stopped"
 		}
 	}
 	return true
@@ -280,4 +286,23 @@ func unfinishedCompile(res *Result, lang *langs.Language, steps []stepOutput, ex
 		return false
 	}
 	return true
+}
+
+// measureFromOutside gives a run that the host's kernel killed at the
+// sandbox's memory limit, which leaves no result to read its measures
+// from, the host's: the wall time and the sandbox's CPU from the job's
+// start, less what the steps that did report took. The CPU includes
+// gVisor's own, the nearest figure there is.
+func measureFromOutside(res *Result, out runOutcome) {
+	if res.End != EndMemoryLimit || res.Wall > 0 {
+		return
+	}
+	wall, cpu := out.elapsed, out.sandboxCPU
+	for _, st := range out.steps {
+		if r := st.result; r != nil {
+			wall -= time.Duration(r.WallMillis) * time.Millisecond
+			cpu -= time.Duration(r.CPUMillis) * time.Millisecond
+		}
+	}
+	res.Wall, res.CPU = max(wall, 0), max(cpu, 0)
 }

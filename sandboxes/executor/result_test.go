@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 	"github.com/sandboxapi/sandboxapi/sandboxes/runsc"
@@ -129,6 +130,8 @@ func TestClassifyCompile(t *testing.T) {
 			end: EndCompileFailed, code: 137, signal: 9, msgHas: "memory"},
 		{name: "host deadline while compiling", steps: []stepOutput{{stdout: []byte("diagnostics\n")}}, timeout: true,
 			end: EndDeadline, code: 137, signal: 9, msgHas: "compilation"},
+		{name: "compiler over its memory", steps: []stepOutput{compileResult(wire.StepResult{Started: true, Signal: 9, ExitCode: 137, MemoryExceeded: true})},
+			end: EndCompileFailed, code: 137, signal: 9, msgHas: "memory limit"},
 		{name: "compiled, then ran", steps: []stepOutput{compileResult(wire.StepResult{Started: true}), {result: &wire.StepResult{Name: "run", Started: true}, stdout: []byte("ok")}},
 			end: EndExited},
 	}
@@ -156,6 +159,12 @@ func TestClassifyRun(t *testing.T) {
 			end: EndWallLimit, code: 137, signal: 9, msgHas: "wall-clock time limit"},
 		{name: "peak over the memory limit", steps: run(wire.StepResult{Started: true, MaxRSSKB: over}),
 			end: EndMemoryLimit, code: 137, signal: 9, msgHas: "memory limit"},
+		{name: "stopped at the memory limit", steps: run(wire.StepResult{Started: true, ExitCode: 137, Signal: 9, MemoryExceeded: true, MaxRSSKB: over - 1}),
+			end: EndMemoryLimit, code: 137, signal: 9, msgHas: "memory limit"},
+		{name: "failed at the process limit", steps: run(wire.StepResult{Started: true, ExitCode: 1, ProcessesReached: true}),
+			end: EndExited, code: 1, msgHas: "limit of 64 processes"},
+		{name: "the process limit reached, but exited 0", steps: run(wire.StepResult{Started: true, ProcessesReached: true}),
+			end: EndExited},
 		{name: "sandbox OOM", steps: []stepOutput{{stdout: []byte("out")}}, exit: runsc.Exit{Usage: runsc.CgroupUsage{OOMKills: 1}},
 			end: EndMemoryLimit, code: 137, signal: 9, msgHas: "memory limit"},
 		{name: "host deadline", steps: []stepOutput{{stdout: []byte("out")}}, timeout: true,
@@ -170,4 +179,31 @@ func TestClassifyRun(t *testing.T) {
 			t.Errorf("stdout %q, want the program's", res.Stdout)
 		}
 	})
+}
+
+// A run the host's kernel killed at the sandbox's memory limit has no
+// result of its own: its measures are the host's, less the steps that
+// reported.
+func TestMeasureFromOutside(t *testing.T) {
+	compiled := stepOutput{result: &wire.StepResult{Name: "compile", Started: true, WallMillis: 500, CPUMillis: 400}}
+	out := runOutcome{steps: []stepOutput{compiled, {stdout: []byte("partial")}}, elapsed: 2 * time.Second, sandboxCPU: 1500 * time.Millisecond}
+	tests := []struct {
+		name      string
+		res       Result
+		wall, cpu time.Duration
+	}{
+		{name: "killed by the host", res: Result{End: EndMemoryLimit}, wall: 1500 * time.Millisecond, cpu: 1100 * time.Millisecond},
+		{name: "stopped by the init, measured inside", res: Result{End: EndMemoryLimit, Wall: 300 * time.Millisecond, CPU: 200 * time.Millisecond},
+			wall: 300 * time.Millisecond, cpu: 200 * time.Millisecond},
+		{name: "not a memory limit", res: Result{End: EndDeadline}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res := tc.res
+			measureFromOutside(&res, out)
+			if res.Wall != tc.wall || res.CPU != tc.cpu {
+				t.Errorf("wall %v cpu %v, want %v and %v", res.Wall, res.CPU, tc.wall, tc.cpu)
+			}
+		})
+	}
 }

@@ -115,6 +115,7 @@ func (s *Session) run(ctx context.Context, job wire.Job, lim Limits, onOutput fu
 		exit.Usage.OOMKills = 0
 	}
 	s.e.classify(res, s.lang, lim, out.steps, exit, out.hostTimedOut, out.protoErr)
+	measureFromOutside(res, out)
 	for _, st := range out.steps {
 		if st.result != nil && st.result.StateLost {
 			res.StateLost = true
@@ -153,6 +154,7 @@ func (l Limits) stepLimits() wire.Limits {
 	return wire.Limits{
 		CPUMillis:     l.CPU.Milliseconds(),
 		WallMillis:    l.Wall.Milliseconds(),
+		MemoryBytes:   l.MemoryBytes,
 		Processes:     l.Processes,
 		OpenFiles:     l.OpenFiles,
 		FileSizeBytes: l.FileSizeBytes,

@@ -76,7 +76,7 @@ func (e *Executor) startWorker(sh shape) (*worker, error) {
 		WorkBytes: sh.workBytes, TmpBytes: sh.tmpBytes, Prepared: 2,
 	}
 	if argv := langs.Prestart(lang); argv != nil && !e.cfg.NoPrestart {
-		cfg.Prestart = &wire.Runner{Argv: argv, Env: e.baseEnv(lang), Limits: sh.runnerLimits()}
+		cfg.Prestart = &wire.Runner{Argv: argv, Env: e.baseEnv(lang), Limits: sh.runnerLimits(), Ready: true}
 	}
 	return e.bootWorker(lang, sh, "--serve", cfg)
 }
@@ -147,12 +147,14 @@ type runOutcome struct {
 	hostTimedOut bool
 	protoErr     error
 	sandboxCPU   time.Duration
+	elapsed      time.Duration // from sending the job to its end
 }
 
 // run sends job to the worker and collects its frames until the job ends
 // or the sandbox does.
 func (w *worker) run(ctx context.Context, job wire.Job, res *Result, capBytes int64, deadline time.Duration, onOutput func(string, []byte)) runOutcome {
 	var out runOutcome
+	start := time.Now()
 	before := w.sb.Usage().CPU
 	b, err := json.Marshal(job)
 	if err != nil {
@@ -180,6 +182,7 @@ func (w *worker) run(ctx context.Context, job wire.Job, res *Result, capBytes in
 	if !done {
 		<-w.exited
 	}
+	out.elapsed = time.Since(start)
 	out.sandboxCPU = w.sb.Usage().CPU - before
 	if !done {
 		out.sandboxCPU = w.exit.Usage.CPU - before
