@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,10 +23,19 @@ var cgroupRoot = "/sys/fs/cgroup"
 // limits ourselves. Controllers not listed here runsc creates and removes.
 var ownedControllers = []string{"memory", "pids", "cpuacct"}
 
+// optionalControllers we own too when the host has them: "cpu", whose
+// quota caps a sandbox (an idle session's) at a share of a core.
+var optionalControllers = []string{"cpu"}
+
+// cpuPeriod is the CFS period a CPU quota is a share of.
+const cpuPeriod = 100 * time.Millisecond
+
 // cgroup is one sandbox's set of v1 cgroups, at the same relative path under
 // each controller.
 type cgroup struct {
 	rel string // e.g. sandboxapi/1a2b3c/sbx_abc
+	// controllers are the owned ones and the optional ones the host has.
+	controllers []string
 
 	// The files usage reads are kept open: it runs twice per execution,
 	// and an open costs more than the read.
@@ -43,16 +53,32 @@ type CgroupUsage struct {
 
 func cgroupsAvailable() bool {
 	for _, c := range ownedControllers {
-		if _, err := os.Stat(filepath.Join(cgroupRoot, c, "tasks")); err != nil {
+		if !hasController(c) {
 			return false
 		}
 	}
 	return true
 }
 
+func hasController(c string) bool {
+	_, err := os.Stat(filepath.Join(cgroupRoot, c, "tasks"))
+	return err == nil
+}
+
+// presentControllers are the controllers a sandbox's cgroup spans here.
+func presentControllers() []string {
+	out := slices.Clone(ownedControllers)
+	for _, c := range optionalControllers {
+		if hasController(c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 func createCgroup(rel string, memoryBytes, pids int64) (*cgroup, error) {
-	cg := &cgroup{rel: rel}
-	for _, c := range ownedControllers {
+	cg := &cgroup{rel: rel, controllers: presentControllers()}
+	for _, c := range cg.controllers {
 		if err := os.MkdirAll(cg.path(c), 0o755); err != nil {
 			cg.remove()
 			return nil, fmt.Errorf("create cgroup: %w", err)
@@ -142,12 +168,36 @@ func (cg *cgroup) usage() CgroupUsage {
 	return u
 }
 
+// ErrNoCPUController is for a CPU limit on a host without the v1 cpu
+// controller.
+var ErrNoCPUController = errors.New("runsc: the host has no cpu cgroup controller")
+
+// setCPULimit caps the sandbox at cores of CPU time per wall second (a
+// CFS quota over cpuPeriod); 0 or less lifts the cap.
+func (cg *cgroup) setCPULimit(cores float64) error {
+	if !slices.Contains(cg.controllers, "cpu") {
+		return ErrNoCPUController
+	}
+	quota := "-1"
+	if cores > 0 {
+		quota = strconv.FormatInt(max(int64(cores*float64(cpuPeriod.Microseconds())), 1000), 10)
+	}
+	if err := cg.write("cpu", "cpu.cfs_period_us", strconv.FormatInt(cpuPeriod.Microseconds(), 10)); err != nil {
+		return err
+	}
+	return cg.write("cpu", "cpu.cfs_quota_us", quota)
+}
+
 // remove deletes the cgroups. A cgroup can only be removed once its last task
 // has left, which can trail the sandbox's exit by a moment.
 func (cg *cgroup) remove() error {
 	cg.closeFiles()
 	var errs error
-	for _, c := range ownedControllers {
+	controllers := cg.controllers
+	if controllers == nil {
+		controllers = ownedControllers
+	}
+	for _, c := range controllers {
 		p := cg.path(c)
 		var err error
 		for i := 0; i < 50; i++ {
@@ -166,7 +216,7 @@ func (cg *cgroup) remove() error {
 // removeCgroupTree removes every cgroup below rel, deepest first, for the
 // clean-up of sandboxes a crashed process left behind.
 func removeCgroupTree(rel string) {
-	for _, c := range ownedControllers {
+	for _, c := range presentControllers() {
 		root := filepath.Join(cgroupRoot, c, rel)
 		var dirs []string
 		_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {

@@ -355,7 +355,7 @@ func testCgroupRel(t *testing.T) string {
 func runIn(t *testing.T, cg *cgroup, script string) (string, error) {
 	t.Helper()
 	var join strings.Builder
-	for _, c := range ownedControllers {
+	for _, c := range cg.controllers {
 		join.WriteString("echo $$ > " + filepath.Join(cg.path(c), "cgroup.procs") + " || exit 99; ")
 	}
 	out, err := exec.Command("/bin/sh", "-c", join.String()+script).CombinedOutput()
@@ -374,6 +374,7 @@ func TestCgroupV1(t *testing.T) {
 		name        string
 		memoryBytes int64
 		pids        int64
+		cpuCores    float64
 		script      string
 		check       func(t *testing.T, cg *cgroup, out string, err error)
 	}{
@@ -421,6 +422,17 @@ func TestCgroupV1(t *testing.T) {
 			},
 		},
 		{
+			// Two busy processes for a second of wall time, capped at a
+			// quarter of a core together.
+			name: "CPU is capped", pids: 16, cpuCores: 0.25,
+			script: "timeout 1 sh -c 'while :; do :; done' & timeout 1 sh -c 'while :; do :; done'; wait",
+			check: func(t *testing.T, cg *cgroup, out string, _ error) {
+				if u := cg.usage(); u.CPU < 100*time.Millisecond || u.CPU > 400*time.Millisecond {
+					t.Errorf("cpu %v in a second (%s), want about a quarter of a second", u.CPU, out)
+				}
+			},
+		},
+		{
 			name: "processes are capped", memoryBytes: 0, pids: 3,
 			script: "for i in 1 2 3 4 5; do sleep 0.2 & done; wait",
 			check: func(t *testing.T, cg *cgroup, out string, err error) {
@@ -447,8 +459,54 @@ func TestCgroupV1(t *testing.T) {
 					}
 				}
 			})
+			if tc.cpuCores > 0 {
+				if err := cg.setCPULimit(tc.cpuCores); err != nil {
+					t.Fatal(err)
+				}
+			}
 			out, err := runIn(t, cg, tc.script)
 			tc.check(t, cg, out, err)
 		})
 	}
+}
+
+func TestSetCPULimit(t *testing.T) {
+	read := func(t *testing.T, root, file string) string {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(root, "cpu", "p", "x", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	t.Run("a quota of the period, then none", func(t *testing.T) {
+		root := fakeCgroupRoot(t, "memory", "pids", "cpuacct", "cpu")
+		cg, err := createCgroup("p/x", 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cg.remove()
+		for _, tc := range []struct {
+			cores float64
+			quota string
+		}{{0.25, "25000"}, {2, "200000"}, {0, "-1"}} {
+			if err := cg.setCPULimit(tc.cores); err != nil {
+				t.Fatal(err)
+			}
+			if p, q := read(t, root, "cpu.cfs_period_us"), read(t, root, "cpu.cfs_quota_us"); p != "100000" || q != tc.quota {
+				t.Errorf("%v cores: period %q quota %q, want 100000 and %s", tc.cores, p, q, tc.quota)
+			}
+		}
+	})
+	t.Run("a host without the cpu controller", func(t *testing.T) {
+		fakeCgroupRoot(t, ownedControllers...)
+		cg, err := createCgroup("p/x", 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cg.remove()
+		if err := cg.setCPULimit(0.25); !errors.Is(err, ErrNoCPUController) {
+			t.Errorf("setCPULimit: %v, want ErrNoCPUController", err)
+		}
+	})
 }

@@ -412,7 +412,7 @@ func (rt *Runtime) Leftovers() []string {
 		out = append(out, filepath.Join(rt.bundlesDir(), b.Name()))
 	}
 	if rt.useCgroups {
-		for _, c := range ownedControllers {
+		for _, c := range presentControllers() {
 			subs, _ := os.ReadDir(filepath.Join(cgroupRoot, c, rt.cgroupParent))
 			for _, s := range subs {
 				if s.IsDir() {
@@ -433,6 +433,16 @@ func (rt *Runtime) Leftovers() []string {
 		}
 	}
 	return out
+}
+
+// SetCPULimit caps the sandbox at cores of CPU per wall second, all its
+// host threads together (gVisor's kernel, its gofer, the programs); 0
+// lifts the cap. It is ErrNoCPUController without a cpu cgroup.
+func (sb *Sandbox) SetCPULimit(cores float64) error {
+	if sb.cg == nil {
+		return ErrNoCPUController
+	}
+	return sb.cg.setCPULimit(cores)
 }
 
 // Usage is what the host kernel has accounted to the sandbox so far.
