@@ -126,7 +126,13 @@ type Config struct {
 	// ("Admission").
 	MaxRunning int
 	TurnHold   time.Duration
-	Logger     *slog.Logger
+	// SessionIdleCPU is the share of a core a session's sandbox gets while
+	// no execution runs in it, and SessionIdleBudget the CPU it may use so
+	// in all; past it, what the session's programs left running is
+	// stopped. Defaults: DefaultSessionIdleCPU, DefaultSessionIdleBudget.
+	SessionIdleCPU    float64
+	SessionIdleBudget time.Duration
+	Logger            *slog.Logger
 }
 
 // Executor runs requests in sandboxes.
@@ -162,6 +168,12 @@ func New(cfg Config) *Executor {
 	}
 	if cfg.TurnHold <= 0 {
 		cfg.TurnHold = 250 * time.Millisecond
+	}
+	if cfg.SessionIdleCPU <= 0 {
+		cfg.SessionIdleCPU = DefaultSessionIdleCPU
+	}
+	if cfg.SessionIdleBudget <= 0 {
+		cfg.SessionIdleBudget = DefaultSessionIdleBudget
 	}
 	e := &Executor{cfg: cfg, turns: make(chan struct{}, cfg.MaxRunning)}
 	e.pool = newPool(e, cfg.Pool)

@@ -27,8 +27,9 @@ type Session struct {
 	repl  bool
 	limit Limits
 
-	mu     sync.Mutex // serialises executions
+	mu     sync.Mutex // serialises executions, and guards what follows
 	closed bool
+	idle   idleMeter
 }
 
 // OpenSession starts a session sandbox for account in lang, resolved by
@@ -61,7 +62,8 @@ func (e *Executor) OpenSession(account string, lang *langs.Language) (*Session, 
 		return nil, err
 	}
 	w.account = account
-	return &Session{e: e, w: w, lang: lang, repl: r != nil, limit: lim}, nil
+	return &Session{e: e, w: w, lang: lang, repl: r != nil, limit: lim,
+		idle: idleMeter{cores: e.cfg.SessionIdleCPU, budget: e.cfg.SessionIdleBudget}}, nil
 }
 
 // Language is the session's language id.
@@ -101,7 +103,9 @@ func (s *Session) run(ctx context.Context, job wire.Job, lim Limits, onOutput fu
 	if s.closed || !s.w.alive() {
 		return nil, ErrSessionClosed
 	}
-	res := &Result{Language: s.lang.ID}
+	res := &Result{Language: s.lang.ID, SandboxID: s.w.sb.ID}
+	s.wake()
+	defer s.rest()
 	deadline := jobWall(job) + s.e.cfg.BootGrace
 	out := s.w.run(ctx, job, res, lim.OutputBytes, deadline, onOutput)
 	res.SandboxCPU = out.sandboxCPU
@@ -130,6 +134,7 @@ func (s *Session) run(ctx context.Context, job wire.Job, lim Limits, onOutput fu
 		s.closed = true
 		res.StateLost = true
 	}
+	s.tellIdle(res)
 	return res, nil
 }
 
@@ -137,6 +142,10 @@ func (s *Session) run(ctx context.Context, job wire.Job, lim Limits, onOutput fu
 func (s *Session) Close() {
 	s.mu.Lock()
 	s.closed = true
+	s.idle.gen++
+	if s.idle.timer != nil {
+		s.idle.timer.Stop()
+	}
 	s.mu.Unlock()
 	s.w.stop()
 }

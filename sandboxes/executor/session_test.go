@@ -2,6 +2,9 @@ package executor_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -100,5 +103,90 @@ func TestSessionTimeoutAndFiles(t *testing.T) {
 	run("print('a', end='')", executor.Limits{}, "")
 	if r := run("print('b')", executor.Limits{}, ""); string(r.Stdout) != "b\n" {
 		t.Fatalf("output leaked between executions: %q", r.Stdout)
+	}
+}
+
+// sandboxCPU reads the host's cpuacct of the sandbox id, as the host's
+// kernel counts it: every thread of the sandbox, whatever runs inside.
+func sandboxCPU(t *testing.T, id string) time.Duration {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/cpuacct/sandboxapi/*", id, "cpuacct.usage"))
+	if len(files) != 1 {
+		t.Fatalf("the cpuacct cgroup of sandbox %s: found %q", id, files)
+	}
+	b, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ns)
+}
+
+// cpuRate is the share of a core the sandbox used over d.
+func cpuRate(t *testing.T, id string, d time.Duration) float64 {
+	t.Helper()
+	before := sandboxCPU(t, id)
+	time.Sleep(d)
+	return float64(sandboxCPU(t, id)-before) / float64(d)
+}
+
+// What a session leaves running keeps running between executions, but
+// with a quarter of a core, metered: once the session's idle budget is
+// spent it is stopped, and the next result says so; the interpreter and
+// its variables stay. Executions themselves run uncapped.
+func TestSessionIdleBackground(t *testing.T) {
+	const budget = time.Second
+	ex, _ := sandboxtest.ExecutorWith(t, executor.Config{SessionIdleBudget: budget})
+	s, err := ex.OpenSession("acct_idle", language(t, ex, "bash"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	run := func(code string) *executor.Result {
+		t.Helper()
+		res, err := s.Execute(context.Background(), executor.Request{Code: code, Limits: executor.Limits{Wall: 10 * time.Second}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	// The issue's loop, which burned a core until the idle TTL.
+	r := run(`x=42; ( while :; do timeout 3 bash -c "while :; do :; done"; done ) >/dev/null 2>&1 &`)
+	if !completed(r) {
+		t.Fatalf("start: %s %q %s", r.End, r.Stderr, r.Message)
+	}
+	id := r.SandboxID
+	time.Sleep(200 * time.Millisecond)
+	// The cap is a quarter of a core; a loaded host may give less.
+	rate := cpuRate(t, id, 1500*time.Millisecond)
+	t.Logf("idle with the loop: %.2f of a core", rate)
+	if rate > 0.35 || rate < 0.1 {
+		t.Errorf("idle, the sandbox used %.2f of a core, want at most a quarter, and the loop running", rate)
+	}
+	// The budget goes at a quarter of a core in 4 s.
+	start := time.Now()
+	for s.IdleCPU() < budget && time.Since(start) < 10*time.Second {
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	rate = cpuRate(t, id, time.Second)
+	t.Logf("budget spent %v later; then %.3f of a core", time.Since(start), rate)
+	if rate > 0.05 {
+		t.Errorf("the budget spent, the sandbox still used %.2f of a core", rate)
+	}
+	r = run(`echo $x`)
+	if !completed(r) || string(r.Stdout) != "42\n" || r.StateLost || !strings.Contains(r.Message, "background processes") {
+		t.Errorf("next: %s stdout %q state lost %v message %q, want the interpreter's variables kept and the stop told", r.End, r.Stdout, r.StateLost, r.Message)
+	}
+	// An execution has the sandbox uncapped.
+	r = run(`timeout 1 bash -c 'while :; do :; done'; true`)
+	if r.CPU < 600*time.Millisecond {
+		t.Errorf("a second's busy loop in an execution got %v of CPU: it was capped", r.CPU)
+	}
+	if r.Message != "" {
+		t.Errorf("message %q: the stop was told twice", r.Message)
 	}
 }

@@ -1,0 +1,201 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sandboxapi/sandboxapi/sandboxes/wire"
+)
+
+// What a session's processes may do while no execution runs: they keep
+// running, but the sandbox gets at most Config.SessionIdleCPU of a core,
+// and the CPU it uses is metered against Config.SessionIdleBudget; once
+// that is spent, what they left running is stopped, and the next result
+// says so. The meter is a timer set to when the budget could be spent at
+// the earliest, not a poll. See DESIGN.md ("Sessions between executions").
+
+// Defaults of Config.SessionIdleCPU and Config.SessionIdleBudget.
+const (
+	DefaultSessionIdleCPU    = 0.25
+	DefaultSessionIdleBudget = time.Minute
+)
+
+const (
+	// idleMinRecheck keeps a budget nearly spent from being re-checked
+	// without pause.
+	idleMinRecheck = 100 * time.Millisecond
+	// idleQuiet is idle CPU that, the budget spent, does not make the
+	// session's processes be stopped: gVisor's own idling, a server
+	// waiting for requests. More than that since the last stop does.
+	idleQuiet = 100 * time.Millisecond
+	// idleMaxRecheck bounds the back-off of a spent, quiet session.
+	idleMaxRecheck = time.Minute
+)
+
+// idleMeter is a session's state between executions, guarded by its mu.
+type idleMeter struct {
+	cores  float64
+	budget time.Duration
+
+	resting bool          // no execution runs; the cap is on
+	from    time.Duration // the sandbox's CPU as this rest began
+	used    time.Duration // idle CPU of the rests before this one
+	// usedAtStop is the idle CPU when background work was last stopped,
+	// or when a rest with the budget spent began: what came since runs
+	// on no budget.
+	usedAtStop time.Duration
+	timer      *time.Timer
+	gen        int // the timer that may act; older ones find it changed
+	recheck    time.Duration
+
+	// notice is for the next result: what stopping did.
+	notice    string
+	stateLost bool
+	capFailed bool // the host cannot cap; logged once
+}
+
+// idleCPU is the idle CPU so far, this rest's included.
+func (m *idleMeter) idleCPU(now time.Duration) time.Duration {
+	if !m.resting {
+		return m.used
+	}
+	return m.used + now - m.from
+}
+
+// IdleCPU is the CPU the session's sandbox has used while no execution
+// ran, what Config.SessionIdleBudget meters.
+func (s *Session) IdleCPU() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.idle.idleCPU(s.w.sb.Usage().CPU)
+}
+
+// wake ends a rest before an execution: the cap goes, the meter stops.
+// s.mu is held.
+func (s *Session) wake() {
+	m := &s.idle
+	if !m.resting {
+		return
+	}
+	m.gen++
+	if m.timer != nil {
+		m.timer.Stop()
+	}
+	m.used = m.idleCPU(s.w.sb.Usage().CPU)
+	m.resting = false
+	s.setCap(0)
+}
+
+// rest begins one after an execution: the cap goes on, the meter runs.
+// s.mu is held.
+func (s *Session) rest() {
+	m := &s.idle
+	if s.closed || !s.w.alive() || m.resting {
+		return
+	}
+	m.resting = true
+	m.from = s.w.sb.Usage().CPU
+	s.setCap(m.cores)
+	left := m.budget - m.used
+	if left <= 0 {
+		// Spent already: what this execution left running may run on
+		// only as long as it stays quiet.
+		m.usedAtStop = m.used
+		m.recheck = idleMinRecheck
+		s.arm(m.recheck)
+		return
+	}
+	s.arm(s.untilSpent(left))
+}
+
+// untilSpent is when left of the budget can be spent at the earliest: the
+// sandbox busy up to its cap the whole time.
+func (s *Session) untilSpent(left time.Duration) time.Duration {
+	return max(time.Duration(float64(left)/s.idle.cores), idleMinRecheck)
+}
+
+func (s *Session) setCap(cores float64) {
+	err := s.w.sb.SetCPULimit(cores)
+	if err != nil && !s.idle.capFailed {
+		s.idle.capFailed = true
+		s.e.cfg.Logger.Warn("idle sessions run uncapped", "err", err)
+	}
+}
+
+func (s *Session) arm(d time.Duration) {
+	m := &s.idle
+	m.gen++
+	gen := m.gen
+	m.timer = time.AfterFunc(d, func() { s.idleCheck(gen) })
+}
+
+// idleCheck is the meter's timer: it re-arms for what is left of the
+// budget, or, the budget spent and idle CPU still being used, stops the
+// session's background processes.
+func (s *Session) idleCheck(gen int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := &s.idle
+	if s.closed || gen != m.gen || !m.resting {
+		return
+	}
+	used := m.idleCPU(s.w.sb.Usage().CPU)
+	if left := m.budget - used; left > 0 {
+		s.arm(s.untilSpent(left))
+		return
+	}
+	if used-m.usedAtStop < idleQuiet {
+		// Quiet since the last stop: look again, later each time.
+		m.recheck = min(max(2*m.recheck, idleMinRecheck), idleMaxRecheck)
+		s.arm(m.recheck)
+		return
+	}
+	if err := s.stopBackground(); err != nil {
+		s.e.cfg.Logger.Warn("stopping a session's background processes", "err", err)
+	}
+	m.usedAtStop = m.idleCPU(s.w.sb.Usage().CPU)
+	// The soonest anything left could be loud again.
+	m.recheck = s.untilSpent(idleQuiet)
+	s.arm(m.recheck)
+}
+
+// errStopFailed is a sandbox that did not answer the stop.
+var errStopFailed = errors.New("executor: the session's sandbox did not answer the stop")
+
+// stopBackground asks the session's init to end what its programs left
+// running, and notes for the next result what it ended. s.mu is held.
+func (s *Session) stopBackground() error {
+	job := wire.Job{WorkDir: workDir, StopBackground: true}
+	out := s.w.run(context.Background(), job, &Result{}, 1<<10, s.e.cfg.BootGrace, nil)
+	if !out.done {
+		return fmt.Errorf("%w: %w", errStopFailed, out.protoErr)
+	}
+	for _, st := range out.steps {
+		if r := st.result; r != nil && (r.Stopped > 0 || r.StateLost) {
+			m := &s.idle
+			m.notice = fmt.Sprintf("while no execution ran, the session's background processes used up its CPU budget of %s and were stopped", m.budget)
+			if r.StateLost {
+				m.stateLost = true
+				m.notice += "; the interpreter was using it too and was stopped with them, so its variables are gone"
+			}
+		}
+	}
+	return nil
+}
+
+// tellIdle puts what happened while the session rested into res, once.
+func (s *Session) tellIdle(res *Result) {
+	m := &s.idle
+	if m.notice == "" {
+		return
+	}
+	if res.Message != "" {
+		res.Message = m.notice + "; " + res.Message
+	} else {
+		res.Message = m.notice
+	}
+	res.StateLost = res.StateLost || m.stateLost
+	m.notice, m.stateLost = "", false
+}
