@@ -190,3 +190,51 @@ func TestSessionIdleBackground(t *testing.T) {
 		t.Errorf("message %q: the stop was told twice", r.Message)
 	}
 }
+
+// A session's limits are its executions' while they run: the CPU limit in
+// milliseconds, the memory limit of the session's processes together,
+// which stops them all; the session goes on.
+func TestSessionLimits(t *testing.T) {
+	ex := sandboxtest.Executor(t, executor.Limits{})
+	s, err := ex.OpenSession("acct_s", language(t, ex, "python3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	tests := []struct {
+		name  string
+		code  string
+		lim   executor.Limits
+		check func(t *testing.T, r *executor.Result)
+	}{
+		{
+			name: "cpu, to the millisecond", code: "while True: pass", lim: executor.Limits{CPU: 500 * time.Millisecond, Wall: 10 * time.Second},
+			check: func(t *testing.T, r *executor.Result) {
+				if r.End != executor.EndCPULimit || r.CPU < 480*time.Millisecond || r.CPU > 800*time.Millisecond {
+					t.Errorf("end %s cpu %v, want %s at 500 ms", r.End, r.CPU, executor.EndCPULimit)
+				}
+			},
+		},
+		{
+			name: "memory, while it runs", code: "import time\nx = b'1' * (400 << 20)\nprint('held', flush=True)\ntime.sleep(3)", lim: executor.Limits{Wall: 10 * time.Second},
+			check: func(t *testing.T, r *executor.Result) {
+				if r.End != executor.EndMemoryLimit || !r.StateLost || strings.Contains(string(r.Stdout), "held") || r.MemoryKB > 256<<10*11/10 {
+					t.Errorf("end %s state lost %v stdout %q memory %d KB, want stopped within 10 %% of 256 MiB", r.End, r.StateLost, r.Stdout, r.MemoryKB)
+				}
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := s.Execute(context.Background(), executor.Request{Code: tc.code, Limits: tc.lim})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("end %s cpu %v wall %v memory %d KB message %q", r.End, r.CPU, r.Wall, r.MemoryKB, r.Message)
+			tc.check(t, r)
+			if next, err := s.Execute(context.Background(), executor.Request{Code: "print('ok')"}); err != nil || !completed(next) {
+				t.Fatalf("the next execution: %+v %v", next, err)
+			}
+		})
+	}
+}
