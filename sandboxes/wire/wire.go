@@ -105,8 +105,8 @@ type Limits struct {
 	// runner's handover).
 	CPUMillis  int64 `json:"cpu_ms"`
 	WallMillis int64 `json:"wall_ms"` // wall-clock time from start to exit
-	// Processes bounds the step's processes and threads together (in a
-	// session, the session's).
+	// Processes is RLIMIT_NPROC for the sandbox user: its processes and
+	// threads in the sandbox, as gVisor counts them.
 	Processes int `json:"processes"`
 	// MemoryBytes bounds the resident memory of the step's processes
 	// together (in a session, the session's): over it they are stopped.
