@@ -25,12 +25,15 @@ func (r *runner) worker(i int) *worker {
 	return &worker{r: r, id: i, rnd: rand.New(rand.NewPCG(r.cfg.Seed, uint64(i)+1))}
 }
 
-// loop starts scenarios until the run has sent its requests.
+// loop starts scenarios until the run has sent its requests: the
+// coverage tasks first, shared out between the workers, then a mix.
 func (w *worker) loop(ctx context.Context) {
 	for ctx.Err() == nil && w.r.sent.Load() < int64(w.r.cfg.Requests) {
-		sc := pick(w.rnd)
-		acct := w.rnd.IntN(2)
-		sc.run(ctx, w, acct)
+		run := w.r.nextCoverage()
+		if run == nil {
+			run = pick(w.rnd).run
+		}
+		run(ctx, w, w.rnd.IntN(2))
 		if n := w.r.sent.Load(); w.id == 0 && w.r.cfg.Progress != nil && n/500 != (n-1)/500 {
 			w.r.progress("%d requests sent", n)
 		}

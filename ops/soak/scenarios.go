@@ -87,9 +87,16 @@ func pick(rnd *rand.Rand) scenario {
 
 func (w *worker) key(acct int) string { return w.r.cfg.Keys[acct] }
 
-// v1Execute runs one language's program, every language in turn.
+// v1Execute runs one language's program, a language at random.
 func v1Execute(ctx context.Context, w *worker, acct int) {
-	lang := w.r.langs[w.rnd.IntN(len(w.r.langs))]
+	v1ExecuteOf(w.r.langs[w.rnd.IntN(len(w.r.langs))])(ctx, w, acct)
+}
+
+func v1ExecuteOf(lang string) func(context.Context, *worker, int) {
+	return func(ctx context.Context, w *worker, acct int) { v1ExecuteLang(ctx, w, acct, lang) }
+}
+
+func v1ExecuteLang(ctx context.Context, w *worker, acct int, lang string) {
 	h := hellos[lang]
 	kind := "v1 execute " + lang
 	a, ok := w.call(ctx, kind, w.key(acct), "POST", "/v1/execute", jsonBody(map[string]any{"language": lang, "code": h.code}), nil, 200)
@@ -381,7 +388,15 @@ var sessionLangs = []struct{ lang, set, get string }{
 // session is a session's life: create, two executions sharing state, an
 // install when the cache has packages for it, a read, and the delete.
 func session(ctx context.Context, w *worker, acct int) {
-	l := sessionLangs[w.rnd.IntN(len(sessionLangs))]
+	sessionOf(w.rnd.IntN(len(sessionLangs)))(ctx, w, acct)
+}
+
+func sessionOf(i int) func(context.Context, *worker, int) {
+	return func(ctx context.Context, w *worker, acct int) { sessionLang(ctx, w, acct, i) }
+}
+
+func sessionLang(ctx context.Context, w *worker, acct, i int) {
+	l := sessionLangs[i]
 	key := w.key(acct)
 	a, ok := w.call(ctx, "session create", key, "POST", "/v1/sessions", jsonBody(map[string]any{"language": l.lang, "idle_ttl": 120}), nil, 201)
 	if !ok {
@@ -555,6 +570,26 @@ func batchOf(n int) []byte {
 func abuse(ctx context.Context, w *worker, acct int) {
 	c := abuses[w.rnd.IntN(len(abuses))]
 	c.send(ctx, w, acct, "abuse "+c.name)
+}
+
+// coverage is what every run sends first, whatever its size: each
+// scenario, each language's program, a session of each language and each
+// abuse once, so a short run touches every door too.
+func (r *runner) coverage() []func(context.Context, *worker, int) {
+	var tasks []func(context.Context, *worker, int)
+	for _, s := range scenarios {
+		tasks = append(tasks, s.run)
+	}
+	for _, l := range r.langs {
+		tasks = append(tasks, v1ExecuteOf(l))
+	}
+	for i := range sessionLangs {
+		tasks = append(tasks, sessionOf(i))
+	}
+	for _, c := range abuses {
+		tasks = append(tasks, func(ctx context.Context, w *worker, acct int) { c.send(ctx, w, acct, "abuse "+c.name) })
+	}
+	return tasks
 }
 
 // UseProgram is session code that loads pkg in lang and prints

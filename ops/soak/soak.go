@@ -93,6 +93,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.first = r.coverage()
 	r.progress("baseline: %d sandboxes, %d processes, %d cgroups", len(before.Sandboxes), before.Processes, len(before.Cgroups))
 
 	start := time.Now()
@@ -182,6 +183,19 @@ type runner struct {
 	mu     sync.Mutex // guards report and the fields below
 	tokens []string   // async jobs whose webhook must arrive
 	ids    [2]ring    // recent session ids and job tokens of each account
+	first  []func(context.Context, *worker, int)
+}
+
+// nextCoverage is the next coverage task, nil once they are all taken.
+func (r *runner) nextCoverage() func(context.Context, *worker, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.first) == 0 {
+		return nil
+	}
+	f := r.first[0]
+	r.first = r.first[1:]
+	return f
 }
 
 func newRunner(cfg Config) *runner {
