@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	// Caddy modules the generated config uses. caddyhttp brings the HTTP app,
@@ -18,13 +19,14 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	_ "github.com/caddyserver/caddy/v2/modules/logging" // filter encoder for access logs
 
-	// Our modules: sandboxapi_auth, sandboxapi_limits with its rate stores,
-	// the sandboxapi_cell upstream source with its memberships, and the
-	// listener wrappers of conns.
+	// Our modules: sandboxapi_request, sandboxapi_auth, sandboxapi_limits
+	// with its rate stores, the sandboxapi_cell upstream source with its
+	// memberships, and the listener wrappers of conns.
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/auth"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/cellroute"
-	_ "github.com/sandboxapi/sandboxapi/caddy-modules/conns"
+	"github.com/sandboxapi/sandboxapi/caddy-modules/conns"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/limits"
+	_ "github.com/sandboxapi/sandboxapi/caddy-modules/request"
 
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
@@ -32,6 +34,21 @@ import (
 
 // ErrConfig is wrapped by every error about an incomplete Config.
 var ErrConfig = errors.New("edge: bad configuration")
+
+// Defaults of the Config fields that bound slow clients.
+const (
+	// DefaultReadBodyTimeout is the time a whole request, headers and
+	// body, has to arrive: a 16 MB body needs about 4.5 Mbit/s.
+	DefaultReadBodyTimeout = 30 * time.Second
+	// DefaultReadHeaderTimeout is the time a request's headers, a few
+	// hundred bytes, have to arrive.
+	DefaultReadHeaderTimeout = 10 * time.Second
+	// DefaultMaxConnsPerClient is how many connections one client address
+	// may hold open at once: room for a client's pool of keep-alive
+	// connections and its concurrent executions, far more than the eight
+	// sandboxes a node runs at once by default.
+	DefaultMaxConnsPerClient = 64
+)
 
 // HealthPath is proxied to the cell without authentication, for load
 // balancers and uptime checks.
@@ -68,6 +85,27 @@ type Config struct {
 	RapidAPIProxySecret string
 	// AccessLog turns on one JSON log line per request on stderr.
 	AccessLog bool
+
+	// ReadBodyTimeout bounds reading a whole request, its headers and
+	// body, from its first byte: Caddy's read_timeout (Caddyfile: servers
+	// { timeouts { read_body } }). A body that has not arrived by then is
+	// answered 408 body_timeout. Zero means DefaultReadBodyTimeout,
+	// negative no bound.
+	ReadBodyTimeout time.Duration
+	// ReadHeaderTimeout bounds reading a request's headers: Caddy's
+	// read_header_timeout (timeouts { read_header }). Zero means
+	// DefaultReadHeaderTimeout, negative no bound.
+	ReadHeaderTimeout time.Duration
+	// MaxConnsPerClient bounds the connections one client address (an
+	// IPv6 client's /64) holds open at once (sandboxapi_conn_limit); the
+	// one over it is answered 429 too_many_connections and closed. Zero
+	// means DefaultMaxConnsPerClient, negative no bound.
+	MaxConnsPerClient int
+	// TrustedProxies are the addresses or CIDR prefixes whose
+	// connections are not bounded, since each carries many clients: a
+	// load balancer in front of the gateway, RapidAPI's proxies.
+	// "private_ranges" stands for the private and loopback ranges.
+	TrustedProxies []string
 }
 
 // Validate reports what is missing from c.
@@ -88,6 +126,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: set cell nodes or a cell membership, not both", ErrConfig)
 	case len(c.CellMembership) > 0 && !json.Valid(c.CellMembership):
 		return fmt.Errorf("%w: cell membership is not JSON", ErrConfig)
+	}
+	if _, err := conns.ParsePrefixes(c.TrustedProxies); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	return nil
 }
@@ -134,6 +175,9 @@ func (c Config) CaddyJSON() ([]byte, error) {
 		// headers on this route.
 		"headers": object{"request": object{"delete": []string{callerauth.Prefix + "*"}}},
 	}
+	// First on every route: a body that times out is a JSON 408, not a
+	// 504 or a bare 499.
+	request := object{"handler": "sandboxapi_request"}
 	authHandler := object{
 		"handler":          "sandboxapi_auth",
 		"accounts_db":      c.AccountsDB,
@@ -157,10 +201,16 @@ func (c Config) CaddyJSON() ([]byte, error) {
 	}
 
 	server := object{
-		"listen": []string{c.Listen},
-		// What Go's HTTP server answers before any handler (a request
-		// that is not valid HTTP, oversized headers) in JSON too.
-		"listener_wrappers": []object{{"wrapper": "sandboxapi_json_errors"}},
+		"listen":            []string{c.Listen},
+		"listener_wrappers": c.listenerWrappers(),
+		// A client that sends slowly holds its connection until these, not
+		// for as long as it likes: Caddy's own defaults bound headers at a
+		// minute and let a body that trickles a byte a minute run forever.
+		// read_timeout is a ceiling on reading the request only, from its
+		// first byte: an answer that takes longer, or streams on, is not
+		// cut (DESIGN.md).
+		"read_timeout":        durationOr(c.ReadBodyTimeout, DefaultReadBodyTimeout),
+		"read_header_timeout": durationOr(c.ReadHeaderTimeout, DefaultReadHeaderTimeout),
 		// Plain HTTP on the listen address: no certificates, no redirects.
 		"automatic_https": object{"disable": true},
 		// HTTP/2 and 3 need TLS; h2c serves HTTP/2 to a TLS-terminating
@@ -169,10 +219,10 @@ func (c Config) CaddyJSON() ([]byte, error) {
 		"routes": []object{
 			{
 				"match":    []object{{"path": []string{HealthPath}}},
-				"handle":   []object{healthProxy},
+				"handle":   []object{request, healthProxy},
 				"terminal": true,
 			},
-			{"handle": []object{authHandler, limitsHandler, proxy}},
+			{"handle": []object{request, authHandler, limitsHandler, proxy}},
 		},
 		"errors": object{"routes": errorRoutes()},
 	}
@@ -218,6 +268,44 @@ func (c Config) CaddyJSON() ([]byte, error) {
 		return nil, fmt.Errorf("edge: encoding config: %w", err)
 	}
 	return b, nil
+}
+
+// listenerWrappers are the server's listener wrappers: the per-client
+// connection bound first, so a refused connection costs nothing more, then
+// JSON for what Go's HTTP server answers before any handler (a request
+// that is not valid HTTP, oversized headers).
+func (c Config) listenerWrappers() []object {
+	var wrappers []object
+	if n := intOr(c.MaxConnsPerClient, DefaultMaxConnsPerClient); n > 0 {
+		limit := object{"wrapper": "sandboxapi_conn_limit", "max_per_client": n}
+		if len(c.TrustedProxies) > 0 {
+			limit["trusted_proxies"] = c.TrustedProxies
+		}
+		wrappers = append(wrappers, limit)
+	}
+	return append(wrappers, object{"wrapper": "sandboxapi_json_errors"})
+}
+
+// durationOr is d as Caddy's JSON writes a duration, def when d is zero.
+// A negative d stays negative: Caddy replaces a zero read_header_timeout
+// with its own default of a minute, and Go's server reads a negative one
+// as no bound.
+func durationOr(d, def time.Duration) string {
+	if d == 0 {
+		d = def
+	}
+	return d.String()
+}
+
+// intOr is n, def when n is zero, and 0 (off) when n is negative.
+func intOr(n, def int) int {
+	switch {
+	case n < 0:
+		return 0
+	case n == 0:
+		return def
+	}
+	return n
 }
 
 // errorRoutes turn Caddy's own error responses (an unreachable cell, mostly)

@@ -122,24 +122,25 @@ func TestCaddyJSON(t *testing.T) {
 		if p := srv.Routes[0].Match; len(p) != 1 || len(p[0]["path"]) != 1 || p[0]["path"][0] != HealthPath {
 			t.Errorf("first route matches %v, want path %s", p, HealthPath)
 		}
-		if h := srv.Routes[0].Handle; len(h) != 1 || h[0]["handler"] != "reverse_proxy" {
-			t.Errorf("/health route handlers = %v, want only reverse_proxy", h)
+		if h := srv.Routes[0].Handle; len(h) != 2 || h[0]["handler"] != "sandboxapi_request" || h[1]["handler"] != "reverse_proxy" {
+			t.Errorf("/health route handlers = %v, want only sandboxapi_request and reverse_proxy", h)
 		}
 		main := srv.Routes[1]
-		if len(main.Match) != 0 || len(main.Handle) != 3 || main.Handle[0]["handler"] != "sandboxapi_auth" ||
-			main.Handle[1]["handler"] != "sandboxapi_limits" || main.Handle[2]["handler"] != "reverse_proxy" {
-			t.Fatalf("main route = %+v, want sandboxapi_auth, sandboxapi_limits, reverse_proxy for everything", main)
+		if len(main.Match) != 0 || len(main.Handle) != 4 || main.Handle[0]["handler"] != "sandboxapi_request" || main.Handle[1]["handler"] != "sandboxapi_auth" ||
+			main.Handle[2]["handler"] != "sandboxapi_limits" || main.Handle[3]["handler"] != "reverse_proxy" {
+			t.Fatalf("main route = %+v, want sandboxapi_request, sandboxapi_auth, sandboxapi_limits, reverse_proxy for everything", main)
 		}
-		if main.Handle[0]["rapidapi_proxy_secret"] != "rp" || main.Handle[0]["accounts_db"] != "/a.db" || main.Handle[0]["cell_secret_file"] != "/s" {
-			t.Errorf("auth handler = %v", main.Handle[0])
+		auth, limits, proxy := main.Handle[1], main.Handle[2], main.Handle[3]
+		if auth["rapidapi_proxy_secret"] != "rp" || auth["accounts_db"] != "/a.db" || auth["cell_secret_file"] != "/s" || auth["missing_key"] != "forward" {
+			t.Errorf("auth handler = %v", auth)
 		}
-		if main.Handle[1]["usage_db"] != "/u.db" || main.Handle[1]["plans_file"] != "/p.json" {
-			t.Errorf("limits handler = %v", main.Handle[1])
+		if limits["usage_db"] != "/u.db" || limits["plans_file"] != "/p.json" {
+			t.Errorf("limits handler = %v", limits)
 		}
-		if fi, ok := main.Handle[2]["flush_interval"]; ok {
+		if fi, ok := proxy["flush_interval"]; ok {
 			t.Errorf("flush_interval = %v; SSE is flushed by its content type, JSON answers must go out in one write", fi)
 		}
-		if rb, ok := main.Handle[2]["request_buffers"]; ok {
+		if rb, ok := proxy["request_buffers"]; ok {
 			t.Errorf("request_buffers = %v; request bodies must stream", rb)
 		}
 		if (srv.Logs != nil) != accessLog || (cfg.Logging.Logs["access"] != nil) != accessLog {
@@ -617,6 +618,7 @@ func TestCaddyfileExample(t *testing.T) {
 		"/var/lib/sandboxapi/accounts.db", files.AccountsDB,
 		"/var/lib/sandboxapi/usage.db", files.UsageDB,
 		"/etc/sandboxapi/cell.secret", files.CellSecretFile,
+		"read_body 30s", "read_body 300ms",
 	).Replace(string(src))
 
 	cfg, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
@@ -666,6 +668,11 @@ func TestCaddyfileExample(t *testing.T) {
 		}
 	}
 
+	// Half a body, then nothing: past read_body, sandboxapi_request
+	// answers it. (The site's address makes the Host matter.)
+	if resp, body := rawRequest(t, listen, "POST /v1/execute HTTP/1.1\r\nHost: "+listen+"\r\nX-API-Key: "+key+"\r\nContent-Length: 10\r\n\r\n{}"); resp.StatusCode != http.StatusRequestTimeout || errorCode(t, resp, body) != "body_timeout" {
+		t.Errorf("a body that stops: status %d, body %s; want a JSON 408 body_timeout", resp.StatusCode, body)
+	}
 	cl.Close() // now the cell is unreachable
 	resp, body = g.do("GET", "/v1/languages", "", map[string]string{"Authorization": "Bearer " + key})
 	if resp.StatusCode != http.StatusBadGateway || errorCode(t, resp, body) != "service_unavailable" {

@@ -26,6 +26,7 @@ import (
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/cellroute"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/conns"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/limits"
+	_ "github.com/sandboxapi/sandboxapi/caddy-modules/request"
 )
 
 type object = map[string]any
@@ -90,9 +91,12 @@ func TestStockCaddyLoadsModulesByID(t *testing.T) {
 				"logging": object{"logs": object{"default": object{"level": "WARN"}}},
 				"apps": object{
 					"http": object{"servers": object{"stock": object{
-						"listen":            []string{listen},
-						"listener_wrappers": []object{{"wrapper": "sandboxapi_json_errors"}},
-						"automatic_https":   object{"disable": true},
+						"listen": []string{listen},
+						"listener_wrappers": []object{
+							{"wrapper": "sandboxapi_conn_limit", "max_per_client": 16},
+							{"wrapper": "sandboxapi_json_errors"},
+						},
+						"automatic_https": object{"disable": true},
 						"routes": []object{
 							{
 								"match": []object{{"path": []string{"/authed/*"}}},
@@ -104,6 +108,7 @@ func TestStockCaddyLoadsModulesByID(t *testing.T) {
 								"terminal": true,
 							},
 							{"handle": []object{
+								{"handler": "sandboxapi_request"},
 								// Stands in for sandboxapi_auth, whose keys
 								// would take Go calls to issue.
 								{"handler": "vars", "sandboxapi.account_id": account, "sandboxapi.plan": "basic"},

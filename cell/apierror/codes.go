@@ -44,6 +44,7 @@ const (
 	// The request as HTTP: what Go's HTTP server refuses before any
 	// handler, answered as JSON by the gateway (caddy-modules/conns).
 	MalformedRequest            Code = "malformed_request"
+	BodyTimeout                 Code = "body_timeout"
 	ExpectationFailed           Code = "expectation_failed"
 	HeadersTooLarge             Code = "headers_too_large"
 	UnsupportedTransferEncoding Code = "unsupported_transfer_encoding"
@@ -64,6 +65,7 @@ const (
 	MonthlyQuotaExceeded Code = "monthly_quota_exceeded"
 	TooManyJobs          Code = "too_many_jobs"
 	SessionLimit         Code = "session_limit_reached"
+	TooManyConnections   Code = "too_many_connections"
 
 	// What the request names.
 	NotFound           Code = "not_found"
@@ -112,6 +114,7 @@ var statuses = map[Code]int{
 	InstallFailed:       http.StatusUnprocessableEntity,
 
 	MalformedRequest:            http.StatusBadRequest,
+	BodyTimeout:                 http.StatusRequestTimeout,
 	ExpectationFailed:           http.StatusExpectationFailed,
 	HeadersTooLarge:             http.StatusRequestHeaderFieldsTooLarge,
 	UnsupportedTransferEncoding: http.StatusNotImplemented,
@@ -131,6 +134,7 @@ var statuses = map[Code]int{
 	MonthlyQuotaExceeded: http.StatusTooManyRequests,
 	TooManyJobs:          http.StatusTooManyRequests,
 	SessionLimit:         http.StatusTooManyRequests,
+	TooManyConnections:   http.StatusTooManyRequests,
 
 	NotFound:           http.StatusNotFound,
 	MethodNotAllowed:   http.StatusMethodNotAllowed,
