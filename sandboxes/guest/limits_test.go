@@ -316,7 +316,10 @@ func TestPrestartedRunner(t *testing.T) {
 				if st.Signal != int(syscall.SIGXCPU) || st.ExitCode != 128+int(syscall.SIGXCPU) || !st.CPUExceeded || st.WallExceeded {
 					t.Errorf("result %+v, want SIGXCPU and the CPU limit exceeded", st.StepResult)
 				}
-				if st.CPUMillis < 900 {
+				// On a loaded host the rusage of a process the kernel
+				// stopped at its RLIMIT_CPU can read well short of it
+				// (DESIGN.md, "Tests").
+				if st.CPUMillis < 700 {
 					t.Errorf("CPU %d ms, want the second it was allowed", st.CPUMillis)
 				}
 			},
@@ -329,7 +332,9 @@ func TestPrestartedRunner(t *testing.T) {
 				if st.Signal != int(syscall.SIGKILL) || !st.CPUExceeded || st.WallExceeded {
 					t.Errorf("result %+v, want SIGKILL and the CPU limit exceeded", st.StepResult)
 				}
-				if st.CPUMillis < 1900 {
+				// Above the soft limit's second, whatever the load (see
+				// above).
+				if st.CPUMillis < 1500 {
 					t.Errorf("CPU %d ms, want the two seconds of the hard limit", st.CPUMillis)
 				}
 			},

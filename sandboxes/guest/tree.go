@@ -215,8 +215,8 @@ const (
 	// re-checking learns nothing.
 	cpuTick = 10 * time.Millisecond
 	// memoryRatePerCPU is faster than one CPU of the sandbox can make
-	// memory resident (~1.3 GB/s measured), so memory cannot grow by
-	// more than the headroom between two checks.
+	// memory resident (DESIGN.md has the measurement), so memory cannot
+	// grow by more than the headroom between two checks.
 	memoryRatePerCPU = 2 << 30
 	// memorySlack is how far over its limit a step's memory may get
 	// before it is stopped, as a fraction of the limit.
