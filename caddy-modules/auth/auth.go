@@ -22,6 +22,7 @@ import (
 
 	"github.com/sandboxapi/sandboxapi/billing/accounts"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/blockopts"
+	"github.com/sandboxapi/sandboxapi/caddy-modules/request"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 )
@@ -209,6 +210,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	callerauth.Sign(r.Header, h.secret, callerauth.Caller{AccountID: acct.ID, Plan: acct.Plan, WebhookSecret: callerauth.WebhookSecret(key)}, time.Now())
 	caddyhttp.SetVar(r.Context(), VarAccountID, acct.ID)
 	caddyhttp.SetVar(r.Context(), VarPlan, acct.Plan)
+	request.Log(r.Context(), zap.String("account_id", acct.ID), zap.String("plan", acct.Plan))
 	return next.ServeHTTP(w, r)
 }
 

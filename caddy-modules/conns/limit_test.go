@@ -15,6 +15,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/sandboxapi/sandboxapi/caddy-modules/request"
 )
 
 // loadLimit provisions the module from its JSON config, as Caddy does.
@@ -82,6 +84,9 @@ func TestConnectionsPerClient(t *testing.T) {
 		if resp.StatusCode != http.StatusTooManyRequests || json.Unmarshal([]byte(body), &e) != nil ||
 			e.Error.Code != "too_many_connections" || !strings.Contains(e.Error.Message, "2") || !resp.Close {
 			t.Fatalf("third connection: %d %q (close %v); want a JSON 429 too_many_connections naming the bound", resp.StatusCode, body, resp.Close)
+		}
+		if id := resp.Header.Get(request.HeaderID); !strings.HasPrefix(id, "req_") {
+			t.Errorf("%s = %q", request.HeaderID, id)
 		}
 
 		first.Close()

@@ -25,8 +25,9 @@ import (
 // them.
 type apiCell struct {
 	*httptest.Server
-	mu      sync.Mutex
-	reached []string // "METHOD path" of the requests a route served
+	mu         sync.Mutex
+	reached    []string // "METHOD path" of the requests a route served
+	requestIDs []string // the X-Request-Id of every request
 }
 
 func newAPICell(t *testing.T) *apiCell {
@@ -48,7 +49,13 @@ func newAPICell(t *testing.T) *apiCell {
 		api.Route{Pattern: "POST /execute", Handle: record},
 		api.Route{Pattern: "GET /jobs/{id}", Handle: record},
 	)
-	c.Server = httptest.NewServer(srv.Handler())
+	h := srv.Handler()
+	c.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.mu.Lock()
+		c.requestIDs = append(c.requestIDs, r.Header.Get(api.HeaderRequestID))
+		c.mu.Unlock()
+		h.ServeHTTP(w, r)
+	}))
 	t.Cleanup(c.Close)
 	return c
 }
@@ -103,8 +110,9 @@ func rawRequest(t *testing.T, addr, raw string) (*http.Response, []byte) {
 
 // TestEveryAnswerIsJSON: what the gateway answers, whoever writes it (Go's
 // HTTP server before any handler, the cell, auth), is the API's JSON error
-// with its documented status; a path that does not exist is 404 and a
-// method it does not take 405 with Allow, with or without a key.
+// with its documented status and an X-Request-Id; a path that does not
+// exist is 404 and a method it does not take 405 with Allow, with or
+// without a key.
 func TestEveryAnswerIsJSON(t *testing.T) {
 	cl := newAPICell(t)
 	addr, key := runGateway(t, cl.URL)
@@ -154,6 +162,9 @@ func TestEveryAnswerIsJSON(t *testing.T) {
 			}
 			if loc := resp.Header.Get("Location"); loc != "" {
 				t.Errorf("Location %q: the gateway redirects", loc)
+			}
+			if id := resp.Header.Get("X-Request-Id"); !strings.HasPrefix(id, "req_") {
+				t.Errorf("X-Request-Id %q", id)
 			}
 			if n := len(cl.served()); n != before {
 				t.Errorf("a cell route served it: %v", cl.served()[before:])

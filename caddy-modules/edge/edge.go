@@ -227,26 +227,42 @@ func (c Config) CaddyJSON() ([]byte, error) {
 		"errors": object{"routes": errorRoutes()},
 	}
 
-	logs := object{"default": object{"level": "WARN"}}
+	// Everything Caddy logs goes to stderr as JSON, one object a line.
+	stderrJSON := func(o object) object {
+		o["writer"] = logWriter
+		if o["encoder"] == nil {
+			o["encoder"] = object{"format": "json"}
+		}
+		return o
+	}
+	logs := object{"default": stderrJSON(object{"level": "WARN"})}
 	if c.AccessLog {
 		server["logs"] = object{}
-		logs["default"] = object{"level": "WARN", "exclude": []string{"http.log.access"}}
-		logs["access"] = object{
+		// The answers the listener wrappers make themselves, before any
+		// request exists, are lines of the access log too.
+		access := append([]string{"http.log.access"}, connLoggers...)
+		logs["default"] = stderrJSON(object{"level": "WARN", "exclude": access})
+		logs["access"] = stderrJSON(object{
 			"level":   "INFO",
-			"include": []string{"http.log.access"},
-			"writer":  object{"output": "stderr"},
-			// Caddy redacts Authorization by itself but not our other key
-			// headers; an access log must never hold a usable API key.
+			"include": access,
+			// One line per request with our fields (request_id, account_id,
+			// plan, execution_id) next to Caddy's request method, uri,
+			// status and duration. Headers are left out whole: they carry
+			// API keys, RapidAPI's proxy secret and whatever internal
+			// headers a client makes up. The query is cut from the uri, as
+			// it can carry a program's environment (/run?env=...). user_id
+			// is Caddy's, always empty here: account_id says who.
 			"encoder": object{
 				"format": "filter",
 				"wrap":   object{"format": "json"},
 				"fields": object{
-					"request>headers>X-Rapidapi-Key":          object{"filter": "delete"},
-					"request>headers>X-Rapidapi-Proxy-Secret": object{"filter": "delete"},
-					"request>headers>X-Api-Key":               object{"filter": "delete"},
+					"request>headers": object{"filter": "delete"},
+					"resp_headers":    object{"filter": "delete"},
+					"user_id":         object{"filter": "delete"},
+					"request>uri":     object{"filter": "regexp", "regexp": `\?.*`, "value": ""},
 				},
 			},
-		}
+		})
 	}
 
 	cfg := object{
@@ -269,6 +285,15 @@ func (c Config) CaddyJSON() ([]byte, error) {
 	}
 	return b, nil
 }
+
+// logWriter is where the gateway's logs go: stderr. Tests write them to a
+// file instead, since Caddy shares one open stderr writer among configs.
+var logWriter = object{"output": "stderr"}
+
+// connLoggers are the loggers of the listener wrappers, whose answers
+// (a connection over its client's bound, what Go's HTTP server refuses)
+// belong in the access log.
+var connLoggers = []string{"caddy.listeners.sandboxapi_conn_limit", "caddy.listeners.sandboxapi_json_errors"}
 
 // listenerWrappers are the server's listener wrappers: the per-client
 // connection bound first, so a refused connection costs nothing more, then

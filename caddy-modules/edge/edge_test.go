@@ -146,8 +146,23 @@ func TestCaddyJSON(t *testing.T) {
 		if (srv.Logs != nil) != accessLog || (cfg.Logging.Logs["access"] != nil) != accessLog {
 			t.Errorf("AccessLog=%v but server logs = %v, access logger = %s", accessLog, srv.Logs, cfg.Logging.Logs["access"])
 		}
-		if accessLog && !strings.Contains(string(cfg.Logging.Logs["access"]), "X-Api-Key") {
-			t.Error("access log does not drop X-Api-Key")
+		if accessLog && !strings.Contains(string(cfg.Logging.Logs["access"]), `"request\u003eheaders":{"filter":"delete"}`) {
+			t.Errorf("access log does not drop the request's headers: %s", cfg.Logging.Logs["access"])
+		}
+		for name, l := range cfg.Logging.Logs {
+			var log struct {
+				Writer  struct{ Output string } `json:"writer"`
+				Encoder struct {
+					Format string
+					Wrap   struct{ Format string }
+				} `json:"encoder"`
+			}
+			if err := json.Unmarshal(l, &log); err != nil {
+				t.Fatal(err)
+			}
+			if json := log.Encoder.Format == "json" || log.Encoder.Wrap.Format == "json"; log.Writer.Output != "stderr" || !json {
+				t.Errorf("log %s writes %+v to %q; want JSON on stderr", name, log.Encoder, log.Writer.Output)
+			}
 		}
 	}
 }

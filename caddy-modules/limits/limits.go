@@ -202,7 +202,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		// sandboxapi_auth passed on a request without a key (missing_key
 		// forward) for the cell to answer 401, 404 or 405: nobody to limit,
 		// nothing that runs, but the cell's internal headers still go.
-		cw := &countingWriter{rw: w, h: h}
+		cw := &countingWriter{rw: w, ctx: r.Context(), h: h}
 		err := next.ServeHTTP(cw, r)
 		cw.finish()
 		return err
@@ -261,7 +261,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			plan.Name, plan.ExecutionsPerMonth, reset.Format(time.RFC3339)), reset.Sub(now))
 	}
 
-	cw := &countingWriter{rw: w, h: h, account: account, month: month, quota: quota, used: used}
+	cw := &countingWriter{rw: w, ctx: r.Context(), h: h, account: account, month: month, quota: quota, used: used}
 	err = next.ServeHTTP(cw, r)
 	cw.finish()
 	return err

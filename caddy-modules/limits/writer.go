@@ -1,12 +1,15 @@
 package limits
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"strings"
 
 	"go.uber.org/zap"
 
+	"github.com/sandboxapi/sandboxapi/caddy-modules/request"
+	"github.com/sandboxapi/sandboxapi/cell/api"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 )
 
@@ -16,7 +19,8 @@ import (
 // X-Quota-Remaining to match, and removes every internal header first, so
 // nothing the cell meant for the gateway reaches the client. A count the
 // cell sends as a trailer instead (one known only when a stream ends) is
-// recorded and removed by finish.
+// recorded and removed by finish. The execution or job id the cell reports
+// (api.HeaderExecutionID) goes into the request's access log line.
 //
 // It deliberately does not implement io.ReaderFrom: a ReadFrom passed
 // straight to the underlying writer would send the headers without going
@@ -25,6 +29,7 @@ import (
 // (hijacking, deadlines).
 type countingWriter struct {
 	rw      http.ResponseWriter
+	ctx     context.Context // the request's, for its access log line
 	h       *Handler
 	account string // "" for a request sandboxapi_auth passed on without a key
 	month   string
@@ -56,6 +61,9 @@ func (cw *countingWriter) WriteHeader(code int) {
 	}
 	cw.wroteHeader = true
 	n := cw.executions(hdr, callerauth.HeaderExecutions)
+	if id := hdr.Get(api.HeaderExecutionID); id != "" {
+		request.Log(cw.ctx, zap.String("execution_id", truncate(id, maxLoggedID)))
+	}
 	stripInternal(hdr)
 	if cw.add(n) {
 		hdr.Set(HeaderQuotaRemaining, strconv.FormatInt(max(cw.quota-cw.used, 0), 10))
@@ -157,6 +165,16 @@ func stripInternal(hdr http.Header) {
 		return
 	}
 	hdr.Set("Trailer", strings.Join(keep, ", "))
+}
+
+// maxLoggedID bounds the execution id the cell reports, as logged.
+const maxLoggedID = 128
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 func isInternal(name string) bool {

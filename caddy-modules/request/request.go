@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 )
@@ -25,6 +26,10 @@ func init() {
 
 // Handler is the Caddy module http.handlers.sandboxapi_request: what the
 // gateway does with every request before it knows who sent it.
+//
+// It gives the request its id (ID): in X-Request-Id on the answer, on the
+// request the cell gets, in the var sandboxapi.request_id and as the
+// access log's request_id.
 //
 // A request whose body did not arrive within the server's read_timeout
 // fails in reverse_proxy, which cannot tell a client too slow to send from
@@ -48,8 +53,15 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// ServeHTTP passes r on, and answers a body that timed out itself.
+// ServeHTTP gives r its id, passes it on, and answers a body that timed
+// out itself.
 func (Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	id := ID(r.Header)
+	r.Header.Set(HeaderID, id)
+	w.Header().Set(HeaderID, id)
+	caddyhttp.SetVar(r.Context(), VarID, id)
+	Log(r.Context(), zap.String("request_id", id))
+
 	if r.Body == nil || r.Body == http.NoBody {
 		return next.ServeHTTP(w, r)
 	}

@@ -131,3 +131,38 @@ func TestDirectiveOrder(t *testing.T) {
 		t.Errorf("sandboxapi_request is not first: %s", s)
 	}
 }
+
+// TestID: a client's request id is kept when it is one sane value, and
+// replaced otherwise.
+func TestID(t *testing.T) {
+	tests := []struct {
+		name   string
+		values []string
+		keep   bool
+	}{
+		{"a UUID", []string{"0b7e4c1e-8f4a-4c55-9d2e-5b1f6a2c3d4e"}, true},
+		{"a trace id", []string{"Root=1-67891233-abcdef012345678912345678"}, true},
+		{"base64", []string{"q+8/Zw=="}, true},
+		{"none", nil, false},
+		{"empty", []string{""}, false},
+		{"two", []string{"a", "b"}, false},
+		{"a space", []string{"a b"}, false},
+		{"a quote", []string{`a"`}, false},
+		{"a control character", []string{"a\x01"}, false},
+		{"not ASCII", []string{"é"}, false},
+		{"too long", []string{strings.Repeat("a", 129)}, false},
+		{"just long enough", []string{strings.Repeat("a", 128)}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := http.Header{}
+			for _, v := range tt.values {
+				h.Add(HeaderID, v)
+			}
+			got := ID(h)
+			if tt.keep != (got == h.Get(HeaderID)) || !tt.keep && (!strings.HasPrefix(got, "req_") || len(got) != len("req_")+26) {
+				t.Errorf("ID(%q) = %q, keep %v", tt.values, got, tt.keep)
+			}
+		})
+	}
+}
