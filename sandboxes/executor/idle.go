@@ -152,9 +152,13 @@ func (s *Session) idleCheck(gen int) {
 		s.arm(m.recheck)
 		return
 	}
+	// The stop is the executor's work, not the session's: uncapped, it
+	// is over before what it stops can use more.
+	s.setCap(0)
 	if err := s.stopBackground(); err != nil {
 		s.e.cfg.Logger.Warn("stopping a session's background processes", "err", err)
 	}
+	s.setCap(m.cores)
 	m.usedAtStop = m.idleCPU(s.w.sb.Usage().CPU)
 	// The soonest anything left could be loud again.
 	m.recheck = s.untilSpent(idleQuiet)

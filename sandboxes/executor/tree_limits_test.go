@@ -186,8 +186,10 @@ func TestMemoryLimitWhileRunning(t *testing.T) {
 			if strings.Contains(string(res.Stdout), "held") || res.Wall >= 3*time.Second {
 				t.Errorf("stdout %q after %v: the program went on past its memory limit", res.Stdout, res.Wall)
 			}
-			if res.MemoryKB > limit/1024*11/10 {
-				t.Errorf("memory %d KB, want at most 10 %% over the %d KB limit", res.MemoryKB, limit/1024)
+			// Within 10 % of the limit, or somewhat more where an
+			// overloaded host runs the checks late (DESIGN.md).
+			if res.MemoryKB > limit/1024*5/4 {
+				t.Errorf("memory %d KB, want it stopped near the %d KB limit", res.MemoryKB, limit/1024)
 			}
 			if res.CPU <= 0 || res.Wall <= 0 {
 				t.Errorf("cpu %v wall %v: want the program's real times", res.CPU, res.Wall)
