@@ -427,8 +427,10 @@ func TestCgroupV1(t *testing.T) {
 			name: "CPU is capped", pids: 16, cpuCores: 0.25,
 			script: "timeout 1 sh -c 'while :; do :; done' & timeout 1 sh -c 'while :; do :; done'; wait",
 			check: func(t *testing.T, cg *cgroup, out string, _ error) {
-				if u := cg.usage(); u.CPU < 100*time.Millisecond || u.CPU > 400*time.Millisecond {
-					t.Errorf("cpu %v in a second (%s), want about a quarter of a second", u.CPU, out)
+				// Uncapped they would have two seconds; a host loaded by
+				// other work may give them less than the cap, never more.
+				if u := cg.usage(); u.CPU < 20*time.Millisecond || u.CPU > 400*time.Millisecond {
+					t.Errorf("cpu %v in a second (%s), want at most about a quarter of a second", u.CPU, out)
 				}
 			},
 		},
