@@ -9,6 +9,9 @@
 #   sandboxapi.rate_stores.redis                   (sandboxapi_limits { rate_store redis { ... } })
 #   http.reverse_proxy.upstreams.sandboxapi_cell   (reverse_proxy { dynamic sandboxapi_cell ... })
 #   sandboxapi.membership.static                   (dynamic sandboxapi_cell { membership static { ... } })
+#   http.handlers.sandboxapi_request               (directive sandboxapi_request: request ids, body deadline)
+#   caddy.listeners.sandboxapi_conn_limit          (servers { listener_wrappers { sandboxapi_conn_limit ... } })
+#   caddy.listeners.sandboxapi_json_errors         (servers { listener_wrappers { sandboxapi_json_errors } })
 # Everything is configured in the Caddyfile or JSON config; none of it needs
 # Go code of ours beyond the imports below.
 #
@@ -36,10 +39,14 @@ RUN xcaddy build v${CADDY_VERSION} \
       --with github.com/sandboxapi/sandboxapi/caddy-modules/auth \
       --with github.com/sandboxapi/sandboxapi/caddy-modules/cellroute \
       --with github.com/sandboxapi/sandboxapi/caddy-modules/limits \
+      --with github.com/sandboxapi/sandboxapi/caddy-modules/conns \
+      --with github.com/sandboxapi/sandboxapi/caddy-modules/request \
       --replace github.com/sandboxapi/sandboxapi=/src/sandboxapi \
  && for m in http.handlers.sandboxapi_auth http.handlers.sandboxapi_limits \
             sandboxapi.rate_stores.memory sandboxapi.rate_stores.redis \
-            http.reverse_proxy.upstreams.sandboxapi_cell sandboxapi.membership.static; do \
+            http.reverse_proxy.upstreams.sandboxapi_cell sandboxapi.membership.static \
+            http.handlers.sandboxapi_request caddy.listeners.sandboxapi_conn_limit \
+            caddy.listeners.sandboxapi_json_errors; do \
       /usr/bin/caddy list-modules | grep -qx "$m" || { echo "module $m missing" >&2; exit 1; }; \
     done
 

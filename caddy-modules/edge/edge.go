@@ -235,13 +235,15 @@ func (c Config) CaddyJSON() ([]byte, error) {
 		}
 		return o
 	}
-	logs := object{"default": stderrJSON(object{"level": "WARN"})}
+	// The admin logger only ever says that the admin endpoint is off, which
+	// this config chooses on purpose: not a warning worth a line.
+	logs := object{"default": stderrJSON(object{"level": "WARN", "exclude": []string{"admin"}})}
 	if c.AccessLog {
 		server["logs"] = object{}
 		// The answers the listener wrappers make themselves, before any
 		// request exists, are lines of the access log too.
 		access := append([]string{"http.log.access"}, connLoggers...)
-		logs["default"] = stderrJSON(object{"level": "WARN", "exclude": access})
+		logs["default"] = stderrJSON(object{"level": "WARN", "exclude": append([]string{"admin"}, access...)})
 		logs["access"] = stderrJSON(object{
 			"level":   "INFO",
 			"include": access,

@@ -162,6 +162,7 @@ func (d *Doors) sync(dl Dialect) api.CallerHandler {
 			return
 		}
 		res := req.Finish(dl.NewID(), run, time.Since(start))
+		api.SetExecutionID(w, res.ID)
 		api.SetExecutions(w, 1)
 		api.WriteJSON(w, http.StatusOK, dl.Render(req, res))
 	}
@@ -186,6 +187,7 @@ func (d *Doors) stream(dl Dialect) api.CallerHandler {
 			return
 		}
 		id := dl.NewID()
+		api.SetExecutionID(w, id)
 		opt := d.Stream
 		opt.ID, opt.Base64 = id, StreamsBase64(req)
 		sw, err := stream.New(w, r, opt)

@@ -115,6 +115,7 @@ func (s *Service) submit(w http.ResponseWriter, r *http.Request, c callerauth.Ca
 	s.logger.Info("job accepted", "job", j.ID, "account", j.Account, "dialect", j.Dialect, "language", j.Language, "callback", j.CallbackURL != "")
 
 	api.SetExecutions(w, 1)
+	api.SetExecutionID(w, j.ID)
 	j.State = store.JobPending // as committed
 	writeReply(w, jd.Accepted(j))
 }
@@ -173,6 +174,7 @@ func (s *Service) notFound(id string) error {
 }
 
 func (s *Service) get(w http.ResponseWriter, r *http.Request, c callerauth.Caller, d dialect.Dialect, id string, dialects []string) {
+	api.SetExecutionID(w, id)
 	j, jd, ok := s.lookup(id, c.AccountID, dialects)
 	if !ok {
 		s.writeError(w, d, s.notFound(id))
@@ -196,6 +198,7 @@ func (s *Service) active(account string, dialects []string) []store.Job {
 // is flagged in the log, its node kills the sandbox and records the
 // partial output, and the answer waits (up to CancelWait) for that.
 func (s *Service) cancelJob(w http.ResponseWriter, r *http.Request, c callerauth.Caller, d dialect.Dialect, cc dialect.JobCanceller, id string, dialects []string) {
+	api.SetExecutionID(w, id)
 	j, jd, ok := s.lookup(id, c.AccountID, dialects)
 	if !ok {
 		s.writeError(w, d, s.notFound(id))

@@ -110,8 +110,10 @@ func (m *Manager) execute(w http.ResponseWriter, r *http.Request, c callerauth.C
 		m.runError(w, s, err)
 		return
 	}
-	w.Header().Set(callerauth.HeaderExecutions, "1")
-	api.WriteJSON(w, http.StatusOK, m.response(newExecID(), s, req, res, lost))
+	id := newExecID()
+	api.SetExecutionID(w, id)
+	api.SetExecutions(w, 1)
+	api.WriteJSON(w, http.StatusOK, m.response(id, s, req, res, lost))
 }
 
 // executeStream serves POST /v1/sessions/{id}/execute/stream: the same as
@@ -133,6 +135,7 @@ func (m *Manager) executeStream(w http.ResponseWriter, r *http.Request, c caller
 		return
 	}
 	id := newExecID()
+	api.SetExecutionID(w, id)
 	sw, err := stream.New(w, r, stream.Options{ID: id, Base64: dialect.StreamsBase64(req)})
 	if err != nil {
 		m.writeError(w, fmt.Errorf("sessions: %w", err))

@@ -42,6 +42,7 @@ func runDev(args []string) error {
 	plansFile := fs.String("plans", "", "JSON file of plans overriding the defaults")
 	capacity := fs.Int("capacity", 8, "sandboxes run at once")
 	verbose := fs.Bool("v", false, "debug logging")
+	accessLog := fs.Bool("access-log", true, "one JSON line per request on stderr (method, path, status, account, duration, request and execution ids)")
 	allowPrivateCallbacks := fs.Bool("allow-private-callbacks", false, "let webhook callback_urls reach loopback and private addresses (tests, receivers on your own network)")
 	jobRetention := fs.Duration("job-retention", jobs.DefaultRetention, "how long async job results are kept after the job ends")
 	pkgcacheDir := fs.String("pkgcache", "", "offline package cache for session installs, built with sandboxapi pkgcache build (default: DATA_DIR/pkgcache)")
@@ -130,7 +131,7 @@ func runDev(args []string) error {
 	if err := edge.Run(edge.Config{
 		Listen: *listen, AccountsDB: accountsDB, CellSecretFile: secretFile,
 		UsageDB: filepath.Join(dir, "usage.db"), PlansFile: *plansFile,
-		CellNodes: []string{n.Addr()},
+		CellNodes: []string{n.Addr()}, AccessLog: *accessLog,
 	}); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}

@@ -81,13 +81,6 @@ func TestDevFirstStart(t *testing.T) {
 			if json.Unmarshal([]byte(line), &caddy) != nil || caddy.Level == "info" || caddy.Level == "debug" {
 				continue
 			}
-			// Caddy warns that its admin endpoint is off, which the
-			// gateway's config (caddy-modules/edge, not this command)
-			// chooses on purpose; its owner is quieting that logger.
-			if caddy.Msg == "admin endpoint disabled" {
-				t.Logf("known, owned by caddy-modules/edge: %s", line)
-				continue
-			}
 			t.Errorf("the gateway warned at start-up: %s", line)
 		}
 	})
