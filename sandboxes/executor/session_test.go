@@ -182,14 +182,36 @@ func TestSessionIdleBackground(t *testing.T) {
 	if !completed(r) || string(r.Stdout) != "42\n" || r.StateLost || !strings.Contains(r.Message, "background processes") {
 		t.Errorf("next: %s stdout %q state lost %v message %q, want the interpreter's variables kept and the stop told", r.End, r.Stdout, r.StateLost, r.Message)
 	}
-	// An execution has the sandbox uncapped.
-	r = run(`timeout 1 bash -c 'while :; do :; done'; true`)
-	if r.CPU < 600*time.Millisecond {
-		t.Errorf("a second's busy loop in an execution got %v of CPU: it was capped", r.CPU)
+	// An execution has the sandbox uncapped, and the cap is back after it.
+	done := make(chan *executor.Result, 1)
+	go func() {
+		r, _ := s.Execute(context.Background(), executor.Request{Code: "sleep 1"})
+		done <- r
+	}()
+	time.Sleep(500 * time.Millisecond)
+	if q := cpuQuota(t, id); q != "-1" {
+		t.Errorf("CFS quota %s during an execution, want none", q)
 	}
-	if r.Message != "" {
-		t.Errorf("message %q: the stop was told twice", r.Message)
+	if r = <-done; r == nil || r.Message != "" {
+		t.Errorf("%+v: want the execution run and the stop not told twice", r)
 	}
+	if q := cpuQuota(t, id); q != "25000" {
+		t.Errorf("CFS quota %s after it, want a quarter of the 100 ms period", q)
+	}
+}
+
+// cpuQuota reads the CFS quota of the sandbox id's host cpu cgroup.
+func cpuQuota(t *testing.T, id string) string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/cpu/sandboxapi/*", id, "cpu.cfs_quota_us"))
+	if len(files) != 1 {
+		t.Fatalf("the cpu cgroup of sandbox %s: found %q", id, files)
+	}
+	b, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // A session's limits are its executions' while they run: the CPU limit in
