@@ -106,19 +106,26 @@ func TestSessionTimeoutAndFiles(t *testing.T) {
 	}
 }
 
-// sandboxCPU reads the host's cpuacct of the sandbox id, as the host's
-// kernel counts it: every thread of the sandbox, whatever runs inside.
-func sandboxCPU(t *testing.T, id string) time.Duration {
+// sandboxCgroup reads a file of the sandbox id's host cgroup of a
+// controller, as the host's kernel has it.
+func sandboxCgroup(t *testing.T, controller, id, file string) string {
 	t.Helper()
-	files, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/cpuacct/sandboxapi/*", id, "cpuacct.usage"))
+	files, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", controller, "sandboxapi/*", id, file))
 	if len(files) != 1 {
-		t.Fatalf("the cpuacct cgroup of sandbox %s: found %q", id, files)
+		t.Fatalf("the %s cgroup of sandbox %s: found %q", controller, id, files)
 	}
 	b, err := os.ReadFile(files[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	return strings.TrimSpace(string(b))
+}
+
+// sandboxCPU is the sandbox's CPU as the host counts it: every thread of
+// the sandbox, whatever runs inside.
+func sandboxCPU(t *testing.T, id string) time.Duration {
+	t.Helper()
+	ns, err := strconv.ParseInt(sandboxCgroup(t, "cpuacct", id, "cpuacct.usage"), 10, 64)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,18 +207,10 @@ func TestSessionIdleBackground(t *testing.T) {
 	}
 }
 
-// cpuQuota reads the CFS quota of the sandbox id's host cpu cgroup.
+// cpuQuota is the CFS quota of the sandbox id's host cpu cgroup.
 func cpuQuota(t *testing.T, id string) string {
 	t.Helper()
-	files, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/cpu/sandboxapi/*", id, "cpu.cfs_quota_us"))
-	if len(files) != 1 {
-		t.Fatalf("the cpu cgroup of sandbox %s: found %q", id, files)
-	}
-	b, err := os.ReadFile(files[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(b))
+	return sandboxCgroup(t, "cpu", id, "cpu.cfs_quota_us")
 }
 
 // A session's limits are its executions' while they run: the CPU limit in
