@@ -101,14 +101,22 @@ func TestSlowStepSaysWhatItIsDoing(t *testing.T) {
 func TestSlowPrepareSaysWhatItBuilds(t *testing.T) {
 	p, logs := testProgress()
 	dir := t.TempDir()
-	prepared := func(id string, takes time.Duration) *langs.Language {
+	prepared := func(id string, until func() bool) *langs.Language {
 		return &langs.Language{
 			ID: id, Binary: "/bin/sh", VersionArgv: []string{"/bin/sh", "-c", "echo 1.0"}, VersionRE: regexp.MustCompile(`(\S+)`),
-			Mounts:  []langs.Mount{{Source: dir, Destination: "/opt/x"}},
-			Prepare: func(context.Context, *langs.Language) error { time.Sleep(takes); return nil },
+			Mounts: []langs.Mount{{Source: dir, Destination: "/opt/x"}},
+			Prepare: func(context.Context, *langs.Language) error {
+				for deadline := time.Now().Add(10 * time.Second); !until() && time.Now().Before(deadline); {
+					time.Sleep(5 * time.Millisecond)
+				}
+				return nil
+			},
 		}
 	}
-	c := detectLanguages(context.Background(), []*langs.Language{prepared("slowlang", 70*time.Millisecond), prepared("fastlang", 0)}, dir, "a hint", p)
+	// The slow one builds until it has been reported on twice, however
+	// late a loaded machine runs the reporter; the fast one not at all.
+	stillReported := func() bool { return strings.Contains(logs.String(), `msg="still preparing slowlang"`) }
+	c := detectLanguages(context.Background(), []*langs.Language{prepared("slowlang", stillReported), prepared("fastlang", func() bool { return true })}, dir, "a hint", p)
 	if len(c.List()) != 2 {
 		t.Fatalf("languages %v, problems %v", c.List(), c.Problems())
 	}
