@@ -34,8 +34,9 @@ func (w *worker) loop(ctx context.Context) {
 			run = pick(w.rnd).run
 		}
 		run(ctx, w, w.rnd.IntN(2))
-		if n := w.r.sent.Load(); w.id == 0 && w.r.cfg.Progress != nil && n/500 != (n-1)/500 {
-			w.r.progress("%d requests sent", n)
+		// Whichever worker passes the next mark of 500 says so, once.
+		if mark := w.r.mark.Load(); w.r.sent.Load() >= mark+500 && w.r.mark.CompareAndSwap(mark, mark+500) {
+			w.r.progress("%d requests sent", mark+500)
 		}
 	}
 }

@@ -179,6 +179,7 @@ type runner struct {
 	langs  []string
 
 	sent   atomic.Int64
+	mark   atomic.Int64 // requests at the last progress line
 	report Report
 	mu     sync.Mutex // guards report and the fields below
 	tokens []string   // async jobs whose webhook must arrive
