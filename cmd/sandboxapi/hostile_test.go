@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -37,8 +38,9 @@ import (
 // sandboxes' host CPU (cpuacct) within the limits — and then that the next
 // request of the same and of another account still works.
 //
-// Rows run one after another: the CPU and listener checks read the whole
-// service, so two rows at once would blame each other.
+// Rows that measure the whole service (its host CPU, its idle CPU, an
+// account's quota, the service's memory, wall times) run alone, so no
+// other row is blamed on them; the rest run three at a time.
 func TestHostile(t *testing.T) {
 	dir := t.TempDir()
 	h := &hostile{
@@ -76,17 +78,17 @@ func TestHostile(t *testing.T) {
 			})
 		}
 	})
-	if cpu, err := h.host.CPU(); err == nil && cpu-before.cpu > budget {
+	if cpu, err := h.host.CPU(); err == nil && budget > 0 && cpu-before.cpu > budget {
 		t.Errorf("the rows run together used %v of host CPU, more than their limits allow (%v)", (cpu - before.cpu).Round(time.Millisecond), budget)
 	}
-	// The rest read the whole service (its idle CPU, its sockets, an
-	// account's quota, the service's memory) and run alone.
+	// The rest read the whole service (its host and idle CPU, an
+	// account's quota, the service's memory, wall times) and run alone.
 	for _, tc := range hostileAttacks {
 		if tc.alone {
 			t.Run(tc.name, func(t *testing.T) { h.row(t, tc) })
 		}
 	}
-	t.Logf("%d attacks in %v", len(hostileAttacks), time.Since(start).Round(time.Second))
+	t.Logf("%d attacks in %v", h.rows.Load(), time.Since(start).Round(time.Second))
 
 	// Nothing of the service outlives it: processes, mounts, cgroups,
 	// bundles and temp files all go when it stops.
@@ -142,6 +144,7 @@ type hostile struct {
 	modules     string
 	raftAddr    string
 
+	rows      atomic.Int32 // rows run, for the log
 	cleanOnce sync.Once
 	clean     string // what the leftovers probe prints in a fresh sandbox
 }
@@ -258,6 +261,7 @@ type checkpoint struct {
 }
 
 func (h *hostile) row(t *testing.T, tc hostileAttack) {
+	h.rows.Add(1)
 	h.drainCanaryEvents() // the suite's own reads between rows are not the attack's
 	before := h.checkpoint(t)
 	start := time.Now()
@@ -717,6 +721,34 @@ func (h *hostile) idleCPU(t *testing.T, d time.Duration) time.Duration {
 	return c1 - c0
 }
 
+// busiestSandbox is the sandbox of the service that used the most host
+// CPU over d, and how much.
+func (h *hostile) busiestSandbox(t *testing.T, d time.Duration) (string, time.Duration) {
+	t.Helper()
+	read := func() map[string]int64 {
+		out := map[string]int64{}
+		files, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/cpuacct", h.host.CgroupParent(), "*", "cpuacct.usage"))
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if n, perr := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil && perr == nil {
+				out[filepath.Base(filepath.Dir(f))] = n
+			}
+		}
+		return out
+	}
+	time.Sleep(500 * time.Millisecond)
+	before := read()
+	time.Sleep(d)
+	var id string
+	var most int64
+	for sbx, n := range read() {
+		if used := n - before[sbx]; before[sbx] > 0 && used > most {
+			id, most = sbx, used
+		}
+	}
+	return id, time.Duration(most)
+}
+
 // idleBudget is what the idle service may burn in the idleCPU window: a
 // warm pool refilling, no more. A process left spinning burns a whole
 // core, 4x this.
@@ -724,12 +756,6 @@ const (
 	idleWindow = 2 * time.Second
 	idleBudget = 500 * time.Millisecond
 )
-
-// hostileZip is a base64 ZIP of entries with explicit modes.
-func hostileZip(t *testing.T, entries ...zipFile) string {
-	t.Helper()
-	return zipB64(t, entries...)
-}
 
 // zipBomb is a ZIP whose one entry inflates to n bytes of zeros.
 func zipBomb(t *testing.T, n int) string {
@@ -859,8 +885,10 @@ var hostileAttacks = []hostileAttack{
 			"code": ":(){ :|:& };:; sleep 2; echo survived"})
 		wantStatus(t, m, "completed", "timeout", "runtime_error")
 		// The bomb is bounded by the process limit and the clock: the answer
-		// comes within the wall limit, not when the machine gives up.
-		if d := time.Since(start); d > 15*time.Second {
+		// comes by the host's own deadline (the wall limit plus 10 s to boot)
+		// and a wait for a slot on a loaded machine, not when the machine
+		// gives up.
+		if d := time.Since(start); d > 25*time.Second {
 			t.Errorf("answered after %v", d)
 		}
 	}},
@@ -957,17 +985,33 @@ func main() {
 		heldToTheEnd(t, m)
 	}},
 	{name: "CPU burned by children beyond timeout", alone: true, lang: "c", cpu: 2*time.Second + cpuSlack, attack: func(t *testing.T, h *hostile) {
+		c0, err := h.host.CPU()
+		if err != nil {
+			t.Fatal(err)
+		}
 		m := h.exec(t, map[string]any{"language": "c", "timeout": 2, "wall_time_limit": 5,
 			"code": "#include <unistd.h>\nint main(){for(int i=0;i<4;i++) if(fork()==0){volatile unsigned long x=0;for(;;)x++;} sleep(100);}"})
+		c1, err := h.host.CPU()
+		if err != nil {
+			t.Fatal(err)
+		}
 		wantStatus(t, m, "timeout")
 		// timeout bounds the program's CPU, its children's included: four
-		// spinning children reach 2 s together in about 1 s on two cores, and
-		// execution_time_ms says what they used.
-		if ms := num(m, "execution_time_ms"); ms < 1500 || ms > 3500 {
+		// spinning children reach 2 s together in about 1 s on two idle
+		// cores, and execution_time_ms says what they used.
+		ms, wall := num(m, "execution_time_ms"), num(m, "wall_time_ms")
+		if ms > 3500 {
+			t.Errorf("execution_time_ms %v: the children ran past the 2 s limit", ms)
+		}
+		if wall < 5000 && ms < 1500 {
 			t.Errorf("execution_time_ms %v, want about the children's total (~2000): %v", ms, short(m))
 		}
-		if wall := num(m, "wall_time_ms"); wall >= 5000 {
-			t.Errorf("wall_time_ms %v: the CPU limit did not stop the children, the wall clock did", wall)
+		// On a host too busy to give them 2 s within the 5 s wall limit,
+		// the wall clock ends them first; what they burned is still theirs.
+		// The host's count of the sandboxes' CPU, less what compiling and
+		// starting sandboxes cost, is what the children had at least.
+		if spun := (c1 - c0 - cpuSlack).Milliseconds(); wall >= 5000 && ms < float64(spun)/2 {
+			t.Errorf("execution_time_ms %v while the children burned about %d ms of host CPU: their CPU is not counted: %v", ms, spun, short(m))
 		}
 	}},
 	{name: "CPU loop in Rust", alone: true, lang: "rust", cpu: 1*time.Second + defaultAttackCPU, attack: func(t *testing.T, h *hostile) {
@@ -1138,14 +1182,14 @@ print('usr', len(files))`})
 	{name: "symlink entry in a ZIP", lang: "bash", attack: func(t *testing.T, h *hostile) {
 		for _, target := range []string{"/etc/shadow", h.canaries[0].path, "../../.."} {
 			h.refused(t, "/v1/execute", map[string]any{"language": "bash", "code": "cat link",
-				"additional_files": hostileZip(t, zipFile{name: "link", body: target, mode: fs.ModeSymlink | 0o777})}, 400, "unsupported_zip_entry")
+				"additional_files": zipB64(t, zipFile{name: "link", body: target, mode: fs.ModeSymlink | 0o777})}, 400, "unsupported_zip_entry")
 		}
 	}},
 	{name: "path tricks in a ZIP", lang: "bash", attack: func(t *testing.T, h *hostile) {
 		for _, name := range []string{"../" + h.nonce, "../../../../../../tmp/" + h.nonce, "/tmp/" + h.nonce, "a/../../" + h.nonce,
 			`..\` + h.nonce, "C:/" + h.nonce, "./../" + h.nonce} {
 			h.refused(t, "/v1/execute", map[string]any{"language": "bash", "code": "ls -R",
-				"additional_files": hostileZip(t, zipFile{name: name, body: "x"})}, 400, "unsafe_path")
+				"additional_files": zipB64(t, zipFile{name: name, body: "x"})}, 400, "unsafe_path")
 		}
 		for _, bad := range []struct {
 			name, code string
@@ -1156,7 +1200,7 @@ print('usr', len(files))`})
 			{"a file under a file", "file_conflict", []zipFile{{name: "lib.py", body: "x"}, {name: "lib.py/x", body: "y"}}},
 			{"the source file made a directory", "file_conflict", []zipFile{{name: "main.sh/x", body: "y"}}},
 		} {
-			a := h.call(t, h.a.key, "POST", "/v1/execute", map[string]any{"language": "bash", "code": "ls", "additional_files": hostileZip(t, bad.files...)}, nil)
+			a := h.call(t, h.a.key, "POST", "/v1/execute", map[string]any{"language": "bash", "code": "ls", "additional_files": zipB64(t, bad.files...)}, nil)
 			if err := wantAPIError(a, 400, bad.code); err != nil {
 				t.Errorf("%s: %v", bad.name, err)
 			}
@@ -1186,11 +1230,11 @@ print('usr', len(files))`})
 		for i := range many {
 			many[i] = zipFile{name: fmt.Sprintf("f%d", i), body: "x"}
 		}
-		h.refused(t, "/v1/execute", map[string]any{"language": "bash", "code": "ls", "additional_files": hostileZip(t, many...)}, 400, "too_many_files")
+		h.refused(t, "/v1/execute", map[string]any{"language": "bash", "code": "ls", "additional_files": zipB64(t, many...)}, 400, "too_many_files")
 	}},
 	{name: "setuid file in a ZIP", lang: "bash", attack: func(t *testing.T, h *hostile) {
 		m := h.exec(t, map[string]any{"language": "bash",
-			"additional_files": hostileZip(t, zipFile{name: "suid.sh", body: "#!/bin/bash\nid -u\nstat -c %a suid.sh\n", mode: fs.ModeSetuid | fs.ModeSetgid | 0o4755}),
+			"additional_files": zipB64(t, zipFile{name: "suid.sh", body: "#!/bin/bash\nid -u\nstat -c %a suid.sh\n", mode: fs.ModeSetuid | fs.ModeSetgid | 0o4755}),
 			"run_script":       "./suid.sh"})
 		wantStatus(t, m, "completed")
 		if out := str(m, "stdout"); out != "1000\n755\n" {
@@ -1263,9 +1307,12 @@ int main(void) {
 			t.Fatalf("session execute: HTTP %d %v", r.code, short(r.m))
 		}
 		// A session idles between executions; what its last execution left
-		// running must not keep a core, beyond that execution's 2 s of CPU.
-		if used := h.idleCPU(t, 3*time.Second); used > 750*time.Millisecond {
-			t.Errorf("the idle session's background process burned %v of host CPU in 3 s", used.Round(time.Millisecond))
+		// running may have a quarter of a core (README, "Limits of a
+		// sandbox"), never a whole one. Each sandbox's own cpuacct is read,
+		// so warm pools filling meanwhile are not blamed on the session.
+		const window = 3 * time.Second
+		if sbx, used := h.busiestSandbox(t, window); used > window/4+100*time.Millisecond {
+			t.Errorf("sandbox %s burned %v of host CPU in %v while its session was idle, more than a quarter of a core", sbx, used.Round(time.Millisecond), window)
 		}
 		r = h.call(t, h.a.key, "POST", "/v1/sessions/"+id+"/execute", map[string]any{"code": "print('still here')"}, nil)
 		if r.code != 200 || str(r.m, "stdout") != "still here\n" {
