@@ -10,8 +10,9 @@ DATA_DIR   ?= data
 # snapshot), shared by every service and test on it; see the README.
 CACHE_DIR  ?= /var/cache/sandboxapi
 TEST_FLAGS ?= -count=1 -timeout 20m
+FUZZTIME   ?= 10m
 
-.PHONY: run test build runsc toolchains host check vet clean
+.PHONY: run test build runsc toolchains host check vet clean fuzz soak
 
 run: build host
 	$(BIN)/sandboxapi dev --listen $(LISTEN) --data-dir $(DATA_DIR) --cache-dir $(CACHE_DIR)
@@ -27,6 +28,19 @@ build: toolchains runsc
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/sandbox-init ./cmd/sandbox-init
 	$(GO) build -buildvcs=auto -o $(BIN)/sandboxapi ./cmd/sandboxapi
 	$(BIN)/sandboxapi prepare --cache-dir $(CACHE_DIR)
+
+# Fuzzes every request and protocol decoder for FUZZTIME each; `make test`
+# runs their seed corpora only (ops/fuzz/run.sh).
+fuzz:
+	ops/fuzz/run.sh $(FUZZTIME)
+
+# 10,000 mixed requests through every door against the service `make run`
+# started on LISTEN and DATA_DIR, from its dev account and a second account
+# made for the run; exits non-zero on a 5xx, a 503 without Retry-After, a
+# wrong answer or anything left on the host (ops/soak).
+soak: build
+	key2=$$($(BIN)/sandboxapi admin accounts create --plan mega --data-dir $(DATA_DIR) | sed -n 's/.*"api_key": *"\([^"]*\)".*/\1/p'); \
+	$(GO) run ./ops/soak/cmd/soak -url http://$(LISTEN) -key "$$(cat $(DATA_DIR)/dev-key)" -key2 "$$key2" -data-dir $(DATA_DIR)
 
 runsc:
 	ops/install/runsc.sh $(BIN)/runsc
