@@ -255,6 +255,12 @@ func ReadFrame(r io.Reader) (FrameType, []byte, error) {
 	}
 	payload := make([]byte, n)
 	if _, err := io.ReadFull(r, payload); err != nil {
+		if errors.Is(err, io.EOF) {
+			// A header promised a payload and the stream ended before any
+			// of it: truncated, not the clean end between frames that a
+			// bare io.EOF means to callers.
+			err = io.ErrUnexpectedEOF
+		}
 		return 0, nil, fmt.Errorf("wire: truncated frame payload: %w", err)
 	}
 	return FrameType(hdr[0]), payload, nil

@@ -69,3 +69,14 @@ func TestFrames(t *testing.T) {
 		t.Errorf("oversized frame: %v, want ErrFrameTooLarge", err)
 	}
 }
+
+// A header whose payload never comes is a truncated frame, never the clean
+// end of a stream that callers stop reading at.
+func TestTruncatedPayloadIsNotACleanEnd(t *testing.T) {
+	for _, stream := range [][]byte{{byte(FrameStdout), 0, 0, 0, 3}, {byte(FrameStdout), 0, 0, 0, 3, 'a'}} {
+		_, _, err := ReadFrame(bytes.NewReader(stream))
+		if !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("ReadFrame(% x) = %v, want io.ErrUnexpectedEOF", stream, err)
+		}
+	}
+}
