@@ -1,8 +1,9 @@
 // Package rootfs builds the read-only root filesystem every sandbox boots
 // from. It holds almost nothing itself: mount points, symlinks into /usr, a
 // generated /etc with no host secrets in it, and the sandbox init. The
-// toolchains come from the host's /usr, bind-mounted read-only, so the sandbox
-// runs the very binaries the host reports versions of.
+// toolchains come from the host, bind-mounted read-only from an allowlist
+// of its paths (HostPaths, HostMounts), so the sandbox runs the very
+// binaries the host reports versions of and sees nothing else of the host.
 package rootfs
 
 import (
@@ -12,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 )
@@ -28,10 +30,15 @@ const (
 
 // mountPoints must exist in a read-only root for runsc to mount onto them.
 // opt/pkgcache is where session sandboxes see the offline package cache.
+// usr is no mount point: it holds those of the allowlist's paths
+// (hostPaths).
 var mountPoints = []string{"usr", "proc", "dev", "sys", "tmp", "work", "opt", "opt/pkgcache", "etc"}
 
 // usrLinks mirror the host's merged-/usr layout.
 var usrLinks = map[string]string{"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64"}
+
+// hostEtcDir is the host's /etc (a fixture in tests).
+var hostEtcDir = "/etc"
 
 // hostEtc are the parts of the host's /etc that toolchains read: the dynamic
 // linker's cache, Debian's alternatives (the /usr/bin/java → … symlinks), and
@@ -85,13 +92,26 @@ func build(dir, initBinary string) error {
 			return err
 		}
 	}
+	entries, err := resolveHostPaths(hostPaths)
+	if err != nil {
+		return err
+	}
+	if err := makeHostPoints(dir, entries); err != nil {
+		return err
+	}
 	for name, target := range usrLinks {
 		if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
 			return err
 		}
 	}
 	for _, p := range hostEtc {
-		if err := copyWorldReadable(filepath.Join("/etc", p), filepath.Join(dir, "etc", p)); err != nil {
+		src, dst := filepath.Join(hostEtcDir, p), filepath.Join(dir, "etc", p)
+		// A top-level link out of /etc (os-release → ../usr/lib/os-release)
+		// to what sandboxes do not see is copied as the file it names.
+		if target, ok := linkOutOfView(src, entries); ok {
+			src = target
+		}
+		if err := copyWorldReadable(src, dst); err != nil {
 			return err
 		}
 	}
@@ -104,6 +124,24 @@ func build(dir, initBinary string) error {
 		return err
 	}
 	return copyFile(initBinary, filepath.Join(dir, InitPath), 0o755)
+}
+
+// linkOutOfView says, for a link, the file it resolves to when that is
+// neither in the host's /etc nor seen by sandboxes (entries).
+func linkOutOfView(p string, entries []hostEntry) (string, bool) {
+	info, err := os.Lstat(p)
+	if err != nil || info.Mode()&fs.ModeSymlink == 0 {
+		return "", false
+	}
+	target, err := filepath.EvalSymlinks(p)
+	if err != nil || isUnder(target, hostEtcDir) || visibleIn(entries, target) {
+		return "", false
+	}
+	return target, true
+}
+
+func isUnder(p, dir string) bool {
+	return p == dir || strings.HasPrefix(p, dir+"/")
 }
 
 // copyWorldReadable copies src (a file, symlink or tree) to dst, skipping
