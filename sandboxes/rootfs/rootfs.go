@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
@@ -43,11 +45,13 @@ var hostEtcDir = "/etc"
 // hostEtc are the parts of the host's /etc that toolchains read: the dynamic
 // linker's cache, Debian's alternatives (the /usr/bin/java → … symlinks), and
 // per-toolchain configuration. Only world-readable files are copied, so
-// nothing private (shadow, keys) can come along even if listed.
+// nothing private (shadow, keys) can come along even if listed. ssl/certs
+// is not copied but generated (distroCerts): the host's holds the
+// operator's own CAs too.
 var hostEtc = []string{
 	"alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d",
 	"os-release", "debian_version", "localtime", "timezone",
-	"mime.types", "protocols", "services", "ssl/certs", "ca-certificates.conf",
+	"mime.types", "protocols", "services", "ca-certificates.conf",
 	"java-17-openjdk", "mono", "php", "ruby", "bash.bashrc", "profile", "inputrc",
 }
 
@@ -115,6 +119,9 @@ func build(dir, initBinary string) error {
 			return err
 		}
 	}
+	if err := distroCerts(filepath.Join(hostEtcDir, "ssl", "certs"), filepath.Join(dir, "etc", "ssl", "certs")); err != nil {
+		return err
+	}
 	for name, content := range generatedEtc {
 		if err := os.WriteFile(filepath.Join(dir, "etc", name), []byte(content), 0o644); err != nil {
 			return err
@@ -142,6 +149,75 @@ func linkOutOfView(p string, entries []hostEntry) (string, bool) {
 
 func isUnder(p, dir string) bool {
 	return p == dir || strings.HasPrefix(p, dir+"/")
+}
+
+// distroCACerts is where Debian's ca-certificates package (and other
+// packages) install the CAs it links into /etc/ssl/certs; an operator's
+// own go to /usr/local/share/ca-certificates, or straight into
+// /etc/ssl/certs.
+var distroCACerts = "/usr/share/ca-certificates"
+
+// distroCerts writes dst, the sandboxes' /etc/ssl/certs, from the host's
+// src with only the CAs the distribution ships: the links of src that
+// resolve into distroCACerts become copies of the certificate (sandboxes
+// do not see /usr/share), the hash links to those stay links, and
+// ca-certificates.crt is made again from them alone. An operator's own
+// CAs (links into /usr/local/share/ca-certificates, files put in src) and
+// Java's keystore (java/cacerts, built from all of them) are left out:
+// they are the host's configuration, and sandboxes have no network.
+func distroCerts(src, dst string) error {
+	entries, err := os.ReadDir(src)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	certs := map[string][]byte{}
+	for _, e := range entries {
+		p := filepath.Join(src, e.Name())
+		link, err := os.Readlink(p)
+		if err != nil || !filepath.IsAbs(link) {
+			continue
+		}
+		target, err := filepath.EvalSymlinks(p)
+		if err != nil || !isUnder(target, distroCACerts) {
+			continue
+		}
+		info, err := os.Stat(target)
+		if err != nil || !info.Mode().IsRegular() || info.Mode().Perm()&0o004 == 0 {
+			continue
+		}
+		b, err := os.ReadFile(target)
+		if err != nil {
+			return err
+		}
+		certs[e.Name()] = b
+	}
+	names := slices.Sorted(maps.Keys(certs))
+	var bundle []byte
+	for _, name := range names {
+		if err := os.WriteFile(filepath.Join(dst, name), certs[name], 0o644); err != nil {
+			return err
+		}
+		bundle = append(bundle, certs[name]...)
+		if len(bundle) > 0 && bundle[len(bundle)-1] != '\n' {
+			bundle = append(bundle, '\n')
+		}
+	}
+	for _, e := range entries {
+		link, err := os.Readlink(filepath.Join(src, e.Name()))
+		if err != nil || filepath.IsAbs(link) || strings.Contains(link, "/") || certs[link] == nil {
+			continue
+		}
+		if err := os.Symlink(link, filepath.Join(dst, e.Name())); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(filepath.Join(dst, "ca-certificates.crt"), bundle, 0o644)
 }
 
 // copyWorldReadable copies src (a file, symlink or tree) to dst, skipping

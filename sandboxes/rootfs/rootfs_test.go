@@ -176,3 +176,141 @@ func sandboxSees(entries []hostEntry, dir, link string) bool {
 	p, err := filepath.EvalSymlinks(resolveIn(dir, link))
 	return err == nil && visibleIn(entries, p)
 }
+
+// distroFixture is a host's /etc/ssl/certs in small: a CA of the
+// distribution and its hash link, an operator's CA linked from
+// /usr/local/share/ca-certificates and its hash link, one put straight in
+// the directory, a snakeoil-like file, Java's keystore and the host's
+// bundle of all of them.
+func distroFixture(t *testing.T) (src, distroPEM string) {
+	t.Helper()
+	dir := t.TempDir()
+	distro, local := filepath.Join(dir, "share", "mozilla"), filepath.Join(dir, "local")
+	src = filepath.Join(dir, "etc", "ssl", "certs")
+	for _, d := range []string{distro, local, filepath.Join(src, "java")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	distroPEM = "-----BEGIN CERTIFICATE-----\nDISTRO\n-----END CERTIFICATE-----\n"
+	localPEM := "-----BEGIN CERTIFICATE-----\nOPERATOR\n-----END CERTIFICATE-----\n"
+	files := map[string]string{
+		filepath.Join(distro, "Root_CA.crt"):        distroPEM,
+		filepath.Join(local, "corp.crt"):            localPEM,
+		filepath.Join(src, "egress-ca.pem"):         localPEM,
+		filepath.Join(src, "java", "cacerts"):       "keystore " + localPEM,
+		filepath.Join(src, "ca-certificates.crt"):   distroPEM + localPEM,
+		filepath.Join(src, "ssl-cert-snakeoil.pem"): localPEM,
+	}
+	for p, c := range files {
+		if err := os.WriteFile(p, []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	links := map[string]string{
+		"Root_CA.pem": filepath.Join(distro, "Root_CA.crt"), "1a2b3c4d.0": "Root_CA.pem",
+		"corp.pem": filepath.Join(local, "corp.crt"), "5e6f7a8b.0": filepath.Join(local, "corp.crt"), "9c0d1e2f.0": "egress-ca.pem",
+	}
+	for name, target := range links {
+		if err := os.Symlink(target, filepath.Join(src, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	distroCACerts = filepath.Join(dir, "share")
+	t.Cleanup(func() { distroCACerts = "/usr/share/ca-certificates" })
+	return src, distroPEM
+}
+
+// The sandboxes' /etc/ssl/certs has the distribution's CAs only: the
+// operator's own (and the host's bundle and Java keystore, which hold
+// them) stay on the host.
+func TestDistroCerts(t *testing.T) {
+	src, distroPEM := distroFixture(t)
+	dst := filepath.Join(t.TempDir(), "certs")
+	if err := distroCerts(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, content, link string // content of a file, or target of a link; both empty: absent
+	}{
+		{name: "Root_CA.pem", content: distroPEM},
+		{name: "1a2b3c4d.0", link: "Root_CA.pem"},
+		{name: "ca-certificates.crt", content: distroPEM},
+		{name: "corp.pem"},
+		{name: "5e6f7a8b.0"},
+		{name: "9c0d1e2f.0"},
+		{name: "egress-ca.pem"},
+		{name: "ssl-cert-snakeoil.pem"},
+		{name: "java"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(dst, tc.name)
+			info, err := os.Lstat(p)
+			switch {
+			case tc.content == "" && tc.link == "":
+				if err == nil {
+					t.Errorf("%s is in the sandboxes' certs", tc.name)
+				}
+			case err != nil:
+				t.Fatal(err)
+			case tc.link != "":
+				if link, _ := os.Readlink(p); link != tc.link {
+					t.Errorf("links to %q, want %q", link, tc.link)
+				}
+			default:
+				b, _ := os.ReadFile(p)
+				if !info.Mode().IsRegular() || string(b) != tc.content {
+					t.Errorf("%v %q, want a file of %q", info.Mode(), b, tc.content)
+				}
+			}
+		})
+	}
+}
+
+// On this host: no CA of /usr/local/share/ca-certificates, nor any other
+// certificate the distribution did not ship, is in the built root.
+func TestNoOperatorCAs(t *testing.T) {
+	root := buildRoot(t)
+	bundle, err := os.ReadFile(filepath.Join(root, "etc", "ssl", "certs", "ca-certificates.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(bundle), "BEGIN CERTIFICATE") {
+		t.Error("the sandboxes' CA bundle is empty: the distribution's CAs are missing")
+	}
+	local, _ := filepath.Glob("/usr/local/share/ca-certificates/*")
+	strays, _ := filepath.Glob("/etc/ssl/certs/*.pem")
+	for _, p := range append(local, strays...) {
+		if target, err := filepath.EvalSymlinks(p); err == nil && isUnder(target, "/usr/share/ca-certificates") {
+			continue
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		body := certBody(string(b))
+		if body == "" {
+			continue
+		}
+		if strings.Contains(strings.ReplaceAll(string(bundle), "\n", ""), body) {
+			t.Errorf("the sandboxes' CA bundle holds %s", p)
+		}
+		if _, err := os.Lstat(filepath.Join(root, "etc", "ssl", "certs", filepath.Base(p))); err == nil && isUnder(p, "/etc/ssl/certs") {
+			t.Errorf("%s is in the sandboxes' /etc/ssl/certs", p)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(root, "etc", "ssl", "certs", "java", "cacerts")); err == nil {
+		t.Error("Java's keystore, built from the host's CAs, is in the root")
+	}
+}
+
+// certBody is a PEM certificate's base64, on one line.
+func certBody(pem string) string {
+	_, rest, ok := strings.Cut(pem, "-----BEGIN CERTIFICATE-----")
+	if !ok {
+		return ""
+	}
+	body, _, _ := strings.Cut(rest, "-----END CERTIFICATE-----")
+	return strings.ReplaceAll(strings.TrimSpace(body), "\n", "")
+}
