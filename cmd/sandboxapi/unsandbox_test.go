@@ -225,8 +225,11 @@ func TestUnsandbox(t *testing.T) {
 		}
 	})
 
-	t.Run("wrong method is a JSON 404", func(t *testing.T) {
-		code, m, _ := s.do("GET", "/execute", "Authorization", "")
-		assertError(t, code, m, 404)
+	t.Run("wrong method is a JSON 405 that names the method", func(t *testing.T) {
+		code, m, h := s.do("GET", "/execute", "Authorization", "")
+		assertError(t, code, m, 405)
+		if e, _ := m["error"].(map[string]any); e["code"] != "method_not_allowed" || h.Get("Allow") != "POST" {
+			t.Errorf("error %v, Allow %q; want method_not_allowed and POST", m["error"], h.Get("Allow"))
+		}
 	})
 }

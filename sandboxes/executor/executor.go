@@ -308,6 +308,7 @@ func (e *Executor) Execute(ctx context.Context, req Request) (*Result, error) {
 		exit = w.exit
 	}
 	e.classify(res, lang, lim, out.steps, exit, out.hostTimedOut, out.protoErr)
+	resolveShortCPU(res, out)
 	measureFromOutside(res, out)
 	return res, nil
 }

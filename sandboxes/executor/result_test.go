@@ -207,3 +207,39 @@ func TestMeasureFromOutside(t *testing.T) {
 		})
 	}
 }
+
+func TestResolveShortCPU(t *testing.T) {
+	run := func(cpu, wall int64) stepOutput {
+		return stepOutput{result: &wire.StepResult{Name: "run", Started: true, CPUMillis: cpu, WallMillis: wall}}
+	}
+	compile := stepOutput{result: &wire.StepResult{Name: "compile", Started: true, CPUMillis: 400, WallMillis: 500}}
+	ms := time.Millisecond
+	tests := []struct {
+		name  string
+		steps []stepOutput
+		host  time.Duration
+		cpu   time.Duration // what the inside clock gave
+		wall  time.Duration
+		want  time.Duration
+	}{
+		{"a hello world reads the host's figure", []stepOutput{run(0, 9)}, 4300 * time.Microsecond, 0, 9 * ms, 4 * ms},
+		{"never a tick or more", []stepOutput{run(0, 40)}, 35 * ms, 0, 40 * ms, 9 * ms},
+		{"never more than the wall time", []stepOutput{run(0, 3)}, 8 * ms, 0, 3 * ms, 3 * ms},
+		{"a sub-millisecond step reads at most 1 ms", []stepOutput{run(0, 0)}, 6 * ms, 0, 0, 1 * ms},
+		{"the compile's CPU is not the run's", []stepOutput{compile, run(0, 5)}, 405 * ms, 0, 5 * ms, 5 * ms},
+		{"a compile that took it all leaves the inside figure", []stepOutput{compile, run(0, 5)}, 390 * ms, 0, 5 * ms, 0},
+		{"a tick seen inside is kept", []stepOutput{run(10, 12)}, 6 * ms, 10 * ms, 12 * ms, 10 * ms},
+		{"a long step is the inside figure", []stepOutput{run(250, 300)}, 400 * ms, 250 * ms, 300 * ms, 250 * ms},
+		{"a program that never started has no CPU", []stepOutput{{result: &wire.StepResult{Name: "run"}}}, 6 * ms, 0, 0, 0},
+		{"no result, nothing to resolve", []stepOutput{{}}, 6 * ms, 0, 0, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res := Result{CPU: tc.cpu, Wall: tc.wall}
+			resolveShortCPU(&res, runOutcome{steps: tc.steps, sandboxCPU: tc.host})
+			if res.CPU != tc.want {
+				t.Errorf("CPU %v, want %v", res.CPU, tc.want)
+			}
+		})
+	}
+}

@@ -119,6 +119,7 @@ func (s *Session) run(ctx context.Context, job wire.Job, lim Limits, onOutput fu
 		exit.Usage.OOMKills = 0
 	}
 	s.e.classify(res, s.lang, lim, out.steps, exit, out.hostTimedOut, out.protoErr)
+	resolveShortCPU(res, out)
 	measureFromOutside(res, out)
 	for _, st := range out.steps {
 		if st.result != nil && st.result.StateLost {
