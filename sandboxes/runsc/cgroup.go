@@ -213,13 +213,35 @@ func (cg *cgroup) remove() error {
 	return errs
 }
 
-// removeCgroupTree removes every cgroup below rel, deepest first, for the
-// clean-up of sandboxes a crashed process left behind.
+// hierarchies are the host's v1 cgroup hierarchies, each once: runsc puts
+// a sandbox's cgroups in every one it finds, the controllers the driver
+// owns and the ones runsc creates and removes itself (blkio, cpuset,
+// devices, freezer, …), and the parents it makes on the way stay.
+func hierarchies() []string {
+	entries, _ := os.ReadDir(cgroupRoot)
+	var out []string
+	seen := map[string]bool{}
+	for _, e := range entries {
+		p, err := filepath.EvalSymlinks(filepath.Join(cgroupRoot, e.Name()))
+		if err != nil || seen[p] {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(p, "tasks")); err == nil {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// removeCgroupTree removes rel and every cgroup below it in every
+// hierarchy, deepest first. The kernel refuses to remove a cgroup that
+// still holds a task or a child, so a running sandbox's stay whatever rel
+// is.
 func removeCgroupTree(rel string) {
-	for _, c := range presentControllers() {
-		root := filepath.Join(cgroupRoot, c, rel)
+	for _, h := range hierarchies() {
 		var dirs []string
-		_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		_ = filepath.WalkDir(filepath.Join(h, rel), func(p string, d os.DirEntry, err error) error {
 			if err == nil && d.IsDir() {
 				dirs = append(dirs, p)
 			}
@@ -229,4 +251,24 @@ func removeCgroupTree(rel string) {
 			_ = os.Remove(dirs[i])
 		}
 	}
+}
+
+// cgroupBase is the parent of every Runtime's cgroups, in each hierarchy.
+// It is shared, so it stays: removing it could race another Runtime
+// creating its own below it.
+const cgroupBase = "sandboxapi"
+
+// runtimeCgroups lists the Runtimes that have cgroups on the host, by
+// their directory's hash (the name under cgroupBase), each once.
+func runtimeCgroups() []string {
+	var out []string
+	for _, h := range hierarchies() {
+		entries, _ := os.ReadDir(filepath.Join(h, cgroupBase))
+		for _, e := range entries {
+			if e.IsDir() && !slices.Contains(out, e.Name()) {
+				out = append(out, e.Name())
+			}
+		}
+	}
+	return out
 }

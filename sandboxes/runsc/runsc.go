@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,6 +44,9 @@ type Runtime struct {
 	cgroupParent string
 	useCgroups   bool
 	stderrCap    int
+	// alive is the Runtime's liveness mark for the others on the host
+	// (cleanupDeadRuntimes); nil if it could not be made.
+	alive net.Listener
 }
 
 // Open prepares a Runtime rooted at dir and removes whatever sandboxes a
@@ -59,12 +63,13 @@ func Open(binary, dir string, logger *slog.Logger) (*Runtime, error) {
 		return nil, err
 	}
 	sum := sha256.Sum256([]byte(dir))
+	hash := hex.EncodeToString(sum[:6])
 	rt := &Runtime{
 		Binary:       binary,
 		Platform:     "systrap",
 		Dir:          dir,
 		Logger:       logger,
-		cgroupParent: "sandboxapi/" + hex.EncodeToString(sum[:6]),
+		cgroupParent: cgroupBase + "/" + hash,
 		useCgroups:   cgroupsAvailable(),
 		stderrCap:    64 << 10,
 	}
@@ -74,7 +79,62 @@ func Open(binary, dir string, logger *slog.Logger) (*Runtime, error) {
 		}
 	}
 	rt.cleanupLeftovers()
+	if rt.useCgroups {
+		rt.alive = markAlive(hash, logger)
+		cleanupDeadRuntimes(hash)
+	}
 	return rt, nil
+}
+
+// aliveName is the abstract unix socket a live Runtime listens on, named
+// by its directory's hash: the kernel removes it when the process ends,
+// however it ends, and it leaves no file on the host.
+func aliveName(hash string) string { return "@sandboxapi-runsc-" + hash }
+
+// markAlive listens on the Runtime's aliveName and accepts (and closes)
+// whatever connects, so that a check never waits on a full backlog.
+func markAlive(hash string, logger *slog.Logger) net.Listener {
+	l, err := net.Listen("unix", aliveName(hash))
+	if err != nil {
+		// Another live Runtime has the same directory: it keeps the mark.
+		logger.Warn("runsc: liveness mark", "err", err)
+		return nil
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return l
+}
+
+// isAlive reports whether the Runtime whose directory hashes to hash is
+// running: its mark answers.
+func isAlive(hash string) bool {
+	c, err := net.DialTimeout("unix", aliveName(hash), time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// cleanupDeadRuntimes removes the cgroups of Runtimes whose process died
+// without closing them (a crash, a kill -9, a test binary killed at its
+// timeout), which no one would otherwise remove: their directory was a
+// temp dir no process will open again. A live Runtime's are left alone,
+// idle or running; a dead one's cgroup that still holds a task stays too
+// (the kernel refuses to remove it).
+func cleanupDeadRuntimes(own string) {
+	for _, hash := range runtimeCgroups() {
+		if hash != own && !isAlive(hash) {
+			removeCgroupTree(cgroupBase + "/" + hash)
+		}
+	}
 }
 
 func (rt *Runtime) stateDir() string   { return filepath.Join(rt.Dir, "state") }
@@ -373,6 +433,9 @@ func (c *cappedBuffer) String() string {
 // still running are killed.
 func (rt *Runtime) Close() {
 	rt.cleanupLeftovers()
+	if rt.alive != nil {
+		rt.alive.Close()
+	}
 	// runsc keeps an empty network namespace for gofers mounted on a file in
 	// its state dir; it outlives every sandbox, so it goes with the Runtime.
 	// Sandboxes started at once can each mount it, stacked: unmount them all.
@@ -412,11 +475,11 @@ func (rt *Runtime) Leftovers() []string {
 		out = append(out, filepath.Join(rt.bundlesDir(), b.Name()))
 	}
 	if rt.useCgroups {
-		for _, c := range presentControllers() {
-			subs, _ := os.ReadDir(filepath.Join(cgroupRoot, c, rt.cgroupParent))
+		for _, h := range hierarchies() {
+			subs, _ := os.ReadDir(filepath.Join(h, rt.cgroupParent))
 			for _, s := range subs {
 				if s.IsDir() {
-					out = append(out, filepath.Join(cgroupRoot, c, rt.cgroupParent, s.Name()))
+					out = append(out, filepath.Join(h, rt.cgroupParent, s.Name()))
 				}
 			}
 		}
