@@ -45,8 +45,11 @@ soak: build
 runsc:
 	ops/install/runsc.sh $(BIN)/runsc
 
+# The toolchains, then the npm clients the tests run (ops/clients), with
+# the npm the first installs.
 toolchains:
 	ops/install/toolchains.sh
+	ops/install/clients.sh
 
 host:
 	ops/install/host.sh
