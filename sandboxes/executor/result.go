@@ -312,12 +312,13 @@ func measureFromOutside(res *Result, out runOutcome) {
 // 0 or 10 ms from inside the sandbox, whatever it really took.
 const cpuTick = 10 * time.Millisecond
 
-// resolveShortCPU gives a run step that read less than one tick of CPU
-// from inside the CPU the host's kernel counted to its sandbox during the
-// job, to the nanosecond, less the steps before it: gVisor's own work on
-// the program's behalf included, the nearest figure there is. It stays
-// below a tick, which the inside clock would have seen, and within the
-// step's wall time. A hello world then reads a few milliseconds, not 0.
+// resolveShortCPU gives a run step that read at most one tick of CPU from
+// inside the CPU the host's kernel counted to its sandbox during the job,
+// to the nanosecond, less the steps before it: gVisor's own work on the
+// program's behalf included, so never less than the program's own. It
+// stays within a tick, which the inside clock would have seen more of,
+// and within the step's wall time, which a program under a tick cannot
+// pass. A hello world then reads a few milliseconds, not 0 or 10.
 func resolveShortCPU(res *Result, out runOutcome) {
 	var run *wire.StepResult
 	host := out.sandboxCPU
@@ -330,8 +331,8 @@ func resolveShortCPU(res *Result, out runOutcome) {
 			host -= time.Duration(r.CPUMillis) * time.Millisecond
 		}
 	}
-	if run == nil || !run.Started || res.CPU >= cpuTick || host <= res.CPU {
+	if run == nil || !run.Started || res.CPU > cpuTick || host <= 0 {
 		return
 	}
-	res.CPU = min(host, cpuTick-time.Millisecond, max(res.Wall, time.Millisecond)).Truncate(time.Millisecond)
+	res.CPU = min(host, cpuTick, max(res.Wall, time.Millisecond)).Truncate(time.Millisecond)
 }

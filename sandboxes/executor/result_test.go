@@ -223,12 +223,14 @@ func TestResolveShortCPU(t *testing.T) {
 		want  time.Duration
 	}{
 		{"a hello world reads the host's figure", []stepOutput{run(0, 9)}, 4300 * time.Microsecond, 0, 9 * ms, 4 * ms},
-		{"never a tick or more", []stepOutput{run(0, 40)}, 35 * ms, 0, 40 * ms, 9 * ms},
+		{"never more than a tick", []stepOutput{run(0, 40)}, 35 * ms, 0, 40 * ms, 10 * ms},
 		{"never more than the wall time", []stepOutput{run(0, 3)}, 8 * ms, 0, 3 * ms, 3 * ms},
 		{"a sub-millisecond step reads at most 1 ms", []stepOutput{run(0, 0)}, 6 * ms, 0, 0, 1 * ms},
 		{"the compile's CPU is not the run's", []stepOutput{compile, run(0, 5)}, 405 * ms, 0, 5 * ms, 5 * ms},
 		{"a compile that took it all leaves the inside figure", []stepOutput{compile, run(0, 5)}, 390 * ms, 0, 5 * ms, 0},
-		{"a tick seen inside is kept", []stepOutput{run(10, 12)}, 6 * ms, 10 * ms, 12 * ms, 10 * ms},
+		{"a tick seen inside is the host's figure when less", []stepOutput{run(10, 12)}, 6 * ms, 10 * ms, 12 * ms, 6 * ms},
+		{"a tick seen inside is never more than the wall time", []stepOutput{run(10, 8)}, 14 * ms, 10 * ms, 8 * ms, 8 * ms},
+		{"a tick seen inside stays when the host saw more", []stepOutput{run(10, 30)}, 25 * ms, 10 * ms, 30 * ms, 10 * ms},
 		{"a long step is the inside figure", []stepOutput{run(250, 300)}, 400 * ms, 250 * ms, 300 * ms, 250 * ms},
 		{"a program that never started has no CPU", []stepOutput{{result: &wire.StepResult{Name: "run"}}}, 6 * ms, 0, 0, 0},
 		{"no result, nothing to resolve", []stepOutput{{}}, 6 * ms, 0, 0, 0},
