@@ -25,6 +25,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/cell/capacity"
 	"github.com/sandboxapi/sandboxapi/cell/dialect"
 	"github.com/sandboxapi/sandboxapi/cell/jobs"
+	"github.com/sandboxapi/sandboxapi/cell/mcp"
 	"github.com/sandboxapi/sandboxapi/cell/sessions"
 	"github.com/sandboxapi/sandboxapi/cell/store"
 	"github.com/sandboxapi/sandboxapi/cell/unsandbox"
@@ -61,6 +62,8 @@ type Config struct {
 	// Sessions tunes stateful sessions (warm pool, caps); the node fills
 	// in its own parts.
 	Sessions sessions.Config
+	// MCP sets up the node's MCP server at /mcp.
+	MCP mcp.Config
 }
 
 // Node is a running cell node.
@@ -228,7 +231,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	apiSrv.Mount(n.sess.Routes()...)
-	n.srv = &http.Server{Handler: apiSrv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// MCP's tools are REST calls on this same API, made in-process.
+	mcpDoor := &mcp.Door{Config: cfg.MCP, Plans: cfg.Plans, Catalog: catalog, Logger: cfg.Logger}
+	apiSrv.Mount(mcpDoor.Routes()...)
+	handler := apiSrv.Handler()
+	mcpDoor.API = handler
+	n.srv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := n.srv.Serve(n.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			cfg.Logger.Error("node API server", "err", err)

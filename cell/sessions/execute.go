@@ -33,9 +33,9 @@ var replOnlyFields = []string{"compile_script", "run_script", "compiler_options"
 // replaced.
 var errSandboxDown = errors.New("sessions: no sandbox for the session")
 
-// executeResponse is a session execution's result: /v1/execute's fields,
+// ExecuteResponse is a session execution's result: /v1/execute's fields,
 // and the session's.
-type executeResponse struct {
+type ExecuteResponse struct {
 	v1api.Response
 	SessionID string `json:"session_id"`
 	// StateLost says the session's variables are gone: its interpreter
@@ -239,8 +239,8 @@ func (m *Manager) isEnded(s *session) bool {
 
 func newExecID() string { return "exec_" + strings.ToLower(rand.Text()) }
 
-func (m *Manager) response(id string, s *session, req *execreq.Request, res *executor.Result, lost bool) executeResponse {
-	out := executeResponse{
+func (m *Manager) response(id string, s *session, req *execreq.Request, res *executor.Result, lost bool) ExecuteResponse {
+	out := ExecuteResponse{
 		Response:  v1api.Render(req, req.Finish(id, res, 0)),
 		SessionID: s.rec.ID,
 		StateLost: res.StateLost || lost,

@@ -37,8 +37,8 @@ func (m *Manager) Routes() []api.Route {
 	}
 }
 
-// sessionView is a session as the API shows it.
-type sessionView struct {
+// View is a session as the API shows it.
+type View struct {
 	ID         string `json:"id"`
 	Language   string `json:"language"`
 	CreatedAt  string `json:"created_at"`
@@ -47,15 +47,15 @@ type sessionView struct {
 	Executions int    `json:"executions"`
 }
 
-func (m *Manager) view(s *session) sessionView {
+func (m *Manager) view(s *session) View {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return sessionView{ID: s.rec.ID, Language: s.rec.Language, CreatedAt: rfc3339(s.rec.CreatedAt),
+	return View{ID: s.rec.ID, Language: s.rec.Language, CreatedAt: rfc3339(s.rec.CreatedAt),
 		ExpiresAt: rfc3339(s.expires), IdleTTL: s.rec.IdleTTLSeconds, Executions: s.executions}
 }
 
-func recordView(r store.Session) sessionView {
-	return sessionView{ID: r.ID, Language: r.Language, CreatedAt: rfc3339(r.CreatedAt),
+func recordView(r store.Session) View {
+	return View{ID: r.ID, Language: r.Language, CreatedAt: rfc3339(r.CreatedAt),
 		ExpiresAt: rfc3339(r.ExpiresAt), IdleTTL: r.IdleTTLSeconds, Executions: r.Executions}
 }
 
@@ -176,7 +176,7 @@ func (m *Manager) create(w http.ResponseWriter, r *http.Request, c callerauth.Ca
 
 // list serves GET /v1/sessions: the caller's live sessions on every node.
 func (m *Manager) list(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
-	out := []sessionView{}
+	out := []View{}
 	now := m.now()
 	for _, rec := range m.store.Sessions(store.SessionFilter{Account: c.AccountID}) {
 		m.mu.Lock()

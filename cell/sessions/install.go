@@ -47,7 +47,8 @@ type installedPackage struct {
 	Version string `json:"version"`
 }
 
-type installResponse struct {
+// InstallResponse is a session install's result.
+type InstallResponse struct {
 	SessionID  string             `json:"session_id"`
 	Manager    string             `json:"manager"`
 	Installed  []installedPackage `json:"installed"`
@@ -152,7 +153,7 @@ func (m *Manager) install(w http.ResponseWriter, r *http.Request, c callerauth.C
 		s.crates = true
 	}
 	m.logger.Info("packages installed", "session", s.rec.ID, "manager", want, "packages", strings.Join(names, ", "), "took", took)
-	out := installResponse{SessionID: s.rec.ID, Manager: string(want), DurationMs: took.Milliseconds(), Output: output,
+	out := InstallResponse{SessionID: s.rec.ID, Manager: string(want), DurationMs: took.Milliseconds(), Output: output,
 		ExpiresAt: rfc3339(m.now().Add(s.ttl))}
 	for _, p := range in.Packages {
 		out.Installed = append(out.Installed, installedPackage{Name: p.Name, Version: p.Version})

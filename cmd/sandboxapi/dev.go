@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/edge"
 	"github.com/sandboxapi/sandboxapi/cell/jobs"
+	"github.com/sandboxapi/sandboxapi/cell/mcp"
 	"github.com/sandboxapi/sandboxapi/cell/node"
 	"github.com/sandboxapi/sandboxapi/cell/sessions"
 	"github.com/sandboxapi/sandboxapi/cell/webhook"
@@ -49,6 +51,7 @@ func runDev(args []string) error {
 	sessionPool := fs.Int("session-pool", 1, "session sandboxes kept booted per pooled language, so new sessions start at once")
 	sessionPoolLangs := fs.String("session-pool-languages", "python3,javascript", "comma-separated languages whose session sandboxes are pooled")
 	maxSessions := fs.Int("max-sessions", sessions.DefaultMaxSessions, "sessions this node holds at once")
+	mcpOrigins := fs.String("mcp-origins", "", "comma-separated browser origins (https://app.example.com) that may call /mcp besides the gateway's own host")
 	if err := parseFlags(fs, args, devUsage); err != nil {
 		return err
 	}
@@ -122,6 +125,7 @@ func runDev(args []string) error {
 		PackageCacheDir: cmp.Or(*pkgcacheDir, filepath.Join(dir, "pkgcache")),
 		CacheDir:        cache,
 		Sessions:        sessions.Config{Pool: *sessionPool, PoolLanguages: splitList(*sessionPoolLangs), MaxSessions: *maxSessions},
+		MCP:             mcp.Config{Version: version(), AllowedOrigins: splitList(*mcpOrigins), LoopbackOnly: isLoopbackAddr(*listen)},
 	})
 	if err != nil {
 		return err
@@ -236,4 +240,19 @@ func devAccount(st *accounts.Store) (accounts.Account, error) {
 		}
 	}
 	return st.CreateAccount(devAccountName, devPlan)
+}
+
+// isLoopbackAddr says whether a listen address takes connections only on
+// a loopback interface (127.0.0.1:8080, [::1]:8080, localhost:8080), not
+// on every one (":8080", 0.0.0.0:8080).
+func isLoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
