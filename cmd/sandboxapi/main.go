@@ -17,6 +17,7 @@ commands:
   admin     manage accounts: sandboxapi admin accounts create --plan PLAN
   bench     measure the service against native, bubblewrap and runsc do
   pkgcache  build the offline package cache that session installs read
+  mcp       serve MCP on stdio for a remote server: sandboxapi mcp --url URL
   version   print the version (also --version)
 
 Run sandboxapi <command> --help for a command's flags.
@@ -61,6 +62,8 @@ func dispatch(args []string) error {
 		return runBench(args[1:])
 	case "pkgcache":
 		return runPkgcache(args[1:])
+	case "mcp":
+		return runMCP(args[1:])
 	case "version", "--version", "-version":
 		if len(args) > 1 {
 			return usagef("version", "unexpected argument %q", args[1])
