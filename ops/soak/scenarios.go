@@ -66,6 +66,7 @@ var scenarios = []scenario{
 	{"unsandbox async", 4, usAsync},
 	{"unsandbox cancel", 1, usCancel},
 	{"session", 8, session},
+	{"mcp", 6, mcpScenario},
 	{"abuse", 16, abuse},
 	{"reads", 2, reads},
 }
@@ -594,6 +595,7 @@ func (r *runner) coverage() []func(context.Context, *worker, int) {
 	for _, c := range abuses {
 		tasks = append(tasks, func(ctx context.Context, w *worker, acct int) { c.send(ctx, w, acct, "abuse "+c.name) })
 	}
+	tasks = append(tasks, mcpCoverage)
 	return tasks
 }
 
