@@ -225,3 +225,23 @@ func TestToolCallsAreCounted(t *testing.T) {
 		t.Errorf("a refusal: %v", res)
 	}
 }
+
+// A session id is one path segment, whatever it holds.
+func TestSessionPath(t *testing.T) {
+	for _, id := range []string{"sess_abc", "..", ".", "", "a/b", "../../v1/execute", "x?async=true", "%2e%2e", "a b"} {
+		p := sessionPath(id, "/execute")
+		r := httptest.NewRequest("POST", p, nil)
+		mux := http.NewServeMux()
+		var got string
+		matched := false
+		mux.HandleFunc("POST /v1/sessions/{id}/execute", func(_ http.ResponseWriter, r *http.Request) { got, matched = r.PathValue("id"), true })
+		mux.ServeHTTP(httptest.NewRecorder(), r)
+		want := id
+		if id == "" {
+			want = " "
+		}
+		if !matched || got != want || r.URL.RawQuery != "" {
+			t.Errorf("id %q: path %s matched %v with id %q", id, p, matched, got)
+		}
+	}
+}

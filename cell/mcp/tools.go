@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/google/jsonschema-go/jsonschema"
@@ -209,9 +210,13 @@ func (d *Door) tools() []tool {
 func ptr[T any](v T) *T { return &v }
 
 // sessionPath is /v1/sessions/{id} and rest, the id escaped so that it
-// stays one path segment.
+// stays one path segment: "/" and "." too, so that no id ("..", "a/b")
+// names another path. An empty id is a segment of its own as well.
 func sessionPath(id, rest string) string {
-	return "/v1/sessions/" + url.PathEscape(id) + rest
+	if id == "" {
+		id = " "
+	}
+	return "/v1/sessions/" + strings.ReplaceAll(url.PathEscape(id), ".", "%2E") + rest
 }
 
 // typed is a tool whose arguments the SDK checks against In's schema, with

@@ -3,6 +3,7 @@ package main_test
 import (
 	"archive/zip"
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
@@ -23,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/sandboxapi/sandboxapi/billing/accounts"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
@@ -1758,6 +1761,136 @@ time.sleep(2.5)`, daemonPort, port)})
 			t.Errorf("LD_PRELOAD: HTTP %d %v", a.code, short(a.m))
 		}
 	}},
+
+	// --- the MCP door: the same attacks through its tools ---
+	{name: "fork bomb through MCP", lang: "bash", cpu: 3*time.Second + cpuSlack, attack: func(t *testing.T, h *hostile) {
+		m := h.mcpExec(t, h.a.key, map[string]any{"language": "bash", "timeout": 3, "wall_time_limit": 5,
+			"code": ":(){ :|:& };:; sleep 2; echo survived"})
+		wantStatus(t, m, "completed", "timeout", "runtime_error")
+	}},
+	{name: "memory and output bombs through MCP", lang: "python3", attack: func(t *testing.T, h *hostile) {
+		wantStatus(t, h.mcpExec(t, h.a.key, map[string]any{"language": "python3", "code": "x = []\nwhile True: x.append(' ' * (32 << 20))"}), "memory_limit")
+		m := h.mcpExec(t, h.a.key, map[string]any{"language": "python3", "code": "while True: print('x' * 4096)"})
+		wantStatus(t, m, "runtime_error")
+		if len(str(m, "stdout")) > 1<<20 || m["stdout_truncated"] != true {
+			t.Errorf("the output bomb returned %d bytes, truncated %v", len(str(m, "stdout")), m["stdout_truncated"])
+		}
+	}},
+	{name: "host file reads through MCP", lang: "python3", attack: func(t *testing.T, h *hostile) {
+		code := "import json\nout = {}\nfor p in " + pyList(h.probePaths()) + ":\n    try:\n        out[p] = open(p).read()[:64]\n    except Exception as e:\n        out[p] = 'ERR ' + type(e).__name__\nprint(json.dumps(out))"
+		h.noneRead(t, h.mcpExec(t, h.a.key, map[string]any{"language": "python3", "code": code}))
+	}},
+	{name: "the service's ports and a daemon through MCP", lang: "python3", attack: func(t *testing.T, h *hostile) {
+		targets := []string{strings.TrimPrefix(h.s.base, "http://"), h.s.cell}
+		m := h.mcpExec(t, h.a.key, map[string]any{"language": "python3", "code": `import os, socket, subprocess
+subprocess.Popen(['sleep', '300'], start_new_session=True)
+for addr in ` + pyList(targets) + `:
+    host, port = addr.rsplit(':', 1)
+    s = socket.socket()
+    s.settimeout(1)
+    try:
+        s.connect(('127.0.0.1', int(port)))
+        print('CONNECTED', port)
+    except OSError:
+        pass
+print('done')`})
+		if out := str(m, "stdout"); out != "done\n" {
+			t.Errorf("the sandbox reached the service: %q", out)
+		}
+	}},
+	{name: "forged internal headers and another account's sessions through MCP", lang: "python3", attack: func(t *testing.T, h *hostile) {
+		// A's session, with a secret in it.
+		a := h.call(t, h.a.key, "POST", "/v1/sessions", map[string]any{"language": "python3"}, nil)
+		sid := str(a.m, "id")
+		if a.code != 201 {
+			t.Fatalf("create session: HTTP %d %v", a.code, short(a.m))
+		}
+		defer h.call(t, h.a.key, "DELETE", "/v1/sessions/"+sid, nil, nil)
+		h.call(t, h.a.key, "POST", "/v1/sessions/"+sid+"/execute", map[string]any{"code": "secret = 'of A'"}, nil)
+
+		// B, through MCP, with headers claiming to be A (and a meter of
+		// its own choosing): the gateway strips them, so B is B.
+		forged := map[string]string{
+			"X-Sandboxapi-Internal-Account": h.a.id, "X-Sandboxapi-Internal-Plan": "mega",
+			"X-Sandboxapi-Internal-Timestamp": strconv.FormatInt(time.Now().Unix(), 10), "X-Sandboxapi-Internal-Signature": strings.Repeat("0", 64),
+			"X-Sandboxapi-Internal-Mcp-Call": "1",
+		}
+		cs := h.mcpSession(t, h.b.key, forged)
+		for _, call := range []struct {
+			tool string
+			args map[string]any
+		}{
+			{"session_execute", map[string]any{"session_id": sid, "code": "print(secret)"}},
+			{"session_install_packages", map[string]any{"session_id": sid, "manager": "pip", "packages": []string{"x"}}},
+			{"session_close", map[string]any{"session_id": sid}},
+			{"session_execute", map[string]any{"session_id": "../../v1/execute", "code": "print(1)"}},
+			{"session_execute", map[string]any{"session_id": "..", "code": "print(1)"}},
+			{"session_close", map[string]any{"session_id": ""}},
+		} {
+			res, m := callTool(t, cs, call.tool, call.args)
+			if !res.IsError || errorCode(m) != "session_not_found" {
+				t.Errorf("B's %s on A's session: isError %v %v", call.tool, res.IsError, m)
+			}
+		}
+		// A basic caller claiming to be A on mega is still basic.
+		basic := h.mcpSession(t, h.basic.key, forged)
+		if res, m := callTool(t, basic, "create_session", map[string]any{"language": "python3"}); !res.IsError || errorCode(m) != "sessions_not_in_plan" {
+			t.Errorf("basic with forged headers: isError %v %v", res.IsError, m)
+		}
+		// A's session is untouched.
+		if r := h.call(t, h.a.key, "POST", "/v1/sessions/"+sid+"/execute", map[string]any{"code": "print(secret)"}, nil); str(r.m, "stdout") != "of A\n" {
+			t.Errorf("A's session after B's attempts: %v", short(r.m))
+		}
+		// And the node's /mcp refuses what did not come through the gateway.
+		req, _ := http.NewRequest("POST", "http://"+h.s.cell+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+		for k, v := range forged {
+			req.Header.Set(k, v)
+		}
+		if code, m, _ := send(t, req); code != 403 {
+			t.Errorf("the cell's /mcp served forged headers: HTTP %d %v", code, m)
+		}
+	}},
+}
+
+// mcpSession is an MCP client session of key through the gateway, with
+// extra headers on every request.
+func (h *hostile) mcpSession(t *testing.T, key string, extra map[string]string) *mcp.ClientSession {
+	t.Helper()
+	c := mcp.NewClient(&mcp.Implementation{Name: "hostile", Version: "1"}, nil)
+	cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{
+		Endpoint: h.s.base + "/mcp", HTTPClient: &http.Client{Transport: headerTransport{key: key, extra: extra}}, DisableStandaloneSSE: true,
+	}, nil)
+	if err != nil {
+		t.Fatalf("connect to /mcp: %v", err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+// headerTransport sends key and extra headers on every request.
+type headerTransport struct {
+	key   string
+	extra map[string]string
+}
+
+func (ht headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("X-API-Key", ht.key)
+	for k, v := range ht.extra {
+		r.Header.Set(k, v)
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// mcpExec runs execute_code through MCP as key and returns the result,
+// which must not be a tool error.
+func (h *hostile) mcpExec(t *testing.T, key string, args map[string]any) map[string]any {
+	t.Helper()
+	res, m := callTool(t, h.mcpSession(t, key, nil), "execute_code", args)
+	if res.IsError {
+		t.Fatalf("execute_code through MCP: %v", m)
+	}
+	return m
 }
 
 // heldToTheEnd: a program holding far more than its memory limit is
