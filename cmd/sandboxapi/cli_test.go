@@ -64,6 +64,10 @@ func TestCommandLine(t *testing.T) {
 		{"unknown command", []string{"serve"}, 2, `^$`, `unknown command "serve"`},
 		{"unknown flag", []string{"dev", "--port", "1"}, 2, `^$`, `flag provided but not defined: -port`},
 		{"no command", nil, 2, `^$`, `usage: sandboxapi <command>`},
+		{"mcp without --url", []string{"mcp"}, 2, `^$`, `--url is required`},
+		{"mcp with a URL that is not http", []string{"mcp", "--url", "ftp://x/mcp"}, 2, `^$`, `--url`},
+		{"mcp without a key", []string{"mcp", "--url", "http://127.0.0.1:1/mcp"}, 2, `^$`, `SANDBOXAPI_API_KEY`},
+		{"mcp stray word", []string{"mcp", "--url", "http://127.0.0.1:1/mcp", "now"}, 2, `^$`, `unexpected argument "now"`},
 
 		{"--help", []string{"--help"}, 0, `usage: sandboxapi <command>`, `^$`},
 		{"help", []string{"help"}, 0, `usage: sandboxapi <command>`, `^$`},
@@ -75,6 +79,7 @@ func TestCommandLine(t *testing.T) {
 		{"pkgcache list --help", []string{"pkgcache", "list", "--help"}, 0, `usage: sandboxapi pkgcache list`, `^$`},
 		{"prepare --help", []string{"prepare", "--help"}, 0, `usage: sandboxapi prepare[\s\S]*-cache-dir`, `^$`},
 		{"admin --help", []string{"admin", "--help"}, 0, `usage: sandboxapi admin`, `^$`},
+		{"mcp --help", []string{"mcp", "--help"}, 0, `usage: sandboxapi mcp --url URL[\s\S]*SANDBOXAPI_API_KEY`, `^$`},
 		{"admin accounts create --help", []string{"admin", "accounts", "create", "--help"}, 0, `usage: sandboxapi admin accounts create[\s\S]*-plan`, `^$`},
 	}
 	for _, tc := range tests {
