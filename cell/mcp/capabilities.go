@@ -35,7 +35,7 @@ type features struct {
 // gateway named in the signed headers of the request that carried the
 // call (the node checked them before the SDK saw it).
 func (d *Door) capabilities(_ context.Context, req *mcpsdk.CallToolRequest, _ noArgs) (*mcpsdk.CallToolResult, any, error) {
-	name := req.Extra.Header.Get(callerauth.HeaderPlan)
+	name := header(req).Get(callerauth.HeaderPlan)
 	plan, ok := d.Plans.Get(name)
 	if !ok {
 		var e apiError

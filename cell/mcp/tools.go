@@ -269,7 +269,7 @@ func jobSchema() *jsonschema.Schema {
 // progress when the client asked for it.
 func (d *Door) rest(ctx context.Context, req *mcpsdk.CallToolRequest, method, path string, in any, render renderer) (*mcpsdk.CallToolResult, any, error) {
 	stop := progress(ctx, req)
-	rep, err := d.call(ctx, req.Extra.Header, method, path, in)
+	rep, err := d.call(ctx, header(req), method, path, in)
 	stop()
 	if err != nil {
 		return nil, nil, err
@@ -282,6 +282,15 @@ func (d *Door) rest(ctx context.Context, req *mcpsdk.CallToolRequest, method, pa
 		StructuredContent: body,
 		Content:           []mcpsdk.Content{&mcpsdk.TextContent{Text: text}},
 	}, nil, nil
+}
+
+// header is the HTTP header of the /mcp request that carried a call; none
+// over a transport that is not HTTP.
+func header(req *mcpsdk.CallToolRequest) http.Header {
+	if req.Extra == nil {
+		return nil
+	}
+	return req.Extra.Header
 }
 
 // toolError is the API's refusal as a tool error: its code and message,

@@ -29,6 +29,8 @@ targets=(
 	"./cell/execreq FuzzSplitWords"
 	"./cell/webhook FuzzCheckURL"
 	"./sandboxes/wire FuzzReadFrame"
+	"./cell/mcp FuzzToolArguments"
+	"./cell/mcp FuzzAllowed"
 )
 
 summary=()
