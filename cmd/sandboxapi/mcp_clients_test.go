@@ -2,12 +2,15 @@ package main_test
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -265,4 +268,148 @@ func keyedProxy(t *testing.T, base, key string) string {
 	srv := httptest.NewServer(p)
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// stdioChecks are the checks ops/clients/mcp/stdio.mjs reports.
+var stdioChecks = []string{
+	"stdio: initialize names the server",
+	"stdio: a tool error is the one over HTTP",
+	"stdio: tools/list is the one over HTTP",
+	"stdio: execute_code/python3", "stdio: execute_code/javascript", "stdio: execute_code/c",
+	"stdio: a wrong key fails the connect, with a message on stderr",
+}
+
+// TestMCPStdioBridge runs `sandboxapi mcp --url GATEWAY/mcp` (the stdio
+// bridge) under the TypeScript SDK's StdioClientTransport, as a host that
+// starts MCP servers as commands does, and holds its answers to the HTTP
+// ones (ops/clients/mcp/stdio.mjs); then the command's exits, which the
+// SDK does not show.
+func TestMCPStdioBridge(t *testing.T) {
+	s := startDev(t, t.TempDir())
+	bin := sandboxapiBinary(t)
+	endpoint := s.base + "/mcp"
+	r := clients.Run(t, clients.Script{
+		Node:    clients.SystemNode(t),
+		File:    mcpScript(t, "stdio.mjs"),
+		Args:    []string{"--bin", bin, "--url", endpoint},
+		Env:     []string{"SANDBOXAPI_API_KEY=" + s.key},
+		Timeout: 60 * time.Second,
+	})
+	if r.TimedOut {
+		t.Errorf("%v", r.Err)
+	}
+	runChecks(t, r, stdioChecks)
+
+	const initialize = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}` + "\n"
+	t.Run("a wrong key: exit 1, the initialize answered with an error, the reason on stderr", func(t *testing.T) {
+		// stdin stays open: the bridge must end on the 401 itself.
+		b := startBridge(t, bin, endpoint, "SANDBOXAPI_API_KEY=sk_live_not_a_key")
+		b.send(initialize)
+		code, stdout, stderr := b.wait(15 * time.Second)
+		var answer struct {
+			ID    int `json:"id"`
+			Error *struct {
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(strings.TrimSpace(stdout)), &answer); err != nil || answer.ID != 1 || answer.Error == nil {
+			t.Errorf("stdout %q, want one JSON-RPC error answering the initialize", stdout)
+		}
+		if code != 1 || !strings.Contains(stderr, "401") || !strings.Contains(stderr, "SANDBOXAPI_API_KEY") || strings.Contains(stderr, "panic") {
+			t.Errorf("exit %d, stderr %q; want 1 and the 401, naming SANDBOXAPI_API_KEY", code, stderr)
+		}
+	})
+	t.Run("no key: a usage error, before any request", func(t *testing.T) {
+		b := startBridge(t, bin, endpoint)
+		code, stdout, stderr := b.wait(10 * time.Second)
+		if code != 2 || stdout != "" || !strings.Contains(stderr, "SANDBOXAPI_API_KEY") {
+			t.Errorf("exit %d, stdout %q, stderr %q; want 2 and the variable named on stderr", code, stdout, stderr)
+		}
+	})
+	t.Run("stdin's end: exit 0", func(t *testing.T) {
+		b := startBridge(t, bin, endpoint, "SANDBOXAPI_API_KEY="+s.key)
+		b.send(initialize)
+		if line, err := b.stdout.ReadString('\n'); err != nil || !strings.Contains(line, `"serverInfo"`) {
+			t.Fatalf("the initialize's answer: %q %v", line, err)
+		}
+		b.stdin.Close()
+		if code, _, stderr := b.wait(10 * time.Second); code != 0 {
+			t.Errorf("exit %d after stdin's end, want 0; stderr %q", code, stderr)
+		}
+	})
+}
+
+// bridgeProc is a `sandboxapi mcp` process a test talks to directly.
+type bridgeProc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stdout *bufio.Reader
+	stderr *bytes.Buffer
+}
+
+// startBridge starts `sandboxapi mcp --url url` with env (and no
+// SANDBOXAPI_API_KEY of the test's own environment).
+func startBridge(t *testing.T, bin, url string, env ...string) *bridgeProc {
+	t.Helper()
+	cmd := exec.Command(bin, "mcp", "--url", url)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SANDBOXAPI_API_KEY=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, env...)
+	b := &bridgeProc{t: t, cmd: cmd, stderr: &bytes.Buffer{}}
+	cmd.Stderr = &syncWriter{buf: b.stderr}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.stdin, b.stdout = stdin, bufio.NewReader(stdout)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	return b
+}
+
+func (b *bridgeProc) send(line string) {
+	b.t.Helper()
+	if _, err := io.WriteString(b.stdin, line); err != nil {
+		b.t.Fatalf("writing to the bridge: %v", err)
+	}
+}
+
+// wait waits for the process to exit, at most within, and returns its
+// exit code and what it wrote that was not read yet.
+func (b *bridgeProc) wait(within time.Duration) (code int, stdout, stderr string) {
+	b.t.Helper()
+	out := make(chan string, 1)
+	go func() {
+		rest, _ := io.ReadAll(b.stdout)
+		out <- string(rest)
+	}()
+	select {
+	case stdout = <-out:
+	case <-time.After(within):
+		_ = b.cmd.Process.Kill()
+		b.t.Errorf("the bridge did not exit within %v", within)
+		stdout = <-out
+	}
+	err := b.cmd.Wait()
+	code = b.cmd.ProcessState.ExitCode()
+	if _, ok := err.(*exec.ExitError); err != nil && !ok {
+		b.t.Errorf("waiting for the bridge: %v", err)
+	}
+	b.stdin.Close()
+	return code, stdout, b.stderr.String()
 }
