@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/google/jsonschema-go/jsonschema"
+
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/cell/api"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
@@ -242,6 +244,43 @@ func TestSessionPath(t *testing.T) {
 		}
 		if !matched || got != want || r.URL.RawQuery != "" {
 			t.Errorf("id %q: path %s matched %v with id %q", id, p, matched, got)
+		}
+	}
+}
+
+// Every tool's output schema admits its result and the API's error, the
+// two shapes its structured content takes, and not an object that is
+// neither.
+func TestOutputSchemasAdmitErrors(t *testing.T) {
+	d := &Door{}
+	results := map[string]string{
+		"execute_code":     `{"id":"exec_1","status":"completed","language":"bash","stdout":"","stderr":"","exit_code":0,"exit_signal":0,"execution_time_ms":1,"wall_time_ms":1,"memory_used_kb":1}`,
+		"list_languages":   `{"languages":[]}`,
+		"execute_batch":    `{"results":[{"error":{"code":"x","message":"y"}}]}`,
+		"get_execution":    `{"token":"job_1","status":"queued"}`,
+	}
+	for _, tl := range d.tools() {
+		r, err := tl.def.OutputSchema.(*jsonschema.Schema).Resolve(nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tl.def.Name, err)
+		}
+		validate := func(doc string) error {
+			var v any
+			if err := json.Unmarshal([]byte(doc), &v); err != nil {
+				t.Fatal(err)
+			}
+			return r.Validate(v)
+		}
+		if err := validate(`{"error":{"code":"invalid_field","message":"m"}}`); err != nil {
+			t.Errorf("%s: the API's error does not fit: %v", tl.def.Name, err)
+		}
+		if err := validate(`{"nothing":"of either"}`); err == nil {
+			t.Errorf("%s: an object that is neither fits", tl.def.Name)
+		}
+		if doc, ok := results[tl.def.Name]; ok {
+			if err := validate(doc); err != nil {
+				t.Errorf("%s: its result does not fit: %v", tl.def.Name, err)
+			}
 		}
 	}
 }

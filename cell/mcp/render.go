@@ -38,8 +38,7 @@ type execution struct {
 func (e execution) text() string {
 	var b strings.Builder
 	if e.Error != nil {
-		fmt.Fprintf(&b, "error: %s: %s\n", e.Error.Code, e.Error.Message)
-		return b.String()
+		return fmt.Sprintf("error: %s: %s", e.Error.Code, e.Error.Message)
 	}
 	fmt.Fprintf(&b, "status: %s · exit code %d", e.Status, e.ExitCode)
 	if e.ExitSignal != 0 {

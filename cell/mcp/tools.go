@@ -223,7 +223,7 @@ func sessionPath(id, rest string) string {
 // out as its output schema. Its handler sets the structured content
 // itself (the REST body as it came), so Out is any.
 func typed[In any](def *mcpsdk.Tool, out *jsonschema.Schema, h mcpsdk.ToolHandlerFor[In, any]) tool {
-	def.OutputSchema = out
+	def.OutputSchema = orError(out)
 	return tool{def: def, add: func(s *mcpsdk.Server, t *mcpsdk.Tool) { mcpsdk.AddTool(s, t, h) }}
 }
 
@@ -248,6 +248,21 @@ func open(s *jsonschema.Schema) {
 		open(p)
 	}
 	open(s.Items)
+}
+
+// orError is out, or the API's error: a tool error's structured content
+// is REST's error body, and clients (the TypeScript SDK among them) check
+// it against the output schema too. The properties stay at the top, where
+// a reader looks for them, with error among them; what is required is
+// out's, or error.
+func orError(out *jsonschema.Schema) *jsonschema.Schema {
+	str := func(d string) *jsonschema.Schema { return &jsonschema.Schema{Type: "string", Description: d} }
+	out.Properties["error"] = &jsonschema.Schema{Type: "object", Required: []string{"code", "message"},
+		Description: "only when the API refused the call (isError is true): its error, as REST answers it",
+		Properties:  map[string]*jsonschema.Schema{"code": str("the error code (docs/api.md)"), "message": str("what was wrong")}}
+	out.AnyOf = []*jsonschema.Schema{{Required: out.Required}, {Required: []string{"error"}}}
+	out.Required = nil
+	return out
 }
 
 func batchSchema() *jsonschema.Schema {
