@@ -254,10 +254,10 @@ func TestSessionPath(t *testing.T) {
 func TestOutputSchemasAdmitErrors(t *testing.T) {
 	d := &Door{}
 	results := map[string]string{
-		"execute_code":     `{"id":"exec_1","status":"completed","language":"bash","stdout":"","stderr":"","exit_code":0,"exit_signal":0,"execution_time_ms":1,"wall_time_ms":1,"memory_used_kb":1}`,
-		"list_languages":   `{"languages":[]}`,
-		"execute_batch":    `{"results":[{"error":{"code":"x","message":"y"}}]}`,
-		"get_execution":    `{"token":"job_1","status":"queued"}`,
+		"execute_code":   `{"id":"exec_1","status":"completed","language":"bash","stdout":"","stderr":"","exit_code":0,"exit_signal":0,"execution_time_ms":1,"wall_time_ms":1,"memory_used_kb":1}`,
+		"list_languages": `{"languages":[]}`,
+		"execute_batch":  `{"results":[{"error":{"code":"x","message":"y"}}]}`,
+		"get_execution":  `{"token":"job_1","status":"queued"}`,
 	}
 	for _, tl := range d.tools() {
 		r, err := tl.def.OutputSchema.(*jsonschema.Schema).Resolve(nil)
