@@ -2,23 +2,18 @@ package main_test
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sandboxapi/sandboxapi/ops/clients"
 )
 
-// eventSourceVersion is the npm eventsource release the test drives: the
-// newest that runs on the host's Node 20.
-const eventSourceVersion = "4.0.0"
-
 // esClient is an SSE client nobody here wrote: the npm eventsource
-// package, POSTing through its fetch option. It prints one JSON line per
+// package (4.0.0, from ops/clients' lockfile: the newest that runs on the
+// host's Node 20), POSTing through its fetch option. It prints one JSON line per
 // event ({type, at: ms since start, data}), and one per error. Modes:
 // "result" closes on the result event; "stay" keeps the EventSource open
 // for 6 s after it, as a careless client would, so that it reconnects;
@@ -55,39 +50,17 @@ type esEvent struct {
 	Message string `json:"message"`
 }
 
-// eventSourceDir installs the eventsource package into a temp dir, from
-// the npm registry, with the client script beside it.
-func eventSourceDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "package.json"), []byte(`{"name":"es-client","private":true,"type":"module"}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("npm", "install", "--no-audit", "--no-fund", "eventsource@"+eventSourceVersion)
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("npm install eventsource: %v\n%s", err, out)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "client.mjs"), []byte(esClient), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 // stream runs the client against path with body and returns its events.
-func (s *devServer) stream(esDir, key, path string, body any, mode string) []esEvent {
+func (s *devServer) stream(key, path string, body any, mode string) []esEvent {
 	s.t.Helper()
 	b, _ := json.Marshal(body)
-	cmd := exec.Command("node", "client.mjs", s.base+path, key, string(b), mode)
-	cmd.Dir = esDir
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		s.t.Fatalf("eventsource client: %v\n%s\n%s", err, out, stderr.String())
+	r := clients.Run(s.t, clients.Script{Node: clients.SystemNode(s.t), Source: esClient,
+		Args: []string{s.base + path, key, string(b), mode}, Timeout: 90 * time.Second})
+	if r.Err != nil {
+		s.t.Fatalf("eventsource client: %v\n%s\n%s", r.Err, r.Stdout, r.Stderr)
 	}
 	var evs []esEvent
-	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc := bufio.NewScanner(strings.NewReader(r.Stdout))
 	sc.Buffer(nil, 8<<20)
 	for sc.Scan() {
 		var e esEvent
@@ -135,14 +108,13 @@ func failedWith(evs []esEvent, status int) bool {
 }
 
 func TestStreamEndToEnd(t *testing.T) {
-	esDir := eventSourceDir(t)
 	// One sandbox at a time: a program the client abandons must be killed
 	// for anything else to run.
 	s := startDevArgs(t, t.TempDir(), []string{"--capacity", "1"})
 	ticker := "import time, sys\nfor i in range(5):\n    print(i, flush=True)\n    print('e%d' % i, file=sys.stderr, flush=True)\n    time.sleep(0.4)"
 
 	t.Run("output arrives as the program produces it", func(t *testing.T) {
-		evs := s.stream(esDir, s.key, "/v1/execute/stream", map[string]any{"language": "python3", "code": ticker}, "result")
+		evs := s.stream(s.key, "/v1/execute/stream", map[string]any{"language": "python3", "code": ticker}, "result")
 		first, ok := find(evs, "stdout")
 		res, done := find(evs, "result")
 		if !ok || !done {
@@ -171,7 +143,7 @@ func TestStreamEndToEnd(t *testing.T) {
 	})
 
 	t.Run("bad requests are plain JSON errors", func(t *testing.T) {
-		evs := s.stream(esDir, s.key, "/v1/execute/stream", map[string]any{"language": "cobol", "code": "x"}, "result")
+		evs := s.stream(s.key, "/v1/execute/stream", map[string]any{"language": "cobol", "code": "x"}, "result")
 		if !failedWith(evs, http.StatusBadRequest) {
 			t.Errorf("events %+v, want the client to fail with 400", evs)
 		}
@@ -181,7 +153,7 @@ func TestStreamEndToEnd(t *testing.T) {
 
 	t.Run("a client that leaves kills the program", func(t *testing.T) {
 		forever := map[string]any{"language": "python3", "timeout": 120, "code": "import time\nwhile True:\n    print('tick', flush=True)\n    time.sleep(0.1)"}
-		evs := s.stream(esDir, s.key, "/v1/execute/stream", forever, "first")
+		evs := s.stream(s.key, "/v1/execute/stream", forever, "first")
 		if _, ok := find(evs, "stdout"); !ok {
 			t.Fatalf("events %+v", evs)
 		}
@@ -198,7 +170,7 @@ func TestStreamEndToEnd(t *testing.T) {
 		id := s.openSession(s.key, map[string]any{"language": "python3"})
 		s.run(s.key, id, "n = 0")
 		body := map[string]any{"code": "n += 1\n" + ticker}
-		evs := s.stream(esDir, s.key, "/v1/sessions/"+id+"/execute/stream", body, "stay")
+		evs := s.stream(s.key, "/v1/sessions/"+id+"/execute/stream", body, "stay")
 		first, _ := find(evs, "stdout")
 		res, ok := find(evs, "result")
 		if !ok || res.At-first.At < 1200 {
@@ -220,7 +192,7 @@ func TestStreamEndToEnd(t *testing.T) {
 	t.Run("leaving a session stream kills its program", func(t *testing.T) {
 		id := s.openSession(s.key, map[string]any{"language": "python3"})
 		s.run(s.key, id, "kept = 1")
-		s.stream(esDir, s.key, "/v1/sessions/"+id+"/execute/stream",
+		s.stream(s.key, "/v1/sessions/"+id+"/execute/stream",
 			map[string]any{"code": "import time\nwhile True:\n    print('tick', flush=True)\n    time.sleep(0.1)", "timeout": 120}, "first")
 		// The program could only be stopped with its sandbox: the session
 		// goes on in a new one and says what was lost.
