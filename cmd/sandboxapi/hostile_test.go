@@ -3,7 +3,6 @@ package main_test
 import (
 	"archive/zip"
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
@@ -11,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -24,8 +24,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/sandboxapi/sandboxapi/billing/accounts"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
@@ -1637,11 +1635,7 @@ time.sleep(2.5)`, daemonPort, port)})
 
 	// --- the API: forged headers, other accounts, oversized fields ---
 	{name: "forged internal headers", lang: "bash", attack: func(t *testing.T, h *hostile) {
-		forged := map[string]string{
-			"X-Sandboxapi-Internal-Account": h.a.id, "X-Sandboxapi-Internal-Plan": "mega",
-			"X-Sandboxapi-Internal-Timestamp": strconv.FormatInt(time.Now().Unix(), 10), "X-Sandboxapi-Internal-Signature": strings.Repeat("0", 64),
-			"X-Sandboxapi-Internal-Executions": "0",
-		}
+		forged := forgedAs(h.a.id, "X-Sandboxapi-Internal-Executions", "0")
 		// A basic caller claiming to be A on mega: still basic, still itself.
 		a := h.call(t, h.basic.key, "POST", "/v1/sessions", map[string]any{"language": "python3"}, forged)
 		if err := wantAPIError(a, 403, "sessions_not_in_plan"); err != nil {
@@ -1810,12 +1804,8 @@ print('done')`})
 
 		// B, through MCP, with headers claiming to be A (and a meter of
 		// its own choosing): the gateway strips them, so B is B.
-		forged := map[string]string{
-			"X-Sandboxapi-Internal-Account": h.a.id, "X-Sandboxapi-Internal-Plan": "mega",
-			"X-Sandboxapi-Internal-Timestamp": strconv.FormatInt(time.Now().Unix(), 10), "X-Sandboxapi-Internal-Signature": strings.Repeat("0", 64),
-			"X-Sandboxapi-Internal-Mcp-Call": "1",
-		}
-		cs := h.mcpSession(t, h.b.key, forged)
+		forged := forgedAs(h.a.id, "X-Sandboxapi-Internal-Mcp-Call", "1")
+		cs := h.s.mcpSession(t, withKey(h.b.key, forged), nil)
 		for _, call := range []struct {
 			tool string
 			args map[string]any
@@ -1833,7 +1823,7 @@ print('done')`})
 			}
 		}
 		// A basic caller claiming to be A on mega is still basic.
-		basic := h.mcpSession(t, h.basic.key, forged)
+		basic := h.s.mcpSession(t, withKey(h.basic.key, forged), nil)
 		if res, m := callTool(t, basic, "create_session", map[string]any{"language": "python3"}); !res.IsError || errorCode(m) != "sessions_not_in_plan" {
 			t.Errorf("basic with forged headers: isError %v %v", res.IsError, m)
 		}
@@ -1852,41 +1842,28 @@ print('done')`})
 	}},
 }
 
-// mcpSession is an MCP client session of key through the gateway, with
-// extra headers on every request.
-func (h *hostile) mcpSession(t *testing.T, key string, extra map[string]string) *mcp.ClientSession {
-	t.Helper()
-	c := mcp.NewClient(&mcp.Implementation{Name: "hostile", Version: "1"}, nil)
-	cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{
-		Endpoint: h.s.base + "/mcp", HTTPClient: &http.Client{Transport: headerTransport{key: key, extra: extra}}, DisableStandaloneSSE: true,
-	}, nil)
-	if err != nil {
-		t.Fatalf("connect to /mcp: %v", err)
+// forgedAs is the internal headers a client forges to pass for account id
+// on mega, signed with nothing, and one more internal header.
+func forgedAs(id, name, value string) map[string]string {
+	return map[string]string{
+		"X-Sandboxapi-Internal-Account": id, "X-Sandboxapi-Internal-Plan": "mega",
+		"X-Sandboxapi-Internal-Timestamp": strconv.FormatInt(time.Now().Unix(), 10), "X-Sandboxapi-Internal-Signature": strings.Repeat("0", 64),
+		name: value,
 	}
-	t.Cleanup(func() { cs.Close() })
-	return cs
 }
 
-// headerTransport sends key and extra headers on every request.
-type headerTransport struct {
-	key   string
-	extra map[string]string
-}
-
-func (ht headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("X-API-Key", ht.key)
-	for k, v := range ht.extra {
-		r.Header.Set(k, v)
-	}
-	return http.DefaultTransport.RoundTrip(r)
+// withKey is headers and key in X-API-Key.
+func withKey(key string, headers map[string]string) map[string]string {
+	out := map[string]string{"X-API-Key": key}
+	maps.Copy(out, headers)
+	return out
 }
 
 // mcpExec runs execute_code through MCP as key and returns the result,
 // which must not be a tool error.
 func (h *hostile) mcpExec(t *testing.T, key string, args map[string]any) map[string]any {
 	t.Helper()
-	res, m := callTool(t, h.mcpSession(t, key, nil), "execute_code", args)
+	res, m := callTool(t, h.s.mcpSession(t, map[string]string{"X-API-Key": key}, nil), "execute_code", args)
 	if res.IsError {
 		t.Fatalf("execute_code through MCP: %v", m)
 	}

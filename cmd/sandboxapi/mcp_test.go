@@ -13,29 +13,25 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
-// bearerTransport sends an API key on every request, as an MCP client
-// configured with headers does.
-type bearerTransport struct {
-	header, value string
-}
+// headerTransport sends its headers (an API key, and whatever a test
+// forges) on every request, as an MCP client configured with headers does.
+type headerTransport map[string]string
 
-func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+func (ht headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
-	r.Header.Set(b.header, b.value)
+	for k, v := range ht {
+		r.Header.Set(k, v)
+	}
 	return http.DefaultTransport.RoundTrip(r)
 }
 
-// mcpSession connects the Go SDK's client to the dev server's /mcp with
-// key in header.
-func (s *devServer) mcpSession(t *testing.T, header, key string, opts *mcp.ClientOptions) *mcp.ClientSession {
+// mcpSession connects the Go SDK's client to the dev server's /mcp,
+// sending headers on every request.
+func (s *devServer) mcpSession(t *testing.T, headers map[string]string, opts *mcp.ClientOptions) *mcp.ClientSession {
 	t.Helper()
-	value := key
-	if header == "Authorization" {
-		value = "Bearer " + key
-	}
 	c := mcp.NewClient(&mcp.Implementation{Name: "sandboxapi-test", Version: "1"}, opts)
 	cs, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{
-		Endpoint: s.base + "/mcp", HTTPClient: &http.Client{Transport: bearerTransport{header, value}},
+		Endpoint: s.base + "/mcp", HTTPClient: &http.Client{Transport: headerTransport(headers)},
 	}, nil)
 	if err != nil {
 		t.Fatalf("connect to /mcp: %v", err)
@@ -97,7 +93,7 @@ func TestMCPDoor(t *testing.T) {
 		send(t, req)
 		rest := before - s.quotaLeft(proKey)
 
-		cs := s.mcpSession(t, "X-API-Key", proKey, nil)
+		cs := s.mcpSession(t, map[string]string{"X-API-Key": proKey}, nil)
 		before = s.quotaLeft(proKey)
 		callTool(t, cs, "execute_code", map[string]any{"language": "python3", "code": "print(1)"})
 		callTool(t, cs, "execute_code", map[string]any{"language": "cobol", "code": "x"})
@@ -111,7 +107,7 @@ func TestMCPDoor(t *testing.T) {
 	})
 
 	t.Run("a plan's refusals are tool errors with the REST codes", func(t *testing.T) {
-		cs := s.mcpSession(t, "Authorization", basicKey, nil)
+		cs := s.mcpSession(t, map[string]string{"Authorization": "Bearer " + basicKey}, nil)
 		for _, tc := range []struct {
 			tool string
 			args map[string]any
@@ -138,7 +134,7 @@ func TestMCPDoor(t *testing.T) {
 	t.Run("a cancelled call stops its program", func(t *testing.T) {
 		// basic runs 2 at once: two programs cancelled early must free
 		// their slots at once, or the third waits for their 20 s.
-		cs := s.mcpSession(t, "X-API-Key", basicKey, nil)
+		cs := s.mcpSession(t, map[string]string{"X-API-Key": basicKey}, nil)
 		var wg sync.WaitGroup
 		for range 2 {
 			wg.Go(func() {
@@ -162,7 +158,7 @@ func TestMCPDoor(t *testing.T) {
 	t.Run("long calls report progress when asked", func(t *testing.T) {
 		var mu sync.Mutex
 		var seen []float64
-		cs := s.mcpSession(t, "X-API-Key", proKey, &mcp.ClientOptions{
+		cs := s.mcpSession(t, map[string]string{"X-API-Key": proKey}, &mcp.ClientOptions{
 			ProgressNotificationHandler: func(_ context.Context, r *mcp.ProgressNotificationClientRequest) {
 				mu.Lock()
 				defer mu.Unlock()
@@ -225,7 +221,7 @@ func TestMCPDoor(t *testing.T) {
 	})
 
 	t.Run("another account cannot use a session's id", func(t *testing.T) {
-		cs := s.mcpSession(t, "X-API-Key", proKey, nil)
+		cs := s.mcpSession(t, map[string]string{"X-API-Key": proKey}, nil)
 		req, _ := http.NewRequest("POST", s.base+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":7,"method":"tools/list"}`))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Accept", "application/json, text/event-stream")
