@@ -127,17 +127,14 @@ func forwarded(from http.Header) http.Header {
 // limits, errors and capacity gate, exactly. The executions it reports go
 // to that request's meter.
 func (d *Door) call(ctx context.Context, from http.Header, method, path string, body any) (reply, error) {
-	var rd *bytes.Reader
+	var b []byte
 	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
+		var err error
+		if b, err = json.Marshal(body); err != nil {
 			return reply{}, fmt.Errorf("mcp: encoding the request: %w", err)
 		}
-		rd = bytes.NewReader(b)
-	} else {
-		rd = bytes.NewReader(nil)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, path, bytes.NewReader(b))
 	if err != nil {
 		return reply{}, fmt.Errorf("mcp: %w", err)
 	}

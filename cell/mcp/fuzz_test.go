@@ -109,7 +109,7 @@ func FuzzAllowed(f *testing.F) {
 				r.Header.Set("Origin", origin)
 			}
 			_, ok := d.allowed(r)
-			if ok && loopback && !isLoopbackHost(host) {
+			if ok && loopback && !IsLoopbackHost(host) {
 				t.Fatalf("host %q served on loopback only", host)
 			}
 			if !ok && !loopback && r.Header.Get("Origin") == "" {

@@ -139,7 +139,7 @@ func (d *Door) serve(w http.ResponseWriter, r *http.Request, c callerauth.Caller
 // gateway listens only there, and an Origin, if sent, must be the
 // request's own host or one of AllowedOrigins.
 func (d *Door) allowed(r *http.Request) (string, bool) {
-	if d.LoopbackOnly && !isLoopbackHost(r.Host) {
+	if d.LoopbackOnly && !IsLoopbackHost(r.Host) {
 		return "Forbidden: this server only answers requests to localhost, not " + strconv.Quote(r.Host), false
 	}
 	origin := r.Header.Get("Origin")
@@ -156,9 +156,9 @@ func (d *Door) allowed(r *http.Request) (string, bool) {
 	return "", true
 }
 
-// isLoopbackHost says whether a Host header names this machine's loopback
+// IsLoopbackHost says whether a Host header (or a listen address) names this machine's loopback
 // interface: localhost, 127.0.0.0/8 or ::1, with or without a port.
-func isLoopbackHost(host string) bool {
+func IsLoopbackHost(host string) bool {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}

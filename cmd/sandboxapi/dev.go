@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -125,7 +124,7 @@ func runDev(args []string) error {
 		PackageCacheDir: cmp.Or(*pkgcacheDir, filepath.Join(dir, "pkgcache")),
 		CacheDir:        cache,
 		Sessions:        sessions.Config{Pool: *sessionPool, PoolLanguages: splitList(*sessionPoolLangs), MaxSessions: *maxSessions},
-		MCP:             mcp.Config{Version: version(), AllowedOrigins: splitList(*mcpOrigins), LoopbackOnly: isLoopbackAddr(*listen)},
+		MCP:             mcp.Config{Version: version(), AllowedOrigins: splitList(*mcpOrigins), LoopbackOnly: mcp.IsLoopbackHost(*listen)},
 	})
 	if err != nil {
 		return err
@@ -240,19 +239,4 @@ func devAccount(st *accounts.Store) (accounts.Account, error) {
 		}
 	}
 	return st.CreateAccount(devAccountName, devPlan)
-}
-
-// isLoopbackAddr says whether a listen address takes connections only on
-// a loopback interface (127.0.0.1:8080, [::1]:8080, localhost:8080), not
-// on every one (":8080", 0.0.0.0:8080).
-func isLoopbackAddr(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
