@@ -114,6 +114,14 @@ func New(exec Executor, cfg Config) *Slots {
 // Size is how many executions run at once.
 func (s *Slots) Size() int { return s.size }
 
+// Free is how many slots no execution holds now: what the node gossips
+// as its free capacity, for the gateway to choose between nodes.
+func (s *Slots) Free() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.size - s.running
+}
+
 // Limit is how many executions of one account on plan run at once: the
 // plan's concurrent_executions, within the account's share of the node.
 func (s *Slots) Limit(plan plans.Plan) int {
