@@ -40,6 +40,7 @@ const (
 	PayloadTooLarge     Code = "payload_too_large"
 	CodeTooLarge        Code = "code_too_large"
 	InstallFailed       Code = "install_failed"
+	IdempotencyReused   Code = "idempotency_key_reused"
 
 	// The request as HTTP: what Go's HTTP server refuses before any
 	// handler, answered as JSON by the gateway (caddy-modules/conns).
@@ -72,6 +73,7 @@ const (
 	MethodNotAllowed   Code = "method_not_allowed"
 	JobNotFound        Code = "job_not_found"
 	SessionNotFound    Code = "session_not_found"
+	SessionLost        Code = "session_lost"
 	JobNotCancellable  Code = "job_not_cancellable"
 	QueueTimeout       Code = "queue_timeout"
 	Internal           Code = "internal_error"
@@ -112,6 +114,7 @@ var statuses = map[Code]int{
 	PayloadTooLarge:     http.StatusRequestEntityTooLarge,
 	CodeTooLarge:        http.StatusRequestEntityTooLarge,
 	InstallFailed:       http.StatusUnprocessableEntity,
+	IdempotencyReused:   http.StatusUnprocessableEntity,
 
 	MalformedRequest:            http.StatusBadRequest,
 	BodyTimeout:                 http.StatusRequestTimeout,
@@ -140,6 +143,7 @@ var statuses = map[Code]int{
 	MethodNotAllowed:   http.StatusMethodNotAllowed,
 	JobNotFound:        http.StatusNotFound,
 	SessionNotFound:    http.StatusNotFound,
+	SessionLost:        http.StatusGone,
 	JobNotCancellable:  http.StatusConflict,
 	QueueTimeout:       http.StatusRequestTimeout,
 	Internal:           http.StatusInternalServerError,
