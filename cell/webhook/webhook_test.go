@@ -239,7 +239,9 @@ type receiver struct {
 	mu       sync.Mutex
 	bodies   []string
 	attempts []string
-	badSig   int
+	// deliveries are the DeliveryHeader of each request.
+	deliveries []string
+	badSig     int
 }
 
 func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -254,6 +256,7 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rc.bodies = append(rc.bodies, string(body))
 	rc.attempts = append(rc.attempts, r.Header.Get(AttemptHeader))
+	rc.deliveries = append(rc.deliveries, r.Header.Get(DeliveryHeader))
 	code := rc.codes[min(len(rc.bodies), len(rc.codes))-1]
 	w.WriteHeader(code)
 }
@@ -308,6 +311,10 @@ func TestDeliverRetriesUntilSuccess(t *testing.T) {
 	if rc.badSig != 0 || len(rc.bodies) != 3 || rc.bodies[2] != string(body) || strings.Join(rc.attempts, ",") != "1,2,3" {
 		t.Errorf("receiver saw %d bad signatures, bodies %q, attempts %v", rc.badSig, rc.bodies, rc.attempts)
 	}
+	// One delivery id on every attempt, so receivers can drop repeats.
+	if strings.Join(rc.deliveries, ",") != "job_retry,job_retry,job_retry" {
+		t.Errorf("delivery ids %v, want the job token on every attempt", rc.deliveries)
+	}
 }
 
 func TestDeliverGivesUpAfterWindow(t *testing.T) {
@@ -350,14 +357,14 @@ func TestDeliverResumesWithBackoff(t *testing.T) {
 	var mu sync.Mutex
 	var got []recorded
 	last := time.Now()
-	// Two attempts were made before a restart: the third waits 200ms after
-	// the second.
-	d := Delivery{URL: srv.URL, Secret: "s", Body: []byte(`{}`), Since: last.Add(-time.Second), Made: 2, Last: last}
+	// Two attempts were made before a restart (or by a node that died):
+	// the third waits 200ms after the second, under the same delivery id.
+	d := Delivery{ID: "job_resumed", URL: srv.URL, Secret: "s", Body: []byte(`{}`), Since: last.Add(-time.Second), Made: 2, Last: last}
 	if err := s.Deliver(context.Background(), d, recordInto(&mu, &got)); err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 1 || !got[0].delivered || rc.attempts[0] != "3" {
-		t.Fatalf("resumed delivery = %+v, attempt header %v", got, rc.attempts)
+	if len(got) != 1 || !got[0].delivered || rc.attempts[0] != "3" || rc.deliveries[0] != "job_resumed" {
+		t.Fatalf("resumed delivery = %+v, attempt header %v, delivery ids %v", got, rc.attempts, rc.deliveries)
 	}
 	if wait := got[0].a.At.Sub(last); wait < 200*time.Millisecond {
 		t.Errorf("resumed after %v, want the 200ms backoff of a third attempt", wait)
