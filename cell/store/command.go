@@ -47,6 +47,14 @@ const (
 	// CmdPurgeSessions deletes session records past their expiry.
 	CmdPurgeSessions
 
+	// CmdSetNodeStatus records that a node is alive, left or failed.
+	CmdSetNodeStatus
+	// CmdLoseNodeSessions turns a dead node's session records into
+	// tombstones.
+	CmdLoseNodeSessions
+	// CmdReassignJobs moves a dead node's unfinished jobs to live nodes.
+	CmdReassignJobs
+
 	// Append new command types here, then add them to commands below.
 
 	// commandTypeEnd is one past the last command type; tests use it to
@@ -84,6 +92,10 @@ var commands = map[CommandType]commandSpec{
 	CmdCloseSession:      {name: "close_session", apply: applyCloseSession},
 	CmdCloseNodeSessions: {name: "close_node_sessions", apply: applyCloseNodeSessions},
 	CmdPurgeSessions:     {name: "purge_sessions", apply: applyPurgeSessions},
+
+	CmdSetNodeStatus:    {name: "set_node_status", apply: applySetNodeStatus},
+	CmdLoseNodeSessions: {name: "lose_node_sessions", apply: applyLoseNodeSessions},
+	CmdReassignJobs:     {name: "reassign_jobs", apply: applyReassignJobs},
 }
 
 // String names the command for logs and errors.
@@ -172,6 +184,11 @@ var (
 	// ErrTooManySessions means the account has as many live sessions as
 	// its cap allows.
 	ErrTooManySessions = errors.New("store: too many sessions")
+	// ErrNodeNotFound means no node with that ID is registered.
+	ErrNodeNotFound = errors.New("store: node not found")
+	// ErrIdempotencyKeyReused means an account's idempotency key already
+	// names a job submitted with another request.
+	ErrIdempotencyKeyReused = errors.New("store: idempotency key used for another request")
 	// ErrSnapshotVersion means a snapshot was written in a format this
 	// binary cannot read.
 	ErrSnapshotVersion = errors.New("store: unsupported snapshot version")

@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -58,6 +60,13 @@ type Job struct {
 	Query string `json:"query,omitempty"`
 
 	CallbackURL string `json:"callback_url,omitempty"`
+
+	// IdempotencyKey is the client's Idempotency-Key, if it sent one: while
+	// the job is kept, the account's later submissions with that key get
+	// this job back instead of a new one (SubmitJob). RequestHash, set by
+	// SubmitJob, tells a retry of the same request from another request.
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	RequestHash    string `json:"request_hash,omitempty"`
 
 	// Node is the node that runs the job. Only that node starts it, so the
 	// assignment being in the log is what lets a cell hand a dead node's
@@ -131,21 +140,41 @@ func (j Job) validate() error {
 		return fmt.Errorf("%w: %s: not assigned to a node", ErrInvalidJob, j.ID)
 	case j.CreatedAt.IsZero():
 		return fmt.Errorf("%w: %s: no creation time", ErrInvalidJob, j.ID)
+	case len(j.IdempotencyKey) > MaxIdempotencyKey:
+		return fmt.Errorf("%w: %s: idempotency key over %d bytes", ErrInvalidJob, j.ID, MaxIdempotencyKey)
 	}
 	return nil
 }
 
-// jobTable is the FSM's job state: the jobs by ID, and an index of the
-// active ones (not ended, or with a webhook still due) so that a node's
-// runner does not scan a day of results every time something changes. Only
-// the map is persisted; the index is rebuilt when a snapshot is loaded.
+// MaxIdempotencyKey bounds an idempotency key, which every replica keeps
+// for as long as its job.
+const MaxIdempotencyKey = 255
+
+// requestHash identifies a request for idempotency: the door it came in
+// by and its query and body, exactly.
+func requestHash(j Job) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00", j.Dialect, j.Query)
+	h.Write(j.Body)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// idemKey is where jobTable files an account's idempotency key.
+func idemKey(account, key string) string { return account + "\x00" + key }
+
+// jobTable is the FSM's job state: the jobs by ID, an index of the active
+// ones (not ended, or with a webhook still due) so that a node's runner
+// does not scan a day of results every time something changes, and the
+// idempotency keys of the jobs that have one. Only the map is persisted;
+// the indexes are rebuilt when a snapshot is loaded.
 type jobTable struct {
 	byID   map[string]*Job
 	active map[string]struct{}
+	keys   map[string]string // idemKey -> job ID
 }
 
 func newJobTable() *jobTable {
-	return &jobTable{byID: make(map[string]*Job), active: make(map[string]struct{})}
+	return &jobTable{byID: make(map[string]*Job), active: make(map[string]struct{}), keys: make(map[string]string)}
 }
 
 func (t *jobTable) put(j *Job) {
@@ -155,11 +184,27 @@ func (t *jobTable) put(j *Job) {
 	} else {
 		delete(t.active, j.ID)
 	}
+	if j.IdempotencyKey != "" {
+		t.keys[idemKey(j.Account, j.IdempotencyKey)] = j.ID
+	}
 }
 
 func (t *jobTable) delete(id string) {
+	if j := t.byID[id]; j != nil && j.IdempotencyKey != "" {
+		delete(t.keys, idemKey(j.Account, j.IdempotencyKey))
+	}
 	delete(t.byID, id)
 	delete(t.active, id)
+}
+
+// keyed returns the job account's idempotency key names at now, if any: a
+// job whose result has expired holds its key no longer.
+func (t *jobTable) keyed(account, key string, now time.Time) (*Job, bool) {
+	j := t.byID[t.keys[idemKey(account, key)]]
+	if j == nil || j.State.Terminal() && !j.ExpiresAt.After(now) {
+		return nil, false
+	}
+	return j, true
 }
 
 func (t *jobTable) MarshalJSON() ([]byte, error) {
@@ -259,21 +304,51 @@ type webhookAttemptCmd struct {
 	GaveUp    bool           `json:"gave_up,omitempty"`
 }
 
+type reassignJobsCmd struct {
+	From string    `json:"from"`
+	To   []string  `json:"to"`
+	At   time.Time `json:"at"`
+}
+
+func (c reassignJobsCmd) validate() error {
+	switch {
+	case c.From == "":
+		return fmt.Errorf("%w: reassignment from no node", ErrInvalidJob)
+	case len(c.To) == 0:
+		return fmt.Errorf("%w: jobs of %s reassigned to no node", ErrInvalidJob, c.From)
+	case slices.Contains(c.To, c.From) || slices.Contains(c.To, ""):
+		return fmt.Errorf("%w: jobs of %s reassigned to %q", ErrInvalidJob, c.From, c.To)
+	case c.At.IsZero():
+		return fmt.Errorf("%w: jobs of %s reassigned without a time", ErrInvalidJob, c.From)
+	}
+	return nil
+}
+
 type purgeJobsCmd struct {
 	Now time.Time `json:"now"`
 }
 
-// SubmitJob records a new pending job. It returns once the job is committed
-// to the log and applied, so a caller told "accepted" can rely on it. If the
-// job would take the account's pending and running jobs over q, it fails
-// with ErrTooManyJobs.
-func (s *Store) SubmitJob(ctx context.Context, j Job, q JobQuota) error {
+// SubmitJob records a new pending job and returns it as committed. It
+// returns once the job is committed to the log and applied, so a caller
+// told "accepted" can rely on it. If the job would take the account's
+// pending and running jobs over q, it fails with ErrTooManyJobs.
+//
+// With j.IdempotencyKey set, a job of the account that holds the key (one
+// not yet expired) is returned instead, and nothing is created, if it was
+// submitted with the same request (dialect, query and body); if not, the
+// submission fails with ErrIdempotencyKeyReused. The check is made in the
+// FSM, so two nodes taking the same retry at once still make one job. A
+// caller tells a replay by the returned ID, which is not j's.
+func (s *Store) SubmitJob(ctx context.Context, j Job, q JobQuota) (Job, error) {
 	j.State, j.Attempts, j.CancelRequested = JobPending, 0, false
-	if err := j.validate(); err != nil {
-		return err
+	j.RequestHash = ""
+	if j.IdempotencyKey != "" {
+		j.RequestHash = requestHash(j)
 	}
-	_, err := s.apply(ctx, CmdSubmitJob, submitJobCmd{Job: j, Quota: q})
-	return err
+	if err := j.validate(); err != nil {
+		return Job{}, err
+	}
+	return applyAs[Job](ctx, s, CmdSubmitJob, submitJobCmd{Job: j, Quota: q})
 }
 
 // StartJob moves a pending job assigned to node to running and returns it
@@ -281,11 +356,7 @@ func (s *Store) SubmitJob(ctx context.Context, j Job, q JobQuota) error {
 // no longer pending (cancelled meanwhile, or started already), and with
 // ErrJobNotAssigned if it belongs to another node.
 func (s *Store) StartJob(ctx context.Context, id, node string, at time.Time) (Job, error) {
-	resp, err := s.apply(ctx, CmdStartJob, startJobCmd{ID: id, Node: node, At: at})
-	if err != nil {
-		return Job{}, err
-	}
-	return resp.(Job), nil
+	return applyAs[Job](ctx, s, CmdStartJob, startJobCmd{ID: id, Node: node, At: at})
 }
 
 // FinishJob ends a running job with its result. The job must still be in
@@ -294,18 +365,14 @@ func (s *Store) FinishJob(ctx context.Context, e JobEnd) (Job, error) {
 	if err := e.validate(); err != nil {
 		return Job{}, err
 	}
-	resp, err := s.apply(ctx, CmdFinishJob, finishJobCmd{End: e})
-	if err != nil {
-		return Job{}, err
-	}
-	return resp.(Job), nil
+	return applyAs[Job](ctx, s, CmdFinishJob, finishJobCmd{End: e})
 }
 
 // RequeueJob puts a running job whose run was interrupted (its node stopped
 // or restarted) back to pending, recording the interruption. attempt must
 // be the interrupted run's, else ErrJobState.
 func (s *Store) RequeueJob(ctx context.Context, id, node string, attempt int, at time.Time) error {
-	_, err := s.apply(ctx, CmdRequeueJob, requeueJobCmd{ID: id, Node: node, Attempt: attempt, At: at})
+	err := s.apply(ctx, CmdRequeueJob, requeueJobCmd{ID: id, Node: node, Attempt: attempt, At: at})
 	return err
 }
 
@@ -319,28 +386,36 @@ func (s *Store) CancelJob(ctx context.Context, account string, e JobEnd) (Job, e
 	if err := e.validate(); err != nil {
 		return Job{}, err
 	}
-	resp, err := s.apply(ctx, CmdCancelJob, cancelJobCmd{Account: account, End: e})
-	if err != nil {
-		return Job{}, err
-	}
-	return resp.(Job), nil
+	return applyAs[Job](ctx, s, CmdCancelJob, cancelJobCmd{Account: account, End: e})
 }
 
 // RecordWebhookAttempt appends a delivery attempt to an ended job's webhook
 // record; delivered or gaveUp closes the record.
 func (s *Store) RecordWebhookAttempt(ctx context.Context, id string, a WebhookAttempt, delivered, gaveUp bool) error {
-	_, err := s.apply(ctx, CmdRecordWebhookAttempt, webhookAttemptCmd{ID: id, Attempt: a, Delivered: delivered, GaveUp: gaveUp})
+	err := s.apply(ctx, CmdRecordWebhookAttempt, webhookAttemptCmd{ID: id, Attempt: a, Delivered: delivered, GaveUp: gaveUp})
 	return err
+}
+
+// ReassignJobs hands node from's unfinished business to the live nodes to:
+// its pending jobs, its running ones (back to pending, the interruption
+// recorded at at, the attempt count kept so the next run is the next
+// attempt) and its ended jobs whose webhook is still due. Jobs go to the
+// nodes of to in turn, oldest job first, so every replica assigns alike.
+// It says how many jobs moved. The leader calls it once the cell has
+// decided from is dead; a run still going there can end nothing, since
+// its attempt is no longer the job's.
+func (s *Store) ReassignJobs(ctx context.Context, from string, to []string, at time.Time) (int, error) {
+	c := reassignJobsCmd{From: from, To: to, At: at}
+	if err := c.validate(); err != nil {
+		return 0, err
+	}
+	return applyAs[int](ctx, s, CmdReassignJobs, c)
 }
 
 // PurgeJobs deletes ended jobs that expired at or before now and says how
 // many it deleted.
 func (s *Store) PurgeJobs(ctx context.Context, now time.Time) (int, error) {
-	resp, err := s.apply(ctx, CmdPurgeJobs, purgeJobsCmd{Now: now})
-	if err != nil {
-		return 0, err
-	}
-	return resp.(int), nil
+	return applyAs[int](ctx, s, CmdPurgeJobs, purgeJobsCmd{Now: now})
 }
 
 // Job returns the job with the given ID, expired or not: callers that serve
@@ -429,6 +504,23 @@ func applySubmitJob(st *state, payload []byte) (any, error) {
 	if _, ok := st.Jobs.byID[j.ID]; ok {
 		return nil, fmt.Errorf("%w: %s", ErrJobExists, j.ID)
 	}
+	if j.IdempotencyKey != "" {
+		// Before the quota: a retry of an accepted job is not a new one.
+		if o, ok := st.Jobs.keyed(j.Account, j.IdempotencyKey, j.CreatedAt); ok {
+			if o.RequestHash != j.RequestHash {
+				return nil, fmt.Errorf("%w: %s was submitted with that key", ErrIdempotencyKeyReused, o.ID)
+			}
+			return o.clone(), nil
+		}
+		if id, ok := st.Jobs.keys[idemKey(j.Account, j.IdempotencyKey)]; ok {
+			// Held by a job whose result has expired, not yet purged: it
+			// gives the key up, so that one job at most holds a key.
+			old := st.Jobs.byID[id].clone()
+			old.IdempotencyKey = ""
+			st.Jobs.put(&old)
+			delete(st.Jobs.keys, idemKey(j.Account, j.IdempotencyKey))
+		}
+	}
 	if q := c.Quota; q.MaxActive > 0 || q.MaxActiveBytes > 0 {
 		n, size := 0, int64(len(j.Body)+len(j.Query))
 		for id := range st.Jobs.active {
@@ -447,7 +539,7 @@ func applySubmitJob(st *state, payload []byte) (any, error) {
 	j.State, j.Attempts, j.CancelRequested = JobPending, 0, false
 	j.Webhook = nil
 	st.Jobs.put(&j)
-	return nil, nil
+	return j.clone(), nil
 }
 
 func applyStartJob(st *state, payload []byte) (any, error) {
@@ -587,6 +679,38 @@ func applyWebhookAttempt(st *state, payload []byte) (any, error) {
 	}
 	st.Jobs.put(&n)
 	return nil, nil
+}
+
+func applyReassignJobs(st *state, payload []byte) (any, error) {
+	var c reassignJobsCmd
+	if err := decodePayload(CmdReassignJobs, payload, &c); err != nil {
+		return nil, err
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	var moving []*Job
+	for id := range st.Jobs.active {
+		if j := st.Jobs.byID[id]; j.Node == c.From {
+			moving = append(moving, j)
+		}
+	}
+	slices.SortFunc(moving, func(a, b *Job) int {
+		if d := a.CreatedAt.Compare(b.CreatedAt); d != 0 {
+			return d
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	for i, j := range moving {
+		n := j.clone()
+		n.Node = c.To[i%len(c.To)]
+		if n.State == JobRunning {
+			n.State = JobPending
+			n.Interruptions = append(n.Interruptions, c.At)
+		}
+		st.Jobs.put(&n)
+	}
+	return len(moving), nil
 }
 
 func applyPurgeJobs(st *state, payload []byte) (any, error) {

@@ -370,23 +370,23 @@ func TestStoreJobLifecycle(t *testing.T) {
 
 	watch := s.Changed()
 	j := testJob("j1")
-	if err := s.SubmitJob(ctx, j, JobQuota{}); err != nil {
-		t.Fatalf("SubmitJob() error = %v", err)
+	if got, err := s.SubmitJob(ctx, j, JobQuota{}); err != nil || got.ID != j.ID || got.State != JobPending {
+		t.Fatalf("SubmitJob() = %+v, %v", got, err)
 	}
 	select {
 	case <-watch:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Changed() not closed by a submit")
 	}
-	if err := s.SubmitJob(ctx, j, JobQuota{}); !errors.Is(err, ErrJobExists) {
+	if _, err := s.SubmitJob(ctx, j, JobQuota{}); !errors.Is(err, ErrJobExists) {
 		t.Errorf("second SubmitJob() error = %v, want %v", err, ErrJobExists)
 	}
-	if err := s.SubmitJob(ctx, Job{ID: "x"}, JobQuota{}); !errors.Is(err, ErrInvalidJob) {
+	if _, err := s.SubmitJob(ctx, Job{ID: "x"}, JobQuota{}); !errors.Is(err, ErrInvalidJob) {
 		t.Errorf("SubmitJob(invalid) error = %v, want %v", err, ErrInvalidJob)
 	}
 	other := testJob("j2")
 	other.Node, other.Account, other.CreatedAt = "n2", "acct_b", t0.Add(-time.Second)
-	if err := s.SubmitJob(ctx, other, JobQuota{}); err != nil {
+	if _, err := s.SubmitJob(ctx, other, JobQuota{}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -473,7 +473,7 @@ func TestJobsSurviveSnapshotAndRestart(t *testing.T) {
 	for i := range n {
 		j := testJob(fmt.Sprintf("job%02d", i))
 		j.CreatedAt = t0.Add(time.Duration(i) * time.Second)
-		if err := s.SubmitJob(ctx, j, JobQuota{}); err != nil {
+		if _, err := s.SubmitJob(ctx, j, JobQuota{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -521,5 +521,324 @@ func TestJobsSurviveSnapshotAndRestart(t *testing.T) {
 	// And the restored store keeps working.
 	if _, err := s2.StartJob(testCtx(t), "job02", "n1", t0); err != nil {
 		t.Errorf("StartJob after restore: %v", err)
+	}
+}
+
+// restored is f's state after a snapshot and a restore into a fresh FSM.
+func restored(t *testing.T, f *fsm) *fsm {
+	t.Helper()
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	dst := newFSM(slog.New(slog.DiscardHandler))
+	if err := dst.Restore(sink.Reader()); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// keyedJob is testJob with an idempotency key and the hash of its request.
+func keyedJob(id, account, key, body string) Job {
+	j := testJob(id)
+	j.Account, j.IdempotencyKey, j.Body = account, key, []byte(body)
+	j.RequestHash = requestHash(j)
+	return j
+}
+
+func TestFSMSubmitJobIdempotencyKey(t *testing.T) {
+	f := newFSM(slog.New(slog.DiscardHandler))
+	q := JobQuota{MaxActive: 1}
+	first := mustApply(t, f, CmdSubmitJob, submitJobCmd{Job: keyedJob("j1", "acct_a", "k", `{"code":"1"}`), Quota: q}).(Job)
+	if first.ID != "j1" || first.State != JobPending {
+		t.Fatalf("first submit = %+v", first)
+	}
+	tests := []struct {
+		name    string
+		job     Job
+		wantID  string
+		wantErr error
+	}{
+		// Before the quota: the account is at its cap, and a retry is
+		// still the job it already has.
+		{name: "retry of the same request", job: keyedJob("j2", "acct_a", "k", `{"code":"1"}`), wantID: "j1"},
+		{name: "same key, another body", job: keyedJob("j3", "acct_a", "k", `{"code":"2"}`), wantErr: ErrIdempotencyKeyReused},
+		{name: "same key, another dialect", job: func() Job {
+			j := keyedJob("j4", "acct_a", "k", `{"code":"1"}`)
+			j.Dialect = "unsandbox"
+			j.RequestHash = requestHash(j)
+			return j
+		}(), wantErr: ErrIdempotencyKeyReused},
+		{name: "same key, another account", job: keyedJob("j5", "acct_b", "k", `{"code":"1"}`), wantID: "j5"},
+		{name: "another key, at the cap", job: keyedJob("j6", "acct_a", "k2", `{"code":"1"}`), wantErr: ErrTooManyJobs},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(f.st.Jobs.byID)
+			resp := fsmApply(t, f, CmdSubmitJob, submitJobCmd{Job: tt.job, Quota: q})
+			if err, _ := resp.(error); tt.wantErr != nil || err != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("submit = %v, want %v", resp, tt.wantErr)
+				}
+				if len(f.st.Jobs.byID) != before {
+					t.Error("a refused submit created a job")
+				}
+				return
+			}
+			if got := resp.(Job); got.ID != tt.wantID {
+				t.Errorf("submit answered job %s, want %s", got.ID, tt.wantID)
+			}
+			if _, created := f.st.Jobs.byID[tt.job.ID]; created != (tt.wantID == tt.job.ID) {
+				t.Errorf("job %s created = %v", tt.job.ID, created)
+			}
+		})
+	}
+
+	// A finished job holds its key while its result is kept.
+	mustApply(t, f, CmdStartJob, startJobCmd{ID: "j1", Node: "n1", At: t0})
+	mustApply(t, f, CmdFinishJob, finishJobCmd{End: testEnd("j1", 1, JobFinished)})
+	expiry := testEnd("j1", 1, JobFinished).ExpiresAt
+	retry := keyedJob("j7", "acct_a", "k", `{"code":"1"}`)
+	retry.CreatedAt = expiry.Add(-time.Second)
+	retry.RequestHash = requestHash(retry)
+	if got := mustApply(t, f, CmdSubmitJob, submitJobCmd{Job: retry}).(Job); got.ID != "j1" || got.State != JobFinished {
+		t.Errorf("retry before expiry = %s %s, want j1 finished", got.ID, got.State)
+	}
+	// Past its expiry, not yet purged: the key is free again, and the old
+	// job gives it up so that one job at most holds it.
+	retry.ID, retry.CreatedAt = "j8", expiry
+	if got := mustApply(t, f, CmdSubmitJob, submitJobCmd{Job: retry}).(Job); got.ID != "j8" {
+		t.Fatalf("retry after expiry = %s, want a new job j8", got.ID)
+	}
+	if f.st.Jobs.byID["j1"].IdempotencyKey != "" {
+		t.Error("the expired job kept the key a new job took")
+	}
+	// A restore rebuilds the key index, and the purge of the old job
+	// leaves the new one's key alone.
+	f = restored(t, f)
+	mustApply(t, f, CmdPurgeJobs, purgeJobsCmd{Now: expiry})
+	again := keyedJob("j9", "acct_a", "k", `{"code":"1"}`)
+	again.CreatedAt = expiry
+	if got := mustApply(t, f, CmdSubmitJob, submitJobCmd{Job: again}).(Job); got.ID != "j8" {
+		t.Errorf("retry after restore and purge = %s, want j8", got.ID)
+	}
+	if _, ok := f.st.Jobs.byID["j1"]; ok {
+		t.Error("j1 not purged")
+	}
+	// Purging the key's job frees the key.
+	mustApply(t, f, CmdCancelJob, cancelJobCmd{Account: "acct_a", End: testEnd("j8", 0, JobCancelled)})
+	mustApply(t, f, CmdCancelJob, cancelJobCmd{Account: "acct_b", End: testEnd("j5", 0, JobCancelled)})
+	mustApply(t, f, CmdPurgeJobs, purgeJobsCmd{Now: expiry})
+	if len(f.st.Jobs.keys) != 0 {
+		t.Errorf("keys left after every keyed job was purged: %v", f.st.Jobs.keys)
+	}
+}
+
+// ReassignJobs hands a dead node's pending, running and webhook-due jobs to
+// live nodes, in turn; the dead node's runs can then end nothing.
+func TestFSMReassignJobs(t *testing.T) {
+	f := newFSM(slog.New(slog.DiscardHandler))
+	at := t0.Add(time.Hour)
+	submit := func(id, node string, age time.Duration) {
+		j := testJob(id)
+		j.Node, j.CreatedAt = node, t0.Add(age)
+		if id == "hook" || id == "delivered" {
+			j.CallbackURL = "https://example.com/h"
+		}
+		mustApply(t, f, CmdSubmitJob, submitJobCmd{Job: j})
+	}
+	submit("pending", "n1", 0)
+	submit("running", "n1", time.Second)
+	submit("cancelling", "n1", 2*time.Second)
+	submit("hook", "n1", 3*time.Second)
+	submit("done", "n1", 4*time.Second)
+	submit("delivered", "n1", 5*time.Second)
+	submit("elsewhere", "n9", 0)
+	for _, id := range []string{"running", "cancelling", "hook", "done", "delivered"} {
+		mustApply(t, f, CmdStartJob, startJobCmd{ID: id, Node: "n1", At: t0})
+	}
+	mustApply(t, f, CmdCancelJob, cancelJobCmd{Account: "acct_a", End: testEnd("cancelling", 0, JobCancelled)})
+	for _, id := range []string{"hook", "done", "delivered"} {
+		mustApply(t, f, CmdFinishJob, finishJobCmd{End: testEnd(id, 1, JobFinished)})
+	}
+	mustApply(t, f, CmdRecordWebhookAttempt, webhookAttemptCmd{ID: "delivered", Attempt: WebhookAttempt{At: t0, StatusCode: 200}, Delivered: true})
+
+	for _, bad := range []reassignJobsCmd{
+		{To: []string{"n2"}, At: at},
+		{From: "n1", At: at},
+		{From: "n1", To: []string{"n2", "n1"}, At: at},
+		{From: "n1", To: []string{""}, At: at},
+		{From: "n1", To: []string{"n2"}},
+	} {
+		if resp := fsmApply(t, f, CmdReassignJobs, bad); !errors.Is(resp.(error), ErrInvalidJob) {
+			t.Errorf("reassign %+v = %v, want %v", bad, resp, ErrInvalidJob)
+		}
+	}
+	if n := mustApply(t, f, CmdReassignJobs, reassignJobsCmd{From: "n1", To: []string{"n2", "n3"}, At: at}); n != 4 {
+		t.Fatalf("reassigned %v jobs, want 4 (pending, running, cancelling, hook)", n)
+	}
+	want := map[string]struct {
+		node     string
+		state    JobState
+		attempts int
+		breaks   int
+	}{
+		"pending":    {"n2", JobPending, 0, 0},
+		"running":    {"n3", JobPending, 1, 1},
+		"cancelling": {"n2", JobPending, 1, 1},
+		"hook":       {"n3", JobFinished, 1, 0},
+		"done":       {"n1", JobFinished, 1, 0},
+		"delivered":  {"n1", JobFinished, 1, 0},
+		"elsewhere":  {"n9", JobPending, 0, 0},
+	}
+	for id, w := range want {
+		j := f.st.Jobs.byID[id]
+		if j.Node != w.node || j.State != w.state || j.Attempts != w.attempts || len(j.Interruptions) != w.breaks {
+			t.Errorf("%s: node %s, %s, attempts %d, interruptions %v; want %+v", id, j.Node, j.State, j.Attempts, j.Interruptions, w)
+		}
+	}
+	if r := f.st.Jobs.byID["running"]; !r.Interruptions[0].Equal(at) {
+		t.Errorf("interruption recorded at %v, want %v", r.Interruptions[0], at)
+	}
+	if !f.st.Jobs.byID["cancelling"].CancelRequested {
+		t.Error("the cancel asked for was lost in the move")
+	}
+	if n := mustApply(t, f, CmdReassignJobs, reassignJobsCmd{From: "n1", To: []string{"n2"}, At: at}); n != 0 {
+		t.Errorf("a second reassignment moved %v jobs", n)
+	}
+
+	// The dead node's run of "running" (attempt 1) can neither end it nor
+	// put it back, before or after the new node starts attempt 2.
+	stale := []struct {
+		typ     CommandType
+		payload any
+		wantErr error
+	}{
+		{CmdFinishJob, finishJobCmd{End: testEnd("running", 1, JobFinished)}, ErrJobState},
+		{CmdRequeueJob, requeueJobCmd{ID: "running", Node: "n1", Attempt: 1, At: at}, ErrJobNotAssigned},
+		{CmdStartJob, startJobCmd{ID: "running", Node: "n1", At: at}, ErrJobNotAssigned},
+	}
+	for round := range 2 {
+		for _, s := range stale {
+			if resp := fsmApply(t, f, s.typ, s.payload); !errors.Is(asError(resp), s.wantErr) {
+				t.Errorf("round %d: stale %s = %v, want %v", round, s.typ, resp, s.wantErr)
+			}
+		}
+		if round == 0 {
+			if got := mustApply(t, f, CmdStartJob, startJobCmd{ID: "running", Node: "n3", At: at}).(Job); got.Attempts != 2 {
+				t.Fatalf("the new node's run is attempt %d, want 2", got.Attempts)
+			}
+		}
+	}
+	mustApply(t, f, CmdFinishJob, finishJobCmd{End: testEnd("running", 2, JobFinished)})
+	if resp := fsmApply(t, f, CmdFinishJob, finishJobCmd{End: testEnd("running", 2, JobFinished)}); !errors.Is(asError(resp), ErrJobState) {
+		t.Errorf("finishing a job twice = %v, want %v", resp, ErrJobState)
+	}
+}
+
+func asError(resp any) error {
+	err, _ := resp.(error)
+	return err
+}
+
+// Many jobs in every state, a node dies mid-run, its jobs move: every job
+// ends exactly once, whatever the dead node's runs try afterwards.
+func TestFSMReassignNoneLostNoneTwice(t *testing.T) {
+	f := newFSM(slog.New(slog.DiscardHandler))
+	const total = 30
+	for i := range total {
+		j := testJob(fmt.Sprintf("j%02d", i))
+		j.CreatedAt = t0.Add(time.Duration(i) * time.Second)
+		mustApply(t, f, CmdSubmitJob, submitJobCmd{Job: j})
+	}
+	ended := map[string]int{}
+	finish := func(id, node string) bool {
+		j := f.st.Jobs.byID[id]
+		if j.Node != node {
+			return false
+		}
+		if asError(fsmApply(t, f, CmdFinishJob, finishJobCmd{End: testEnd(id, j.Attempts, JobFinished)})) == nil {
+			ended[id]++
+			return true
+		}
+		return false
+	}
+	// n1 started a third of them, finished a third of those, then died.
+	var runs []string
+	for i := 0; i < total; i += 3 {
+		id := fmt.Sprintf("j%02d", i)
+		mustApply(t, f, CmdStartJob, startJobCmd{ID: id, Node: "n1", At: t0})
+		runs = append(runs, id)
+	}
+	for _, id := range runs[:len(runs)/3] {
+		finish(id, "n1")
+	}
+	mustApply(t, f, CmdReassignJobs, reassignJobsCmd{From: "n1", To: []string{"n2", "n3"}, At: t0.Add(time.Minute)})
+	// Its runs that were cut short report late: every one is refused.
+	for _, id := range runs[len(runs)/3:] {
+		if asError(fsmApply(t, f, CmdFinishJob, finishJobCmd{End: testEnd(id, 1, JobFinished)})) == nil {
+			t.Errorf("the dead node's stale run ended %s", id)
+			ended[id]++
+		}
+	}
+	// The live nodes run what they were given.
+	for _, node := range []string{"n2", "n3"} {
+		for id, j := range f.st.Jobs.byID {
+			if j.Node == node && j.State == JobPending {
+				mustApply(t, f, CmdStartJob, startJobCmd{ID: id, Node: node, At: t0.Add(time.Minute)})
+				if !finish(id, node) {
+					t.Errorf("%s could not be finished on %s", id, node)
+				}
+			}
+		}
+	}
+	if len(f.st.Jobs.byID) != total {
+		t.Errorf("%d jobs, want %d", len(f.st.Jobs.byID), total)
+	}
+	for id, j := range f.st.Jobs.byID {
+		if !j.State.Terminal() || ended[id] != 1 {
+			t.Errorf("%s: %s, ended %d times", id, j.State, ended[id])
+		}
+	}
+}
+
+func TestStoreIdempotentSubmitAndReassign(t *testing.T) {
+	s := openStore(t, Config{Dir: t.TempDir(), Bootstrap: true})
+	waitLeader(t, s)
+	ctx := testCtx(t)
+
+	j := testJob("j1")
+	j.IdempotencyKey = "retry-me"
+	if got, err := s.SubmitJob(ctx, j, JobQuota{}); err != nil || got.ID != "j1" || got.RequestHash == "" {
+		t.Fatalf("SubmitJob() = %+v, %v", got, err)
+	}
+	j.ID = "j2"
+	if got, err := s.SubmitJob(ctx, j, JobQuota{}); err != nil || got.ID != "j1" {
+		t.Errorf("retry = %s, %v, want j1", got.ID, err)
+	}
+	j.ID, j.Query = "j3", "async=true&x=1"
+	if _, err := s.SubmitJob(ctx, j, JobQuota{}); !errors.Is(err, ErrIdempotencyKeyReused) {
+		t.Errorf("same key, another query: %v, want %v", err, ErrIdempotencyKeyReused)
+	}
+	j.ID, j.IdempotencyKey = "j4", strings.Repeat("k", MaxIdempotencyKey+1)
+	if _, err := s.SubmitJob(ctx, j, JobQuota{}); !errors.Is(err, ErrInvalidJob) {
+		t.Errorf("key over %d bytes: %v, want %v", MaxIdempotencyKey, err, ErrInvalidJob)
+	}
+	if _, ok := s.Job("j2"); ok {
+		t.Error("the retry created a job")
+	}
+
+	if n, err := s.ReassignJobs(ctx, "n1", []string{"n2"}, t0); err != nil || n != 1 {
+		t.Errorf("ReassignJobs() = %d, %v, want 1", n, err)
+	}
+	if got, _ := s.Job("j1"); got.Node != "n2" {
+		t.Errorf("j1 is on %s after the reassignment", got.Node)
+	}
+	if _, err := s.ReassignJobs(ctx, "n1", nil, t0); !errors.Is(err, ErrInvalidJob) {
+		t.Errorf("ReassignJobs(to no node) = %v, want %v", err, ErrInvalidJob)
 	}
 }

@@ -18,7 +18,29 @@ type NodeInfo struct {
 	// RegisteredAt is stamped by the registering node, never by the FSM: the
 	// FSM must produce the same state on every replica and every replay.
 	RegisteredAt time.Time `json:"registered_at"`
+	// Status is NodeAlive from registration until the leader records that
+	// the node left or failed (SetNodeStatus). Records written before
+	// nodes had a status have none, which reads as alive (Alive).
+	Status NodeStatus `json:"status,omitempty"`
+	// StatusAt is when Status was set, by the writer's clock.
+	StatusAt time.Time `json:"status_at,omitzero"`
 }
+
+// NodeStatus is what the cell agreed about a node.
+type NodeStatus string
+
+// Node statuses. A node that left or failed holds nothing any more: its
+// sessions are tombstones and its jobs are reassigned.
+const (
+	NodeAlive  NodeStatus = "alive"
+	NodeLeft   NodeStatus = "left"
+	NodeFailed NodeStatus = "failed"
+)
+
+func (s NodeStatus) valid() bool { return s == NodeAlive || s == NodeLeft || s == NodeFailed }
+
+// Alive reports whether the cell takes the node to be up.
+func (n NodeInfo) Alive() bool { return n.Status == "" || n.Status == NodeAlive }
 
 func (n NodeInfo) clone() NodeInfo {
 	n.Languages = slices.Clone(n.Languages)
@@ -33,7 +55,8 @@ func (n NodeInfo) validate() error {
 }
 
 // RegisterNode records n in the registry, replacing any earlier record with
-// the same ID. Only the leader can write; other nodes get ErrNotLeader.
+// the same ID, as alive: a node registers itself when it (re)starts. Only
+// the leader can write; other nodes get ErrNotLeader.
 func (s *Store) RegisterNode(ctx context.Context, n NodeInfo) error {
 	if err := n.validate(); err != nil {
 		return err
@@ -41,7 +64,8 @@ func (s *Store) RegisterNode(ctx context.Context, n NodeInfo) error {
 	if n.RegisteredAt.IsZero() {
 		n.RegisteredAt = time.Now().UTC()
 	}
-	_, err := s.apply(ctx, CmdRegisterNode, n)
+	n.Status, n.StatusAt = NodeAlive, n.RegisteredAt
+	err := s.apply(ctx, CmdRegisterNode, n)
 	return err
 }
 
@@ -79,6 +103,64 @@ func applyRegisterNode(st *state, payload []byte) (any, error) {
 	if err := n.validate(); err != nil {
 		return nil, err
 	}
+	if n.Status == "" {
+		// Written by a binary from before statuses: registering is being alive.
+		n.Status, n.StatusAt = NodeAlive, n.RegisteredAt
+	}
 	st.Nodes[n.ID] = n
+	return nil, nil
+}
+
+type setNodeStatusCmd struct {
+	ID     string     `json:"id"`
+	Status NodeStatus `json:"status"`
+	At     time.Time  `json:"at"`
+}
+
+// SetNodeStatus records what the cell agreed about node id: the leader
+// writes NodeFailed or NodeLeft when gossip says so. Only the status
+// changes; what the node held is dealt with by LoseNodeSessions and
+// ReassignJobs. A status older than the recorded one (the node registered
+// again since) is ignored. An unregistered node is ErrNodeNotFound.
+func (s *Store) SetNodeStatus(ctx context.Context, id string, status NodeStatus, at time.Time) error {
+	c := setNodeStatusCmd{ID: id, Status: status, At: at}
+	if err := c.validate(); err != nil {
+		return err
+	}
+	err := s.apply(ctx, CmdSetNodeStatus, c)
+	return err
+}
+
+func (c setNodeStatusCmd) validate() error {
+	switch {
+	case c.ID == "":
+		return fmt.Errorf("%w: empty id", ErrInvalidNode)
+	case !c.Status.valid():
+		return fmt.Errorf("%w: %s: status %q", ErrInvalidNode, c.ID, c.Status)
+	case c.At.IsZero():
+		return fmt.Errorf("%w: %s: status without a time", ErrInvalidNode, c.ID)
+	}
+	return nil
+}
+
+func applySetNodeStatus(st *state, payload []byte) (any, error) {
+	var c setNodeStatusCmd
+	if err := decodePayload(CmdSetNodeStatus, payload, &c); err != nil {
+		return nil, err
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	n, ok := st.Nodes[c.ID]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNodeNotFound, c.ID)
+	}
+	if c.At.Before(n.StatusAt) {
+		// Older than what is recorded (a node that registered again after
+		// the leader decided it had failed): the newer word stands.
+		return nil, nil
+	}
+	n.Status, n.StatusAt = c.Status, c.At
+	st.Nodes[c.ID] = n
 	return nil, nil
 }

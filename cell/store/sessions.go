@@ -28,6 +28,13 @@ type Session struct {
 	// Executions counts the executions run in the session, as last written
 	// by its node.
 	Executions int `json:"executions"`
+	// Lost makes the record a tombstone: the session's node died, and its
+	// sandbox with it (LoseNodeSessions). A tombstone holds nothing and
+	// counts against no cap; it is kept until ExpiresAt (LostAt plus the
+	// idle TTL) so that the id answers "lost" rather than "not found", and
+	// then purged like any expired record.
+	Lost   bool      `json:"lost,omitempty"`
+	LostAt time.Time `json:"lost_at,omitzero"`
 }
 
 func (s Session) validate() error {
@@ -80,6 +87,11 @@ type closeNodeSessionsCmd struct {
 	Node string `json:"node"`
 }
 
+type loseNodeSessionsCmd struct {
+	Node string    `json:"node"`
+	At   time.Time `json:"at"`
+}
+
 type purgeSessionsCmd struct {
 	// Before: sessions that expired at or before it are deleted.
 	Before time.Time `json:"before"`
@@ -93,7 +105,7 @@ func (s *Store) OpenSession(ctx context.Context, sess Session, maxPerAccount int
 	if err := sess.validate(); err != nil {
 		return err
 	}
-	_, err := s.apply(ctx, CmdOpenSession, openSessionCmd{Session: sess, MaxPerAccount: maxPerAccount, Now: now})
+	err := s.apply(ctx, CmdOpenSession, openSessionCmd{Session: sess, MaxPerAccount: maxPerAccount, Now: now})
 	return err
 }
 
@@ -105,11 +117,7 @@ func (s *Store) TouchSessions(ctx context.Context, touches []SessionTouch) (int,
 	if len(touches) == 0 {
 		return 0, nil
 	}
-	resp, err := s.apply(ctx, CmdTouchSessions, touchSessionsCmd{Touches: touches})
-	if err != nil {
-		return 0, err
-	}
-	return resp.(int), nil
+	return applyAs[int](ctx, s, CmdTouchSessions, touchSessionsCmd{Touches: touches})
 }
 
 // CloseSession deletes a session's record. A missing one is
@@ -118,22 +126,40 @@ func (s *Store) CloseSession(ctx context.Context, id string) error {
 	if id == "" {
 		return fmt.Errorf("%w: empty id", ErrInvalidSession)
 	}
-	_, err := s.apply(ctx, CmdCloseSession, closeSessionCmd{ID: id})
+	err := s.apply(ctx, CmdCloseSession, closeSessionCmd{ID: id})
 	return err
 }
 
-// CloseNodeSessions deletes every session record held by node and says how
-// many it deleted. A node calls it when it starts: sandboxes do not outlive
+// CloseNodeSessions deletes every session record held by node, tombstones
+// aside, and says how many it deleted. A node calls it when it starts: sandboxes do not outlive
 // the process that ran them, so its earlier sessions are gone.
 func (s *Store) CloseNodeSessions(ctx context.Context, node string) (int, error) {
 	if node == "" {
 		return 0, fmt.Errorf("%w: empty node", ErrInvalidSession)
 	}
-	resp, err := s.apply(ctx, CmdCloseNodeSessions, closeNodeSessionsCmd{Node: node})
-	if err != nil {
+	return applyAs[int](ctx, s, CmdCloseNodeSessions, closeNodeSessionsCmd{Node: node})
+}
+
+// LoseNodeSessions turns every live session record held by node into a
+// tombstone lost at at, kept until at plus its idle TTL, and says how many
+// it turned. The leader calls it once the cell has decided the node is
+// dead: a sandbox cannot move, so its sessions are gone for good.
+func (s *Store) LoseNodeSessions(ctx context.Context, node string, at time.Time) (int, error) {
+	c := loseNodeSessionsCmd{Node: node, At: at}
+	if err := c.validate(); err != nil {
 		return 0, err
 	}
-	return resp.(int), nil
+	return applyAs[int](ctx, s, CmdLoseNodeSessions, c)
+}
+
+func (c loseNodeSessionsCmd) validate() error {
+	switch {
+	case c.Node == "":
+		return fmt.Errorf("%w: empty node", ErrInvalidSession)
+	case c.At.IsZero():
+		return fmt.Errorf("%w: sessions of %s lost without a time", ErrInvalidSession, c.Node)
+	}
+	return nil
 }
 
 // PurgeSessions deletes the records of sessions that expired at or before
@@ -143,11 +169,7 @@ func (s *Store) PurgeSessions(ctx context.Context, before time.Time) (int, error
 	if before.IsZero() {
 		return 0, fmt.Errorf("%w: purge without a time", ErrInvalidSession)
 	}
-	resp, err := s.apply(ctx, CmdPurgeSessions, purgeSessionsCmd{Before: before})
-	if err != nil {
-		return 0, err
-	}
-	return resp.(int), nil
+	return applyAs[int](ctx, s, CmdPurgeSessions, purgeSessionsCmd{Before: before})
 }
 
 // Session returns the session record with the given ID, expired or not.
@@ -207,7 +229,7 @@ func applyOpenSession(st *state, payload []byte) (any, error) {
 	if c.MaxPerAccount > 0 {
 		n := 0
 		for _, o := range st.Sessions {
-			if o.Account == sess.Account && o.ExpiresAt.After(c.Now) {
+			if o.Account == sess.Account && !o.Lost && o.ExpiresAt.After(c.Now) {
 				n++
 			}
 		}
@@ -227,7 +249,9 @@ func applyTouchSessions(st *state, payload []byte) (any, error) {
 	changed := 0
 	for _, t := range c.Touches {
 		cur, ok := st.Sessions[t.ID]
-		if !ok || cur.Node != t.Node {
+		if !ok || cur.Node != t.Node || cur.Lost {
+			// A tombstone stays one: a node the cell took for dead has
+			// no say about sessions it was declared to have lost.
 			continue
 		}
 		n := *cur
@@ -265,7 +289,30 @@ func applyCloseNodeSessions(st *state, payload []byte) (any, error) {
 	if c.Node == "" {
 		return nil, fmt.Errorf("%w: empty node", ErrInvalidSession)
 	}
-	return deleteSessions(st, func(s *Session) bool { return s.Node == c.Node }), nil
+	// Tombstones stay: the id keeps answering "lost" until it expires.
+	return deleteSessions(st, func(s *Session) bool { return s.Node == c.Node && !s.Lost }), nil
+}
+
+func applyLoseNodeSessions(st *state, payload []byte) (any, error) {
+	var c loseNodeSessionsCmd
+	if err := decodePayload(CmdLoseNodeSessions, payload, &c); err != nil {
+		return nil, err
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	n := 0
+	for id, cur := range st.Sessions {
+		if cur.Node != c.Node || cur.Lost {
+			continue
+		}
+		t := *cur
+		t.Lost, t.LostAt = true, c.At
+		t.ExpiresAt = c.At.Add(time.Duration(t.IdleTTLSeconds) * time.Second)
+		st.Sessions[id] = &t
+		n++
+	}
+	return n, nil
 }
 
 func applyPurgeSessions(st *state, payload []byte) (any, error) {

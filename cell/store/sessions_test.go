@@ -285,3 +285,72 @@ func sessionIDs(ss []Session) string {
 	}
 	return strings.Join(out, ",")
 }
+
+// A dead node's sessions become tombstones: kept for their idle TTL from
+// the loss, counted against no cap, untouchable by their old node, and
+// purged like any expired record.
+func TestFSMLoseNodeSessions(t *testing.T) {
+	f := newFSM(slog.New(slog.DiscardHandler))
+	mine := func(id, node string, ttl int) Session {
+		s := testSession(id)
+		// Live until well after the loss, whatever their TTL.
+		s.Node, s.IdleTTLSeconds, s.ExpiresAt = node, ttl, t0.Add(time.Hour)
+		return s
+	}
+	for _, s := range []Session{mine("a", "n1", 300), mine("b", "n1", 60), mine("c", "n2", 300)} {
+		mustApply(t, f, CmdOpenSession, openSessionCmd{Session: s, Now: t0})
+	}
+	at := t0.Add(10 * time.Minute)
+	for _, bad := range []loseNodeSessionsCmd{{At: at}, {Node: "n1"}} {
+		if err := asError(fsmApply(t, f, CmdLoseNodeSessions, bad)); !errors.Is(err, ErrInvalidSession) {
+			t.Errorf("lose %+v = %v, want %v", bad, err, ErrInvalidSession)
+		}
+	}
+	if n := mustApply(t, f, CmdLoseNodeSessions, loseNodeSessionsCmd{Node: "n1", At: at}); n != 2 {
+		t.Fatalf("lost %v sessions, want 2", n)
+	}
+	for id, wantExpiry := range map[string]time.Time{"a": at.Add(300 * time.Second), "b": at.Add(60 * time.Second)} {
+		s := f.st.Sessions[id]
+		if !s.Lost || !s.LostAt.Equal(at) || !s.ExpiresAt.Equal(wantExpiry) {
+			t.Errorf("%s after the loss: %+v, want lost at %v until %v", id, s, at, wantExpiry)
+		}
+	}
+	if c := f.st.Sessions["c"]; c.Lost {
+		t.Error("another node's session was lost")
+	}
+	// Losing again changes nothing (the leader may write it twice).
+	if n := mustApply(t, f, CmdLoseNodeSessions, loseNodeSessionsCmd{Node: "n1", At: at.Add(time.Minute)}); n != 0 || !f.st.Sessions["a"].LostAt.Equal(at) {
+		t.Errorf("second loss turned %v, lost_at %v", n, f.st.Sessions["a"].LostAt)
+	}
+	// The old node, if it was not dead after all, cannot revive them.
+	touch := touchSessionsCmd{Touches: []SessionTouch{{ID: "a", Node: "n1", ExpiresAt: at.Add(time.Hour), Executions: 9}}}
+	if n := mustApply(t, f, CmdTouchSessions, touch); n != 0 || f.st.Sessions["a"].Executions != 0 {
+		t.Errorf("a touch changed a tombstone: %v", n)
+	}
+	// Nor does its restart delete them: they answer "lost" until expiry.
+	if n := mustApply(t, f, CmdCloseNodeSessions, closeNodeSessionsCmd{Node: "n1"}); n != 0 {
+		t.Errorf("the node's restart deleted %v tombstones", n)
+	}
+	// Tombstones hold no place under the cap: with c live, a cap of 2
+	// leaves room for one more.
+	open := func(id string) error {
+		return asError(fsmApply(t, f, CmdOpenSession, openSessionCmd{Session: mine(id, "n2", 300), MaxPerAccount: 2, Now: at}))
+	}
+	if err := open("d"); err != nil {
+		t.Errorf("open with two tombstones and one live session under a cap of 2: %v", err)
+	}
+	if err := open("e"); !errors.Is(err, ErrTooManySessions) {
+		t.Errorf("third live session under a cap of 2: %v, want %v", err, ErrTooManySessions)
+	}
+	// A snapshot keeps them as they are.
+	f = restored(t, f)
+	if s := f.st.Sessions["b"]; !s.Lost || !s.LostAt.Equal(at) {
+		t.Errorf("tombstone after a restore: %+v", s)
+	}
+	if n := mustApply(t, f, CmdPurgeSessions, purgeSessionsCmd{Before: at.Add(60 * time.Second)}); n != 1 {
+		t.Errorf("purge at b's expiry removed %v records, want 1", n)
+	}
+	if _, ok := f.st.Sessions["b"]; ok {
+		t.Error("expired tombstone not purged")
+	}
+}
