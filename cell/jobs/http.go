@@ -75,6 +75,11 @@ func (s *Service) submit(w http.ResponseWriter, r *http.Request, c callerauth.Ca
 		fail(err)
 		return
 	}
+	key, err := idempotencyKey(r.Header)
+	if err != nil {
+		fail(err)
+		return
+	}
 	parsed, err := s.cfg.Validator.Validate(Submission{Dialect: d.Name(), Body: body, Query: r.URL.Query(), Plan: plan})
 	if err != nil {
 		fail(err)
@@ -85,6 +90,7 @@ func (s *Service) submit(w http.ResponseWriter, r *http.Request, c callerauth.Ca
 	j := store.Job{
 		ID: newToken(), Account: c.AccountID, Plan: plan.Name, Dialect: d.Name(),
 		Language: parsed.Language, Body: body, Query: r.URL.RawQuery, Node: s.cfg.NodeID, CreatedAt: now,
+		IdempotencyKey: key,
 	}
 	if parsed.CallbackURL != "" {
 		u, err := s.cfg.CallbackGuard.CheckURL(r.Context(), parsed.CallbackURL)
@@ -108,16 +114,51 @@ func (s *Service) submit(w http.ResponseWriter, r *http.Request, c callerauth.Ca
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), writeTimeout)
 	defer cancel()
 	quota := store.JobQuota{MaxActive: s.cfg.MaxActivePerAccount, MaxActiveBytes: s.cfg.MaxActiveBytesPerAccount}
-	if err := s.store.SubmitJob(ctx, j, quota); err != nil {
+	committed, err := s.store.SubmitJob(ctx, j, quota)
+	if err != nil {
 		fail(err)
+		return
+	}
+	if committed.ID != j.ID {
+		// A retry: the key names a job already accepted, which is the
+		// answer, again, and nothing new runs or is billed.
+		s.logger.Info("job submission replayed", "job", committed.ID, "account", j.Account)
+		w.Header().Set(ReplayedHeader, "true")
+		api.SetExecutionID(w, committed.ID)
+		writeReply(w, jd.Accepted(committed))
 		return
 	}
 	s.logger.Info("job accepted", "job", j.ID, "account", j.Account, "dialect", j.Dialect, "language", j.Language, "callback", j.CallbackURL != "")
 
 	api.SetExecutions(w, 1)
 	api.SetExecutionID(w, j.ID)
-	j.State = store.JobPending // as committed
-	writeReply(w, jd.Accepted(j))
+	writeReply(w, jd.Accepted(committed))
+}
+
+// Headers of an idempotent submission (docs/webhooks.md).
+const (
+	// IdempotencyKeyHeader names a submission, so that retrying it makes
+	// no second job.
+	IdempotencyKeyHeader = "Idempotency-Key"
+	// ReplayedHeader marks the answer to a retry: the job is the one the
+	// key was first used for.
+	ReplayedHeader = "Idempotent-Replayed"
+)
+
+// idempotencyKey is the request's Idempotency-Key, "" when it has none.
+func idempotencyKey(h http.Header) (string, error) {
+	vals := h.Values(IdempotencyKeyHeader)
+	if len(vals) == 0 {
+		return "", nil
+	}
+	bad := len(vals) > 1 || vals[0] == "" || len(vals[0]) > store.MaxIdempotencyKey
+	for _, c := range []byte(vals[0]) {
+		bad = bad || c < 0x20 || c > 0x7e
+	}
+	if bad {
+		return "", apierror.New(apierror.InvalidField, "%s must be one header of 1 to %d printable ASCII characters", IdempotencyKeyHeader, store.MaxIdempotencyKey)
+	}
+	return vals[0], nil
 }
 
 func writeReply(w http.ResponseWriter, rep dialect.Reply) {
@@ -269,6 +310,9 @@ func (s *Service) writeError(w http.ResponseWriter, d dialect.Dialect, err error
 		err = apierror.New(apierror.TooManyJobs,
 			"you have as many pending or running jobs as allowed (%d jobs, %d MiB of requests); wait for some to end",
 			s.cfg.MaxActivePerAccount, s.cfg.MaxActiveBytesPerAccount>>20)
+	case errors.Is(err, store.ErrIdempotencyKeyReused):
+		err = apierror.New(apierror.IdempotencyReused,
+			"this %s was used with another request; use a new key for a new job", IdempotencyKeyHeader)
 	case errors.Is(err, store.ErrJobNotFound):
 		err = apierror.New(apierror.JobNotFound, "no such job")
 	case errors.Is(err, store.ErrJobState):

@@ -104,7 +104,7 @@ type Runner interface {
 
 // Store is the replicated job state; *store.Store is one.
 type Store interface {
-	SubmitJob(ctx context.Context, j store.Job, q store.JobQuota) error
+	SubmitJob(ctx context.Context, j store.Job, q store.JobQuota) (store.Job, error)
 	StartJob(ctx context.Context, id, node string, at time.Time) (store.Job, error)
 	FinishJob(ctx context.Context, e store.JobEnd) (store.Job, error)
 	RequeueJob(ctx context.Context, id, node string, attempt int, at time.Time) error
@@ -168,6 +168,9 @@ var ErrConfig = errors.New("jobs: bad configuration")
 var (
 	errCancelled = errors.New("jobs: job cancelled")
 	errShutdown  = errors.New("jobs: node shutting down")
+	// errReassigned: the cell gave the job to another node (it took this
+	// one for dead), whose run is the one that counts.
+	errReassigned = errors.New("jobs: job reassigned to another node")
 )
 
 // Service is the node's async job service.

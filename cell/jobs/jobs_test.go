@@ -553,34 +553,12 @@ func TestWebhookDeliveredAndRecorded(t *testing.T) {
 func TestInterruptedJobsAtStartup(t *testing.T) {
 	st := openTestStore(t, t.TempDir())
 	ctx := context.Background()
-	submit := func(id, account string, attempts int, cancel bool) {
-		j := store.Job{ID: id, Account: account, Plan: "pro", Dialect: unsandbox.NameExecute, Language: "bash",
-			Body: []byte(`{"language":"bash","out":"` + id + `"}`), Node: "n1", CreatedAt: time.Now()}
-		if err := st.SubmitJob(ctx, j, store.JobQuota{}); err != nil {
-			t.Fatal(err)
-		}
-		for i := range attempts {
-			if i > 0 {
-				if err := st.RequeueJob(ctx, id, "n1", i, time.Now()); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if _, err := st.StartJob(ctx, id, "n1", time.Now()); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if cancel {
-			if _, err := st.CancelJob(ctx, account, store.JobEnd{ID: id, Status: "cancelled", Result: json.RawMessage(`{}`), At: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	submit("job_pending", alice.AccountID, 0, false)
-	submit("job_once", alice.AccountID, 1, false)
-	submit("job_worn", alice.AccountID, 3, false)
-	submit("job_cancelling", alice.AccountID, 1, true)
+	seedJob(t, st, "job_pending", "n1", 0, false)
+	seedJob(t, st, "job_once", "n1", 1, false)
+	seedJob(t, st, "job_worn", "n1", 3, false)
+	seedJob(t, st, "job_cancelling", "n1", 1, true)
 	other := store.Job{ID: "job_elsewhere", Account: alice.AccountID, Plan: "pro", Dialect: unsandbox.NameExecute, Body: []byte(`{}`), Node: "n2", CreatedAt: time.Now()}
-	if err := st.SubmitJob(ctx, other, store.JobQuota{}); err != nil {
+	if _, err := st.SubmitJob(ctx, other, store.JobQuota{}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -66,12 +66,17 @@ func (s *Service) reconcile() {
 			if cur, ok := s.store.Job(j.ID); ok && cur.State == store.JobRunning && cur.Attempts == j.Attempts {
 				s.interrupted(cur)
 			}
+		case j.State == store.JobPending && j.CancelRequested:
+			// Cancelled while it ran on a node the cell then took for
+			// dead; it came here to be ended, not run.
+			s.cancelPending(j)
 		case j.State == store.JobPending:
 			pending = append(pending, j)
 		case j.WebhookDue():
 			s.startDelivery(j)
 		}
 	}
+	s.stopReassigned()
 	s.mu.Lock()
 	for id, after := range s.deliverAfter {
 		if s.now().After(after) {
@@ -105,6 +110,14 @@ func (s *Service) start(j store.Job) {
 		}
 		return
 	}
+	if started.Attempts > s.cfg.MaxAttempts {
+		// Moved here from a node that died during its last allowed run
+		// (ReassignJobs keeps the count): a job that takes nodes down
+		// must not go round the cell.
+		msg := fmt.Sprintf("the job's node stopped during each of its %d runs; it is not run again", started.Attempts-1)
+		s.end(started, store.JobFinished, s.cfg.Runner.Unrun(started, EndFailed, msg))
+		return
+	}
 	runCtx, cancelRun := context.WithCancelCause(s.ctx)
 	s.mu.Lock()
 	s.running[j.ID] = cancelRun
@@ -129,6 +142,9 @@ func (s *Service) execute(ctx context.Context, j store.Job) {
 	switch cause := context.Cause(ctx); {
 	case errors.Is(cause, errShutdown):
 		s.requeueOnShutdown(j)
+		return
+	case errors.Is(cause, errReassigned):
+		s.logger.Warn("job run stopped: the cell gave the job to another node", "job", j.ID, "attempt", j.Attempts)
 		return
 	case errors.Is(cause, errCancelled):
 		state = store.JobCancelled
@@ -172,6 +188,38 @@ func (s *Service) end(j store.Job, state store.JobState, out Outcome) {
 		case <-time.After(wait):
 		}
 	}
+}
+
+// stopReassigned stops the runs of jobs the cell has given to another node
+// (it took this one for dead while it was only cut off): their ends could
+// not be recorded, and the job runs there.
+func (s *Service) stopReassigned() {
+	s.mu.Lock()
+	runs := make(map[string]context.CancelCauseFunc, len(s.running))
+	for id, c := range s.running {
+		runs[id] = c
+	}
+	s.mu.Unlock()
+	for id, cancelRun := range runs {
+		if cur, ok := s.store.Job(id); ok && cur.Node != s.cfg.NodeID {
+			cancelRun(errReassigned)
+		}
+	}
+}
+
+// cancelPending ends a pending job whose cancel was asked for.
+func (s *Service) cancelPending(j store.Job) {
+	ctx, cancel := context.WithTimeout(s.ctx, writeTimeout)
+	defer cancel()
+	now := s.now().UTC()
+	out := s.cfg.Runner.Unrun(j, EndCancelled, "")
+	if _, err := s.store.CancelJob(ctx, j.Account, store.JobEnd{
+		ID: j.ID, Status: StatusCancelled, Result: out.Result, At: now, ExpiresAt: now.Add(s.cfg.Retention),
+	}); err != nil {
+		s.logger.Warn("cannot end a cancelled job", "job", j.ID, "err", err)
+		return
+	}
+	s.logger.Info("cancelled job ended", "job", j.ID, "attempts", j.Attempts)
 }
 
 // requeueOnShutdown puts a job whose run the shutdown killed back in the
