@@ -212,6 +212,8 @@ type nodeOptions struct {
 	packages Packages
 	setup    func(*fakeSandbox)
 	config   func(*Config)
+	// wrap, when set, stands between the Manager and the store.
+	wrap func(Store) Store
 }
 
 func startNode(t *testing.T, o nodeOptions) *node {
@@ -229,6 +231,9 @@ func startNode(t *testing.T, o nodeOptions) *node {
 	cfg := Config{
 		NodeID: o.id, Store: o.store, Open: n.sbs.open, Catalog: testCatalog(), Plans: testPlans(t),
 		Packages: o.packages, ReapEvery: 10 * time.Millisecond, now: o.clock.Now,
+	}
+	if o.wrap != nil {
+		cfg.Store = o.wrap(cfg.Store)
 	}
 	if o.config != nil {
 		o.config(&cfg)

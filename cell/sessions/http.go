@@ -13,6 +13,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 	"github.com/sandboxapi/sandboxapi/cell/execreq"
+	"github.com/sandboxapi/sandboxapi/cell/placement"
 	"github.com/sandboxapi/sandboxapi/cell/store"
 )
 
@@ -133,7 +134,7 @@ func (m *Manager) create(w http.ResponseWriter, r *http.Request, c callerauth.Ca
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), writeTimeout)
 	defer cancel()
 	now := m.now().UTC()
-	rec := store.Session{ID: newID(), Account: c.AccountID, Language: lang.ID, Node: m.cfg.NodeID,
+	rec := store.Session{ID: placement.NewSessionID(m.cfg.NodeID), Account: c.AccountID, Language: lang.ID, Node: m.cfg.NodeID,
 		IdleTTLSeconds: ttl, CreatedAt: now, ExpiresAt: now.Add(time.Duration(ttl) * time.Second)}
 	if err := m.store.OpenSession(ctx, rec, plan.ConcurrentSessions, now); err != nil {
 		if errors.Is(err, store.ErrTooManySessions) {
@@ -185,7 +186,7 @@ func (m *Manager) list(w http.ResponseWriter, r *http.Request, c callerauth.Call
 		switch {
 		case s != nil:
 			out = append(out, m.view(s))
-		case rec.Node != m.cfg.NodeID && rec.ExpiresAt.After(now):
+		case rec.Node != m.cfg.NodeID && !m.isLost(rec) && rec.ExpiresAt.After(now):
 			out = append(out, recordView(rec))
 		}
 	}
@@ -196,8 +197,9 @@ func (m *Manager) list(w http.ResponseWriter, r *http.Request, c callerauth.Call
 type heldHandler func(w http.ResponseWriter, r *http.Request, c callerauth.Caller, s *session)
 
 // held finds the caller's session {id}: held here, it is served by h; held
-// by another node, the request goes there; anything else (missing, ended,
-// another account's) is the same 404.
+// by another node that is alive, the request goes there; lost with its
+// node, it is a 410; anything else (missing, ended, another account's) is
+// the same 404.
 func (m *Manager) held(h heldHandler) func(http.ResponseWriter, *http.Request, callerauth.Caller) {
 	return func(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
 		id := r.PathValue("id")
@@ -208,17 +210,70 @@ func (m *Manager) held(h heldHandler) func(http.ResponseWriter, *http.Request, c
 			h(w, r, c, s)
 			return
 		}
-		if rec, ok := m.store.Session(id); ok && rec.Account == c.AccountID && rec.Node != m.cfg.NodeID &&
-			r.Header.Get(headerForwarded) == "" {
-			m.forward(w, r, rec)
+		rec, ok, err := m.record(r.Context(), id)
+		if err != nil {
+			m.logger.Warn("session record not readable consistently", "session", id, "err", err)
+			w.Header().Set("Retry-After", "1")
+			apierror.New(apierror.Unavailable, "the cell cannot look sessions up right now; retry with exponential backoff").Write(w)
 			return
 		}
-		m.notFound(w, id)
+		if !ok || rec.Account != c.AccountID {
+			m.notFound(w, id)
+			return
+		}
+		switch {
+		case m.isLost(rec):
+			m.lost(w, id)
+		case rec.Node == m.cfg.NodeID, r.Header.Get(headerForwarded) != "":
+			// Ended here (its record on its way out), or sent here by a
+			// node that took this one for its holder: never sent on again.
+			m.notFound(w, id)
+		default:
+			m.forward(w, r, rec)
+		}
 	}
+}
+
+// isLost says the session's sandbox is gone with its node: the record is a
+// tombstone, or the registry says its node failed or left before the
+// leader has turned the record into one.
+func (m *Manager) isLost(rec store.Session) bool {
+	if rec.Lost {
+		return true
+	}
+	holder, known := m.store.Node(rec.Node)
+	return rec.Node != m.cfg.NodeID && known && !holder.Alive()
+}
+
+// consistentWait bounds the consistent read of a record missing here.
+const consistentWait = 2 * time.Second
+
+// record returns session id's record. One missing here is looked for
+// again after a consistent read, unless the id names this node (whose
+// own sessions it knows first): it may have been opened through another
+// node a moment ago, and the client must not be told it does not exist.
+func (m *Manager) record(ctx context.Context, id string) (store.Session, bool, error) {
+	if rec, ok := m.store.Session(id); ok {
+		return rec, true, nil
+	}
+	if node, ok := placement.SessionNode(id); ok && node == m.cfg.NodeID {
+		return store.Session{}, false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, consistentWait)
+	defer cancel()
+	if err := m.store.Consistent(ctx); err != nil {
+		return store.Session{}, false, err
+	}
+	rec, ok := m.store.Session(id)
+	return rec, ok, nil
 }
 
 func (m *Manager) notFound(w http.ResponseWriter, id string) {
 	apierror.New(apierror.SessionNotFound, "no session %q: it does not exist, belongs to another account, was deleted, or expired after its idle TTL", id).Write(w)
+}
+
+func (m *Manager) lost(w http.ResponseWriter, id string) {
+	apierror.New(apierror.SessionLost, "session %q is lost: the node that held it stopped, and a session's sandbox cannot move to another node; open a new session", id).Write(w)
 }
 
 // forward sends the request to the node holding the session. The gateway's

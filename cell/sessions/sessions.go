@@ -9,16 +9,15 @@ package sessions
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/billing/plans"
+	"github.com/sandboxapi/sandboxapi/cell/placement"
 	"github.com/sandboxapi/sandboxapi/cell/store"
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
@@ -93,6 +92,10 @@ type Store interface {
 	Node(id string) (store.NodeInfo, bool)
 	IsLeader() bool
 	Changed() <-chan struct{}
+	// Consistent waits until this node's state has every write the cell
+	// committed before the call: a record missing here may be a session
+	// opened through another node a moment ago.
+	Consistent(ctx context.Context) error
 }
 
 // Packages resolves install requests against the package cache;
@@ -188,8 +191,9 @@ type session struct {
 // New returns a Manager; Start starts it.
 func New(cfg Config) (*Manager, error) {
 	switch {
-	case cfg.NodeID == "":
-		return nil, fmt.Errorf("%w: no node id", ErrConfig)
+	case placement.CheckNodeID(cfg.NodeID) != nil:
+		// Session ids carry the node id (placement.NewSessionID).
+		return nil, fmt.Errorf("%w: %w", ErrConfig, placement.CheckNodeID(cfg.NodeID))
 	case cfg.Store == nil || cfg.Open == nil || cfg.Catalog == nil:
 		return nil, fmt.Errorf("%w: store, opener and catalog are required", ErrConfig)
 	}
@@ -272,12 +276,6 @@ func (m *Manager) Close() error {
 	m.wg.Wait()
 	m.flush(context.Background())
 	return nil
-}
-
-// newID returns a session ID: "sess_" and 26 random base-32 characters
-// (130 bits), so IDs cannot be guessed.
-func newID() string {
-	return "sess_" + strings.ToLower(rand.Text())
 }
 
 // errGone answers a session that ended while a request waited for it.
@@ -470,15 +468,16 @@ func (m *Manager) reapLoop() {
 }
 
 // watchLoop ends local sessions whose record has gone from the store (the
-// leader purged it): the record is the truth, and a sandbox nothing counts
-// must not live on.
+// leader purged it) or become a tombstone (the cell took this node for dead
+// while it was only cut off): the record is the truth, and a sandbox
+// nothing counts must not live on.
 func (m *Manager) watchLoop() {
 	for {
 		changed := m.store.Changed()
 		var gone []*session
 		m.mu.Lock()
 		for id, s := range m.live {
-			if _, ok := m.store.Session(id); !ok {
+			if rec, ok := m.store.Session(id); !ok || rec.Lost {
 				gone = append(gone, s)
 			}
 		}

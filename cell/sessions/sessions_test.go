@@ -14,6 +14,7 @@ import (
 
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
+	"github.com/sandboxapi/sandboxapi/cell/placement"
 	"github.com/sandboxapi/sandboxapi/cell/store"
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 	"github.com/sandboxapi/sandboxapi/sandboxes/pkgcache"
@@ -59,7 +60,7 @@ func TestCreate(t *testing.T) {
 				return
 			}
 			id, _ := r.body["id"].(string)
-			if !strings.HasPrefix(id, "sess_") || len(id) != len("sess_")+26 || r.body["language"] != "python3" || r.body["idle_ttl"] != tt.ttl {
+			if node, _ := placement.SessionNode(id); node != "n1" || len(id) != len("sess_n1_")+26 || r.body["language"] != "python3" || r.body["idle_ttl"] != tt.ttl {
 				t.Errorf("created %s", r.raw)
 			}
 			created, err1 := time.Parse(time.RFC3339Nano, r.body["created_at"].(string))
