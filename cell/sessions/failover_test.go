@@ -188,7 +188,7 @@ func TestForwardKeepsSignedHeaders(t *testing.T) {
 	}
 }
 
-func setStatus(t *testing.T, st *store.Store, node string, status store.NodeStatus) {
+func setStatus(t *testing.T, st *store.Store, node string, status string) {
 	t.Helper()
 	if err := st.SetNodeStatus(context.Background(), node, status, timeOf(st)); err != nil {
 		t.Fatal(err)

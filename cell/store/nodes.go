@@ -21,23 +21,21 @@ type NodeInfo struct {
 	// Status is NodeAlive from registration until the leader records that
 	// the node left or failed (SetNodeStatus). Records written before
 	// nodes had a status have none, which reads as alive (Alive).
-	Status NodeStatus `json:"status,omitempty"`
+	Status string `json:"status,omitempty"`
 	// StatusAt is when Status was set, by the writer's clock.
 	StatusAt time.Time `json:"status_at,omitzero"`
 }
 
-// NodeStatus is what the cell agreed about a node.
-type NodeStatus string
-
-// Node statuses. A node that left or failed holds nothing any more: its
-// sessions are tombstones and its jobs are reassigned.
+// Node statuses: what the cell agreed about a node. A node that left or
+// failed holds nothing any more: its sessions are tombstones and its jobs
+// are reassigned.
 const (
-	NodeAlive  NodeStatus = "alive"
-	NodeLeft   NodeStatus = "left"
-	NodeFailed NodeStatus = "failed"
+	NodeAlive  = "alive"
+	NodeLeft   = "left"
+	NodeFailed = "failed"
 )
 
-func (s NodeStatus) valid() bool { return s == NodeAlive || s == NodeLeft || s == NodeFailed }
+func validStatus(s string) bool { return s == NodeAlive || s == NodeLeft || s == NodeFailed }
 
 // Alive reports whether the cell takes the node to be up.
 func (n NodeInfo) Alive() bool { return n.Status == "" || n.Status == NodeAlive }
@@ -112,9 +110,9 @@ func applyRegisterNode(st *state, payload []byte) (any, error) {
 }
 
 type setNodeStatusCmd struct {
-	ID     string     `json:"id"`
-	Status NodeStatus `json:"status"`
-	At     time.Time  `json:"at"`
+	ID     string    `json:"id"`
+	Status string    `json:"status"`
+	At     time.Time `json:"at"`
 }
 
 // SetNodeStatus records what the cell agreed about node id: the leader
@@ -122,7 +120,7 @@ type setNodeStatusCmd struct {
 // changes; what the node held is dealt with by LoseNodeSessions and
 // ReassignJobs. A status older than the recorded one (the node registered
 // again since) is ignored. An unregistered node is ErrNodeNotFound.
-func (s *Store) SetNodeStatus(ctx context.Context, id string, status NodeStatus, at time.Time) error {
+func (s *Store) SetNodeStatus(ctx context.Context, id, status string, at time.Time) error {
 	c := setNodeStatusCmd{ID: id, Status: status, At: at}
 	if err := c.validate(); err != nil {
 		return err
@@ -135,7 +133,7 @@ func (c setNodeStatusCmd) validate() error {
 	switch {
 	case c.ID == "":
 		return fmt.Errorf("%w: empty id", ErrInvalidNode)
-	case !c.Status.valid():
+	case !validStatus(c.Status):
 		return fmt.Errorf("%w: %s: status %q", ErrInvalidNode, c.ID, c.Status)
 	case c.At.IsZero():
 		return fmt.Errorf("%w: %s: status without a time", ErrInvalidNode, c.ID)

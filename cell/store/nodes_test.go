@@ -13,7 +13,7 @@ func TestFSMSetNodeStatus(t *testing.T) {
 		name    string
 		cmd     setNodeStatusCmd
 		wantErr error
-		want    NodeStatus
+		want    string
 	}{
 		{name: "failed", cmd: setNodeStatusCmd{ID: "n1", Status: NodeFailed, At: at}, want: NodeFailed},
 		{name: "left", cmd: setNodeStatusCmd{ID: "n1", Status: NodeLeft, At: at}, want: NodeLeft},
