@@ -49,6 +49,13 @@ var (
 	ErrStale        = errors.New("callerauth: gateway signature is too old or from the future")
 )
 
+// NodeCaller is the AccountID a cell node signs its calls to another node
+// with (package cluster): the cell's internal routes take only it. It
+// cannot be a real account's id (those are "acct_..." and never start with
+// "@"), so no client's request, signed by the gateway for its account, can
+// pass for a node's.
+const NodeCaller = "@cell-node"
+
 // Caller is who the gateway says is calling.
 type Caller struct {
 	AccountID string

@@ -11,7 +11,22 @@ import (
 // never has to be sniffed to find out what it is.
 //
 // Values are persisted in raft logs: never renumber or reuse one, only append.
+//
+// A node that meets a type it does not know (the log was written by a newer
+// binary) must not guess: types with IgnorableFlag set may be skipped, any
+// other unknown type stops the node (Config.Fatal) rather than let its state
+// diverge from the other replicas'. See DESIGN.md, "Unknown commands".
 type CommandType uint8
+
+// IgnorableFlag marks a command type that an older node may skip: the command
+// only adds state that nothing older reads (a hint, an index, a counter), so
+// a replica without it computes the same answers to every older command.
+// Declare such a type as IgnorableFlag | n, with n not used by another
+// ignorable type; the types in the list below stay under the flag.
+const IgnorableFlag CommandType = 0x80
+
+// Ignorable reports whether a node that does not know t may skip it.
+func (t CommandType) Ignorable() bool { return t&IgnorableFlag != 0 }
 
 const (
 	// 0 is reserved so that a zeroed or truncated entry can never be mistaken
@@ -75,7 +90,8 @@ type commandSpec struct {
 }
 
 // commands is the dispatch table of the FSM. An entry in the log whose type is
-// missing here is logged and rejected with ErrUnknownCommand (see fsm.Apply).
+// missing here is skipped if the type is Ignorable and stops the node
+// otherwise (see fsm.Apply).
 var commands = map[CommandType]commandSpec{
 	CmdRegisterNode: {name: "register_node", apply: applyRegisterNode},
 

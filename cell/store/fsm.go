@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -34,7 +35,11 @@ func newState() *state {
 // snapshotEnvelope versions the snapshot so that a binary can refuse (or
 // migrate) a format it does not understand instead of silently misreading it.
 type snapshotEnvelope struct {
-	Version int    `json:"version"`
+	Version int `json:"version"`
+	// Applied is the index of the last command the state includes, so a
+	// node restored from the snapshot knows how far it has applied (see
+	// Store.WaitApplied). Absent (0) in snapshots written before it existed.
+	Applied uint64 `json:"applied,omitempty"`
 	State   *state `json:"state"`
 }
 
@@ -42,18 +47,49 @@ type snapshotEnvelope struct {
 // goroutine; Store's read methods run concurrently with those, hence mu.
 type fsm struct {
 	logger *slog.Logger
+	// fatal stops the node on an entry it must not skip (Config.Fatal).
+	fatal func(error)
 
 	mu sync.RWMutex
 	st *state
 	// changed is closed, and replaced, whenever the state changes (see
 	// Store.Changed). Guarded by mu.
 	changed chan struct{}
+	// applied is the index of the last command entry applied, whether its
+	// handler accepted it or not; appliedCh is closed, and replaced, when it
+	// moves. Guarded by mu. Raft's own applied index runs ahead of this
+	// one: it counts entries handed to the FSM goroutine, not applied.
+	applied   uint64
+	appliedCh chan struct{}
 }
 
 var _ raft.FSM = (*fsm)(nil)
 
 func newFSM(logger *slog.Logger) *fsm {
-	return &fsm{logger: logger, st: newState(), changed: make(chan struct{})}
+	f := &fsm{logger: logger, st: newState(), changed: make(chan struct{}), appliedCh: make(chan struct{})}
+	f.fatal = func(err error) {
+		f.logger.Error("raft fsm: stopping the node: the log holds a command this binary cannot apply", "err", err)
+		os.Exit(1)
+	}
+	return f
+}
+
+// appliedIndex returns the last applied command's index and the channel
+// closed when it next moves.
+func (f *fsm) appliedIndex() (uint64, <-chan struct{}) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.applied, f.appliedCh
+}
+
+// setApplied records index as applied. Callers hold mu for writing.
+func (f *fsm) setApplied(index uint64) {
+	if index <= f.applied {
+		return
+	}
+	f.applied = index
+	close(f.appliedCh)
+	f.appliedCh = make(chan struct{})
 }
 
 // changedCh returns the channel the next state change closes.
@@ -78,18 +114,31 @@ func (f *fsm) Apply(l *raft.Log) any {
 	typ, payload, err := decodeCommand(l.Data)
 	if err != nil {
 		f.logger.Error("raft fsm: cannot decode log entry", "index", l.Index, "err", err)
+		f.skip(l.Index)
 		return err
 	}
 	spec, ok := commands[typ]
 	if !ok {
-		err := fmt.Errorf("%w: %d", ErrUnknownCommand, uint8(typ))
-		f.logger.Error("raft fsm: unknown command type, entry ignored",
-			"index", l.Index, "type", uint8(typ))
+		if typ.Ignorable() {
+			// A newer binary wrote it and marked it safe to skip.
+			f.logger.Warn("raft fsm: unknown ignorable command type, entry skipped",
+				"index", l.Index, "type", uint8(typ))
+			f.skip(l.Index)
+			return nil
+		}
+		// Skipping it would leave this replica's state different from the
+		// nodes that applied it, silently and forever: stop instead, and be
+		// upgraded. The index stays unapplied.
+		err := fmt.Errorf("%w: %d at log index %d: the log was written by a newer binary; upgrade this node",
+			ErrUnknownCommand, uint8(typ), l.Index)
+		f.logger.Error("raft fsm: unknown command type", "index", l.Index, "type", uint8(typ))
+		f.fatal(err)
 		return err
 	}
 
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.setApplied(l.Index)
 	resp, err := spec.apply(f.st, payload)
 	if err != nil {
 		// Logged at warn, not error: the caller also gets the error, and a
@@ -101,13 +150,20 @@ func (f *fsm) Apply(l *raft.Log) any {
 	return resp
 }
 
+// skip records an entry that changed nothing as applied.
+func (f *fsm) skip(index uint64) {
+	f.mu.Lock()
+	f.setApplied(index)
+	f.mu.Unlock()
+}
+
 // Snapshot serialises the state while Apply is blocked (raft guarantees that),
 // so Persist can write the bytes while Apply carries on. Serialising here
 // rather than copying maps keeps the copy deep by construction as state grows.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	data, err := json.Marshal(snapshotEnvelope{Version: snapshotVersion, State: f.st})
+	data, err := json.Marshal(snapshotEnvelope{Version: snapshotVersion, Applied: f.applied, State: f.st})
 	if err != nil {
 		return nil, fmt.Errorf("store: encode snapshot: %w", err)
 	}
@@ -148,6 +204,10 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 
 	f.mu.Lock()
 	f.st = st
+	// Set, not raised: a restore replaces everything, the index included.
+	f.applied = env.Applied
+	close(f.appliedCh)
+	f.appliedCh = make(chan struct{})
 	f.notify()
 	f.mu.Unlock()
 	return nil

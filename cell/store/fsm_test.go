@@ -52,6 +52,7 @@ func TestFSMApply(t *testing.T) {
 		wantErr   error
 		wantNodes []string
 		wantLog   string
+		wantFatal bool
 	}{
 		{
 			name:      "register node",
@@ -59,16 +60,23 @@ func TestFSMApply(t *testing.T) {
 			wantNodes: []string{"n1"},
 		},
 		{
-			name:    "unknown type byte is an error, not a panic",
+			name:    "unknown ignorable type is skipped",
 			data:    []byte{0xEE, '{', '}'},
-			wantErr: ErrUnknownCommand,
-			wantLog: "unknown command type",
+			wantLog: "unknown ignorable command type",
 		},
 		{
-			name:    "reserved type 0 is unknown",
-			data:    []byte{0},
-			wantErr: ErrUnknownCommand,
-			wantLog: "unknown command type",
+			name:      "unknown type is fatal, not a panic",
+			data:      []byte{0x6E, '{', '}'},
+			wantErr:   ErrUnknownCommand,
+			wantFatal: true,
+			wantLog:   "unknown command type",
+		},
+		{
+			name:      "reserved type 0 is unknown",
+			data:      []byte{0},
+			wantErr:   ErrUnknownCommand,
+			wantFatal: true,
+			wantLog:   "unknown command type",
 		},
 		{
 			name:    "empty entry",
@@ -93,7 +101,15 @@ func TestFSMApply(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			logger, logs := newTestLogger()
 			f := newFSM(logger)
+			var fatal error
+			f.fatal = func(err error) { fatal = err }
 			resp := f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: tt.data})
+			if (fatal != nil) != tt.wantFatal || (fatal != nil && !errors.Is(fatal, ErrUnknownCommand)) {
+				t.Errorf("fatal(%v), want a call: %v", fatal, tt.wantFatal)
+			}
+			if applied, _ := f.appliedIndex(); (applied == 1) == tt.wantFatal {
+				t.Errorf("applied index = %d after the entry (fatal %v)", applied, tt.wantFatal)
+			}
 
 			err, _ := resp.(error)
 			if !errors.Is(err, tt.wantErr) {
@@ -235,5 +251,22 @@ func TestFSMRestoreEmptyState(t *testing.T) {
 	// The map must be writable after restoring an empty snapshot.
 	if resp := f.Apply(&raft.Log{Index: 1, Data: mustEncode(t, CmdRegisterNode, NodeInfo{ID: "n"})}); resp != nil {
 		t.Fatalf("Apply() after empty restore = %v", resp)
+	}
+}
+
+// The numbered command types must stay under IgnorableFlag, or appending
+// one would silently make it skippable by older nodes; a type declared
+// ignorable must have the flag.
+func TestCommandTypesAndIgnorableFlag(t *testing.T) {
+	if commandTypeEnd > IgnorableFlag {
+		t.Errorf("commandTypeEnd = %#x reaches IgnorableFlag %#x", uint8(commandTypeEnd), uint8(IgnorableFlag))
+	}
+	for typ := range commands {
+		if typ >= commandTypeEnd && !typ.Ignorable() {
+			t.Errorf("command %s (%#x) is outside the list and not ignorable", typ, uint8(typ))
+		}
+	}
+	if CommandType(1).Ignorable() || !(IgnorableFlag | 1).Ignorable() {
+		t.Error("Ignorable() does not read the flag")
 	}
 }

@@ -4,6 +4,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
@@ -53,36 +55,101 @@ type Config struct {
 	// Logger receives the store's logs and raft's warnings and errors.
 	// nil means slog.Default().
 	Logger *slog.Logger
+
+	// Timing tunes raft's timeouts; zero fields keep the defaults that suit
+	// one machine or a LAN (DESIGN.md, "Startup and leadership").
+	Timing Timing
+	// Forwarder carries writes, membership changes and read-index requests
+	// from a follower to the leader. nil: a follower's writes fail with
+	// ErrNotLeader.
+	Forwarder Forwarder
+	// StreamLayer, when set, replaces raft's TCP stream layer (tests inject
+	// faults with it). RaftAddr is then ignored: the layer's Addr() is what
+	// this node advertises and what a bootstrap records, so it must be the
+	// address peers dial, the same on every restart.
+	StreamLayer raft.StreamLayer
+	// Fatal is called when the log holds a command this binary must not
+	// skip (an unknown type without IgnorableFlag). nil logs the error and
+	// exits the process: applying the entries after it would diverge from
+	// the replicas that understood it.
+	Fatal func(error)
+}
+
+// Timing is raft's timeouts. A zero field keeps the store's default.
+type Timing struct {
+	// HeartbeatTimeout is how long a follower goes without hearing from a
+	// leader before it stands for election.
+	HeartbeatTimeout time.Duration
+	// ElectionTimeout is how long a candidate waits for votes.
+	ElectionTimeout time.Duration
+	// LeaderLeaseTimeout is how long a leader stays leader without hearing
+	// from a quorum.
+	LeaderLeaseTimeout time.Duration
+	// CommitTimeout is how long a leader waits before a heartbeat carries
+	// its latest commit index to idle followers.
+	CommitTimeout time.Duration
+}
+
+// Default timings (DESIGN.md, "Startup and leadership").
+const (
+	defaultHeartbeatTimeout   = 150 * time.Millisecond
+	defaultElectionTimeout    = 150 * time.Millisecond
+	defaultLeaderLeaseTimeout = 100 * time.Millisecond
+	defaultCommitTimeout      = 10 * time.Millisecond
+)
+
+func (t Timing) withDefaults() Timing {
+	orDefault := func(d, def time.Duration) time.Duration {
+		if d <= 0 {
+			return def
+		}
+		return d
+	}
+	return Timing{
+		HeartbeatTimeout:   orDefault(t.HeartbeatTimeout, defaultHeartbeatTimeout),
+		ElectionTimeout:    orDefault(t.ElectionTimeout, defaultElectionTimeout),
+		LeaderLeaseTimeout: orDefault(t.LeaderLeaseTimeout, defaultLeaderLeaseTimeout),
+		CommitTimeout:      orDefault(t.CommitTimeout, defaultCommitTimeout),
+	}
 }
 
 // Store is the cell's replicated state. Writes go through raft and only
 // succeed on the leader; reads are served from this node's FSM.
 type Store struct {
-	raft   *raft.Raft
-	fsm    *fsm
-	bolt   *raftboltdb.BoltStore
-	trans  *raft.NetworkTransport
-	logger *slog.Logger
+	raft      *raft.Raft
+	fsm       *fsm
+	bolt      *raftboltdb.BoltStore
+	trans     *raft.NetworkTransport
+	logger    *slog.Logger
+	forwarder Forwarder
+
+	// lead is this node's view of its own leadership, fed by raft's
+	// NotifyCh (see membership.go).
+	lead *leadership
+	// done is closed by Close; the leadership loop exits on it.
+	done     chan struct{}
+	loopDone chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
 }
 
 // raftConfig tunes raft for a cell whose nodes share a machine or a LAN.
-func raftConfig(nodeID string, logger *slog.Logger) *raft.Config {
+func raftConfig(nodeID string, logger *slog.Logger, t Timing) *raft.Config {
 	c := raft.DefaultConfig()
 	c.LocalID = raft.ServerID(nodeID)
 	c.Logger = newRaftLogger(logger)
 
-	// The defaults (1 s) assume a WAN. A follower waits a random
+	// Raft's defaults assume a WAN. A follower waits a random
 	// [HeartbeatTimeout, 2×HeartbeatTimeout) before standing for election, so
-	// these put a bootstrapped single node in charge quickly while a cell on
-	// a LAN still rides out scheduling hiccups (DESIGN.md, "Startup and
-	// leadership").
-	c.HeartbeatTimeout = 150 * time.Millisecond
-	c.ElectionTimeout = 150 * time.Millisecond
-	c.LeaderLeaseTimeout = 100 * time.Millisecond
-	c.CommitTimeout = 10 * time.Millisecond
+	// the store's defaults put a bootstrapped single node in charge quickly
+	// while a cell on a LAN still rides out scheduling hiccups (DESIGN.md,
+	// "Startup and leadership").
+	t = t.withDefaults()
+	c.HeartbeatTimeout = t.HeartbeatTimeout
+	c.ElectionTimeout = t.ElectionTimeout
+	c.LeaderLeaseTimeout = t.LeaderLeaseTimeout
+	c.CommitTimeout = t.CommitTimeout
 
 	// Entries are small JSON commands; snapshot every few thousand of them so
 	// a restart replays little, checking twice a minute. Keep enough trailing
@@ -133,27 +200,29 @@ func Open(cfg Config) (_ *Store, err error) {
 	}
 	closers = append(closers, bolt.Close)
 
-	rc := raftConfig(cfg.NodeID, logger)
+	rc := raftConfig(cfg.NodeID, logger, cfg.Timing)
+	if err := raft.ValidateConfig(rc); err != nil {
+		return nil, fmt.Errorf("store: open: timing: %w", err)
+	}
+	// Buffered by one, as raft requires: it overwrites an unread value
+	// rather than block, and the leadership loop reads only the latest.
+	notify := make(chan bool, 1)
+	rc.NotifyCh = notify
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, retainSnapshots, rc.Logger.Named("snapshot"))
 	if err != nil {
 		return nil, fmt.Errorf("store: open snapshots: %w", err)
 	}
 
-	addr := cfg.RaftAddr
-	if addr == "" {
-		// Port 0 is fine here: the TCP transport advertises the listener's
-		// actual address, which is concrete (127.0.0.1:N). Only unspecified
-		// hosts are rejected. Binding :0 directly avoids the race of picking
-		// a free port and binding it later.
-		addr = "127.0.0.1:0"
-	}
-	trans, err := raft.NewTCPTransportWithLogger(addr, nil, transportMaxPool, transportTimeout, rc.Logger.Named("net"))
+	trans, err := openTransport(cfg, rc.Logger.Named("net"))
 	if err != nil {
-		return nil, fmt.Errorf("store: open transport on %q: %w", addr, err)
+		return nil, err
 	}
 	closers = append(closers, trans.Close)
 
 	f := newFSM(logger)
+	if cfg.Fatal != nil {
+		f.fatal = cfg.Fatal
+	}
 
 	if cfg.Bootstrap {
 		existing, err := raft.HasExistingState(bolt, bolt, snaps)
@@ -181,13 +250,40 @@ func Open(cfg Config) (_ *Store, err error) {
 		return nil, fmt.Errorf("store: start raft: %w", err)
 	}
 
-	return &Store{
-		raft:   r,
-		fsm:    f,
-		bolt:   bolt,
-		trans:  trans,
-		logger: logger,
-	}, nil
+	s := &Store{
+		raft:      r,
+		fsm:       f,
+		bolt:      bolt,
+		trans:     trans,
+		logger:    logger,
+		forwarder: cfg.Forwarder,
+		lead:      newLeadership(cfg.NodeID),
+		done:      make(chan struct{}),
+		loopDone:  make(chan struct{}),
+	}
+	go s.leadershipLoop(notify)
+	return s, nil
+}
+
+// openTransport is raft's network transport over cfg.StreamLayer, or over
+// TCP on cfg.RaftAddr.
+func openTransport(cfg Config, logger hclog.Logger) (*raft.NetworkTransport, error) {
+	if cfg.StreamLayer != nil {
+		return raft.NewNetworkTransportWithLogger(cfg.StreamLayer, transportMaxPool, transportTimeout, logger), nil
+	}
+	addr := cfg.RaftAddr
+	if addr == "" {
+		// Port 0 is fine here: the TCP transport advertises the listener's
+		// actual address, which is concrete (127.0.0.1:N). Only unspecified
+		// hosts are rejected. Binding :0 directly avoids the race of picking
+		// a free port and binding it later.
+		addr = "127.0.0.1:0"
+	}
+	trans, err := raft.NewTCPTransportWithLogger(addr, nil, transportMaxPool, transportTimeout, logger)
+	if err != nil {
+		return nil, fmt.Errorf("store: open transport on %q: %w", addr, err)
+	}
+	return trans, nil
 }
 
 // WaitLeader blocks until the cluster has a leader or ctx ends. If this node
@@ -270,9 +366,12 @@ func (s *Store) Close() error {
 		// Shutdown also closes the transport, and waits for raft's goroutines,
 		// so nothing touches bolt once it returns.
 		var errs []error
+		close(s.done)
 		if err := s.raft.Shutdown().Error(); err != nil {
 			errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
 		}
+		<-s.loopDone
+		s.lead.close()
 		if err := s.bolt.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close bolt: %w", err))
 		}
@@ -283,24 +382,89 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
-// apply writes one command through raft and returns the FSM's response. An
-// error returned by the command's handler is returned here, so callers see
-// rejections (bad input, conflicts) the same way as transport failures.
-func (s *Store) apply(ctx context.Context, typ CommandType, payload any) (any, error) {
+// apply writes one command through raft, on this node if it leads and
+// through the leader otherwise (see applyAs), and discards the response.
+func (s *Store) apply(ctx context.Context, typ CommandType, payload any) error {
+	_, err := applyAs[json.RawMessage](ctx, s, typ, payload)
+	return err
+}
+
+// applyAs writes one command through raft and returns the FSM's response as
+// a T. On the leader the response is the handler's own value; on a follower
+// with a Forwarder the leader applies the entry and its response arrives as
+// JSON, decoded into a T, so callers get the same typed result either way.
+// An error returned by the command's handler is returned here, so callers
+// see rejections (bad input, conflicts) the same way as transport failures.
+//
+// T must be the handler's response type (or json.RawMessage to ignore it);
+// a handler that returns nothing yields T's zero value.
+func applyAs[T any](ctx context.Context, s *Store, typ CommandType, payload any) (T, error) {
+	var zero T
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("store: %s: %w", typ, err)
+		return zero, fmt.Errorf("store: %s: %w", typ, err)
 	}
 	data, err := encodeCommand(typ, payload)
 	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
+		return zero, fmt.Errorf("store: %w", err)
 	}
+	local, remote, err := s.applyEntry(ctx, data)
+	if err != nil {
+		return zero, fmt.Errorf("store: %s: %w", typ, err)
+	}
+	if remote != nil {
+		var v T
+		if err := json.Unmarshal(remote, &v); err != nil {
+			return zero, fmt.Errorf("store: %s: decode the leader's response: %w", typ, err)
+		}
+		return v, nil
+	}
+	switch v := local.(type) {
+	case nil:
+		return zero, nil
+	case T:
+		return v, nil
+	default:
+		if _, ignored := any(zero).(json.RawMessage); ignored {
+			return zero, nil
+		}
+		// A caller asking for the wrong type is a bug of this package;
+		// fail the call rather than panic the node.
+		return zero, fmt.Errorf("store: %s: response is %T, not %T", typ, local, zero)
+	}
+}
+
+// applyEntry applies an encoded command: locally when this node leads
+// (local is the FSM's response), else through the leader when a Forwarder
+// is set (remote is the leader's JSON response, never nil then).
+func (s *Store) applyEntry(ctx context.Context, data []byte) (local any, remote []byte, err error) {
+	if s.forwarder == nil || s.IsLeader() {
+		local, err = s.applyLocal(ctx, data)
+		if err == nil || s.forwarder == nil || !errors.Is(err, ErrNotLeader) {
+			return local, nil, err
+		}
+		// Leadership moved before raft took the entry, so it was not
+		// enqueued: send it to the new leader.
+	}
+	ans, err := s.route(ctx, OpApply, data)
+	if err != nil {
+		return nil, nil, err
+	}
+	if ans == nil {
+		ans = []byte("null")
+	}
+	return nil, ans, nil
+}
+
+// applyLocal applies an encoded command through this node's raft. Errors
+// from the handler come back as they are, not wrapped with the command.
+func (s *Store) applyLocal(ctx context.Context, data []byte) (any, error) {
 	f := s.raft.Apply(data, applyTimeout(ctx))
 	if err := s.wait(ctx, f); err != nil {
-		return nil, fmt.Errorf("store: %s: %w", typ, err)
+		return nil, err
 	}
 	resp := f.Response()
 	if err, ok := resp.(error); ok {
-		return nil, fmt.Errorf("store: %s: %w", typ, err)
+		return nil, err
 	}
 	return resp, nil
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -252,24 +253,58 @@ func TestReopenRestoresSnapshot(t *testing.T) {
 	}
 }
 
+// A fabricated entry of a type this binary does not know, written through
+// raft as a newer node would: an ignorable type is skipped with a warning,
+// any other stops the node through Config.Fatal, and both leave the state
+// untouched.
 func TestApplyUnknownCommand(t *testing.T) {
-	logger, logs := newTestLogger()
-	s := openStore(t, Config{Dir: t.TempDir(), Bootstrap: true, Logger: logger})
-	waitLeader(t, s)
+	tests := []struct {
+		name      string
+		typ       CommandType
+		wantErr   error
+		wantFatal bool
+		wantLog   string
+	}{
+		{name: "ignorable type is skipped", typ: IgnorableFlag | 0x6E, wantLog: "unknown ignorable command type"},
+		{name: "other type is fatal", typ: 0x6E, wantErr: ErrUnknownCommand, wantFatal: true, wantLog: "unknown command type"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			logger, logs := newTestLogger()
+			var mu sync.Mutex
+			var fatal []error
+			s := openStore(t, Config{Dir: t.TempDir(), Bootstrap: true, Logger: logger, Fatal: func(err error) {
+				mu.Lock()
+				defer mu.Unlock()
+				fatal = append(fatal, err)
+			}})
+			waitLeader(t, s)
+			before := s.AppliedIndex()
 
-	_, err := s.apply(testCtx(t), CommandType(0xEE), map[string]string{"x": "y"})
-	if !errors.Is(err, ErrUnknownCommand) {
-		t.Fatalf("apply(unknown) error = %v, want %v", err, ErrUnknownCommand)
-	}
-	if !strings.Contains(logs.String(), "unknown command type") {
-		t.Errorf("unknown command was not logged:\n%s", logs.String())
-	}
-	// The node survives and keeps applying.
-	if err := s.RegisterNode(testCtx(t), NodeInfo{ID: "n1"}); err != nil {
-		t.Fatalf("RegisterNode after unknown command: %v", err)
-	}
-	if _, ok := s.Node("n1"); !ok {
-		t.Error("node not registered after unknown command")
+			err := s.apply(testCtx(t), tt.typ, map[string]string{"x": "y"})
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && err != nil) {
+				t.Fatalf("apply(%#x) error = %v, want %v", uint8(tt.typ), err, tt.wantErr)
+			}
+			mu.Lock()
+			gotFatal := len(fatal) == 1 && errors.Is(fatal[0], ErrUnknownCommand)
+			mu.Unlock()
+			if gotFatal != tt.wantFatal {
+				t.Errorf("Fatal called with %v, want a call: %v", fatal, tt.wantFatal)
+			}
+			if !strings.Contains(logs.String(), tt.wantLog) {
+				t.Errorf("log does not mention %q:\n%s", tt.wantLog, logs.String())
+			}
+			if moved := s.AppliedIndex() > before; moved == tt.wantFatal {
+				t.Errorf("applied index moved: %v, want %v", moved, !tt.wantFatal)
+			}
+			// With Fatal overridden the node carries on; the state is whole.
+			if err := s.RegisterNode(testCtx(t), NodeInfo{ID: "n1"}); err != nil {
+				t.Fatalf("RegisterNode after unknown command: %v", err)
+			}
+			if got := s.Nodes(); len(got) != 1 || got[0].ID != "n1" {
+				t.Errorf("Nodes() = %v, want just n1", got)
+			}
+		})
 	}
 }
 
