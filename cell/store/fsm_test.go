@@ -270,3 +270,39 @@ func TestCommandTypesAndIgnorableFlag(t *testing.T) {
 		t.Error("Ignorable() does not read the flag")
 	}
 }
+
+// The applied index travels in the snapshot, so a node restored from one
+// can answer WaitApplied for the entries it holds; a rejected entry counts
+// as applied too, since a reader waiting for it must not wait forever.
+func TestFSMAppliedIndexInSnapshot(t *testing.T) {
+	src := newFSM(slog.New(slog.DiscardHandler))
+	src.Apply(&raft.Log{Index: 4, Data: mustEncode(t, CmdRegisterNode, NodeInfo{ID: "a"})})
+	if resp := src.Apply(&raft.Log{Index: 7, Data: mustEncode(t, CmdRegisterNode, NodeInfo{})}); resp == nil {
+		t.Fatal("Apply(node without id) accepted it")
+	}
+	if got, _ := src.appliedIndex(); got != 7 {
+		t.Fatalf("applied = %d after a rejected entry, want 7", got)
+	}
+	snap, err := src.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	dst := newFSM(slog.New(slog.DiscardHandler))
+	dst.Apply(&raft.Log{Index: 9, Data: mustEncode(t, CmdRegisterNode, NodeInfo{ID: "stale"})})
+	_, moved := dst.appliedIndex()
+	if err := dst.Restore(sink.Reader()); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := dst.appliedIndex(); got != 7 {
+		t.Errorf("applied = %d after restore, want the snapshot's 7", got)
+	}
+	select {
+	case <-moved:
+	default:
+		t.Error("restore did not wake applied-index waiters")
+	}
+}
