@@ -74,14 +74,11 @@ func (s *Store) Leave(ctx context.Context, id string) error {
 	return nil
 }
 
-// joinRetryMax bounds the pause between JoinVia's attempts.
-const joinRetryMax = time.Second
-
 // JoinVia asks the member whose API listens on memberAPI to add node id (at
 // raftAddr) to its cell: the call a fresh node makes, knowing no leader yet.
-// The member passes the request on to its leader if it does not lead. Join
-// is idempotent, so JoinVia tries again, pausing a little longer each time,
-// until it succeeds, the member refuses the request itself, or ctx ends.
+// The member passes the request on to its leader if it does not lead. It
+// makes one attempt: the caller, which may know several members, retries
+// (Join is idempotent, so retrying a join that did land is harmless).
 func JoinVia(ctx context.Context, f Forwarder, memberAPI, id, raftAddr string) error {
 	if id == "" || raftAddr == "" {
 		return fmt.Errorf("store: join via %s: %w: id and raft address are required", memberAPI, ErrInvalidNode)
@@ -90,25 +87,14 @@ func JoinVia(ctx context.Context, f Forwarder, memberAPI, id, raftAddr string) e
 	if err != nil {
 		return fmt.Errorf("store: join via %s: %w", memberAPI, err)
 	}
-	pause := 50 * time.Millisecond
-	for {
-		ans, err := f.Forward(ctx, memberAPI, OpJoin, body)
-		if err == nil {
-			if _, err = decodeAnswer(ans); err == nil {
-				return nil
-			}
-			var remote *remoteError
-			if errors.As(err, &remote) && !retriable(err) {
-				return fmt.Errorf("store: join via %s: %w", memberAPI, err)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("store: join via %s: %w (last: %w)", memberAPI, ctx.Err(), err)
-		case <-time.After(pause):
-		}
-		pause = min(2*pause, joinRetryMax)
+	ans, err := f.Forward(ctx, memberAPI, OpJoin, body)
+	if err == nil {
+		_, err = decodeAnswer(ans)
 	}
+	if err != nil {
+		return fmt.Errorf("store: join via %s: %w", memberAPI, err)
+	}
+	return nil
 }
 
 // serveJoin runs a JoinRequest on the leader, or relays it once.
