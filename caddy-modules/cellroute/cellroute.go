@@ -5,19 +5,26 @@
 // sandboxapi.membership namespace named by the source's `membership` field:
 // sandboxapi.membership.static is a fixed list from the config, and a live
 // view fed by gossip can be another module there. Being Caddy modules, they
-// load in stock Caddy built with xcaddy as well as in our binary. Because
-// GetUpstreams sees the request, session affinity (sending
-// /v1/sessions/{id}/... to the node that holds the session) can be added here
-// by matching the session's placement against Node.ID, without touching the
-// gateway config.
+// load in stock Caddy built with xcaddy as well as in our binary.
+// sandboxapi.membership.gossip is the live one: the gateway joins the
+// nodes' gossip pool as a member that runs nothing.
+//
+// GetUpstreams sees the request, so it chooses the cell by region and the
+// node by free capacity, and sends every request for a session to the
+// node its id names (route has the rules). It returns the nodes best
+// first, for reverse_proxy's "first" selection policy.
 package cellroute
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -28,6 +35,7 @@ import (
 func init() {
 	caddy.RegisterModule(Upstreams{})
 	caddy.RegisterModule(Static{})
+	caddy.RegisterModule(Gossip{})
 }
 
 // MembershipNamespace is the Caddy module namespace of membership modules;
@@ -47,10 +55,20 @@ var (
 
 // Node is one member of a cell as routing sees it.
 type Node struct {
-	ID      string
-	Addr    string // host:port of the node's API
-	Region  string
+	ID     string // the node id session ids carry (placement.SessionNode)
+	Addr   string // host:port of the node's API
+	Region string
+	Cell   string // empty when the membership does not know cells
+	// Healthy: requests may be sent to the node.
 	Healthy bool
+	// State is the membership's word for it ("alive", "dead", "left");
+	// empty when the membership has none.
+	State string
+	// Free is the node's free sandbox slots as it last reported them; new
+	// work prefers the most free.
+	Free int
+	// Draining: the node takes no new work, but still serves its sessions.
+	Draining bool
 }
 
 // Membership reports the nodes of a cell. Every module in the
@@ -67,8 +85,19 @@ type Node struct {
 // new config before it cleans up the old one, so a reload then hands the
 // same state to the new config instead of rejoining the cell from nothing,
 // and the state is destroyed only when no config uses it any more.
+//
+// Nodes should include nodes that are known but not healthy (dead, left):
+// a request for a session held by a dead node then goes to the rest of
+// that node's cell, which can answer that the session is lost.
 type Membership interface {
 	Nodes() []Node
+}
+
+// HomeRegioner is implemented by a membership that knows the gateway's own
+// region (sandboxapi.membership.gossip's region): requests that ask for
+// none go there unless Upstreams.Region says otherwise.
+type HomeRegioner interface {
+	HomeRegion() string
 }
 
 // StaticMembership is a fixed node list. Every node counts as healthy:
@@ -140,8 +169,10 @@ type Upstreams struct {
 	// and MembershipRaw must be set.
 	Nodes []string `json:"nodes,omitempty"`
 
-	// Region is the cell's region. Informational for now; region-aware cell
-	// selection will use it.
+	// Region is the gateway's own region: where requests go that name
+	// none (RegionHeader) or one no node reports. With the nodes shorthand
+	// it is also the region the nodes report. Empty: the membership's home
+	// region (HomeRegioner), else every cell.
 	Region string `json:"region,omitempty"`
 
 	// MembershipRaw configures the membership module that reports the
@@ -149,6 +180,26 @@ type Upstreams struct {
 	MembershipRaw json.RawMessage `json:"membership,omitempty" caddy:"namespace=sandboxapi.membership inline_key=source"`
 
 	members Membership
+	home    string
+	state   *routeState // a pointer: Caddy copies module values
+}
+
+// routeState is what GetUpstreams keeps between calls.
+type routeState struct {
+	// turn rotates nodes of equal free capacity.
+	turn atomic.Uint64
+	// retries counts, per request that reverse_proxy retries, the retries
+	// so far (*atomic.Int64 by *http.Request): reverse_proxy keeps one
+	// request value across its retries.
+	retries sync.Map
+}
+
+// retried returns how often reverse_proxy retried r so far.
+func (s *routeState) retried(r *http.Request) int {
+	if n, ok := s.retries.Load(r); ok {
+		return int(n.(*atomic.Int64).Load())
+	}
+	return 0
 }
 
 // CaddyModule returns the Caddy module information.
@@ -164,6 +215,7 @@ func (Upstreams) CaddyModule() caddy.ModuleInfo {
 // with the config that loaded it. Which of the two is set is checked here,
 // not in Validate, because loading the module clears MembershipRaw.
 func (u *Upstreams) Provision(ctx caddy.Context) error {
+	u.state = new(routeState)
 	switch {
 	case len(u.MembershipRaw) > 0 && len(u.Nodes) > 0:
 		return fmt.Errorf("%w: set either nodes or membership, not both", ErrConfig)
@@ -176,6 +228,7 @@ func (u *Upstreams) Provision(ctx caddy.Context) error {
 			return err
 		}
 		u.members = static
+		u.home = u.Region
 		return nil
 	}
 	mod, err := ctx.LoadModule(u, "MembershipRaw")
@@ -187,6 +240,10 @@ func (u *Upstreams) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("%w: module %T in %s is not a cellroute.Membership", ErrConfig, mod, MembershipNamespace)
 	}
 	u.members = m
+	u.home = u.Region
+	if h, ok := m.(HomeRegioner); ok && u.home == "" {
+		u.home = h.HomeRegion()
+	}
 	return nil
 }
 
@@ -215,22 +272,39 @@ func checkAddr(addr string) error {
 	return nil
 }
 
-// GetUpstreams returns the cell's healthy nodes. It allocates fresh Upstream
-// values on every call because reverse_proxy writes into them (host state,
-// health policy) while proxying, so sharing them between concurrent requests
-// would race.
-func (u *Upstreams) GetUpstreams(*http.Request) ([]*reverseproxy.Upstream, error) {
-	nodes := u.members.Nodes()
-	ups := make([]*reverseproxy.Upstream, 0, len(nodes))
-	for _, n := range nodes {
-		if n.Healthy && n.Addr != "" {
-			ups = append(ups, &reverseproxy.Upstream{Dial: n.Addr})
-		}
-	}
-	if len(ups) == 0 {
+// GetUpstreams returns the nodes r may go to, best first (route). It
+// allocates fresh Upstream values on every call because reverse_proxy
+// writes into them (host state, health policy) while proxying, so sharing
+// them between concurrent requests would race.
+func (u *Upstreams) GetUpstreams(r *http.Request) ([]*reverseproxy.Upstream, error) {
+	nodes := route(u.members.Nodes(), r, u.home, u.state.turn.Add(1)-1)
+	if len(nodes) == 0 {
 		return nil, ErrNoHealthyNodes
 	}
+	if k := u.state.retried(r) % len(nodes); k > 0 {
+		// The selection policy "first" took the nodes before this one
+		// on the earlier attempts, and they failed.
+		nodes = slices.Concat(nodes[k:], nodes[:k])
+	}
+	ups := make([]*reverseproxy.Upstream, len(nodes))
+	for i, n := range nodes {
+		ups[i] = &reverseproxy.Upstream{Dial: n.Addr}
+	}
 	return ups, nil
+}
+
+// ResetCache is reverse_proxy's word that it is about to retry r, after
+// the node it picked could not be reached: the next GetUpstreams for r
+// puts the following node first. The count goes with r's context.
+func (u *Upstreams) ResetCache(r *http.Request) error {
+	n := new(atomic.Int64)
+	if got, loaded := u.state.retries.LoadOrStore(r, n); loaded {
+		n = got.(*atomic.Int64)
+	} else {
+		context.AfterFunc(r.Context(), func() { u.state.retries.Delete(r) })
+	}
+	n.Add(1)
+	return nil
 }
 
 // UnmarshalCaddyfile sets up the source from Caddyfile tokens:
@@ -290,13 +364,20 @@ func parseNodeBlock(d *caddyfile.Dispenser, addrs *[]string, region *string, oth
 
 // Interface guards.
 var (
-	_ caddy.Provisioner           = (*Upstreams)(nil)
-	_ caddy.Validator             = (*Upstreams)(nil)
-	_ reverseproxy.UpstreamSource = (*Upstreams)(nil)
-	_ caddyfile.Unmarshaler       = (*Upstreams)(nil)
-	_ Membership                  = StaticMembership(nil)
-	_ Membership                  = (*Static)(nil)
-	_ caddy.Provisioner           = (*Static)(nil)
-	_ caddy.Validator             = (*Static)(nil)
-	_ caddyfile.Unmarshaler       = (*Static)(nil)
+	_ caddy.Provisioner                  = (*Upstreams)(nil)
+	_ caddy.Validator                    = (*Upstreams)(nil)
+	_ reverseproxy.UpstreamSource        = (*Upstreams)(nil)
+	_ reverseproxy.CachingUpstreamSource = (*Upstreams)(nil)
+	_ caddyfile.Unmarshaler              = (*Upstreams)(nil)
+	_ Membership                         = StaticMembership(nil)
+	_ Membership                         = (*Static)(nil)
+	_ caddy.Provisioner                  = (*Static)(nil)
+	_ caddy.Validator                    = (*Static)(nil)
+	_ caddyfile.Unmarshaler              = (*Static)(nil)
+	_ Membership                         = (*Gossip)(nil)
+	_ HomeRegioner                       = (*Gossip)(nil)
+	_ caddy.Provisioner                  = (*Gossip)(nil)
+	_ caddy.Validator                    = (*Gossip)(nil)
+	_ caddy.CleanerUpper                 = (*Gossip)(nil)
+	_ caddyfile.Unmarshaler              = (*Gossip)(nil)
 )

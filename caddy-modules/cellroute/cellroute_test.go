@@ -15,13 +15,42 @@ import (
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 )
 
+// caddyfileCase is a Caddyfile snippet and what a module parses from it.
+type caddyfileCase[T any] struct {
+	name    string
+	input   string
+	want    T
+	wantErr bool
+}
+
+// checkCaddyfile parses each case into a fresh module value.
+func checkCaddyfile[T any, P interface {
+	*T
+	caddyfile.Unmarshaler
+}](t *testing.T, tests []caddyfileCase[T]) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := P(new(T))
+			err := got.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tt.input))
+			if tt.wantErr {
+				if err == nil {
+					t.Fatalf("no error; parsed %+v", *got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(*got, tt.want) {
+				t.Errorf("got %+v, want %+v", *got, tt.want)
+			}
+		})
+	}
+}
+
 func TestUnmarshalCaddyfile(t *testing.T) {
-	tests := []struct {
-		name    string
-		input   string
-		want    Upstreams
-		wantErr bool
-	}{
+	checkCaddyfile(t, []caddyfileCase[Upstreams]{
 		{
 			name: "block",
 			input: `sandboxapi_cell {
@@ -61,29 +90,11 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "region with two names", input: "sandboxapi_cell {\n region a b\n}", wantErr: true},
 		{name: "membership twice", input: "sandboxapi_cell {\n membership static a:1\n membership static b:1\n}", wantErr: true},
 		{name: "membership without module", input: "sandboxapi_cell {\n membership\n}", wantErr: true},
-		{name: "membership module not built in", input: "sandboxapi_cell {\n membership gossip\n}", wantErr: true},
+		{name: "membership module not built in", input: "sandboxapi_cell {\n membership nobody\n}", wantErr: true},
 		{name: "unknown static option", input: "sandboxapi_cell {\n membership static {\n nodes 1.2.3.4:5\n }\n}", wantErr: true},
 		{name: "static region twice", input: "sandboxapi_cell {\n membership static {\n region a\n region b\n }\n}", wantErr: true},
 		{name: "unknown option", input: "sandboxapi_cell {\n nodes 1.2.3.4:5\n}", wantErr: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var got Upstreams
-			err := got.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tt.input))
-			if tt.wantErr {
-				if err == nil {
-					t.Fatalf("no error; parsed %+v", got)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("got %+v, want %+v", got, tt.want)
-			}
-		})
-	}
+	})
 }
 
 // TestCaddyfileInsideReverseProxy checks the directive as operators write it,
@@ -208,6 +219,8 @@ func init() {
 type fakeMembership struct {
 	// Fail makes Provision fail.
 	Fail bool `json:"fail,omitempty"`
+	// Home is the gateway's region it reports.
+	Home string `json:"home,omitempty"`
 
 	mu      sync.Mutex
 	nodes   []Node
@@ -234,6 +247,8 @@ func (f *fakeMembership) Cleanup() error {
 	f.cleaned = true
 	return nil
 }
+
+func (f *fakeMembership) HomeRegion() string { return f.Home }
 
 func (f *fakeMembership) Nodes() []Node {
 	f.mu.Lock()
@@ -317,7 +332,7 @@ func TestJSONMembership(t *testing.T) {
 		{name: "static module without nodes", config: `{"membership":{"source":"static"}}`, wantErr: "no nodes"},
 		{name: "static module with a bad address", config: `{"membership":{"source":"static","nodes":["127.0.0.1"]}}`, wantErr: "not host:port"},
 		{name: "unknown static field", config: `{"membership":{"source":"static","addrs":["127.0.0.1:9000"]}}`, wantErr: "unknown field"},
-		{name: "unknown module", config: `{"membership":{"source":"gossip"}}`, wantErr: "unknown module: sandboxapi.membership.gossip"},
+		{name: "unknown module", config: `{"membership":{"source":"nobody"}}`, wantErr: "unknown module: sandboxapi.membership.nobody"},
 		{name: "membership given by name", config: `{"membership":"gossip"}`, wantErr: "membership"},
 		{name: "nodes and membership", config: `{"nodes":["127.0.0.1:9000"],"membership":{"source":"static","nodes":["127.0.0.1:9001"]}}`, wantErr: "not both"},
 	}
@@ -451,6 +466,7 @@ func TestModuleRegistered(t *testing.T) {
 	}{
 		{"http.reverse_proxy.upstreams.sandboxapi_cell", new(Upstreams)},
 		{"sandboxapi.membership.static", new(Static)},
+		{"sandboxapi.membership.gossip", new(Gossip)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.id, func(t *testing.T) {

@@ -78,7 +78,9 @@ type Config struct {
 	// reports the cell's nodes, instead of CellNodes: the JSON object that
 	// sandboxapi_cell takes as "membership".
 	CellMembership json.RawMessage
-	// CellRegion is the cell's region (informational for now).
+	// CellRegion is the gateway's own region: requests that name no
+	// region (cellroute.RegionHeader), or one no node reports, go to its
+	// cell.
 	CellRegion string
 	// RapidAPIProxySecret, when set, is required on requests that carry
 	// X-RapidAPI-Key.
@@ -151,10 +153,13 @@ func (c Config) CaddyJSON() ([]byte, error) {
 	if c.CellRegion != "" {
 		upstreams["region"] = c.CellRegion
 	}
-	// Retry another pick when a node cannot be dialed (Caddy retries
-	// non-idempotent requests only if they never reached the node), so one
-	// dead node in a cell costs a few milliseconds instead of a 502.
-	lb := object{"retries": 2}
+	// sandboxapi_cell returns the nodes best first (the session's node,
+	// the most free), so the first is the pick. Retry another pick when a
+	// node cannot be dialed (Caddy retries non-idempotent requests only if
+	// they never reached the node), so one dead node in a cell costs a few
+	// milliseconds instead of a 502: sandboxapi_cell hears of each retry
+	// and puts the next node first (DESIGN.md).
+	lb := object{"retries": 2, "selection_policy": object{"policy": "first"}}
 	proxy := object{
 		"handler":           "reverse_proxy",
 		"dynamic_upstreams": upstreams,
