@@ -186,16 +186,35 @@ func (s *Service) asyncRefusal(plan string) string {
 // lookup returns the caller's job id of one of dialects, if it exists and
 // has not expired, with the dialect that took it. Anything else is the
 // same 404, so an account cannot probe for another's tokens.
-func (s *Service) lookup(id, account string, dialects []string) (store.Job, dialect.Jobs, bool) {
+//
+// A job this node does not have is looked for again after a consistent
+// read: it may have been submitted through another node a moment ago,
+// and a client polling right after its 202 must not be told it does not
+// exist.
+// When the cell cannot say (no leader), the answer is the store's error,
+// a 503, rather than a 404 that may be false.
+func (s *Service) lookup(ctx context.Context, id, account string, dialects []string) (store.Job, dialect.Jobs, error) {
 	j, ok := s.store.Job(id)
+	if !ok {
+		ctx, cancel := context.WithTimeout(ctx, consistentWait)
+		err := s.store.Consistent(ctx)
+		cancel()
+		if err != nil {
+			return store.Job{}, nil, err
+		}
+		j, ok = s.store.Job(id)
+	}
 	if !ok || j.Account != account || !slices.Contains(dialects, j.Dialect) {
-		return store.Job{}, nil, false
+		return store.Job{}, nil, s.notFound(id)
 	}
 	if j.State.Terminal() && !s.now().Before(j.ExpiresAt) {
-		return store.Job{}, nil, false
+		return store.Job{}, nil, s.notFound(id)
 	}
 	jd, ok := s.jobDialect(j.Dialect)
-	return j, jd, ok
+	if !ok {
+		return store.Job{}, nil, s.notFound(id)
+	}
+	return j, jd, nil
 }
 
 // jobDialect is the dialect called name, which took a job.
@@ -209,6 +228,9 @@ func (s *Service) jobDialect(name string) (dialect.Jobs, bool) {
 	return jd, ok
 }
 
+// consistentWait bounds the consistent read of a job missing here.
+const consistentWait = 2 * time.Second
+
 func (s *Service) notFound(id string) error {
 	return apierror.New(apierror.JobNotFound,
 		"no job %q: it does not exist, belongs to another account, or its result expired (results are kept %s)", id, s.cfg.Retention)
@@ -216,9 +238,9 @@ func (s *Service) notFound(id string) error {
 
 func (s *Service) get(w http.ResponseWriter, r *http.Request, c callerauth.Caller, d dialect.Dialect, id string, dialects []string) {
 	api.SetExecutionID(w, id)
-	j, jd, ok := s.lookup(id, c.AccountID, dialects)
-	if !ok {
-		s.writeError(w, d, s.notFound(id))
+	j, jd, err := s.lookup(r.Context(), id, c.AccountID, dialects)
+	if err != nil {
+		s.writeError(w, d, err)
 		return
 	}
 	api.WriteJSON(w, http.StatusOK, jd.View(j, false))
@@ -240,9 +262,9 @@ func (s *Service) active(account string, dialects []string) []store.Job {
 // partial output, and the answer waits (up to CancelWait) for that.
 func (s *Service) cancelJob(w http.ResponseWriter, r *http.Request, c callerauth.Caller, d dialect.Dialect, cc dialect.JobCanceller, id string, dialects []string) {
 	api.SetExecutionID(w, id)
-	j, jd, ok := s.lookup(id, c.AccountID, dialects)
-	if !ok {
-		s.writeError(w, d, s.notFound(id))
+	j, jd, err := s.lookup(r.Context(), id, c.AccountID, dialects)
+	if err != nil {
+		s.writeError(w, d, err)
 		return
 	}
 	if j.State.Terminal() {
@@ -252,7 +274,7 @@ func (s *Service) cancelJob(w http.ResponseWriter, r *http.Request, c callerauth
 	now := s.now().UTC()
 	out := s.cfg.Runner.Unrun(j, EndCancelled, "")
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), writeTimeout)
-	j, err := s.store.CancelJob(ctx, c.AccountID, store.JobEnd{
+	j, err = s.store.CancelJob(ctx, c.AccountID, store.JobEnd{
 		ID: id, Status: StatusCancelled, Result: out.Result, At: now, ExpiresAt: now.Add(s.cfg.Retention),
 	})
 	cancel()

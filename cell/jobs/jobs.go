@@ -115,6 +115,9 @@ type Store interface {
 	Jobs(f store.JobFilter) []store.Job
 	Changed() <-chan struct{}
 	IsLeader() bool
+	// Consistent waits until this node has every write the cell has
+	// acknowledged: a job submitted through another node a moment ago.
+	Consistent(ctx context.Context) error
 }
 
 // Config is a Service's set-up. Zero values take the defaults.

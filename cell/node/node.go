@@ -18,18 +18,25 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
 
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/cell/api"
 	"github.com/sandboxapi/sandboxapi/cell/capacity"
+	"github.com/sandboxapi/sandboxapi/cell/cluster"
 	"github.com/sandboxapi/sandboxapi/cell/dialect"
 	"github.com/sandboxapi/sandboxapi/cell/jobs"
 	"github.com/sandboxapi/sandboxapi/cell/mcp"
+	"github.com/sandboxapi/sandboxapi/cell/placement"
 	"github.com/sandboxapi/sandboxapi/cell/sessions"
 	"github.com/sandboxapi/sandboxapi/cell/store"
 	"github.com/sandboxapi/sandboxapi/cell/unsandbox"
 	"github.com/sandboxapi/sandboxapi/cell/v1api"
+	"github.com/sandboxapi/sandboxapi/gossip"
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 	"github.com/sandboxapi/sandboxapi/sandboxes/pkgcache"
@@ -64,6 +71,60 @@ type Config struct {
 	Sessions sessions.Config
 	// MCP sets up the node's MCP server at /mcp.
 	MCP mcp.Config
+
+	// NodeID names the node in raft, gossip and the ids of its sessions
+	// (placement.CheckNodeID). Empty: the one kept in DATA_DIR/node.json,
+	// made on first start. A node's id never changes once it has joined.
+	NodeID string
+	// RaftAddr is the host:port raft binds and advertises to its peers.
+	// Empty: the one kept in node.json (a loopback port picked on first
+	// start), so a restarted node is found where it was.
+	RaftAddr string
+	// GossipAddr is the host:port gossip binds and advertises; empty as
+	// RaftAddr.
+	GossipAddr string
+	// Join are API addresses (host:port) of members of the cell. A fresh
+	// node joins the cell through the first that answers; with none it
+	// starts a cell of its own. A node that has joined before ignores it.
+	Join []string
+	// GossipJoin are gossip addresses of members of the gossip pool
+	// (nodes of any cell, gateways); none for a node alone.
+	GossipJoin []string
+	// GossipKeyring encrypts gossip between hosts (AES keys of 16, 24 or
+	// 32 bytes, the first used to send). None: plaintext, for loopback.
+	GossipKeyring [][]byte
+	// Timing tunes raft and gossip; zero fields take the defaults.
+	Timing Timing
+	// LeaveOnStop makes Drain take the node out of raft and gossip, for a
+	// node that is going away for good; a node that is only restarting
+	// keeps its place.
+	LeaveOnStop bool
+	// DrainTimeout bounds how long Drain waits for running work; zero
+	// takes the longest execution the plans allow, and a margin.
+	DrainTimeout time.Duration
+
+	// Faults are the test seams through which a test cuts a node off from
+	// others; nil in service.
+	Faults *Faults
+}
+
+// Faults replace how a node reaches its peers, for tests that partition
+// a cell. Each nil field keeps the real network.
+type Faults struct {
+	// RaftLayer is raft's stream layer, bound to the node's raft address.
+	RaftLayer raft.StreamLayer
+	// GossipTransport is memberlist's transport, bound to its address.
+	GossipTransport memberlist.Transport
+	// Dial dials other nodes' APIs for forwarded writes and proxied
+	// session requests.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// Timing tunes how quickly a cell notices a lost member, against how
+// often a busy host makes it think so wrongly (DESIGN.md, "Timing").
+type Timing struct {
+	Raft   store.Timing
+	Gossip gossip.Timing
 }
 
 // Node is a running cell node.
@@ -72,17 +133,32 @@ type Node struct {
 	store *store.Store
 	rt    *runsc.Runtime
 	exec  *executor.Executor
+	gate  *capacity.Slots
 	jobs  *jobs.Service
 	sess  *sessions.Manager
 	srv   *http.Server
 	ln    net.Listener
+	agent *gossip.Agent
+
+	cell, region string
+	logger       *slog.Logger
+	timing       Timing
+	started      time.Time
+	drainTimeout time.Duration
+	leaveOnStop  bool
+	// stop ends the node's background loops (gossip metadata, the
+	// leader's reconciliation); loops waits for them.
+	stop  context.CancelFunc
+	loops sync.WaitGroup
+	drainState
 }
 
 // identity is what a node keeps across restarts so raft's stored
-// configuration still names it.
+// configuration, gossip and its sessions' ids still name it.
 type identity struct {
-	NodeID   string `json:"node_id"`
-	RaftAddr string `json:"raft_addr"`
+	NodeID     string `json:"node_id"`
+	RaftAddr   string `json:"raft_addr"`
+	GossipAddr string `json:"gossip_addr,omitempty"`
 }
 
 // Start brings a node up: store first (a single-node cell bootstraps
@@ -101,25 +177,45 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	id, err := loadIdentity(filepath.Join(cfg.DataDir, "node.json"))
+	id, err := loadIdentity(filepath.Join(cfg.DataDir, "node.json"), cfg.NodeID, cfg.RaftAddr, cfg.GossipAddr)
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{ID: id.NodeID}
+	n := &Node{
+		ID: id.NodeID, cell: cfg.Cell, region: cfg.Region, logger: cfg.Logger, timing: cfg.Timing,
+		started: time.Now(), leaveOnStop: cfg.LeaveOnStop, drainTimeout: cfg.DrainTimeout,
+	}
+	if n.drainTimeout <= 0 {
+		n.drainTimeout = longestExecution(cfg.Plans) + drainMargin
+	}
+	loopCtx, stopLoops := context.WithCancel(context.Background())
+	n.stop = stopLoops
 	defer func() {
 		if err != nil {
 			n.Close()
 		}
 	}()
+	faults := cmp.Or(cfg.Faults, &Faults{})
 
 	p := newProgress(cfg.Logger)
 
+	forwarder := &cluster.Client{Secret: cfg.Secret, Self: id.NodeID, Dial: faults.Dial}
 	n.store, err = store.Open(store.Config{
 		Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: id.NodeID, RaftAddr: id.RaftAddr,
-		Bootstrap: true, Logger: cfg.Logger,
+		Bootstrap: len(cfg.Join) == 0, Logger: cfg.Logger, Timing: cfg.Timing.Raft,
+		Forwarder: forwarder, StreamLayer: faults.RaftLayer,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
+	}
+	if len(cfg.Join) > 0 && !isMember(n.store, id.NodeID) {
+		err = p.run(ctx, step{name: "join", done: "in the cell", doing: "asking to join the cell", timeout: leaderTimeout},
+			func(ctx context.Context) error {
+				return joinCell(ctx, n.store, forwarder, cfg.Join, id.NodeID, id.RaftAddr, cfg.Logger)
+			}, "through", strings.Join(cfg.Join, ","))
+		if err != nil {
+			return nil, err
+		}
 	}
 	err = p.run(ctx, step{name: "raft", done: "raft leader elected", doing: "waiting for a raft leader", timeout: leaderTimeout},
 		n.store.WaitLeader, "node", id.NodeID, "raft", id.RaftAddr)
@@ -185,6 +281,17 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	n.agent, err = gossip.Start(gossip.Config{
+		Name: id.NodeID, Bind: id.GossipAddr, Join: cfg.GossipJoin, Keyring: cfg.GossipKeyring,
+		Timing: cfg.Timing.Gossip, Logger: cfg.Logger, Transport: faults.GossipTransport,
+		Meta: gossip.Meta{
+			Role: gossip.RoleNode, Cell: cfg.Cell, Region: cfg.Region, API: n.ln.Addr().String(),
+			Raft: id.RaftAddr, Capacity: cfg.Capacity, Free: cfg.Capacity, Languages: ids,
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
 
 	// The doors: every dialect registered here and nowhere else, all on
 	// the node's one capacity gate (cell/DESIGN.md).
@@ -193,6 +300,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	gate := capacity.New(ex, capacity.Config{Slots: cfg.Capacity})
+	n.gate = gate
 	// Async jobs: durable in the store, run on the same gate.
 	jc := cfg.Jobs
 	execs := &jobs.Executions{Gate: gate, Dialects: dialects, Plans: cfg.Plans, Catalog: catalog}
@@ -214,6 +322,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	apiSrv := &api.Server{NodeID: id.NodeID, Catalog: catalog, Cluster: n.store, Secret: cfg.Secret, Logger: cfg.Logger}
 	apiSrv.Mount(routes...)
+	apiSrv.Mount(cluster.Routes(n.store)...)
 	n.jobs.Start()
 	// Sessions hold a sandbox of their own, with their record in the store.
 	sc := cfg.Sessions
@@ -242,7 +351,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			cfg.Logger.Error("node API server", "err", err)
 		}
 	}()
-	cfg.Logger.Info("cell node up", "node", id.NodeID, "api", n.ln.Addr().String())
+	n.loops.Go(func() { n.gossipMeta(loopCtx) })
+	n.loops.Go(func() { n.lead(loopCtx) })
+	cfg.Logger.Info("cell node up", "node", id.NodeID, "cell", cfg.Cell, "api", n.ln.Addr().String(),
+		"raft", id.RaftAddr, "gossip", n.agent.Addr())
 	return n, nil
 }
 
@@ -268,10 +380,25 @@ func logProblems(logger *slog.Logger, catalog *langs.Catalog) {
 // Addr is the node's API address.
 func (n *Node) Addr() string { return n.ln.Addr().String() }
 
-// Close stops the API, removes every sandbox and closes the store.
+// IsLeader reports whether the node leads its cell's raft.
+func (n *Node) IsLeader() bool { return n.store.IsLeader() }
+
+// RaftAddr is the address the node's raft listens on.
+func (n *Node) RaftAddr() string { return n.store.RaftAddr() }
+
+// GossipAddr is the address the node's gossip listens on.
+func (n *Node) GossipAddr() string { return n.agent.Addr() }
+
+// Close stops the API, removes every sandbox and closes the store. After
+// Drain it skips what Drain finished; without Drain the node simply
+// stops, and the cell notices it has gone.
 func (n *Node) Close() error {
 	var errs error
-	if n.jobs != nil {
+	if n.stop != nil {
+		n.stop()
+		n.loops.Wait()
+	}
+	if n.jobs != nil && !n.jobsDone {
 		// First, while the store is up: running jobs go back to the queue.
 		errs = errors.Join(errs, n.jobs.Close())
 	}
@@ -279,7 +406,7 @@ func (n *Node) Close() error {
 		// While the store is up: the records go with the sandboxes.
 		errs = errors.Join(errs, n.sess.Close())
 	}
-	if n.srv != nil {
+	if n.srv != nil && !n.srvDone {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		errs = errors.Join(errs, n.srv.Shutdown(ctx))
 		cancel()
@@ -293,32 +420,70 @@ func (n *Node) Close() error {
 	if n.rt != nil {
 		n.rt.Close()
 	}
+	if n.agent != nil {
+		errs = errors.Join(errs, n.agent.Shutdown())
+	}
 	if n.store != nil {
 		errs = errors.Join(errs, n.store.Close())
 	}
 	return errs
 }
 
-func loadIdentity(path string) (identity, error) {
+// drainMargin is what Drain allows beyond the longest execution: a job
+// started just before the drain ends, and its result is written.
+const drainMargin = 10 * time.Second
+
+// longestExecution is the longest timeout any plan allows.
+func longestExecution(c plans.Catalog) time.Duration {
+	var d time.Duration
+	for _, p := range c.Plans() {
+		d = max(d, p.MaxTimeout())
+	}
+	return d
+}
+
+// loadIdentity reads the node's identity from path, or makes it on first
+// start: the configured id and addresses, else a new name and loopback
+// ports. The addresses configured win over the ones kept (a host may be
+// renumbered; raft's configuration is then mended by the join), but an id
+// never changes: raft, gossip and session ids all carry it.
+func loadIdentity(path, nodeID, raftAddr, gossipAddr string) (identity, error) {
 	var id identity
 	b, err := os.ReadFile(path)
-	if err == nil {
+	switch {
+	case err == nil:
 		if err := json.Unmarshal(b, &id); err != nil {
 			return id, fmt.Errorf("node: %s: %w", path, err)
 		}
-		return id, nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
+		if nodeID != "" && nodeID != id.NodeID {
+			return id, fmt.Errorf("node: the data dir belongs to node %q, not %q (%s): a node's id cannot change", id.NodeID, nodeID, path)
+		}
+	case errors.Is(err, os.ErrNotExist):
+		id.NodeID = cmp.Or(nodeID, "node-"+strings.ToLower(rand.Text()[:10]))
+	default:
 		return id, fmt.Errorf("node: %w", err)
 	}
-	// First start: a name and a raft port that this node keeps from now on.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return id, fmt.Errorf("node: pick raft port: %w", err)
+	if err := placement.CheckNodeID(id.NodeID); err != nil {
+		return id, fmt.Errorf("node: %w", err)
 	}
-	id.RaftAddr = ln.Addr().String()
-	ln.Close()
-	id.NodeID = "node-" + strings.ToLower(rand.Text()[:10])
+	was := id
+	id.RaftAddr = cmp.Or(raftAddr, id.RaftAddr)
+	id.GossipAddr = cmp.Or(gossipAddr, id.GossipAddr)
+	for _, a := range []*string{&id.RaftAddr, &id.GossipAddr} {
+		if *a != "" {
+			continue
+		}
+		// A port this node keeps from now on, so peers find it again.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return id, fmt.Errorf("node: pick a port: %w", err)
+		}
+		*a = ln.Addr().String()
+		ln.Close()
+	}
+	if id == was {
+		return id, nil
+	}
 	b, _ = json.MarshalIndent(id, "", "  ")
 	if err := writeFileSync(path, b, 0o600); err != nil {
 		return id, fmt.Errorf("node: %w", err)
