@@ -20,14 +20,17 @@ import (
 
 const adminUsage = `usage: sandboxapi admin <command> [flags]
 
-Manages the accounts of a data dir, whether or not sandboxapi dev is
-running on it: a running service is asked through DATA_DIR/admin.sock,
-otherwise the accounts database is opened directly.
+Manages the accounts of a data dir, whether or not sandboxapi dev (or
+gateway) is running on it: a running service is asked through
+DATA_DIR/admin.sock, otherwise the accounts database is opened directly.
 
 commands:
   accounts create --plan PLAN [--name NAME] [--data-dir DIR]
             make an account and its API key; prints
             {"account_id": "...", "api_key": "...", "plan": "..."}
+  cluster [--data-dir DIR]
+            print the cells of a dev cluster (sandboxapi dev --nodes N)
+            and their members as a live node of each sees them
 `
 
 func runAdmin(args []string) error {
@@ -39,7 +42,11 @@ func runAdmin(args []string) error {
 		fmt.Print(adminUsage)
 		return nil
 	}
-	if args[0] != "accounts" {
+	switch args[0] {
+	case "accounts":
+	case "cluster":
+		return adminCluster(args[1:])
+	default:
 		return usagef("admin", "unknown command %q", args[0])
 	}
 	switch rest := args[1:]; {

@@ -44,14 +44,41 @@ func runCLI(t *testing.T, dir string, args ...string) (code int, stdout, stderr 
 	return code, out.String(), errOut.String()
 }
 
+// cliCase is a command line and what the binary must answer to it.
+type cliCase struct {
+	name string
+	args []string
+	code int
+	// stdout and stderr must match these (unanchored) patterns.
+	stdout, stderr string
+}
+
+// checkCLI runs each case in a working directory of its own, which the
+// command must leave empty.
+func checkCLI(t *testing.T, tests []cliCase) {
+	t.Helper()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			code, stdout, stderr := runCLI(t, dir, tc.args...)
+			if code != tc.code {
+				t.Errorf("exit code %d, want %d\nstdout: %s\nstderr: %s", code, tc.code, stdout, stderr)
+			}
+			if !regexp.MustCompile(tc.stdout).MatchString(stdout) {
+				t.Errorf("stdout does not match %q:\n%s", tc.stdout, stdout)
+			}
+			if !regexp.MustCompile(tc.stderr).MatchString(stderr) {
+				t.Errorf("stderr does not match %q:\n%s", tc.stderr, stderr)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+				t.Errorf("the command wrote into its working directory: %v", entries)
+			}
+		})
+	}
+}
+
 func TestCommandLine(t *testing.T) {
-	tests := []struct {
-		name string
-		args []string
-		code int
-		// stdout and stderr must match these (unanchored) patterns.
-		stdout, stderr string
-	}{
+	checkCLI(t, []cliCase{
 		{"stray word before flags", []string{"dev", "extra-arg", "--listen", "127.0.0.1:1"}, 2, `^$`, `unexpected argument "extra-arg"`},
 		{"stray word after flags", []string{"dev", "--listen", "127.0.0.1:1", "extra-arg"}, 2, `^$`, `unexpected argument "extra-arg"`},
 		{"bench stray word", []string{"bench", "quick"}, 2, `^$`, `unexpected argument "quick"`},
@@ -81,25 +108,7 @@ func TestCommandLine(t *testing.T) {
 		{"admin --help", []string{"admin", "--help"}, 0, `usage: sandboxapi admin`, `^$`},
 		{"mcp --help", []string{"mcp", "--help"}, 0, `usage: sandboxapi mcp --url URL[\s\S]*SANDBOXAPI_API_KEY`, `^$`},
 		{"admin accounts create --help", []string{"admin", "accounts", "create", "--help"}, 0, `usage: sandboxapi admin accounts create[\s\S]*-plan`, `^$`},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			code, stdout, stderr := runCLI(t, dir, tc.args...)
-			if code != tc.code {
-				t.Errorf("exit code %d, want %d\nstdout: %s\nstderr: %s", code, tc.code, stdout, stderr)
-			}
-			if !regexp.MustCompile(tc.stdout).MatchString(stdout) {
-				t.Errorf("stdout does not match %q:\n%s", tc.stdout, stdout)
-			}
-			if !regexp.MustCompile(tc.stderr).MatchString(stderr) {
-				t.Errorf("stderr does not match %q:\n%s", tc.stderr, stderr)
-			}
-			if entries, _ := os.ReadDir(dir); len(entries) > 0 {
-				t.Errorf("the command wrote into its working directory: %v", entries)
-			}
-		})
-	}
+	})
 }
 
 // TestVersion holds `sandboxapi version` to what the binary was built

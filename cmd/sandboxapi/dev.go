@@ -51,6 +51,8 @@ func runDev(args []string) error {
 	sessionPoolLangs := fs.String("session-pool-languages", "python3,javascript", "comma-separated languages whose session sandboxes are pooled")
 	maxSessions := fs.Int("max-sessions", sessions.DefaultMaxSessions, "sessions this node holds at once")
 	mcpOrigins := fs.String("mcp-origins", "", "comma-separated browser origins (https://app.example.com) that may call /mcp besides the gateway's own host")
+	nodes := fs.Int("nodes", 1, "nodes per cell; more than 1 runs a gateway and each node as processes of their own (docs/cluster.md)")
+	cells := fs.Int("cells", 1, "cells, each in a region of its own, behind the one gateway; more than 1 runs processes as --nodes does")
 	if err := parseFlags(fs, args, devUsage); err != nil {
 		return err
 	}
@@ -59,6 +61,18 @@ func runDev(args []string) error {
 	}
 	if *jobRetention <= 0 {
 		return fmt.Errorf("--job-retention must be positive, not %s", *jobRetention)
+	}
+	if *nodes < 1 || *cells < 1 {
+		return usagef("dev", "--nodes and --cells must be at least 1")
+	}
+	if *nodes > 1 || *cells > 1 {
+		return runDevCluster(devSettings{
+			listen: *listen, dataDir: *dataDir, cacheDir: *cacheDir, runsc: *runscPath, init: *initPath,
+			plans: *plansFile, pkgcache: *pkgcacheDir, capacity: *capacity, verbose: *verbose,
+			accessLog: *accessLog, allowPrivateCallbacks: *allowPrivateCallbacks, jobRetention: *jobRetention,
+			sessionPool: *sessionPool, sessionPoolLangs: splitList(*sessionPoolLangs),
+			mcpOrigins: splitList(*mcpOrigins), maxSessions: *maxSessions, nodes: *nodes, cells: *cells,
+		})
 	}
 	level := slog.LevelInfo
 	if *verbose {
@@ -163,7 +177,14 @@ const devUsage = `dev [flags]
 Runs the gateway, one cell node and its executor in one process, and prints
 a dev API key. Everything it keeps is in --data-dir; the language caches in
 --cache-dir are the host's, shared with other services and tests.
-While it runs, sandboxapi admin reaches it through DATA_DIR/admin.sock.`
+While it runs, sandboxapi admin reaches it through DATA_DIR/admin.sock.
+
+With --nodes N or --cells M above 1 it runs a cluster on loopback instead:
+one sandboxapi gateway and N nodes per cell as processes of their own,
+their config files and data dirs under DATA_DIR/nodes, their pids and
+addresses in DATA_DIR/cluster.json. A child that is killed is not started
+again, so killing one shows failover; sandboxapi admin cluster shows the
+cells' members.`
 
 // besideBinary resolves a helper binary: the flag, else the environment
 // variable, else a file of that name next to this executable.

@@ -1,5 +1,6 @@
 // Command sandboxapi is SandboxAPI's one binary. `sandboxapi dev` runs the
-// gateway, a single-node cell and its executor in one process.
+// gateway, a single-node cell and its executor in one process; `node` and
+// `gateway` run one of each on its own, for cells of several nodes.
 package main
 
 import (
@@ -13,8 +14,12 @@ const usage = `usage: sandboxapi <command> [flags]
 
 commands:
   dev       run the gateway and a single-node cell in one process
+            (--nodes N [--cells M]: a cluster of processes on loopback)
+  node      run one cell node: sandboxapi node --config FILE
+  gateway   run the gateway alone: sandboxapi gateway --config FILE
   prepare   build the language caches sandboxes use (make build runs it)
-  admin     manage accounts: sandboxapi admin accounts create --plan PLAN
+  admin     manage accounts: sandboxapi admin accounts create --plan PLAN;
+            show a dev cluster's members: sandboxapi admin cluster
   bench     measure the service against native, bubblewrap and runsc do
   pkgcache  build the offline package cache that session installs read
   mcp       serve MCP on stdio for a remote server: sandboxapi mcp --url URL
@@ -54,6 +59,10 @@ func dispatch(args []string) error {
 	switch args[0] {
 	case "dev":
 		return runDev(args[1:])
+	case "node":
+		return runNode(args[1:])
+	case "gateway":
+		return runGateway(args[1:])
 	case "prepare":
 		return runPrepare(args[1:])
 	case "admin":
