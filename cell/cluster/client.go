@@ -120,12 +120,12 @@ func (c *Client) Forward(ctx context.Context, leaderAPI, op string, body []byte)
 		if notSent(err) {
 			return nil, fmt.Errorf("cluster: %s to %s: %w: %w", op, leaderAPI, store.ErrUnreachable, err)
 		}
-		return nil, fmt.Errorf("cluster: %s to %s: %w", op, leaderAPI, err)
+		return nil, fmt.Errorf("cluster: %s to %s: %w: %w", op, leaderAPI, store.ErrOutcomeUnknown, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxBody+1))
 	if err != nil {
-		return nil, fmt.Errorf("cluster: %s to %s: read the answer: %w", op, leaderAPI, err)
+		return nil, fmt.Errorf("cluster: %s to %s: read the answer: %w: %w", op, leaderAPI, store.ErrOutcomeUnknown, err)
 	}
 	if len(data) > MaxBody {
 		return nil, fmt.Errorf("cluster: %s to %s: answer over %d bytes", op, leaderAPI, MaxBody)

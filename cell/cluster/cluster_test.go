@@ -278,6 +278,19 @@ func TestClientErrors(t *testing.T) {
 		t.Errorf("Forward took %v past its deadline", time.Since(start))
 	}
 
+	// A leader that dies with the request in hand may have applied it:
+	// the caller must not be told it was not.
+	dies := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	}))
+	defer dies.Close()
+	if _, err := c.Forward(testCtx(t), dies.Listener.Addr().String(), store.OpApply, nil); !errors.Is(err, store.ErrOutcomeUnknown) || errors.Is(err, store.ErrUnreachable) {
+		t.Errorf("Forward(leader dies mid-request) error = %v, want %v and not unreachable", err, store.ErrOutcomeUnknown)
+	}
+
 	// The deadline travels, so the leader stops when the caller does.
 	var got string
 	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -339,11 +339,11 @@ func (s *Service) writeError(w http.ResponseWriter, d dialect.Dialect, err error
 		err = apierror.New(apierror.JobNotFound, "no such job")
 	case errors.Is(err, store.ErrJobState):
 		err = apierror.New(apierror.JobNotCancellable, "the job has already ended")
-	case errors.Is(err, store.ErrNotLeader), errors.Is(err, store.ErrClosed),
+	case errors.Is(err, store.ErrNotLeader), errors.Is(err, store.ErrClosed), errors.Is(err, store.ErrOutcomeUnknown), errors.Is(err, store.ErrUnreachable),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		s.logger.Warn("job store unavailable", "err", err)
 		w.Header().Set("Retry-After", "1")
-		err = apierror.New(apierror.Unavailable, "the cell cannot take async jobs right now; retry with exponential backoff")
+		err = apierror.New(apierror.Unavailable, "the cell cannot take async jobs right now; retry with exponential backoff, with the same Idempotency-Key so that no job is made twice")
 	}
 	if _, ok := apierror.As(err); !ok {
 		s.logger.Error("job request failed", "err", err)

@@ -327,7 +327,7 @@ func (m *Manager) delete(w http.ResponseWriter, r *http.Request, _ callerauth.Ca
 // with the status that fits it, anything else a logged 500.
 func (m *Manager) writeError(w http.ResponseWriter, err error) {
 	switch {
-	case errors.Is(err, store.ErrNotLeader), errors.Is(err, store.ErrClosed),
+	case errors.Is(err, store.ErrNotLeader), errors.Is(err, store.ErrClosed), errors.Is(err, store.ErrOutcomeUnknown), errors.Is(err, store.ErrUnreachable),
 		errors.Is(err, context.DeadlineExceeded):
 		m.logger.Warn("session store unavailable", "err", err)
 		w.Header().Set("Retry-After", "1")

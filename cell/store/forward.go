@@ -41,6 +41,11 @@ var (
 	// ErrUnreachable means a forwarded request did not reach the leader's
 	// store (its API refused the connection, say), so it was not applied.
 	ErrUnreachable = errors.New("store: leader unreachable")
+	// ErrOutcomeUnknown means a write may or may not have been applied:
+	// leadership was lost while it committed, or the leader went away
+	// after the forwarded request reached it. It is not retried here; a
+	// client told to retry makes it safe with an Idempotency-Key.
+	ErrOutcomeUnknown = errors.New("store: the write's outcome is unknown")
 	// ErrUnknownOp means Serve was asked for an operation it does not know.
 	ErrUnknownOp = errors.New("store: unknown operation")
 	// ErrBadRequest means a forwarded request's body could not be read.
@@ -103,6 +108,7 @@ var errorNames = []struct {
 	{"unknown_op", ErrUnknownOp},
 	{"bad_request", ErrBadRequest},
 	{"unreachable", ErrUnreachable},
+	{"outcome_unknown", ErrOutcomeUnknown},
 	// Not the store's, but a forwarded call meets them too.
 	{"deadline_exceeded", context.DeadlineExceeded},
 	{"canceled", context.Canceled},

@@ -92,9 +92,9 @@ type Timing struct {
 
 // Default timings (DESIGN.md, "Startup and leadership").
 const (
-	defaultHeartbeatTimeout   = 150 * time.Millisecond
-	defaultElectionTimeout    = 150 * time.Millisecond
-	defaultLeaderLeaseTimeout = 100 * time.Millisecond
+	defaultHeartbeatTimeout   = 500 * time.Millisecond
+	defaultElectionTimeout    = 500 * time.Millisecond
+	defaultLeaderLeaseTimeout = 250 * time.Millisecond
 	defaultCommitTimeout      = 10 * time.Millisecond
 )
 
@@ -494,6 +494,8 @@ func mapRaftError(err error, leader string) error {
 		// the leader. ErrLeadershipLost is deliberately not mapped: that
 		// entry may still commit.
 		return fmt.Errorf("%w (leader %q): %w", ErrNotLeader, leader, err)
+	case errors.Is(err, raft.ErrLeadershipLost):
+		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return fmt.Errorf("%w: %w", ErrClosed, err)
 	default:
