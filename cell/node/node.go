@@ -328,6 +328,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	sc := cfg.Sessions
 	sc.NodeID, sc.Store, sc.Open, sc.Catalog, sc.Plans = id.NodeID, n.store, sessions.ExecutorOpener(ex), catalog, cfg.Plans
 	sc.CacheMount, sc.Logger = executor.PackageCachePath, cfg.Logger
+	// Requests for another node's sessions go to it the way forwarded
+	// writes do, through the same dialer.
+	peers := http.DefaultTransport.(*http.Transport).Clone()
+	if faults.Dial != nil {
+		peers.DialContext = faults.Dial
+	}
+	sc.Transport = peers
 	if pkgs != nil {
 		sc.Packages = pkgs
 	}

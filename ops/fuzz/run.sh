@@ -31,6 +31,8 @@ targets=(
 	"./sandboxes/wire FuzzReadFrame"
 	"./cell/mcp FuzzToolArguments"
 	"./cell/mcp FuzzAllowed"
+	"./gossip FuzzDecodeMeta"
+	"./caddy-modules/cellroute FuzzRoute"
 )
 
 summary=()
