@@ -133,24 +133,7 @@ func TestDevCluster(t *testing.T) {
 	}
 	dir := t.TempDir()
 	var record clusterRecord
-	// Registered before the dev server, so it runs after dev has been
-	// stopped: the children must be gone before the data dir is removed.
-	t.Cleanup(func() {
-		deadline := time.Now().Add(60 * time.Second)
-		for _, pid := range childPIDs(record) {
-			for processAlive(pid) && time.Now().Before(deadline) {
-				time.Sleep(100 * time.Millisecond)
-			}
-			if processAlive(pid) {
-				t.Errorf("child %d still runs after dev stopped", pid)
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-		// The node killed with SIGKILL could not clean up, and nothing
-		// starts it again to do so: its sandboxes' processes and mounts.
-		killLeftovers(t, dir)
-		unmountUnder(t, dir)
-	})
+	cleanUpCluster(t, dir, &record)
 	started := time.Now()
 	s := startDevWith(t, dir, devOptions{
 		// Small: four processes share a two-core machine with the rest
@@ -305,6 +288,28 @@ func TestDevCluster(t *testing.T) {
 		if len(again.Nodes) != 3 || again.Nodes[victim].PID != dead.PID || processAlive(dead.PID) {
 			t.Errorf("the killed node was started again: %s", b)
 		}
+	})
+}
+
+// cleanUpCluster registers, before the dev server's own clean-up, so it
+// runs after dev has been stopped, what a cluster test leaves: the
+// children must be gone before the data dir is removed, and a node
+// killed with SIGKILL could not clean up, nor does anything start it
+// again to do so — its sandboxes' processes and mounts.
+func cleanUpCluster(t *testing.T, dir string, record *clusterRecord) {
+	t.Cleanup(func() {
+		deadline := time.Now().Add(60 * time.Second)
+		for _, pid := range childPIDs(*record) {
+			for processAlive(pid) && time.Now().Before(deadline) {
+				time.Sleep(100 * time.Millisecond)
+			}
+			if processAlive(pid) {
+				t.Errorf("child %d still runs after dev stopped", pid)
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		killLeftovers(t, dir)
+		unmountUnder(t, dir)
 	})
 }
 

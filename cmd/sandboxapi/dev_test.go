@@ -77,7 +77,10 @@ func freeAddr(t *testing.T) string {
 }
 
 var keyLine = regexp.MustCompile(`dev API key: (\S+)`)
-var upLine = regexp.MustCompile(`gateway http://(\S+), cell node (\S+)`)
+
+// upLine is dev's banner: one node ("cell node ADDR") or a cluster
+// ("N nodes", whose addresses are in DATA_DIR/cluster.json).
+var upLine = regexp.MustCompile(`gateway http://(\S+), (?:cell node (\S+)|\d+ nodes)`)
 
 // startDev starts the binary on a free loopback port and waits until it
 // prints its key. env adds environment variables.
