@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,7 +31,7 @@ const (
 )
 
 // Client sends a follower's store operations to the leader over HTTP:
-// POST http://<leaderAPI>/internal/cluster/<op>, the body as
+// POST http(s)://<leaderAPI>/internal/cluster/<op>, the body as
 // application/octet-stream, signed with Secret as a node-to-node call. It
 // implements store.Forwarder.
 type Client struct {
@@ -47,6 +48,12 @@ type Client struct {
 	// Timeout bounds a call whose context has no deadline; 0 is
 	// DefaultTimeout.
 	Timeout time.Duration
+	// TLS, when set, is the client side of the cell's TLS
+	// (celltls.Bundle.Client): calls go to https://. With HTTP nil, the
+	// client's own connections shake hands with it, and one counts as
+	// made only once its handshake is done: a leader that fails it is
+	// unreachable, not an unknown outcome.
+	TLS *tls.Config
 
 	once sync.Once
 	http *http.Client
@@ -71,21 +78,39 @@ func (c *Client) client() *http.Client {
 		if dial == nil {
 			dial = (&net.Dialer{Timeout: DialTimeout, KeepAlive: 30 * time.Second}).DialContext
 		}
-		c.http = &http.Client{Transport: &http.Transport{
-			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				ctx, cancel := context.WithTimeout(ctx, DialTimeout)
-				defer cancel()
-				conn, err := dial(ctx, network, addr)
-				if err != nil {
-					return nil, &dialError{err: err}
-				}
-				return conn, nil
-			},
+		dialConn := func(ctx context.Context, network, addr string) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, DialTimeout)
+			defer cancel()
+			conn, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, &dialError{err: err}
+			}
+			return conn, nil
+		}
+		t := &http.Transport{
+			DialContext:         dialConn,
 			MaxIdleConnsPerHost: 4,
 			IdleConnTimeout:     90 * time.Second,
-			// The node API speaks plain HTTP/1.1 on the cell's network.
+			// The node API speaks HTTP/1.1 on the cell's network.
 			ForceAttemptHTTP2: false,
-		}}
+		}
+		if c.TLS != nil {
+			t.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				conn, err := dialConn(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				tc := tls.Client(conn, c.TLS)
+				ctx, cancel := context.WithTimeout(ctx, DialTimeout)
+				defer cancel()
+				if err := tc.HandshakeContext(ctx); err != nil {
+					conn.Close()
+					return nil, &dialError{err: err}
+				}
+				return tc, nil
+			}
+		}
+		c.http = &http.Client{Transport: t}
 	})
 	return c.http
 }
@@ -101,7 +126,11 @@ func (c *Client) Forward(ctx context.Context, leaderAPI, op string, body []byte)
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	url := "http://" + leaderAPI + Prefix + "/" + op
+	scheme := "http://"
+	if c.TLS != nil {
+		scheme = "https://"
+	}
+	url := scheme + leaderAPI + Prefix + "/" + op
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %s: %w", op, err)
