@@ -1,6 +1,7 @@
 package sessions
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -284,7 +285,7 @@ func (m *Manager) forward(w http.ResponseWriter, r *http.Request, rec store.Sess
 		apierror.New(apierror.Unavailable, "the node holding this session is not known to this cell; retry shortly").Write(w)
 		return
 	}
-	target := &url.URL{Scheme: "http", Host: node.APIAddr}
+	target := &url.URL{Scheme: cmp.Or(m.cfg.PeerScheme, "http"), Host: node.APIAddr}
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)

@@ -132,7 +132,11 @@ type Config struct {
 	// Transport carries requests forwarded to the node that holds a
 	// session (http.DefaultTransport when nil).
 	Transport http.RoundTripper
-	Logger    *slog.Logger
+	// PeerScheme is the scheme of the other nodes' APIs: "https" in a
+	// cell with TLS (Transport then carries this node's certificate),
+	// "http" when empty.
+	PeerScheme string
+	Logger     *slog.Logger
 
 	// now is the clock; tests move it.
 	now func() time.Time
