@@ -30,6 +30,7 @@ import (
 
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
+	"github.com/sandboxapi/sandboxapi/cell/celltls"
 )
 
 // ErrConfig is wrapped by every error about an incomplete Config.
@@ -88,6 +89,14 @@ type Config struct {
 	// AccessLog turns on one JSON log line per request on stderr.
 	AccessLog bool
 
+	// CellCAFile, CellCertFile and CellKeyFile are the cell's TLS
+	// (package celltls): the cell CA's certificates, and the gateway's
+	// certificate and key issued by it. Set, every proxy route reaches
+	// the nodes over TLS, verifying each as a node of the CA and
+	// presenting the gateway's certificate, which nodes of a cell with
+	// TLS require. All three or none (plain HTTP, for loopback cells).
+	CellCAFile, CellCertFile, CellKeyFile string
+
 	// ReadBodyTimeout bounds reading a whole request, its headers and
 	// body, from its first byte: Caddy's read_timeout (Caddyfile: servers
 	// { timeouts { read_body } }). A body that has not arrived by then is
@@ -128,6 +137,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: set cell nodes or a cell membership, not both", ErrConfig)
 	case len(c.CellMembership) > 0 && !json.Valid(c.CellMembership):
 		return fmt.Errorf("%w: cell membership is not JSON", ErrConfig)
+	}
+	if set := countSet(c.CellCAFile, c.CellCertFile, c.CellKeyFile); set != 0 && set != 3 {
+		return fmt.Errorf("%w: the cell's TLS needs its CA file, certificate file and key file, all three", ErrConfig)
 	}
 	if _, err := conns.ParsePrefixes(c.TrustedProxies); err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
@@ -179,6 +191,10 @@ func (c Config) CaddyJSON() ([]byte, error) {
 		// /health skips auth, so nothing else strips client-sent internal
 		// headers on this route.
 		"headers": object{"request": object{"delete": []string{callerauth.Prefix + "*"}}},
+	}
+	if c.CellCAFile != "" {
+		t := c.cellTransport()
+		proxy["transport"], healthProxy["transport"] = t, t
 	}
 	// First on every route: a body that times out is a JSON 408, not a
 	// 504 or a bare 499.
@@ -293,6 +309,34 @@ func (c Config) CaddyJSON() ([]byte, error) {
 	return b, nil
 }
 
+// cellTransport is reverse_proxy's HTTP transport to nodes over the
+// cell's TLS: the cell CA as the only roots, every node verified by the
+// name all node certificates carry rather than by its address (nodes are
+// found by address through gossip; celltls/DESIGN.md), and the gateway's
+// certificate for the nodes to verify.
+func (c Config) cellTransport() object {
+	return object{
+		"protocol": "http",
+		"tls": object{
+			"ca":                          object{"provider": "file", "pem_files": []string{c.CellCAFile}},
+			"client_certificate_file":     c.CellCertFile,
+			"client_certificate_key_file": c.CellKeyFile,
+			"server_name":                 celltls.NodeName,
+		},
+	}
+}
+
+// countSet is how many of s are not empty.
+func countSet(s ...string) int {
+	n := 0
+	for _, v := range s {
+		if v != "" {
+			n++
+		}
+	}
+	return n
+}
+
 // logWriter is where the gateway's logs go: stderr. Tests write them to a
 // file instead, since Caddy shares one open stderr writer among configs.
 var logWriter = object{"output": "stderr"}
@@ -374,6 +418,18 @@ func Run(c Config) error {
 	}
 	if err := checkListen(c.Listen); err != nil {
 		return err
+	}
+	if c.CellCAFile != "" {
+		// Read here, so a gateway set up wrongly (an expired certificate,
+		// one of another CA, a node's) says which file at start, not with
+		// a 502 at the first request.
+		b, err := celltls.Load(c.CellCAFile, c.CellCertFile, c.CellKeyFile)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+		if b.Role() != celltls.RoleGateway {
+			return fmt.Errorf("%w: %s is a %s certificate; a gateway needs one issued with --role %s", ErrConfig, c.CellCertFile, b.Role(), celltls.RoleGateway)
+		}
 	}
 	if err := caddy.Load(cfg, true); err != nil {
 		return fmt.Errorf("edge: starting caddy: %w", err)
