@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -103,7 +104,7 @@ func NewCA(cell string, validity time.Duration) (*CA, error) {
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "sandboxapi cell CA " + cell, Organization: []string{"sandboxapi"}},
+		Subject:               pkix.Name{CommonName: strings.TrimSpace("sandboxapi cell CA " + cell), Organization: []string{"sandboxapi"}},
 		NotBefore:             now.Add(-clockSkew),
 		NotAfter:              now.Add(validity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,

@@ -95,6 +95,14 @@ func TestCommandLine(t *testing.T) {
 		{"mcp with a URL that is not http", []string{"mcp", "--url", "ftp://x/mcp"}, 2, `^$`, `--url`},
 		{"mcp without a key", []string{"mcp", "--url", "http://127.0.0.1:1/mcp"}, 2, `^$`, `SANDBOXAPI_API_KEY`},
 		{"mcp stray word", []string{"mcp", "--url", "http://127.0.0.1:1/mcp", "now"}, 2, `^$`, `unexpected argument "now"`},
+		{"cert without a command", []string{"cert"}, 2, `^$`, `usage: sandboxapi cert <command>`},
+		{"cert unknown command", []string{"cert", "sign"}, 2, `^$`, `unknown command "sign"`},
+		{"cert ca without --out", []string{"cert", "ca"}, 2, `^$`, `--out is required`},
+		{"cert ca stray word", []string{"cert", "ca", "--out", "/nonexistent/ca", "now"}, 2, `^$`, `unexpected argument "now"`},
+		{"cert ca --days 0", []string{"cert", "ca", "--out", "/nonexistent/ca", "--days", "0"}, 2, `^$`, `--days must be positive`},
+		{"cert issue without --role", []string{"cert", "issue", "--ca", "/nonexistent", "--name", "n", "--out", "/nonexistent/n"}, 2, `^$`, `--role is required`},
+		{"cert issue with an unknown role", []string{"cert", "issue", "--ca", "/nonexistent", "--role", "admin", "--name", "n", "--out", "/nonexistent/n"}, 2, `^$`, `--role "admin": want node or gateway`},
+		{"cert issue without a CA", []string{"cert", "issue", "--ca", "/nonexistent", "--role", "node", "--name", "n", "--out", "/nonexistent/n"}, 1, `^$`, `no such file or directory`},
 
 		{"--help", []string{"--help"}, 0, `usage: sandboxapi <command>`, `^$`},
 		{"help", []string{"help"}, 0, `usage: sandboxapi <command>`, `^$`},
@@ -107,6 +115,8 @@ func TestCommandLine(t *testing.T) {
 		{"prepare --help", []string{"prepare", "--help"}, 0, `usage: sandboxapi prepare[\s\S]*-cache-dir`, `^$`},
 		{"admin --help", []string{"admin", "--help"}, 0, `usage: sandboxapi admin`, `^$`},
 		{"mcp --help", []string{"mcp", "--help"}, 0, `usage: sandboxapi mcp --url URL[\s\S]*SANDBOXAPI_API_KEY`, `^$`},
+		{"cert --help", []string{"cert", "--help"}, 0, `usage: sandboxapi cert <command>[\s\S]*issue --ca DIR`, `^$`},
+		{"cert issue --help", []string{"cert", "issue", "--help"}, 0, `usage: sandboxapi cert issue[\s\S]*-host`, `^$`},
 		{"admin accounts create --help", []string{"admin", "accounts", "create", "--help"}, 0, `usage: sandboxapi admin accounts create[\s\S]*-plan`, `^$`},
 	})
 }

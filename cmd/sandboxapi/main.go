@@ -20,6 +20,8 @@ commands:
   prepare   build the language caches sandboxes use (make build runs it)
   admin     manage accounts: sandboxapi admin accounts create --plan PLAN;
             show a dev cluster's members: sandboxapi admin cluster
+  cert      make the cell's TLS certificates: sandboxapi cert ca --out DIR;
+            sandboxapi cert issue --ca DIR --role node|gateway --name NAME --out DIR
   bench     measure the service against native, bubblewrap and runsc do
   pkgcache  build the offline package cache that session installs read
   mcp       serve MCP on stdio for a remote server: sandboxapi mcp --url URL
@@ -67,6 +69,8 @@ func dispatch(args []string) error {
 		return runPrepare(args[1:])
 	case "admin":
 		return runAdmin(args[1:])
+	case "cert":
+		return runCert(args[1:])
 	case "bench":
 		return runBench(args[1:])
 	case "pkgcache":
