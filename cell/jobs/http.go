@@ -236,11 +236,26 @@ func (s *Service) notFound(id string) error {
 		"no job %q: it does not exist, belongs to another account, or its result expired (results are kept %s)", id, s.cfg.Retention)
 }
 
+// HeaderFromCell marks a job request one cell passed to another
+// (Config.Elsewhere), which answers from its own state alone.
+const HeaderFromCell = callerauth.Prefix + "From-Cell"
+
+// fromElsewhere answers a request for a job this cell does not have from
+// another cell, when one has it.
+func (s *Service) fromElsewhere(w http.ResponseWriter, r *http.Request, err error) bool {
+	if s.cfg.Elsewhere == nil || !apierror.Is(err, apierror.JobNotFound) || r.Header.Get(HeaderFromCell) != "" {
+		return false
+	}
+	return s.cfg.Elsewhere(w, r)
+}
+
 func (s *Service) get(w http.ResponseWriter, r *http.Request, c callerauth.Caller, d dialect.Dialect, id string, dialects []string) {
 	api.SetExecutionID(w, id)
 	j, jd, err := s.lookup(r.Context(), id, c.AccountID, dialects)
 	if err != nil {
-		s.writeError(w, d, err)
+		if !s.fromElsewhere(w, r, err) {
+			s.writeError(w, d, err)
+		}
 		return
 	}
 	api.WriteJSON(w, http.StatusOK, jd.View(j, false))
@@ -264,7 +279,9 @@ func (s *Service) cancelJob(w http.ResponseWriter, r *http.Request, c callerauth
 	api.SetExecutionID(w, id)
 	j, jd, err := s.lookup(r.Context(), id, c.AccountID, dialects)
 	if err != nil {
-		s.writeError(w, d, err)
+		if !s.fromElsewhere(w, r, err) {
+			s.writeError(w, d, err)
+		}
 		return
 	}
 	if j.State.Terminal() {

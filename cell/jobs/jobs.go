@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -132,6 +133,12 @@ type Config struct {
 	// Dialects are the node's doors: a job is answered and shown by the
 	// one that took it (package dialect).
 	Dialects *dialect.Set
+	// Elsewhere, when set, serves a request for a job this cell does not
+	// have from another cell that does, and says whether one did: a job
+	// submitted in one region and asked after through another (several
+	// cells behind one gateway) is found. Requests it sends carry
+	// HeaderFromCell, so they are never passed on again.
+	Elsewhere func(w http.ResponseWriter, r *http.Request) bool
 
 	// Concurrency is how many jobs this node runs at once.
 	Concurrency int

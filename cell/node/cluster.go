@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/sandboxapi/sandboxapi/cell/jobs"
 	"github.com/sandboxapi/sandboxapi/cell/store"
 	"github.com/sandboxapi/sandboxapi/gossip"
 )
@@ -292,4 +295,48 @@ type drainState struct {
 	drainOnce         sync.Once
 	drainErr          error
 	srvDone, jobsDone bool
+}
+
+// elsewhereTimeout bounds asking another cell for a job.
+const elsewhereTimeout = 10 * time.Second
+
+// jobElsewhere serves a request for a job this cell does not have from the
+// first other cell that has it, asking one live node of each in turn
+// (jobs.Config.Elsewhere). The gateway's signed headers are valid in every
+// cell behind it, so they go as they came.
+func (n *Node) jobElsewhere(w http.ResponseWriter, r *http.Request) bool {
+	byCell := map[string]gossip.Member{}
+	for _, m := range n.agent.Members() {
+		if m.Meta.Role == gossip.RoleNode && m.Meta.Cell != n.cell && m.State == gossip.Alive && !m.Meta.Draining {
+			if _, ok := byCell[m.Meta.Cell]; !ok {
+				byCell[m.Meta.Cell] = m
+			}
+		}
+	}
+	client := &http.Client{Transport: n.peers, Timeout: elsewhereTimeout}
+	for _, cell := range slices.Sorted(maps.Keys(byCell)) {
+		req, err := http.NewRequestWithContext(r.Context(), r.Method, n.peerScheme+byCell[cell].Meta.API+r.URL.RequestURI(), nil)
+		if err != nil {
+			return false
+		}
+		req.Header = r.Header.Clone()
+		req.Header.Set(jobs.HeaderFromCell, n.cell)
+		resp, err := client.Do(req)
+		if err != nil {
+			n.logger.Debug("cluster: another cell did not answer for a job", "cell", cell, "err", err)
+			continue
+		}
+		if resp.StatusCode == http.StatusNotFound {
+			resp.Body.Close()
+			continue
+		}
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+		resp.Body.Close()
+		return true
+	}
+	return false
 }

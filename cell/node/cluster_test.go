@@ -1,12 +1,15 @@
 package node_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sandboxapi/sandboxapi/cell/callerauth"
+	"github.com/sandboxapi/sandboxapi/cell/node"
 	"github.com/sandboxapi/sandboxapi/cell/node/nodetest"
 	"github.com/sandboxapi/sandboxapi/cell/placement"
 )
@@ -151,5 +154,80 @@ func TestSessionHolderCutOff(t *testing.T) {
 	t.Logf("a session of a node cut off answered 410 session_lost %s after the cut", time.Since(killed).Round(time.Millisecond))
 	if status, b := exec(0, kept); status != http.StatusOK || !strings.Contains(string(b), "42") {
 		t.Fatalf("the session on node 3: HTTP %d %s", status, b)
+	}
+}
+
+// TestJobInAnotherCell asks one cell for a job submitted in another, as a
+// client does that submits in one region and polls without naming it:
+// the job is found where it is, and a job no cell has is still a 404.
+func TestJobInAnotherCell(t *testing.T) {
+	a := nodetest.StartCell(t, nodetest.Options{Nodes: 1, Cell: "cell-a"})
+	b := nodetest.StartCell(t, nodetest.Options{Nodes: 1, Cell: "cell-b", GossipJoin: []string{a.GossipAddr(0)}})
+	token, status, body := submit(b, 0)
+	if status != http.StatusAccepted {
+		t.Fatalf("submit in cell b: HTTP %d %s", status, body)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		status, got, err := a.Do(0, "GET", "/v1/executions/"+token, "", account, plan)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if status == http.StatusOK && strings.Contains(string(got), token) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cell a on cell b's job: HTTP %d %s", status, got)
+		}
+		time.Sleep(200 * time.Millisecond) // until gossip has joined the cells
+	}
+	status, got, err := a.Do(0, "GET", "/v1/executions/exec_nosuchjob", "", account, plan)
+	if err != nil || status != http.StatusNotFound || errorCode(got) != "job_not_found" {
+		t.Fatalf("a job no cell has: HTTP %d %s %v", status, got, err)
+	}
+}
+
+// TestDrainAndLeave drains a node told to leave on stop: the cell takes
+// it out of raft and marks it left, and goes on taking writes with the
+// two nodes it has.
+func TestDrainAndLeave(t *testing.T) {
+	c := nodetest.StartCell(t, nodetest.Options{Nodes: 3, Configure: func(i int, cfg *node.Config) {
+		cfg.LeaveOnStop = i == 2
+	}})
+	start := time.Now()
+	if err := c.Nodes[2].Drain(context.Background()); err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+	t.Logf("drained and left in %s", time.Since(start).Round(time.Millisecond))
+	c.Stop(2)
+	l := c.Leader(15 * time.Second)
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		status, b, err := c.Do(l, "GET", "/internal/cluster", "", callerauth.NodeCaller, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m struct {
+			Nodes []struct {
+				ID    string `json:"id"`
+				Voter bool   `json:"voter"`
+				State string `json:"state"`
+			} `json:"nodes"`
+		}
+		json.Unmarshal(b, &m)
+		left := status == http.StatusOK
+		for _, n := range m.Nodes {
+			if n.ID == "node-3" && (n.Voter || n.State != "left") {
+				left = false
+			}
+		}
+		if left {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node-3 after leaving: HTTP %d %s", status, b)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, status, body := submit(c, (l+1)%2); status != http.StatusAccepted {
+		t.Fatalf("a write after node-3 left: HTTP %d %s", status, body)
 	}
 }

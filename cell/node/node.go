@@ -6,6 +6,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +28,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/cell/api"
 	"github.com/sandboxapi/sandboxapi/cell/capacity"
+	"github.com/sandboxapi/sandboxapi/cell/celltls"
 	"github.com/sandboxapi/sandboxapi/cell/cluster"
 	"github.com/sandboxapi/sandboxapi/cell/dialect"
 	"github.com/sandboxapi/sandboxapi/cell/jobs"
@@ -93,6 +95,12 @@ type Config struct {
 	// GossipKeyring encrypts gossip between hosts (AES keys of 16, 24 or
 	// 32 bytes, the first used to send). None: plaintext, for loopback.
 	GossipKeyring [][]byte
+	// TLS is the cell's TLS (package celltls): this node's certificate
+	// and the cell CA. Set, raft runs over TLS, the API serves TLS and
+	// requires a certificate of the CA, and forwarded writes and requests
+	// proxied to other nodes go over it. nil: plain TCP and HTTP, for
+	// loopback.
+	TLS *celltls.Bundle
 	// Timing tunes raft and gossip; zero fields take the defaults.
 	Timing Timing
 	// LeaveOnStop makes Drain take the node out of raft and gossip, for a
@@ -112,6 +120,8 @@ type Config struct {
 // a cell. Each nil field keeps the real network.
 type Faults struct {
 	// RaftLayer is raft's stream layer, bound to the node's raft address.
+	// It replaces the TLS one too: a test with TLS wraps its own in it
+	// (celltls.Bundle.WrapRaft).
 	RaftLayer raft.StreamLayer
 	// GossipTransport is memberlist's transport, bound to its address.
 	GossipTransport memberlist.Transport
@@ -139,6 +149,9 @@ type Node struct {
 	srv   *http.Server
 	ln    net.Listener
 	agent *gossip.Agent
+	// peers reaches other nodes' APIs, at peerScheme.
+	peers      *http.Transport
+	peerScheme string
 
 	cell, region string
 	logger       *slog.Logger
@@ -196,16 +209,33 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}()
 	faults := cmp.Or(cfg.Faults, &Faults{})
+	// Other nodes' APIs (a session's holder, another cell's jobs) are
+	// reached the way forwarded writes reach the leader, through the same
+	// dialer.
+	n.peers, n.peerScheme = http.DefaultTransport.(*http.Transport).Clone(), "http://"
+	if faults.Dial != nil {
+		n.peers.DialContext = faults.Dial
+	}
 
 	p := newProgress(cfg.Logger)
 
-	forwarder := &cluster.Client{Secret: cfg.Secret, Self: id.NodeID, Dial: faults.Dial}
+	raftLayer, peerTLS, err := startTLS(cfg, id.RaftAddr, faults.RaftLayer)
+	if err != nil {
+		return nil, err
+	}
+	if peerTLS != nil {
+		n.peers.TLSClientConfig, n.peerScheme = peerTLS, "https://"
+	}
+	forwarder := &cluster.Client{Secret: cfg.Secret, Self: id.NodeID, Dial: faults.Dial, TLS: peerTLS}
 	n.store, err = store.Open(store.Config{
 		Dir: filepath.Join(cfg.DataDir, "raft"), NodeID: id.NodeID, RaftAddr: id.RaftAddr,
 		Bootstrap: len(cfg.Join) == 0, Logger: cfg.Logger, Timing: cfg.Timing.Raft,
-		Forwarder: forwarder, StreamLayer: faults.RaftLayer,
+		Forwarder: forwarder, StreamLayer: raftLayer,
 	})
 	if err != nil {
+		if raftLayer != nil && faults.RaftLayer == nil {
+			raftLayer.Close() // made by startTLS, for a store that never took it
+		}
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	if len(cfg.Join) > 0 && !isMember(n.store, id.NodeID) {
@@ -306,6 +336,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	execs := &jobs.Executions{Gate: gate, Dialects: dialects, Plans: cfg.Plans, Catalog: catalog}
 	jc.NodeID, jc.Store, jc.Validator, jc.Runner, jc.Dialects = id.NodeID, n.store, execs, execs, dialects
 	jc.Plans, jc.Logger = cfg.Plans, cfg.Logger
+	jc.Elsewhere = n.jobElsewhere
 	if jc.Concurrency == 0 {
 		jc.Concurrency = max(1, cfg.Capacity/2)
 	}
@@ -330,11 +361,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	sc.CacheMount, sc.Logger = executor.PackageCachePath, cfg.Logger
 	// Requests for another node's sessions go to it the way forwarded
 	// writes do, through the same dialer.
-	peers := http.DefaultTransport.(*http.Transport).Clone()
-	if faults.Dial != nil {
-		peers.DialContext = faults.Dial
-	}
-	sc.Transport = peers
+	sc.Transport, sc.PeerScheme = n.peers, strings.TrimSuffix(n.peerScheme, "://")
 	if pkgs != nil {
 		sc.Packages = pkgs
 	}
@@ -353,16 +380,51 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	handler := apiSrv.Handler()
 	mcpDoor.API = handler
 	n.srv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	serveLn := n.ln
+	if cfg.TLS != nil {
+		serveLn = tls.NewListener(n.ln, cfg.TLS.Server())
+	}
 	go func() {
-		if err := n.srv.Serve(n.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := n.srv.Serve(serveLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			cfg.Logger.Error("node API server", "err", err)
 		}
 	}()
 	n.loops.Go(func() { n.gossipMeta(loopCtx) })
 	n.loops.Go(func() { n.lead(loopCtx) })
 	cfg.Logger.Info("cell node up", "node", id.NodeID, "cell", cfg.Cell, "api", n.ln.Addr().String(),
-		"raft", id.RaftAddr, "gossip", n.agent.Addr())
+		"raft", id.RaftAddr, "gossip", n.agent.Addr(), "tls", cfg.TLS != nil)
 	return n, nil
+}
+
+// certWarning is how long before its certificate expires a node starts
+// warning at start-up.
+const certWarning = 30 * 24 * time.Hour
+
+// startTLS is what the cell's TLS changes for a node: raft's stream layer
+// (inner when a test gives one, which must then carry TLS itself, else
+// TLS over TCP on raftAddr, else nil for raft's own TCP) and the client
+// configuration other nodes are dialled with (nil: plain HTTP).
+func startTLS(cfg Config, raftAddr string, inner raft.StreamLayer) (raft.StreamLayer, *tls.Config, error) {
+	b := cfg.TLS
+	if b == nil {
+		return inner, nil, nil
+	}
+	if b.Role() != celltls.RoleNode {
+		return nil, nil, fmt.Errorf("node: TLS: the certificate of %q is a %s's; a node needs one issued with --role %s", b.Name(), b.Role(), celltls.RoleNode)
+	}
+	level := slog.LevelInfo
+	if time.Until(b.NotAfter()) < certWarning {
+		level = slog.LevelWarn
+	}
+	cfg.Logger.Log(context.Background(), level, "start-up: cell TLS", "certificate", b.Name(), "expires", b.NotAfter().UTC())
+	if inner != nil {
+		return inner, b.Client(), nil
+	}
+	layer, err := b.ListenRaft(raftAddr, cfg.Logger)
+	if err != nil {
+		return nil, nil, fmt.Errorf("node: %w", err)
+	}
+	return layer, b.Client(), nil
 }
 
 // logProblems says which known languages are not offered, or offered

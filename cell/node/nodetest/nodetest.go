@@ -6,6 +6,7 @@ package nodetest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -50,6 +51,11 @@ type Options struct {
 	Nodes int
 	// Capacity is each node's sandboxes at once (2 when zero).
 	Capacity int
+	// Cell names the cell ("test" when empty).
+	Cell string
+	// GossipJoin are gossip addresses of another cell's nodes, for a cell
+	// that shares their pool, as every cell behind one gateway does.
+	GossipJoin []string
 	// Configure, when set, changes node i's config before it starts.
 	Configure func(i int, c *node.Config)
 }
@@ -100,15 +106,15 @@ func StartCell(t testing.TB, opts Options) *Cell {
 		h := c.Net.Host(nextIP())
 		c.hosts = append(c.hosts, h)
 		cfg := node.Config{
-			DataDir: filepath.Join(dir, fmt.Sprintf("node%d", i+1)), NodeID: fmt.Sprintf("node-%d", i+1),
+			DataDir: filepath.Join(dir, fmt.Sprintf("node%d", i+1)), NodeID: nodeID(opts.Cell, i),
 			Listen: net.JoinHostPort(h.IP(), "0"), RaftAddr: freePort(t, h.IP()), GossipAddr: freePort(t, h.IP()),
-			Cell: "test", Region: "test", Runsc: runscPath, Init: initPath, Secret: Secret,
+			Cell: cmp.Or(opts.Cell, "test"), Region: cmp.Or(opts.Cell, "test"), GossipJoin: opts.GossipJoin, Runsc: runscPath, Init: initPath, Secret: Secret,
 			Plans: plans.Default(), Capacity: opts.Capacity, Timing: Timing(),
 			Sessions: sessions.Config{Pool: 0},
 		}
 		if i > 0 {
 			cfg.Join = []string{c.Nodes[0].Addr()}
-			cfg.GossipJoin = []string{c.cfgs[0].GossipAddr}
+			cfg.GossipJoin = append([]string{c.cfgs[0].GossipAddr}, opts.GossipJoin...)
 		}
 		if opts.Configure != nil {
 			opts.Configure(i, &cfg)
@@ -135,6 +141,15 @@ func StartCell(t testing.TB, opts Options) *Cell {
 		}
 	})
 	return c
+}
+
+// nodeID names node i: node ids are unique in the gossip pool, which
+// every cell behind a gateway shares, so a named cell's carry its name.
+func nodeID(cell string, i int) string {
+	if cell == "" {
+		return fmt.Sprintf("node-%d", i+1)
+	}
+	return fmt.Sprintf("%s-node-%d", cell, i+1)
 }
 
 // start starts node i with its config and faults.
@@ -183,6 +198,9 @@ func (c *Cell) Restart(i int) {
 	c.Stop(i)
 	c.start(i)
 }
+
+// GossipAddr is node i's gossip address, for another cell to join.
+func (c *Cell) GossipAddr(i int) string { return c.cfgs[i].GossipAddr }
 
 // IP is node i's address.
 func (c *Cell) IP(i int) string { return c.hosts[i].IP() }
