@@ -41,7 +41,7 @@ func (s slogSink) Accept(name string, level hclog.Level, msg string, args ...any
 	if level >= hclog.Error {
 		lvl = slog.LevelError
 	}
-	if firstElection(msg, args) {
+	if firstElection(msg, args) || catchingUp(msg, args) {
 		lvl = slog.LevelDebug
 	}
 	// hclog args are alternating key/value pairs, the same convention slog
@@ -61,6 +61,29 @@ func firstElection(msg string, args []any) bool {
 	for i := 0; i+1 < len(args); i += 2 {
 		if args[i] == "last-leader-id" {
 			return fmt.Sprint(args[i+1]) == ""
+		}
+	}
+	return false
+}
+
+// catchingUp says whether a record is raft bringing a new follower's empty
+// log up to date: the follower warns that it lacks the leader's previous
+// entry, the leader that it was refused and sends older entries. Every
+// node that joins a cell logs this pair once; a follower that lags later,
+// with entries of its own, still warns.
+func catchingUp(msg string, args []any) bool {
+	switch msg {
+	case "appendEntries rejected, sending older logs":
+		for i := 0; i+1 < len(args); i += 2 {
+			if args[i] == "next" {
+				return fmt.Sprint(args[i+1]) == "1"
+			}
+		}
+	case "failed to get previous log":
+		for i := 0; i+1 < len(args); i += 2 {
+			if args[i] == "last-index" {
+				return fmt.Sprint(args[i+1]) == "0"
+			}
 		}
 	}
 	return false

@@ -59,3 +59,29 @@ func TestRaftLoggerFirstElectionIsNotAWarning(t *testing.T) {
 		})
 	}
 }
+
+// A node joining a cell has an empty log: raft's pair of warnings about
+// bringing it up to date is every join's, not a fault; a follower whose
+// log has entries and still diverges warns.
+func TestRaftLoggerCatchingUpIsNotAWarning(t *testing.T) {
+	tests := []struct {
+		name string
+		msg  string
+		args []any
+		want string
+	}{
+		{"new follower", "failed to get previous log", []any{"previous-index", 10, "last-index", uint64(0)}, "level=DEBUG"},
+		{"lagging follower", "failed to get previous log", []any{"previous-index", 10, "last-index", uint64(7)}, "level=WARN"},
+		{"leader to a new follower", "appendEntries rejected, sending older logs", []any{"peer", "node-2", "next", uint64(1)}, "level=DEBUG"},
+		{"leader to a lagging follower", "appendEntries rejected, sending older logs", []any{"peer", "node-2", "next", uint64(40)}, "level=WARN"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			logger, logs := newTestLogger()
+			newRaftLogger(logger).Warn(tc.msg, tc.args...)
+			if out := logs.String(); !strings.Contains(out, tc.want+" msg=\""+tc.msg) {
+				t.Errorf("want it at %s:\n%s", tc.want, out)
+			}
+		})
+	}
+}
