@@ -21,8 +21,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
+	"github.com/sandboxapi/sandboxapi/cell/celltls"
 	"github.com/sandboxapi/sandboxapi/cell/node"
 	"github.com/sandboxapi/sandboxapi/cell/sessions"
 	"github.com/sandboxapi/sandboxapi/cell/store"
@@ -56,6 +59,10 @@ type Options struct {
 	// GossipJoin are gossip addresses of another cell's nodes, for a cell
 	// that shares their pool, as every cell behind one gateway does.
 	GossipJoin []string
+	// TLS, when set, is the cell's CA: every node gets a node certificate
+	// of it, raft runs over TLS on the cell's Net, and Do calls as a
+	// gateway with a certificate of it.
+	TLS *celltls.CA
 	// Configure, when set, changes node i's config before it starts.
 	Configure func(i int, c *node.Config)
 }
@@ -69,6 +76,9 @@ type Cell struct {
 	cfgs  []node.Config
 	logs  []*syncBuffer
 	hosts []*Host
+	// client and scheme are how Do reaches a node: as a gateway would.
+	client *http.Client
+	scheme string
 }
 
 // ipBase spreads the cells of concurrent test processes over 127.0.0.0/8.
@@ -100,7 +110,12 @@ func StartCell(t testing.TB, opts Options) *Cell {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Cell{t: t, Net: NewNet(), opts: opts}
+	c := &Cell{t: t, Net: NewNet(), opts: opts, client: &http.Client{Timeout: 60 * time.Second}, scheme: "http://"}
+	if opts.TLS != nil {
+		gw := issue(t, opts.TLS, celltls.RoleGateway, "gateway")
+		c.client.Transport = &http.Transport{TLSClientConfig: gw.Client()}
+		c.scheme = "https://"
+	}
 	dir := t.TempDir()
 	for i := range opts.Nodes {
 		h := c.Net.Host(nextIP())
@@ -115,6 +130,9 @@ func StartCell(t testing.TB, opts Options) *Cell {
 		if i > 0 {
 			cfg.Join = []string{c.Nodes[0].Addr()}
 			cfg.GossipJoin = append([]string{c.cfgs[0].GossipAddr}, opts.GossipJoin...)
+		}
+		if opts.TLS != nil {
+			cfg.TLS = issue(t, opts.TLS, celltls.RoleNode, cfg.NodeID)
 		}
 		if opts.Configure != nil {
 			opts.Configure(i, &cfg)
@@ -166,8 +184,13 @@ func (c *Cell) start(i int) {
 		layer.Close()
 		c.t.Fatal(err)
 	}
-	cfg.Faults = &node.Faults{RaftLayer: layer, GossipTransport: trans, Dial: h.Dial}
 	cfg.Logger = slog.New(slog.NewTextHandler(c.logs[i], &slog.HandlerOptions{Level: slog.LevelInfo}))
+	var raftLayer raft.StreamLayer = layer
+	if cfg.TLS != nil {
+		// TLS over the partitionable layer: a cut still cuts.
+		raftLayer = cfg.TLS.WrapRaft(layer, cfg.Logger)
+	}
+	cfg.Faults = &node.Faults{RaftLayer: raftLayer, GossipTransport: trans, Dial: h.Dial}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	n, err := node.Start(ctx, cfg)
@@ -224,20 +247,29 @@ func (c *Cell) Leader(d time.Duration) int {
 // Do sends a request to node i's API as the gateway would for account on
 // plan, and returns the status and body.
 func (c *Cell) Do(i int, method, path, body, account, plan string) (int, []byte, error) {
-	req, err := http.NewRequest(method, "http://"+c.Nodes[i].Addr()+path, strings.NewReader(body))
+	req, err := http.NewRequest(method, c.scheme+c.Nodes[i].Addr()+path, strings.NewReader(body))
 	if err != nil {
 		return 0, nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	callerauth.Sign(req.Header, Secret, callerauth.Caller{AccountID: account, Plan: plan, WebhookSecret: "whsec"}, time.Now())
-	client := &http.Client{Timeout: 60 * time.Second}
-	resp, err := client.Do(req)
+	resp, err := c.client.Do(req)
 	if err != nil {
 		return 0, nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, b, err
+}
+
+// issue is a member of ca's certificate, loaded.
+func issue(t testing.TB, ca *celltls.CA, role, name string) *celltls.Bundle {
+	t.Helper()
+	b, err := ca.IssueBundle(celltls.Request{Role: role, Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func freePort(t testing.TB, ip string) string {
