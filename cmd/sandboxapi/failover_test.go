@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -407,4 +408,61 @@ func grepLines(s, word string) string {
 		}
 	}
 	return strings.Join(out, "")
+}
+
+// TestDevTwoCells runs `dev --cells 2`: two one-node cells in two
+// regions behind one gateway. X-SandboxAPI-Region places new work in its
+// region's cell, no header the gateway's own; a job submitted in one
+// region is found when polled without naming it.
+func TestDevTwoCells(t *testing.T) {
+	dir := t.TempDir()
+	var record clusterRecord
+	cleanUpCluster(t, dir, &record)
+	s := startDevWith(t, dir, devOptions{
+		extra:    []string{"--nodes", "1", "--cells", "2", "--capacity", "2", "--session-pool", "0"},
+		upWithin: 5 * time.Minute,
+	})
+	b, err := os.ReadFile(filepath.Join(dir, "cluster.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &record); err != nil || len(record.Nodes) != 2 {
+		t.Fatalf("cluster.json: %v %s", err, b)
+	}
+	inRegion := func(region string) string {
+		t.Helper()
+		var id string
+		waitFor(t, time.Minute, "a session in "+cmp.Or(region, "the gateway's region"), func() (bool, string) {
+			req, _ := http.NewRequest("POST", s.base+"/v1/sessions", strings.NewReader(`{"language":"python3"}`))
+			req.Header.Set("X-API-Key", s.key)
+			if region != "" {
+				req.Header.Set("X-SandboxAPI-Region", region)
+			}
+			code, m, _ := send(t, req)
+			id, _ = m["id"].(string)
+			return code == http.StatusCreated, fmt.Sprint(code, m)
+		})
+		node, _ := placement.SessionNode(id)
+		return node
+	}
+	for _, tc := range []struct{ region, node string }{
+		{"region-2", "cell-2-node-1"}, {"region-1", "cell-1-node-1"}, {"", "cell-1-node-1"}, {"atlantis", "cell-1-node-1"},
+	} {
+		if got := inRegion(tc.region); got != tc.node {
+			t.Errorf("a session asked for in region %q is on %q, want %q", tc.region, got, tc.node)
+		}
+	}
+
+	req, _ := http.NewRequest("POST", s.base+"/v1/execute?async=true", strings.NewReader(`{"language":"python3","code":"print(6*7)"}`))
+	req.Header.Set("X-API-Key", s.key)
+	req.Header.Set("X-SandboxAPI-Region", "region-2")
+	code, m, _ := send(t, req)
+	token, _ := m["token"].(string)
+	if code != http.StatusAccepted || token == "" {
+		t.Fatalf("submit in region-2: HTTP %d %v", code, m)
+	}
+	got := s.await(s.key, "/v1/executions/"+token, 2*time.Minute, v1Done)
+	if got["stdout"] != "42\n" {
+		t.Errorf("region-2's job polled without a region: %v", got)
+	}
 }
