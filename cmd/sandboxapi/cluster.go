@@ -26,6 +26,7 @@ import (
 
 	"github.com/sandboxapi/sandboxapi/billing/accounts"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
+	"github.com/sandboxapi/sandboxapi/cell/celltls"
 	"github.com/sandboxapi/sandboxapi/cell/cluster"
 	"github.com/sandboxapi/sandboxapi/cell/mcp"
 )
@@ -284,7 +285,8 @@ func (s devSettings) layout(dir string) (gatewayConfig, []nodeConfig, error) {
 			}
 			n.ID, n.Cell, n.Region = id, cellName(c), regionName(c)
 			n.DataDir = filepath.Join(dir, "nodes", id)
-			n.SecretFile, n.GossipKeyFile = secretFile, ""
+			// Loopback only: no gossip keyring and no TLS.
+			n.SecretFile, n.GossipKeyFile, n.tlsFiles = secretFile, "", tlsFiles{}
 			n.Join, n.GossipJoin = nil, nil
 			if i > 1 {
 				n.Join = []string{cellFirst.API}
@@ -326,6 +328,7 @@ func (s devSettings) layout(dir string) (gatewayConfig, []nodeConfig, error) {
 	}
 	gw.ID, gw.Listen, gw.DataDir, gw.SecretFile = "gateway", s.listen, dir, secretFile
 	gw.Region, gw.GossipKeyFile, gw.Plans, gw.AccessLog, gw.LogLevel = regionName(1), "", plansFile, s.accessLog, logLevel
+	gw.tlsFiles = tlsFiles{}
 	gw.GossipJoin = nil
 	for _, n := range nodes {
 		gw.GossipJoin = append(gw.GossipJoin, n.Gossip)
@@ -612,7 +615,11 @@ func adminCluster(args []string) error {
 	if err != nil {
 		return fmt.Errorf("admin cluster: %w", err)
 	}
-	view, err := askCells(context.Background(), cf.Nodes, secret, *timeout)
+	client, scheme, err := clusterClient(dir, *timeout)
+	if err != nil {
+		return fmt.Errorf("admin cluster: %w", err)
+	}
+	view, err := askCells(context.Background(), cf.Nodes, secret, client, scheme)
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
 	if encErr := enc.Encode(view); encErr != nil {
@@ -624,9 +631,30 @@ func adminCluster(args []string) error {
 	return nil
 }
 
+// clusterClient is how admin cluster reaches the nodes: as the data dir's
+// gateway does, with its certificate when DATA_DIR/gateway.toml names the
+// cell's TLS files, else plain HTTP.
+func clusterClient(dir string, timeout time.Duration) (*http.Client, string, error) {
+	client := &http.Client{Timeout: timeout}
+	var gw gatewayConfig
+	err := readConfigFile(filepath.Join(dir, "gateway.toml"), &gw)
+	if errors.Is(err, fs.ErrNotExist) || err == nil && !gw.tlsFiles.set() {
+		return client, "http://", nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	b, err := gw.tlsFiles.load(celltls.RoleGateway)
+	if err != nil {
+		return nil, "", err
+	}
+	client.Transport = &http.Transport{TLSClientConfig: b.Client()}
+	return client, "https://", nil
+}
+
 // askCells asks one live node of each cell for its members, in the
 // order cluster.json lists the cells.
-func askCells(ctx context.Context, nodes []clusterNode, secret []byte, timeout time.Duration) (clusterView, error) {
+func askCells(ctx context.Context, nodes []clusterNode, secret []byte, client *http.Client, scheme string) (clusterView, error) {
 	var order []string
 	byCell := map[string][]clusterNode{}
 	for _, n := range nodes {
@@ -635,7 +663,6 @@ func askCells(ctx context.Context, nodes []clusterNode, secret []byte, timeout t
 		}
 		byCell[n.Cell] = append(byCell[n.Cell], n)
 	}
-	client := &http.Client{Timeout: timeout}
 	view := clusterView{Cells: []cellView{}}
 	var errs error
 	for _, cell := range order {
@@ -644,7 +671,7 @@ func askCells(ctx context.Context, nodes []clusterNode, secret []byte, timeout t
 		var last error
 		answered := false
 		for _, m := range members {
-			a, err := askMembers(ctx, client, m.API, secret)
+			a, err := askMembers(ctx, client, scheme+m.API, secret)
 			if err != nil {
 				last = fmt.Errorf("%s (%s): %w", m.ID, m.API, err)
 				continue
@@ -669,8 +696,8 @@ func askCells(ctx context.Context, nodes []clusterNode, secret []byte, timeout t
 
 // askMembers is one node's GET /internal/cluster (cluster.Members), signed as node-to-node
 // traffic with the cell secret.
-func askMembers(ctx context.Context, client *http.Client, api string, secret []byte) (cluster.Members, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+api+cluster.Prefix, nil)
+func askMembers(ctx context.Context, client *http.Client, base string, secret []byte) (cluster.Members, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+cluster.Prefix, nil)
 	if err != nil {
 		return cluster.Members{}, err
 	}

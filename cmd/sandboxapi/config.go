@@ -7,14 +7,17 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/sandboxapi/sandboxapi/cell/celltls"
 	"github.com/sandboxapi/sandboxapi/cell/jobs"
 	"github.com/sandboxapi/sandboxapi/cell/placement"
 	"github.com/sandboxapi/sandboxapi/cell/sessions"
@@ -76,6 +79,76 @@ type nodeConfig struct {
 	RaftCommitTimeout      duration `toml:"raft_commit_timeout" json:"raft_commit_timeout"`
 
 	gossipTiming
+	tlsFiles
+}
+
+// tlsFiles are the cell's TLS keys, the same for nodes and gateways
+// (cell/celltls): the cell CA's certificates and the member's own
+// certificate and key, from `sandboxapi cert issue`. All three or none;
+// none is plain TCP and HTTP, for loopback only.
+type tlsFiles struct {
+	TLSCAFile   string `toml:"tls_ca_file" json:"tls_ca_file"`
+	TLSCertFile string `toml:"tls_cert_file" json:"tls_cert_file"`
+	TLSKeyFile  string `toml:"tls_key_file" json:"tls_key_file"`
+}
+
+// flags registers the TLS keys as flags; role is whose certificate.
+func (t *tlsFiles) flags(fs *flag.FlagSet, role string) {
+	fs.StringVar(&t.TLSCAFile, "tls-ca-file", t.TLSCAFile, "the cell CA's certificates (PEM, several while a CA is replaced); with tls-cert-file and tls-key-file the cell's traffic is TLS; none: plaintext, loopback only")
+	fs.StringVar(&t.TLSCertFile, "tls-cert-file", t.TLSCertFile, "this "+role+"'s certificate, from sandboxapi cert issue --role "+role)
+	fs.StringVar(&t.TLSKeyFile, "tls-key-file", t.TLSKeyFile, "this "+role+"'s key, from sandboxapi cert issue")
+}
+
+// set says whether the TLS keys are given.
+func (t tlsFiles) set() bool { return t.TLSCAFile != "" || t.TLSCertFile != "" || t.TLSKeyFile != "" }
+
+// check insists on all three keys or none, and on TLS when any of addrs,
+// which other hosts reach, is off loopback: between hosts, a cell's
+// traffic without it would serve and join anyone who reaches the port.
+func (t tlsFiles) check(addrs map[string]string) error {
+	if t.set() && (t.TLSCAFile == "" || t.TLSCertFile == "" || t.TLSKeyFile == "") {
+		return fmt.Errorf("%w: tls_ca_file, tls_cert_file and tls_key_file go together: give all three or none", errConfigValue)
+	}
+	if t.set() {
+		return nil
+	}
+	for _, key := range slices.Sorted(maps.Keys(addrs)) {
+		if !isLoopbackAddr(addrs[key]) {
+			return fmt.Errorf("%w: %s %s is not a loopback address, so tls_ca_file, tls_cert_file and tls_key_file are required (sandboxapi cert)", errConfigValue, key, addrs[key])
+		}
+	}
+	return nil
+}
+
+// abs is t with its paths absolute, as a process that changes directory
+// or hands them on (the gateway's Caddy config) needs them.
+func (t tlsFiles) abs() (tlsFiles, error) {
+	for _, p := range []*string{&t.TLSCAFile, &t.TLSCertFile, &t.TLSKeyFile} {
+		if *p == "" {
+			continue
+		}
+		a, err := filepath.Abs(*p)
+		if err != nil {
+			return t, err
+		}
+		*p = a
+	}
+	return t, nil
+}
+
+// load reads the TLS files of a member of role: nil when none are set.
+func (t tlsFiles) load(role string) (*celltls.Bundle, error) {
+	if !t.set() {
+		return nil, nil
+	}
+	b, err := celltls.Load(t.TLSCAFile, t.TLSCertFile, t.TLSKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("%w: tls: %w", errConfigValue, err)
+	}
+	if b.Role() != role {
+		return nil, fmt.Errorf("%w: tls_cert_file %s is a %s's certificate; issue one with `sandboxapi cert issue --role %s`", errConfigValue, t.TLSCertFile, b.Role(), role)
+	}
+	return b, nil
 }
 
 // gossipTiming are the gossip timing keys, the same for nodes and
@@ -183,6 +256,7 @@ func (c *nodeConfig) flags(fs *flag.FlagSet) {
 	fs.TextVar(&c.RaftLeaderLeaseTimeout, "raft-leader-lease-timeout", c.RaftLeaderLeaseTimeout, "raft's leader lease timeout (0: the store's default)")
 	fs.TextVar(&c.RaftCommitTimeout, "raft-commit-timeout", c.RaftCommitTimeout, "raft's commit timeout (0: the store's default)")
 	c.gossipTiming.flags(fs)
+	c.tlsFiles.flags(fs, celltls.RoleNode)
 }
 
 // check refuses values the node could not run with, naming the key.
@@ -239,7 +313,7 @@ func (c *nodeConfig) check() error {
 	if c.GossipKeyFile == "" && !isLoopbackAddr(c.Gossip) {
 		return fmt.Errorf("%w: gossip %s is not a loopback address, so gossip_key_file is required", errConfigValue, c.Gossip)
 	}
-	return nil
+	return c.tlsFiles.check(map[string]string{"api": c.API, "raft": c.Raft})
 }
 
 // gatewayConfig is `sandboxapi gateway`'s configuration. The defaults are
@@ -262,6 +336,7 @@ type gatewayConfig struct {
 	MaxConnsPerClient       int      `toml:"max_conns_per_client" json:"max_conns_per_client"`
 
 	gossipTiming
+	tlsFiles
 }
 
 func defaultGatewayConfig() gatewayConfig {
@@ -288,6 +363,7 @@ func (c *gatewayConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.RapidAPIProxySecretFile, "rapidapi-proxy-secret-file", c.RapidAPIProxySecretFile, "file with RapidAPI's proxy secret, required on requests that carry X-RapidAPI-Key (none: not checked)")
 	fs.IntVar(&c.MaxConnsPerClient, "max-conns-per-client", c.MaxConnsPerClient, "connections one client address may hold open (0: the gateway's default, negative: no bound)")
 	c.gossipTiming.flags(fs)
+	c.tlsFiles.flags(fs, celltls.RoleGateway)
 }
 
 // check refuses values the gateway could not run with, naming the key.
@@ -318,6 +394,11 @@ func (c *gatewayConfig) check() error {
 	}
 	if c.GossipKeyFile == "" && !isLoopbackAddr(c.Gossip) {
 		return fmt.Errorf("%w: gossip %s is not a loopback address, so gossip_key_file is required", errConfigValue, c.Gossip)
+	}
+	// The nodes it dials are the gossip pool's: off loopback, they are on
+	// other hosts.
+	if err := c.tlsFiles.check(map[string]string{"gossip": c.Gossip}); err != nil {
+		return err
 	}
 	return c.gossipTiming.check()
 }

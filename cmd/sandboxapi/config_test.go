@@ -68,6 +68,9 @@ raft = "10.0.0.1:7071"
 gossip = "10.0.0.1:7072"
 join = ["10.0.0.2:7070", "10.0.0.3:7070"]
 gossip_key_file = "/etc/sandboxapi/gossip.key"
+tls_ca_file = "/etc/sandboxapi/tls/ca.pem"
+tls_cert_file = "/etc/sandboxapi/tls/cert.pem"
+tls_key_file = "/etc/sandboxapi/tls/key.pem"
 capacity = 16
 drain_timeout = "2m30s"
 raft_election_timeout = "1s"
@@ -79,6 +82,7 @@ leave_on_stop = true
   "id": "node-a", "cell": "eu-1", "region": "eu",
   "api": "10.0.0.1:7070", "raft": "10.0.0.1:7071", "gossip": "10.0.0.1:7072",
   "join": ["10.0.0.2:7070", "10.0.0.3:7070"], "gossip_key_file": "/etc/sandboxapi/gossip.key",
+  "tls_ca_file": "/etc/sandboxapi/tls/ca.pem", "tls_cert_file": "/etc/sandboxapi/tls/cert.pem", "tls_key_file": "/etc/sandboxapi/tls/key.pem",
   "capacity": 16, "drain_timeout": "2m30s", "raft_election_timeout": "1s",
   "gossip_suspicion_mult": 6, "session_pool_languages": ["python3"], "leave_on_stop": true
 }`)
@@ -86,6 +90,7 @@ leave_on_stop = true
 	want.ID, want.Cell, want.Region = "node-a", "eu-1", "eu"
 	want.API, want.Raft, want.Gossip = "10.0.0.1:7070", "10.0.0.1:7071", "10.0.0.1:7072"
 	want.Join, want.GossipKeyFile = []string{"10.0.0.2:7070", "10.0.0.3:7070"}, "/etc/sandboxapi/gossip.key"
+	want.tlsFiles = tlsFiles{"/etc/sandboxapi/tls/ca.pem", "/etc/sandboxapi/tls/cert.pem", "/etc/sandboxapi/tls/key.pem"}
 	want.Capacity, want.DrainTimeout, want.RaftElectionTimeout = 16, duration(150*time.Second), duration(time.Second)
 	want.GossipSuspicionMult, want.SessionPoolLanguages, want.LeaveOnStop = 6, []string{"python3"}, true
 	for _, path := range []string{toml, js} {
@@ -277,7 +282,8 @@ func TestConfigGatewayMembership(t *testing.T) {
 	key := writeFile(t, "gossip.key", base64.StdEncoding.EncodeToString(make([]byte, 32))+"\n")
 	file := writeFile(t, "gateway.toml", "gossip_probe_interval = \"1s\"\ngossip_suspicion_mult = 6\n")
 	g, err := loadGateway("--config", file, "--id", "gw-1", "--region", "eu", "--gossip", "10.0.0.5:7073",
-		"--gossip-join", "10.0.0.1:7072,10.0.0.2:7072", "--gossip-key-file", key)
+		"--gossip-join", "10.0.0.1:7072,10.0.0.2:7072", "--gossip-key-file", key,
+		"--tls-ca-file", "ca.pem", "--tls-cert-file", "cert.pem", "--tls-key-file", "key.pem")
 	if err != nil {
 		t.Fatal(err)
 	}

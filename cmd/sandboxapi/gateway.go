@@ -15,6 +15,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/billing/accounts"
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/edge"
+	"github.com/sandboxapi/sandboxapi/cell/celltls"
 )
 
 const gatewayUsage = `gateway [--config FILE] [flags]
@@ -74,8 +75,17 @@ func runGateway(args []string) error {
 	if err != nil {
 		return err
 	}
+	// Read now, so a wrong file is an error naming its key before Caddy
+	// starts; Caddy's transport reads them again.
+	if _, err := cfg.tlsFiles.load(celltls.RoleGateway); err != nil {
+		return err
+	}
+	tlsFiles, err := cfg.tlsFiles.abs()
+	if err != nil {
+		return err
+	}
 	logger.Info("start-up: gateway config", "dir", dir, "listen", cfg.Listen, "region", cfg.Region,
-		"gossip", cfg.Gossip, "gossip_join", cfg.GossipJoin, "gossip_encrypted", cfg.GossipKeyFile != "")
+		"gossip", cfg.Gossip, "gossip_join", cfg.GossipJoin, "gossip_encrypted", cfg.GossipKeyFile != "", "tls", tlsFiles.set())
 
 	// Held for the process's life, as dev holds it: the auth module and
 	// the admin socket share the one handle (DESIGN.md, "The admin socket").
@@ -94,6 +104,7 @@ func runGateway(args []string) error {
 		CellMembership: membership, CellRegion: cfg.Region, AccessLog: cfg.AccessLog,
 		RapidAPIProxySecret: proxySecret, TrustedProxies: cfg.TrustedProxies,
 		MaxConnsPerClient: cfg.MaxConnsPerClient,
+		CellCAFile:        tlsFiles.TLSCAFile, CellCertFile: tlsFiles.TLSCertFile, CellKeyFile: tlsFiles.TLSKeyFile,
 	}); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/billing/plans"
+	"github.com/sandboxapi/sandboxapi/cell/celltls"
 	"github.com/sandboxapi/sandboxapi/cell/jobs"
 	"github.com/sandboxapi/sandboxapi/cell/mcp"
 	"github.com/sandboxapi/sandboxapi/cell/node"
@@ -116,9 +117,13 @@ func (c nodeConfig) nodeConfig(logger *slog.Logger) (node.Config, error) {
 	if err != nil {
 		return node.Config{}, err
 	}
+	bundle, err := c.tlsFiles.load(celltls.RoleNode)
+	if err != nil {
+		return node.Config{}, err
+	}
 	logger.Info("start-up: node config", "node", c.ID, "cell", c.Cell, "region", c.Region, "dir", dir,
 		"api", c.API, "raft", c.Raft, "gossip", c.Gossip, "join", c.Join, "gossip_join", c.GossipJoin,
-		"gossip_encrypted", len(keyring) > 0)
+		"gossip_encrypted", len(keyring) > 0, "tls", bundle != nil)
 	return node.Config{
 		DataDir: dir, Listen: c.API, Cell: c.Cell, Region: c.Region,
 		Runsc: rs, Init: in, Secret: secret, Plans: catalog, Capacity: c.Capacity, Logger: logger,
@@ -132,7 +137,7 @@ func (c nodeConfig) nodeConfig(logger *slog.Logger) (node.Config, error) {
 		MCP:             mcp.Config{Version: version(), AllowedOrigins: c.MCPOrigins, LoopbackOnly: c.MCPLoopbackOnly},
 
 		NodeID: c.ID, RaftAddr: c.Raft, GossipAddr: c.Gossip,
-		Join: c.Join, GossipJoin: c.GossipJoin, GossipKeyring: keyring,
+		Join: c.Join, GossipJoin: c.GossipJoin, GossipKeyring: keyring, TLS: bundle,
 		Timing: node.Timing{
 			Raft: store.Timing{
 				HeartbeatTimeout:   time.Duration(c.RaftHeartbeatTimeout),
