@@ -340,3 +340,22 @@ func (n *Node) jobElsewhere(w http.ResponseWriter, r *http.Request) bool {
 	}
 	return false
 }
+
+// untilLeader retries write while the cell is between leaders, until ctx
+// ends: a node that has just joined may see the leader change under it
+// (a loaded host, the others starting too), and its first writes are
+// safe to repeat.
+func untilLeader(ctx context.Context, write func(context.Context) error) error {
+	for {
+		err := write(ctx)
+		if err == nil || ctx.Err() != nil ||
+			!errors.Is(err, store.ErrNotLeader) && !errors.Is(err, store.ErrUnreachable) && !errors.Is(err, store.ErrOutcomeUnknown) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(joinRetry):
+		}
+	}
+}

@@ -303,9 +303,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	err = p.run(ctx, step{name: "register", done: "node registered", doing: "registering the node in the cell", timeout: registerTimeout},
 		func(ctx context.Context) error {
-			return n.store.RegisterNode(ctx, store.NodeInfo{
-				ID: id.NodeID, Cell: cfg.Cell, Region: cfg.Region, APIAddr: n.ln.Addr().String(),
-				Languages: ids, RegisteredAt: time.Now().UTC(),
+			return untilLeader(ctx, func(ctx context.Context) error {
+				return n.store.RegisterNode(ctx, store.NodeInfo{
+					ID: id.NodeID, Cell: cfg.Cell, Region: cfg.Region, APIAddr: n.ln.Addr().String(),
+					Languages: ids, RegisteredAt: time.Now().UTC(),
+				})
 			})
 		}, "languages", strings.Join(ids, ","))
 	if err != nil {

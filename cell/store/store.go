@@ -92,9 +92,9 @@ type Timing struct {
 
 // Default timings (DESIGN.md, "Startup and leadership").
 const (
-	defaultHeartbeatTimeout   = 500 * time.Millisecond
-	defaultElectionTimeout    = 500 * time.Millisecond
-	defaultLeaderLeaseTimeout = 250 * time.Millisecond
+	defaultHeartbeatTimeout   = time.Second
+	defaultElectionTimeout    = time.Second
+	defaultLeaderLeaseTimeout = 500 * time.Millisecond
 	defaultCommitTimeout      = 10 * time.Millisecond
 )
 

@@ -461,6 +461,14 @@ func TestDevTwoCells(t *testing.T) {
 	if code != http.StatusAccepted || token == "" {
 		t.Fatalf("submit in region-2: HTTP %d %v", code, m)
 	}
+	// Found once gossip has joined the cells, which a cluster this fresh
+	// may still be doing.
+	found := time.Now()
+	waitFor(t, 15*time.Second, "cell-1 finding region-2's job", func() (bool, string) {
+		code, m := s.call(s.key, "GET", "/v1/executions/"+token, "")
+		return code == http.StatusOK, fmt.Sprint(code, m)
+	})
+	t.Logf("region-2's job found through cell-1 %s after it was accepted", time.Since(found).Round(time.Millisecond))
 	got := s.await(s.key, "/v1/executions/"+token, 2*time.Minute, v1Done)
 	if got["stdout"] != "42\n" {
 		t.Errorf("region-2's job polled without a region: %v", got)
