@@ -217,8 +217,8 @@ func TestTiming(t *testing.T) {
 		def.LeaderLeaseTimeout != defaultLeaderLeaseTimeout || def.CommitTimeout != defaultCommitTimeout {
 		t.Errorf("zero Timing gave %v/%v/%v/%v", def.HeartbeatTimeout, def.ElectionTimeout, def.LeaderLeaseTimeout, def.CommitTimeout)
 	}
-	set := raftConfig("n", nil, Timing{HeartbeatTimeout: time.Second, CommitTimeout: 50 * time.Millisecond})
-	if set.HeartbeatTimeout != time.Second || set.CommitTimeout != 50*time.Millisecond || set.ElectionTimeout != defaultElectionTimeout {
+	set := raftConfig("n", nil, Timing{HeartbeatTimeout: 2 * time.Second, CommitTimeout: 50 * time.Millisecond})
+	if set.HeartbeatTimeout != 2*time.Second || set.CommitTimeout != 50*time.Millisecond || set.ElectionTimeout != defaultElectionTimeout {
 		t.Errorf("Timing not applied: %v/%v/%v", set.HeartbeatTimeout, set.ElectionTimeout, set.CommitTimeout)
 	}
 	_, err := Open(Config{Dir: t.TempDir(), NodeID: "n", Timing: Timing{HeartbeatTimeout: 50 * time.Millisecond, LeaderLeaseTimeout: time.Second}})

@@ -48,8 +48,10 @@ func TestOpenBootstrapBecomesLeaderFast(t *testing.T) {
 	start := time.Now()
 	s := openStore(t, Config{Dir: t.TempDir(), Bootstrap: true})
 	waitLeader(t, s)
-	if elapsed := time.Since(start); elapsed > time.Second {
-		t.Errorf("leader after %v, want under 1s", elapsed)
+	// A follower waits [HeartbeatTimeout, 2×HeartbeatTimeout) before it
+	// stands, even alone; anything much past that is not raft's timer.
+	if elapsed, want := time.Since(start), 2*defaultHeartbeatTimeout+500*time.Millisecond; elapsed > want {
+		t.Errorf("leader after %v, want under %v", elapsed, want)
 	}
 	if !s.IsLeader() {
 		t.Error("IsLeader() = false after WaitLeader on a single-node cell")
