@@ -111,6 +111,18 @@ func (n *Node) lead(ctx context.Context) {
 	}
 }
 
+// liveNodes are the ids of the cell's nodes that take new work, but
+// except, sorted: where a gone node's jobs can go.
+func (n *Node) liveNodes(except string) []string {
+	var live []string
+	for _, m := range n.agent.Nodes(n.cell) {
+		if !m.Meta.Draining && m.Name != except {
+			live = append(live, m.Name)
+		}
+	}
+	return live
+}
+
 // reconcile is one round of the leader's work.
 func (n *Node) reconcile(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, reconcileTimeout)
@@ -121,12 +133,7 @@ func (n *Node) reconcile(ctx context.Context) {
 			members[m.Name] = m
 		}
 	}
-	var live []string
-	for _, id := range slices.Sorted(maps.Keys(members)) {
-		if m := members[id]; m.State == gossip.Alive && !m.Meta.Draining {
-			live = append(live, id)
-		}
-	}
+	live := n.liveNodes("")
 	now := time.Now().UTC()
 	for _, rec := range n.store.Nodes() {
 		if rec.Cell != n.cell {
@@ -253,14 +260,7 @@ func (n *Node) drain(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("finish jobs: %w", err))
 	}
 	n.jobsDone = true
-	var live []string
-	for _, m := range n.agent.Members() {
-		if m.Meta.Role == gossip.RoleNode && m.Meta.Cell == n.cell && m.Name != n.ID && m.State == gossip.Alive && !m.Meta.Draining {
-			live = append(live, m.Name)
-		}
-	}
-	slices.Sort(live)
-	if len(live) > 0 {
+	if live := n.liveNodes(n.ID); len(live) > 0 {
 		if k, err := n.store.ReassignJobs(ctx, n.ID, live, time.Now().UTC()); err != nil {
 			errs = append(errs, fmt.Errorf("hand over pending jobs: %w", err))
 		} else if k > 0 {
@@ -306,8 +306,8 @@ const elsewhereTimeout = 10 * time.Second
 // cell behind it, so they go as they came.
 func (n *Node) jobElsewhere(w http.ResponseWriter, r *http.Request) bool {
 	byCell := map[string]gossip.Member{}
-	for _, m := range n.agent.Members() {
-		if m.Meta.Role == gossip.RoleNode && m.Meta.Cell != n.cell && m.State == gossip.Alive && !m.Meta.Draining {
+	for _, m := range n.agent.Nodes("") {
+		if m.Meta.Cell != n.cell && !m.Meta.Draining {
 			if _, ok := byCell[m.Meta.Cell]; !ok {
 				byCell[m.Meta.Cell] = m
 			}
