@@ -79,13 +79,9 @@ func retryable(status int, body string) bool {
 }
 
 func errorCodeOf(body string) string {
-	var m struct {
-		Error struct {
-			Code string `json:"code"`
-		} `json:"error"`
-	}
+	var m map[string]any
 	json.Unmarshal([]byte(body), &m)
-	return m.Error.Code
+	return errorCode(m)
 }
 
 // webhookSink counts deliveries per delivery id, on loopback.
@@ -270,7 +266,7 @@ func TestClusterFailover(t *testing.T) {
 	for deadline := time.Now().Add(15 * time.Second); lostAfter == 0; {
 		status, m, _ := s.sessionCall(s.key, "POST", "/v1/sessions/"+onLeader+"/execute", map[string]any{"code": "print(1)"})
 		if status == http.StatusGone {
-			if e, _ := m["error"].(map[string]any); e["code"] != "session_lost" {
+			if errorCode(m) != "session_lost" {
 				t.Fatalf("the killed leader's session: 410 %v", m)
 			}
 			lostAfter = time.Since(killed)
