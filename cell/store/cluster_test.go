@@ -325,6 +325,46 @@ func TestConsistentReadWaitsForAPartitionedFollower(t *testing.T) {
 	}
 }
 
+// A write made through a follower is on that follower's copy when the call
+// returns, so a loop on the follower that reads its own copy (the session
+// manager's watch) never sees its own new record missing. Here the
+// follower's replication is cut while the leader commits with the other
+// node: the write waits for it, and returns once the link heals.
+func TestFollowerReadsItsOwnWrite(t *testing.T) {
+	c := newTestCell(t)
+	c.add("node-1", Timing{})
+	c.add("node-2", Timing{})
+	slow := Timing{HeartbeatTimeout: 5 * time.Second, ElectionTimeout: 5 * time.Second}
+	writer := c.add("node-3", slow)
+	if writer.IsLeader() {
+		t.Fatal("node-3 leads; the test needs it a follower")
+	}
+
+	c.links["node-3"].partition(true)
+	done := make(chan error, 1)
+	go func() { done <- writer.OpenSession(testCtx(t), cellSession("sess_own", "node-3"), 0, time.Now()) }()
+	select {
+	case err := <-done:
+		t.Fatalf("OpenSession() returned %v before the follower could apply it", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if _, ok := c.leader().Session("sess_own"); !ok {
+		t.Fatal("the leader has not committed the write; the test proves nothing")
+	}
+	c.links["node-3"].partition(false)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("OpenSession() error = %v", err)
+		}
+	case <-time.After(4 * time.Second):
+		t.Fatal("OpenSession() did not return after the link healed")
+	}
+	if _, ok := writer.Session("sess_own"); !ok {
+		t.Error("the follower's own write is not on its copy when the call returns")
+	}
+}
+
 // LeaderCh tells a node when it comes to lead and when it stops; it is one
 // channel, whichever call returned it.
 func TestLeaderChAndTransfer(t *testing.T) {

@@ -71,6 +71,9 @@ type LeaveRequest struct {
 type answer struct {
 	Result json.RawMessage `json:"result,omitempty"`
 	Error  *wireError      `json:"error,omitempty"`
+	// Index is the log index an OpApply's entry took, for the follower
+	// to wait for before it answers its caller (see applyEntry).
+	Index uint64 `json:"index,omitempty"`
 }
 
 type wireError struct {
@@ -158,11 +161,12 @@ func (w *wireError) decode() error {
 func (s *Store) Serve(ctx context.Context, op string, body []byte) ([]byte, error) {
 	var (
 		result any
+		index  uint64
 		err    error
 	)
 	switch op {
 	case OpApply:
-		result, err = s.serveApply(ctx, body)
+		result, index, err = s.serveApply(ctx, body)
 	case OpJoin:
 		var req JoinRequest
 		if err := json.Unmarshal(body, &req); err != nil {
@@ -184,7 +188,7 @@ func (s *Store) Serve(ctx context.Context, op string, body []byte) ([]byte, erro
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnknownOp, op)
 	}
-	var ans answer
+	ans := answer{Index: index}
 	if err != nil {
 		ans.Error = encodeError(err)
 	} else if ans.Result, err = json.Marshal(result); err != nil {
@@ -194,18 +198,18 @@ func (s *Store) Serve(ctx context.Context, op string, body []byte) ([]byte, erro
 }
 
 // serveApply applies a follower's command entry.
-func (s *Store) serveApply(ctx context.Context, entry []byte) (any, error) {
+func (s *Store) serveApply(ctx context.Context, entry []byte) (any, uint64, error) {
 	typ, _, err := decodeCommand(entry)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if _, known := commands[typ]; !known && !typ.Ignorable() {
 		// A newer follower's command this leader cannot apply: writing it
 		// would stop every node of this version that applies it.
-		return nil, fmt.Errorf("%w: %d: the leader runs an older binary", ErrUnknownCommand, uint8(typ))
+		return nil, 0, fmt.Errorf("%w: %d: the leader runs an older binary", ErrUnknownCommand, uint8(typ))
 	}
 	if !s.IsLeader() {
-		return nil, s.notLeader()
+		return nil, 0, s.notLeader()
 	}
 	return s.applyLocal(ctx, entry)
 }
@@ -216,14 +220,20 @@ func (s *Store) notLeader() error {
 
 // decodeAnswer turns Serve's bytes back into a result or an error.
 func decodeAnswer(data []byte) (json.RawMessage, error) {
+	ans, err := decodeAnswerAt(data)
+	return ans.Result, err
+}
+
+// decodeAnswerAt is decodeAnswer keeping the answer's log index.
+func decodeAnswerAt(data []byte) (answer, error) {
 	var ans answer
 	if err := json.Unmarshal(data, &ans); err != nil {
-		return nil, fmt.Errorf("store: decode the leader's answer: %w", err)
+		return answer{}, fmt.Errorf("store: decode the leader's answer: %w", err)
 	}
 	if ans.Error != nil {
-		return nil, ans.Error.decode()
+		return answer{}, ans.Error.decode()
 	}
-	return ans.Result, nil
+	return ans, nil
 }
 
 // maxForwardWait bounds how long a forward whose leader went away waits for
@@ -237,12 +247,18 @@ const maxForwardWait = 5 * time.Second
 // including a failure after which the request may have been applied, is
 // returned as it is.
 func (s *Store) route(ctx context.Context, op string, body []byte) (json.RawMessage, error) {
+	ans, err := s.routeAt(ctx, op, body)
+	return ans.Result, err
+}
+
+// routeAt is route keeping the answer's log index.
+func (s *Store) routeAt(ctx context.Context, op string, body []byte) (answer, error) {
 	var last error
 	var asked leaderView
 	for attempt := 0; attempt < 2; attempt++ {
 		if attempt > 0 {
 			if err := s.waitLeaderChange(ctx, asked); err != nil {
-				return nil, fmt.Errorf("%w; then %w", last, err)
+				return answer{}, fmt.Errorf("%w; then %w", last, err)
 			}
 		}
 		var ans []byte
@@ -252,7 +268,7 @@ func (s *Store) route(ctx context.Context, op string, body []byte) (json.RawMess
 		case s.IsLeader():
 			ans, err = s.Serve(ctx, op, body)
 		case s.forwarder == nil:
-			return nil, s.notLeader()
+			return answer{}, s.notLeader()
 		default:
 			asked.id, asked.api, err = s.leaderAPI()
 			if err == nil {
@@ -263,17 +279,17 @@ func (s *Store) route(ctx context.Context, op string, body []byte) (json.RawMess
 			}
 		}
 		if err == nil {
-			var res json.RawMessage
-			if res, err = decodeAnswer(ans); err == nil {
+			var res answer
+			if res, err = decodeAnswerAt(ans); err == nil {
 				return res, nil
 			}
 		}
 		if !retriable(err) {
-			return nil, err
+			return answer{}, err
 		}
 		last = err
 	}
-	return nil, last
+	return answer{}, last
 }
 
 // leaderView is which leader, at which API address, a forward went to.

@@ -438,35 +438,47 @@ func applyAs[T any](ctx context.Context, s *Store, typ CommandType, payload any)
 // is set (remote is the leader's JSON response, never nil then).
 func (s *Store) applyEntry(ctx context.Context, data []byte) (local any, remote []byte, err error) {
 	if s.forwarder == nil || s.IsLeader() {
-		local, err = s.applyLocal(ctx, data)
+		local, _, err = s.applyLocal(ctx, data)
 		if err == nil || s.forwarder == nil || !errors.Is(err, ErrNotLeader) {
 			return local, nil, err
 		}
 		// Leadership moved before raft took the entry, so it was not
 		// enqueued: send it to the new leader.
 	}
-	ans, err := s.route(ctx, OpApply, data)
+	ans, err := s.routeAt(ctx, OpApply, data)
 	if err != nil {
 		return nil, nil, err
 	}
-	if ans == nil {
-		ans = []byte("null")
+	// Read your writes: the caller's next read of this node's copy (and
+	// every loop watching it) must see the entry, so wait for it to be
+	// applied here too. The entry is committed whatever comes of the
+	// wait; a follower too far behind to catch up in time is answered
+	// as the write's success all the same.
+	if ans.Index > 0 {
+		wctx, cancel := context.WithTimeout(ctx, maxForwardWait)
+		if err := s.WaitApplied(wctx, ans.Index); err != nil {
+			s.logger.Warn("store: a forwarded write is not applied here yet", "index", ans.Index, "err", err)
+		}
+		cancel()
 	}
-	return nil, ans, nil
+	if ans.Result == nil {
+		ans.Result = []byte("null")
+	}
+	return nil, ans.Result, nil
 }
 
 // applyLocal applies an encoded command through this node's raft. Errors
 // from the handler come back as they are, not wrapped with the command.
-func (s *Store) applyLocal(ctx context.Context, data []byte) (any, error) {
+func (s *Store) applyLocal(ctx context.Context, data []byte) (any, uint64, error) {
 	f := s.raft.Apply(data, applyTimeout(ctx))
 	if err := s.wait(ctx, f); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	resp := f.Response()
 	if err, ok := resp.(error); ok {
-		return nil, err
+		return nil, 0, err
 	}
-	return resp, nil
+	return resp, f.Index(), nil
 }
 
 // wait waits for a raft future, giving up when ctx ends. Giving up does not
