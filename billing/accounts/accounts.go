@@ -57,13 +57,6 @@ var (
 	bucketKeys     = []byte("keys")     // SHA-256(key) -> account ID
 )
 
-// Account is a customer.
-type Account struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Plan      string    `json:"plan"`
-	CreatedAt time.Time `json:"created_at"`
-}
 
 // Store is an open accounts database. Its methods are safe for concurrent use.
 type Store struct {

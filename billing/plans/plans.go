@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -34,6 +35,22 @@ const (
 )
 
 var packagePolicies = []string{PackagesNone, PackagesTop1k, PackagesAllowlist, PackagesCustom}
+
+// Overage policies: what happens once an account has used its plan's
+// executions_per_month.
+const (
+	// OverageHardStop refuses further executions until the month ends
+	// (429 monthly_quota_exceeded). The default.
+	OverageHardStop = "hard_stop"
+	// OverageMetered lets executions go on past the quota; each one is
+	// billed through the account's Stripe meter like the rest. Only an
+	// account with a Stripe subscription can run past its quota: any other
+	// (direct, RapidAPI) is held to a hard stop whatever its plan says,
+	// since nothing would bill it.
+	OverageMetered = "metered"
+)
+
+var overagePolicies = []string{OverageHardStop, OverageMetered}
 
 // ErrInvalid is wrapped by every error about a malformed catalog.
 var ErrInvalid = errors.New("plans: invalid catalog")
@@ -58,6 +75,25 @@ type Plan struct {
 	Packages             string `json:"packages"`
 	Async                bool   `json:"async"`
 	Streaming            bool   `json:"streaming"`
+	// Overage is the policy past executions_per_month: OverageHardStop
+	// (empty means it) or OverageMetered.
+	Overage string `json:"overage,omitempty"`
+	// StripePriceID is the Stripe Price a Checkout Session for this plan
+	// subscribes to (price_...), set by the operator for each paid plan;
+	// empty means the plan cannot be bought through Stripe.
+	StripePriceID string `json:"stripe_price_id,omitempty"`
+	// RapidAPISubscription is the X-RapidAPI-Subscription value (BASIC,
+	// PRO, ULTRA, MEGA, CUSTOM) that puts a RapidAPI user on this plan;
+	// empty means no RapidAPI tier maps to it.
+	RapidAPISubscription string `json:"rapidapi_subscription,omitempty"`
+}
+
+// OveragePolicy is Overage with the default filled in.
+func (p Plan) OveragePolicy() string {
+	if p.Overage == "" {
+		return OverageHardStop
+	}
+	return p.Overage
 }
 
 // MaxTimeout is MaxTimeoutSeconds as a duration, the form limit checks use.
@@ -92,7 +128,37 @@ func (p Plan) Validate() error {
 	if !slices.Contains(packagePolicies, p.Packages) {
 		return fmt.Errorf("%w: plan %q: packages %q is not one of %q", ErrInvalid, p.Name, p.Packages, packagePolicies)
 	}
+	if !slices.Contains(overagePolicies, p.OveragePolicy()) {
+		return fmt.Errorf("%w: plan %q: overage %q is not one of %q", ErrInvalid, p.Name, p.Overage, overagePolicies)
+	}
 	return nil
+}
+
+// ByStripePrice returns the plan that sells through Stripe Price id.
+func (c Catalog) ByStripePrice(id string) (Plan, bool) {
+	if id == "" {
+		return Plan{}, false
+	}
+	for _, n := range c.order {
+		if p := c.byName[n]; p.StripePriceID == id {
+			return p, true
+		}
+	}
+	return Plan{}, false
+}
+
+// ByRapidAPISubscription returns the plan for a RapidAPI subscription
+// name (X-RapidAPI-Subscription), compared without regard to case.
+func (c Catalog) ByRapidAPISubscription(sub string) (Plan, bool) {
+	if sub == "" {
+		return Plan{}, false
+	}
+	for _, n := range c.order {
+		if p := c.byName[n]; p.RapidAPISubscription != "" && strings.EqualFold(p.RapidAPISubscription, sub) {
+			return p, true
+		}
+	}
+	return Plan{}, false
 }
 
 // validateName keeps plan names to a small alphabet because the gateway sends

@@ -10,10 +10,10 @@ import (
 
 func TestDefaultMatchesDesignTable(t *testing.T) {
 	want := []Plan{
-		{Name: "basic", PriceUSDMonth: 0, ExecutionsPerMonth: 500, RequestsPerMinute: 30, MaxTimeoutSeconds: 30, BatchSize: 10, ConcurrentSessions: 0, ConcurrentExecutions: 2, Packages: "none", Async: false, Streaming: true},
-		{Name: "pro", PriceUSDMonth: 19, ExecutionsPerMonth: 10000, RequestsPerMinute: 120, MaxTimeoutSeconds: 60, BatchSize: 50, ConcurrentSessions: 5, ConcurrentExecutions: 4, Packages: "top-1k", Async: true, Streaming: true},
-		{Name: "ultra", PriceUSDMonth: 49, ExecutionsPerMonth: 50000, RequestsPerMinute: 300, MaxTimeoutSeconds: 300, BatchSize: 100, ConcurrentSessions: 20, ConcurrentExecutions: 8, Packages: "allowlist", Async: true, Streaming: true},
-		{Name: "mega", PriceUSDMonth: 149, ExecutionsPerMonth: 200000, RequestsPerMinute: 1000, MaxTimeoutSeconds: 600, BatchSize: 200, ConcurrentSessions: 50, ConcurrentExecutions: 16, Packages: "custom", Async: true, Streaming: true},
+		{Name: "basic", PriceUSDMonth: 0, ExecutionsPerMonth: 500, RequestsPerMinute: 30, MaxTimeoutSeconds: 30, BatchSize: 10, ConcurrentSessions: 0, ConcurrentExecutions: 2, Packages: "none", Async: false, Streaming: true, RapidAPISubscription: "BASIC"},
+		{Name: "pro", PriceUSDMonth: 19, ExecutionsPerMonth: 10000, RequestsPerMinute: 120, MaxTimeoutSeconds: 60, BatchSize: 50, ConcurrentSessions: 5, ConcurrentExecutions: 4, Packages: "top-1k", Async: true, Streaming: true, RapidAPISubscription: "PRO"},
+		{Name: "ultra", PriceUSDMonth: 49, ExecutionsPerMonth: 50000, RequestsPerMinute: 300, MaxTimeoutSeconds: 300, BatchSize: 100, ConcurrentSessions: 20, ConcurrentExecutions: 8, Packages: "allowlist", Async: true, Streaming: true, RapidAPISubscription: "ULTRA"},
+		{Name: "mega", PriceUSDMonth: 149, ExecutionsPerMonth: 200000, RequestsPerMinute: 1000, MaxTimeoutSeconds: 600, BatchSize: 200, ConcurrentSessions: 50, ConcurrentExecutions: 16, Packages: "custom", Async: true, Streaming: true, RapidAPISubscription: "MEGA"},
 	}
 	c := Default()
 	got := c.Plans()
@@ -36,6 +36,33 @@ func TestDefaultMatchesDesignTable(t *testing.T) {
 	}
 	if _, ok := c.Get("platinum"); ok {
 		t.Error("Get of an unknown plan reported ok")
+	}
+}
+
+func TestLookupsAndOverage(t *testing.T) {
+	c, err := Parse([]byte(`{"plans":[{"name":"pro","stripe_price_id":"price_pro","overage":"metered"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := c.ByStripePrice("price_pro"); !ok || p.Name != "pro" || p.OveragePolicy() != OverageMetered {
+		t.Errorf("ByStripePrice(price_pro) = %+v, %v", p, ok)
+	}
+	for _, id := range []string{"", "price_other"} {
+		if p, ok := c.ByStripePrice(id); ok {
+			t.Errorf("ByStripePrice(%q) = %+v", id, p)
+		}
+	}
+	if p, ok := c.ByRapidAPISubscription("ultra"); !ok || p.Name != "ultra" {
+		t.Errorf("ByRapidAPISubscription(ultra) = %+v, %v", p, ok)
+	}
+	if p, ok := c.ByRapidAPISubscription("CUSTOM"); ok {
+		t.Errorf("ByRapidAPISubscription(CUSTOM) = %+v with no plan mapped to it", p)
+	}
+	if p, _ := c.Get("basic"); p.OveragePolicy() != OverageHardStop {
+		t.Errorf("basic's overage = %q, want the default %q", p.OveragePolicy(), OverageHardStop)
+	}
+	if _, err := Parse([]byte(`{"plans":[{"name":"pro","overage":"unlimited"}]}`)); !errors.Is(err, ErrInvalid) {
+		t.Errorf("an unknown overage policy: err = %v, want ErrInvalid", err)
 	}
 }
 

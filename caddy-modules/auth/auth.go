@@ -53,6 +53,10 @@ const (
 	VarAccountID = "sandboxapi.account_id"
 	VarPlan      = "sandboxapi.plan"
 	VarAnonymous = "sandboxapi.anonymous"
+	// VarStripeCustomer is the Stripe customer (cus_...) of an account
+	// sold through Stripe, whose executions are metered to it; unset for
+	// every other account.
+	VarStripeCustomer = "sandboxapi.stripe_customer"
 )
 
 // What missing_key may say.
