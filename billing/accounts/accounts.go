@@ -57,7 +57,6 @@ var (
 	bucketKeys     = []byte("keys")     // SHA-256(key) -> account ID
 )
 
-
 // Store is an open accounts database. Its methods are safe for concurrent use.
 type Store struct {
 	db     *bolt.DB
