@@ -70,6 +70,10 @@ const (
 	// CmdReassignJobs moves a dead node's unfinished jobs to live nodes.
 	CmdReassignJobs
 
+	// CmdAccounts applies one operation to the accounts table
+	// (billing/accounts names its operations).
+	CmdAccounts
+
 	// Append new command types here, then add them to commands below.
 
 	// commandTypeEnd is one past the last command type; tests use it to
@@ -112,6 +116,8 @@ var commands = map[CommandType]commandSpec{
 	CmdSetNodeStatus:    {name: "set_node_status", apply: applySetNodeStatus},
 	CmdLoseNodeSessions: {name: "lose_node_sessions", apply: applyLoseNodeSessions},
 	CmdReassignJobs:     {name: "reassign_jobs", apply: applyReassignJobs},
+
+	CmdAccounts: {name: "accounts", apply: applyAccounts},
 }
 
 // String names the command for logs and errors.

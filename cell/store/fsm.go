@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/sandboxapi/sandboxapi/billing/accounts"
 )
 
 // snapshotVersion is written into every snapshot. Bump it when the JSON shape
@@ -26,10 +28,18 @@ type state struct {
 	// Sessions is absent from snapshots written before sessions existed,
 	// which load with none (same version).
 	Sessions map[string]*Session `json:"sessions"`
+	// Accounts is the billing state of the home cell (see Accounts); the
+	// other cells keep it empty. Absent from snapshots written before it
+	// existed, which load with none (same version).
+	Accounts *accounts.Table `json:"accounts,omitempty"`
+
+	// applying is the index of the entry being applied, for handlers
+	// that record it (the accounts table's change feed).
+	applying uint64
 }
 
 func newState() *state {
-	return &state{Nodes: make(map[string]NodeInfo), Jobs: newJobTable(), Sessions: make(map[string]*Session)}
+	return &state{Nodes: make(map[string]NodeInfo), Jobs: newJobTable(), Sessions: make(map[string]*Session), Accounts: accounts.NewTable()}
 }
 
 // snapshotEnvelope versions the snapshot so that a binary can refuse (or
@@ -139,6 +149,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.setApplied(l.Index)
+	f.st.applying = l.Index
 	resp, err := spec.apply(f.st, payload)
 	if err != nil {
 		// Logged at warn, not error: the caller also gets the error, and a
@@ -200,6 +211,12 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		if sess == nil || sess.ID != id {
 			return fmt.Errorf("%w: session %q is empty or filed under the wrong id", ErrInvalidSession, id)
 		}
+	}
+	if st.Accounts == nil {
+		st.Accounts = accounts.NewTable()
+	}
+	if err := st.Accounts.Check(); err != nil {
+		return fmt.Errorf("store: restore: %w", err)
 	}
 
 	f.mu.Lock()
