@@ -110,17 +110,24 @@ func cmpIndex(a, b uint64, ka, kb string) int {
 }
 
 // Merge applies c to a copy of the Table (a gateway's): records replace
-// those they name.
+// those they name, unless the copy's is newer (a lagging node's answer).
 func (t *Table) Merge(c Changes) {
 	t.fill()
 	for _, a := range c.Accounts {
-		t.Accounts[a.ID] = &a
+		if old, ok := t.Accounts[a.ID]; !ok || old.Index <= a.Index {
+			t.Accounts[a.ID] = &a
+		}
 	}
 	for _, k := range c.Keys {
-		t.Keys[k.Hash] = &k
+		if old, ok := t.Keys[k.Hash]; !ok || old.Index <= k.Index {
+			t.Keys[k.Hash] = &k
+		}
 	}
 	for _, u := range c.Usage {
-		t.Usage[usageKey(u.AccountID, u.Month, u.Gateway)] = &u
+		k := usageKey(u.AccountID, u.Month, u.Gateway)
+		if old, ok := t.Usage[k]; !ok || old.Index <= u.Index {
+			t.Usage[k] = &u
+		}
 	}
 }
 

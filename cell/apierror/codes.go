@@ -55,6 +55,7 @@ const (
 	MissingAPIKey        Code = "missing_api_key"
 	InvalidAPIKey        Code = "invalid_api_key"
 	InvalidProxySecret   Code = "invalid_proxy_secret"
+	AccountSuspended     Code = "account_suspended"
 	GatewayRequired      Code = "gateway_required"
 	UnknownPlan          Code = "unknown_plan"
 	AsyncNotInPlan       Code = "async_not_in_plan"
@@ -126,6 +127,7 @@ var statuses = map[Code]int{
 	MissingAPIKey:        http.StatusUnauthorized,
 	InvalidAPIKey:        http.StatusUnauthorized,
 	InvalidProxySecret:   http.StatusForbidden,
+	AccountSuspended:     http.StatusForbidden,
 	GatewayRequired:      http.StatusForbidden,
 	UnknownPlan:          http.StatusForbidden,
 	AsyncNotInPlan:       http.StatusForbidden,

@@ -56,6 +56,12 @@ var (
 // pass for a node's.
 const NodeCaller = "@cell-node"
 
+// GatewayCaller is the AccountID a gateway signs its own calls to a node
+// with, not on any account's behalf: the accounts table's routes
+// (billing/directory) take only it. Like NodeCaller, no account id can
+// spell it.
+const GatewayCaller = "@gateway"
+
 // Caller is who the gateway says is calling.
 type Caller struct {
 	AccountID string

@@ -1,0 +1,104 @@
+// Package directorytest starts a home cell's accounts table for tests: a
+// single-node raft store on loopback serving the directory routes, and
+// Directories (gateways' copies) that follow it.
+package directorytest
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sandboxapi/sandboxapi/billing/directory"
+	"github.com/sandboxapi/sandboxapi/cell/apierror"
+	"github.com/sandboxapi/sandboxapi/cell/callerauth"
+	"github.com/sandboxapi/sandboxapi/cell/store"
+)
+
+// Secret is the cell secret the home and its gateways share.
+var Secret = []byte("directorytest-cell-secret-0123456789")
+
+// Home is a running home cell of one node.
+type Home struct {
+	Store *store.Store
+	// Addr is the node's API address (host:port).
+	Addr string
+	srv  *httptest.Server
+	once sync.Once
+}
+
+// StartHome starts a home cell, closed when the test ends.
+func StartHome(t testing.TB) *Home {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raftLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raftAddr := raftLn.Addr().String()
+	raftLn.Close()
+	st, err := store.Open(store.Config{Dir: t.TempDir(), NodeID: "home-1", RaftAddr: raftAddr, Bootstrap: true,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := st.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	for _, rt := range directory.Routes(st) {
+		mux.Handle(rt.Pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c, err := callerauth.Verify(r.Header, Secret, time.Now())
+			if err != nil {
+				apierror.New(apierror.GatewayRequired, "unsigned").Write(w)
+				return
+			}
+			rt.Handle(w, r, c)
+		}))
+	}
+	srv := httptest.NewUnstartedServer(mux)
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
+	h := &Home{Store: st, Addr: ln.Addr().String(), srv: srv}
+	t.Cleanup(h.Stop)
+	return h
+}
+
+// Stop stops the home cell: its routes and its store.
+func (h *Home) Stop() {
+	h.once.Do(func() {
+		// The listener first, so no new feed request comes in to hold
+		// Close up for its whole wait.
+		h.srv.Listener.Close()
+		h.srv.CloseClientConnections()
+		h.srv.Close()
+		_ = h.Store.Close()
+	})
+}
+
+// Gateway opens a Directory named gateway following h, loaded, closed
+// when the test ends.
+func (h *Home) Gateway(t testing.TB, gateway string) *directory.Directory {
+	t.Helper()
+	d, err := directory.Open(directory.Config{Nodes: []string{h.Addr}, Secret: Secret, Gateway: gateway})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
