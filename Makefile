@@ -50,6 +50,7 @@ runsc:
 toolchains:
 	ops/install/toolchains.sh
 	ops/install/clients.sh
+	ops/install/stripe-mock.sh $(BIN)/stripe-mock
 
 host:
 	ops/install/host.sh
