@@ -5,17 +5,26 @@
 //
 // The ledger is one bbolt file:
 //
-//	bucket "usage" → bucket <account ID> → key "YYYY-MM" → uint64 count (big-endian)
+//	bucket "usage"       → bucket <account ID> → key "YYYY-MM" → uint64 count (big-endian)
+//	bucket "outbox"      → key uint64 sequence (big-endian) → JSON MeterEntry, for Stripe
+//	bucket "outbox_dead" → the same keys → JSON DeadEntry, entries Stripe refused for good
 //
 // Counts change through one writer goroutine that commits (and fsyncs)
-// whatever has been recorded since its last commit, so concurrent requests
-// share an fsync. Two ways in:
+// whatever has been recorded since its last commit, so concurrent callers
+// share an fsync: group commit. Two ways in:
 //
+//   - Add returns only once its change is on disk. The gateway uses it, so a
+//     response never goes out before its count is durable and a crash loses
+//     nothing that was answered; callers that arrive while a commit is being
+//     written wait for the next one together.
 //   - Record returns at once, with the new total; the change is on disk one
-//     commit later (about a millisecond here). The gateway uses it, so no
-//     response waits for a disk flush; a crash can lose the executions of
-//     that last moment, never more.
-//   - Add returns only once its change is on disk.
+//     commit later (Sync waits for it).
+//
+// A change may carry meter entries (the outbox): they are written in the
+// same transaction as the count, so the executions counted and the events
+// owed to Stripe can never disagree. Package billing/meter sends them and
+// removes each once Stripe has accepted it (AckMeter) or parks it in the
+// dead-letter bucket when Stripe refuses it for good (ParkMeter).
 //
 // Count and Months include what has been recorded but not yet committed.
 package usage
@@ -68,7 +77,9 @@ var retryDelay = 100 * time.Millisecond
 const schemaVersion = "1"
 
 var (
-	bucketUsage = []byte("usage") // account ID -> bucket of month -> count
+	bucketUsage  = []byte("usage")       // account ID -> bucket of month -> count
+	bucketOutbox = []byte("outbox")      // sequence -> MeterEntry
+	bucketDead   = []byte("outbox_dead") // sequence -> DeadEntry
 )
 
 // Month returns the month key of t in UTC, e.g. "2025-03".
@@ -98,8 +109,21 @@ type Ledger struct {
 	// totals holds, for every (account, month) recorded since Open, the
 	// count including what is still pending: Count answers from it.
 	totals map[key]int64
-	// pending holds what has been recorded but not committed yet.
+	// pending holds what has been recorded but not committed yet: counts,
+	// meter entries in the order recorded, and outbox entries to delete or
+	// park.
 	pending map[key]int64
+	entries []MeterEntry
+	acks    []uint64
+	parks   []DeadEntry
+	// outboxChanged is closed (and replaced) by each commit that changed
+	// the outbox, to wake the meter's flusher.
+	outboxChanged chan struct{}
+	// commits counts successful commits, for the figures in DESIGN.md.
+	commits uint64
+	// failCommit, when set (by tests), fails commits with its error, as a
+	// full or broken disk would.
+	failCommit func() error
 	// recorded numbers the Records; committed is the number up to which all
 	// are on disk. A failed commit sets commitErr until one succeeds.
 	recorded, committed uint64
@@ -118,14 +142,14 @@ type key struct{ account, month string }
 // Open opens (creating if needed) the ledger at path. Only one Ledger may
 // have a file open at a time; a second Open fails with ErrLocked.
 func Open(path string) (*Ledger, error) {
-	db, err := dbshare.OpenBolt(path, schemaVersion, lockTimeout, bucketUsage)
+	db, err := dbshare.OpenBolt(path, schemaVersion, lockTimeout, bucketUsage, bucketOutbox, bucketDead)
 	if errors.Is(err, dbshare.ErrLocked) {
 		return nil, fmt.Errorf("%w: %s", ErrLocked, path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("usage: %w", err)
 	}
-	l := &Ledger{db: db, totals: map[key]int64{}, pending: map[key]int64{},
+	l := &Ledger{db: db, totals: map[key]int64{}, pending: map[key]int64{}, outboxChanged: make(chan struct{}),
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
 	l.changed = sync.NewCond(&l.mu)
 	go l.writeLoop()
@@ -158,19 +182,21 @@ func (l *Ledger) close() error {
 	return nil
 }
 
-// Record adds n executions to accountID's count for month ("YYYY-MM") and
-// returns the new count without waiting for the disk: the change is
-// committed by the ledger's writer right after. n must be positive.
-func (l *Ledger) Record(accountID, month string, n int64) (int64, error) {
-	total, _, err := l.record(accountID, month, n)
+// Record adds n executions to accountID's count for month ("YYYY-MM"),
+// and entries to the outbox in the same transaction, and returns the new
+// count without waiting for the disk: the change is committed by the
+// ledger's writer right after. n must be positive.
+func (l *Ledger) Record(accountID, month string, n int64, entries ...MeterEntry) (int64, error) {
+	total, _, err := l.record(accountID, month, n, entries)
 	return total, err
 }
 
-// Add is Record, returning only once the change is on disk. If the commit
-// fails, Add returns its error; the change stays pending and the writer
-// retries it.
-func (l *Ledger) Add(accountID, month string, n int64) (int64, error) {
-	total, seq, err := l.record(accountID, month, n)
+// Add is Record, returning only once the change is on disk; callers that
+// add while a commit is being written share the next one. If the commit
+// fails, Add returns its error with the new total; the change stays
+// pending and the writer retries it.
+func (l *Ledger) Add(accountID, month string, n int64, entries ...MeterEntry) (int64, error) {
+	total, seq, err := l.record(accountID, month, n, entries)
 	if err != nil {
 		return 0, err
 	}
@@ -186,12 +212,17 @@ func (l *Ledger) Sync() error {
 	return l.waitCommitted(seq)
 }
 
-func (l *Ledger) record(accountID, month string, n int64) (int64, uint64, error) {
+func (l *Ledger) record(accountID, month string, n int64, entries []MeterEntry) (int64, uint64, error) {
 	if err := validate(accountID, month); err != nil {
 		return 0, 0, err
 	}
 	if n <= 0 {
 		return 0, 0, fmt.Errorf("%w: adding %d executions; the count must be positive", ErrInvalid, n)
+	}
+	for _, e := range entries {
+		if err := e.validate(); err != nil {
+			return 0, 0, err
+		}
 	}
 	k := key{accountID, month}
 	l.mu.Lock()
@@ -213,6 +244,15 @@ func (l *Ledger) record(accountID, month string, n int64) (int64, uint64, error)
 	}
 	l.totals[k] = cur + n
 	l.pending[k] += n
+	l.entries = append(l.entries, entries...)
+	seq := l.queued()
+	return cur + n, seq, nil
+}
+
+// queued numbers the change just queued, unlocks l.mu (held by the
+// caller) and wakes the writer. It returns the change's number, for
+// waitCommitted.
+func (l *Ledger) queued() uint64 {
 	l.recorded++
 	seq := l.recorded
 	l.mu.Unlock()
@@ -220,7 +260,7 @@ func (l *Ledger) record(accountID, month string, n int64) (int64, uint64, error)
 	case l.kick <- struct{}{}:
 	default:
 	}
-	return cur + n, seq, nil
+	return seq
 }
 
 // waitCommitted waits until record number seq is on disk. A failed commit
@@ -272,18 +312,24 @@ func (l *Ledger) writeLoop() {
 }
 
 // commit writes what is pending in one transaction. On failure the
-// changes go back to pending, to be tried again.
+// changes go back to pending, in their order, to be tried again.
 func (l *Ledger) commit() error {
 	l.mu.Lock()
-	batch, upTo := l.pending, l.recorded
-	if len(batch) == 0 {
+	batch, entries, acks, parks, upTo := l.pending, l.entries, l.acks, l.parks, l.recorded
+	if len(batch) == 0 && len(entries) == 0 && len(acks) == 0 && len(parks) == 0 {
 		l.mu.Unlock()
 		return nil
 	}
-	l.pending = map[key]int64{}
+	l.pending, l.entries, l.acks, l.parks = map[key]int64{}, nil, nil, nil
+	fail := l.failCommit
 	l.mu.Unlock()
 
 	err := l.db.Update(func(tx *bolt.Tx) error {
+		if fail != nil {
+			if err := fail(); err != nil {
+				return err
+			}
+		}
 		for k, n := range batch {
 			b, err := tx.Bucket(bucketUsage).CreateBucketIfNotExists([]byte(k.account))
 			if err != nil {
@@ -297,7 +343,7 @@ func (l *Ledger) commit() error {
 				return fmt.Errorf("usage: storing %s %s: %w", k.account, k.month, err)
 			}
 		}
-		return nil
+		return writeOutbox(tx, entries, acks, parks)
 	})
 
 	l.mu.Lock()
@@ -307,11 +353,19 @@ func (l *Ledger) commit() error {
 		for k, n := range batch {
 			l.pending[k] += n
 		}
+		l.entries = append(entries, l.entries...)
+		l.acks = append(acks, l.acks...)
+		l.parks = append(parks, l.parks...)
 		l.commitErr = err
 		return err
 	}
 	l.commitErr = nil
 	l.committed = upTo
+	l.commits++
+	if len(entries) > 0 || len(acks) > 0 || len(parks) > 0 {
+		close(l.outboxChanged)
+		l.outboxChanged = make(chan struct{})
+	}
 	return nil
 }
 
