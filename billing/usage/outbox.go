@@ -12,9 +12,9 @@ import (
 // MaxMeterIDLen is the longest identifier Stripe takes for a meter event.
 const MaxMeterIDLen = 100
 
-// maxCustomerLen bounds a Stripe customer id (cus_ and 14 to 24 characters
+// MaxCustomerLen bounds a Stripe customer id (cus_ and 14 to 24 characters
 // today); anything much longer is not one.
-const maxCustomerLen = 255
+const MaxCustomerLen = 255
 
 // MeterEntry is one event owed to Stripe: value executions of customer at
 // time, under an identifier Stripe deduplicates on.
@@ -34,8 +34,8 @@ func (e MeterEntry) validate() error {
 	switch {
 	case e.ID == "" || len(e.ID) > MaxMeterIDLen:
 		return fmt.Errorf("%w: meter entry id length must be 1..%d bytes", ErrInvalid, MaxMeterIDLen)
-	case e.Customer == "" || len(e.Customer) > maxCustomerLen:
-		return fmt.Errorf("%w: meter entry %s: customer length must be 1..%d bytes", ErrInvalid, e.ID, maxCustomerLen)
+	case e.Customer == "" || len(e.Customer) > MaxCustomerLen:
+		return fmt.Errorf("%w: meter entry %s: customer length must be 1..%d bytes", ErrInvalid, e.ID, MaxCustomerLen)
 	case e.Value <= 0:
 		return fmt.Errorf("%w: meter entry %s: value %d must be positive", ErrInvalid, e.ID, e.Value)
 	case e.Time.IsZero():

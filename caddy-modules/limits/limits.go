@@ -19,9 +19,12 @@
 // What a request ran is what the cell reports in the response header
 // callerauth.HeaderExecutions (1, or a batch's size); requests that ran
 // nothing carry no such header and count nothing. The module records the
-// count in the ledger as the response headers go out (without waiting for
-// the disk; see DESIGN.md) and removes every internal header from the
-// response, so clients never see them.
+// count in the ledger before the response headers go out, waiting for the
+// ledger's shared commit (group commit: concurrent answers share one
+// fsync; see DESIGN.md), and removes every internal header from the
+// response, so clients never see them. With a meter configured, the
+// executions of accounts billed through Stripe also become Billing Meter
+// Events, written to the ledger's outbox in the same commit (billing/meter).
 package limits
 
 import (
@@ -31,6 +34,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -40,6 +44,7 @@ import (
 	"github.com/ulule/limiter/v3"
 	"go.uber.org/zap"
 
+	"github.com/sandboxapi/sandboxapi/billing/meter"
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/billing/usage"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/auth"
@@ -93,6 +98,12 @@ type Handler struct {
 	// gateway.
 	RateStoreRaw json.RawMessage `json:"rate_store,omitempty" caddy:"namespace=sandboxapi.rate_stores inline_key=store"`
 
+	// Meter, when set, sends the executions of accounts billed through
+	// Stripe (those sandboxapi_auth gives a sandboxapi.stripe_customer var)
+	// to Stripe as Billing Meter Events, through the usage ledger's
+	// outbox. Without it nothing is metered.
+	Meter *MeterConfig `json:"meter,omitempty"`
+
 	usageDB  string
 	catalog  plans.Catalog
 	limiters map[string]*limiter.Limiter // by plan name
@@ -100,6 +111,16 @@ type Handler struct {
 	release  func() error
 	logger   *zap.Logger
 	now      func() time.Time
+
+	counter      counter // when set (by tests holding commits back), count adds here instead of the ledger
+	flusher      *meter.Flusher
+	releaseMeter func() error
+	unmetered    *sync.Once // warns once of Stripe accounts with no meter configured
+}
+
+// counter is the part of the ledger count writes to.
+type counter interface {
+	Add(accountID, month string, n int64, entries ...usage.MeterEntry) (int64, error)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -153,6 +174,17 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		h.ledger, h.release = l, release
 	}
+	h.unmetered = new(sync.Once)
+	if h.Meter != nil && h.ledger != nil {
+		// One flusher per ledger file: a reload's new instance shares the
+		// old one's (billing/meter.Start), so no entry is sent twice.
+		f, release, err := meter.Start(h.ledger, h.Meter.config(repl, h.logger))
+		if err != nil {
+			return fmt.Errorf("sandboxapi_limits: meter: %w", err)
+		}
+		h.flusher, h.releaseMeter = f, release
+		registerMeterMetrics(ctx, h.ledger, f, h.logger)
+	}
 	return nil
 }
 
@@ -183,14 +215,21 @@ func (h *Handler) Validate() error {
 	return nil
 }
 
-// Cleanup releases this instance's hold on the usage ledger.
+// Cleanup releases this instance's hold on the meter's flusher and the
+// usage ledger, in that order: the last flusher must stop before the
+// ledger it reads closes.
 func (h *Handler) Cleanup() error {
+	var meterErr error
+	if h.releaseMeter != nil {
+		meterErr = h.releaseMeter()
+		h.releaseMeter, h.flusher = nil, nil
+	}
 	if h.release == nil {
-		return nil
+		return meterErr
 	}
 	err := h.release()
 	h.release, h.ledger = nil, nil
-	return err
+	return errors.Join(meterErr, err)
 }
 
 // ServeHTTP applies the caller's plan limits, then passes r on with a
@@ -278,21 +317,35 @@ func mayExecute(method string) bool {
 	return true
 }
 
-// count adds n executions to the ledger and returns the account's new total
-// for the month. A failed write is logged with everything needed to
-// reconcile it by hand; the response is already on its way, and the client
-// should get the result of what ran.
-func (h *Handler) count(account, month string, used, n int64) int64 {
-	total, err := h.ledger.Record(account, month, n)
-	if err != nil {
-		h.logger.Error("recording executions in the usage ledger",
-			zap.String("account", account), zap.String("month", month), zap.Int64("executions", n), zap.Error(err))
-		if used > math.MaxInt64-n {
-			return math.MaxInt64
-		}
-		return used + n
+// count adds n executions, and the meter entries they owe Stripe, to the
+// ledger and returns the account's new total for the month. It returns
+// once the commit that holds them is on disk, a commit shared with the
+// other answers of that moment, so no answer goes out for executions a
+// crash could forget. A failed write is logged with everything needed to
+// reconcile it by hand; the response goes out anyway, as the client should
+// get the result of what ran.
+func (h *Handler) count(account, month string, used, n int64, entries ...usage.MeterEntry) int64 {
+	var c counter = h.ledger
+	if h.counter != nil {
+		c = h.counter
 	}
-	return total
+	total, err := c.Add(account, month, n, entries...)
+	if err == nil {
+		return total
+	}
+	fields := []zap.Field{zap.String("account", account), zap.String("month", month), zap.Int64("executions", n),
+		zap.Int("meter_entries", len(entries)), zap.Error(err)}
+	if total > 0 {
+		// Recorded, but the commit failed: the ledger keeps the change
+		// and its writer retries it.
+		h.logger.Error("the usage ledger could not commit executions yet; retrying", fields...)
+		return total
+	}
+	h.logger.Error("recording executions in the usage ledger", fields...)
+	if used > math.MaxInt64-n {
+		return math.MaxInt64
+	}
+	return used + n
 }
 
 // seconds rounds d up to whole seconds, at least 1: what Retry-After holds.
@@ -321,6 +374,15 @@ func writeError(w http.ResponseWriter, code apierror.Code, message string, retry
 //	    rate_store <module> {
 //	        <the module's options>
 //	    }
+//	    meter {
+//	        stripe_secret_key <key>
+//	        event_name        <the Stripe meter's event name>
+//	        api_base          <url>
+//	        concurrency       <n>
+//	        batch_size        <n>
+//	        min_backoff       <duration>
+//	        max_backoff       <duration>
+//	    }
 //	}
 //
 // where <module> names a module in sandboxapi.rate_stores, such as memory
@@ -339,6 +401,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = blockopts.Value(d, &h.PlansFile)
 		case "rate_store":
 			err = blockopts.Module(d, RateStoreNamespace, "store", &h.RateStoreRaw)
+		case "meter":
+			err = h.unmarshalMeter(d)
 		default:
 			err = d.Errf("unrecognized sandboxapi_limits option %q", opt)
 		}

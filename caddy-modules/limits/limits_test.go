@@ -719,6 +719,7 @@ func TestProvisionErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	withStore := func(store config) config { return config{"usage_db": f.usageDB, "rate_store": store} }
+	withMeter := func(m config) config { return config{"usage_db": f.usageDB, "meter": m} }
 	tests := []struct {
 		name    string
 		cfg     config
@@ -736,6 +737,10 @@ func TestProvisionErrors(t *testing.T) {
 		{"invalid plans file", config{"usage_db": f.usageDB, "plans_file": badPlans}, ""},
 		{"missing plans file", config{"usage_db": f.usageDB, "plans_file": filepath.Join(f.dir, "nope.json")}, ""},
 		{"usage db in a missing directory", config{"usage_db": filepath.Join(f.dir, "no", "such", "usage.db")}, ""},
+		{"meter without a key", withMeter(config{"event_name": "e"}), "a Stripe secret key is required"},
+		{"meter without an event name", withMeter(config{"stripe_secret_key": "sk_test_123"}), "event name"},
+		{"meter api base not a URL", withMeter(config{"stripe_secret_key": "sk_test_123", "event_name": "e", "api_base": "stripe"}), "api base"},
+		{"unknown meter field", withMeter(config{"stripe_secret_key": "sk_test_123", "event_name": "e", "key": "x"}), "unknown field"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -829,6 +834,31 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "redis db not a number", input: "sandboxapi_limits {\n rate_store redis {\n address a:1\n db one\n }\n}", wantErr: true},
 		{name: "redis db negative", input: "sandboxapi_limits {\n rate_store redis {\n address a:1\n db -1\n }\n}", wantErr: true},
 		{name: "unknown redis option", input: "sandboxapi_limits {\n rate_store redis {\n host a\n }\n}", wantErr: true},
+		{
+			name: "meter",
+			input: `sandboxapi_limits {
+				usage_db /u.db
+				meter {
+					stripe_secret_key {env.STRIPE_SECRET_KEY}
+					event_name sandboxapi_executions
+					api_base http://127.0.0.1:12111
+					concurrency 4
+					batch_size 50
+					min_backoff 100ms
+					max_backoff 2m
+				}
+			}`,
+			want: Handler{UsageDB: "/u.db", Meter: &MeterConfig{StripeSecretKey: "{env.STRIPE_SECRET_KEY}", EventName: "sandboxapi_executions",
+				APIBase: "http://127.0.0.1:12111", Concurrency: 4, BatchSize: 50,
+				MinBackoff: caddy.Duration(100 * time.Millisecond), MaxBackoff: caddy.Duration(2 * time.Minute)}},
+		},
+		{name: "meter twice", input: "sandboxapi_limits {\n meter {\n event_name a\n }\n meter {\n event_name b\n }\n}", wantErr: true},
+		{name: "meter with an argument", input: "sandboxapi_limits {\n meter x {\n event_name a\n }\n}", wantErr: true},
+		{name: "unknown meter option", input: "sandboxapi_limits {\n meter {\n secret x\n }\n}", wantErr: true},
+		{name: "meter option twice", input: "sandboxapi_limits {\n meter {\n event_name a\n event_name b\n }\n}", wantErr: true},
+		{name: "meter concurrency not a number", input: "sandboxapi_limits {\n meter {\n concurrency many\n }\n}", wantErr: true},
+		{name: "meter batch size zero", input: "sandboxapi_limits {\n meter {\n batch_size 0\n }\n}", wantErr: true},
+		{name: "meter backoff not a duration", input: "sandboxapi_limits {\n meter {\n max_backoff soon\n }\n}", wantErr: true},
 		{name: "empty block", input: "sandboxapi_limits {\n}", want: Handler{}},
 		{name: "inline argument", input: "sandboxapi_limits /x.db", wantErr: true},
 		{name: "option without value", input: "sandboxapi_limits {\n usage_db\n}", wantErr: true},

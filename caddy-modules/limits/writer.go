@@ -2,12 +2,16 @@ package limits
 
 import (
 	"context"
+	"crypto/rand"
 	"net/http"
 	"strconv"
 	"strings"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/sandboxapi/sandboxapi/billing/usage"
+	"github.com/sandboxapi/sandboxapi/caddy-modules/auth"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/request"
 	"github.com/sandboxapi/sandboxapi/cell/api"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
@@ -20,7 +24,13 @@ import (
 // nothing the cell meant for the gateway reaches the client. A count the
 // cell sends as a trailer instead (one known only when a stream ends) is
 // recorded and removed by finish. The execution or job id the cell reports
-// (api.HeaderExecutionID) goes into the request's access log line.
+// (api.HeaderExecutionID) goes into the request's access log line, and
+// names the meter event of a Stripe account's executions.
+//
+// The count is on disk before the status goes out (or, for a trailer,
+// before the trailers do): Handler.count waits for the ledger's shared
+// commit, so a gateway that crashes has never answered for executions it
+// did not count.
 //
 // It deliberately does not implement io.ReaderFrom: a ReadFrom passed
 // straight to the underlying writer would send the headers without going
@@ -37,6 +47,8 @@ type countingWriter struct {
 	used    int64 // the account's count for month before this request
 
 	wroteHeader bool
+	executionID string // what the cell reported, kept past stripInternal
+	adds        int    // counts recorded for this request so far
 }
 
 // Header returns the response header map.
@@ -62,6 +74,7 @@ func (cw *countingWriter) WriteHeader(code int) {
 	cw.wroteHeader = true
 	n := cw.executions(hdr, callerauth.HeaderExecutions)
 	if id := hdr.Get(api.HeaderExecutionID); id != "" {
+		cw.executionID = id
 		request.Log(cw.ctx, zap.String("execution_id", truncate(id, maxLoggedID)))
 	}
 	stripInternal(hdr)
@@ -120,9 +133,47 @@ func (cw *countingWriter) add(n int64) bool {
 		cw.h.logger.Error("the cell reported executions for a request without an account; not counted", zap.Int64("executions", n))
 		return false
 	}
-	cw.used = cw.h.count(cw.account, cw.month, cw.used, n)
+	cw.adds++
+	cw.used = cw.h.count(cw.account, cw.month, cw.used, n, cw.meterEntries(n)...)
 	return true
 }
+
+// meterEntries returns what the add of n executions owes Stripe: nothing
+// for an account that is not billed through Stripe, else one entry of
+// value n. One entry, not n, because a batch or an MCP call reports its
+// executions as one number under one id (or none): a single event is one
+// Stripe call instead of up to a batch's 200, and a batch is billed whole
+// or not yet, never in part. The identifier is the execution id the cell
+// reported, or, for a response that names none, one made here; a second
+// count on one response (a trailer after a header) gets "#2".
+func (cw *countingWriter) meterEntries(n int64) []usage.MeterEntry {
+	customer, _ := caddyhttp.GetVar(cw.ctx, auth.VarStripeCustomer).(string)
+	if customer == "" {
+		return nil
+	}
+	if !cw.h.metered() {
+		return nil
+	}
+	if len(customer) > usage.MaxCustomerLen {
+		// Not a Stripe customer id; the ledger would refuse the count
+		// with it, and the count matters more.
+		cw.h.logger.Error("Stripe customer id too long; executions counted but not metered",
+			zap.String("account", cw.account), zap.Int("length", len(customer)), zap.Int64("executions", n))
+		return nil
+	}
+	id := cw.executionID
+	if id == "" || len(id) > maxMeterBaseLen {
+		id = "gw_" + strings.ToLower(rand.Text())
+	}
+	if cw.adds > 1 {
+		id += "#" + strconv.Itoa(cw.adds)
+	}
+	return []usage.MeterEntry{{ID: id, Customer: customer, Value: n, Time: cw.h.now().UTC()}}
+}
+
+// maxMeterBaseLen leaves room in Stripe's 100-byte identifier for a "#n"
+// suffix; the cell's ids are far shorter.
+const maxMeterBaseLen = usage.MaxMeterIDLen - 8
 
 // executions parses the count in header name of hdr; 0 when there is none
 // or it is not a non-negative integer.
