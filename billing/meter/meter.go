@@ -216,10 +216,15 @@ func (f *Flusher) hold(h *holder) {
 	f.changedLocked()
 }
 
-// unhold drops h and returns how many holders are left.
+// unhold drops h and returns how many holders are left. The last one
+// leaves the config in place: the flusher is being stopped, and must not
+// wake to find none.
 func (f *Flusher) unhold(h *holder) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if len(f.holders) == 1 {
+		return 0
+	}
 	for i, x := range f.holders {
 		if x == h {
 			f.holders = append(f.holders[:i], f.holders[i+1:]...)

@@ -233,6 +233,34 @@ func TestStartSharesOneFlusherPerLedger(t *testing.T) {
 	waitFor(t, 10*time.Second, "c to be sent", func() bool { return outboxStats(t, l).Pending == 0 })
 }
 
+// Starting and stopping in quick succession, as a burst of reloads does,
+// never finds the flusher without a config or leaves one running.
+func TestStartAndReleaseRepeatedly(t *testing.T) {
+	l := openLedger(t)
+	cfg := Config{SecretKey: testKey, EventName: testEvent, APIBase: "http://127.0.0.1:1", MinBackoff: time.Hour, MaxBackoff: time.Hour}
+	for range 200 {
+		f, release1, err := Start(l, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, release2, err := Start(l, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := release1(); err != nil {
+			t.Fatal(err)
+		}
+		if err := release2(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-f.done:
+		default:
+			t.Fatal("the flusher runs on after its last release")
+		}
+	}
+}
+
 func TestConfig(t *testing.T) {
 	ok := Config{SecretKey: testKey, EventName: testEvent}
 	mod := func(f func(*Config)) Config {
