@@ -22,17 +22,26 @@ type testCell struct {
 	stores map[string]*Store
 	links  map[string]*faultyStream
 	down   map[string]bool // API unreachable
+	// loseNext makes the next forward of an op lose its answer.
+	loseNext map[string]bool
 }
 
 func newTestCell(t *testing.T) *testCell {
-	return &testCell{t: t, stores: map[string]*Store{}, links: map[string]*faultyStream{}, down: map[string]bool{}}
+	return &testCell{t: t, stores: map[string]*Store{}, links: map[string]*faultyStream{}, down: map[string]bool{}, loseNext: map[string]bool{}}
 }
 
 func (c *testCell) Forward(ctx context.Context, api, op string, body []byte) ([]byte, error) {
 	c.mu.Lock()
 	st, ok := c.stores[api]
 	down := c.down[api]
+	lose := c.loseNext[op]
+	c.loseNext[op] = false
 	c.mu.Unlock()
+	if lose && ok && !down {
+		// The leader applies it, but its answer is lost.
+		_, _ = st.Serve(ctx, op, body)
+		return nil, fmt.Errorf("the leader went away: %w", ErrOutcomeUnknown)
+	}
 	if !ok || down {
 		return nil, fmt.Errorf("dial %s: connection refused: %w", api, ErrUnreachable)
 	}
@@ -362,6 +371,28 @@ func TestFollowerReadsItsOwnWrite(t *testing.T) {
 	}
 	if _, ok := writer.Session("sess_own"); !ok {
 		t.Error("the follower's own write is not on its copy when the call returns")
+	}
+}
+
+// A leave whose answer is lost (the leader stepped down while it
+// committed) is asked again, and the second answer, that the node is not
+// a member, is success: a draining node is not told it failed to leave.
+func TestLeaveOutcomeUnknownIsAskedAgain(t *testing.T) {
+	c := newTestCell(t)
+	c.add("node-1", Timing{})
+	c.add("node-2", Timing{})
+	leaving := c.add("node-3", Timing{})
+	if leaving.IsLeader() {
+		t.Skip("node-3 leads; the test needs the leave forwarded")
+	}
+	c.mu.Lock()
+	c.loseNext[OpLeave] = true
+	c.mu.Unlock()
+	if err := leaving.Leave(testCtx(t), "node-3"); err != nil {
+		t.Fatalf("Leave() after a lost answer = %v", err)
+	}
+	if _, in := serverIDs(t, c.leader())["node-3"]; in {
+		t.Error("node-3 is still a member")
 	}
 }
 

@@ -68,11 +68,33 @@ func (s *Store) Leave(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("store: leave: %w", err)
 	}
-	if _, err := s.route(ctx, OpLeave, body); err != nil {
-		return fmt.Errorf("store: leave %q: %w", id, err)
+	// Removing a server is idempotent (one already gone is not an
+	// error), so a removal whose outcome is unknown, the leader having
+	// stepped down while it committed, is asked again of the next leader
+	// rather than reported to a draining node as a failure.
+	for attempt := 1; ; attempt++ {
+		_, err := s.route(ctx, OpLeave, body)
+		switch {
+		case err == nil:
+			return nil
+		case !errors.Is(err, ErrOutcomeUnknown) || attempt == maxLeaveAttempts:
+			return fmt.Errorf("store: leave %q: %w", id, err)
+		}
+		s.logger.Warn("store: leave: the outcome is unknown; asking the next leader", "id", id, "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("store: leave %q: %w; then %w", id, err, ctx.Err())
+		case <-time.After(leaveRetryDelay):
+		}
 	}
-	return nil
 }
+
+// maxLeaveAttempts and leaveRetryDelay bound Leave's retries of a removal
+// whose outcome is unknown: an election takes about a second.
+const (
+	maxLeaveAttempts = 4
+	leaveRetryDelay  = 500 * time.Millisecond
+)
 
 // JoinVia asks the member whose API listens on memberAPI to add node id (at
 // raftAddr) to its cell: the call a fresh node makes, knowing no leader yet.
