@@ -166,6 +166,9 @@ func (l *Ledger) OutboxStats() (OutboxStats, error) {
 // ones move to the dead-letter bucket.
 func writeOutbox(tx *bolt.Tx, entries []MeterEntry, acks []uint64, parks []DeadEntry) error {
 	ob, dead := tx.Bucket(bucketOutbox), tx.Bucket(bucketDead)
+	// Keys only ever grow, so full pages stay full: bbolt's default of
+	// half-full pages would double the file an outage's backlog needs.
+	ob.FillPercent, dead.FillPercent = 0.95, 0.95
 	for _, e := range entries {
 		seq, err := ob.NextSequence()
 		if err != nil {
