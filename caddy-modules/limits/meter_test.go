@@ -270,3 +270,53 @@ func httptestRequest() *http.Request {
 }
 
 func newRecorder() *httptest.ResponseRecorder { return httptest.NewRecorder() }
+
+// The meter block's settings reach Stripe: a counted execution of a
+// Stripe account arrives as a meter event with the execution's id, under
+// the configured key and event name, and leaves the outbox.
+func TestMeterSendsToStripe(t *testing.T) {
+	got := make(chan http.Request, 10)
+	stripeAPI := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := r.ParseForm(); err != nil {
+			t.Error(err)
+		}
+		got <- *r
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"object":"billing.meter_event"}`)
+	}))
+	defer stripeAPI.Close()
+	f := newFixture(t)
+	cfg := f.config(t)
+	cfg["meter"] = config{"stripe_secret_key": "sk_test_wired", "event_name": "sandboxapi_wired", "api_base": stripeAPI.URL}
+	h, _ := load(t, cfg)
+	req := withStripeCustomer(withCaller(httptestRequest(), "acct_m", "basic"), "cus_wired")
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set(api.HeaderExecutionID, "exec_wired")
+		return cellReply(http.StatusOK, "1").ServeHTTP(w, r)
+	})
+	if err := h.ServeHTTP(newRecorder(), req, next); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-got:
+		want := map[string]string{"identifier": "exec_wired", "event_name": "sandboxapi_wired",
+			"payload[stripe_customer_id]": "cus_wired", "payload[value]": "1"}
+		for k, v := range want {
+			if r.PostForm.Get(k) != v {
+				t.Errorf("%s = %q, want %q", k, r.PostForm.Get(k), v)
+			}
+		}
+		if r.URL.Path != "/v1/billing/meter_events" || r.Header.Get("Authorization") != "Bearer sk_test_wired" {
+			t.Errorf("request %s with Authorization %q", r.URL.Path, r.Header.Get("Authorization"))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no meter event reached Stripe")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for s, _ := h.ledger.OutboxStats(); s.Pending != 0; s, _ = h.ledger.OutboxStats() {
+		if time.Now().After(deadline) {
+			t.Fatal("the accepted event stayed in the outbox")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
