@@ -41,6 +41,13 @@ func (r *Registry[T]) Acquire(path string) (T, func() error, error) {
 	if err != nil {
 		return zero, nil, fmt.Errorf("resolving %s: %w", path, err)
 	}
+	return r.AcquireKey(key)
+}
+
+// AcquireKey is Acquire for a handle named by key as it is, not a path:
+// open is called with key.
+func (r *Registry[T]) AcquireKey(key string) (T, func() error, error) {
+	var zero T
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e := r.m[key]

@@ -136,6 +136,9 @@ func (d *Directory) Close() error {
 
 // Ready waits until the first copy of the table has loaded.
 func (d *Directory) Ready(ctx context.Context) error {
+	if d.ctx.Err() != nil {
+		return ErrClosed
+	}
 	select {
 	case <-d.ready:
 		return nil

@@ -83,7 +83,8 @@ func (t *Ticket) Done(n int64) {
 }
 
 // Admit admits one request of account in month against quota, where used
-// is what this gateway's ledger holds for it. It answers the month's
+// is what this gateway's ledger holds for it (read on the first Admit of
+// the month, after a restart say; Tickets count from then on). It answers the month's
 // usage across gateways as this gateway knows it, and ErrQuotaExhausted
 // when the quota is spent. unlimited admits whatever the quota (a plan
 // with metered overage) while still counting.
@@ -95,9 +96,11 @@ func (q *Quota) Admit(ctx context.Context, account, month string, quota, used in
 		l = &lease{}
 		q.m[k] = l
 	}
-	l.used = max(l.used, used)
 	if !l.loaded {
-		l.loaded = true
+		// From then on this gateway's count is the Tickets': the ledger
+		// counts a request's executions before its Ticket is done, so
+		// merging the two again would count it twice.
+		l.loaded, l.used = true, used
 		if recs, err := q.d.MonthUsage(account, month); err == nil {
 			for _, r := range recs {
 				if r.Gateway == q.d.Gateway() {

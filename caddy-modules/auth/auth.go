@@ -6,6 +6,8 @@
 package auth
 
 import (
+	"cmp"
+	"context"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -21,7 +23,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sandboxapi/sandboxapi/billing/accounts"
+	"github.com/sandboxapi/sandboxapi/billing/directory"
+	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/blockopts"
+	"github.com/sandboxapi/sandboxapi/caddy-modules/cellroute"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/request"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
@@ -43,6 +48,13 @@ const (
 	HeaderRapidAPIKey         = "X-RapidAPI-Key"
 	HeaderRapidAPIProxySecret = "X-RapidAPI-Proxy-Secret"
 	HeaderAPIKey              = "X-API-Key"
+)
+
+// The headers RapidAPI's proxy adds, trusted only beside the right proxy
+// secret.
+const (
+	HeaderRapidAPIUser         = "X-RapidAPI-User"
+	HeaderRapidAPISubscription = "X-RapidAPI-Subscription"
 )
 
 // Names of the caddyhttp vars set for an authenticated request, for later
@@ -80,19 +92,24 @@ var ErrConfig = errors.New("sandboxapi_auth: bad configuration")
 
 // Handler authenticates API requests.
 type Handler struct {
-	// AccountsDB is the path of the billing/accounts bbolt file.
-	AccountsDB string `json:"accounts_db,omitempty"`
-
+	// Accounts is where the accounts are: the home cell's nodes, this
+	// gateway's id, the cell secret and TLS files (billing/directory). The
+	// gateway keeps a copy of them in memory, shared with the limits
+	// module and the admin socket.
+	Accounts directory.Files `json:"accounts"`
 	// CellSecretFile is the path of a file holding the HMAC secret shared
 	// with the cells. Surrounding whitespace (a trailing newline) is ignored.
 	CellSecretFile string `json:"cell_secret_file,omitempty"`
-
-	// RapidAPIProxySecret, when set, must arrive in X-RapidAPI-Proxy-Secret
-	// on every request that authenticates with X-RapidAPI-Key. RapidAPI adds
-	// it to the requests it forwards, so a caller that goes around RapidAPI
-	// with a RapidAPI key is refused.
+	// PlansFile is a JSON plan file over the built-in plans, for the
+	// plans RapidAPI subscriptions map to; empty for the built-in plans.
+	PlansFile string `json:"plans_file,omitempty"`
+	// RapidAPIProxySecret, when set, is what RapidAPI's proxy sends in
+	// X-RapidAPI-Proxy-Secret. A request with it is RapidAPI's: its
+	// X-RapidAPI-User names the account (made on first sight) and
+	// X-RapidAPI-Subscription its plan. A request that carries RapidAPI's
+	// headers without it is refused, so a caller that goes around RapidAPI
+	// cannot pass for one of its users.
 	RapidAPIProxySecret string `json:"rapidapi_proxy_secret,omitempty"`
-
 	// MissingKey is what happens to a request that carries no API key:
 	// "reject" (the default) answers 401 missing_api_key here; "forward"
 	// passes it on to the cell, which alone knows whether its path exists
@@ -100,9 +117,14 @@ type Handler struct {
 	// safe in front of the cell: behind sandboxapi_auth in any other chain,
 	// a forwarded request would reach what follows unauthenticated.
 	MissingKey string `json:"missing_key,omitempty"`
+	// ReadyTimeout is how long Provision waits for the copy of the
+	// accounts to load, so a gateway starts serving with its accounts;
+	// past it, requests are answered 503 until they load. Default 10s.
+	ReadyTimeout caddy.Duration `json:"ready_timeout,omitempty"`
 
-	store       *accounts.Store
+	dir         *directory.Directory
 	release     func() error
+	catalog     plans.Catalog
 	secret      []byte
 	proxySecret []byte
 	logger      *zap.Logger
@@ -116,22 +138,26 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision reads the cell secret and opens the accounts store. The store is
-// shared process-wide (accounts.OpenShared) because bbolt locks its file and
-// a config reload provisions this module again before cleaning up the old
-// instance.
+// Provision reads the cell secret and the plans and opens the gateway's
+// copy of the accounts, which is shared process-wide
+// (directory.OpenShared): the limits module and the admin socket use the
+// same one, and a config reload provisions this module again before
+// cleaning up the old instance.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	repl := caddy.NewReplacer() // allows {env.*} and {file.*} in JSON configs
-	dbPath := repl.ReplaceKnown(h.AccountsDB, "")
 	secretPath := repl.ReplaceKnown(h.CellSecretFile, "")
 	h.proxySecret = []byte(repl.ReplaceKnown(h.RapidAPIProxySecret, ""))
-
-	if dbPath == "" {
-		return fmt.Errorf("%w: accounts_db is required", ErrConfig)
-	}
 	if secretPath == "" {
 		return fmt.Errorf("%w: cell_secret_file is required", ErrConfig)
+	}
+	files := h.Accounts
+	for i, n := range files.Nodes {
+		files.Nodes[i] = repl.ReplaceKnown(n, "")
+	}
+	files.CellSecretFile = repl.ReplaceKnown(cmp.Or(files.CellSecretFile, h.CellSecretFile), "")
+	if len(files.Nodes) == 0 || files.Gateway == "" {
+		return fmt.Errorf("%w: accounts needs the home cell's nodes and this gateway's id", ErrConfig)
 	}
 	switch h.MissingKey {
 	case "", MissingKeyReject, MissingKeyForward:
@@ -143,14 +169,30 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.secret = secret
-
-	store, release, err := accounts.OpenShared(dbPath)
-	if err != nil {
-		return fmt.Errorf("sandboxapi_auth: opening accounts db: %w", err)
+	h.catalog = plans.Default()
+	if p := repl.ReplaceKnown(h.PlansFile, ""); p != "" {
+		if h.catalog, err = plans.Load(p); err != nil {
+			return fmt.Errorf("sandboxapi_auth: %w", err)
+		}
 	}
-	h.store, h.release = store, release
+	dir, release, err := directory.OpenShared(files)
+	if err != nil {
+		return fmt.Errorf("sandboxapi_auth: opening the accounts: %w", err)
+	}
+	h.dir, h.release = dir, release
+	wait := cmp.Or(time.Duration(h.ReadyTimeout), defaultReadyTimeout)
+	rctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	if err := dir.Ready(rctx); err != nil {
+		h.logger.Warn("the accounts have not loaded; requests are answered 503 until they do", zap.Duration("waited", wait), zap.Error(err))
+	}
 	return nil
 }
+
+// defaultReadyTimeout is ReadyTimeout's default: the home cell answers a
+// healthy gateway in milliseconds, and one that is electing a leader in
+// a few seconds.
+const defaultReadyTimeout = 10 * time.Second
 
 func readSecret(path string) ([]byte, error) {
 	raw, err := os.ReadFile(path)
@@ -164,13 +206,13 @@ func readSecret(path string) ([]byte, error) {
 	return s, nil
 }
 
-// Cleanup releases this instance's hold on the accounts store.
+// Cleanup releases this instance's hold on the accounts.
 func (h *Handler) Cleanup() error {
 	if h.release == nil {
 		return nil
 	}
 	err := h.release()
-	h.release, h.store = nil, nil
+	h.release, h.dir = nil, nil
 	return err
 }
 
@@ -184,38 +226,90 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// The cell has no use for RapidAPI's secret; not forwarding it keeps it
 	// out of cell logs and sandboxes.
 	r.Header.Del(HeaderRapidAPIProxySecret)
-
+	rapidUser := strings.TrimSpace(r.Header.Get(HeaderRapidAPIUser))
 	key, viaRapidAPI := apiKey(r.Header)
-	if key == "" && h.MissingKey == MissingKeyForward {
+	fromRapidAPI := false
+	if len(h.proxySecret) > 0 && (viaRapidAPI || rapidUser != "") {
+		// Checked before anything is looked up, so someone bypassing
+		// RapidAPI cannot even learn whether a key exists.
+		if subtle.ConstantTimeCompare([]byte(proxySecret), h.proxySecret) != 1 {
+			return writeError(w, apierror.InvalidProxySecret,
+				"Requests with RapidAPI's headers must come through RapidAPI.")
+		}
+		fromRapidAPI = rapidUser != ""
+	}
+	if key == "" && !fromRapidAPI && h.MissingKey == MissingKeyForward {
 		return h.forwardAnonymous(w, r, next)
 	}
-	if key == "" {
+	if key == "" && !fromRapidAPI {
 		return writeError(w, apierror.MissingAPIKey,
-			"No API key. Send it in the X-RapidAPI-Key, Authorization: Bearer or X-API-Key header.")
+			"No API key. Send it in the Authorization: Bearer or X-API-Key header (or come through RapidAPI).")
 	}
-	// Checked before the key is looked up, so someone bypassing RapidAPI
-	// cannot even learn whether a key exists.
-	if viaRapidAPI && len(h.proxySecret) > 0 &&
-		subtle.ConstantTimeCompare([]byte(proxySecret), h.proxySecret) != 1 {
-		return writeError(w, apierror.InvalidProxySecret,
-			"Requests with X-RapidAPI-Key must come through RapidAPI.")
+	var (
+		acct    accounts.Account
+		plan    string
+		webhook string
+		err     error
+	)
+	if fromRapidAPI {
+		acct, plan, err = h.rapidAPIAccount(r, rapidUser)
+		// RapidAPI's users have no key of ours: their webhooks are signed
+		// with a secret derived from their RapidAPI user name.
+		webhook = callerauth.WebhookSecret("rapidapi:" + rapidUser)
+	} else {
+		acct, _, err = h.dir.Resolve(key, time.Now())
+		plan, webhook = acct.Plan, callerauth.WebhookSecret(key)
 	}
-
-	acct, err := h.store.Resolve(key)
 	switch {
+	case errors.Is(err, errNoPlan):
+		return writeError(w, apierror.UnknownPlan, err.Error())
 	case errors.Is(err, accounts.ErrUnknownKey):
 		return writeError(w, apierror.InvalidAPIKey, "The API key is not valid.")
+	case errors.Is(err, directory.ErrNotReady), errors.Is(err, directory.ErrUnavailable):
+		h.logger.Warn("accounts unavailable", zap.Error(err))
+		w.Header().Set("Retry-After", "1")
+		return writeError(w, apierror.Unavailable, "The accounts are not available yet; retry in a second.")
 	case err != nil:
-		h.logger.Error("resolving API key", zap.Error(err))
+		h.logger.Error("resolving the caller", zap.Error(err))
 		return writeError(w, apierror.Internal,
 			"Could not check the API key; retry with exponential backoff.")
 	}
-
-	callerauth.Sign(r.Header, h.secret, callerauth.Caller{AccountID: acct.ID, Plan: acct.Plan, WebhookSecret: callerauth.WebhookSecret(key)}, time.Now())
+	if why, suspended := acct.Suspended(time.Now()); suspended {
+		return writeError(w, apierror.AccountSuspended, "Account "+acct.ID+" is suspended: "+why+".")
+	}
+	callerauth.Sign(r.Header, h.secret, callerauth.Caller{AccountID: acct.ID, Plan: plan, WebhookSecret: webhook}, time.Now())
 	caddyhttp.SetVar(r.Context(), VarAccountID, acct.ID)
-	caddyhttp.SetVar(r.Context(), VarPlan, acct.Plan)
-	request.Log(r.Context(), zap.String("account_id", acct.ID), zap.String("plan", acct.Plan))
+	caddyhttp.SetVar(r.Context(), VarPlan, plan)
+	if acct.Channel == accounts.ChannelStripe && acct.Stripe != nil {
+		caddyhttp.SetVar(r.Context(), VarStripeCustomer, acct.Stripe.CustomerID)
+	}
+	if acct.Region != "" && r.Header.Get(cellroute.RegionHeader) == "" {
+		// The account's home region, unless the request names one.
+		r.Header.Set(cellroute.RegionHeader, acct.Region)
+	}
+	request.Log(r.Context(), zap.String("account_id", acct.ID), zap.String("plan", plan))
 	return next.ServeHTTP(w, r)
+}
+
+// errNoPlan is a RapidAPI subscription no plan maps to.
+var errNoPlan = errors.New("no plan for the RapidAPI subscription")
+
+// rapidAPIAccount is the account of a RapidAPI user, made on first sight,
+// and the plan its X-RapidAPI-Subscription puts this request on: RapidAPI
+// bills its users by subscription, so the subscription, not a plan of
+// ours, is the truth for each request.
+func (h *Handler) rapidAPIAccount(r *http.Request, user string) (accounts.Account, string, error) {
+	sub := strings.TrimSpace(r.Header.Get(HeaderRapidAPISubscription))
+	plan := plans.Free
+	if sub != "" {
+		p, ok := h.catalog.ByRapidAPISubscription(sub)
+		if !ok {
+			return accounts.Account{}, "", fmt.Errorf("%w: X-RapidAPI-Subscription %q is not one this gateway sells", errNoPlan, sub)
+		}
+		plan = p.Name
+	}
+	acct, err := h.dir.RapidAPIAccount(r.Context(), user, plan)
+	return acct, plan, err
 }
 
 // forwardAnonymous passes on r, which carries no key, signed with no
@@ -261,18 +355,88 @@ func writeError(w http.ResponseWriter, code apierror.Code, message string) error
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
 //
 //	sandboxapi_auth {
-//	    accounts_db           <path>
+//	    accounts {
+//	        nodes            <host:port>...
+//	        gateway          <id>
+//	        cell_secret_file <path>
+//	        tls_ca_file      <path>
+//	        tls_cert_file    <path>
+//	        tls_key_file     <path>
+//	    }
 //	    cell_secret_file      <path>
+//	    plans_file            <path>
 //	    rapidapi_proxy_secret <secret>
 //	    missing_key           reject|forward
+//	    ready_timeout         <duration>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	return blockopts.Parse(d, map[string]*string{
-		"accounts_db":           &h.AccountsDB,
+	d.Next() // the directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	opts := map[string]*string{
 		"cell_secret_file":      &h.CellSecretFile,
+		"plans_file":            &h.PlansFile,
 		"rapidapi_proxy_secret": &h.RapidAPIProxySecret,
 		"missing_key":           &h.MissingKey,
-	})
+	}
+	var readyTimeout string
+	opts["ready_timeout"] = &readyTimeout
+	for d.NextBlock(0) {
+		if d.Val() == "accounts" {
+			if err := ParseAccounts(d, &h.Accounts); err != nil {
+				return err
+			}
+			continue
+		}
+		dst, ok := opts[d.Val()]
+		if !ok {
+			return d.Errf("unrecognized sandboxapi_auth option %q", d.Val())
+		}
+		if err := blockopts.Value(d, dst); err != nil {
+			return err
+		}
+	}
+	if readyTimeout != "" {
+		t, err := caddy.ParseDuration(readyTimeout)
+		if err != nil {
+			return d.Errf("ready_timeout: %v", err)
+		}
+		h.ReadyTimeout = caddy.Duration(t)
+	}
+	return nil
+}
+
+// ParseAccounts reads an `accounts { ... }` block at d into f; the limits
+// module takes the same block.
+func ParseAccounts(d *caddyfile.Dispenser, f *directory.Files) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	opts := map[string]*string{
+		"gateway":          &f.Gateway,
+		"cell_secret_file": &f.CellSecretFile,
+		"tls_ca_file":      &f.TLSCAFile,
+		"tls_cert_file":    &f.TLSCertFile,
+		"tls_key_file":     &f.TLSKeyFile,
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if d.Val() == "nodes" {
+			f.Nodes = append(f.Nodes, d.RemainingArgs()...)
+			if len(f.Nodes) == 0 {
+				return d.ArgErr()
+			}
+			continue
+		}
+		dst, ok := opts[d.Val()]
+		if !ok {
+			return d.Errf("unrecognized accounts option %q", d.Val())
+		}
+		if err := blockopts.Value(d, dst); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {

@@ -3,7 +3,9 @@ package auth
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,52 +22,84 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
 	"github.com/sandboxapi/sandboxapi/billing/accounts"
+	"github.com/sandboxapi/sandboxapi/billing/directory"
+	"github.com/sandboxapi/sandboxapi/billing/directory/directorytest"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 )
 
-const testSecret = "0123456789abcdef-cell-secret"
+var testSecret = string(directorytest.Secret)
 
 type fixture struct {
-	dbPath, secretPath string
-	store              *accounts.Store
-	pro, basic         accounts.Account
-	proKey, basicKey   string
+	home             *directorytest.Home
+	dir              *directory.Directory // the fixture's own gateway, to make accounts with
+	secretPath       string
+	pro, basic       accounts.Account
+	proKey, basicKey string
 }
 
-// newFixture makes an accounts db with two accounts and a cell secret file.
-// It holds the store through accounts.OpenShared, as the dev command would,
-// so the module must share it rather than fight over bbolt's file lock.
+// newFixture starts a home cell with two accounts and writes the cell
+// secret to a file.
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	dir := t.TempDir()
-	f := &fixture{dbPath: filepath.Join(dir, "accounts.db"), secretPath: filepath.Join(dir, "cell.secret")}
+	f := &fixture{home: directorytest.StartHome(t), secretPath: filepath.Join(dir, "cell.secret")}
 	if err := os.WriteFile(f.secretPath, []byte(testSecret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	store, release, err := accounts.OpenShared(f.dbPath)
+	f.dir = f.home.Gateway(t, "fixture")
+	ctx := context.Background()
+	var err error
+	if f.pro, err = f.dir.CreateAccount(ctx, accounts.NewAccount{Name: "Ada", Plan: "pro"}); err != nil {
+		t.Fatal(err)
+	}
+	if f.basic, err = f.dir.CreateAccount(ctx, accounts.NewAccount{Name: "Bob", Plan: "basic"}); err != nil {
+		t.Fatal(err)
+	}
+	k, err := f.dir.IssueKey(ctx, f.pro.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = release() })
-	f.store = store
-	if f.pro, err = store.CreateAccount("Ada", "pro"); err != nil {
+	f.proKey = k.APIKey
+	if k, err = f.dir.IssueKey(ctx, f.basic.ID); err != nil {
 		t.Fatal(err)
 	}
-	if f.basic, err = store.CreateAccount("Bob", "basic"); err != nil {
-		t.Fatal(err)
-	}
-	if f.proKey, err = store.IssueKey(f.pro.ID); err != nil {
-		t.Fatal(err)
-	}
-	if f.basicKey, err = store.IssueKey(f.basic.ID); err != nil {
-		t.Fatal(err)
-	}
+	f.basicKey = k.APIKey
 	return f
 }
 
+// accounts is the module's "accounts" object for gateway gw.
+func (f *fixture) accounts(gw string) map[string]any {
+	return map[string]any{"nodes": []string{f.home.Addr}, "gateway": gw, "cell_secret_file": f.secretPath}
+}
+
+// cfg is a module config on f's home cell, with more options.
+func (f *fixture) cfg(more map[string]any) map[string]any {
+	c := map[string]any{"accounts": f.accounts("gw-test"), "cell_secret_file": f.secretPath}
+	for k, v := range more {
+		c[k] = v
+	}
+	return c
+}
+
+// sync waits until h's copy of the accounts has everything f wrote.
+func (f *fixture) sync(t *testing.T, h *Handler) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.dir.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for h.dir.Index() < f.dir.Index() {
+		if ctx.Err() != nil {
+			t.Fatalf("the module's copy is at %d, the fixture wrote %d", h.dir.Index(), f.dir.Index())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // load provisions the module the way Caddy does, from its JSON config.
-func load(t *testing.T, cfg map[string]string) (*Handler, context.CancelFunc) {
+func load(t *testing.T, cfg map[string]any) (*Handler, context.CancelFunc) {
 	t.Helper()
 	h, cancel, err := tryLoad(t, cfg)
 	if err != nil {
@@ -74,7 +108,15 @@ func load(t *testing.T, cfg map[string]string) (*Handler, context.CancelFunc) {
 	return h, cancel
 }
 
-func tryLoad(t *testing.T, cfg map[string]string) (*Handler, context.CancelFunc, error) {
+// loadSynced is load, then waits for the module's copy of f's accounts.
+func (f *fixture) load(t *testing.T, more map[string]any) *Handler {
+	t.Helper()
+	h, _ := load(t, f.cfg(more))
+	f.sync(t, h)
+	return h
+}
+
+func tryLoad(t *testing.T, cfg map[string]any) (*Handler, context.CancelFunc, error) {
 	t.Helper()
 	raw, err := json.Marshal(cfg)
 	if err != nil {
@@ -120,8 +162,8 @@ func serve(h *Handler, req *http.Request) (*httptest.ResponseRecorder, *seen) {
 func TestServeHTTP(t *testing.T) {
 	f := newFixture(t)
 	const proxySecret = "rapid-proxy-secret"
-	withProxy, _ := load(t, map[string]string{"accounts_db": f.dbPath, "cell_secret_file": f.secretPath, "rapidapi_proxy_secret": proxySecret})
-	noProxy, _ := load(t, map[string]string{"accounts_db": f.dbPath, "cell_secret_file": f.secretPath})
+	withProxy := f.load(t, map[string]any{"rapidapi_proxy_secret": proxySecret})
+	noProxy := f.load(t, nil)
 
 	tests := []struct {
 		name     string
@@ -291,18 +333,21 @@ func TestProvisionErrors(t *testing.T) {
 	if err := os.WriteFile(blank, []byte(" \n\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	acc := f.accounts("gw-test")
 	tests := []struct {
 		name    string
-		cfg     map[string]string
+		cfg     map[string]any
 		wantErr error
 	}{
-		{"no accounts_db", map[string]string{"cell_secret_file": f.secretPath}, ErrConfig},
-		{"no cell_secret_file", map[string]string{"accounts_db": f.dbPath}, ErrConfig},
-		{"missing secret file", map[string]string{"accounts_db": f.dbPath, "cell_secret_file": filepath.Join(dir, "nope")}, nil},
-		{"short secret", map[string]string{"accounts_db": f.dbPath, "cell_secret_file": short}, ErrConfig},
-		{"blank secret", map[string]string{"accounts_db": f.dbPath, "cell_secret_file": blank}, ErrConfig},
-		{"unknown missing_key", map[string]string{"accounts_db": f.dbPath, "cell_secret_file": f.secretPath, "missing_key": "allow"}, ErrConfig},
-		{"accounts db in a missing directory", map[string]string{"accounts_db": filepath.Join(dir, "no", "such", "dir.db"), "cell_secret_file": f.secretPath}, nil},
+		{"no accounts", map[string]any{"cell_secret_file": f.secretPath}, ErrConfig},
+		{"no gateway id", map[string]any{"accounts": map[string]any{"nodes": []string{f.home.Addr}}, "cell_secret_file": f.secretPath}, ErrConfig},
+		{"no cell_secret_file", map[string]any{"accounts": acc}, ErrConfig},
+		{"missing secret file", map[string]any{"accounts": acc, "cell_secret_file": filepath.Join(dir, "nope")}, nil},
+		{"short secret", map[string]any{"accounts": acc, "cell_secret_file": short}, ErrConfig},
+		{"blank secret", map[string]any{"accounts": acc, "cell_secret_file": blank}, ErrConfig},
+		{"unknown missing_key", map[string]any{"accounts": acc, "cell_secret_file": f.secretPath, "missing_key": "allow"}, ErrConfig},
+		{"a plans file that is not there", map[string]any{"accounts": acc, "cell_secret_file": f.secretPath, "plans_file": filepath.Join(dir, "nope.json")}, nil},
+		{"half the cell's TLS", map[string]any{"accounts": map[string]any{"nodes": []string{f.home.Addr}, "gateway": "g", "tls_ca_file": short}, "cell_secret_file": f.secretPath}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -321,11 +366,7 @@ func TestProvisionErrors(t *testing.T) {
 func TestPlaceholdersInConfig(t *testing.T) {
 	f := newFixture(t)
 	t.Setenv("SANDBOXAPI_TEST_PROXY_SECRET", "from-the-env")
-	h, _ := load(t, map[string]string{
-		"accounts_db":           f.dbPath,
-		"cell_secret_file":      f.secretPath,
-		"rapidapi_proxy_secret": "{env.SANDBOXAPI_TEST_PROXY_SECRET}",
-	})
+	h := f.load(t, map[string]any{"rapidapi_proxy_secret": "{env.SANDBOXAPI_TEST_PROXY_SECRET}"})
 	req := httptest.NewRequest(http.MethodGet, "/v1/languages", nil)
 	req.Header.Set(HeaderRapidAPIKey, f.proKey)
 	req.Header.Set(HeaderRapidAPIProxySecret, "from-the-env")
@@ -334,66 +375,134 @@ func TestPlaceholdersInConfig(t *testing.T) {
 	}
 }
 
-// TestReloadSharesStore mimics a Caddy config reload: the new instance is
-// provisioned while the old one still holds the store, then the old one is
-// cleaned up.
-func TestReloadSharesStore(t *testing.T) {
-	dir := t.TempDir()
-	dbPath, secretPath := filepath.Join(dir, "accounts.db"), filepath.Join(dir, "secret")
-	if err := os.WriteFile(secretPath, []byte(testSecret), 0o600); err != nil {
-		t.Fatal(err)
+// TestReloadSharesAccounts mimics a Caddy config reload: the new instance
+// is provisioned while the old one still holds the copy of the accounts,
+// then the old one is cleaned up; they share one copy, which closes with
+// the last.
+func TestReloadSharesAccounts(t *testing.T) {
+	f := newFixture(t)
+	old, cancelOld := load(t, f.cfg(nil))
+	newH, cancelNew := load(t, f.cfg(nil))
+	if old.dir != newH.dir {
+		t.Fatal("a reload opened a second copy of the accounts")
 	}
-	cfg := map[string]string{"accounts_db": dbPath, "cell_secret_file": secretPath}
-
-	_, cancelOld := load(t, cfg)
-	newH, cancelNew := load(t, cfg) // would block on bbolt's lock without sharing
 	cancelOld()
-
-	acct, err := newH.store.CreateAccount("Ada", "pro")
-	if err != nil {
-		t.Fatalf("store closed under the new instance: %v", err)
-	}
-	key, err := newH.store.IssueKey(acct.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f.sync(t, newH)
 	req := httptest.NewRequest(http.MethodGet, "/", nil)
-	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Authorization", "Bearer "+f.proKey)
 	if rec, _ := serve(newH, req); rec.Code != http.StatusOK {
 		t.Fatalf("status = %d after reload", rec.Code)
 	}
-
+	d := newH.dir
 	cancelNew()
-	s, err := accounts.Open(dbPath)
-	if err != nil {
-		t.Fatalf("the last Cleanup did not release the db: %v", err)
-	}
-	defer s.Close()
-	if _, err := s.Resolve(key); err != nil {
-		t.Errorf("key lost: %v", err)
+	if err := d.Ready(context.Background()); !errors.Is(err, directory.ErrClosed) {
+		t.Errorf("the last Cleanup left the copy open: %v", err)
 	}
 }
 
-func TestStoreFailureIsA500(t *testing.T) {
+// A gateway whose copy of the accounts has not loaded (the home cell is
+// unreachable) answers 503 with Retry-After, not 401 or 500.
+func TestAccountsNotLoadedIs503(t *testing.T) {
 	f := newFixture(t)
-	h, _ := load(t, map[string]string{"accounts_db": f.dbPath, "cell_secret_file": f.secretPath})
-	// Point the handler at a closed store to simulate a broken database.
-	closed, err := accounts.Open(filepath.Join(t.TempDir(), "closed.db"))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := closed.Close(); err != nil {
-		t.Fatal(err)
-	}
-	h.store = closed
-
+	nowhere := ln.Addr().String()
+	ln.Close()
+	h, _ := load(t, map[string]any{"accounts": map[string]any{"nodes": []string{nowhere}, "gateway": "gw-x", "cell_secret_file": f.secretPath},
+		"cell_secret_file": f.secretPath, "ready_timeout": "50ms"})
 	req := httptest.NewRequest(http.MethodGet, "/", nil)
 	req.Header.Set(HeaderAPIKey, f.proKey)
 	rec, s := serve(h, req)
-	if rec.Code != http.StatusInternalServerError || s.called {
-		t.Fatalf("status = %d, next called = %v; want 500 and not called", rec.Code, s.called)
+	if rec.Code != http.StatusServiceUnavailable || s.called || rec.Header().Get("Retry-After") == "" {
+		t.Fatalf("status = %d, Retry-After %q, next called = %v; want 503 with Retry-After", rec.Code, rec.Header().Get("Retry-After"), s.called)
 	}
-	checkErrorBody(t, rec, apierror.Internal)
+	checkErrorBody(t, rec, apierror.Unavailable)
+}
+
+// A suspended account is refused with its reason, on the next request
+// after the suspension; resumed, it works again.
+func TestSuspendedAccount(t *testing.T) {
+	f := newFixture(t)
+	h := f.load(t, nil)
+	do := func() (*httptest.ResponseRecorder, *seen) {
+		req := httptest.NewRequest(http.MethodPost, "/v1/execute", nil)
+		req.Header.Set(HeaderAPIKey, f.proKey)
+		return serve(h, req)
+	}
+	ctx := context.Background()
+	if _, err := f.dir.Suspend(ctx, f.pro.ID, "unpaid invoice INV-7"); err != nil {
+		t.Fatal(err)
+	}
+	f.sync(t, h)
+	rec, s := do()
+	if rec.Code != http.StatusForbidden || s.called || !strings.Contains(rec.Body.String(), "unpaid invoice INV-7") {
+		t.Fatalf("suspended: %d %s", rec.Code, rec.Body)
+	}
+	checkErrorBody(t, rec, apierror.AccountSuspended)
+	if _, err := f.dir.Resume(ctx, f.pro.ID); err != nil {
+		t.Fatal(err)
+	}
+	f.sync(t, h)
+	if rec, _ := do(); rec.Code != http.StatusOK {
+		t.Fatalf("resumed: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// RapidAPI's requests, with its proxy secret: X-RapidAPI-User names the
+// account, made on first sight and the same after, and the subscription
+// sets each request's plan. Without the secret those headers name nobody.
+func TestRapidAPIUsers(t *testing.T) {
+	f := newFixture(t)
+	const secret = "rapid-proxy-secret"
+	withProxy := f.load(t, map[string]any{"rapidapi_proxy_secret": secret})
+	noProxy := f.load(t, nil)
+	rapid := func(h *Handler, hdr map[string]string) (*httptest.ResponseRecorder, *seen) {
+		req := httptest.NewRequest(http.MethodPost, "/v1/execute", nil)
+		req.Header.Set(HeaderRapidAPIKey, "a-rapidapi-key-not-ours")
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		return serve(h, req)
+	}
+	rec, s := rapid(withProxy, map[string]string{HeaderRapidAPIProxySecret: secret, HeaderRapidAPIUser: "alice", HeaderRapidAPISubscription: "PRO"})
+	if rec.Code != http.StatusOK || s.plan != "pro" {
+		t.Fatalf("alice on PRO: %d %s, plan %v", rec.Code, rec.Body, s.plan)
+	}
+	first := s.account
+	// The module's own copy has the account it made (a write waits for it).
+	if a, err := withProxy.dir.Account(context.Background(), first.(string)); err != nil || a.Channel != accounts.ChannelRapidAPI || a.RapidAPIUser != "alice" {
+		t.Fatalf("alice's account: %+v, %v", a, err)
+	}
+	_, s = rapid(withProxy, map[string]string{HeaderRapidAPIProxySecret: secret, HeaderRapidAPIUser: "alice", HeaderRapidAPISubscription: "mega"})
+	if s.account != first || s.plan != "mega" {
+		t.Fatalf("alice again on MEGA: account %v (first %v), plan %v", s.account, first, s.plan)
+	}
+	if _, s = rapid(withProxy, map[string]string{HeaderRapidAPIProxySecret: secret, HeaderRapidAPIUser: "bob"}); s.plan != "basic" || s.account == first {
+		t.Fatalf("bob without a subscription: account %v, plan %v", s.account, s.plan)
+	}
+	for _, c := range []struct {
+		name   string
+		h      *Handler
+		hdr    map[string]string
+		status int
+		code   apierror.Code
+	}{
+		{"a wrong secret", withProxy, map[string]string{HeaderRapidAPIProxySecret: secret + "x", HeaderRapidAPIUser: "alice"}, 403, apierror.InvalidProxySecret},
+		{"no secret", withProxy, map[string]string{HeaderRapidAPIUser: "alice"}, 403, apierror.InvalidProxySecret},
+		{"a subscription no plan has", withProxy, map[string]string{HeaderRapidAPIProxySecret: secret, HeaderRapidAPIUser: "alice", HeaderRapidAPISubscription: "CUSTOM"}, 403, apierror.UnknownPlan},
+		// No secret configured: RapidAPI's headers name nobody, and its key is not one of ours.
+		{"no secret configured", noProxy, map[string]string{HeaderRapidAPIProxySecret: secret, HeaderRapidAPIUser: "alice"}, 401, apierror.InvalidAPIKey},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rec, s := rapid(c.h, c.hdr)
+			if rec.Code != c.status || s.called {
+				t.Fatalf("%d %s, next called %v; want %d", rec.Code, rec.Body, s.called, c.status)
+			}
+			checkErrorBody(t, rec, c.code)
+		})
+	}
 }
 
 func TestUnmarshalCaddyfile(t *testing.T) {
@@ -406,17 +515,26 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{
 			name: "all options",
 			input: `sandboxapi_auth {
-				accounts_db /var/lib/sandboxapi/accounts.db
+				accounts {
+					nodes 10.0.0.1:7000 10.0.0.2:7000
+					nodes 10.0.0.3:7000
+					gateway gw-1
+					tls_ca_file /etc/sandboxapi/ca.pem
+				}
 				cell_secret_file /etc/sandboxapi/cell.secret
+				plans_file /etc/sandboxapi/plans.json
 				rapidapi_proxy_secret s3cret
 			}`,
-			want: Handler{AccountsDB: "/var/lib/sandboxapi/accounts.db", CellSecretFile: "/etc/sandboxapi/cell.secret", RapidAPIProxySecret: "s3cret"},
+			want: Handler{Accounts: directory.Files{Nodes: []string{"10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"}, Gateway: "gw-1", TLSCAFile: "/etc/sandboxapi/ca.pem"},
+				CellSecretFile: "/etc/sandboxapi/cell.secret", PlansFile: "/etc/sandboxapi/plans.json", RapidAPIProxySecret: "s3cret"},
 		},
 		{name: "empty block", input: "sandboxapi_auth {\n}", want: Handler{}},
 		{name: "inline argument", input: "sandboxapi_auth /x.db", wantErr: true},
-		{name: "option without value", input: "sandboxapi_auth {\n accounts_db\n}", wantErr: true},
-		{name: "option with two values", input: "sandboxapi_auth {\n accounts_db a b\n}", wantErr: true},
-		{name: "repeated option", input: "sandboxapi_auth {\n accounts_db a\n accounts_db b\n}", wantErr: true},
+		{name: "option without value", input: "sandboxapi_auth {\n plans_file\n}", wantErr: true},
+		{name: "option with two values", input: "sandboxapi_auth {\n plans_file a b\n}", wantErr: true},
+		{name: "repeated option", input: "sandboxapi_auth {\n plans_file a\n plans_file b\n}", wantErr: true},
+		{name: "unknown accounts option", input: "sandboxapi_auth {\n accounts {\n db x\n }\n}", wantErr: true},
+		{name: "accounts nodes without a value", input: "sandboxapi_auth {\n accounts {\n nodes\n }\n}", wantErr: true},
 		{name: "unknown option", input: "sandboxapi_auth {\n secret x\n}", wantErr: true},
 		{name: "missing key forwarded", input: "sandboxapi_auth {\n missing_key forward\n}", want: Handler{MissingKey: "forward"}},
 	}
@@ -452,7 +570,7 @@ func TestDirectiveOrder(t *testing.T) {
 			input: `:8080 {
 				reverse_proxy 127.0.0.1:9000
 				sandboxapi_auth {
-					accounts_db /a.db
+					plans_file /a.json
 				}
 			}`,
 		},
@@ -463,7 +581,7 @@ func TestDirectiveOrder(t *testing.T) {
 					reverse_proxy 127.0.0.1:9000
 				}
 				sandboxapi_auth /v1/* {
-					accounts_db /a.db
+					plans_file /a.json
 				}
 			}`,
 		},
@@ -482,7 +600,7 @@ func TestDirectiveOrder(t *testing.T) {
 			if a > p {
 				t.Errorf("sandboxapi_auth comes after reverse_proxy: %s", s)
 			}
-			if !strings.Contains(s, `"accounts_db":"/a.db"`) {
+			if !strings.Contains(s, `"plans_file":"/a.json"`) {
 				t.Errorf("option lost: %s", s)
 			}
 		})
@@ -495,7 +613,7 @@ func TestDirectiveOrder(t *testing.T) {
 // (401). A key that is wrong is still refused here.
 func TestMissingKeyForward(t *testing.T) {
 	f := newFixture(t)
-	h, _ := load(t, map[string]string{"accounts_db": f.dbPath, "cell_secret_file": f.secretPath, "missing_key": "forward"})
+	h := f.load(t, map[string]any{"missing_key": "forward"})
 	tests := []struct {
 		name    string
 		headers map[string]string

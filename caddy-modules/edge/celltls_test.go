@@ -9,7 +9,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/sandboxapi/sandboxapi/billing/directory/directorytest"
 	"github.com/sandboxapi/sandboxapi/cell/celltls"
 )
 
@@ -66,7 +68,12 @@ func TestCellTLS(t *testing.T) {
 		return append([]string(nil), clients...)
 	}
 
-	cfg, members := gatewayFiles(t, "pro")
+	// The node is the accounts' home cell too, over the same TLS.
+	fixtureBundle, err := ca.IssueBundle(celltls.Request{Role: celltls.RoleGateway, Name: "fixture"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, members := gatewayFilesAt(t, directorytest.StartHomeTLS(t, nodeBundle.Server(), fixtureBundle.Client()), "pro")
 	cfg.Listen = freeAddr(t)
 	cfg.CellNodes = []string{cl.Listener.Addr().String()}
 	base := "http://" + cfg.Listen
@@ -98,10 +105,11 @@ func TestCellTLS(t *testing.T) {
 	refused := []struct {
 		name  string
 		files func() (string, string, string)
-		// json502: the gateway answers its own JSON 502. A gateway
-		// without TLS gets Go's plain 400 from the node's TLS listener,
-		// passed through or cut: a gateway set up wrongly, refused all
-		// the same.
+		// json502: the gateway answers its own JSON 502 on /health, and
+		// a JSON 503 on the routes that need the accounts it cannot load.
+		// A gateway without TLS gets Go's plain 400 from the node's TLS
+		// listener, passed through or cut: a gateway set up wrongly,
+		// refused all the same.
 		json502 bool
 	}{
 		{"without TLS", func() (string, string, string) { return "", "", "" }, false},
@@ -114,6 +122,7 @@ func TestCellTLS(t *testing.T) {
 			before := len(served())
 			c := cfg
 			c.CellCAFile, c.CellCertFile, c.CellKeyFile = tt.files()
+			c.AccountsReadyTimeout = 100 * time.Millisecond
 			run(t, c)
 			for _, path := range []string{HealthPath, "/v1/execute"} {
 				req, _ := http.NewRequest("POST", base+path, strings.NewReader(`{}`))
@@ -131,8 +140,10 @@ func TestCellTLS(t *testing.T) {
 				switch {
 				case resp.StatusCode < 400:
 					t.Errorf("%s: HTTP %d %s, want it refused", path, resp.StatusCode, body)
-				case tt.json502 && (resp.StatusCode != http.StatusBadGateway || errorCode(t, resp, body) != "service_unavailable"):
+				case tt.json502 && path == HealthPath && (resp.StatusCode != http.StatusBadGateway || errorCode(t, resp, body) != "service_unavailable"):
 					t.Errorf("%s: HTTP %d %s, want a JSON 502", path, resp.StatusCode, body)
+				case path != HealthPath && (resp.StatusCode != http.StatusServiceUnavailable || errorCode(t, resp, body) != "service_unavailable"):
+					t.Errorf("%s: HTTP %d %s, want a JSON 503: the accounts cannot load", path, resp.StatusCode, body)
 				}
 			}
 			if after := len(served()); after != before {

@@ -28,6 +28,7 @@ import (
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/limits"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/request"
 
+	"github.com/sandboxapi/sandboxapi/billing/directory"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 	"github.com/sandboxapi/sandboxapi/cell/celltls"
@@ -60,8 +61,17 @@ type Config struct {
 	// Listen is the host:port to serve plain HTTP on (TLS is terminated in
 	// front of the gateway, or by RapidAPI).
 	Listen string
-	// AccountsDB is the billing/accounts bbolt file.
-	AccountsDB string
+	// AccountsNodes are API addresses (host:port) of the nodes of the
+	// accounts' home cell, whose copy of the accounts the gateway keeps
+	// (billing/directory). In the one-process dev service, its one node.
+	AccountsNodes []string
+	// GatewayID names this gateway in quota leases and usage reports;
+	// unique among the gateways that share the accounts.
+	GatewayID string
+	// AccountsReadyTimeout is how long the gateway waits at start for its
+	// copy of the accounts (sandboxapi_auth's ready_timeout); zero is the
+	// module's default.
+	AccountsReadyTimeout time.Duration
 	// CellSecretFile holds the HMAC secret shared with the cell.
 	CellSecretFile string
 	// UsageDB is the billing/usage bbolt file: executions per account and
@@ -125,8 +135,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: listen address %q is not host:port", ErrConfig, c.Listen)
 	}
 	switch {
-	case c.AccountsDB == "":
-		return fmt.Errorf("%w: no accounts db", ErrConfig)
+	case len(c.AccountsNodes) == 0:
+		return fmt.Errorf("%w: no accounts home cell nodes", ErrConfig)
+	case c.GatewayID == "":
+		return fmt.Errorf("%w: no gateway id", ErrConfig)
 	case c.CellSecretFile == "":
 		return fmt.Errorf("%w: no cell secret file", ErrConfig)
 	case c.UsageDB == "":
@@ -201,7 +213,7 @@ func (c Config) CaddyJSON() ([]byte, error) {
 	request := object{"handler": "sandboxapi_request"}
 	authHandler := object{
 		"handler":          "sandboxapi_auth",
-		"accounts_db":      c.AccountsDB,
+		"accounts":         c.AccountsFiles(),
 		"cell_secret_file": c.CellSecretFile,
 		// A request without a key goes on to the cell, which alone knows
 		// its routes: 404 or 405 for a path or method it does not serve,
@@ -211,11 +223,19 @@ func (c Config) CaddyJSON() ([]byte, error) {
 	if c.RapidAPIProxySecret != "" {
 		authHandler["rapidapi_proxy_secret"] = c.RapidAPIProxySecret
 	}
+	if c.PlansFile != "" {
+		authHandler["plans_file"] = c.PlansFile
+	}
+	if c.AccountsReadyTimeout > 0 {
+		authHandler["ready_timeout"] = c.AccountsReadyTimeout.String()
+	}
 	// Rate limits and monthly quotas of the caller's plan, after auth has
 	// found the caller and before anything reaches the cell.
 	limitsHandler := object{
 		"handler":  "sandboxapi_limits",
 		"usage_db": c.UsageDB,
+		// Quotas shared with every gateway of the accounts.
+		"accounts": c.AccountsFiles(),
 	}
 	if c.PlansFile != "" {
 		limitsHandler["plans_file"] = c.PlansFile
@@ -307,6 +327,15 @@ func (c Config) CaddyJSON() ([]byte, error) {
 		return nil, fmt.Errorf("edge: encoding config: %w", err)
 	}
 	return b, nil
+}
+
+// AccountsFiles is the "accounts" object of the modules that share the
+// gateway's copy of the accounts: the home cell's nodes, over the cell's
+// TLS when it has one. The process's admin socket opens the same copy
+// with it (directory.OpenShared).
+func (c Config) AccountsFiles() directory.Files {
+	return directory.Files{Nodes: c.AccountsNodes, Gateway: c.GatewayID, CellSecretFile: c.CellSecretFile,
+		TLSCAFile: c.CellCAFile, TLSCertFile: c.CellCertFile, TLSKeyFile: c.CellKeyFile}
 }
 
 // cellTransport is reverse_proxy's HTTP transport to nodes over the

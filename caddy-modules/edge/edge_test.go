@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -21,16 +22,18 @@ import (
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/headers"
 
-	"github.com/sandboxapi/sandboxapi/billing/accounts"
+	"github.com/sandboxapi/sandboxapi/billing/directory/directorytest"
 	"github.com/sandboxapi/sandboxapi/billing/usage"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/cellroute"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 )
 
-const testSecret = "edge-test-cell-secret-0123456789"
+// testSecret is the cell secret of the tests' cells, the one their home
+// cell of the accounts checks too.
+var testSecret = string(directorytest.Secret)
 
 func TestValidate(t *testing.T) {
-	good := Config{Listen: "127.0.0.1:8080", AccountsDB: "/a.db", CellSecretFile: "/s", UsageDB: "/u.db", CellNodes: []string{"127.0.0.1:9000"}}
+	good := Config{Listen: "127.0.0.1:8080", AccountsNodes: []string{"127.0.0.1:9001"}, GatewayID: "gw", CellSecretFile: "/s", UsageDB: "/u.db", CellNodes: []string{"127.0.0.1:9000"}}
 	tests := []struct {
 		name    string
 		mutate  func(*Config)
@@ -42,7 +45,8 @@ func TestValidate(t *testing.T) {
 		{name: "any interface", mutate: func(c *Config) { c.Listen = ":8080" }},
 		{name: "no listen", mutate: func(c *Config) { c.Listen = "" }, wantErr: true},
 		{name: "listen without port", mutate: func(c *Config) { c.Listen = "127.0.0.1" }, wantErr: true},
-		{name: "no accounts db", mutate: func(c *Config) { c.AccountsDB = "" }, wantErr: true},
+		{name: "no accounts nodes", mutate: func(c *Config) { c.AccountsNodes = nil }, wantErr: true},
+		{name: "no gateway id", mutate: func(c *Config) { c.GatewayID = "" }, wantErr: true},
 		{name: "no cell secret", mutate: func(c *Config) { c.CellSecretFile = "" }, wantErr: true},
 		{name: "no usage db", mutate: func(c *Config) { c.UsageDB = "" }, wantErr: true},
 		{name: "plans file", mutate: func(c *Config) { c.PlansFile = "/p.json" }},
@@ -66,7 +70,7 @@ func TestValidate(t *testing.T) {
 
 func TestCaddyJSON(t *testing.T) {
 	c := Config{
-		Listen: "127.0.0.1:8080", AccountsDB: "/a.db", CellSecretFile: "/s", UsageDB: "/u.db", PlansFile: "/p.json",
+		Listen: "127.0.0.1:8080", AccountsNodes: []string{"127.0.0.1:9001"}, GatewayID: "gw", CellSecretFile: "/s", UsageDB: "/u.db", PlansFile: "/p.json",
 		CellNodes: []string{"127.0.0.1:9000"}, CellRegion: "eu", RapidAPIProxySecret: "rp",
 	}
 	for _, accessLog := range []bool{false, true} {
@@ -131,7 +135,7 @@ func TestCaddyJSON(t *testing.T) {
 			t.Fatalf("main route = %+v, want sandboxapi_request, sandboxapi_auth, sandboxapi_limits, reverse_proxy for everything", main)
 		}
 		auth, limits, proxy := main.Handle[1], main.Handle[2], main.Handle[3]
-		if auth["rapidapi_proxy_secret"] != "rp" || auth["accounts_db"] != "/a.db" || auth["cell_secret_file"] != "/s" || auth["missing_key"] != "forward" {
+		if auth["rapidapi_proxy_secret"] != "rp" || auth["plans_file"] != "/p.json" || fmt.Sprint(auth["accounts"]) != "map[cell_secret_file:/s gateway:gw nodes:[127.0.0.1:9001]]" || auth["cell_secret_file"] != "/s" || auth["missing_key"] != "forward" {
 			t.Errorf("auth handler = %v", auth)
 		}
 		if limits["usage_db"] != "/u.db" || limits["plans_file"] != "/p.json" {
@@ -301,7 +305,7 @@ func errorCode(t *testing.T, resp *http.Response, body []byte) string {
 func TestGateway(t *testing.T) {
 	cfg, members := gatewayFiles(t, "pro")
 	acct, key := members[0].Account, members[0].key
-	dbPath, usageDB := cfg.AccountsDB, cfg.UsageDB
+	usageDB := cfg.UsageDB
 	cl := newCell(t)
 	cfg.Listen = freeAddr(t)
 	cfg.CellNodes = []string{strings.TrimPrefix(cl.URL, "http://")}
@@ -430,16 +434,11 @@ func TestGateway(t *testing.T) {
 		}
 	})
 
-	t.Run("stop releases the accounts and usage dbs", func(t *testing.T) {
+	t.Run("stop releases the usage db", func(t *testing.T) {
 		if err := Stop(); err != nil {
 			t.Fatal(err)
 		}
 		stopped = true
-		s, err := accounts.Open(dbPath)
-		if err != nil {
-			t.Fatalf("accounts db still held after Stop: %v", err)
-		}
-		_ = s.Close()
 		l, err := usage.Open(usageDB)
 		if err != nil {
 			t.Fatalf("usage db still held after Stop: %v", err)
@@ -629,8 +628,8 @@ func TestCaddyfileExample(t *testing.T) {
 	t.Setenv("RAPIDAPI_PROXY_SECRET", "rapid-secret")
 	caddyfile := strings.NewReplacer(
 		"http://:8080 {", "http://"+listen+" {",
+		"nodes 10.0.0.11:8081 10.0.0.12:8081", "nodes "+files.AccountsNodes[0],
 		"10.0.0.11:8081 10.0.0.12:8081", strings.TrimPrefix(cl.URL, "http://"),
-		"/var/lib/sandboxapi/accounts.db", files.AccountsDB,
 		"/var/lib/sandboxapi/usage.db", files.UsageDB,
 		"/etc/sandboxapi/cell.secret", files.CellSecretFile,
 		"read_body 30s", "read_body 300ms",

@@ -181,7 +181,7 @@ func TestConnectionsPerClientAtTheGateway(t *testing.T) {
 // TestSlowClientSettings: the read deadlines and the connection bound are
 // on by default, and each can be set or turned off.
 func TestSlowClientSettings(t *testing.T) {
-	base := Config{Listen: "127.0.0.1:8080", AccountsDB: "/a.db", CellSecretFile: "/s", UsageDB: "/u.db", CellNodes: []string{"127.0.0.1:9000"}}
+	base := Config{Listen: "127.0.0.1:8080", AccountsNodes: []string{"127.0.0.1:9001"}, GatewayID: "gw", CellSecretFile: "/s", UsageDB: "/u.db", CellNodes: []string{"127.0.0.1:9000"}}
 	tests := []struct {
 		name                 string
 		mutate               func(*Config)

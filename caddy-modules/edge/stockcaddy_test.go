@@ -22,6 +22,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
+	"github.com/sandboxapi/sandboxapi/billing/directory/directorytest"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/auth"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/cellroute"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/conns"
@@ -34,7 +35,7 @@ type object = map[string]any
 func TestStockCaddyLoadsModulesByID(t *testing.T) {
 	dir := t.TempDir()
 	secretFile := filepath.Join(dir, "cell.secret")
-	if err := os.WriteFile(secretFile, []byte("stock-caddy-test-cell-secret-0123456789"), 0o600); err != nil {
+	if err := os.WriteFile(secretFile, directorytest.Secret, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	plansFile := filepath.Join(dir, "plans.json")
@@ -51,6 +52,9 @@ func TestStockCaddyLoadsModulesByID(t *testing.T) {
 	cellAddr := strings.TrimPrefix(cell.URL, "http://")
 
 	listen, noRedis := loopbackAddr(t), loopbackAddr(t)
+	// The home cell of the accounts sandboxapi_auth reads: a real cell's
+	// store, not one of the modules under test.
+	home := directorytest.StartHome(t)
 
 	tests := []struct {
 		name      string
@@ -101,8 +105,9 @@ func TestStockCaddyLoadsModulesByID(t *testing.T) {
 							{
 								"match": []object{{"path": []string{"/authed/*"}}},
 								"handle": []object{{
-									"handler":          "sandboxapi_auth",
-									"accounts_db":      filepath.Join(dir, "accounts.db"),
+									"handler": "sandboxapi_auth",
+									"accounts": object{"nodes": []string{home.Addr}, "gateway": "stock",
+										"cell_secret_file": secretFile},
 									"cell_secret_file": secretFile,
 								}},
 								"terminal": true,

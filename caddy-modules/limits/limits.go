@@ -44,6 +44,7 @@ import (
 	"github.com/ulule/limiter/v3"
 	"go.uber.org/zap"
 
+	"github.com/sandboxapi/sandboxapi/billing/directory"
 	"github.com/sandboxapi/sandboxapi/billing/meter"
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/billing/usage"
@@ -103,6 +104,15 @@ type Handler struct {
 	// to Stripe as Billing Meter Events, through the usage ledger's
 	// outbox. Without it nothing is metered.
 	Meter *MeterConfig `json:"meter,omitempty"`
+	// Accounts, when set, is the gateway's copy of the accounts (the same
+	// object sandboxapi_auth takes): monthly quotas are then shared by
+	// every gateway of the accounts, each spending blocks it leases from
+	// the home cell (billing/directory). Without it the quota is this
+	// gateway's own count, right for a gateway alone.
+	Accounts *directory.Files `json:"accounts,omitempty"`
+
+	dir        *directory.Directory
+	releaseDir func() error
 
 	usageDB  string
 	catalog  plans.Catalog
@@ -175,6 +185,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.ledger, h.release = l, release
 	}
 	h.unmetered = new(sync.Once)
+	if h.Accounts != nil {
+		files := *h.Accounts
+		files.CellSecretFile = repl.ReplaceKnown(files.CellSecretFile, "")
+		d, release, err := directory.OpenShared(files)
+		if err != nil {
+			return fmt.Errorf("sandboxapi_limits: opening the accounts: %w", err)
+		}
+		h.dir, h.releaseDir = d, release
+	}
 	if h.Meter != nil && h.ledger != nil {
 		// One flusher per ledger file: a reload's new instance shares the
 		// old one's (billing/meter.Start), so no entry is sent twice.
@@ -220,8 +239,12 @@ func (h *Handler) Validate() error {
 // ledger it reads closes.
 func (h *Handler) Cleanup() error {
 	var meterErr error
+	if h.releaseDir != nil {
+		meterErr = h.releaseDir()
+		h.releaseDir, h.dir = nil, nil
+	}
 	if h.releaseMeter != nil {
-		meterErr = h.releaseMeter()
+		meterErr = errors.Join(meterErr, h.releaseMeter())
 		h.releaseMeter, h.flusher = nil, nil
 	}
 	if h.release == nil {
@@ -282,10 +305,40 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			"Could not check the monthly quota; retry with exponential backoff.", 0)
 	}
 	quota := int64(plan.ExecutionsPerMonth)
+	// Metered overage runs on past the quota, billed per execution, for
+	// an account Stripe bills; any other is held to the quota.
+	customer, _ := caddyhttp.GetVar(r.Context(), auth.VarStripeCustomer).(string)
+	unlimited := plan.OveragePolicy() == plans.OverageMetered && customer != ""
+	rateRefused := rateOK && rate.Reached
+	// others is what other gateways counted this month, as this one
+	// knows it; used is this gateway's own.
+	var (
+		others int64
+		ticket *directory.Ticket
+	)
+	switch {
+	case h.dir != nil && mayExecute(r.Method) && !rateRefused:
+		var total int64
+		ticket, total, err = h.dir.Quota().Admit(r.Context(), account, month, quota, used, unlimited)
+		others = max(total-used, 0)
+		switch {
+		case errors.Is(err, directory.ErrQuotaExhausted):
+			hdr.Set(HeaderQuotaLimit, strconv.FormatInt(quota, 10))
+			hdr.Set(HeaderQuotaRemaining, "0")
+			return h.quotaExceeded(w, plan, now)
+		case err != nil:
+			h.logger.Error("leasing monthly quota", zap.String("account", account), zap.Error(err))
+			w.Header().Set("Retry-After", "1")
+			return writeError(w, apierror.Unavailable, "Could not check the monthly quota; retry in a second.", time.Second)
+		}
+		defer func() { ticket.Done(0) }() // a request that never got to count
+	case h.dir != nil:
+		others = max(h.dir.Quota().Used(account, month, used)-used, 0)
+	}
 	hdr.Set(HeaderQuotaLimit, strconv.FormatInt(quota, 10))
-	hdr.Set(HeaderQuotaRemaining, strconv.FormatInt(max(quota-used, 0), 10))
+	hdr.Set(HeaderQuotaRemaining, strconv.FormatInt(max(quota-others-used, 0), 10))
 
-	if rateOK && rate.Reached {
+	if rateRefused {
 		// Reset is the window's end rounded down to a second; a client that
 		// waits until the second after it is sure to find a new window.
 		retry := max(time.Unix(rate.Reset+1, 0).Sub(now), time.Second)
@@ -293,17 +346,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			"Rate limit exceeded: the %s plan allows %d requests per minute. Retry after %d seconds, or upgrade your plan.",
 			plan.Name, plan.RequestsPerMinute, seconds(retry)), retry)
 	}
-	if used >= quota && mayExecute(r.Method) {
-		reset := usage.NextMonth(now)
-		return writeError(w, apierror.MonthlyQuotaExceeded, fmt.Sprintf(
-			"Monthly quota exceeded: the %s plan includes %d executions per month and this month's are used up. The quota resets at %s; upgrade your plan for more.",
-			plan.Name, plan.ExecutionsPerMonth, reset.Format(time.RFC3339)), reset.Sub(now))
+	if h.dir == nil && used >= quota && mayExecute(r.Method) && !unlimited {
+		return h.quotaExceeded(w, plan, now)
 	}
 
-	cw := &countingWriter{rw: w, ctx: r.Context(), h: h, account: account, month: month, quota: quota, used: used}
+	cw := &countingWriter{rw: w, ctx: r.Context(), h: h, account: account, month: month, quota: quota, used: used, others: others}
 	err = next.ServeHTTP(cw, r)
 	cw.finish()
+	ticket.Done(cw.counted)
 	return err
+}
+
+// quotaExceeded answers a request past the plan's monthly quota.
+func (h *Handler) quotaExceeded(w http.ResponseWriter, plan plans.Plan, now time.Time) error {
+	reset := usage.NextMonth(now)
+	return writeError(w, apierror.MonthlyQuotaExceeded, fmt.Sprintf(
+		"Monthly quota exceeded: the %s plan includes %d executions per month and this month's are used up. The quota resets at %s; upgrade your plan for more.",
+		plan.Name, plan.ExecutionsPerMonth, reset.Format(time.RFC3339)), reset.Sub(now))
 }
 
 // mayExecute reports whether a request with method can run code. Reading

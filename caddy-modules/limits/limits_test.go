@@ -901,7 +901,7 @@ func TestDirectiveOrder(t *testing.T) {
 					usage_db /u.db
 				}
 				sandboxapi_auth {
-					accounts_db /a.db
+					plans_file /a.json
 				}
 			}`,
 		},
@@ -914,7 +914,7 @@ func TestDirectiveOrder(t *testing.T) {
 					}
 					reverse_proxy 127.0.0.1:9000
 					sandboxapi_auth {
-						accounts_db /a.db
+						plans_file /a.json
 					}
 				}
 			}`,

@@ -44,7 +44,9 @@ type countingWriter struct {
 	account string // "" for a request sandboxapi_auth passed on without a key
 	month   string
 	quota   int64
-	used    int64 // the account's count for month before this request
+	used    int64 // this gateway's count for the account's month, this request's included once counted
+	others  int64 // what other gateways counted, as this one knows it
+	counted int64 // what this request counted
 
 	wroteHeader bool
 	executionID string // what the cell reported, kept past stripInternal
@@ -79,7 +81,7 @@ func (cw *countingWriter) WriteHeader(code int) {
 	}
 	stripInternal(hdr)
 	if cw.add(n) {
-		hdr.Set(HeaderQuotaRemaining, strconv.FormatInt(max(cw.quota-cw.used, 0), 10))
+		hdr.Set(HeaderQuotaRemaining, strconv.FormatInt(max(cw.quota-cw.others-cw.used, 0), 10))
 	}
 	cw.rw.WriteHeader(code)
 }
@@ -134,6 +136,7 @@ func (cw *countingWriter) add(n int64) bool {
 		return false
 	}
 	cw.adds++
+	cw.counted += n
 	cw.used = cw.h.count(cw.account, cw.month, cw.used, n, cw.meterEntries(n)...)
 	return true
 }

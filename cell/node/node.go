@@ -25,6 +25,7 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 
+	"github.com/sandboxapi/sandboxapi/billing/directory"
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/cell/api"
 	"github.com/sandboxapi/sandboxapi/cell/capacity"
@@ -356,6 +357,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	apiSrv := &api.Server{NodeID: id.NodeID, Catalog: catalog, Cluster: n.store, Secret: cfg.Secret, Logger: cfg.Logger}
 	apiSrv.Mount(routes...)
 	apiSrv.Mount(cluster.Routes(n.store)...)
+	// Every node serves the accounts table; gateways use the home cell's.
+	apiSrv.Mount(directory.Routes(n.store)...)
 	n.jobs.Start()
 	// Sessions hold a sandbox of their own, with their record in the store.
 	sc := cfg.Sessions

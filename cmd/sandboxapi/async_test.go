@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/billing/accounts"
+	"github.com/sandboxapi/sandboxapi/billing/directory"
 )
 
 // kill9 ends the server with SIGKILL: no shutdown code runs.
@@ -65,24 +67,61 @@ func (s *devServer) await(key, path string, timeout time.Duration, done func(map
 func v1Done(m map[string]any) bool   { return m["status"] != "queued" && m["status"] != "running" }
 func jobEnded(m map[string]any) bool { return m["status"] != "pending" && m["status"] != "running" }
 
-// addAccount creates an account with a key in the data dir's accounts
-// database, before the server opens it.
+// pendingAccount is an account addAccount promised, made once the data
+// dir's service is up (its cell holds the accounts).
+type pendingAccount struct{ name, plan, key string }
+
+var (
+	pendingMu sync.Mutex
+	pending   = map[string][]pendingAccount{} // by data dir
+)
+
+// addAccount returns the key of a new account on plan in the data dir's
+// service: made, with that key, when the service next comes up (at once
+// if it runs).
 func addAccount(t *testing.T, dataDir, name, plan string) string {
 	t.Helper()
-	st, err := accounts.Open(filepath.Join(dataDir, "accounts.db"))
+	key, _, err := accounts.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	a, err := st.CreateAccount(name, plan)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := st.IssueKey(a.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pendingMu.Lock()
+	pending[dataDir] = append(pending[dataDir], pendingAccount{name, plan, key})
+	pendingMu.Unlock()
 	return key
+}
+
+// seedAccounts makes the accounts addAccount promised for s's data dir,
+// through a copy of the accounts of s's node.
+func seedAccounts(t *testing.T, s *devServer) {
+	t.Helper()
+	pendingMu.Lock()
+	todo := pending[s.dataDir]
+	delete(pending, s.dataDir)
+	pendingMu.Unlock()
+	if len(todo) == 0 {
+		return
+	}
+	d, release, err := directory.OpenShared(directory.Files{Nodes: []string{s.cell}, Gateway: "test-seed",
+		CellSecretFile: filepath.Join(s.dataDir, "cell-secret")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := d.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range todo {
+		a, err := d.CreateAccount(ctx, accounts.NewAccount{Name: p.name, Plan: p.plan})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.AddKey(ctx, a.ID, p.key); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // hookReceiver is a webhook endpoint that checks every signature the way

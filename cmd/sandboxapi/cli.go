@@ -32,6 +32,29 @@ func usagef(name, format string, args ...any) error {
 // that was asked for goes to stdout and ends in flag.ErrHelp (exit 0);
 // help after a mistake goes to stderr.
 func parseFlags(fs *flag.FlagSet, args []string, usage string) error {
+	pos, err := parseArgs(fs, args, usage)
+	if err == nil && len(pos) > 0 {
+		return usagef(fs.Name(), "unexpected argument %q", pos[0])
+	}
+	return err
+}
+
+// parseArgs is parseFlags for a command that also takes positional
+// arguments, before, between or after its flags: it returns them.
+func parseArgs(fs *flag.FlagSet, args []string, usage string) ([]string, error) {
+	var pos []string
+	for {
+		if err := parseOnce(fs, args, usage); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
+	}
+}
+
+func parseOnce(fs *flag.FlagSet, args []string, usage string) error {
 	var buf bytes.Buffer
 	fs.SetOutput(&buf)
 	fs.Usage = func() {
@@ -52,8 +75,6 @@ func parseFlags(fs *flag.FlagSet, args []string, usage string) error {
 	case err != nil:
 		os.Stderr.Write(buf.Bytes())
 		return usageError{err: err, printed: true}
-	case fs.NArg() > 0:
-		return usagef(fs.Name(), "unexpected argument %q", fs.Arg(0))
 	}
 	return nil
 }

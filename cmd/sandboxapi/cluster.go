@@ -24,7 +24,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sandboxapi/sandboxapi/billing/accounts"
+	"github.com/sandboxapi/sandboxapi/billing/directory"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 	"github.com/sandboxapi/sandboxapi/cell/celltls"
 	"github.com/sandboxapi/sandboxapi/cell/cluster"
@@ -135,12 +135,6 @@ func runDevCluster(s devSettings) error {
 	if err != nil {
 		return err
 	}
-	// The dev key is made before the gateway opens the accounts: it is
-	// dev's account, not something a production gateway should make.
-	key, err := devKeyOffline(dir)
-	if err != nil {
-		return err
-	}
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
@@ -188,6 +182,13 @@ func runDevCluster(s devSettings) error {
 		return c.abort(err)
 	}
 	record.Gateway = clusterGateway{Addr: gw.Listen, PID: gch.cmd.Process.Pid, Gossip: gw.Gossip}
+	// The dev key is dev's own doing, not something a production gateway
+	// should make: through a copy of the accounts of its own, from the
+	// home cell the gateway uses.
+	key, err := devKeyInCell(gw)
+	if err != nil {
+		return c.abort(err)
+	}
 	b, _ := json.MarshalIndent(record, "", "  ")
 	if err := writeFileAtomic(filepath.Join(dir, clusterFileName), append(b, '\n'), 0o600); err != nil {
 		return c.abort(err)
@@ -329,9 +330,13 @@ func (s devSettings) layout(dir string) (gatewayConfig, []nodeConfig, error) {
 	gw.ID, gw.Listen, gw.DataDir, gw.SecretFile = "gateway", s.listen, dir, secretFile
 	gw.Region, gw.GossipKeyFile, gw.Plans, gw.AccessLog, gw.LogLevel = regionName(1), "", plansFile, s.accessLog, logLevel
 	gw.tlsFiles = tlsFiles{}
-	gw.GossipJoin = nil
+	gw.GossipJoin, gw.AccountsNodes = nil, nil
 	for _, n := range nodes {
 		gw.GossipJoin = append(gw.GossipJoin, n.Gossip)
+		// The first cell is the accounts' home.
+		if n.Cell == nodes[0].Cell {
+			gw.AccountsNodes = append(gw.AccountsNodes, n.API)
+		}
 	}
 	if err := gw.check(); err != nil {
 		return gatewayConfig{}, nil, fmt.Errorf("%s: %w", path, err)
@@ -369,19 +374,20 @@ func (p *portPicker) close() {
 	}
 }
 
-// devKeyOffline makes sure the dev account and key exist in DATA_DIR's
-// accounts, opening the database itself: the gateway that will hold it
-// has not started yet.
-func devKeyOffline(dir string) (string, error) {
-	st, err := accounts.Open(filepath.Join(dir, "accounts.db"))
-	if errors.Is(err, accounts.ErrLocked) {
-		return "", fmt.Errorf("%w: is another sandboxapi dev or gateway running on %s?", err, dir)
-	}
+// devKeyInCell makes sure the dev account and key exist in the accounts
+// of gw's home cell.
+func devKeyInCell(gw gatewayConfig) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), accountsReadyTimeout)
+	defer cancel()
+	d, release, err := directory.OpenShared(directory.Files{Nodes: gw.AccountsNodes, Gateway: "dev-cluster", CellSecretFile: gw.SecretFile})
 	if err != nil {
 		return "", err
 	}
-	key, err := ensureDevKey(st, filepath.Join(dir, "dev-key"))
-	return key, errors.Join(err, st.Close())
+	defer release()
+	if err := d.Ready(ctx); err != nil {
+		return "", err
+	}
+	return ensureDevKey(ctx, d, filepath.Join(gw.DataDir, "dev-key"))
 }
 
 // start runs `sandboxapi ROLE --config PATH` as a child named name. Its

@@ -335,6 +335,10 @@ type gatewayConfig struct {
 	RapidAPIProxySecretFile string   `toml:"rapidapi_proxy_secret_file" json:"rapidapi_proxy_secret_file"`
 	MaxConnsPerClient       int      `toml:"max_conns_per_client" json:"max_conns_per_client"`
 
+	AccountsNodes  []string `toml:"accounts_nodes" json:"accounts_nodes"`
+	AdminListen    string   `toml:"admin_listen" json:"admin_listen"`
+	AdminTokenFile string   `toml:"admin_token_file" json:"admin_token_file"`
+
 	gossipTiming
 	tlsFiles
 }
@@ -343,6 +347,8 @@ func defaultGatewayConfig() gatewayConfig {
 	return gatewayConfig{
 		Listen: defaultGatewayListen, DataDir: "data", Region: "local",
 		Gossip: defaultGatewayGossip, AccessLog: true, LogLevel: "info",
+		// A node on this host, at its default address.
+		AccountsNodes: []string{defaultNodeAPI},
 	}
 }
 
@@ -362,6 +368,9 @@ func (c *gatewayConfig) flags(fs *flag.FlagSet) {
 	fs.Var((*commaList)(&c.TrustedProxies), "trusted-proxies", "comma-separated addresses or CIDR prefixes of load balancers whose connections are not bounded per client; private_ranges for the private ranges")
 	fs.StringVar(&c.RapidAPIProxySecretFile, "rapidapi-proxy-secret-file", c.RapidAPIProxySecretFile, "file with RapidAPI's proxy secret, required on requests that carry X-RapidAPI-Key (none: not checked)")
 	fs.IntVar(&c.MaxConnsPerClient, "max-conns-per-client", c.MaxConnsPerClient, "connections one client address may hold open (0: the gateway's default, negative: no bound)")
+	fs.Var((*commaList)(&c.AccountsNodes), "accounts-nodes", "comma-separated API addresses (host:port) of nodes of the accounts' home cell, which every gateway shares")
+	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "host:port of the admin API on TCP, behind the admin token (none: the admin socket in DATA_DIR only)")
+	fs.StringVar(&c.AdminTokenFile, "admin-token-file", c.AdminTokenFile, "file with the token the admin API on TCP requires as a Bearer token (at least 24 characters)")
 	c.gossipTiming.flags(fs)
 	c.tlsFiles.flags(fs, celltls.RoleGateway)
 }
@@ -383,6 +392,22 @@ func (c *gatewayConfig) check() error {
 	}
 	if err := checkAdvertised("gossip", c.Gossip); err != nil {
 		return err
+	}
+	if len(c.AccountsNodes) == 0 {
+		return fmt.Errorf("%w: accounts_nodes must name at least one node of the accounts' home cell", errConfigValue)
+	}
+	for _, a := range c.AccountsNodes {
+		if err := checkHostPort("accounts_nodes", a); err != nil {
+			return err
+		}
+	}
+	if c.AdminListen != "" {
+		if err := checkHostPort("admin_listen", c.AdminListen); err != nil {
+			return err
+		}
+		if c.AdminTokenFile == "" {
+			return fmt.Errorf("%w: admin_listen needs admin_token_file: the admin API is never on TCP without a token", errConfigValue)
+		}
 	}
 	for _, a := range c.GossipJoin {
 		if err := checkHostPort("gossip_join", a); err != nil {

@@ -15,7 +15,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/sandboxapi/sandboxapi/billing/accounts"
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/edge"
 	"github.com/sandboxapi/sandboxapi/cell/jobs"
@@ -24,13 +23,6 @@ import (
 	"github.com/sandboxapi/sandboxapi/cell/sessions"
 	"github.com/sandboxapi/sandboxapi/cell/webhook"
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
-)
-
-// devAccountName and devPlan are the account the dev command makes for its
-// key: the top plan, so every feature can be tried locally.
-const (
-	devAccountName = "dev"
-	devPlan        = "mega"
 )
 
 func runDev(args []string) error {
@@ -112,21 +104,6 @@ func runDev(args []string) error {
 	if err != nil {
 		return err
 	}
-	// Held for the process's life: the gateway's auth module and the
-	// admin socket share this one handle (accounts.OpenShared), and
-	// holding the file's lock is what tells the admin command that a
-	// service runs on this data dir.
-	accountsDB := filepath.Join(dir, "accounts.db")
-	st, release, err := accounts.OpenShared(accountsDB)
-	if err != nil {
-		return err
-	}
-	defer release()
-	key, err := ensureDevKey(st, filepath.Join(dir, "dev-key"))
-	if err != nil {
-		return err
-	}
-
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -145,22 +122,33 @@ func runDev(args []string) error {
 	}
 	defer n.Close()
 
-	if err := edge.Run(edge.Config{
-		Listen: *listen, AccountsDB: accountsDB, CellSecretFile: secretFile,
+	// The node's cell is the accounts' home: the gateway keeps its copy
+	// of them from the node, as a gateway of a cluster does from its home
+	// cell's nodes.
+	gw := edge.Config{
+		Listen: *listen, AccountsNodes: []string{n.Addr()}, GatewayID: devGatewayID, CellSecretFile: secretFile,
 		UsageDB: filepath.Join(dir, "usage.db"), PlansFile: *plansFile,
 		CellNodes: []string{n.Addr()}, AccessLog: *accessLog,
-	}); err != nil {
+	}
+	// Held for the process's life, before the gateway starts, so the
+	// modules find the copy loaded and the dev key in it.
+	acc, err := openServiceAccounts(ctx, gw)
+	if err != nil {
+		return err
+	}
+	defer acc.Close()
+	key, err := ensureDevKey(ctx, acc.dir, filepath.Join(dir, "dev-key"))
+	if err != nil {
+		return err
+	}
+	if err := edge.Run(gw); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
 	defer edge.Stop()
 	logger.Info("start-up: gateway listening", "addr", *listen)
-
-	admin, err := serveAdmin(filepath.Join(dir, adminSocketName), st, catalog, logger)
-	if err != nil {
+	if err := acc.serveAdmin(dir, catalog, logger, "", ""); err != nil {
 		return err
 	}
-	defer admin.Close()
-	logger.Info("start-up: admin socket ready", "path", admin.Path())
 
 	fmt.Printf(`SandboxAPI is up: gateway http://%[1]s, cell node %[2]s
 dev API key: %[3]s
@@ -171,6 +159,9 @@ try:
 	logger.Info("shutting down")
 	return nil
 }
+
+// devGatewayID is the one-process dev service's gateway in quota leases.
+const devGatewayID = "dev"
 
 const devUsage = `dev [flags]
 
@@ -225,39 +216,4 @@ func loadOrCreateSecret(path string) ([]byte, error) {
 		return nil, err
 	}
 	return []byte(s), nil
-}
-
-// ensureDevKey makes sure the dev account exists and holds the dev key:
-// $SANDBOXAPI_DEV_KEY when set, else the key created on first start and kept
-// in keyFile so it survives restarts.
-func ensureDevKey(st *accounts.Store, keyFile string) (string, error) {
-	acct, err := devAccount(st)
-	if err != nil {
-		return "", err
-	}
-	if key := os.Getenv("SANDBOXAPI_DEV_KEY"); key != "" {
-		return key, st.AddKey(acct.ID, key)
-	}
-	if b, err := os.ReadFile(keyFile); err == nil {
-		key := strings.TrimSpace(string(b))
-		return key, st.AddKey(acct.ID, key)
-	}
-	key, err := st.IssueKey(acct.ID)
-	if err != nil {
-		return "", err
-	}
-	return key, os.WriteFile(keyFile, []byte(key+"\n"), 0o600)
-}
-
-func devAccount(st *accounts.Store) (accounts.Account, error) {
-	all, err := st.List()
-	if err != nil {
-		return accounts.Account{}, err
-	}
-	for _, a := range all {
-		if a.Name == devAccountName {
-			return a, nil
-		}
-	}
-	return st.CreateAccount(devAccountName, devPlan)
 }

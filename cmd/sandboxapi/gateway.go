@@ -12,7 +12,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/sandboxapi/sandboxapi/billing/accounts"
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/edge"
 	"github.com/sandboxapi/sandboxapi/cell/celltls"
@@ -87,53 +86,62 @@ func runGateway(args []string) error {
 	logger.Info("start-up: gateway config", "dir", dir, "listen", cfg.Listen, "region", cfg.Region,
 		"gossip", cfg.Gossip, "gossip_join", cfg.GossipJoin, "gossip_encrypted", cfg.GossipKeyFile != "", "tls", tlsFiles.set())
 
-	// Held for the process's life, as dev holds it: the auth module and
-	// the admin socket share the one handle (DESIGN.md, "The admin socket").
-	accountsDB := filepath.Join(dir, "accounts.db")
-	st, release, err := accounts.OpenShared(accountsDB)
-	if err != nil {
-		return err
+	var adminToken string
+	if cfg.AdminTokenFile != "" {
+		b, err := readSecret(cfg.AdminTokenFile)
+		if err != nil {
+			return fmt.Errorf("admin_token_file: %w", err)
+		}
+		adminToken = string(b)
 	}
-	defer release()
-
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := edge.Run(edge.Config{
-		Listen: cfg.Listen, AccountsDB: accountsDB, CellSecretFile: secretFile,
+	gw := edge.Config{
+		Listen: cfg.Listen, AccountsNodes: cfg.AccountsNodes, GatewayID: cfg.name(), CellSecretFile: secretFile,
 		UsageDB: filepath.Join(dir, "usage.db"), PlansFile: cfg.Plans,
 		CellMembership: membership, CellRegion: cfg.Region, AccessLog: cfg.AccessLog,
 		RapidAPIProxySecret: proxySecret, TrustedProxies: cfg.TrustedProxies,
 		MaxConnsPerClient: cfg.MaxConnsPerClient,
 		CellCAFile:        tlsFiles.TLSCAFile, CellCertFile: tlsFiles.TLSCertFile, CellKeyFile: tlsFiles.TLSKeyFile,
-	}); err != nil {
-		return fmt.Errorf("gateway: %w", err)
 	}
-	defer edge.Stop()
-	admin, err := serveAdmin(filepath.Join(dir, adminSocketName), st, catalog, logger)
+	// Held for the process's life, as dev holds it: the gateway's modules
+	// and the admin socket share the one copy of the accounts (DESIGN.md,
+	// "The admin socket").
+	acc, err := openServiceAccounts(ctx, gw)
 	if err != nil {
 		return err
 	}
-	defer admin.Close()
-	logger.Info("start-up: admin socket ready", "path", admin.Path())
+	defer acc.Close()
+	if err := edge.Run(gw); err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	defer edge.Stop()
+	if err := acc.serveAdmin(dir, catalog, logger, cfg.AdminListen, adminToken); err != nil {
+		return err
+	}
 	fmt.Printf(gatewayUpLine, cfg.Listen, cfg.Gossip, cfg.Region)
 	<-ctx.Done()
 	logger.Info("shutting down")
 	return nil
 }
 
+// name is the gateway's id: in the gossip pool and in quota leases.
+func (c gatewayConfig) name() string {
+	if c.ID != "" {
+		return c.ID
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown"
+	}
+	return "gateway-" + strings.ToLower(host)
+}
+
 // membership is the gossip membership module's config (cellroute's
 // sandboxapi.membership.gossip): a gossip member that runs nothing and
 // learns the cells' nodes from the pool.
 func (c gatewayConfig) membership() (json.RawMessage, error) {
-	name := c.ID
-	if name == "" {
-		host, err := os.Hostname()
-		if err != nil {
-			return nil, err
-		}
-		name = "gateway-" + strings.ToLower(host)
-	}
-	m := map[string]any{"source": "gossip", "name": name, "bind": c.Gossip, "region": c.Region}
+	m := map[string]any{"source": "gossip", "name": c.name(), "bind": c.Gossip, "region": c.Region}
 	if t := c.gossipTiming; t != (gossipTiming{}) {
 		// Caddy's durations as Caddy writes them; zero keys are left out.
 		timing := map[string]any{}

@@ -25,7 +25,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sandboxapi/sandboxapi/billing/accounts"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 	"github.com/sandboxapi/sandboxapi/ops/soak"
 	"github.com/sandboxapi/sandboxapi/sandboxes/sandboxtest"
@@ -56,6 +55,7 @@ func TestHostile(t *testing.T) {
 	tmp := t.TempDir()
 	h.s = startDevArgs(t, dir, []string{"--allow-private-callbacks"},
 		"SANDBOXAPI_HOSTILE_CANARY="+h.envSecret, "TMPDIR="+tmp)
+	hostileIDs(t, dir, &h.a, &h.b, &h.basic)
 	h.host = soak.Host{DataDir: dir, TmpDir: tmp, PrivateTmp: true}
 	h.setUp(t)
 
@@ -105,29 +105,30 @@ func TestHostile(t *testing.T) {
 }
 
 // hostileAcct is an account of the suite: its id (to forge) and its key.
-type hostileAcct struct{ id, key string }
+type hostileAcct struct{ name, id, key string }
 
-// addHostileAccount is addAccount that also answers the account's id,
-// which the forged-header rows claim to be.
+// addHostileAccount is addAccount with a place for the account's id,
+// which the forged-header rows claim to be: hostileIDs fills it in once
+// the service is up.
 func addHostileAccount(t *testing.T, dataDir, name, plan string) hostileAcct {
 	t.Helper()
-	key := addAccount(t, dataDir, name, plan)
-	st, err := accounts.Open(filepath.Join(dataDir, "accounts.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	all, err := st.List()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range all {
-		if a.Name == name {
-			return hostileAcct{a.ID, key}
+	return hostileAcct{name: name, key: addAccount(t, dataDir, name, plan)}
+}
+
+// hostileIDs fills in the accounts' ids from the running service.
+func hostileIDs(t *testing.T, dataDir string, accts ...*hostileAcct) {
+	t.Helper()
+	list := admin(t, dataDir, "accounts", "list")["accounts"].([]any)
+	for _, a := range accts {
+		for _, v := range list {
+			if m := v.(map[string]any); m["name"] == a.name {
+				a.id = m["id"].(string)
+			}
+		}
+		if a.id == "" {
+			t.Fatalf("account %s is not listed", a.name)
 		}
 	}
-	t.Fatalf("account %s is not listed", name)
-	return hostileAcct{}
 }
 
 // hostile is the suite's shared state: the service, its accounts, and
@@ -664,7 +665,7 @@ func allFailed(t *testing.T, m map[string]any, want ...string) {
 // probePaths are host files a sandbox must not read: the canaries and the
 // service's own secrets.
 func (h *hostile) probePaths() []string {
-	ps := []string{"/etc/shadow", filepath.Join(h.s.dataDir, "accounts.db"), filepath.Join(h.s.dataDir, "cell-secret"),
+	ps := []string{"/etc/shadow", filepath.Join(h.s.dataDir, "cell", "raft", "raft.db"), filepath.Join(h.s.dataDir, "cell-secret"),
 		filepath.Join(h.s.dataDir, "dev-key"), filepath.Join(h.s.dataDir, "usage.db")}
 	for _, c := range h.canaries {
 		ps = append(ps, c.path)

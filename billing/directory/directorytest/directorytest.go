@@ -5,6 +5,7 @@ package directorytest
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"net/http"
@@ -29,10 +30,20 @@ type Home struct {
 	Addr string
 	srv  *httptest.Server
 	once sync.Once
+	// clientTLS is how Gateway's Directories reach a home served over TLS.
+	clientTLS *tls.Config
 }
 
 // StartHome starts a home cell, closed when the test ends.
 func StartHome(t testing.TB) *Home {
+	t.Helper()
+	return StartHomeTLS(t, nil, nil)
+}
+
+// StartHomeTLS starts a home cell whose routes are served over TLS with
+// serverTLS (a node's celltls.Bundle.Server()), which Gateway's
+// Directories reach with clientTLS (a member's Bundle.Client()).
+func StartHomeTLS(t testing.TB, serverTLS, clientTLS *tls.Config) *Home {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -68,8 +79,13 @@ func StartHome(t testing.TB) *Home {
 	srv := httptest.NewUnstartedServer(mux)
 	srv.Listener.Close()
 	srv.Listener = ln
-	srv.Start()
-	h := &Home{Store: st, Addr: ln.Addr().String(), srv: srv}
+	if serverTLS != nil {
+		srv.TLS = serverTLS
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
+	h := &Home{Store: st, Addr: ln.Addr().String(), srv: srv, clientTLS: clientTLS}
 	t.Cleanup(h.Stop)
 	return h
 }
@@ -90,7 +106,7 @@ func (h *Home) Stop() {
 // when the test ends.
 func (h *Home) Gateway(t testing.TB, gateway string) *directory.Directory {
 	t.Helper()
-	d, err := directory.Open(directory.Config{Nodes: []string{h.Addr}, Secret: Secret, Gateway: gateway})
+	d, err := directory.Open(directory.Config{Nodes: []string{h.Addr}, Secret: Secret, Gateway: gateway, TLS: h.clientTLS})
 	if err != nil {
 		t.Fatal(err)
 	}
