@@ -349,12 +349,39 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if h.dir == nil && used >= quota && mayExecute(r.Method) && !unlimited {
 		return h.quotaExceeded(w, plan, now)
 	}
+	if r.URL.Path == UsagePath && r.Method == http.MethodGet {
+		return writeUsage(w, usageAnswer{AccountID: account, Plan: plan.Name, Month: month, Executions: others + used,
+			Quota: quota, Remaining: max(quota-others-used, 0), Overage: plan.OveragePolicy(), ResetsAt: usage.NextMonth(now)})
+	}
 
 	cw := &countingWriter{rw: w, ctx: r.Context(), h: h, account: account, month: month, quota: quota, used: used, others: others}
 	err = next.ServeHTTP(cw, r)
 	cw.finish()
 	ticket.Done(cw.counted)
 	return err
+}
+
+// UsagePath is where a caller reads its own usage: answered here, where
+// the counts are, never by the cell.
+const UsagePath = "/v1/usage"
+
+// usageAnswer is GET /v1/usage's body.
+type usageAnswer struct {
+	AccountID  string    `json:"account_id"`
+	Plan       string    `json:"plan"`
+	Month      string    `json:"month"`
+	Executions int64     `json:"executions"`
+	Quota      int64     `json:"quota"`
+	Remaining  int64     `json:"remaining"`
+	Overage    string    `json:"overage"`
+	ResetsAt   time.Time `json:"resets_at"`
+}
+
+func writeUsage(w http.ResponseWriter, u usageAnswer) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	return json.NewEncoder(w).Encode(u)
 }
 
 // quotaExceeded answers a request past the plan's monthly quota.

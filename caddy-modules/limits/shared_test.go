@@ -1,6 +1,7 @@
 package limits
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
@@ -116,5 +118,38 @@ func TestMeteredOverage(t *testing.T) {
 	}
 	if n := run("acct_direct", ""); n != 20 {
 		t.Errorf("a direct account on a metered plan ran %d, want its quota of 20", n)
+	}
+}
+
+// GET /v1/usage tells a caller its month across both gateways, from the
+// gateway, without reaching the cell.
+func TestUsageEndpoint(t *testing.T) {
+	hs := gatewayPair(t)
+	for i := range 3 {
+		serve(t, hs[i%2], http.MethodPost, "acct_u", "basic", cellReply(http.StatusOK, "1"))
+	}
+	// Each gateway reports what it counted every 2 s.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		req := withCaller(httptest.NewRequest(http.MethodGet, UsagePath, nil), "acct_u", "basic")
+		rec := httptest.NewRecorder()
+		called := false
+		if err := hs[0].ServeHTTP(rec, req, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { called = true; return nil })); err != nil {
+			t.Fatal(err)
+		}
+		var u usageAnswer
+		if err := json.Unmarshal(rec.Body.Bytes(), &u); err != nil || rec.Code != http.StatusOK || called {
+			t.Fatalf("GET /v1/usage: HTTP %d %s (cell reached %v)", rec.Code, rec.Body, called)
+		}
+		if u.Executions == 3 {
+			if u.Quota != 250 || u.Remaining != 247 || u.Plan != "basic" || u.AccountID != "acct_u" {
+				t.Fatalf("usage %+v", u)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("usage across the gateways: %+v, want 3 executions", u)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
