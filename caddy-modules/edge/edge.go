@@ -29,6 +29,8 @@ import (
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/request"
 
 	"github.com/sandboxapi/sandboxapi/billing/directory"
+	"github.com/sandboxapi/sandboxapi/billing/selfserve"
+	selfservemod "github.com/sandboxapi/sandboxapi/caddy-modules/selfserve"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 	"github.com/sandboxapi/sandboxapi/cell/celltls"
@@ -107,6 +109,11 @@ type Config struct {
 	// TLS require. All three or none (plain HTTP, for loopback cells).
 	CellCAFile, CellCertFile, CellKeyFile string
 
+	// Stripe, when set, serves the self-serve routes (signup, Checkout,
+	// the Customer Portal, Stripe's webhook) and meters Stripe accounts'
+	// executions (docs/billing.md).
+	Stripe *Stripe
+
 	// ReadBodyTimeout bounds reading a whole request, its headers and
 	// body, from its first byte: Caddy's read_timeout (Caddyfile: servers
 	// { timeouts { read_body } }). A body that has not arrived by then is
@@ -129,6 +136,17 @@ type Config struct {
 	TrustedProxies []string
 }
 
+// Stripe is the gateway's Stripe configuration.
+type Stripe struct {
+	SecretKey, WebhookSecret string
+	// APIBase is Stripe's API address; empty for Stripe's own.
+	APIBase string
+	// PublicURL is the gateway as users reach it (https://api.example.com).
+	PublicURL string
+	// MeterEvent is the Billing Meter's event name; empty meters nothing.
+	MeterEvent string
+}
+
 // Validate reports what is missing from c.
 func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
@@ -149,6 +167,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: set cell nodes or a cell membership, not both", ErrConfig)
 	case len(c.CellMembership) > 0 && !json.Valid(c.CellMembership):
 		return fmt.Errorf("%w: cell membership is not JSON", ErrConfig)
+	}
+	if st := c.Stripe; st != nil && (st.SecretKey == "" || st.WebhookSecret == "" || st.PublicURL == "") {
+		return fmt.Errorf("%w: Stripe needs its secret key, the webhook's signing secret and the gateway's public URL", ErrConfig)
 	}
 	if set := countSet(c.CellCAFile, c.CellCertFile, c.CellKeyFile); set != 0 && set != 3 {
 		return fmt.Errorf("%w: the cell's TLS needs its CA file, certificate file and key file, all three", ErrConfig)
@@ -240,6 +261,40 @@ func (c Config) CaddyJSON() ([]byte, error) {
 	if c.PlansFile != "" {
 		limitsHandler["plans_file"] = c.PlansFile
 	}
+	var selfserveRoutes []object
+	if st := c.Stripe; st != nil {
+		if st.MeterEvent != "" {
+			meter := object{"stripe_secret_key": st.SecretKey, "event_name": st.MeterEvent}
+			if st.APIBase != "" {
+				meter["api_base"] = st.APIBase
+			}
+			limitsHandler["meter"] = meter
+		}
+		self := object{"handler": "sandboxapi_selfserve", "accounts": c.AccountsFiles(), "stripe_secret_key": st.SecretKey,
+			"stripe_webhook_secret": st.WebhookSecret, "public_url": st.PublicURL}
+		if st.APIBase != "" {
+			self["stripe_api_base"] = st.APIBase
+		}
+		if c.PlansFile != "" {
+			self["plans_file"] = c.PlansFile
+		}
+		portalAuth := object{}
+		for k, v := range authHandler {
+			portalAuth[k] = v
+		}
+		delete(portalAuth, "missing_key") // the portal needs a key: 401 here
+		var open []string
+		for _, p := range selfservemod.Paths {
+			if p != selfserve.PathPortal {
+				open = append(open, p)
+			}
+		}
+		selfserveRoutes = []object{
+			// Signup, Checkout and Stripe's webhook take no key.
+			{"match": []object{{"path": open}}, "handle": []object{request, self}, "terminal": true},
+			{"match": []object{{"path": []string{selfserve.PathPortal}}}, "handle": []object{request, portalAuth, self}, "terminal": true},
+		}
+	}
 
 	server := object{
 		"listen":            []string{c.Listen},
@@ -257,14 +312,13 @@ func (c Config) CaddyJSON() ([]byte, error) {
 		// HTTP/2 and 3 need TLS; h2c serves HTTP/2 to a TLS-terminating
 		// load balancer that speaks it.
 		"protocols": []string{"h1", "h2c"},
-		"routes": []object{
+		"routes": append(append([]object{
 			{
 				"match":    []object{{"path": []string{HealthPath}}},
 				"handle":   []object{request, healthProxy},
 				"terminal": true,
 			},
-			{"handle": []object{request, authHandler, limitsHandler, proxy}},
-		},
+		}, selfserveRoutes...), object{"handle": []object{request, authHandler, limitsHandler, proxy}}),
 		"errors": object{"routes": errorRoutes()},
 	}
 

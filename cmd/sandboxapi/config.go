@@ -339,6 +339,12 @@ type gatewayConfig struct {
 	AdminListen    string   `toml:"admin_listen" json:"admin_listen"`
 	AdminTokenFile string   `toml:"admin_token_file" json:"admin_token_file"`
 
+	PublicURL               string `toml:"public_url" json:"public_url"`
+	StripeSecretKeyFile     string `toml:"stripe_secret_key_file" json:"stripe_secret_key_file"`
+	StripeWebhookSecretFile string `toml:"stripe_webhook_secret_file" json:"stripe_webhook_secret_file"`
+	StripeAPIBase           string `toml:"stripe_api_base" json:"stripe_api_base"`
+	StripeMeterEvent        string `toml:"stripe_meter_event" json:"stripe_meter_event"`
+
 	gossipTiming
 	tlsFiles
 }
@@ -371,6 +377,11 @@ func (c *gatewayConfig) flags(fs *flag.FlagSet) {
 	fs.Var((*commaList)(&c.AccountsNodes), "accounts-nodes", "comma-separated API addresses (host:port) of nodes of the accounts' home cell, which every gateway shares")
 	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "host:port of the admin API on TCP, behind the admin token (none: the admin socket in DATA_DIR only)")
 	fs.StringVar(&c.AdminTokenFile, "admin-token-file", c.AdminTokenFile, "file with the token the admin API on TCP requires as a Bearer token (at least 24 characters)")
+	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "the gateway as users reach it (https://api.example.com), for Stripe's success and return pages")
+	fs.StringVar(&c.StripeSecretKeyFile, "stripe-secret-key-file", c.StripeSecretKeyFile, "file with Stripe's secret API key; set, the gateway serves signup, Checkout, the portal and Stripe's webhook (docs/billing.md)")
+	fs.StringVar(&c.StripeWebhookSecretFile, "stripe-webhook-secret-file", c.StripeWebhookSecretFile, "file with the Stripe webhook endpoint's signing secret (whsec_...)")
+	fs.StringVar(&c.StripeAPIBase, "stripe-api-base", c.StripeAPIBase, "Stripe's API address (none: Stripe's own; stripe-mock's for tests)")
+	fs.StringVar(&c.StripeMeterEvent, "stripe-meter-event", c.StripeMeterEvent, "the Billing Meter's event name Stripe accounts' executions are sent as (none: not metered)")
 	c.gossipTiming.flags(fs)
 	c.tlsFiles.flags(fs, celltls.RoleGateway)
 }
@@ -400,6 +411,9 @@ func (c *gatewayConfig) check() error {
 		if err := checkHostPort("accounts_nodes", a); err != nil {
 			return err
 		}
+	}
+	if c.StripeSecretKeyFile != "" && (c.StripeWebhookSecretFile == "" || c.PublicURL == "") {
+		return fmt.Errorf("%w: stripe_secret_key_file needs stripe_webhook_secret_file and public_url", errConfigValue)
 	}
 	if c.AdminListen != "" {
 		if err := checkHostPort("admin_listen", c.AdminListen); err != nil {

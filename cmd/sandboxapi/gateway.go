@@ -94,9 +94,14 @@ func runGateway(args []string) error {
 		}
 		adminToken = string(b)
 	}
+	stripeCfg, err := cfg.stripe()
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	gw := edge.Config{
+		Stripe: stripeCfg,
 		Listen: cfg.Listen, AccountsNodes: cfg.AccountsNodes, GatewayID: cfg.name(), CellSecretFile: secretFile,
 		UsageDB: filepath.Join(dir, "usage.db"), PlansFile: cfg.Plans,
 		CellMembership: membership, CellRegion: cfg.Region, AccessLog: cfg.AccessLog,
@@ -123,6 +128,23 @@ func runGateway(args []string) error {
 	<-ctx.Done()
 	logger.Info("shutting down")
 	return nil
+}
+
+// stripe reads the Stripe settings' secret files; nil without Stripe.
+func (c gatewayConfig) stripe() (*edge.Stripe, error) {
+	if c.StripeSecretKeyFile == "" {
+		return nil, nil
+	}
+	key, err := readSecret(c.StripeSecretKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("stripe_secret_key_file: %w", err)
+	}
+	hook, err := readSecret(c.StripeWebhookSecretFile)
+	if err != nil {
+		return nil, fmt.Errorf("stripe_webhook_secret_file: %w", err)
+	}
+	return &edge.Stripe{SecretKey: string(key), WebhookSecret: string(hook), APIBase: c.StripeAPIBase,
+		PublicURL: c.PublicURL, MeterEvent: c.StripeMeterEvent}, nil
 }
 
 // name is the gateway's id: in the gossip pool and in quota leases.
