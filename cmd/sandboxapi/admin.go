@@ -184,8 +184,11 @@ func (cmd adminCommand) run(name string, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(pos) != len(cmd.args) {
-		return usagef(fs.Name(), "takes %d argument(s): %s", len(cmd.args), strings.Join(cmd.args, " "))
+	switch {
+	case len(pos) > len(cmd.args):
+		return usagef(fs.Name(), "unexpected argument %q", pos[len(cmd.args)])
+	case len(pos) < len(cmd.args):
+		return usagef(fs.Name(), "missing %s", strings.Join(cmd.args[len(pos):], " "))
 	}
 	c, err := conn()
 	if err != nil {
@@ -213,8 +216,11 @@ func adminUsageCmd(args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return usagef(fs.Name(), "takes one argument: ACCOUNT")
+	switch {
+	case len(pos) > 1:
+		return usagef(fs.Name(), "unexpected argument %q", pos[1])
+	case len(pos) == 0:
+		return usagef(fs.Name(), "missing ACCOUNT")
 	}
 	c, err := conn()
 	if err != nil {

@@ -114,7 +114,8 @@ data_dir = %q
 secret_file = %q
 gossip = %q
 gossip_join = [%q]
-%s`, listen, gwDir, filepath.Join(nodeDir, "cell-secret"), freeAddr(t), nodeGossip, tlsKeys("gw-1")))
+accounts_nodes = [%q]
+%s`, listen, gwDir, filepath.Join(nodeDir, "cell-secret"), freeAddr(t), nodeGossip, api, tlsKeys("gw-1")))
 	startProcess(t, gwDir, "is up", "gateway", "--config", gwConf)
 
 	code, stdout, stderr := runCLI(t, dir, "admin", "accounts", "create", "--plan", "pro", "--data-dir", gwDir)
