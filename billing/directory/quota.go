@@ -162,27 +162,14 @@ func (q *Quota) lease(ctx context.Context, k quotaKey, want, quota int64) (int64
 	return l.granted, nil
 }
 
-// total is k's usage across gateways: the others' as last reported, and
-// this gateway's own, counted and in flight.
+// total is k's usage across gateways as this gateway knows it.
 func (q *Quota) total(k quotaKey) int64 {
-	var others int64
-	if recs, err := q.d.MonthUsage(k.account, k.month); err == nil {
-		for _, r := range recs {
-			if r.Gateway != q.d.Gateway() {
-				others += r.Used
-			}
-		}
-	}
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	l := q.m[k]
-	if l == nil {
-		return others
-	}
-	return others + l.used
+	return q.Used(k.account, k.month, 0)
 }
 
-// Used is k's usage across gateways as Admit counts it (GET /v1/usage).
+// Used is an account's month across gateways as Admit counts it: the
+// others' as last reported, and this gateway's own (the larger of
+// localUsed, its ledger's, and what its Tickets counted).
 func (q *Quota) Used(account, month string, localUsed int64) int64 {
 	k := quotaKey{account, month}
 	q.mu.Lock()
