@@ -76,21 +76,23 @@ func TestCellTLS(t *testing.T) {
 	cfg, members := gatewayFilesAt(t, directorytest.StartHomeTLS(t, nodeBundle.Server(), fixtureBundle.Client()), "pro")
 	cfg.Listen = freeAddr(t)
 	cfg.CellNodes = []string{cl.Listener.Addr().String()}
-	base := "http://" + cfg.Listen
 	auth := map[string]string{"Authorization": "Bearer " + members[0].key}
-	run := func(t *testing.T, c Config) {
+	// Each gateway gets a port of its own: a port the last one let go can
+	// be any process's outgoing port a moment later.
+	run := func(t *testing.T, c Config) (base string) {
 		t.Helper()
+		c.Listen = freeAddr(t)
 		if err := Run(c); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = Stop() })
+		return "http://" + c.Listen
 	}
 
 	t.Run("with the gateway's certificate", func(t *testing.T) {
 		c := cfg
 		c.CellCAFile, c.CellCertFile, c.CellKeyFile = memberFiles(t, ca, celltls.RoleGateway, "gw-1")
-		run(t, c)
-		g := gateway{t: t, base: base}
+		g := gateway{t: t, base: run(t, c)}
 		for _, path := range []string{HealthPath, "/v1/execute"} {
 			resp, body := g.do("POST", path, `{}`, auth)
 			if resp.StatusCode != http.StatusOK {
@@ -123,7 +125,7 @@ func TestCellTLS(t *testing.T) {
 			c := cfg
 			c.CellCAFile, c.CellCertFile, c.CellKeyFile = tt.files()
 			c.AccountsReadyTimeout = 100 * time.Millisecond
-			run(t, c)
+			base := run(t, c)
 			for _, path := range []string{HealthPath, "/v1/execute"} {
 				req, _ := http.NewRequest("POST", base+path, strings.NewReader(`{}`))
 				req.Header.Set("Authorization", auth["Authorization"])

@@ -499,9 +499,6 @@ func Run(c Config) error {
 	if err != nil {
 		return err
 	}
-	if err := checkListen(c.Listen); err != nil {
-		return err
-	}
 	if c.CellCAFile != "" {
 		// Read here, so a gateway set up wrongly (an expired certificate,
 		// one of another CA, a node's) says which file at start, not with
@@ -513,6 +510,11 @@ func Run(c Config) error {
 		if b.Role() != celltls.RoleGateway {
 			return fmt.Errorf("%w: %s is a %s certificate; a gateway needs one issued with --role %s", ErrConfig, c.CellCertFile, b.Role(), celltls.RoleGateway)
 		}
+	}
+	// After the files: a mistake in them is the config's, whatever holds
+	// the port.
+	if err := checkListen(c.Listen); err != nil {
+		return err
 	}
 	if err := caddy.Load(cfg, true); err != nil {
 		return fmt.Errorf("edge: starting caddy: %w", err)
