@@ -109,6 +109,11 @@ type Config struct {
 	// TLS require. All three or none (plain HTTP, for loopback cells).
 	CellCAFile, CellCertFile, CellKeyFile string
 
+	// RateRedis, when set, counts the plans' rate limits in Redis, so the
+	// gateways that share it share each account's window; unset, each
+	// gateway counts in its own memory (limits' rate stores).
+	RateRedis *RateRedis
+
 	// Stripe, when set, serves the self-serve routes (signup, Checkout,
 	// the Customer Portal, Stripe's webhook) and meters Stripe accounts'
 	// executions (docs/billing.md).
@@ -147,6 +152,18 @@ type Stripe struct {
 	MeterEvent string
 }
 
+// RateRedis is the Redis the gateways count rate limits in.
+type RateRedis struct {
+	// Address is Redis's host:port.
+	Address string
+	// Password authenticates to Redis; empty for none.
+	Password string
+	// DB is the Redis database number.
+	DB int
+	// Prefix namespaces the keys; empty is the limits module's default.
+	Prefix string
+}
+
 // Validate reports what is missing from c.
 func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
@@ -173,6 +190,14 @@ func (c Config) Validate() error {
 	}
 	if set := countSet(c.CellCAFile, c.CellCertFile, c.CellKeyFile); set != 0 && set != 3 {
 		return fmt.Errorf("%w: the cell's TLS needs its CA file, certificate file and key file, all three", ErrConfig)
+	}
+	if r := c.RateRedis; r != nil {
+		if host, port, err := net.SplitHostPort(r.Address); err != nil || host == "" || port == "" {
+			return fmt.Errorf("%w: the rate limits' Redis address %q is not host:port", ErrConfig, r.Address)
+		}
+		if r.DB < 0 {
+			return fmt.Errorf("%w: the rate limits' Redis db %d is negative", ErrConfig, r.DB)
+		}
 	}
 	if _, err := conns.ParsePrefixes(c.TrustedProxies); err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
@@ -260,6 +285,16 @@ func (c Config) CaddyJSON() ([]byte, error) {
 	}
 	if c.PlansFile != "" {
 		limitsHandler["plans_file"] = c.PlansFile
+	}
+	if r := c.RateRedis; r != nil {
+		store := object{"store": "redis", "address": r.Address, "db": r.DB}
+		if r.Password != "" {
+			store["password"] = r.Password
+		}
+		if r.Prefix != "" {
+			store["prefix"] = r.Prefix
+		}
+		limitsHandler["rate_store"] = store
 	}
 	var selfserveRoutes []object
 	if st := c.Stripe; st != nil {

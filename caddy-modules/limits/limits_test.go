@@ -12,7 +12,6 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -31,6 +30,7 @@ import (
 
 	"github.com/sandboxapi/sandboxapi/billing/usage"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/auth"
+	"github.com/sandboxapi/sandboxapi/caddy-modules/limits/redistest"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 )
@@ -1014,38 +1014,6 @@ func TestMemoryRateStoreSurvivesReload(t *testing.T) {
 	}
 }
 
-// startRedis runs redis-server on addr (127.0.0.1:port) with password until
-// the test ends. It skips the test only when redis-server is not installed.
-func startRedis(t *testing.T, addr, password string) {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server is not installed (apt-get install redis-server): the Redis rate store is tested against a real server")
-	}
-	_, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", port, "--requirepass", password,
-		"--save", "", "--appendonly", "no", "--dir", t.TempDir())
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server did not listen on %s: %v\n%s", addr, err, out.String())
-		}
-	}
-}
-
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -1062,7 +1030,7 @@ func freeAddr(t *testing.T) string {
 // prefix in its database.
 func TestRedisRateStore(t *testing.T) {
 	f := newFixture(t)
-	addr := freeAddr(t) // nothing listens here until startRedis
+	addr := freeAddr(t) // nothing listens here until redistest.Start
 	const password = "redis-test-password"
 	t.Setenv("SANDBOXAPI_TEST_REDIS_PASSWORD", password)
 	prefix := "test-" + t.Name()
@@ -1085,7 +1053,7 @@ func TestRedisRateStore(t *testing.T) {
 	if v := get(old).Get(HeaderRateLimitLimit); v != "" {
 		t.Fatalf("%s = %q with Redis down; want the request through without rate headers", HeaderRateLimitLimit, v)
 	}
-	startRedis(t, addr, password)
+	redistest.Start(t, addr, password)
 
 	steps := []struct {
 		name   string

@@ -345,6 +345,11 @@ type gatewayConfig struct {
 	StripeAPIBase           string `toml:"stripe_api_base" json:"stripe_api_base"`
 	StripeMeterEvent        string `toml:"stripe_meter_event" json:"stripe_meter_event"`
 
+	RateRedisAddress      string `toml:"rate_redis_address" json:"rate_redis_address"`
+	RateRedisPasswordFile string `toml:"rate_redis_password_file" json:"rate_redis_password_file"`
+	RateRedisDB           int    `toml:"rate_redis_db" json:"rate_redis_db"`
+	RateRedisPrefix       string `toml:"rate_redis_prefix" json:"rate_redis_prefix"`
+
 	gossipTiming
 	tlsFiles
 }
@@ -382,6 +387,10 @@ func (c *gatewayConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.StripeWebhookSecretFile, "stripe-webhook-secret-file", c.StripeWebhookSecretFile, "file with the Stripe webhook endpoint's signing secret (whsec_...)")
 	fs.StringVar(&c.StripeAPIBase, "stripe-api-base", c.StripeAPIBase, "Stripe's API address (none: Stripe's own; stripe-mock's for tests)")
 	fs.StringVar(&c.StripeMeterEvent, "stripe-meter-event", c.StripeMeterEvent, "the Billing Meter's event name Stripe accounts' executions are sent as (none: not metered)")
+	fs.StringVar(&c.RateRedisAddress, "rate-redis-address", c.RateRedisAddress, "host:port of a Redis the gateways count rate limits in, so they share each account's window (none: each gateway counts in memory)")
+	fs.StringVar(&c.RateRedisPasswordFile, "rate-redis-password-file", c.RateRedisPasswordFile, "file with the rate limits' Redis password (none: no AUTH)")
+	fs.IntVar(&c.RateRedisDB, "rate-redis-db", c.RateRedisDB, "the rate limits' Redis database number")
+	fs.StringVar(&c.RateRedisPrefix, "rate-redis-prefix", c.RateRedisPrefix, "prefix of the rate limits' keys in Redis (none: the default, sandboxapi_rate)")
 	c.gossipTiming.flags(fs)
 	c.tlsFiles.flags(fs, celltls.RoleGateway)
 }
@@ -414,6 +423,16 @@ func (c *gatewayConfig) check() error {
 	}
 	if c.StripeSecretKeyFile != "" && (c.StripeWebhookSecretFile == "" || c.PublicURL == "") {
 		return fmt.Errorf("%w: stripe_secret_key_file needs stripe_webhook_secret_file and public_url", errConfigValue)
+	}
+	if c.RateRedisAddress != "" {
+		if err := checkHostPort("rate_redis_address", c.RateRedisAddress); err != nil {
+			return err
+		}
+	} else if c.RateRedisPasswordFile != "" || c.RateRedisDB != 0 || c.RateRedisPrefix != "" {
+		return fmt.Errorf("%w: rate_redis_password_file, rate_redis_db and rate_redis_prefix need rate_redis_address", errConfigValue)
+	}
+	if c.RateRedisDB < 0 {
+		return fmt.Errorf("%w: rate_redis_db must not be negative, not %d", errConfigValue, c.RateRedisDB)
 	}
 	if c.AdminListen != "" {
 		if err := checkHostPort("admin_listen", c.AdminListen); err != nil {

@@ -197,7 +197,8 @@ func TestConfigErrors(t *testing.T) {
 		})
 	}
 	t.Run("gateway", func(t *testing.T) {
-		for _, args := range [][]string{{"--listen", "nowhere"}, {"--gossip", "10.0.0.9:7073"}, {"--region", ""}, {"--id", "GW"}} {
+		for _, args := range [][]string{{"--listen", "nowhere"}, {"--gossip", "10.0.0.9:7073"}, {"--region", ""}, {"--id", "GW"},
+			{"--rate-redis-address", "redis"}, {"--rate-redis-db", "1"}, {"--rate-redis-address", "127.0.0.1:6379", "--rate-redis-db", "-1"}} {
 			if _, err := loadGateway(args...); !errors.Is(err, errConfigValue) {
 				t.Errorf("gateway %v: %v, want %v", args, err, errConfigValue)
 			}

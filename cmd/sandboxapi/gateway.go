@@ -98,10 +98,14 @@ func runGateway(args []string) error {
 	if err != nil {
 		return err
 	}
+	rateRedis, err := cfg.rateRedis()
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	gw := edge.Config{
-		Stripe: stripeCfg,
+		Stripe: stripeCfg, RateRedis: rateRedis,
 		Listen: cfg.Listen, AccountsNodes: cfg.AccountsNodes, GatewayID: cfg.name(), CellSecretFile: secretFile,
 		UsageDB: filepath.Join(dir, "usage.db"), PlansFile: cfg.Plans,
 		CellMembership: membership, CellRegion: cfg.Region, AccessLog: cfg.AccessLog,
@@ -145,6 +149,22 @@ func (c gatewayConfig) stripe() (*edge.Stripe, error) {
 	}
 	return &edge.Stripe{SecretKey: string(key), WebhookSecret: string(hook), APIBase: c.StripeAPIBase,
 		PublicURL: c.PublicURL, MeterEvent: c.StripeMeterEvent}, nil
+}
+
+// rateRedis reads the rate limits' Redis settings; nil without one.
+func (c gatewayConfig) rateRedis() (*edge.RateRedis, error) {
+	if c.RateRedisAddress == "" {
+		return nil, nil
+	}
+	r := &edge.RateRedis{Address: c.RateRedisAddress, DB: c.RateRedisDB, Prefix: c.RateRedisPrefix}
+	if c.RateRedisPasswordFile != "" {
+		b, err := readSecret(c.RateRedisPasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("rate_redis_password_file: %w", err)
+		}
+		r.Password = string(b)
+	}
+	return r, nil
 }
 
 // name is the gateway's id: in the gossip pool and in quota leases.

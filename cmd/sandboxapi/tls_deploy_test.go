@@ -58,6 +58,17 @@ func startProcess(t *testing.T, dataDir, up string, args ...string) *devServer {
 	}
 }
 
+// writeFile writes content to dir/name, readable by the test's user only,
+// and returns its path.
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // TestTLSDeployment runs a node and a gateway as processes, each from a
 // config file that names the certificates `sandboxapi cert` made, as
 // docs/cluster.md sets up a cell between hosts: the gateway finds the
@@ -82,14 +93,7 @@ func TestTLSDeployment(t *testing.T) {
 		return fmt.Sprintf("tls_ca_file = %q\ntls_cert_file = %q\ntls_key_file = %q\n",
 			filepath.Join(dir, member, "ca.pem"), filepath.Join(dir, member, "cert.pem"), filepath.Join(dir, member, "key.pem"))
 	}
-	write := func(name, content string) string {
-		t.Helper()
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, content string) string { return writeFile(t, dir, name, content) }
 
 	runscPath, initPath := sandboxBinaries(t)
 	nodeDir := filepath.Join(dir, "node-data")
