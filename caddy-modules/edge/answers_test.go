@@ -136,6 +136,7 @@ func TestEveryAnswerIsJSON(t *testing.T) {
 		{"wrong method on health", request("POST", "/health", false), 405, "method_not_allowed", "GET, HEAD"},
 		{"a route without a key", request("POST", "/v1/execute", false), 401, "missing_api_key", ""},
 		{"an unsandbox route without a key", request("POST", "/execute", false), 401, "missing_api_key", ""},
+		{"the gateway's usage without a key", request("GET", "/v1/usage", false), 401, "missing_api_key", ""},
 		{"unknown path with a key", request("GET", "/nowhere", true), 404, "not_found", ""},
 		{"wrong method with a key", request("DELETE", "/v1/execute", true), 405, "method_not_allowed", "POST"},
 		{"doubled slash with a key", request("POST", "//v1/execute", true), 404, "not_found", ""},

@@ -264,6 +264,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		// sandboxapi_auth passed on a request without a key (missing_key
 		// forward) for the cell to answer 401, 404 or 405: nobody to limit,
 		// nothing that runs, but the cell's internal headers still go.
+		if r.URL.Path == UsagePath {
+			// The cell has no such route and would answer 404: the usage
+			// is the gateway's, and it needs to know whose.
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sandboxapi"`)
+			return writeError(w, apierror.MissingAPIKey,
+				"No API key. GET /v1/usage answers for the account whose key is in the Authorization: Bearer or X-API-Key header.", 0)
+		}
 		cw := &countingWriter{rw: w, ctx: r.Context(), h: h}
 		err := next.ServeHTTP(cw, r)
 		cw.finish()
