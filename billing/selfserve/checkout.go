@@ -86,7 +86,13 @@ func (s *Service) paidPlan(name string) (plans.Plan, error) {
 	if !ok {
 		return plans.Plan{}, apierror.New(apierror.InvalidField, "plan %q does not exist; Checkout sells %s", name, strings.Join(s.paidNames(), ", "))
 	}
+	if s.stripe == nil {
+		return plans.Plan{}, apierror.New(apierror.InvalidField, "plan %q cannot be bought here: this gateway takes no payments, so only the %s plan is open to signup; ask its operator for another", p.Name, plans.Free)
+	}
 	if p.StripePriceID == "" {
+		if p.Name == plans.Free && s.cfg.NoFreeSignup {
+			return plans.Plan{}, apierror.New(apierror.InvalidField, "plan %q is not open to signup here; Checkout sells %s", p.Name, strings.Join(s.paidNames(), ", "))
+		}
 		if p.Name == plans.Free {
 			return plans.Plan{}, apierror.New(apierror.InvalidField, "plan %q is free and needs no checkout: POST %s {\"email\"} makes its account", p.Name, PathSignup)
 		}
@@ -95,8 +101,12 @@ func (s *Service) paidPlan(name string) (plans.Plan, error) {
 	return p, nil
 }
 
-// paidPlans are the plans Checkout sells, in catalog order.
+// paidPlans are the plans Checkout sells, in catalog order: none without
+// Stripe.
 func (s *Service) paidPlans() []plans.Plan {
+	if s.stripe == nil {
+		return nil
+	}
 	var out []plans.Plan
 	for _, p := range s.catalog.Plans() {
 		if p.StripePriceID != "" {

@@ -38,7 +38,7 @@ pre{padding:.6rem;white-space:pre-wrap}
 {{end}}</fieldset>
 <label>Email <input type="email" name="email" value="{{.Email}}" required maxlength="254" autocomplete="email"></label>
 <p><button type="submit">Sign up</button></p>
-<p>The free plan needs no card: its API key is shown on the next page. A paid plan goes on to Stripe Checkout, then back here for the key.</p>
+<p>{{if .Free}}The free plan needs no card: its API key is shown on the next page. {{end}}{{if .Paid}}A paid plan goes on to Stripe Checkout, then back here for the key.{{end}}</p>
 </form>
 </body></html>{{end}}
 
@@ -72,6 +72,8 @@ type signupPage struct {
 	Title, Email, Error string
 	Refresh             int
 	Plans               []planChoice
+	// Free: the free signup is open; Paid: Checkout sells plans here.
+	Free, Paid bool
 }
 
 type keyPage struct {
@@ -89,10 +91,13 @@ type messagePage struct {
 func (s *Service) renderSignup(w http.ResponseWriter, status int, form signupForm) {
 	page := signupPage{Title: "Sign up", Email: form.Email, Error: form.Error}
 	choices := []plans.Plan{}
-	if free, ok := s.catalog.Get(plans.Free); ok {
+	if free, ok := s.catalog.Get(plans.Free); ok && !s.cfg.NoFreeSignup {
 		choices = append(choices, free)
+		page.Free = true
 	}
-	choices = append(choices, s.paidPlans()...)
+	paid := s.paidPlans()
+	page.Paid = len(paid) > 0
+	choices = append(choices, paid...)
 	for _, p := range choices {
 		price := "free"
 		if p.PriceUSDMonth > 0 {
@@ -100,15 +105,25 @@ func (s *Service) renderSignup(w http.ResponseWriter, status int, form signupFor
 		}
 		page.Plans = append(page.Plans, planChoice{
 			Name: p.Name, Price: price, Executions: p.ExecutionsPerMonth,
-			Checked: p.Name == form.Plan || (form.Plan == "" && p.Name == plans.Free),
+			Checked: p.Name == form.Plan || (form.Plan == "" && p.Name == choices[0].Name),
 		})
 	}
 	s.writeHTML(w, status, "signup", page)
 }
 
-func (s *Service) renderKey(w http.ResponseWriter, status int, a accounts.Account, k accounts.IssuedKey) {
+// renderKey shows a new key once, with an example that calls the
+// gateway at its public URL or, without one, at the host r came to.
+func (s *Service) renderKey(w http.ResponseWriter, r *http.Request, status int, a accounts.Account, k accounts.IssuedKey) {
+	public := s.public
+	if public == "" {
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		public = scheme + "://" + r.Host
+	}
 	s.writeHTML(w, status, "key", keyPage{
-		Title: "Your API key", AccountID: a.ID, Plan: a.Plan, APIKey: k.APIKey, PublicURL: s.public,
+		Title: "Your API key", AccountID: a.ID, Plan: a.Plan, APIKey: k.APIKey, PublicURL: public,
 	})
 }
 

@@ -78,9 +78,11 @@ var ErrConfig = errors.New("selfserve: bad configuration")
 // Config is what New needs.
 type Config struct {
 	// SecretKey is the Stripe secret key (sk_live_..., sk_test_..., or
-	// anything for stripe-mock).
+	// anything for stripe-mock). Empty, the service takes no payments:
+	// it serves the free signup and its page only (FreeOnlyPaths).
 	SecretKey string
-	// WebhookSecret is the webhook endpoint's signing secret (whsec_...).
+	// WebhookSecret is the webhook endpoint's signing secret (whsec_...);
+	// required with SecretKey.
 	WebhookSecret string
 	// APIBaseURL is Stripe's API; empty means api.stripe.com. Tests point
 	// it at stripe-mock.
@@ -89,11 +91,17 @@ type Config struct {
 	// StripePriceID) and which plan a Stripe price stands for.
 	Plans plans.Catalog
 	// PublicURL is where clients reach the gateway (https://api.example.com),
-	// the base of the success, cancel and portal return URLs.
+	// the base of the success, cancel and portal return URLs; required
+	// with SecretKey. Without it the key page's example names the host
+	// the request came to.
 	PublicURL string
 	// PortalReturnURL is where the Customer Portal's "return" link goes;
 	// empty means PublicURL + "/signup".
 	PortalReturnURL string
+	// NoFreeSignup turns the free signup off: accounts come only from
+	// Checkout and the operator. It needs SecretKey, as without it there
+	// would be nothing to serve.
+	NoFreeSignup bool
 	// GracePeriod is how long an account keeps working after a failed
 	// payment before it is suspended; zero means DefaultGracePeriod.
 	GracePeriod time.Duration
@@ -133,15 +141,37 @@ type Service struct {
 	logger    *slog.Logger
 	clientOf  func(*http.Request) string
 	accountOf func(*http.Request) (string, bool)
+	paths     []string
+	handler   http.Handler
+}
+
+// FreeOnlyPaths are the paths of a service without Stripe: the free
+// signup and its page.
+var FreeOnlyPaths = []string{PathSignup, PathPage}
+
+// PathsFor are the paths a service serves: every Path constant with
+// Stripe, FreeOnlyPaths without, and PathSignup only with the free
+// signup open. A gateway routes these to the service.
+func PathsFor(withStripe, freeSignup bool) []string {
+	paths := slices.Clone(FreeOnlyPaths)
+	if withStripe {
+		paths = []string{PathCheckout, PathPortal, PathSignup, PathPage, PathSuccess, PathWebhook}
+	}
+	if !freeSignup {
+		paths = slices.DeleteFunc(paths, func(p string) bool { return p == PathSignup })
+	}
+	return paths
 }
 
 // New checks cfg and returns the service.
 func New(cfg Config) (*Service, error) {
 	switch {
-	case cfg.SecretKey == "":
-		return nil, fmt.Errorf("%w: the Stripe secret key is required", ErrConfig)
-	case cfg.WebhookSecret == "":
-		return nil, fmt.Errorf("%w: the webhook signing secret is required", ErrConfig)
+	case cfg.SecretKey != "" && cfg.WebhookSecret == "":
+		return nil, fmt.Errorf("%w: the webhook signing secret is required with the Stripe secret key", ErrConfig)
+	case cfg.SecretKey != "" && cfg.PublicURL == "":
+		return nil, fmt.Errorf("%w: the public URL is required with the Stripe secret key: Checkout returns buyers to it", ErrConfig)
+	case cfg.SecretKey == "" && cfg.NoFreeSignup:
+		return nil, fmt.Errorf("%w: no Stripe secret key and no free signup leave nothing to serve", ErrConfig)
 	case cfg.Accounts == nil:
 		return nil, fmt.Errorf("%w: Accounts is required", ErrConfig)
 	case cfg.AccountOf == nil:
@@ -152,9 +182,12 @@ func New(cfg Config) (*Service, error) {
 	if _, ok := cfg.Plans.Get(plans.Free); !ok {
 		return nil, fmt.Errorf("%w: the plan catalog has no %q plan", ErrConfig, plans.Free)
 	}
-	public, err := baseURL("PublicURL", cfg.PublicURL)
-	if err != nil {
-		return nil, err
+	var public string
+	if cfg.PublicURL != "" {
+		var err error
+		if public, err = baseURL("PublicURL", cfg.PublicURL); err != nil {
+			return nil, err
+		}
 	}
 	s := &Service{
 		cfg:       cfg,
@@ -172,6 +205,8 @@ func New(cfg Config) (*Service, error) {
 	} else if _, err := baseURL("PortalReturnURL", s.returnURL); err != nil {
 		return nil, err
 	}
+	s.paths = PathsFor(cfg.SecretKey != "", !cfg.NoFreeSignup)
+	s.handler = s.routes()
 	if s.grace == 0 {
 		s.grace = DefaultGracePeriod
 	}
@@ -202,7 +237,9 @@ func New(cfg Config) (*Service, error) {
 		}
 		bc.URL = stripe.String(cfg.APIBaseURL)
 	}
-	s.stripe = client.New(cfg.SecretKey, stripe.NewBackendsWithConfig(bc))
+	if cfg.SecretKey != "" {
+		s.stripe = client.New(cfg.SecretKey, stripe.NewBackendsWithConfig(bc))
+	}
 	return s, nil
 }
 
@@ -223,16 +260,25 @@ func baseURL(field, raw string) (string, error) {
 	return strings.TrimRight(raw, "/"), nil
 }
 
-// Handler serves every path of the package (the Path constants), with the
-// project's JSON 404 and 405 for anything else.
-func (s *Service) Handler() http.Handler {
-	routes := map[string]map[string]http.HandlerFunc{
+// Paths are the paths the service serves (PathsFor).
+func (s *Service) Paths() []string { return slices.Clone(s.paths) }
+
+// Handler serves Paths, with the project's JSON 404 and 405 for anything
+// else.
+func (s *Service) Handler() http.Handler { return s.handler }
+
+func (s *Service) routes() http.Handler {
+	all := map[string]map[string]http.HandlerFunc{
 		PathCheckout: {http.MethodPost: s.Checkout},
 		PathPortal:   {http.MethodPost: s.Portal},
 		PathSignup:   {http.MethodPost: s.Signup},
 		PathPage:     {http.MethodGet: s.SignupPage, http.MethodPost: s.SignupForm},
 		PathSuccess:  {http.MethodGet: s.SignupSuccess},
 		PathWebhook:  {http.MethodPost: s.Webhook},
+	}
+	routes := make(map[string]map[string]http.HandlerFunc, len(s.paths))
+	for _, p := range s.paths {
+		routes[p] = all[p]
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		methods, ok := routes[r.URL.Path]

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -782,7 +783,7 @@ func TestNewChecksConfig(t *testing.T) {
 		name string
 		edit func(*Config)
 	}{
-		{"no secret key", func(c *Config) { c.SecretKey = "" }},
+		{"no secret key and no free signup", func(c *Config) { c.SecretKey, c.NoFreeSignup = "", true }},
 		{"no webhook secret", func(c *Config) { c.WebhookSecret = "" }},
 		{"no accounts", func(c *Config) { c.Accounts = nil }},
 		{"no AccountOf", func(c *Config) { c.AccountOf = nil }},
@@ -800,5 +801,61 @@ func TestNewChecksConfig(t *testing.T) {
 				t.Errorf("New = %v; want ErrConfig", err)
 			}
 		})
+	}
+}
+
+// TestWithoutStripe: a gateway that takes no payments still opens the
+// free plan: POST /v1/signup and the signup page, with only the free
+// plan on it, a paid plan refused by name, and nothing of Checkout,
+// the portal or the webhook served.
+func TestWithoutStripe(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.SecretKey, c.WebhookSecret, c.PublicURL = "", "", "" })
+	if got, want := e.svc.Paths(), FreeOnlyPaths; !slices.Equal(got, want) {
+		t.Errorf("Paths() = %v, want %v", got, want)
+	}
+	r := e.do(t, http.MethodPost, PathSignup, "application/json", `{"email":"ana@example.com"}`)
+	var made signupResponse
+	if r.json(t, &made); r.status != http.StatusCreated || made.Plan != plans.Free || !strings.HasPrefix(made.APIKey, "sk_") {
+		t.Fatalf("POST %s: %d %s", PathSignup, r.status, r.body)
+	}
+	r = e.do(t, http.MethodGet, PathPage, "", "")
+	if r.status != http.StatusOK || !strings.Contains(r.body, `value="basic" checked`) || strings.Contains(r.body, `value="pro"`) || strings.Contains(r.body, "Checkout") {
+		t.Errorf("GET %s without Stripe: %d, want the free plan alone\n%s", PathPage, r.status, r.body)
+	}
+	r = e.do(t, http.MethodPost, PathPage, "application/x-www-form-urlencoded", url.Values{"plan": {"basic"}, "email": {"bo@example.com"}}.Encode())
+	if r.status != http.StatusCreated || !strings.Contains(r.body, "curl -s http://"+strings.TrimPrefix(e.srv.URL, "http://")+"/v1/execute") {
+		t.Errorf("free signup form without a public URL: %d, want the key and an example at the host asked\n%s", r.status, r.body)
+	}
+	r = e.do(t, http.MethodPost, PathPage, "application/x-www-form-urlencoded", url.Values{"plan": {"pro"}, "email": {"bo@example.com"}}.Encode())
+	if r.status != http.StatusBadRequest || !strings.Contains(r.body, "takes no payments") {
+		t.Errorf("a paid plan without Stripe: %d\n%s", r.status, r.body)
+	}
+	for _, p := range []string{PathCheckout, PathPortal, PathSuccess, PathWebhook} {
+		if r := e.do(t, http.MethodPost, p, "application/json", `{}`); r.status != http.StatusNotFound || r.code(t) != apierror.NotFound {
+			t.Errorf("POST %s without Stripe: %d %s, want 404 not_found", p, r.status, r.body)
+		}
+	}
+	if calls := e.rec.Calls(); len(calls) != 0 {
+		t.Errorf("a service without Stripe called Stripe: %+v", calls)
+	}
+}
+
+// TestNoFreeSignup: with the free signup off, only Checkout makes
+// accounts.
+func TestNoFreeSignup(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.NoFreeSignup = true })
+	if slices.Contains(e.svc.Paths(), PathSignup) {
+		t.Errorf("Paths() = %v, with the free signup off", e.svc.Paths())
+	}
+	if r := e.do(t, http.MethodPost, PathSignup, "application/json", `{"email":"ana@example.com"}`); r.status != http.StatusNotFound {
+		t.Errorf("POST %s with the free signup off: %d %s, want 404", PathSignup, r.status, r.body)
+	}
+	r := e.do(t, http.MethodGet, PathPage, "", "")
+	if strings.Contains(r.body, `value="basic"`) || !strings.Contains(r.body, `value="pro" checked`) {
+		t.Errorf("signup page with the free signup off offers basic or checks no paid plan:\n%s", r.body)
+	}
+	r = e.do(t, http.MethodPost, PathPage, "application/x-www-form-urlencoded", url.Values{"plan": {"basic"}, "email": {"bo@example.com"}}.Encode())
+	if r.status != http.StatusBadRequest || !strings.Contains(r.body, "not open to signup") || len(e.fake.accounts) != 0 {
+		t.Errorf("the free plan by the form with the free signup off: %d, %d accounts\n%s", r.status, len(e.fake.accounts), r.body)
 	}
 }

@@ -90,7 +90,7 @@ func (s *Service) SignupForm(w http.ResponseWriter, r *http.Request) {
 		s.formError(w, form, err)
 		return
 	}
-	if name == plans.Free {
+	if name == plans.Free && !s.cfg.NoFreeSignup {
 		if err := s.allow(w, r, s.signup, "signup"); err != nil {
 			s.formError(w, form, err)
 			return
@@ -100,7 +100,7 @@ func (s *Service) SignupForm(w http.ResponseWriter, r *http.Request) {
 			s.formError(w, form, err)
 			return
 		}
-		s.renderKey(w, http.StatusCreated, a, k)
+		s.renderKey(w, r, http.StatusCreated, a, k)
 		return
 	}
 	plan, err := s.paidPlan(name)
@@ -147,7 +147,7 @@ func (s *Service) SignupSuccess(w http.ResponseWriter, r *http.Request) {
 	a, k, err := s.accounts.RevealCheckoutKey(r.Context(), id)
 	switch {
 	case err == nil:
-		s.renderKey(w, http.StatusOK, a, k)
+		s.renderKey(w, r, http.StatusOK, a, k)
 	case errors.Is(err, accounts.ErrCheckoutPending):
 		s.renderMessage(w, http.StatusAccepted, messagePage{
 			Title:   "Setting up your account",

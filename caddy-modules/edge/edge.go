@@ -20,17 +20,18 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/logging" // filter encoder for access logs
 
 	// Our modules: sandboxapi_request, sandboxapi_auth, sandboxapi_limits
-	// with its rate stores, the sandboxapi_cell upstream source with its
-	// memberships, and the listener wrappers of conns.
+	// with its rate stores, sandboxapi_selfserve, the sandboxapi_cell
+	// upstream source with its memberships, and the listener wrappers of
+	// conns.
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/auth"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/cellroute"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/conns"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/limits"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/request"
+	_ "github.com/sandboxapi/sandboxapi/caddy-modules/selfserve"
 
 	"github.com/sandboxapi/sandboxapi/billing/directory"
 	"github.com/sandboxapi/sandboxapi/billing/selfserve"
-	selfservemod "github.com/sandboxapi/sandboxapi/caddy-modules/selfserve"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 	"github.com/sandboxapi/sandboxapi/cell/celltls"
@@ -116,8 +117,12 @@ type Config struct {
 
 	// Stripe, when set, serves the self-serve routes (signup, Checkout,
 	// the Customer Portal, Stripe's webhook) and meters Stripe accounts'
-	// executions (docs/billing.md).
+	// executions (docs/billing.md). Without it the gateway serves the
+	// free signup alone.
 	Stripe *Stripe
+	// NoFreeSignup closes POST /v1/signup and the free plan on /signup:
+	// accounts come from Stripe Checkout and the operator only.
+	NoFreeSignup bool
 
 	// ReadBodyTimeout bounds reading a whole request, its headers and
 	// body, from its first byte: Caddy's read_timeout (Caddyfile: servers
@@ -297,38 +302,8 @@ func (c Config) CaddyJSON() ([]byte, error) {
 		limitsHandler["rate_store"] = store
 	}
 	var selfserveRoutes []object
-	if st := c.Stripe; st != nil {
-		if st.MeterEvent != "" {
-			meter := object{"stripe_secret_key": st.SecretKey, "event_name": st.MeterEvent}
-			if st.APIBase != "" {
-				meter["api_base"] = st.APIBase
-			}
-			limitsHandler["meter"] = meter
-		}
-		self := object{"handler": "sandboxapi_selfserve", "accounts": c.AccountsFiles(), "stripe_secret_key": st.SecretKey,
-			"stripe_webhook_secret": st.WebhookSecret, "public_url": st.PublicURL}
-		if st.APIBase != "" {
-			self["stripe_api_base"] = st.APIBase
-		}
-		if c.PlansFile != "" {
-			self["plans_file"] = c.PlansFile
-		}
-		portalAuth := object{}
-		for k, v := range authHandler {
-			portalAuth[k] = v
-		}
-		delete(portalAuth, "missing_key") // the portal needs a key: 401 here
-		var open []string
-		for _, p := range selfservemod.Paths {
-			if p != selfserve.PathPortal {
-				open = append(open, p)
-			}
-		}
-		selfserveRoutes = []object{
-			// Signup, Checkout and Stripe's webhook take no key.
-			{"match": []object{{"path": open}}, "handle": []object{request, self}, "terminal": true},
-			{"match": []object{{"path": []string{selfserve.PathPortal}}}, "handle": []object{request, portalAuth, self}, "terminal": true},
-		}
+	if c.Stripe != nil || !c.NoFreeSignup {
+		selfserveRoutes = c.selfserveRoutes(request, authHandler, limitsHandler)
 	}
 
 	server := object{
@@ -416,6 +391,51 @@ func (c Config) CaddyJSON() ([]byte, error) {
 		return nil, fmt.Errorf("edge: encoding config: %w", err)
 	}
 	return b, nil
+}
+
+// selfserveRoutes serve billing/selfserve's paths: signup, and with
+// Stripe Checkout, its success page and webhook, which take no key, and
+// the portal, which needs one. With Stripe's meter named, limits sends
+// Stripe accounts' executions to it.
+func (c Config) selfserveRoutes(request, authHandler, limitsHandler object) []object {
+	self := object{"handler": "sandboxapi_selfserve", "accounts": c.AccountsFiles()}
+	if c.PlansFile != "" {
+		self["plans_file"] = c.PlansFile
+	}
+	if c.NoFreeSignup {
+		self["no_free_signup"] = true
+	}
+	st := c.Stripe
+	if st != nil {
+		if st.MeterEvent != "" {
+			meter := object{"stripe_secret_key": st.SecretKey, "event_name": st.MeterEvent}
+			if st.APIBase != "" {
+				meter["api_base"] = st.APIBase
+			}
+			limitsHandler["meter"] = meter
+		}
+		self["stripe_secret_key"], self["stripe_webhook_secret"], self["public_url"] = st.SecretKey, st.WebhookSecret, st.PublicURL
+		if st.APIBase != "" {
+			self["stripe_api_base"] = st.APIBase
+		}
+	}
+	var open []string
+	for _, p := range selfserve.PathsFor(st != nil, !c.NoFreeSignup) {
+		if p != selfserve.PathPortal {
+			open = append(open, p)
+		}
+	}
+	// Signup, Checkout and Stripe's webhook take no key.
+	routes := []object{{"match": []object{{"path": open}}, "handle": []object{request, self}, "terminal": true}}
+	if st != nil {
+		portalAuth := object{}
+		for k, v := range authHandler {
+			portalAuth[k] = v
+		}
+		delete(portalAuth, "missing_key") // the portal needs a key: 401 here
+		routes = append(routes, object{"match": []object{{"path": []string{selfserve.PathPortal}}}, "handle": []object{request, portalAuth, self}, "terminal": true})
+	}
+	return routes
 }
 
 // AccountsFiles is the "accounts" object of the modules that share the

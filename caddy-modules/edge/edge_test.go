@@ -23,6 +23,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/headers"
 
 	"github.com/sandboxapi/sandboxapi/billing/directory/directorytest"
+	"github.com/sandboxapi/sandboxapi/billing/selfserve"
 	"github.com/sandboxapi/sandboxapi/billing/usage"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/cellroute"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
@@ -120,8 +121,8 @@ func TestCaddyJSON(t *testing.T) {
 			t.Errorf("listen = %v", srv.Listen)
 		case !srv.AutomaticHTTPS.Disable:
 			t.Error("automatic HTTPS not disabled")
-		case len(srv.Routes) != 2:
-			t.Fatalf("routes = %d, want 2", len(srv.Routes))
+		case len(srv.Routes) != 3:
+			t.Fatalf("routes = %d, want 3: /health, the free signup, the rest", len(srv.Routes))
 		}
 		if p := srv.Routes[0].Match; len(p) != 1 || len(p[0]["path"]) != 1 || p[0]["path"][0] != HealthPath {
 			t.Errorf("first route matches %v, want path %s", p, HealthPath)
@@ -129,7 +130,12 @@ func TestCaddyJSON(t *testing.T) {
 		if h := srv.Routes[0].Handle; len(h) != 2 || h[0]["handler"] != "sandboxapi_request" || h[1]["handler"] != "reverse_proxy" {
 			t.Errorf("/health route handlers = %v, want only sandboxapi_request and reverse_proxy", h)
 		}
-		main := srv.Routes[1]
+		// Without Stripe, the free signup alone, before auth: it takes no key.
+		if p, h := srv.Routes[1].Match, srv.Routes[1].Handle; len(p) != 1 || fmt.Sprint(p[0]["path"]) != fmt.Sprint(selfserve.FreeOnlyPaths) ||
+			len(h) != 2 || h[0]["handler"] != "sandboxapi_request" || h[1]["handler"] != "sandboxapi_selfserve" || h[1]["stripe_secret_key"] != nil {
+			t.Errorf("signup route = %v %v, want %v to sandboxapi_selfserve without Stripe", p, h, selfserve.FreeOnlyPaths)
+		}
+		main := srv.Routes[2]
 		if len(main.Match) != 0 || len(main.Handle) != 4 || main.Handle[0]["handler"] != "sandboxapi_request" || main.Handle[1]["handler"] != "sandboxapi_auth" ||
 			main.Handle[2]["handler"] != "sandboxapi_limits" || main.Handle[3]["handler"] != "reverse_proxy" {
 			t.Fatalf("main route = %+v, want sandboxapi_request, sandboxapi_auth, sandboxapi_limits, reverse_proxy for everything", main)

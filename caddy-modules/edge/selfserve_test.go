@@ -13,6 +13,7 @@ import (
 	"github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/webhook"
 
+	"github.com/sandboxapi/sandboxapi/billing/selfserve"
 	"github.com/sandboxapi/sandboxapi/billing/stripemock"
 )
 
@@ -137,5 +138,52 @@ func TestSelfServeThroughTheGateway(t *testing.T) {
 	payload := `{"id":"evt_forged","object":"event","type":"customer.subscription.updated","data":{"object":{}}}`
 	if resp, _ := g.do("POST", "/stripe/webhook", payload, map[string]string{"Stripe-Signature": "t=1,v1=00"}); resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("a forged event: HTTP %d, want 400", resp.StatusCode)
+	}
+}
+
+// TestFreeSignupWithoutStripe: a gateway that takes no payments opens the
+// free plan all the same. POST /v1/signup makes a basic account whose key
+// works at once on this gateway, the signup is rate-limited per client
+// address, and with NoFreeSignup it is not served at all.
+func TestFreeSignupWithoutStripe(t *testing.T) {
+	cl := newAPICell(t)
+	addr, _ := runGateway(t, cl.URL)
+	g := gateway{t: t, base: "http://" + addr}
+	signup := func() (*http.Response, []byte) {
+		return g.do("POST", selfserve.PathSignup, `{"email":"free@example.com"}`, map[string]string{"Content-Type": "application/json"})
+	}
+	resp, body := signup()
+	var made struct {
+		AccountID string `json:"account_id"`
+		APIKey    string `json:"api_key"`
+		Plan      string `json:"plan"`
+	}
+	if err := json.Unmarshal(body, &made); err != nil || resp.StatusCode != http.StatusCreated || made.Plan != "basic" || made.APIKey == "" {
+		t.Fatalf("POST %s: HTTP %d %s", selfserve.PathSignup, resp.StatusCode, body)
+	}
+	resp, body = g.do("GET", "/v1/usage", "", map[string]string{"Authorization": "Bearer " + made.APIKey})
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"plan":"basic"`) {
+		t.Fatalf("the new key on GET /v1/usage: HTTP %d %s", resp.StatusCode, body)
+	}
+	// The signup rate is five an hour per address, the first spent above.
+	for i := 2; i <= int(selfserve.DefaultSignupRate.Limit)+1; i++ {
+		resp, body = signup()
+		want := http.StatusCreated
+		if i > int(selfserve.DefaultSignupRate.Limit) {
+			want = http.StatusTooManyRequests
+		}
+		if resp.StatusCode != want {
+			t.Fatalf("signup %d from one address: HTTP %d %s, want %d", i, resp.StatusCode, body, want)
+		}
+	}
+	if resp.Header.Get("Retry-After") == "" || errorCode(t, resp, body) != "rate_limit_exceeded" {
+		t.Errorf("the signup over the rate: %v %s, want rate_limit_exceeded with Retry-After", resp.Header, body)
+	}
+	_ = Stop()
+
+	addr, _ = runGateway(t, cl.URL, func(c *Config) { c.NoFreeSignup = true })
+	g = gateway{t: t, base: "http://" + addr}
+	if resp, body := signup(); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("POST %s with the free signup closed: HTTP %d %s, want 404", selfserve.PathSignup, resp.StatusCode, body)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -25,9 +26,6 @@ func init() {
 	caddy.RegisterModule(Handler{})
 }
 
-// Paths are the paths the module serves; the rest go to the next handler.
-var Paths = []string{billing.PathCheckout, billing.PathPortal, billing.PathSignup, billing.PathPage, billing.PathSuccess, billing.PathWebhook}
-
 // ErrConfig is wrapped by every configuration error.
 var ErrConfig = errors.New("sandboxapi_selfserve: bad configuration")
 
@@ -38,19 +36,24 @@ type Handler struct {
 	// PlansFile is the plans file, with each paid plan's stripe_price_id.
 	PlansFile string `json:"plans_file,omitempty"`
 	// StripeSecretKey and StripeWebhookSecret are Stripe's API key and the
-	// webhook endpoint's signing secret; both take {env.*}.
-	StripeSecretKey     string `json:"stripe_secret_key"`
-	StripeWebhookSecret string `json:"stripe_webhook_secret"`
+	// webhook endpoint's signing secret; both take {env.*}. Without them
+	// the module serves the free signup only (billing/selfserve.PathsFor).
+	StripeSecretKey     string `json:"stripe_secret_key,omitempty"`
+	StripeWebhookSecret string `json:"stripe_webhook_secret,omitempty"`
 	// StripeAPIBase is Stripe's API (stripe-mock's, in tests); empty for
 	// Stripe's own.
 	StripeAPIBase string `json:"stripe_api_base,omitempty"`
 	// PublicURL is the gateway's address as users reach it, for Stripe's
 	// success, cancel and return URLs.
-	PublicURL string `json:"public_url"`
+	PublicURL string `json:"public_url,omitempty"`
+	// NoFreeSignup closes the free signup: accounts come from Checkout
+	// and the operator only.
+	NoFreeSignup bool `json:"no_free_signup,omitempty"`
 	// GracePeriod is how long a failed payment leaves the account working.
 	GracePeriod caddy.Duration `json:"grace_period,omitempty"`
 
 	svc     *billing.Service
+	paths   []string
 	release func() error
 }
 
@@ -81,7 +84,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	svc, err := billing.New(billing.Config{
 		SecretKey: repl.ReplaceKnown(h.StripeSecretKey, ""), WebhookSecret: repl.ReplaceKnown(h.StripeWebhookSecret, ""),
 		APIBaseURL: repl.ReplaceKnown(h.StripeAPIBase, ""), Plans: catalog, PublicURL: repl.ReplaceKnown(h.PublicURL, ""),
-		GracePeriod: time.Duration(h.GracePeriod), Accounts: dir,
+		GracePeriod: time.Duration(h.GracePeriod), Accounts: dir, NoFreeSignup: h.NoFreeSignup,
 		AccountOf: func(r *http.Request) (string, bool) {
 			id, _ := caddyhttp.GetVar(r.Context(), auth.VarAccountID).(string)
 			return id, id != ""
@@ -101,7 +104,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		_ = release()
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	h.svc, h.release = svc, release
+	h.svc, h.paths, h.release = svc, svc.Paths(), release
 	return nil
 }
 
@@ -115,13 +118,11 @@ func (h *Handler) Cleanup() error {
 	return err
 }
 
-// ServeHTTP serves the self-serve paths and passes the rest on.
+// ServeHTTP serves the service's paths and passes the rest on.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	for _, p := range Paths {
-		if r.URL.Path == p {
-			h.svc.Handler().ServeHTTP(w, r)
-			return nil
-		}
+	if slices.Contains(h.paths, r.URL.Path) {
+		h.svc.Handler().ServeHTTP(w, r)
+		return nil
 	}
 	return next.ServeHTTP(w, r)
 }

@@ -339,6 +339,7 @@ type gatewayConfig struct {
 	AdminListen    string   `toml:"admin_listen" json:"admin_listen"`
 	AdminTokenFile string   `toml:"admin_token_file" json:"admin_token_file"`
 
+	NoFreeSignup            bool   `toml:"no_free_signup" json:"no_free_signup"`
 	PublicURL               string `toml:"public_url" json:"public_url"`
 	StripeSecretKeyFile     string `toml:"stripe_secret_key_file" json:"stripe_secret_key_file"`
 	StripeWebhookSecretFile string `toml:"stripe_webhook_secret_file" json:"stripe_webhook_secret_file"`
@@ -382,6 +383,7 @@ func (c *gatewayConfig) flags(fs *flag.FlagSet) {
 	fs.Var((*commaList)(&c.AccountsNodes), "accounts-nodes", "comma-separated API addresses (host:port) of nodes of the accounts' home cell, which every gateway shares")
 	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "host:port of the admin API on TCP, behind the admin token (none: the admin socket in DATA_DIR only)")
 	fs.StringVar(&c.AdminTokenFile, "admin-token-file", c.AdminTokenFile, "file with the token the admin API on TCP requires as a Bearer token (at least 24 characters)")
+	fs.BoolVar(&c.NoFreeSignup, "no-free-signup", c.NoFreeSignup, "close POST /v1/signup and the free plan on /signup: accounts come from Stripe Checkout and the admin commands only")
 	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "the gateway as users reach it (https://api.example.com), for Stripe's success and return pages")
 	fs.StringVar(&c.StripeSecretKeyFile, "stripe-secret-key-file", c.StripeSecretKeyFile, "file with Stripe's secret API key; set, the gateway serves signup, Checkout, the portal and Stripe's webhook (docs/billing.md)")
 	fs.StringVar(&c.StripeWebhookSecretFile, "stripe-webhook-secret-file", c.StripeWebhookSecretFile, "file with the Stripe webhook endpoint's signing secret (whsec_...)")

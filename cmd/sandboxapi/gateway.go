@@ -105,7 +105,7 @@ func runGateway(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	gw := edge.Config{
-		Stripe: stripeCfg, RateRedis: rateRedis,
+		Stripe: stripeCfg, RateRedis: rateRedis, NoFreeSignup: cfg.NoFreeSignup,
 		Listen: cfg.Listen, AccountsNodes: cfg.AccountsNodes, GatewayID: cfg.name(), CellSecretFile: secretFile,
 		UsageDB: filepath.Join(dir, "usage.db"), PlansFile: cfg.Plans,
 		CellMembership: membership, CellRegion: cfg.Region, AccessLog: cfg.AccessLog,

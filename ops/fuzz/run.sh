@@ -33,6 +33,8 @@ targets=(
 	"./cell/mcp FuzzAllowed"
 	"./gossip FuzzDecodeMeta"
 	"./caddy-modules/cellroute FuzzRoute"
+	"./billing/selfserve FuzzSignup"
+	"./billing/selfserve FuzzWebhook"
 )
 
 summary=()
