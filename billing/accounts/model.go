@@ -64,6 +64,12 @@ type StripeLink struct {
 	// from GraceUntil on.
 	PastDueSince time.Time `json:"past_due_since,omitzero"`
 	GraceUntil   time.Time `json:"grace_until,omitzero"`
+	// PlanAt and PaymentAt are when Stripe made the newest event applied
+	// to the plan (checkout, subscription updated or deleted) and to the
+	// payment state (invoice failed or paid). Stripe does not deliver
+	// events in order: an older one arriving later is not applied.
+	PlanAt    time.Time `json:"plan_at,omitzero"`
+	PaymentAt time.Time `json:"payment_at,omitzero"`
 }
 
 // Suspended says whether the account is refused at now, and why, in words
@@ -143,6 +149,8 @@ type StripeChange struct {
 	Subscription    string           `json:"subscription,omitempty"`
 	Email           string           `json:"email,omitempty"`
 	Plan            string           `json:"plan,omitempty"`
-	At              time.Time        `json:"at,omitzero"`
+	// At is when Stripe made the event (its created); zero is taken as
+	// the newest.
+	At time.Time `json:"at,omitzero"`
 	GraceUntil      time.Time        `json:"grace_until,omitzero"`
 }

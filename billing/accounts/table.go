@@ -362,7 +362,12 @@ type (
 
 // StripeResult answers OpStripe.
 type StripeResult struct {
-	Applied bool    `json:"applied"`
+	// Applied is false for an event applied before and for a stale one.
+	Applied bool `json:"applied"`
+	// Stale: the event is older than one already applied to what it
+	// changes (or is about a subscription the account no longer has), so
+	// it was recorded as seen and changed nothing.
+	Stale   bool    `json:"stale,omitempty"`
 	Account Account `json:"account"`
 }
 
@@ -569,12 +574,15 @@ func applyStripe(t *Table, index uint64, a StripeArgs) (any, error) {
 			return nil, fmt.Errorf("%w: account %s", ErrExists, a.NewAccountID)
 		}
 		created := Account{ID: a.NewAccountID, Email: c.Email, Plan: c.Plan, Channel: ChannelStripe, CreatedAt: a.Now.UTC(),
-			Stripe: &StripeLink{CustomerID: c.Customer, SubscriptionID: c.Subscription, CheckoutSession: c.CheckoutSession}}
+			Stripe: &StripeLink{CustomerID: c.Customer, SubscriptionID: c.Subscription, CheckoutSession: c.CheckoutSession, PlanAt: c.At.UTC()}}
 		t.Accounts[created.ID] = &AccountRecord{Account: created, Index: index}
 		t.Checkouts[c.CheckoutSession] = &Checkout{AccountID: created.ID}
 		acct = created
 	case !known:
 		return nil, fmt.Errorf("%w: %s", ErrUnknownCustomer, c.Customer)
+	case staleStripe(rec.Account.Stripe, c):
+		t.rememberStripeEvent(a.EventID, a.Now)
+		return StripeResult{Stale: true, Account: rec.Account}, nil
 	default:
 		acct, err = t.change(index, rec.ID, func(acct *Account) error { return stripeChange(acct, c, a.FreePlan) })
 		if err != nil {
@@ -586,13 +594,51 @@ func applyStripe(t *Table, index uint64, a StripeArgs) (any, error) {
 			}
 		}
 	}
-	t.StripeEvents[a.EventID] = a.Now.UTC()
-	for id, at := range t.StripeEvents {
-		if a.Now.Sub(at) > stripeEventTTL {
-			delete(t.StripeEvents, id)
+	t.rememberStripeEvent(a.EventID, a.Now)
+	return StripeResult{Applied: true, Account: acct.(Account)}, nil
+}
+
+// rememberStripeEvent records an event id as applied, and forgets those
+// older than stripeEventTTL.
+func (t *Table) rememberStripeEvent(id string, now time.Time) {
+	t.StripeEvents[id] = now.UTC()
+	for old, at := range t.StripeEvents {
+		if now.Sub(at) > stripeEventTTL {
+			delete(t.StripeEvents, old)
 		}
 	}
-	return StripeResult{Applied: true, Account: acct.(Account)}, nil
+}
+
+// staleStripe says whether c, for an account Stripe already knows,
+// arrives after a newer event about the same thing: Stripe retries and
+// delivers concurrently, so a subscription updated to pro and then to
+// ultra can arrive ultra first. An event made in the same second as the
+// newest applied is applied (Stripe's times are in seconds), and so is
+// one without a time. The deletion of a subscription that is not the
+// account's (an old one, after it subscribed again) is stale whenever it
+// comes: the account's own subscription still stands.
+func staleStripe(link *StripeLink, c StripeChange) bool {
+	if link == nil || c.At.IsZero() {
+		return false
+	}
+	switch c.Kind {
+	case StripeCheckoutCompleted, StripeSubscriptionUpdated:
+		return c.At.Before(link.PlanAt)
+	case StripeSubscriptionDeleted:
+		other := c.Subscription != "" && link.SubscriptionID != "" && c.Subscription != link.SubscriptionID
+		return other || c.At.Before(link.PlanAt)
+	case StripePaymentFailed, StripeInvoicePaid:
+		return c.At.Before(link.PaymentAt)
+	}
+	return false
+}
+
+// later is the later of a and b, in UTC.
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b.UTC()
+	}
+	return a
 }
 
 // stripeChange applies c to an account Stripe already knows.
@@ -607,18 +653,22 @@ func stripeChange(a *Account, c StripeChange, freePlan string) error {
 		if c.Subscription != "" {
 			link.SubscriptionID = c.Subscription
 		}
+		link.PlanAt = later(link.PlanAt, c.At)
 	case StripeSubscriptionDeleted:
 		if freePlan == "" {
 			return fmt.Errorf("%w: no free plan to return to", ErrInvalid)
 		}
 		a.Plan = freePlan
 		link.SubscriptionID = ""
+		link.PlanAt = later(link.PlanAt, c.At)
 	case StripePaymentFailed:
 		if link.PastDueSince.IsZero() {
 			link.PastDueSince, link.GraceUntil = c.At.UTC(), c.GraceUntil.UTC()
 		}
+		link.PaymentAt = later(link.PaymentAt, c.At)
 	case StripeInvoicePaid:
 		link.PastDueSince, link.GraceUntil = time.Time{}, time.Time{}
+		link.PaymentAt = later(link.PaymentAt, c.At)
 	default:
 		return fmt.Errorf("%w: Stripe change %q", ErrInvalid, c.Kind)
 	}

@@ -212,6 +212,55 @@ func TestStripeLifecycle(t *testing.T) {
 	replay(t, a)
 }
 
+// TestStripeEventsOutOfOrder: Stripe does not deliver events in the order
+// it made them. An older event about the plan or the payment arriving
+// after a newer one changes nothing (and is not applied on a replay
+// either); one of the same second is applied; a deletion of a
+// subscription the account no longer has leaves its plan alone.
+func TestStripeEventsOutOfOrder(t *testing.T) {
+	a := newApplier(t)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	stripe := func(event string, c StripeChange) StripeResult {
+		t.Helper()
+		var r StripeResult
+		a.must(OpStripe, StripeArgs{EventID: event, Change: c, NewAccountID: "acct_s" + event, FreePlan: "basic", Now: at(1000)}, &r)
+		return r
+	}
+	stripe("evt_co", StripeChange{Kind: StripeCheckoutCompleted, CheckoutSession: "cs_o", Customer: "cus_o", Subscription: "sub_1", Plan: "pro", At: at(10)})
+	steps := []struct {
+		event   string
+		c       StripeChange
+		stale   bool
+		plan    string
+		pastDue bool
+	}{
+		{"evt_u30", StripeChange{Kind: StripeSubscriptionUpdated, Customer: "cus_o", Subscription: "sub_1", Plan: "mega", At: at(30)}, false, "mega", false},
+		// Made before the one above, delivered after it.
+		{"evt_u20", StripeChange{Kind: StripeSubscriptionUpdated, Customer: "cus_o", Subscription: "sub_1", Plan: "ultra", At: at(20)}, true, "mega", false},
+		{"evt_u30b", StripeChange{Kind: StripeSubscriptionUpdated, Customer: "cus_o", Subscription: "sub_1", Plan: "ultra", At: at(30)}, false, "ultra", false},
+		{"evt_p50", StripeChange{Kind: StripeInvoicePaid, Customer: "cus_o", At: at(50)}, false, "ultra", false},
+		// The failure that invoice.paid above settled, arriving late.
+		{"evt_f40", StripeChange{Kind: StripePaymentFailed, Customer: "cus_o", At: at(40), GraceUntil: at(40).Add(time.Hour)}, true, "ultra", false},
+		{"evt_f60", StripeChange{Kind: StripePaymentFailed, Customer: "cus_o", At: at(60), GraceUntil: at(60).Add(time.Hour)}, false, "ultra", true},
+		// A deletion of another subscription than the account's.
+		{"evt_d_other", StripeChange{Kind: StripeSubscriptionDeleted, Customer: "cus_o", Subscription: "sub_0", At: at(70)}, true, "ultra", true},
+		{"evt_d80", StripeChange{Kind: StripeSubscriptionDeleted, Customer: "cus_o", Subscription: "sub_1", At: at(80)}, false, "basic", true},
+		// The update that came before the cancellation, arriving after it.
+		{"evt_u75", StripeChange{Kind: StripeSubscriptionUpdated, Customer: "cus_o", Subscription: "sub_1", Plan: "pro", At: at(75)}, true, "basic", true},
+	}
+	for _, s := range steps {
+		r := stripe(s.event, s.c)
+		if r.Stale != s.stale || r.Applied == s.stale || r.Account.Plan != s.plan || !r.Account.Stripe.PastDueSince.IsZero() != s.pastDue {
+			t.Fatalf("%s %s at %s: %+v, want stale %v, plan %s, past due %v", s.event, s.c.Kind, s.c.At, r, s.stale, s.plan, s.pastDue)
+		}
+		// A stale event is seen: sent again, it is a replay.
+		if again := stripe(s.event, s.c); again.Applied || again.Account.Plan != s.plan {
+			t.Fatalf("%s sent again: %+v", s.event, again)
+		}
+	}
+	replay(t, a)
+}
+
 func TestRapidAPIUserOnce(t *testing.T) {
 	a := newApplier(t)
 	var first, second Account

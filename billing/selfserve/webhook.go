@@ -91,7 +91,7 @@ func (s *Service) Webhook(w http.ResponseWriter, r *http.Request) {
 	s.logger.Info("selfserve: Stripe event", "event", ev.ID, "type", ev.Type, "customer", change.Customer, "applied", applied)
 	resp := webhookResponse{Received: true, Applied: applied}
 	if !applied {
-		resp.Note = "event " + ev.ID + " was applied before"
+		resp.Note = "event " + ev.ID + " was applied before, or is older than an event already applied to the same account"
 	}
 	writeJSON(w, http.StatusOK, resp)
 }
