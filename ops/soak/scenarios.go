@@ -441,7 +441,14 @@ func sessionLang(ctx context.Context, w *worker, acct, i int) {
 
 // reads are the cheap GETs.
 func reads(ctx context.Context, w *worker, acct int) {
-	if w.rnd.IntN(2) == 0 {
+	switch w.rnd.IntN(3) {
+	case 2:
+		// The gateway answers it from its counts: this month so far.
+		if a, ok := w.call(ctx, "v1 usage", w.key(acct), "GET", "/v1/usage", nil, nil, 200); ok && (a.str("account_id") == "" || a.str("month") == "") {
+			w.fail("v1 usage", "answer %s", snippet(a.body))
+		}
+		return
+	case 1:
 		if a, ok := w.call(ctx, "v1 languages", w.key(acct), "GET", "/v1/languages", nil, nil, 200); ok && len(a.arr) < len(w.r.langs) {
 			w.fail("v1 languages", "%d languages", len(a.arr))
 		}
@@ -558,6 +565,15 @@ var abuses = []abuseCase{
 			if a, ok := w.call(ctx, kind, w.key(acct), method, "/jobs/"+url.PathEscape(id), nil, nil, 404); ok && a.errCode() != "job_not_found" {
 				w.fail(kind, "%s /jobs/%s: %s", method, id, snippet(a.body))
 			}
+		}
+	}},
+	// The gateway's own doors, which no sandbox serves.
+	{"signup not an email", refused(none, "/v1/signup", []byte(`{"email":"soak-not-an-email"}`), nil, 400, "invalid_field")},
+	{"signup another plan", refused(none, "/v1/signup", []byte(`{"email":"soak@example.com","plan":"mega"}`), nil, 400, "invalid_field")},
+	{"signup bad json", refused(none, "/v1/signup", []byte(`{"email":`), nil, 400, "invalid_json")},
+	{"usage without a key", func(ctx context.Context, w *worker, acct int, kind string) {
+		if a, ok := w.call(ctx, kind, "", "GET", "/v1/usage", nil, nil, 401); ok && a.errCode() != "missing_api_key" {
+			w.fail(kind, "error code %q: %s", a.errCode(), snippet(a.body))
 		}
 	}},
 	{"stream resume", func(ctx context.Context, w *worker, acct int, kind string) {
