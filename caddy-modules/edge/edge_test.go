@@ -26,6 +26,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/billing/selfserve"
 	"github.com/sandboxapi/sandboxapi/billing/usage"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/cellroute"
+	"github.com/sandboxapi/sandboxapi/cell/api"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 )
 
@@ -221,6 +222,7 @@ func (c *cell) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	c.mu.Lock()
 	c.callers = append(c.callers, caller)
+	executionID := fmt.Sprintf("exec_edge_%d", len(c.callers))
 	c.mu.Unlock()
 
 	if r.URL.Path == "/v1/execute/stream" {
@@ -236,6 +238,7 @@ func (c *cell) serve(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/v1/execute":
 		w.Header().Set(callerauth.HeaderExecutions, "1")
+		w.Header().Set(api.HeaderExecutionID, executionID)
 	case "/v1/execute/batch":
 		w.Header().Set(callerauth.HeaderExecutions, "3")
 	}

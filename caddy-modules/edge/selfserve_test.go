@@ -2,11 +2,17 @@ package edge
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,19 +40,54 @@ func TestSelfServeThroughTheGateway(t *testing.T) {
 	cl := newCell(t)
 	cfg.Listen, cfg.PlansFile = freeAddr(t), plansFile
 	cfg.CellNodes = []string{strings.TrimPrefix(cl.URL, "http://")}
-	cfg.Stripe = &Stripe{SecretKey: "sk_test_123", WebhookSecret: testWebhookSecret, APIBase: stripemock.Start(t), PublicURL: "http://" + cfg.Listen}
+	// Stripe is stripe-mock behind a receiver that records the meter
+	// events it accepts.
+	mock, err := url.Parse(stripemock.Start(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var meterMu sync.Mutex
+	metered := map[string]int{} // identifier → events Stripe accepted
+	proxy := httputil.NewSingleHostReverseProxy(mock)
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		r := resp.Request
+		if r.URL.Path == "/v1/billing/meter_events" && resp.StatusCode == http.StatusOK {
+			meterMu.Lock()
+			metered[r.Header.Get("X-Test-Identifier")]++
+			meterMu.Unlock()
+		}
+		return nil
+	}
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/billing/meter_events" {
+			body, _ := io.ReadAll(r.Body)
+			form, _ := url.ParseQuery(string(body))
+			if form.Get("payload[stripe_customer_id]") != "cus_edge" || form.Get("payload[value]") != "1" || form.Get("event_name") != "sandboxapi_execution" {
+				t.Errorf("a meter event %v", form)
+			}
+			r.Header.Set("X-Test-Identifier", form.Get("identifier"))
+			r.Body, r.ContentLength = io.NopCloser(strings.NewReader(string(body))), int64(len(body))
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(receiver.Close)
+	cfg.Stripe = &Stripe{SecretKey: "sk_test_123", WebhookSecret: testWebhookSecret, APIBase: receiver.URL, PublicURL: "http://" + cfg.Listen,
+		MeterEvent: "sandboxapi_execution"}
 	if err := Run(cfg); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = Stop() })
 	g := gateway{t: t, base: "http://" + cfg.Listen}
+	// The executions each key ran, by the id the cell gave them.
+	ran := map[string][]string{}
 	planOf := func(key string) (int, string) {
 		t.Helper()
 		resp, body := g.do("POST", "/v1/execute", `{}`, map[string]string{"Authorization": "Bearer " + key})
 		if resp.StatusCode != http.StatusOK {
 			return resp.StatusCode, errorCode(t, resp, body)
 		}
-		c, _ := cl.lastCaller()
+		c, n := cl.lastCaller()
+		ran[key] = append(ran[key], fmt.Sprintf("exec_edge_%d", n))
 		return resp.StatusCode, c.Plan
 	}
 	event := func(id, typ string, created time.Time, object map[string]any) int {
@@ -138,6 +179,38 @@ func TestSelfServeThroughTheGateway(t *testing.T) {
 	payload := `{"id":"evt_forged","object":"event","type":"customer.subscription.updated","data":{"object":{}}}`
 	if resp, _ := g.do("POST", "/stripe/webhook", payload, map[string]string{"Stripe-Signature": "t=1,v1=00"}); resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("a forged event: HTTP %d, want 400", resp.StatusCode)
+	}
+
+	// Every execution of the Stripe account, and nothing of the free
+	// one, reached Stripe's meter once, by its execution id.
+	want := ran[key]
+	if len(want) < 5 {
+		t.Fatalf("the Stripe account ran %d executions; the walk above makes more", len(want))
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		meterMu.Lock()
+		n := len(metered)
+		meterMu.Unlock()
+		if n >= len(want) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	meterMu.Lock()
+	defer meterMu.Unlock()
+	for _, id := range want {
+		if metered[id] != 1 {
+			t.Errorf("execution %s reached the meter %d times, want once", id, metered[id])
+		}
+	}
+	for _, id := range ran[free.APIKey] {
+		if metered[id] != 0 {
+			t.Errorf("the free account's execution %s was metered", id)
+		}
+	}
+	if len(metered) != len(want) {
+		t.Errorf("Stripe accepted meter events for %v, want exactly %v", metered, want)
 	}
 }
 
