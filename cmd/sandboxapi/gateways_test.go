@@ -37,6 +37,8 @@ func TestTwoGateways(t *testing.T) {
 	const redisPassword = "two-gateways-redis-password"
 	redistest.Start(t, redisAddr, redisPassword)
 	redisPasswordFile := write("redis-password", redisPassword)
+	const rapidSecret = "two-gateways-rapidapi-proxy-secret"
+	rapidSecretFile := write("rapidapi-secret", rapidSecret)
 
 	runscPath, initPath := sandboxBinaries(t)
 	nodeDir := filepath.Join(dir, "node-data")
@@ -70,7 +72,8 @@ access_log = false
 rate_redis_address = %q
 rate_redis_password_file = %q
 rate_redis_db = 2
-`, id, listen, gwDir, filepath.Join(nodeDir, "cell-secret"), freeAddr(t), nodeGossip, api, plansFile, redisAddr, redisPasswordFile)))
+rapidapi_proxy_secret_file = %q
+`, id, listen, gwDir, filepath.Join(nodeDir, "cell-secret"), freeAddr(t), nodeGossip, api, plansFile, redisAddr, redisPasswordFile, rapidSecretFile)))
 		gws = append(gws, gateway{gwDir, "http://" + listen})
 	}
 	admin := func(args ...string) map[string]any {
@@ -208,6 +211,82 @@ rate_redis_db = 2
 			}); !ok {
 				t.Errorf("%s answered usage %v after %s, want %d executions, none remaining", g.base, u, took, quota)
 			}
+		}
+	})
+
+	t.Run("RapidAPI's users, each on its subscription's plan", func(t *testing.T) {
+		rapid := func(g gateway, method, path, body string, hdr map[string]string) (int, map[string]any) {
+			t.Helper()
+			req, _ := http.NewRequest(method, g.base+path, strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("X-RapidAPI-Key", "a-rapidapi-consumer-key")
+			for k, v := range hdr {
+				req.Header.Set(k, v)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var m map[string]any
+			_ = json.NewDecoder(resp.Body).Decode(&m)
+			return resp.StatusCode, m
+		}
+		code := func(m map[string]any) any {
+			e, _ := m["error"].(map[string]any)
+			return e["code"]
+		}
+		as := func(user, subscription string) map[string]string {
+			return map[string]string{"X-RapidAPI-Proxy-Secret": rapidSecret, "X-RapidAPI-User": user, "X-RapidAPI-Subscription": subscription}
+		}
+		session := `{"language":"python3"}`
+		for _, c := range []struct {
+			name   string
+			hdr    map[string]string
+			status int
+			code   string
+		}{
+			{"a wrong secret", map[string]string{"X-RapidAPI-Proxy-Secret": rapidSecret + "x", "X-RapidAPI-User": "ana", "X-RapidAPI-Subscription": "PRO"}, 403, "invalid_proxy_secret"},
+			{"no secret", map[string]string{"X-RapidAPI-User": "ana", "X-RapidAPI-Subscription": "PRO"}, 403, "invalid_proxy_secret"},
+			{"BASIC has no sessions", as("ana", "BASIC"), 403, "sessions_not_in_plan"},
+			{"a subscription no plan has", as("ana", "CUSTOM"), 403, "unknown_plan"},
+		} {
+			if status, m := rapid(gws[0], "POST", "/v1/sessions", session, c.hdr); status != c.status || code(m) != c.code {
+				t.Errorf("%s: HTTP %d %v, want %d %s", c.name, status, m, c.status, c.code)
+			}
+		}
+		// PRO: five sessions, through either gateway, and not a sixth.
+		var ids []string
+		t.Cleanup(func() {
+			for _, id := range ids {
+				rapid(gws[0], "DELETE", "/v1/sessions/"+id, "", as("bo", "PRO"))
+			}
+		})
+		for i := 0; i < 5; i++ {
+			status, m := rapid(gws[i%2], "POST", "/v1/sessions", session, as("bo", "PRO"))
+			id, _ := m["id"].(string)
+			if status != http.StatusCreated || id == "" {
+				t.Fatalf("PRO session %d: HTTP %d %v", i+1, status, m)
+			}
+			ids = append(ids, id)
+		}
+		if status, m := rapid(gws[1], "POST", "/v1/sessions", session, as("bo", "PRO")); status != http.StatusTooManyRequests || code(m) != "session_limit_reached" {
+			t.Errorf("PRO's sixth session: HTTP %d %v, want 429 session_limit_reached", status, m)
+		}
+		// The same user on ULTRA: the next request has its limits.
+		status, m := rapid(gws[1], "POST", "/v1/sessions", session, as("bo", "ULTRA"))
+		if id, _ := m["id"].(string); status != http.StatusCreated || id == "" {
+			t.Errorf("bo on ULTRA, a sixth session: HTTP %d %v", status, m)
+		} else {
+			ids = append(ids, id)
+		}
+		// One account for the user, whichever gateway saw it first.
+		if status, m := rapid(gws[0], "GET", "/v1/usage", "", as("bo", "PRO")); status != http.StatusOK || m["plan"] != "pro" {
+			t.Errorf("bo's usage: HTTP %d %v", status, m)
+		}
+		code2, stdout, _ := runCLI(t, dir, "admin", "accounts", "list", "--data-dir", gws[1].dir)
+		if code2 != 0 || strings.Count(stdout, `"rapidapi_user": "bo"`)+strings.Count(stdout, `"rapidapi_user":"bo"`) != 1 {
+			t.Errorf("admin accounts list: exit %d, want one account of RapidAPI user bo:\n%s", code2, stdout)
 		}
 	})
 
