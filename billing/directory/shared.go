@@ -46,28 +46,18 @@ func (f Files) config(logger *slog.Logger) (Config, error) {
 		return Config{}, fmt.Errorf("directory: the cell secret in %s is shorter than %d bytes", f.CellSecretFile, minSecretLen)
 	}
 	cfg := Config{Nodes: f.Nodes, Secret: secret, Gateway: f.Gateway, Logger: logger}
-	switch n := countSet(f.TLSCAFile, f.TLSCertFile, f.TLSKeyFile); n {
-	case 0:
-	case 3:
+	set, err := celltls.FilesSet(f.TLSCAFile, f.TLSCertFile, f.TLSKeyFile)
+	if err != nil {
+		return Config{}, fmt.Errorf("directory: %w", err)
+	}
+	if set {
 		b, err := celltls.Load(f.TLSCAFile, f.TLSCertFile, f.TLSKeyFile)
 		if err != nil {
 			return Config{}, fmt.Errorf("directory: %w", err)
 		}
 		cfg.TLS = b.Client()
-	default:
-		return Config{}, errors.New("directory: the cell's TLS needs its CA, certificate and key files, all three")
 	}
 	return cfg, nil
-}
-
-func countSet(s ...string) int {
-	n := 0
-	for _, v := range s {
-		if v != "" {
-			n++
-		}
-	}
-	return n
 }
 
 // shared holds the Directories handed out by OpenShared, by their Files:

@@ -193,8 +193,8 @@ func (c Config) Validate() error {
 	if st := c.Stripe; st != nil && (st.SecretKey == "" || st.WebhookSecret == "" || st.PublicURL == "") {
 		return fmt.Errorf("%w: Stripe needs its secret key, the webhook's signing secret and the gateway's public URL", ErrConfig)
 	}
-	if set := countSet(c.CellCAFile, c.CellCertFile, c.CellKeyFile); set != 0 && set != 3 {
-		return fmt.Errorf("%w: the cell's TLS needs its CA file, certificate file and key file, all three", ErrConfig)
+	if _, err := celltls.FilesSet(c.CellCAFile, c.CellCertFile, c.CellKeyFile); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	if r := c.RateRedis; r != nil {
 		if host, port, err := net.SplitHostPort(r.Address); err != nil || host == "" || port == "" {
@@ -462,17 +462,6 @@ func (c Config) cellTransport() object {
 			"server_name":                 celltls.NodeName,
 		},
 	}
-}
-
-// countSet is how many of s are not empty.
-func countSet(s ...string) int {
-	n := 0
-	for _, v := range s {
-		if v != "" {
-			n++
-		}
-	}
-	return n
 }
 
 // logWriter is where the gateway's logs go: stderr. Tests write them to a

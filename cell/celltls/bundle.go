@@ -19,6 +19,25 @@ type Bundle struct {
 	role  string
 }
 
+// FilesSet says whether a member's three files are given: true for all
+// three, false for none, and an error wrapping ErrInvalid for some, as
+// the cell's TLS needs its CA, its certificate and its key together.
+func FilesSet(caFile, certFile, keyFile string) (bool, error) {
+	n := 0
+	for _, f := range []string{caFile, certFile, keyFile} {
+		if f != "" {
+			n++
+		}
+	}
+	switch n {
+	case 0:
+		return false, nil
+	case 3:
+		return true, nil
+	}
+	return false, fmt.Errorf("%w: the cell's TLS needs its CA file, certificate file and key file, all three or none", ErrInvalid)
+}
+
 // Load reads a member's files: caFile holds one or more CA certificates
 // (several while a CA is being replaced, DESIGN.md "Rotation"), certFile
 // and keyFile the member's certificate and key. The certificate must be
