@@ -115,7 +115,7 @@ func (t *Table) Merge(c Changes) {
 	t.fill()
 	for _, a := range c.Accounts {
 		if old, ok := t.Accounts[a.ID]; !ok || old.Index <= a.Index {
-			t.Accounts[a.ID] = &a
+			t.putAccount(&a)
 		}
 	}
 	for _, k := range c.Keys {
@@ -126,7 +126,7 @@ func (t *Table) Merge(c Changes) {
 	for _, u := range c.Usage {
 		k := usageKey(u.AccountID, u.Month, u.Gateway)
 		if old, ok := t.Usage[k]; !ok || old.Index <= u.Index {
-			t.Usage[k] = &u
+			t.putUsage(k, &u)
 		}
 	}
 }

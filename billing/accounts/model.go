@@ -151,6 +151,6 @@ type StripeChange struct {
 	Plan            string           `json:"plan,omitempty"`
 	// At is when Stripe made the event (its created); zero is taken as
 	// the newest.
-	At time.Time `json:"at,omitzero"`
-	GraceUntil      time.Time        `json:"grace_until,omitzero"`
+	At         time.Time `json:"at,omitzero"`
+	GraceUntil time.Time `json:"grace_until,omitzero"`
 }

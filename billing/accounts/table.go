@@ -44,6 +44,85 @@ type Table struct {
 	Checkouts map[string]*Checkout `json:"checkouts"`
 	// Usage is by usageKey(account, month, gateway).
 	Usage map[string]*UsageRecord `json:"usage"`
+
+	// idx is derived from the maps above, never part of the JSON: the
+	// lookups requests make (a RapidAPI user, a Stripe customer, an
+	// account's month of usage) without a scan of every account.
+	idx *tableIndex
+}
+
+// tableIndex is a Table's secondary indexes. Every write to Accounts or
+// Usage goes through putAccount or putUsage, which keep it; decoding a
+// Table builds it (UnmarshalJSON), so reads, which may run concurrently
+// under a read lock, never write it.
+type tableIndex struct {
+	// rapid and customer hold the lowest account id of each RapidAPI user
+	// and Stripe customer: the one a scan in id order would find.
+	rapid, customer map[string]string
+	// usage is the keys of Usage by account and month.
+	usage map[string]map[string]bool
+}
+
+func accountMonth(account, month string) string { return account + "\x00" + month }
+
+// reindex builds idx from the maps.
+func (t *Table) reindex() {
+	t.idx = &tableIndex{rapid: map[string]string{}, customer: map[string]string{}, usage: map[string]map[string]bool{}}
+	for _, rec := range t.Accounts {
+		if rec != nil {
+			t.idx.addAccount(rec.Account)
+		}
+	}
+	for k, rec := range t.Usage {
+		if rec != nil {
+			t.idx.addUsage(k, rec)
+		}
+	}
+}
+
+func (x *tableIndex) addAccount(a Account) {
+	lowest := func(m map[string]string, key string) {
+		if old, ok := m[key]; key != "" && (!ok || a.ID < old) {
+			m[key] = a.ID
+		}
+	}
+	lowest(x.rapid, a.RapidAPIUser)
+	if a.Stripe != nil {
+		lowest(x.customer, a.Stripe.CustomerID)
+	}
+}
+
+func (x *tableIndex) addUsage(k string, rec *UsageRecord) {
+	am := accountMonth(rec.AccountID, rec.Month)
+	if x.usage[am] == nil {
+		x.usage[am] = map[string]bool{}
+	}
+	x.usage[am][k] = true
+}
+
+// putAccount files rec under its id, and in the index.
+func (t *Table) putAccount(rec *AccountRecord) {
+	t.Accounts[rec.ID] = rec
+	t.idx.addAccount(rec.Account)
+}
+
+// putUsage files rec under k, and in the index.
+func (t *Table) putUsage(k string, rec *UsageRecord) {
+	t.Usage[k] = rec
+	t.idx.addUsage(k, rec)
+}
+
+// UnmarshalJSON decodes a snapshot and builds its index.
+func (t *Table) UnmarshalJSON(b []byte) error {
+	type plain Table
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*t = Table(p)
+	t.idx = nil
+	t.fill()
+	return nil
 }
 
 // AccountRecord is an account as the Table keeps it. Index is the log
@@ -105,6 +184,9 @@ func (t *Table) fill() {
 	}
 	if t.Usage == nil {
 		t.Usage = map[string]*UsageRecord{}
+	}
+	if t.idx == nil {
+		t.reindex()
 	}
 }
 
@@ -408,7 +490,7 @@ func applyCreateAccount(t *Table, index uint64, a CreateAccountArgs) (any, error
 	acct := Account{ID: a.ID, Name: a.Account.Name, Email: a.Account.Email, Plan: a.Account.Plan,
 		Channel: cmp.Or(a.Account.Channel, ChannelDirect), Region: a.Account.Region, CreatedAt: a.Now.UTC(),
 		RapidAPIUser: a.Account.RapidAPIUser}
-	t.Accounts[a.ID] = &AccountRecord{Account: acct, Index: index}
+	t.putAccount(&AccountRecord{Account: acct, Index: index})
 	return acct, nil
 }
 
@@ -575,7 +657,7 @@ func applyStripe(t *Table, index uint64, a StripeArgs) (any, error) {
 		}
 		created := Account{ID: a.NewAccountID, Email: c.Email, Plan: c.Plan, Channel: ChannelStripe, CreatedAt: a.Now.UTC(),
 			Stripe: &StripeLink{CustomerID: c.Customer, SubscriptionID: c.Subscription, CheckoutSession: c.CheckoutSession, PlanAt: c.At.UTC()}}
-		t.Accounts[created.ID] = &AccountRecord{Account: created, Index: index}
+		t.putAccount(&AccountRecord{Account: created, Index: index})
 		t.Checkouts[c.CheckoutSession] = &Checkout{AccountID: created.ID}
 		acct = created
 	case !known:
@@ -726,7 +808,7 @@ func applyLease(t *Table, index uint64, a LeaseArgs) (any, error) {
 	rec.Used = max(rec.Used, a.Used)
 	rec.Granted = mine + grant
 	rec.Index = index
-	t.Usage[k] = rec
+	t.putUsage(k, rec)
 	return LeaseResult{Granted: rec.Granted, UsedTotal: used + rec.Used}, nil
 }
 
@@ -744,7 +826,7 @@ func applyReportUsage(t *Table, index uint64, a ReportUsageArgs) (any, error) {
 		rec := t.Usage[k]
 		if rec == nil {
 			rec = &UsageRecord{AccountID: c.AccountID, Month: c.Month, Gateway: a.Gateway}
-			t.Usage[k] = rec
+			t.putUsage(k, rec)
 		}
 		if c.Used > rec.Used {
 			rec.Used, rec.Index = c.Used, index
@@ -803,12 +885,11 @@ func (t *Table) Resolve(hash string, now time.Time) (Account, Key, error) {
 }
 
 func (t *Table) byCustomer(customer string) (*AccountRecord, bool) {
-	for _, id := range slices.Sorted(maps.Keys(t.Accounts)) {
-		if a := t.Accounts[id]; a.Stripe != nil && a.Stripe.CustomerID == customer {
-			return a, true
-		}
+	if t.idx == nil { // a Table never filled: nothing was applied to it
+		return nil, false
 	}
-	return nil, false
+	rec, ok := t.Accounts[t.idx.customer[customer]]
+	return rec, ok && customer != ""
 }
 
 // ByStripeCustomer returns the account of a Stripe customer.
@@ -822,20 +903,23 @@ func (t *Table) ByStripeCustomer(customer string) (Account, bool) {
 
 // ByRapidAPIUser returns the account of a RapidAPI user.
 func (t *Table) ByRapidAPIUser(user string) (Account, bool) {
-	for _, id := range slices.Sorted(maps.Keys(t.Accounts)) {
-		if a := t.Accounts[id]; a.RapidAPIUser == user {
-			return a.Account, true
-		}
+	if t.idx == nil || user == "" {
+		return Account{}, false
 	}
-	return Account{}, false
+	rec, ok := t.Accounts[t.idx.rapid[user]]
+	if !ok {
+		return Account{}, false
+	}
+	return rec.Account, true
 }
 
 func (t *Table) monthUsage(account, month string) []*UsageRecord {
+	if t.idx == nil {
+		return nil
+	}
 	var out []*UsageRecord
-	for _, r := range t.Usage {
-		if r.AccountID == account && r.Month == month {
-			out = append(out, r)
-		}
+	for k := range t.idx.usage[accountMonth(account, month)] {
+		out = append(out, t.Usage[k])
 	}
 	return out
 }

@@ -3,7 +3,11 @@ package accounts
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"maps"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -331,4 +335,124 @@ func TestResultErrorsCrossTheWire(t *testing.T) {
 			t.Errorf("%s: decoded %v, not %v", name, err, sentinel)
 		}
 	}
+}
+
+// TestIndexAgreesWithAScan: the lookups by RapidAPI user, Stripe customer
+// and month of usage answer what a scan of the maps in id order finds,
+// on the Table that applied the log, on one restored from its JSON and
+// on a gateway's copy merged from its changes.
+func TestIndexAgreesWithAScan(t *testing.T) {
+	a := newApplier(t)
+	for i := range 60 {
+		id := fmt.Sprintf("acct_%03d", i)
+		na := NewAccount{Plan: "basic"}
+		if i%3 == 0 {
+			na.RapidAPIUser, na.Channel = fmt.Sprintf("user-%d", i%9), ChannelRapidAPI // users repeat: found, not made again
+		}
+		a.must(OpCreateAccount, CreateAccountArgs{ID: id, Account: na, Now: t0}, nil)
+		if i%4 == 1 {
+			c := StripeChange{Kind: StripeCheckoutCompleted, CheckoutSession: fmt.Sprintf("cs_%d", i), Customer: fmt.Sprintf("cus_%d", i), Plan: "pro"}
+			a.must(OpStripe, StripeArgs{EventID: fmt.Sprintf("evt_%d", i), Change: c, NewAccountID: "acct_s" + id, FreePlan: "basic", Now: t0}, nil)
+		}
+		for _, gw := range []string{"gw-a", "gw-b"}[:1+i%2] {
+			a.must(OpLease, LeaseArgs{AccountID: id, Month: "2026-12", Gateway: gw, Want: 5, Quota: 100}, nil)
+		}
+		a.must(OpReportUsage, ReportUsageArgs{Gateway: "gw-c", Counts: []UsageCount{{AccountID: id, Month: "2026-11", Used: int64(i)}}}, nil)
+	}
+	scanRapid := func(tbl *Table, user string) (Account, bool) {
+		for _, id := range slices.Sorted(maps.Keys(tbl.Accounts)) {
+			if r := tbl.Accounts[id]; r.RapidAPIUser == user {
+				return r.Account, true
+			}
+		}
+		return Account{}, false
+	}
+	scanCustomer := func(tbl *Table, customer string) (Account, bool) {
+		for _, id := range slices.Sorted(maps.Keys(tbl.Accounts)) {
+			if r := tbl.Accounts[id]; r.Stripe != nil && r.Stripe.CustomerID == customer {
+				return r.Account, true
+			}
+		}
+		return Account{}, false
+	}
+	scanUsage := func(tbl *Table, account, month string) []UsageRecord {
+		var out []UsageRecord
+		for _, r := range tbl.Usage {
+			if r.AccountID == account && r.Month == month {
+				out = append(out, *r)
+			}
+		}
+		slices.SortFunc(out, func(a, b UsageRecord) int { return strings.Compare(a.Gateway, b.Gateway) })
+		return out
+	}
+	b, err := json.Marshal(a.tbl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var restored Table
+	if err := json.Unmarshal(b, &restored); err != nil {
+		t.Fatal(err)
+	}
+	merged := NewTable()
+	merged.Merge(a.tbl.ChangesAfter(0, a.index))
+	for name, tbl := range map[string]*Table{"applied": a.tbl, "restored": &restored, "merged": merged} {
+		t.Run(name, func(t *testing.T) {
+			for i := range 12 {
+				user := fmt.Sprintf("user-%d", i)
+				got, gok := tbl.ByRapidAPIUser(user)
+				want, wok := scanRapid(tbl, user)
+				if gok != wok || got.ID != want.ID {
+					t.Errorf("ByRapidAPIUser(%s) = %s %v, a scan finds %s %v", user, got.ID, gok, want.ID, wok)
+				}
+			}
+			for i := range 64 {
+				cus := fmt.Sprintf("cus_%d", i)
+				got, gok := tbl.ByStripeCustomer(cus)
+				want, wok := scanCustomer(tbl, cus)
+				if gok != wok || got.ID != want.ID {
+					t.Errorf("ByStripeCustomer(%s) = %s %v, a scan finds %s %v", cus, got.ID, gok, want.ID, wok)
+				}
+			}
+			for i := range 61 {
+				id := fmt.Sprintf("acct_%03d", i)
+				for _, month := range []string{"2026-11", "2026-12", "2027-01"} {
+					if got, want := tbl.MonthUsage(id, month), scanUsage(tbl, id, month); !reflect.DeepEqual(got, want) {
+						t.Errorf("MonthUsage(%s, %s) = %+v, a scan finds %+v", id, month, got, want)
+					}
+				}
+			}
+		})
+	}
+	if _, ok := a.tbl.ByRapidAPIUser(""); ok {
+		t.Error("ByRapidAPIUser(\"\") found an account")
+	}
+}
+
+// BenchmarkLookups is what a request through RapidAPI (and a quota
+// check) costs in the gateway's copy with 100,000 accounts.
+func BenchmarkLookups(b *testing.B) {
+	tbl := NewTable()
+	for i := range 100_000 {
+		id := fmt.Sprintf("acct_%06d", i)
+		tbl.Apply(uint64(i+1), mustOp(b, OpCreateAccount, CreateAccountArgs{ID: id, Account: NewAccount{Plan: "basic", RapidAPIUser: id}, Now: t0}))
+		tbl.Apply(uint64(i+1), mustOp(b, OpReportUsage, ReportUsageArgs{Gateway: "gw", Counts: []UsageCount{{AccountID: id, Month: "2026-12", Used: 1}}}))
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		id := fmt.Sprintf("acct_%06d", i%100_000)
+		if _, ok := tbl.ByRapidAPIUser(id); !ok {
+			b.Fatal(id)
+		}
+		if len(tbl.MonthUsage(id, "2026-12")) != 1 {
+			b.Fatal(id)
+		}
+	}
+}
+
+func mustOp(tb testing.TB, name string, args any) Op {
+	op, err := NewOp(name, args)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return op
 }
