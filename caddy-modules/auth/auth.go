@@ -370,41 +370,15 @@ func writeError(w http.ResponseWriter, code apierror.Code, message string) error
 //	    ready_timeout         <duration>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // the directive name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	opts := map[string]*string{
+	return blockopts.ParseWith(d, map[string]*string{
 		"cell_secret_file":      &h.CellSecretFile,
 		"plans_file":            &h.PlansFile,
 		"rapidapi_proxy_secret": &h.RapidAPIProxySecret,
 		"missing_key":           &h.MissingKey,
-	}
-	var readyTimeout string
-	opts["ready_timeout"] = &readyTimeout
-	for d.NextBlock(0) {
-		if d.Val() == "accounts" {
-			if err := ParseAccounts(d, &h.Accounts); err != nil {
-				return err
-			}
-			continue
-		}
-		dst, ok := opts[d.Val()]
-		if !ok {
-			return d.Errf("unrecognized sandboxapi_auth option %q", d.Val())
-		}
-		if err := blockopts.Value(d, dst); err != nil {
-			return err
-		}
-	}
-	if readyTimeout != "" {
-		t, err := caddy.ParseDuration(readyTimeout)
-		if err != nil {
-			return d.Errf("ready_timeout: %v", err)
-		}
-		h.ReadyTimeout = caddy.Duration(t)
-	}
-	return nil
+	}, map[string]func(*caddyfile.Dispenser) error{
+		"accounts":      func(d *caddyfile.Dispenser) error { return ParseAccounts(d, &h.Accounts) },
+		"ready_timeout": func(d *caddyfile.Dispenser) error { return blockopts.Duration(d, &h.ReadyTimeout) },
+	})
 }
 
 // ParseAccounts reads an `accounts { ... }` block at d into f; the limits

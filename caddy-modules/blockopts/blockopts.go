@@ -13,6 +13,7 @@ package blockopts
 import (
 	"encoding/json"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
@@ -21,6 +22,12 @@ import (
 // unknown option, a missing or extra value, or an option given twice is an
 // error that points at the token.
 func Parse(d *caddyfile.Dispenser, opts map[string]*string) error {
+	return ParseWith(d, opts, nil)
+}
+
+// ParseWith is Parse with options of other shapes: each function in
+// special reads its option at d (a nested block, a flag, a duration).
+func ParseWith(d *caddyfile.Dispenser, opts map[string]*string, special map[string]func(*caddyfile.Dispenser) error) error {
 	d.Next() // the directive name
 	directive := d.Val()
 	if d.NextArg() {
@@ -28,6 +35,12 @@ func Parse(d *caddyfile.Dispenser, opts map[string]*string) error {
 	}
 	for d.NextBlock(0) {
 		opt := d.Val()
+		if read, ok := special[opt]; ok {
+			if err := read(d); err != nil {
+				return err
+			}
+			continue
+		}
 		dst, ok := opts[opt]
 		if !ok {
 			return d.Errf("unrecognized %s option %q", directive, opt)
@@ -36,6 +49,31 @@ func Parse(d *caddyfile.Dispenser, opts map[string]*string) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// Duration reads the single value of the option at d, a Caddy duration
+// (72h, 1d), into dst.
+func Duration(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	opt := d.Val()
+	var v string
+	if err := Value(d, &v); err != nil {
+		return err
+	}
+	t, err := caddy.ParseDuration(v)
+	if err != nil {
+		return d.Errf("%s: %v", opt, err)
+	}
+	*dst = caddy.Duration(t)
+	return nil
+}
+
+// Flag reads an option that takes no value: present, dst is true.
+func Flag(d *caddyfile.Dispenser, dst *bool) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = true
 	return nil
 }
 

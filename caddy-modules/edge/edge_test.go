@@ -682,6 +682,18 @@ func TestCaddyfileExample(t *testing.T) {
 		t.Fatalf("execute: status %d, body %s", resp.StatusCode, body)
 	}
 	checkLimitHeaders(t, resp, map[string]string{"X-RateLimit-Remaining": "298", "X-Quota-Remaining": "49999"})
+	// The free signup, before any key; without Stripe's variables,
+	// nothing of Checkout.
+	resp, body = g.do("POST", "/v1/signup", `{"email":"caddyfile@example.com"}`, map[string]string{"Content-Type": "application/json"})
+	if resp.StatusCode != http.StatusCreated || !strings.Contains(string(body), `"plan":"basic"`) {
+		t.Errorf("POST /v1/signup: status %d, body %s", resp.StatusCode, body)
+	}
+	if resp, body := g.do("POST", "/v1/billing/checkout", `{"plan":"pro","email":"c@example.com"}`, map[string]string{"Content-Type": "application/json"}); resp.StatusCode != http.StatusNotFound || errorCode(t, resp, body) != "not_found" {
+		t.Errorf("checkout without Stripe: status %d, body %s, want a JSON 404", resp.StatusCode, body)
+	}
+	if resp, body := g.do("POST", "/v1/billing/portal", ``, nil); resp.StatusCode != http.StatusUnauthorized || errorCode(t, resp, body) != "missing_api_key" {
+		t.Errorf("the portal without a key: status %d, body %s, want 401", resp.StatusCode, body)
+	}
 	if resp, body := g.do("GET", HealthPath, "", map[string]string{"X-Sandboxapi-Internal-Plan": "mega"}); resp.StatusCode != http.StatusOK {
 		t.Errorf("health: status %d, body %s", resp.StatusCode, body)
 	}

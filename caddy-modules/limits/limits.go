@@ -476,6 +476,9 @@ func writeError(w http.ResponseWriter, code apierror.Code, message string, retry
 //	        min_backoff       <duration>
 //	        max_backoff       <duration>
 //	    }
+//	    accounts {
+//	        <as sandboxapi_auth's: the quotas are shared in leases>
+//	    }
 //	}
 //
 // where <module> names a module in sandboxapi.rate_stores, such as memory
@@ -496,6 +499,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = blockopts.Module(d, RateStoreNamespace, "store", &h.RateStoreRaw)
 		case "meter":
 			err = h.unmarshalMeter(d)
+		case "accounts":
+			h.Accounts = new(directory.Files)
+			err = auth.ParseAccounts(d, h.Accounts)
 		default:
 			err = d.Errf("unrecognized sandboxapi_limits option %q", opt)
 		}

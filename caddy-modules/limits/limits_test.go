@@ -28,6 +28,7 @@ import (
 	"github.com/ulule/limiter/v3"
 	"github.com/ulule/limiter/v3/drivers/store/memory"
 
+	"github.com/sandboxapi/sandboxapi/billing/directory"
 	"github.com/sandboxapi/sandboxapi/billing/usage"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/auth"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/limits/redistest"
@@ -827,6 +828,12 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			input: "sandboxapi_limits {\n rate_store memory {\n prefix site-a\n }\n}",
 			want:  Handler{RateStoreRaw: json.RawMessage(`{"prefix":"site-a","store":"memory"}`)},
 		},
+		{
+			name:  "shared quotas",
+			input: "sandboxapi_limits {\n accounts {\n nodes 10.0.0.1:7070 10.0.0.2:7070\n gateway gw-1\n cell_secret_file /s\n }\n}",
+			want:  Handler{Accounts: &directory.Files{Nodes: []string{"10.0.0.1:7070", "10.0.0.2:7070"}, Gateway: "gw-1", CellSecretFile: "/s"}},
+		},
+		{name: "accounts with an unknown option", input: "sandboxapi_limits {\n accounts {\n home x\n }\n}", wantErr: true},
 		{name: "rate store without module", input: "sandboxapi_limits {\n rate_store\n}", wantErr: true},
 		{name: "rate store module not built in", input: "sandboxapi_limits {\n rate_store memcached\n}", wantErr: true},
 		{name: "rate store twice", input: "sandboxapi_limits {\n rate_store memory\n rate_store memory\n}", wantErr: true},

@@ -14,17 +14,31 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/sandboxapi/sandboxapi/billing/directory"
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	billing "github.com/sandboxapi/sandboxapi/billing/selfserve"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/auth"
+	"github.com/sandboxapi/sandboxapi/caddy-modules/blockopts"
 )
 
 func init() {
 	caddy.RegisterModule(Handler{})
+	httpcaddyfile.RegisterHandlerDirective("sandboxapi_selfserve", parseCaddyfile)
+	// After auth (which comes after basic_auth, and limits before
+	// forward_auth), so that in a block with both, the portal's, the
+	// caller is known; the signup's block has no auth.
+	httpcaddyfile.RegisterDirectiveOrder("sandboxapi_selfserve", httpcaddyfile.After, "forward_auth")
 }
+
+// allPaths are every path of billing/selfserve: the module answers them
+// all, with the service's JSON 404 for one this config does not serve
+// (Checkout without Stripe), so a Caddyfile block that routes them here
+// never falls through to an empty answer.
+var allPaths = billing.PathsFor(true, true)
 
 // ErrConfig is wrapped by every configuration error.
 var ErrConfig = errors.New("sandboxapi_selfserve: bad configuration")
@@ -53,7 +67,6 @@ type Handler struct {
 	GracePeriod caddy.Duration `json:"grace_period,omitempty"`
 
 	svc     *billing.Service
-	paths   []string
 	release func() error
 }
 
@@ -104,7 +117,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		_ = release()
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	h.svc, h.paths, h.release = svc, svc.Paths(), release
+	h.svc, h.release = svc, release
 	return nil
 }
 
@@ -118,17 +131,57 @@ func (h *Handler) Cleanup() error {
 	return err
 }
 
-// ServeHTTP serves the service's paths and passes the rest on.
+// ServeHTTP answers billing/selfserve's paths and passes the rest on.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if slices.Contains(h.paths, r.URL.Path) {
+	if slices.Contains(allPaths, r.URL.Path) {
 		h.svc.Handler().ServeHTTP(w, r)
 		return nil
 	}
 	return next.ServeHTTP(w, r)
 }
 
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
+//
+//	sandboxapi_selfserve {
+//	    accounts {
+//	        <as sandboxapi_auth's>
+//	    }
+//	    plans_file            <path>
+//	    stripe_secret_key     <key>
+//	    stripe_webhook_secret <secret>
+//	    stripe_api_base       <url>
+//	    public_url            <url>
+//	    grace_period          <duration>
+//	    no_free_signup
+//	}
+//
+// Without stripe_secret_key (or with one that expands to nothing) it
+// serves the free signup only.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	return blockopts.ParseWith(d, map[string]*string{
+		"plans_file":            &h.PlansFile,
+		"stripe_secret_key":     &h.StripeSecretKey,
+		"stripe_webhook_secret": &h.StripeWebhookSecret,
+		"stripe_api_base":       &h.StripeAPIBase,
+		"public_url":            &h.PublicURL,
+	}, map[string]func(*caddyfile.Dispenser) error{
+		"accounts":       func(d *caddyfile.Dispenser) error { return auth.ParseAccounts(d, &h.Accounts) },
+		"no_free_signup": func(d *caddyfile.Dispenser) error { return blockopts.Flag(d, &h.NoFreeSignup) },
+		"grace_period":   func(d *caddyfile.Dispenser) error { return blockopts.Duration(d, &h.GracePeriod) },
+	})
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	if err := m.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 // Interface guards.
 var (
+	_ caddyfile.Unmarshaler       = (*Handler)(nil)
 	_ caddy.Provisioner           = (*Handler)(nil)
 	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
