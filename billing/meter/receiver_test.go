@@ -2,114 +2,19 @@ package meter
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sandboxapi/sandboxapi/billing/stripemock"
 )
-
-// stripeMockVersion is the stripe-mock the set-up installs.
-const stripeMockVersion = "v0.203.0"
-
-// findStripeMock looks for the stripe-mock binary: STRIPE_MOCK, the
-// repository's bin/ (where the set-up installs it), GOBIN, GOPATH/bin and
-// PATH. Without it the test skips, except in CI (CI=true), where a missing
-// binary is a broken set-up and fails.
-func findStripeMock(t testing.TB) string {
-	t.Helper()
-	if p := os.Getenv("STRIPE_MOCK"); p != "" {
-		return p
-	}
-	var candidates []string
-	if dir, err := os.Getwd(); err == nil {
-		for ; ; dir = filepath.Dir(dir) {
-			if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-				candidates = append(candidates, filepath.Join(dir, "bin", "stripe-mock"))
-				break
-			}
-			if dir == filepath.Dir(dir) {
-				break
-			}
-		}
-	}
-	if gobin := os.Getenv("GOBIN"); gobin != "" {
-		candidates = append(candidates, filepath.Join(gobin, "stripe-mock"))
-	}
-	gopath := os.Getenv("GOPATH")
-	if home, err := os.UserHomeDir(); gopath == "" && err == nil {
-		gopath = filepath.Join(home, "go")
-	}
-	for _, p := range filepath.SplitList(gopath) {
-		candidates = append(candidates, filepath.Join(p, "bin", "stripe-mock"))
-	}
-	for _, c := range candidates {
-		if fi, err := os.Stat(c); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
-			return c
-		}
-	}
-	if p, err := exec.LookPath("stripe-mock"); err == nil {
-		return p
-	}
-	msg := "stripe-mock not found in bin/, GOBIN, GOPATH/bin or PATH; install it with `go install github.com/stripe/stripe-mock@" + stripeMockVersion + "`"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
-
-// startStripeMock runs stripe-mock on a Unix socket (no port to race for)
-// until the test ends, and returns a transport that reaches it.
-func startStripeMock(t testing.TB) *http.Transport {
-	t.Helper()
-	bin := findStripeMock(t)
-	// A short directory: a socket path must fit in 108 bytes.
-	dir, err := os.MkdirTemp("", "stripe-mock")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "s.sock")
-	cmd := exec.Command(bin, "-http-unix", sock)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	// Gone with the test binary, even one killed by go test's timeout.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting stripe-mock: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", sock)
-	}, MaxIdleConnsPerHost: 64}
-	t.Cleanup(tr.CloseIdleConnections)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		c, err := net.Dial("unix", sock)
-		if err == nil {
-			_ = c.Close()
-			return tr
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stripe-mock did not listen on %s: %v\n%s", sock, err, out.String())
-		}
-	}
-}
 
 // meterEvent is one meter event as the receiver saw it.
 type meterEvent struct {
@@ -140,7 +45,7 @@ type receiver struct {
 
 func newReceiver(t testing.TB) *receiver {
 	t.Helper()
-	tr := startStripeMock(t)
+	tr := stripemock.StartUnix(t)
 	rc := &receiver{t: t, byID: map[string]int{}, refused: map[string]int{}}
 	rc.proxy = &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {

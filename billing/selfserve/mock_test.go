@@ -1,9 +1,7 @@
 package selfserve
 
 import (
-	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,13 +9,10 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
-	"time"
+
+	"github.com/sandboxapi/sandboxapi/billing/stripemock"
 )
 
 // The stripe-mock the package's tests share, started by TestMain on
@@ -29,7 +24,8 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	stop, err := startStripeMock()
+	url, stop, err := stripemock.Run()
+	mockURL = url
 	if err != nil {
 		if os.Getenv("CI") == "true" {
 			fmt.Fprintf(os.Stderr, "selfserve tests: %v\n", err)
@@ -50,73 +46,6 @@ func needMock(t *testing.T) {
 	t.Helper()
 	if mockMissing != "" {
 		t.Skipf("%s (CI=true makes this a failure)", mockMissing)
-	}
-}
-
-// stripeMockPath finds the binary ops/install/stripe-mock.sh installs:
-// STRIPE_MOCK, the repository's bin/, GOBIN, GOPATH/bin, then PATH.
-func stripeMockPath() (string, error) {
-	if p := os.Getenv("STRIPE_MOCK"); p != "" {
-		return p, nil
-	}
-	candidates := []string{filepath.Join("..", "..", "bin", "stripe-mock")}
-	if gobin := os.Getenv("GOBIN"); gobin != "" {
-		candidates = append(candidates, filepath.Join(gobin, "stripe-mock"))
-	}
-	gopath := os.Getenv("GOPATH")
-	if gopath == "" {
-		if home, err := os.UserHomeDir(); err == nil {
-			gopath = filepath.Join(home, "go")
-		}
-	}
-	if gopath != "" {
-		candidates = append(candidates, filepath.Join(gopath, "bin", "stripe-mock"))
-	}
-	for _, c := range candidates {
-		if st, err := os.Stat(c); err == nil && !st.IsDir() {
-			return filepath.Abs(c)
-		}
-	}
-	if p, err := exec.LookPath("stripe-mock"); err == nil {
-		return p, nil
-	}
-	return "", errors.New("stripe-mock not found in bin/, GOBIN, GOPATH/bin or PATH: run ops/install/stripe-mock.sh (make build does)")
-}
-
-func startStripeMock() (stop func(), err error) {
-	path, err := stripeMockPath()
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(path, "-http-addr", "127.0.0.1:", "-https-addr", "127.0.0.1:")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	// Gone with the test binary, even one killed by go test's timeout.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", path, err)
-	}
-	stop = func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if a, ok := strings.CutPrefix(sc.Text(), "Listening for HTTP at address: "); ok {
-				addr <- a
-			}
-		}
-	}()
-	select {
-	case a := <-addr:
-		mockURL = "http://" + a
-		return stop, nil
-	case <-time.After(15 * time.Second):
-		stop()
-		return nil, fmt.Errorf("%s did not say where it listens within 15 s: %s", path, stderr.String())
 	}
 }
 
