@@ -47,12 +47,18 @@ func (r *Registry[T]) Acquire(path string) (T, func() error, error) {
 // AcquireKey is Acquire for a handle named by key as it is, not a path:
 // open is called with key.
 func (r *Registry[T]) AcquireKey(key string) (T, func() error, error) {
+	return r.AcquireKeyWith(key, func() (T, error) { return r.open(key) })
+}
+
+// AcquireKeyWith is AcquireKey with the caller's open, for a handle whose
+// first user gives it what the key does not carry (a logger).
+func (r *Registry[T]) AcquireKeyWith(key string, open func() (T, error)) (T, func() error, error) {
 	var zero T
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e := r.m[key]
 	if e == nil {
-		h, err := r.open(key)
+		h, err := open()
 		if err != nil {
 			return zero, nil, err
 		}

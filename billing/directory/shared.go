@@ -1,6 +1,7 @@
 package directory
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +28,10 @@ type Files struct {
 	TLSCAFile   string `json:"tls_ca_file,omitempty"`
 	TLSCertFile string `json:"tls_cert_file,omitempty"`
 	TLSKeyFile  string `json:"tls_key_file,omitempty"`
+	// Logger is where the copy logs (the feed failing over, the copy
+	// loaded); nil for slog.Default() at open. The first to open a shared
+	// copy gives it its logger.
+	Logger *slog.Logger `json:"-"`
 }
 
 // minSecretLen is the shortest cell secret accepted, as sandboxapi_auth's.
@@ -69,15 +74,17 @@ var shared = dbshare.New(func(key string) (*Directory, error) {
 	if err := json.Unmarshal([]byte(key), &f); err != nil {
 		return nil, err
 	}
-	cfg, err := f.config(sharedLogger)
+	return f.open()
+}, (*Directory).Close)
+
+// open opens the Directory f describes, logging to f.Logger.
+func (f Files) open() (*Directory, error) {
+	cfg, err := f.config(cmp.Or(f.Logger, slog.Default()))
 	if err != nil {
 		return nil, err
 	}
 	return Open(cfg)
-}, (*Directory).Close)
-
-// sharedLogger is what shared Directories log to: the process's default.
-var sharedLogger = slog.Default()
+}
 
 // OpenShared returns the process-wide Directory for f, opening it on first
 // use, and a release func to call once when done; the Directory closes
@@ -87,7 +94,9 @@ func OpenShared(f Files) (*Directory, func() error, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	d, release, err := shared.AcquireKey(string(key))
+	// The key is f without its Logger (json:"-"): the first opener's
+	// logger is the copy's.
+	d, release, err := shared.AcquireKeyWith(string(key), f.open)
 	if err != nil {
 		return nil, nil, err
 	}

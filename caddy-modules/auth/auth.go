@@ -152,6 +152,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("%w: cell_secret_file is required", ErrConfig)
 	}
 	files := h.Accounts
+	files.Logger = ctx.Slogger()
 	for i, n := range files.Nodes {
 		files.Nodes[i] = repl.ReplaceKnown(n, "")
 	}

@@ -187,6 +187,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.unmetered = new(sync.Once)
 	if h.Accounts != nil {
 		files := *h.Accounts
+		files.Logger = ctx.Slogger()
 		files.CellSecretFile = repl.ReplaceKnown(files.CellSecretFile, "")
 		d, release, err := directory.OpenShared(files)
 		if err != nil {

@@ -86,6 +86,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 	files := h.Accounts
+	files.Logger = ctx.Slogger()
 	files.CellSecretFile = repl.ReplaceKnown(files.CellSecretFile, "")
 	if len(files.Nodes) == 0 || files.Gateway == "" || files.CellSecretFile == "" {
 		return fmt.Errorf("%w: accounts needs nodes, gateway and cell_secret_file", ErrConfig)

@@ -35,9 +35,12 @@ type serviceAccounts struct {
 
 // openServiceAccounts opens the copy of the accounts the gateway config
 // gw uses (the same one: directory.OpenShared) and its usage ledger, and
-// waits for the copy to load.
-func openServiceAccounts(ctx context.Context, gw edge.Config) (*serviceAccounts, error) {
-	d, release, err := directory.OpenShared(gw.AccountsFiles())
+// waits for the copy to load. The copy logs to logger, the process's own
+// lines, for the whole process: the modules find it open.
+func openServiceAccounts(ctx context.Context, gw edge.Config, logger *slog.Logger) (*serviceAccounts, error) {
+	files := gw.AccountsFiles()
+	files.Logger = logger
+	d, release, err := directory.OpenShared(files)
 	if err != nil {
 		return nil, err
 	}

@@ -132,7 +132,7 @@ func runDev(args []string) error {
 	}
 	// Held for the process's life, before the gateway starts, so the
 	// modules find the copy loaded and the dev key in it.
-	acc, err := openServiceAccounts(ctx, gw)
+	acc, err := openServiceAccounts(ctx, gw, logger)
 	if err != nil {
 		return err
 	}

@@ -116,7 +116,7 @@ func runGateway(args []string) error {
 	// Held for the process's life, as dev holds it: the gateway's modules
 	// and the admin socket share the one copy of the accounts (DESIGN.md,
 	// "The admin socket").
-	acc, err := openServiceAccounts(ctx, gw)
+	acc, err := openServiceAccounts(ctx, gw, logger)
 	if err != nil {
 		return err
 	}
