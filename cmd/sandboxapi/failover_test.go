@@ -409,7 +409,9 @@ func grepLines(s, word string) string {
 // TestDevTwoCells runs `dev --cells 2`: two one-node cells in two
 // regions behind one gateway. X-SandboxAPI-Region places new work in its
 // region's cell, no header the gateway's own; a job submitted in one
-// region is found when polled without naming it.
+// region is found when polled without naming it. An account's home
+// region (admin accounts set-region) places its work when the request
+// names none.
 func TestDevTwoCells(t *testing.T) {
 	dir := t.TempDir()
 	var record clusterRecord
@@ -446,6 +448,19 @@ func TestDevTwoCells(t *testing.T) {
 	} {
 		if got := inRegion(tc.region); got != tc.node {
 			t.Errorf("a session asked for in region %q is on %q, want %q", tc.region, got, tc.node)
+		}
+	}
+
+	// The account's home region places what names none; a request that
+	// names one still goes there.
+	_, usage := s.call(s.key, "GET", "/v1/usage", "")
+	id, _ := usage["account_id"].(string)
+	if v := admin(t, dir, "accounts", "set-region", id, "region-2"); v["region"] != "region-2" {
+		t.Fatalf("set-region %s: %v", id, v)
+	}
+	for _, tc := range []struct{ region, node string }{{"", "cell-2-node-1"}, {"region-1", "cell-1-node-1"}} {
+		if got := inRegion(tc.region); got != tc.node {
+			t.Errorf("an account at home in region-2: a session asked for in region %q is on %q, want %q", tc.region, got, tc.node)
 		}
 	}
 
