@@ -78,6 +78,7 @@ type devSettings struct {
 	sessionPoolLangs, mcpOrigins                            []string
 	maxSessions                                             int
 	nodes, cells                                            int
+	selfServe
 }
 
 // cellName, regionName and nodeName name the dev cluster's members: one
@@ -330,6 +331,7 @@ func (s devSettings) layout(dir string) (gatewayConfig, []nodeConfig, error) {
 	gw.ID, gw.Listen, gw.DataDir, gw.SecretFile = "gateway", s.listen, dir, secretFile
 	gw.Region, gw.GossipKeyFile, gw.Plans, gw.AccessLog, gw.LogLevel = regionName(1), "", plansFile, s.accessLog, logLevel
 	gw.tlsFiles = tlsFiles{}
+	gw.selfServe = s.selfServe
 	gw.GossipJoin, gw.AccountsNodes = nil, nil
 	for _, n := range nodes {
 		gw.GossipJoin = append(gw.GossipJoin, n.Gossip)

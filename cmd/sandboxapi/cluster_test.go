@@ -43,6 +43,8 @@ func TestConfigCommandLine(t *testing.T) {
 		{"gateway bad listen", []string{"gateway", "--listen", "8080"}, 2, `^$`, `listen "8080" is not host:port`},
 		{"dev zero nodes", []string{"dev", "--nodes", "0"}, 2, `^$`, `--nodes and --cells must be at least 1`},
 		{"dev negative cells", []string{"dev", "--cells", "-1"}, 2, `^$`, `--nodes and --cells must be at least 1`},
+		{"dev Stripe without its webhook secret", []string{"dev", "--stripe-secret-key-file", files, "--public-url", "http://127.0.0.1:8080"}, 2, `^$`, `stripe_secret_key_file needs stripe_webhook_secret_file and public_url`},
+		{"dev a meter without Stripe", []string{"dev", "--stripe-meter-event", "executions"}, 2, `^$`, `need stripe_secret_key_file`},
 		{"admin cluster stray word", []string{"admin", "cluster", "now"}, 2, `^$`, `unexpected argument "now"`},
 		{"admin cluster without a cluster", []string{"admin", "cluster", "--data-dir", files}, 1, `^$`, `cluster.json`},
 

@@ -339,12 +339,7 @@ type gatewayConfig struct {
 	AdminListen    string   `toml:"admin_listen" json:"admin_listen"`
 	AdminTokenFile string   `toml:"admin_token_file" json:"admin_token_file"`
 
-	NoFreeSignup            bool   `toml:"no_free_signup" json:"no_free_signup"`
-	PublicURL               string `toml:"public_url" json:"public_url"`
-	StripeSecretKeyFile     string `toml:"stripe_secret_key_file" json:"stripe_secret_key_file"`
-	StripeWebhookSecretFile string `toml:"stripe_webhook_secret_file" json:"stripe_webhook_secret_file"`
-	StripeAPIBase           string `toml:"stripe_api_base" json:"stripe_api_base"`
-	StripeMeterEvent        string `toml:"stripe_meter_event" json:"stripe_meter_event"`
+	selfServe
 
 	RateRedisAddress      string `toml:"rate_redis_address" json:"rate_redis_address"`
 	RateRedisPasswordFile string `toml:"rate_redis_password_file" json:"rate_redis_password_file"`
@@ -383,12 +378,7 @@ func (c *gatewayConfig) flags(fs *flag.FlagSet) {
 	fs.Var((*commaList)(&c.AccountsNodes), "accounts-nodes", "comma-separated API addresses (host:port) of nodes of the accounts' home cell, which every gateway shares")
 	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "host:port of the admin API on TCP, behind the admin token (none: the admin socket in DATA_DIR only)")
 	fs.StringVar(&c.AdminTokenFile, "admin-token-file", c.AdminTokenFile, "file with the token the admin API on TCP requires as a Bearer token (at least 24 characters)")
-	fs.BoolVar(&c.NoFreeSignup, "no-free-signup", c.NoFreeSignup, "close POST /v1/signup and the free plan on /signup: accounts come from Stripe Checkout and the admin commands only")
-	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "the gateway as users reach it (https://api.example.com), for Stripe's success and return pages")
-	fs.StringVar(&c.StripeSecretKeyFile, "stripe-secret-key-file", c.StripeSecretKeyFile, "file with Stripe's secret API key; set, the gateway serves signup, Checkout, the portal and Stripe's webhook (docs/billing.md)")
-	fs.StringVar(&c.StripeWebhookSecretFile, "stripe-webhook-secret-file", c.StripeWebhookSecretFile, "file with the Stripe webhook endpoint's signing secret (whsec_...)")
-	fs.StringVar(&c.StripeAPIBase, "stripe-api-base", c.StripeAPIBase, "Stripe's API address (none: Stripe's own; stripe-mock's for tests)")
-	fs.StringVar(&c.StripeMeterEvent, "stripe-meter-event", c.StripeMeterEvent, "the Billing Meter's event name Stripe accounts' executions are sent as (none: not metered)")
+	c.selfServe.flags(fs)
 	fs.StringVar(&c.RateRedisAddress, "rate-redis-address", c.RateRedisAddress, "host:port of a Redis the gateways count rate limits in, so they share each account's window (none: each gateway counts in memory)")
 	fs.StringVar(&c.RateRedisPasswordFile, "rate-redis-password-file", c.RateRedisPasswordFile, "file with the rate limits' Redis password (none: no AUTH)")
 	fs.IntVar(&c.RateRedisDB, "rate-redis-db", c.RateRedisDB, "the rate limits' Redis database number")
@@ -423,8 +413,8 @@ func (c *gatewayConfig) check() error {
 			return err
 		}
 	}
-	if c.StripeSecretKeyFile != "" && (c.StripeWebhookSecretFile == "" || c.PublicURL == "") {
-		return fmt.Errorf("%w: stripe_secret_key_file needs stripe_webhook_secret_file and public_url", errConfigValue)
+	if err := c.selfServe.check(); err != nil {
+		return err
 	}
 	if c.RateRedisAddress != "" {
 		if err := checkHostPort("rate_redis_address", c.RateRedisAddress); err != nil {
@@ -461,6 +451,36 @@ func (c *gatewayConfig) check() error {
 		return err
 	}
 	return c.gossipTiming.check()
+}
+
+// selfServe is the gateway's self-serve keys: the free signup, and Stripe
+// (docs/billing.md). Both the gateway and dev take them.
+type selfServe struct {
+	NoFreeSignup            bool   `toml:"no_free_signup" json:"no_free_signup"`
+	PublicURL               string `toml:"public_url" json:"public_url"`
+	StripeSecretKeyFile     string `toml:"stripe_secret_key_file" json:"stripe_secret_key_file"`
+	StripeWebhookSecretFile string `toml:"stripe_webhook_secret_file" json:"stripe_webhook_secret_file"`
+	StripeAPIBase           string `toml:"stripe_api_base" json:"stripe_api_base"`
+	StripeMeterEvent        string `toml:"stripe_meter_event" json:"stripe_meter_event"`
+}
+
+func (c *selfServe) flags(fs *flag.FlagSet) {
+	fs.BoolVar(&c.NoFreeSignup, "no-free-signup", c.NoFreeSignup, "close POST /v1/signup and the free plan on /signup: accounts come from Stripe Checkout and the admin commands only")
+	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "the gateway as users reach it (https://api.example.com), for Stripe's success and return pages")
+	fs.StringVar(&c.StripeSecretKeyFile, "stripe-secret-key-file", c.StripeSecretKeyFile, "file with Stripe's secret API key; set, the gateway serves signup, Checkout, the portal and Stripe's webhook (docs/billing.md)")
+	fs.StringVar(&c.StripeWebhookSecretFile, "stripe-webhook-secret-file", c.StripeWebhookSecretFile, "file with the Stripe webhook endpoint's signing secret (whsec_...)")
+	fs.StringVar(&c.StripeAPIBase, "stripe-api-base", c.StripeAPIBase, "Stripe's API address (none: Stripe's own; stripe-mock's for tests)")
+	fs.StringVar(&c.StripeMeterEvent, "stripe-meter-event", c.StripeMeterEvent, "the Billing Meter's event name Stripe accounts' executions are sent as (none: not metered)")
+}
+
+func (c selfServe) check() error {
+	if c.StripeSecretKeyFile != "" && (c.StripeWebhookSecretFile == "" || c.PublicURL == "") {
+		return fmt.Errorf("%w: stripe_secret_key_file needs stripe_webhook_secret_file and public_url", errConfigValue)
+	}
+	if c.StripeSecretKeyFile == "" && (c.StripeWebhookSecretFile != "" || c.StripeAPIBase != "" || c.StripeMeterEvent != "") {
+		return fmt.Errorf("%w: stripe_webhook_secret_file, stripe_api_base and stripe_meter_event need stripe_secret_key_file", errConfigValue)
+	}
+	return nil
 }
 
 // loadConfig reads a command's configuration: defaults, then the file

@@ -45,8 +45,13 @@ func runDev(args []string) error {
 	mcpOrigins := fs.String("mcp-origins", "", "comma-separated browser origins (https://app.example.com) that may call /mcp besides the gateway's own host")
 	nodes := fs.Int("nodes", 1, "nodes per cell; more than 1 runs a gateway and each node as processes of their own (docs/cluster.md)")
 	cells := fs.Int("cells", 1, "cells, each in a region of its own, behind the one gateway; more than 1 runs processes as --nodes does")
+	var self selfServe
+	self.flags(fs)
 	if err := parseFlags(fs, args, devUsage); err != nil {
 		return err
+	}
+	if err := self.check(); err != nil {
+		return usagef("dev", "%v", err)
 	}
 	if *sessionPool < 0 || *maxSessions <= 0 {
 		return fmt.Errorf("--session-pool must not be negative and --max-sessions must be positive")
@@ -64,6 +69,7 @@ func runDev(args []string) error {
 			accessLog: *accessLog, allowPrivateCallbacks: *allowPrivateCallbacks, jobRetention: *jobRetention,
 			sessionPool: *sessionPool, sessionPoolLangs: splitList(*sessionPoolLangs),
 			mcpOrigins: splitList(*mcpOrigins), maxSessions: *maxSessions, nodes: *nodes, cells: *cells,
+			selfServe: self,
 		})
 	}
 	level := slog.LevelInfo
@@ -125,10 +131,15 @@ func runDev(args []string) error {
 	// The node's cell is the accounts' home: the gateway keeps its copy
 	// of them from the node, as a gateway of a cluster does from its home
 	// cell's nodes.
+	stripeCfg, err := self.stripe()
+	if err != nil {
+		return err
+	}
 	gw := edge.Config{
 		Listen: *listen, AccountsNodes: []string{n.Addr()}, GatewayID: devGatewayID, CellSecretFile: secretFile,
 		UsageDB: filepath.Join(dir, "usage.db"), PlansFile: *plansFile,
 		CellNodes: []string{n.Addr()}, AccessLog: *accessLog,
+		Stripe: stripeCfg, NoFreeSignup: self.NoFreeSignup,
 	}
 	// Held for the process's life, before the gateway starts, so the
 	// modules find the copy loaded and the dev key in it.

@@ -135,7 +135,7 @@ func runGateway(args []string) error {
 }
 
 // stripe reads the Stripe settings' secret files; nil without Stripe.
-func (c gatewayConfig) stripe() (*edge.Stripe, error) {
+func (c selfServe) stripe() (*edge.Stripe, error) {
 	if c.StripeSecretKeyFile == "" {
 		return nil, nil
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sandboxapi/sandboxapi/billing/stripemock"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/limits/redistest"
 )
 
@@ -325,4 +326,46 @@ rapidapi_proxy_secret_file = %q
 			t.Errorf("%d allowed and %d refused after the first answer said %d remain, want %d and 6: the gateways do not share the window", allowed, limited, remaining, remaining)
 		}
 	})
+}
+
+// TestDevStripe: `sandboxapi dev` takes the gateway's Stripe keys as
+// flags, so self-serve can be tried on one machine against stripe-mock: a
+// Checkout Session for a paid plan, and the free signup beside it.
+func TestDevStripe(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the service")
+	}
+	dir := t.TempDir()
+	secrets := t.TempDir()
+	stripeAPI := stripemock.Start(t)
+	plans := writeFile(t, secrets, "plans.json", `{"plans":[{"name":"pro","stripe_price_id":"price_pro"}]}`)
+	listen := freeAddr(t)
+	s := startDevWith(t, dir, devOptions{extra: []string{"--listen", listen, "--plans", plans, "--session-pool", "0",
+		"--stripe-secret-key-file", writeFile(t, secrets, "stripe-key", "sk_test_dev"),
+		"--stripe-webhook-secret-file", writeFile(t, secrets, "webhook-secret", "whsec_dev"),
+		"--stripe-api-base", stripeAPI, "--public-url", "http://" + listen}})
+	post := func(path, body string) (int, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", s.base+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	if code, m := post("/v1/billing/checkout", `{"plan":"pro","email":"dev@example.com"}`); code != http.StatusCreated || m["url"] == nil {
+		t.Errorf("checkout through dev: HTTP %d %v", code, m)
+	}
+	code, m := post("/v1/signup", `{"email":"dev@example.com"}`)
+	key, _ := m["api_key"].(string)
+	if code != http.StatusCreated || key == "" {
+		t.Fatalf("free signup through dev: HTTP %d %v", code, m)
+	}
+	if code, u := s.call(key, "GET", "/v1/usage", ""); code != http.StatusOK || u["plan"] != "basic" {
+		t.Errorf("the new key's usage: HTTP %d %v", code, u)
+	}
 }
