@@ -320,6 +320,20 @@ end
 OUT = STDOUT.dup
 STDOUT.reopen(STDERR)
 
+# The tree's files outside the places gems are read from, by base name:
+# {name => {path under root => source}}.
+def other_files(root)
+  out = Hash.new { |h, k| h[k] = {} }
+  skip = %w[usr/share/doc usr/share/doc-base usr/share/man usr/share/info usr/share/lintian
+            usr/share/rubygems-integration usr/lib/ruby usr/bin usr/sbin]
+  walk(root, root).each do |rel, src|
+    next if skip.any? { |d| rel == d || rel.start_with?(d + "/") }
+    next if rel.include?("/rubygems-integration/") || rel.include?("/ruby/vendor_ruby/")
+    out[File.basename(rel)][rel] = src
+  end
+  out
+end
+
 def write_json(obj)
   OUT.write(JSON.generate(obj))
   OUT.flush
@@ -372,6 +386,7 @@ trees.each do |t|
     walk(root, File.join(vr, RUBY_API)).each { |r, s| vendor[r] ||= s }
   end
   claimed = {}
+  others = nil
 
   paths.each do |path|
     next if skip[path]
@@ -417,6 +432,27 @@ trees.each do |t|
           files[File.join(lib, r)] ||= s
           claimed[r] = true
         end
+      end
+
+      # Listed files Debian moved elsewhere in the package (data files
+      # under usr/share/PACKAGE, say): the tree's file with the same name
+      # whose path shares the longest tail with the listed one, if only
+      # one does.
+      missing = listed.reject { |f| files[f] || f.start_with?("#{spec.bindir || "bin"}/") || f.end_with?(".gemspec") }
+      unless missing.empty?
+        others ||= other_files(root)
+        moved = Hash.new(0)
+        missing.each do |f|
+          cands = others[File.basename(f)] or next
+          parts = f.split("/")
+          score = cands.map { |rel, _| [rel.split("/").reverse.zip(parts.reverse).take_while { |a, b| a == b }.size, rel] }
+          best = score.map(&:first).max
+          top = score.select { |n, _| n == best }
+          next unless top.size == 1
+          files[f] = cands[top[0][1]]
+          moved[top[0][1].split("/")[0, 3].join("/")] += 1
+        end
+        moved.sort.each { |d, n| res["notes"] << "#{n} listed file#{n == 1 ? "" : "s"} taken from /#{d}" }
       end
 
       # Executables: the gem's own, or Debian's copy in usr/bin unless it
