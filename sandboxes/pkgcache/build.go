@@ -18,6 +18,7 @@ import (
 	"io"
 	"io/fs"
 	"maps"
+	"net/http"
 	"os"
 	"os/exec"
 	"path"
@@ -41,6 +42,11 @@ const (
 // ErrBadPackage is wrapped by every error about a package file the
 // builder cannot use.
 var ErrBadPackage = errors.New("pkgcache: bad package")
+
+// ErrRegistryUnreachable means the npm registry did not answer: the build
+// stops at once with the registry's address, instead of npm retrying for
+// minutes.
+var ErrRegistryUnreachable = errors.New("pkgcache: the npm registry is unreachable")
 
 // ErrBusy means another build holds the cache.
 var ErrBusy = errors.New("pkgcache: another build is using the cache")
@@ -72,6 +78,9 @@ type Builder struct {
 	NPM string
 	// Log receives progress and the output of npm (default: discarded).
 	Log io.Writer
+	// NPMTimeout bounds each npm command (default 10 minutes); npm's own
+	// fetches give up after a minute with one retry.
+	NPMTimeout time.Duration
 
 	dir  string
 	idx  *Index
@@ -79,6 +88,8 @@ type Builder struct {
 	now  func() time.Time
 	// packuments are the npm packuments changed since Save.
 	packuments map[string]bool
+	// registryChecked is set once the npm registry has answered.
+	registryChecked bool
 }
 
 // NewBuilder opens dir (creating it) for adding packages. Close releases
@@ -509,6 +520,11 @@ func (b *Builder) AddNPM(ctx context.Context, specs []string, opt AddOptions) ([
 		}
 		registrySpec[name] = s
 	}
+	if len(registrySpec) > 0 {
+		if err := b.checkRegistry(ctx, tmp); err != nil {
+			return nil, err
+		}
+	}
 	b.logf("npm: resolving %s", strings.Join(specs, " "))
 	if err := b.runNPM(ctx, tmp, args...); err != nil {
 		return nil, err
@@ -576,12 +592,59 @@ func (b *Builder) AddNPM(ctx context.Context, specs []string, opt AddOptions) ([
 	return added, nil
 }
 
+// npmFetchFlags keep npm from retrying a dead registry for minutes.
+var npmFetchFlags = []string{"--fetch-timeout=60000", "--fetch-retries=1", "--fetch-retry-mintimeout=2000", "--fetch-retry-maxtimeout=10000"}
+
+func (b *Builder) npmTimeout() time.Duration {
+	if b.NPMTimeout > 0 {
+		return b.NPMTimeout
+	}
+	return 10 * time.Minute
+}
+
+// checkRegistry asks npm's configured registry for its root document, once
+// per build, within 15 seconds.
+func (b *Builder) checkRegistry(ctx context.Context, dir string) error {
+	if b.registryChecked {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, b.NPM, "config", "get", "registry")
+	cmd.Dir = dir
+	out, err := cmd.Output()
+	registry := strings.TrimSpace(string(out))
+	if err != nil || registry == "" {
+		return fmt.Errorf("pkgcache: npm config get registry: %w", err)
+	}
+	req, err := http.NewRequestWithContext(cctx, http.MethodGet, strings.TrimSuffix(registry, "/")+"/-/ping", nil)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrRegistryUnreachable, registry, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrRegistryUnreachable, registry, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 500 {
+		return fmt.Errorf("%w: %s answered %s", ErrRegistryUnreachable, registry, resp.Status)
+	}
+	b.registryChecked = true
+	return nil
+}
+
 func (b *Builder) runNPM(ctx context.Context, dir string, args ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, b.npmTimeout())
+	defer cancel()
+	args = append(args[:1:1], append(slices.Clone(npmFetchFlags), args[1:]...)...)
 	cmd := exec.CommandContext(ctx, b.NPM, args...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = b.Log, b.Log
 	cmd.Env = append(os.Environ(), "NO_UPDATE_NOTIFIER=1", "npm_config_update_notifier=false")
 	if err := cmd.Run(); err != nil {
+		if ctx.Err() == context.DeadlineExceeded {
+			return fmt.Errorf("pkgcache: npm %s: gave up after %s", args[0], b.npmTimeout())
+		}
 		return fmt.Errorf("pkgcache: npm %s: %w", args[0], err)
 	}
 	return nil
@@ -595,13 +658,18 @@ func (b *Builder) npmPack(ctx context.Context, dir string, specs []string) (map[
 	if err := os.MkdirAll(dest, 0o755); err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, b.npmTimeout())
+	defer cancel()
 	for chunk := range slices.Chunk(specs, 50) {
-		cmd := exec.CommandContext(ctx, b.NPM, append([]string{"pack", "--json", "--pack-destination", dest,
-			"--cache", filepath.Join(dir, ".cache"), "--loglevel=error"}, chunk...)...)
+		cmd := exec.CommandContext(ctx, b.NPM, append(append([]string{"pack", "--json", "--pack-destination", dest,
+			"--cache", filepath.Join(dir, ".cache"), "--loglevel=error"}, npmFetchFlags...), chunk...)...)
 		cmd.Dir = dir
 		cmd.Stderr = b.Log
 		cmd.Env = append(os.Environ(), "NO_UPDATE_NOTIFIER=1", "npm_config_update_notifier=false")
 		raw, err := cmd.Output()
+		if ctx.Err() == context.DeadlineExceeded {
+			return nil, fmt.Errorf("pkgcache: npm pack: gave up after %s", b.npmTimeout())
+		}
 		if err != nil {
 			return nil, fmt.Errorf("pkgcache: npm pack: %w", err)
 		}
