@@ -23,6 +23,16 @@ apt_wants=(
   /usr/bin/php php-cli
   /usr/bin/mcs mono-mcs
   /usr/bin/mono mono-runtime
+  # The read-only base set every Python sandbox can import without an
+  # install, as hosted interpreters have it (sandboxes/pkgcache/DESIGN.md).
+  /usr/lib/python3/dist-packages/numpy python3-numpy
+  /usr/lib/python3/dist-packages/pandas python3-pandas
+  /usr/lib/python3/dist-packages/scipy python3-scipy
+  /usr/lib/python3/dist-packages/matplotlib python3-matplotlib
+  /usr/lib/python3/dist-packages/requests python3-requests
+  # apt-get download and dpkg-deb build the default package cache from
+  # Debian's packages; dh-python's name table comes through them too.
+  /usr/bin/dpkg-deb dpkg
   # Not a toolchain: the container-only baseline `sandboxapi bench` measures.
   /usr/bin/bwrap bubblewrap
   # Not a toolchain: the gateway's shared rate store, which its tests run.
@@ -37,7 +47,7 @@ fi
 
 need=()
 for ((i = 0; i < ${#apt_wants[@]}; i += 2)); do
-  [[ -x "${apt_wants[i]}" ]] || need+=("${apt_wants[i + 1]}")
+  [[ -e "${apt_wants[i]}" ]] || need+=("${apt_wants[i + 1]}")
 done
 
 as_root() {

@@ -52,6 +52,9 @@ var hostPaths = []HostPath{
 	{"/usr/lib/node_modules", "npm's global modules: typescript (the session REPL, a compile without the snapshot) and npm itself (session installs)"},
 	{"/usr/local/go", "the Go toolchain and its standard library's sources"},
 	{"/usr/lib/ssl", "OpenSSL's directory: links into the generated /etc/ssl"},
+	{"/usr/share/matplotlib", "matplotlib's data (mpl-data: matplotlibrc, fonts, styles), which Debian's python3-matplotlib reads there (the Python base set, and the package cache's wheel made from it)"},
+	{"/usr/share/fontconfig", "fontconfig's configuration snippets, which /etc/fonts/conf.d links to: matplotlib's text rendering loads fontconfig"},
+	{"/usr/share/fonts", "the host's fonts (DejaVu), which fontconfig lists and plots draw text with"},
 	{"/usr/share/zoneinfo", "time zones: /etc/localtime links here; Python's zoneinfo, Go's time, Mono's TimeZoneInfo and PHP read them"},
 }
 

@@ -53,6 +53,9 @@ var hostEtc = []string{
 	"os-release", "debian_version", "localtime", "timezone",
 	"mime.types", "protocols", "services", "ca-certificates.conf",
 	"java-17-openjdk", "mono", "php", "ruby", "bash.bashrc", "profile", "inputrc",
+	// Debian's matplotlib reads its default settings here; fontconfig,
+	// which its text rendering loads, its configuration.
+	"matplotlibrc", "fonts",
 }
 
 // generatedEtc replaces files that would otherwise describe the host.
