@@ -139,7 +139,6 @@ func WheelsFromDebian(trees []DebTree, outDir string) ([]DebWheel, error) {
 	var dists []*debDist
 	byKey := map[string]*debDist{}
 	treeDists := make([][]*debDist, len(trees))
-	var skipped []string
 	for i, t := range trees {
 		names, err := readDirNames(filepath.Join(t.Root, debPythonDir))
 		if err != nil {
@@ -162,8 +161,17 @@ func WheelsFromDebian(trees []DebTree, outDir string) ([]DebWheel, error) {
 			}
 			d.tree = i
 			if prev := byKey[d.key]; prev != nil {
-				skipped = append(skipped, fmt.Sprintf("%s %s of %s (%s has it already)", d.name, d.version, t.Package, trees[prev.tree].Package))
+				prev.notes = append(prev.notes, fmt.Sprintf("%s: second metadata %s (%s %s) left out", t.Package, n, d.name, d.version))
 				continue
+			}
+			// Some Debian builds lose the version (setuptools_scm
+			// without git gives 0.0.0): Debian's upstream version is the
+			// real one.
+			if placeholderVersion(d.version) {
+				if v := debUpstreamVersion(t.Version); v != "" {
+					d.notes = append(d.notes, fmt.Sprintf("version %s from Debian's %s (the metadata says %s)", v, t.Version, d.version))
+					d.version = v
+				}
 			}
 			byKey[d.key] = d
 			dists = append(dists, d)
@@ -244,11 +252,6 @@ func WheelsFromDebian(trees []DebTree, outDir string) ([]DebWheel, error) {
 		if err != nil {
 			return nil, err
 		}
-		if len(skipped) > 0 && len(out) == 0 {
-			for _, s := range skipped {
-				w.Notes = append(w.Notes, "skipped a second copy: "+s)
-			}
-		}
 		out = append(out, w)
 	}
 	return out, nil
@@ -278,8 +281,16 @@ func writeDebWheel(trees []DebTree, d *debDist, byKey map[string]*debDist, pkgDi
 	files := map[string]string{}
 	for _, e := range d.entries {
 		t := trees[e.tree]
-		dp := filepath.Join(t.Root, debPythonDir)
-		if err := collectTreeFiles(t.Root, filepath.Join(dp, e.name), e.name, files, &w.Notes, 0); err != nil {
+		// Symlinks resolve in the entry's own tree first, then in the
+		// others, as if all were installed together.
+		roots := []string{t.Root}
+		for _, o := range trees {
+			if o.Root != t.Root {
+				roots = append(roots, o.Root)
+			}
+		}
+		c := treeCollector{roots: roots, files: files, notes: &w.Notes}
+		if err := c.collect(t.Root, filepath.Join(t.Root, debPythonDir, e.name), e.name, 0); err != nil {
 			return w, err
 		}
 	}
@@ -509,15 +520,25 @@ func mapKeys[V any](m map[string]V) func(func(string) bool) {
 	}
 }
 
-// collectTreeFiles adds the regular files at src (wheel path rel) to files,
-// descending into directories and resolving symlinks inside root only.
-func collectTreeFiles(root, src, rel string, files map[string]string, notes *[]string, depth int) error {
-	base := filepath.Base(rel)
-	if base == "__pycache__" || strings.HasSuffix(base, ".pyc") || strings.HasSuffix(base, ".pyo") {
+// treeCollector gathers the regular files of dist-packages entries.
+type treeCollector struct {
+	// roots are where symlinks resolve, in order: the entry's own tree,
+	// then the other trees of the input.
+	roots []string
+	files map[string]string // wheel path → source file
+	notes *[]string
+}
+
+// collect adds the regular files at src (inside the tree at base; wheel
+// path rel), descending into directories and resolving symlinks inside
+// the trees only.
+func (c treeCollector) collect(base, src, rel string, depth int) error {
+	name := filepath.Base(rel)
+	if name == "__pycache__" || strings.HasSuffix(name, ".pyc") || strings.HasSuffix(name, ".pyo") {
 		return nil
 	}
 	if depth > 64 {
-		*notes = append(*notes, rel+": left out: nested too deep (a symlink loop?)")
+		*c.notes = append(*c.notes, rel+": left out: nested too deep (a symlink loop?)")
 		return nil
 	}
 	fi, err := os.Lstat(src)
@@ -525,17 +546,18 @@ func collectTreeFiles(root, src, rel string, files map[string]string, notes *[]s
 		return fmt.Errorf("pkgcache: %w", err)
 	}
 	if fi.Mode()&os.ModeSymlink != 0 {
-		inTree, err := filepath.Rel(root, src)
+		inTree, err := filepath.Rel(base, src)
 		if err != nil {
 			return fmt.Errorf("pkgcache: %w", err)
 		}
-		resolved, ok := resolveInTree(root, inTree)
+		roots := append([]string{base}, slices.DeleteFunc(slices.Clone(c.roots), func(r string) bool { return r == base })...)
+		root, resolved, ok := resolveInTrees(roots, inTree)
 		if !ok {
 			target, _ := os.Readlink(src)
-			*notes = append(*notes, fmt.Sprintf("%s: left out: symlink to %s, which the package does not hold", rel, target))
+			*c.notes = append(*c.notes, fmt.Sprintf("%s: left out: symlink to %s, which no package of the input holds", rel, target))
 			return nil
 		}
-		src = resolved
+		base, src = root, resolved
 		if fi, err = os.Lstat(src); err != nil {
 			return fmt.Errorf("pkgcache: %w", err)
 		}
@@ -547,13 +569,13 @@ func collectTreeFiles(root, src, rel string, files map[string]string, notes *[]s
 			return err
 		}
 		for _, n := range names {
-			if err := collectTreeFiles(root, filepath.Join(src, n), rel+"/"+n, files, notes, depth+1); err != nil {
+			if err := c.collect(base, filepath.Join(src, n), rel+"/"+n, depth+1); err != nil {
 				return err
 			}
 		}
 	case fi.Mode().IsRegular():
-		if _, ok := files[rel]; !ok {
-			files[rel] = src
+		if _, ok := c.files[rel]; !ok {
+			c.files[rel] = src
 		}
 	}
 	return nil
@@ -564,6 +586,15 @@ func collectTreeFiles(root, src, rel string, files map[string]string, notes *[]s
 // stops at root, so the result never leaves the tree. ok is false when
 // some component does not exist or links loop.
 func resolveInTree(root, rel string) (string, bool) {
+	_, p, ok := resolveInTrees([]string{root}, rel)
+	return p, ok
+}
+
+// resolveInTrees is resolveInTree over several trees laid over each other
+// (as the packages would be installed together): each path component is
+// looked up in the roots in order, the first that has it wins. It returns
+// the root the result is in.
+func resolveInTrees(roots []string, rel string) (string, string, bool) {
 	todo := strings.Split(filepath.ToSlash(rel), "/")
 	var done []string
 	for hops := 0; len(todo) > 0; {
@@ -578,28 +609,41 @@ func resolveInTree(root, rel string) (string, bool) {
 			}
 			continue
 		}
-		cur := filepath.Join(append([]string{root}, append(done, c)...)...)
-		fi, err := os.Lstat(cur)
-		if err != nil {
-			return "", false
+		var cur string
+		var fi os.FileInfo
+		for _, root := range roots {
+			p := filepath.Join(append([]string{root}, append(done, c)...)...)
+			if st, err := os.Lstat(p); err == nil {
+				cur, fi = p, st
+				break
+			}
+		}
+		if fi == nil {
+			return "", "", false
 		}
 		if fi.Mode()&os.ModeSymlink == 0 {
 			done = append(done, c)
 			continue
 		}
 		if hops++; hops > 40 {
-			return "", false
+			return "", "", false
 		}
 		target, err := os.Readlink(cur)
 		if err != nil {
-			return "", false
+			return "", "", false
 		}
 		if strings.HasPrefix(target, "/") {
 			done = nil
 		}
 		todo = append(strings.Split(target, "/"), todo...)
 	}
-	return filepath.Join(append([]string{root}, done...)...), true
+	for _, root := range roots {
+		p := filepath.Join(append([]string{root}, done...)...)
+		if _, err := os.Lstat(p); err == nil {
+			return root, p, true
+		}
+	}
+	return "", "", false
 }
 
 // readDirNames is dir's entry names, sorted; none when dir is missing.
@@ -863,4 +907,30 @@ func wheelArch(a string) string {
 		return "armv7l"
 	}
 	return a
+}
+
+// placeholderVersion is a version a build without its version source
+// writes (setuptools_scm without git: 0.0.0).
+func placeholderVersion(v string) bool {
+	return v == "0" || v == "0.0" || v == "0.0.0"
+}
+
+// debUpstreamRelease is the release numbers of a Debian version's
+// upstream part: 1:1.24.2+dfsg-1+b1 → 1.24.2.
+var debUpstreamRelease = regexp.MustCompile(`^[0-9]+(\.[0-9]+)*`)
+
+// debUpstreamVersion is the upstream release of a Debian version, "" if
+// it has none worth using.
+func debUpstreamVersion(v string) string {
+	if _, after, ok := strings.Cut(v, ":"); ok {
+		v = after
+	}
+	if i := strings.LastIndex(v, "-"); i > 0 {
+		v = v[:i]
+	}
+	r := debUpstreamRelease.FindString(v)
+	if placeholderVersion(r) {
+		return ""
+	}
+	return r
 }

@@ -120,11 +120,14 @@ func TestWheelsFromDebian(t *testing.T) {
 		dropped  []string
 		debian   []string
 		wheel    string // a line WHEEL must hold
+		version  string // DebWheel.Version, if not the file's
+		note     string // a substring of one of DebWheel.Notes
 	}
 	tests := []struct {
-		name  string
-		trees map[string]map[string]string // package → files
-		want  map[string]wantWheel         // by DebWheel.Name
+		name     string
+		trees    map[string]map[string]string // package → files
+		versions map[string]string            // package → Debian version (default 1)
+		want     map[string]wantWheel         // by DebWheel.Name
 	}{
 		{
 			name: "dist-info",
@@ -269,6 +272,54 @@ func TestWheelsFromDebian(t *testing.T) {
 				},
 			},
 		},
+		{
+			name: "odd Debian builds",
+			trees: map[string]map[string]string{
+				"python3-kiwisolver": {
+					dp + "kiwisolver/__init__.py":                           "",
+					dp + "kiwisolver/_cext.cpython-311-x86_64-linux-gnu.so": "ELF",
+					dp + "kiwisolver-0.0.0.egg-info/PKG-INFO":               "Metadata-Version: 2.1\nName: kiwisolver\nVersion: 0.0.0\n",
+				},
+				"python3-cryptography": {
+					dp + "cryptography/__init__.py":                   "",
+					dp + "cryptography/hazmat/bindings/_rust.abi3.so": "ELF",
+					dp + "cryptography-38.0.4.dist-info/METADATA":     "Metadata-Version: 2.1\nName: cryptography\nVersion: 38.0.4\n",
+					dp + "cryptography.egg-info/PKG-INFO":             "Metadata-Version: 2.1\nName: cryptography\nVersion: 38.0.4\n",
+				},
+				"python3-babel": {
+					dp + "babel/__init__.py":     "",
+					dp + "babel/global.dat":      "-> ../../../../share/python-babel-localedata/global.dat",
+					dp + "babel/locale-data":     "-> ../../../../share/python-babel-localedata/locale-data",
+					dp + "Babel-2.10.3.egg-info": "Metadata-Version: 1.2\nName: Babel\nVersion: 2.10.3\n",
+				},
+				"python-babel-localedata": {
+					"usr/share/python-babel-localedata/global.dat":         "G",
+					"usr/share/python-babel-localedata/locale-data/en.dat": "E",
+				},
+			},
+			versions: map[string]string{"python3-kiwisolver": "1.4.4-1+b1"},
+			want: map[string]wantWheel{
+				"kiwisolver": {
+					file:     "kiwisolver-1.4.4-cp311-cp311-linux_x86_64.whl",
+					metadata: []string{"Version: 1.4.4"},
+					debian:   []string{"python3-kiwisolver"},
+					note:     "version 1.4.4 from Debian's 1.4.4-1+b1",
+				},
+				"cryptography": {
+					file:    "cryptography-38.0.4-py3-none-linux_x86_64.whl",
+					members: []string{"cryptography/hazmat/bindings/_rust.abi3.so"},
+					debian:  []string{"python3-cryptography"},
+					wheel:   "Root-Is-Purelib: false",
+					note:    "second metadata cryptography.egg-info",
+				},
+				"Babel": {
+					file:     "babel-2.10.3-py3-none-any.whl",
+					members:  []string{"babel/global.dat", "babel/locale-data/en.dat"},
+					metadata: []string{"Metadata-Version: 2.1"},
+					debian:   []string{"python3-babel"},
+				},
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -277,7 +328,11 @@ func TestWheelsFromDebian(t *testing.T) {
 			for _, pkg := range slices.Sorted(mapKeys(tt.trees)) {
 				root := filepath.Join(base, "trees", pkg)
 				writeDebTree(t, root, tt.trees[pkg])
-				trees = append(trees, DebTree{Package: pkg, Version: "1", Architecture: "amd64", Root: root})
+				version := tt.versions[pkg]
+				if version == "" {
+					version = "1"
+				}
+				trees = append(trees, DebTree{Package: pkg, Version: version, Architecture: "amd64", Root: root})
 			}
 			out := filepath.Join(base, "out")
 			wheels, err := WheelsFromDebian(trees, out)
@@ -307,6 +362,12 @@ func TestWheelsFromDebian(t *testing.T) {
 				}
 				if !slices.Equal(w.Debian, want.debian) {
 					t.Errorf("%s: Debian %v, want %v", name, w.Debian, want.debian)
+				}
+				if want.version != "" && w.Version != want.version {
+					t.Errorf("%s: Version %s, want %s", name, w.Version, want.version)
+				}
+				if want.note != "" && !slices.ContainsFunc(w.Notes, func(n string) bool { return strings.Contains(n, want.note) }) {
+					t.Errorf("%s: Notes %q lack %q", name, w.Notes, want.note)
 				}
 				if !slices.Equal(w.Dropped, want.dropped) {
 					t.Errorf("%s: Dropped %q, want %q", name, w.Dropped, want.dropped)
