@@ -3,6 +3,7 @@ package sessions
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -157,6 +158,11 @@ type fakePackages struct {
 
 func (f *fakePackages) Resolve(req pkgcache.Request) (*pkgcache.Install, error) {
 	return f.resolve(req)
+}
+
+// List is not faked: TestListPackages lists a real cache.
+func (f *fakePackages) List(pkgcache.ListQuery) (*pkgcache.Listing, error) {
+	return nil, errors.New("fakePackages lists nothing")
 }
 
 var testCatalog = sync.OnceValue(func() *langs.Catalog {

@@ -26,7 +26,8 @@ const maxCreateBodyBytes = 64 << 10
 // internal header a client sends.
 const headerForwarded = callerauth.Prefix + "Forwarded-By"
 
-// Routes are the session endpoints.
+// Routes are the session endpoints, and the list of packages their
+// installs may name.
 func (m *Manager) Routes() []api.Route {
 	return []api.Route{
 		{Pattern: "POST /v1/sessions", Handle: m.create},
@@ -36,6 +37,8 @@ func (m *Manager) Routes() []api.Route {
 		{Pattern: "POST /v1/sessions/{id}/execute", Handle: m.held(m.execute)},
 		{Pattern: "POST /v1/sessions/{id}/execute/stream", Handle: m.held(m.executeStream)},
 		{Pattern: "POST /v1/sessions/{id}/install", Handle: m.held(m.install)},
+		// What installs may name: served by any node, from its own cache.
+		{Pattern: "GET /v1/packages", Handle: m.listPackages},
 	}
 }
 

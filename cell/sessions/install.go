@@ -61,13 +61,8 @@ type InstallResponse struct {
 // against the cache and the plan before the installer runs, and the
 // installer reads the cache only (the sandbox has no network).
 func (m *Manager) install(w http.ResponseWriter, r *http.Request, c callerauth.Caller, s *session) {
-	plan, err := execreq.PlanFor(m.cfg.Plans, c.Plan)
-	if err != nil {
-		m.writeError(w, err)
-		return
-	}
-	if plan.Packages == plans.PackagesNone {
-		apierror.New(apierror.PackagesNotInPlan, "package installs are not included in the %s plan", plan.Name).Write(w)
+	plan, ok := m.installPlan(w, c)
+	if !ok {
 		return
 	}
 	body, err := execreq.ReadBody(w, r, maxCreateBodyBytes)
@@ -159,6 +154,23 @@ func (m *Manager) install(w http.ResponseWriter, r *http.Request, c callerauth.C
 		out.Installed = append(out.Installed, installedPackage{Name: p.Name, Version: p.Version})
 	}
 	api.WriteJSON(w, http.StatusOK, out)
+}
+
+// installPlan is the caller's plan when it includes package installs;
+// otherwise it answers the refusal (403 packages_not_in_plan for a plan
+// without installs) and reports false. Installs and GET /v1/packages
+// refuse alike.
+func (m *Manager) installPlan(w http.ResponseWriter, c callerauth.Caller) (plans.Plan, bool) {
+	plan, err := execreq.PlanFor(m.cfg.Plans, c.Plan)
+	if err != nil {
+		m.writeError(w, err)
+		return plans.Plan{}, false
+	}
+	if plan.Packages == plans.PackagesNone {
+		apierror.New(apierror.PackagesNotInPlan, "package installs are not included in the %s plan", plan.Name).Write(w)
+		return plans.Plan{}, false
+	}
+	return plan, true
 }
 
 // refuseInstall answers an install the cache or the plan refused.

@@ -98,10 +98,11 @@ type Store interface {
 	Consistent(ctx context.Context) error
 }
 
-// Packages resolves install requests against the package cache;
-// *pkgcache.Cache is one.
+// Packages resolves install requests against the package cache, and
+// lists what a plan may install; *pkgcache.Cache is one.
 type Packages interface {
 	Resolve(req pkgcache.Request) (*pkgcache.Install, error)
+	List(q pkgcache.ListQuery) (*pkgcache.Listing, error)
 }
 
 // Config is a Manager's set-up. Zero values take the defaults.
@@ -112,7 +113,7 @@ type Config struct {
 	Open    Opener
 	Catalog *langs.Catalog
 	Plans   plans.Catalog
-	// Packages serves installs; nil refuses them.
+	// Packages serves installs and GET /v1/packages; nil refuses both.
 	Packages Packages
 	// CacheMount is where session sandboxes see the package cache
 	// (executor.PackageCachePath).
