@@ -111,6 +111,15 @@ func TestCPUFromTheHandover(t *testing.T) {
 		t.Run(id, func(t *testing.T) {
 			lang := language(t, ex, id)
 			hello := map[string]string{"python3": `print("hi")`, "javascript": `console.log("hi")`}[id]
+			// One run first, unmeasured: the first program a new
+			// executor hands a language's interpreter has cost it up to
+			// 120 ms of CPU on a loaded 2-core host (page cache, the
+			// runtime's first compile), every failure CI saw was run 0,
+			// and what this test is about is the start-up, not that.
+			if _, err := ex.Execute(context.Background(), executor.Request{Language: lang, Code: hello,
+				Limits: executor.Limits{CPU: 5 * time.Second, Wall: 10 * time.Second}}); err != nil {
+				t.Fatal(err)
+			}
 			for i := 0; i < 5; i++ {
 				// What is measured is a handover to a prestarted
 				// interpreter: wait for the pool to have one, since a
