@@ -639,15 +639,32 @@ func (b *Builder) runNPM(ctx context.Context, dir string, args ...string) error 
 	args = append(args[:1:1], append(slices.Clone(npmFetchFlags), args[1:]...)...)
 	cmd := exec.CommandContext(ctx, b.NPM, args...)
 	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = b.Log, b.Log
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = b.Log, io.MultiWriter(b.Log, &stderr)
 	cmd.Env = append(os.Environ(), "NO_UPDATE_NOTIFIER=1", "npm_config_update_notifier=false")
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() == context.DeadlineExceeded {
 			return fmt.Errorf("pkgcache: npm %s: gave up after %s", args[0], b.npmTimeout())
 		}
+		if why := npmErrorLine(stderr.String()); why != "" {
+			return fmt.Errorf("pkgcache: npm %s: %w: %s", args[0], err, why)
+		}
 		return fmt.Errorf("pkgcache: npm %s: %w", args[0], err)
 	}
 	return nil
+}
+
+// npmErrorLine is the line of npm's error output that says why (e.g.
+// "notsup Unsupported platform for …"), not its code or log path.
+func npmErrorLine(stderr string) string {
+	for line := range strings.Lines(stderr) {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "npm error ")
+		if !ok || strings.HasPrefix(rest, "code ") || strings.HasPrefix(rest, "A complete log") {
+			continue
+		}
+		return rest
+	}
+	return ""
 }
 
 // npmPack fetches the tarballs of specs (name@version) into dir/packs and

@@ -37,3 +37,20 @@ func TestAddNPMRegistryUnreachable(t *testing.T) {
 		t.Errorf("took %v to notice", took)
 	}
 }
+
+func TestNPMErrorLine(t *testing.T) {
+	tests := []struct{ name, stderr, want string }{
+		{"platform", "npm error code EBADPLATFORM\nnpm error notsup Unsupported platform for x@1: wanted {\"libc\":\"musl\"}\nnpm error notsup Valid os:    linux\nnpm error A complete log of this run can be found in: /tmp/l.log\n",
+			`notsup Unsupported platform for x@1: wanted {"libc":"musl"}`},
+		{"not found", "npm error code E404\nnpm error 404 Not Found - GET https://registry.npmjs.org/nope - Not found\n", "404 Not Found - GET https://registry.npmjs.org/nope - Not found"},
+		{"no error lines", "npm warn deprecated x\n", ""},
+		{"only the log path", "npm error code E1\nnpm error A complete log of this run can be found in: /tmp/l.log\n", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := npmErrorLine(tc.stderr); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
