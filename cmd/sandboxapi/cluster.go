@@ -244,7 +244,7 @@ func (s devSettings) layout(dir string) (gatewayConfig, []nodeConfig, error) {
 			return gatewayConfig{}, nil, err
 		}
 	}
-	pkgs := cmp.Or(s.pkgcache, filepath.Join(dir, "pkgcache"))
+	pkgs := pkgcacheDirFor(s.pkgcache, dir, cache)
 	if pkgs, err = filepath.Abs(pkgs); err != nil {
 		return gatewayConfig{}, nil, err
 	}

@@ -240,7 +240,7 @@ func (c *nodeConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Init, "init", c.Init, "static sandbox init (default: $SANDBOXAPI_INIT, else sandbox-init beside this binary)")
 	fs.StringVar(&c.Plans, "plans", c.Plans, "JSON file of plans overriding the defaults; the same file as the gateway's")
 	fs.StringVar(&c.CacheDir, "cache-dir", c.CacheDir, "language caches shared by the host's services")
-	fs.StringVar(&c.Pkgcache, "pkgcache", c.Pkgcache, "offline package cache for session installs (default: DATA_DIR/pkgcache)")
+	fs.StringVar(&c.Pkgcache, "pkgcache", c.Pkgcache, "offline package cache for session installs (default: DATA_DIR/pkgcache if it holds an index, else CACHE_DIR/pkgcache, the default packages the set-up builds)")
 	fs.BoolVar(&c.LeaveOnStop, "leave-on-stop", c.LeaveOnStop, "on SIGTERM, leave raft and gossip for good after draining, instead of keeping the node's place for a restart")
 	fs.TextVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "how long SIGTERM waits for running work (0: the plans' longest execution and a margin)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")

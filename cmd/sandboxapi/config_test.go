@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sandboxapi/sandboxapi/sandboxes/pkgcache"
 )
 
 // writeFile writes content to name in a new temp dir and returns its path.
@@ -327,5 +329,29 @@ func TestConfigExamples(t *testing.T) {
 				t.Error(err)
 			}
 		})
+	}
+}
+
+// TestPkgcacheDirFor: an operator's own cache in the data dir wins over
+// the host's default one, and a configured one over both.
+func TestPkgcacheDirFor(t *testing.T) {
+	data, cache := t.TempDir(), t.TempDir()
+	if got := pkgcacheDirFor("", data, cache); got != filepath.Join(cache, "pkgcache") {
+		t.Errorf("no own cache: %s", got)
+	}
+	if err := os.MkdirAll(filepath.Join(data, "pkgcache"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := pkgcacheDirFor("", data, cache); got != filepath.Join(cache, "pkgcache") {
+		t.Errorf("an empty own dir is no cache: %s", got)
+	}
+	if err := os.WriteFile(filepath.Join(data, "pkgcache", pkgcache.IndexFile), []byte(`{"version":1}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := pkgcacheDirFor("", data, cache); got != filepath.Join(data, "pkgcache") {
+		t.Errorf("own cache: %s", got)
+	}
+	if got := pkgcacheDirFor("/x", data, cache); got != "/x" {
+		t.Errorf("configured: %s", got)
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -38,7 +37,7 @@ func runDev(args []string) error {
 	accessLog := fs.Bool("access-log", true, "one JSON line per request on stderr (method, path, status, account, duration, request and execution ids)")
 	allowPrivateCallbacks := fs.Bool("allow-private-callbacks", false, "let webhook callback_urls reach loopback and private addresses (tests, receivers on your own network)")
 	jobRetention := fs.Duration("job-retention", jobs.DefaultRetention, "how long async job results are kept after the job ends")
-	pkgcacheDir := fs.String("pkgcache", "", "offline package cache for session installs, built with sandboxapi pkgcache build (default: DATA_DIR/pkgcache)")
+	pkgcacheDir := fs.String("pkgcache", "", "offline package cache for session installs, built with sandboxapi pkgcache build (default: DATA_DIR/pkgcache if it holds an index, else CACHE_DIR/pkgcache, the default packages the set-up builds)")
 	sessionPool := fs.Int("session-pool", 1, "session sandboxes kept booted per pooled language, so new sessions start at once")
 	sessionPoolLangs := fs.String("session-pool-languages", "python3,javascript", "comma-separated languages whose session sandboxes are pooled")
 	maxSessions := fs.Int("max-sessions", sessions.DefaultMaxSessions, "sessions this node holds at once")
@@ -118,7 +117,7 @@ func runDev(args []string) error {
 		Plans: catalog, Capacity: *capacity, Logger: logger,
 		Jobs: jobs.Config{Retention: *jobRetention, CallbackGuard: webhook.Guard{AllowPrivate: *allowPrivateCallbacks}},
 
-		PackageCacheDir: cmp.Or(*pkgcacheDir, filepath.Join(dir, "pkgcache")),
+		PackageCacheDir: pkgcacheDirFor(*pkgcacheDir, dir, cache),
 		CacheDir:        cache,
 		Sessions:        sessions.Config{Pool: *sessionPool, PoolLanguages: splitList(*sessionPoolLangs), MaxSessions: *maxSessions},
 		MCP:             mcp.Config{Version: version(), AllowedOrigins: splitList(*mcpOrigins), LoopbackOnly: mcp.IsLoopbackHost(*listen)},

@@ -131,7 +131,7 @@ func (c nodeConfig) nodeConfig(logger *slog.Logger) (node.Config, error) {
 			Retention:     time.Duration(c.JobRetention),
 			CallbackGuard: webhook.Guard{AllowPrivate: c.AllowPrivateCallbacks},
 		},
-		PackageCacheDir: cmp.Or(c.Pkgcache, filepath.Join(dir, "pkgcache")),
+		PackageCacheDir: pkgcacheDirFor(c.Pkgcache, dir, cache),
 		CacheDir:        cache,
 		Sessions:        sessions.Config{Pool: c.SessionPool, PoolLanguages: c.SessionPoolLanguages, MaxSessions: c.MaxSessions},
 		MCP:             mcp.Config{Version: version(), AllowedOrigins: c.MCPOrigins, LoopbackOnly: c.MCPLoopbackOnly},

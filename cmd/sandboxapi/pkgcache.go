@@ -10,11 +10,14 @@ import (
 	"maps"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
+	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 	"github.com/sandboxapi/sandboxapi/sandboxes/pkgcache"
 )
 
@@ -22,17 +25,25 @@ const pkgcacheUsage = `usage: sandboxapi pkgcache <command> [flags]
 
 The offline package cache that session installs read (POST
 /v1/sessions/{id}/install). Sessions have no network: only what is in the
-cache can be installed. Point "sandboxapi dev --pkgcache" at the same
-directory (its default is DATA_DIR/pkgcache); a running node picks up
-changes at the next install.
+cache can be installed. The set-up (make build) builds the default cache,
+the most-used packages of each manager, in /var/cache/sandboxapi/pkgcache,
+which nodes serve unless DATA_DIR/pkgcache holds a cache of the operator's
+own or --pkgcache names another; a running node picks up changes at the
+next install.
 
 commands:
   build   add packages to the cache, or refresh it
   list    list what the cache holds
 
-build adds npm packages from the npm registry (with their dependencies),
-and wheels, gems and crates from local files:
+build --defaults fills the cache with the most-used packages: npm's from
+the npm registry, pip's, gem's and cargo's from Debian's python3-*, ruby-*
+and librust-*-dev packages (through the host's apt), made into wheels, gems
+and a cargo directory source. What cannot be had is named in
+CACHE/defaults.json. build also adds npm packages from the registry (with
+their dependencies), and wheels, gems and crates from local files:
 
+  sandboxapi pkgcache build --defaults                 # once; then --defaults --refresh
+  sandboxapi pkgcache build --defaults --small --budget 5m
   sandboxapi pkgcache build --tier top-1k --npm lodash@4.17.21 --npm is-odd
   sandboxapi pkgcache build --pip ./dist/mylib-1.0-py3-none-any.whl --gem ./mygem-0.1.0.gem
   sandboxapi pkgcache build --crate ./mycrate --crate ./serde-1.0.0.crate
@@ -41,8 +52,26 @@ and wheels, gems and crates from local files:
 
 Tiers decide which plans may install a package: top-1k (every plan with
 installs), allowlist (ultra and up; the default, and what dependencies
-get), custom (mega; with --account, only those accounts).
-`
+get), custom (mega; with --account, only those accounts).`
+
+// defaultPkgcacheDir is where the set-up builds the default package cache
+// (make build: pkgcache build --defaults), beside the host's other
+// language caches.
+var defaultPkgcacheDir = filepath.Join(langs.DefaultCacheDir, "pkgcache")
+
+// pkgcacheDirFor is the package cache a node serves: the one configured,
+// else an operator's own cache in the data dir (DATA_DIR/pkgcache, when it
+// holds an index), else the host's default cache in the cache dir.
+func pkgcacheDirFor(configured, dataDir, cacheDir string) string {
+	if configured != "" {
+		return configured
+	}
+	own := filepath.Join(dataDir, "pkgcache")
+	if _, err := os.Stat(filepath.Join(own, pkgcache.IndexFile)); err == nil {
+		return own
+	}
+	return filepath.Join(cacheDir, "pkgcache")
+}
 
 func runPkgcache(args []string) error {
 	if len(args) == 0 {
@@ -75,7 +104,11 @@ func (l *listFlag) Set(v string) error {
 
 func pkgcacheBuild(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("pkgcache build", flag.ContinueOnError)
-	dir := fs.String("dir", "data/pkgcache", "the cache directory")
+	dir := fs.String("dir", defaultPkgcacheDir, "the cache directory")
+	defaults := fs.Bool("defaults", false, "build the default cache: the most-used pip, npm, gem and cargo packages (npm's from the npm registry, the others from Debian's packages); does nothing when a complete default build of the same lists is there, unless --refresh")
+	small := fs.Bool("small", false, "with --defaults, only the essentials (pandas, numpy, requests, scipy, matplotlib, lodash, axios, express, nokogiri, json, serde, rand)")
+	budget := fs.Duration("budget", 0, "with --defaults, stop adding after this long (0: no limit); what is left is reported, and the next build goes on")
+	installLibs := fs.Bool("install-libs", false, "with --defaults, apt-get install the Debian libraries compiled packages need that the host lacks (root)")
 	tier := fs.String("tier", string(pkgcache.TierAllowlist), "tier of the packages named: top-1k, allowlist or custom")
 	npmBin := fs.String("npm-bin", "npm", "the npm binary")
 	refresh := fs.Bool("refresh", false, "resolve npm packages added from the registry again, and drop entries whose files are gone")
@@ -93,8 +126,20 @@ func pkgcacheBuild(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if len(npmSpecs)+len(wheels)+len(gems)+len(crates) == 0 && !*refresh {
-		return errors.New("pkgcache build: nothing to do; name packages with --npm, --pip, --gem or --crate, or pass --refresh")
+	if len(npmSpecs)+len(wheels)+len(gems)+len(crates) == 0 && !*refresh && !*defaults {
+		return errors.New("pkgcache build: nothing to do; name packages with --npm, --pip, --gem or --crate, or pass --defaults or --refresh")
+	}
+	if (*small || *budget != 0 || *installLibs) && !*defaults {
+		return usagef("pkgcache build", "--small, --budget and --install-libs go with --defaults")
+	}
+	dopt := pkgcache.DefaultsOptions{Small: *small, InstallLibs: *installLibs}
+	if *defaults && !*refresh {
+		if rep, err := pkgcache.ReadDefaultsReport(*dir); err == nil && rep.Complete() &&
+			(rep.Key == pkgcache.DefaultsKey(dopt) || dopt.Small && rep.Key == pkgcache.DefaultsKey(pkgcache.DefaultsOptions{})) {
+			// A complete full build holds the small one too.
+			fmt.Fprintf(stdout, "cache %s: the default packages are built (%s); --refresh builds them again\n", *dir, rep.Started.Format(time.DateOnly))
+			return nil
+		}
 	}
 	opt := pkgcache.AddOptions{Tier: pkgcache.Tier(*tier), Accounts: accounts}
 
@@ -136,6 +181,16 @@ func pkgcacheBuild(args []string, stdout, stderr io.Writer) error {
 		}
 		added = append(added, a...)
 	}
+	var defaultsReport *pkgcache.DefaultsReport
+	if *defaults {
+		if *budget > 0 {
+			dopt.Deadline = time.Now().Add(*budget)
+		}
+		fmt.Fprintf(stderr, "pkgcache: building the default package cache in %s (sandboxapi pkgcache build --defaults)...\n", *dir)
+		if defaultsReport, err = b.AddDefaults(ctx, dopt); err != nil {
+			return err
+		}
+	}
 	var rep pkgcache.RefreshReport
 	if *refresh {
 		if rep, err = b.Refresh(ctx); err != nil {
@@ -156,13 +211,18 @@ func pkgcacheBuild(args []string, stdout, stderr io.Writer) error {
 	for _, d := range rep.Dropped {
 		fmt.Fprintf(stdout, "dropped %s: its file is gone\n", d)
 	}
+	if defaultsReport != nil {
+		fmt.Fprint(stdout, defaultsReport)
+		fmt.Fprintf(stdout, "cache %s: default packages built in %s; %s lists what is missing and why\n", *dir, defaultsReport.Took, pkgcache.DefaultsReportFile)
+		return nil
+	}
 	fmt.Fprintf(stdout, "cache %s: %d package versions added or updated\n", *dir, len(added))
 	return nil
 }
 
 func pkgcacheList(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("pkgcache list", flag.ContinueOnError)
-	dir := fs.String("dir", "data/pkgcache", "the cache directory")
+	dir := fs.String("dir", defaultPkgcacheDir, "the cache directory")
 	asJSON := fs.Bool("json", false, "print the index as JSON")
 	if err := parseFlags(fs, args, "pkgcache list [flags]"); err != nil {
 		return err
