@@ -41,6 +41,9 @@ func TestBenchSmoke(t *testing.T) {
 		"GET /v1/languages via gateway", "GET /v1/languages cell directly",
 		"python3 session create, pool warm", "python3 session execute x = 42",
 		"python3 x2 for 1s SandboxAPI via gateway", "idle warm sandbox one-shot, 2 python3 prepared",
+		"python3 import pandas native process", "python3 import pandas SandboxAPI via gateway",
+		"pip install, 1 package requests", "pip install, 5 packages pandas numpy requests scipy matplotlib",
+		"npm install, 1 package lodash", "cargo install, 1 package serde",
 	} {
 		if !strings.Contains(flat, want) {
 			t.Errorf("the table lacks %q", want)
@@ -54,6 +57,10 @@ func TestBenchSmoke(t *testing.T) {
 		t.Error("resident pages were not counted, though we are root")
 	}
 	for _, line := range strings.Split(table, "\n") {
+		// An install that failed notes its HTTP answer.
+		if strings.Contains(line, " install, ") && strings.Contains(line, "HTTP ") {
+			t.Errorf("an install failed: %q", line)
+		}
 		f := strings.Fields(line)
 		if len(f) > 5 && strings.Contains(line, "SandboxAPI") {
 			// case words, method words, n, errors: errors is the field after n.

@@ -39,14 +39,14 @@ type Config struct {
 	Requests    int           // sequential requests per language and method
 	Concurrency int           // parallel clients in the throughput test
 	Duration    time.Duration // length of each throughput test
-	// Parts limits the run to some of: hello, session, gateway,
-	// throughput, idle. Empty means all.
+	// Parts limits the run to some of: hello, session, packages,
+	// gateway, throughput, idle. Empty means all.
 	Parts []string
 	Out   io.Writer
 }
 
 // Parts are the benchmark's sections, in the order they run.
-var Parts = []string{"hello", "session", "gateway", "throughput", "idle"}
+var Parts = []string{"hello", "session", "packages", "gateway", "throughput", "idle"}
 
 func (c Config) runs(part string) bool {
 	return len(c.Parts) == 0 || slices.Contains(c.Parts, part)
@@ -191,6 +191,14 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		}
 		for viaGateway, id := range ids {
 			_ = svc.deleteSession(id, viaGateway)
+		}
+	}
+
+	// Installs from the default package cache, and the base set's
+	// import pandas.
+	if cfg.runs("packages") && langs["python3"] {
+		if err := packagesRows(svc, langs, cfg.Requests, add); err != nil {
+			return nil, err
 		}
 	}
 
@@ -544,13 +552,18 @@ func (s *service) request(method, path string, body []byte, viaGateway bool) (*h
 }
 
 func (s *service) execute(lang, code string, viaGateway bool) (map[string]any, error) {
+	return s.executeWant(lang, code, "Hello, World!\n", viaGateway)
+}
+
+// executeWant runs code one-shot and wants stdout from it.
+func (s *service) executeWant(lang, code, stdout string, viaGateway bool) (map[string]any, error) {
 	body, _ := json.Marshal(map[string]string{"language": lang, "code": code})
 	var m map[string]any
 	status, err := s.send("POST", "/v1/execute", body, viaGateway, &m)
 	if err != nil {
 		return nil, err
 	}
-	if status != http.StatusOK || m["status"] != "completed" || m["stdout"] != "Hello, World!\n" {
+	if status != http.StatusOK || m["status"] != "completed" || m["stdout"] != stdout {
 		return m, fmt.Errorf("HTTP %d: %v", status, m)
 	}
 	return m, nil
