@@ -443,6 +443,10 @@ func logProblems(logger *slog.Logger, catalog *langs.Catalog) {
 		switch {
 		case errors.Is(err, langs.ErrDegraded):
 			logger.Warn("start-up: language offered, slower than it should be", "language", id, "err", err)
+		case offered && errors.Is(err, langs.ErrNoWasm):
+			// Its WebAssembly build's toolchain is not installed
+			// (ops/install/toolchains.sh installs it).
+			logger.Info("start-up: language offered without WebAssembly builds", "language", id, "err", err)
 		case !offered && errors.Is(err, fs.ErrNotExist):
 			logger.Info("start-up: language not installed, not offered", "language", id, "err", err)
 		default:

@@ -145,7 +145,7 @@ func (Execute) Parse(in dialect.Input) (*execreq.Request, error) {
 	req, err := unsandboxRequest(lang, *b.Code, unsandboxOptions{
 		env: b.Env, networkMode: b.NetworkMode, ttl: b.TTL,
 		returnArtifact: b.ReturnArtifact, returnWasm: b.ReturnWasmArtifact,
-	}, in.Plan)
+	}, in.Plan, in.Catalog)
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +202,7 @@ func (Run) Parse(in dialect.Input) (*execreq.Request, error) {
 		}
 	}
 
-	req, err := unsandboxRequest(lang, string(code), opts, in.Plan)
+	req, err := unsandboxRequest(lang, string(code), opts, in.Plan, in.Catalog)
 	if err != nil {
 		return nil, err
 	}
@@ -211,7 +211,7 @@ func (Run) Parse(in dialect.Input) (*execreq.Request, error) {
 	return req, nil
 }
 
-func unsandboxRequest(lang *langs.Language, code string, o unsandboxOptions, plan plans.Plan) (*execreq.Request, error) {
+func unsandboxRequest(lang *langs.Language, code string, o unsandboxOptions, plan plans.Plan, cat *langs.Catalog) (*execreq.Request, error) {
 	if len(code) > execreq.MaxCodeBytes {
 		return nil, apierror.New(apierror.CodeTooLarge, "code is %d bytes; the limit is %d (1 MB)", len(code), execreq.MaxCodeBytes)
 	}
@@ -226,8 +226,8 @@ func unsandboxRequest(lang *langs.Language, code string, o unsandboxOptions, pla
 	default:
 		return nil, apierror.New(apierror.InvalidField, "network_mode must be %q or %q", NetworkZeroTrust, NetworkSemiTrusted)
 	}
-	if o.returnWasm {
-		return nil, apierror.New(apierror.WasmUnsupported, "return_wasm_artifact is not supported: no language here compiles to WebAssembly")
+	if o.returnWasm && !cat.Wasm(lang.ID) {
+		return nil, wasmUnsupported(lang, cat)
 	}
 	ttl, err := ttlFor(o.ttl, plan)
 	if err != nil {
@@ -244,9 +244,24 @@ func unsandboxRequest(lang *langs.Language, code string, o unsandboxOptions, pla
 			Code:           code,
 			Env:            env,
 			ReturnArtifact: o.returnArtifact,
+			ReturnWasm:     o.returnWasm,
 			Limits:         executor.Limits{CPU: ttl, Wall: ttl},
 		},
 	}, nil
+}
+
+// wasmUnsupported refuses return_wasm_artifact for a language that does not
+// build WebAssembly here, naming those that do, in the dialect's names.
+func wasmUnsupported(lang *langs.Language, cat *langs.Catalog) error {
+	var names []string
+	for _, id := range cat.WasmLanguages() {
+		names = append(names, DialectName(id))
+	}
+	if len(names) == 0 {
+		return apierror.New(apierror.WasmUnsupported, "return_wasm_artifact is not supported: no language on this node compiles to WebAssembly")
+	}
+	return apierror.New(apierror.WasmUnsupported, "return_wasm_artifact is not supported for %s; the languages that compile to WebAssembly (WASI) are %s",
+		DialectName(lang.ID), strings.Join(names, ", "))
 }
 
 // ttlFor resolves ttl: 1 to 900 seconds, at most the plan's cap. The
@@ -349,11 +364,15 @@ func checkInputFilename(name string, i int) error {
 	return nil
 }
 
-// File is a file in an unsandbox response: the shape of input_files,
-// content in base64.
+// File is a file in an unsandbox request (input_files) or response
+// (artifacts): content in base64. An artifact also has its size in bytes
+// (decoded) and its kind: "program", the compiled program
+// (return_artifact), or "wasm", the WASI module (return_wasm_artifact).
 type File struct {
 	Filename string `json:"filename"`
 	Content  string `json:"content"`
+	Size     int    `json:"size"`
+	Kind     string `json:"kind"`
 }
 
 // Response is the unsandbox dialect's result, field for field.
@@ -369,6 +388,10 @@ type Response struct {
 	ExecutionMode    string `json:"execution_mode"`
 	NetworkMode      string `json:"network_mode"`
 	TotalTimeMs      int64  `json:"total_time_ms"`
+	// Message, beyond the dialect's fields and only when there is one,
+	// explains what the others do not: an artifact left out for its
+	// size, a limit that stopped the program, a failed wasm build.
+	Message string `json:"message,omitempty"`
 }
 
 // Render is the unsandbox response for res.
@@ -389,6 +412,7 @@ func Render(req *execreq.Request, res *execreq.Result) Response {
 		ExecutionMode: ExecutionMode,
 		NetworkMode:   v.network,
 		TotalTimeMs:   res.Total.Milliseconds(),
+		Message:       res.Message,
 	}
 	if v.detected {
 		out.DetectedLanguage = req.LanguageName
@@ -404,7 +428,8 @@ func Render(req *execreq.Request, res *execreq.Result) Response {
 		out.Stderr = string(run.CompileOutput)
 	}
 	for _, a := range run.Artifacts {
-		out.Artifacts = append(out.Artifacts, File{Filename: a.Name, Content: base64.StdEncoding.EncodeToString(a.Content)})
+		out.Artifacts = append(out.Artifacts, File{Filename: a.Name, Content: base64.StdEncoding.EncodeToString(a.Content),
+			Size: len(a.Content), Kind: string(a.Kind)})
 	}
 	return out
 }

@@ -266,9 +266,21 @@ func TestUnsandboxResponse(t *testing.T) {
 		t.Errorf("fields %s, want %v", b, want)
 	}
 
-	withArt := render(req, &executor.Result{End: executor.EndExited, Artifacts: []executor.Artifact{{Name: "main", Content: []byte{0x7f, 'E', 'L', 'F'}}}}, 0)
-	if len(withArt.Artifacts) != 1 || withArt.Artifacts[0].Filename != "main" || withArt.Artifacts[0].Content != "f0VMRg==" {
-		t.Errorf("artifacts %+v", withArt.Artifacts)
+	withArt := render(req, &executor.Result{End: executor.EndExited, Artifacts: []executor.Artifact{
+		{Name: "main", Kind: executor.ArtifactProgram, Content: []byte{0x7f, 'E', 'L', 'F'}},
+		{Name: "main.wasm", Kind: executor.ArtifactWasm, Content: []byte("\x00asm\x01\x00\x00\x00")},
+	}}, 0)
+	if want := []File{{Filename: "main", Content: "f0VMRg==", Size: 4, Kind: "program"}, {Filename: "main.wasm", Content: "AGFzbQEAAAA=", Size: 8, Kind: "wasm"}}; !reflect.DeepEqual(withArt.Artifacts, want) {
+		t.Errorf("artifacts %+v, want %+v", withArt.Artifacts, want)
+	}
+	b, _ = json.Marshal(withArt.Artifacts[1])
+	if string(b) != `{"filename":"main.wasm","content":"AGFzbQEAAAA=","size":8,"kind":"wasm"}` {
+		t.Errorf("wasm artifact %s", b)
+	}
+	// A message only when there is one: an artifact left out, say.
+	left := render(req, &executor.Result{End: executor.EndExited, Message: "main.wasm was not returned: 11562954 bytes: larger than the limit of 10485760 bytes"}, 0)
+	if b, _ := json.Marshal(left); !strings.Contains(string(b), `"message":"main.wasm was not returned: 11562954 bytes`) || !left.Success {
+		t.Errorf("response %s: want success and the message", b)
 	}
 	run := &execreq.Request{LanguageName: "ruby", View: view{detected: true, network: "zerotrust"}}
 	if b, _ := json.Marshal(render(run, &executor.Result{End: executor.EndExited}, 0)); !strings.Contains(string(b), `"detected_language":"ruby"`) {
@@ -290,4 +302,72 @@ func sameSet(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// return_wasm_artifact reaches the executor for the languages that build
+// WebAssembly, and is refused, naming them, for every other, in the
+// parser: before any sandbox is used.
+func TestParseWasm(t *testing.T) {
+	cat := execreqtest.BuiltinCatalog(t)
+	plan := execreqtest.Plan(t, "basic")
+	const supported = "the languages that compile to WebAssembly (WASI) are c, cpp, go"
+	tests := []struct {
+		name    string
+		run     bool   // POST /run: code is the body, query the options
+		lang    string // /execute's language
+		code    string
+		err     bool
+		mention []string
+	}{
+		{name: "c", lang: "c", code: "int main(){}"},
+		{name: "cpp by alias", lang: "c++", code: "int main(){}"},
+		{name: "go by alias", lang: "golang", code: "package main\nfunc main(){}"},
+		{name: "go detected", run: true, code: "#!/usr/bin/env gorun\npackage main\nfunc main(){}"},
+		{name: "python3", lang: "python", code: "print(1)", err: true, mention: []string{"not supported for python;", supported}},
+		{name: "rust", lang: "rust", code: "fn main(){}", err: true, mention: []string{"for rust;", supported}},
+		{name: "node", lang: "node", code: "1", err: true, mention: []string{"for javascript;", supported}},
+		{name: "bash detected", run: true, code: "#!/bin/bash\necho", err: true, mention: []string{"for bash;", supported}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var got *execreq.Request
+			var err error
+			if tc.run {
+				q, _ := url.ParseQuery("return_wasm_artifact=true")
+				got, err = (Run{}).Parse(dialect.Input{Body: []byte(tc.code), Query: q, Plan: plan, Catalog: cat})
+			} else {
+				got, err = (Execute{}).Parse(dialect.Input{Body: execreqtest.Object(t, "language", tc.lang, "code", tc.code, "return_wasm_artifact", true),
+					Plan: plan, Catalog: cat})
+			}
+			if tc.err {
+				e := execreqtest.WantError(t, err, http.StatusBadRequest, apierror.WasmUnsupported)
+				for _, m := range tc.mention {
+					if !strings.Contains(e.Message, m) {
+						t.Errorf("message %q does not say %q", e.Message, m)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !got.Exec.ReturnWasm || got.Exec.ReturnArtifact {
+				t.Errorf("executor request %+v: want ReturnWasm alone", got.Exec)
+			}
+		})
+	}
+	t.Run("a node without a wasm toolchain", func(t *testing.T) {
+		_, err := (Execute{}).Parse(dialect.Input{Body: execreqtest.Object(t, "language", "c", "code", "x", "return_wasm_artifact", true),
+			Plan: plan, Catalog: execreqtest.Catalog(t)})
+		if e := execreqtest.WantError(t, err, http.StatusBadRequest, apierror.WasmUnsupported); !strings.Contains(e.Message, "no language on this node") {
+			t.Errorf("message %q", e.Message)
+		}
+	})
+	t.Run("false asks for nothing", func(t *testing.T) {
+		got, err := (Execute{}).Parse(dialect.Input{Body: execreqtest.Object(t, "language", "python", "code", "x", "return_wasm_artifact", false),
+			Plan: plan, Catalog: cat})
+		if err != nil || got.Exec.ReturnWasm {
+			t.Errorf("%+v %v", got, err)
+		}
+	})
 }

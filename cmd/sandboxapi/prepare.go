@@ -21,7 +21,8 @@ import (
 const prepareUsage = `prepare [flags]
 
 Builds what the languages' sandboxes use from the host, in --cache-dir:
-Go's standard library compiled (a minute or so the first time) and the
+Go's standard library compiled, for the host and for WASI (wasip1, for
+return_wasm_artifact; a minute or so each the first time), and the
 TypeScript compiler snapshot. make build runs it, so that the service's
 first start does not; the service builds whatever is missing itself.
 Quiet when everything is ready; run again after a toolchain upgrade, or
@@ -52,6 +53,9 @@ func runPrepare(args []string) error {
 		err, ok := problems[l.ID]
 		if !ok || l.Prepare == nil {
 			continue
+		}
+		if errors.Is(err, langs.ErrNoWasm) && !errors.Is(err, langs.ErrDegraded) {
+			continue // a wasm toolchain not installed, like a language
 		}
 		if _, statErr := os.Stat(l.Binary); statErr != nil {
 			continue

@@ -137,6 +137,21 @@ func TestUnsandbox(t *testing.T) {
 		}
 	})
 
+	t.Run("return_wasm_artifact gives a WASI module beside the run", func(t *testing.T) {
+		code, m := s.unsandboxPost("/execute", map[string]any{"language": "c", "return_wasm_artifact": true,
+			"code": "#include <stdio.h>\nint main(){ puts(\"built\"); }"})
+		ok(t, code, m)
+		arts, _ := m["artifacts"].([]any)
+		if m["stdout"] != "built\n" || m["success"] != true || len(arts) != 1 {
+			t.Fatalf("response %v", m)
+		}
+		a := arts[0].(map[string]any)
+		mod, err := base64.StdEncoding.DecodeString(a["content"].(string))
+		if err != nil || a["filename"] != "main.wasm" || a["kind"] != "wasm" || a["size"] != float64(len(mod)) || !bytes.HasPrefix(mod, []byte("\x00asm")) {
+			t.Errorf("artifact %v %v (%d bytes): %v", a["filename"], a["kind"], len(mod), err)
+		}
+	})
+
 	t.Run("ttl ends a long run", func(t *testing.T) {
 		code, m := s.unsandboxPost("/execute", map[string]any{"language": "bash", "code": "while :; do :; done", "ttl": 1})
 		ok(t, code, m)
@@ -157,6 +172,7 @@ func TestUnsandbox(t *testing.T) {
 		}{
 			{"semitrusted", map[string]any{"language": "python", "code": "x", "network_mode": "semitrusted"}, "network_mode_unavailable"},
 			{"wasm", map[string]any{"language": "rust", "code": "fn main(){}", "return_wasm_artifact": true}, "wasm_not_supported"},
+			{"wasm python", map[string]any{"language": "python", "code": "print(1)", "return_wasm_artifact": true}, "wasm_not_supported"},
 			{"ttl over 900", map[string]any{"language": "python", "code": "x", "ttl": 901}, "invalid_field"},
 			{"ttl over the plan's 600", map[string]any{"language": "python", "code": "x", "ttl": 601}, "timeout_exceeds_plan"},
 			{"file name with a slash", map[string]any{"language": "python", "code": "x", "input_files": []map[string]any{{"filename": "a/b", "content": ""}}}, "unsafe_path"},

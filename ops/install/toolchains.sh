@@ -23,6 +23,15 @@ apt_wants=(
   /usr/bin/php php-cli
   /usr/bin/mcs mono-mcs
   /usr/bin/mono mono-runtime
+  # WebAssembly (WASI) builds of C and C++ for return_wasm_artifact
+  # (sandboxes/langs/DESIGN.md, "WebAssembly"): clang and wasm-ld of
+  # LLVM 14, WASI's C library, compiler runtime, libc++ and libc++abi.
+  /usr/lib/llvm-14/bin/clang clang-14
+  /usr/lib/llvm-14/bin/wasm-ld lld-14
+  /usr/lib/wasm32-wasi/libc.a wasi-libc
+  /usr/lib/llvm-14/lib/clang/14.0.6/lib/wasi/libclang_rt.builtins-wasm32.a libclang-rt-14-dev-wasm32
+  /usr/lib/wasm32-wasi/libc++.a libc++-14-dev-wasm32
+  /usr/lib/wasm32-wasi/libc++abi.a libc++abi-14-dev-wasm32
   # The read-only base set every Python sandbox can import without an
   # install, as hosted interpreters have it (sandboxes/pkgcache/DESIGN.md).
   /usr/lib/python3/dist-packages/numpy python3-numpy

@@ -199,8 +199,17 @@ type File struct {
 // Artifact is a file the execution produced and the caller asked for back.
 type Artifact struct {
 	Name    string
+	Kind    ArtifactKind
 	Content []byte
 }
+
+// ArtifactKind says which request flag an artifact answers.
+type ArtifactKind string
+
+const (
+	ArtifactProgram ArtifactKind = "program" // the compiled program (ReturnArtifact)
+	ArtifactWasm    ArtifactKind = "wasm"    // the program as a WASI module (ReturnWasm)
+)
 
 // Request is one execution.
 type Request struct {
@@ -230,7 +239,14 @@ type Request struct {
 	MergeStderr bool
 	// ReturnArtifact asks for the compiled program back.
 	ReturnArtifact bool
-	Limits         Limits
+	// ReturnWasm asks for the program compiled to a WASI module as well
+	// (a language with langs.Language.Wasm; others ignore it): a second
+	// build after the compile step, from the same files with the
+	// language's wasm command (CompileScript and CompilerOptions are the
+	// native compile's only). A failed wasm build is a compile failure,
+	// and the program does not run.
+	ReturnWasm bool
+	Limits     Limits
 	// OnOutput, when set, is called with the run step's output as the
 	// program produces it ("stdout" or "stderr"), before Execute returns.
 	// Chunks past the output cap are not passed on.
@@ -251,7 +267,9 @@ type Result struct {
 	CPU             time.Duration // the program's, as gVisor accounted it
 	Wall            time.Duration // the program's, from start to exit
 	MemoryKB        int64         // the program's peak resident set
-	// Artifacts are what ReturnArtifact asked for.
+	// Artifacts are what ReturnArtifact and ReturnWasm asked for, in the
+	// order they were built; each at most MaxArtifactBytes (a larger one is
+	// left out, and Message says so).
 	Artifacts []Artifact
 	// StateLost says a session's interpreter ended during the execution
 	// (see Session): its variables are gone, its files remain.
@@ -307,7 +325,7 @@ func (e *Executor) Execute(ctx context.Context, req Request) (*Result, error) {
 	if !out.done {
 		exit = w.exit
 	}
-	e.classify(res, lang, lim, out.steps, exit, out.hostTimedOut, out.protoErr)
+	e.classify(res, len(job.Steps)-1, lim, out.steps, exit, out.hostTimedOut, out.protoErr)
 	resolveShortCPU(res, out)
 	measureFromOutside(res, out)
 	return res, nil
@@ -339,7 +357,7 @@ func (e *Executor) turn(ctx context.Context) (func(), error) {
 func usePrestarted(job *wire.Job, lang *langs.Language) {
 	for i := range job.Steps {
 		st := &job.Steps[i]
-		if st.Name == "run" && len(st.Argv) >= len(lang.Run) && slices.Equal(st.Argv[:len(lang.Run)], lang.Run) {
+		if st.Name == runStepName && len(st.Argv) >= len(lang.Run) && slices.Equal(st.Argv[:len(lang.Run)], lang.Run) {
 			st.UsePrestarted = true
 		}
 	}

@@ -13,9 +13,19 @@ import (
 // workDir is where the program's files are and where its steps run.
 const workDir = "/work"
 
-// MaxArtifactBytes caps a returned compiled program; a larger one is not
-// returned, and the result's Message says so.
+// MaxArtifactBytes caps each returned file (the compiled program, the wasm
+// module); a larger one is not returned, and the result's Message says so.
 const MaxArtifactBytes = 10 << 20
+
+// Step names: the build steps before the program's run.
+const (
+	compileStepName = "compile"
+	wasmStepName    = "wasm"
+	runStepName     = "run"
+)
+
+// isBuildStep says whether a step of this name builds the program.
+func isBuildStep(name string) bool { return name == compileStepName || name == wasmStepName }
 
 // defaultCompileTime is the least CPU and wall time of a compile step whose
 // language does not say (a compile script for an interpreted language).
@@ -37,12 +47,20 @@ var scriptShell = []string{"/bin/bash", "-c"}
 func (e *Executor) job(lang *langs.Language, req Request, lim Limits) wire.Job {
 	files, names := jobFiles(lang, req)
 	job := wire.Job{WorkDir: workDir, UID: rootfs.UserID, GID: rootfs.GroupID, Files: files}
+	now := time.Now()
 	if lang.Overlays != nil {
-		job.Overlays = lang.Overlays(time.Now())
+		job.Overlays = lang.Overlays(now)
+	}
+	wasm := req.ReturnWasm && lang.Wasm != nil
+	if wasm && lang.Wasm.Overlays != nil {
+		job.Overlays = append(job.Overlays, lang.Wasm.Overlays(now)...)
 	}
 	base := e.baseEnv(lang)
 	if st, ok := compileStep(lang, req, lim, base, names); ok {
 		job.Steps = append(job.Steps, st)
+	}
+	if wasm {
+		job.Steps = append(job.Steps, wasmStep(lang, lim, base, names))
 	}
 	job.Steps = append(job.Steps, runStep(lang, req, lim, base))
 	return job
@@ -83,31 +101,55 @@ func compileStep(lang *langs.Language, req Request, lim Limits, env []string, na
 	default:
 		return wire.Step{}, false
 	}
-	res := lang.CompileResources
-	minTime := res.MinTime
-	if minTime <= 0 {
-		minTime = defaultCompileTime
-	}
 	st := wire.Step{
-		Name: "compile", Argv: argv, Env: env, Dir: workDir, MergeStderr: true,
-		Limits: wire.Limits{
-			CPUMillis:  max(lim.CPU, minTime).Milliseconds(),
-			WallMillis: max(lim.Wall, minTime).Milliseconds(),
-			// The compiler's memory is the compile step's alone; the run
-			// step has the request's.
-			MemoryBytes:       max(lim.MemoryBytes, res.MemoryBytes),
-			Processes:         max(lim.Processes, res.Processes),
-			OpenFiles:         lim.OpenFiles,
-			FileSizeBytes:     lim.FileSizeBytes,
-			OutputBytes:       lim.OutputBytes,
-			AddressSpaceBytes: res.AddressSpaceBytes,
-		},
+		Name: compileStepName, Argv: argv, Env: env, Dir: workDir, MergeStderr: true,
+		Limits: compileLimits(lang, lim),
 	}
 	if req.ReturnArtifact && lang.Artifact != "" {
 		st.Collect = []string{lang.Artifact}
 		st.CollectMaxBytes = MaxArtifactBytes
 	}
 	return st, true
+}
+
+// compileLimits are a build step's: the language's compile resources, at
+// least the program's limits.
+func compileLimits(lang *langs.Language, lim Limits) wire.Limits {
+	res := lang.CompileResources
+	minTime := res.MinTime
+	if minTime <= 0 {
+		minTime = defaultCompileTime
+	}
+	return wire.Limits{
+		CPUMillis:  max(lim.CPU, minTime).Milliseconds(),
+		WallMillis: max(lim.Wall, minTime).Milliseconds(),
+		// The compiler's memory is the compile step's alone; the run
+		// step has the request's.
+		MemoryBytes:       max(lim.MemoryBytes, res.MemoryBytes),
+		Processes:         max(lim.Processes, res.Processes),
+		OpenFiles:         lim.OpenFiles,
+		FileSizeBytes:     lim.FileSizeBytes,
+		OutputBytes:       lim.OutputBytes,
+		AddressSpaceBytes: res.AddressSpaceBytes,
+	}
+}
+
+// wasmStep builds the program again as a WASI module, with the language's
+// wasm command, the language's compile resources and its wasm environment,
+// and collects the module. It runs after the compile step, so a program
+// that does not compile natively fails there, as it would without it.
+func wasmStep(lang *langs.Language, lim Limits, base []string, names []string) wire.Step {
+	vars := map[string]string{}
+	for _, kv := range lang.Wasm.Env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			vars[k] = v
+		}
+	}
+	return wire.Step{
+		Name: wasmStepName, Argv: lang.WasmCompileCommand(names), Env: withEnv(base, vars), Dir: workDir, MergeStderr: true,
+		Limits:  compileLimits(lang, lim),
+		Collect: []string{lang.Wasm.Artifact}, CollectMaxBytes: MaxArtifactBytes,
+	}
 }
 
 // runStep runs the language's run command with the request's arguments, or
@@ -118,7 +160,7 @@ func runStep(lang *langs.Language, req Request, lim Limits, base []string) wire.
 		argv = append(append(slices.Clone(scriptShell), req.RunScript, "bash"), req.Args...)
 	}
 	return wire.Step{
-		Name: "run", Argv: argv, Env: withEnv(base, req.Env), Dir: workDir,
+		Name: runStepName, Argv: argv, Env: withEnv(base, req.Env), Dir: workDir,
 		Stdin: req.Stdin, MergeStderr: req.MergeStderr,
 		Limits: lim.stepLimits(),
 	}

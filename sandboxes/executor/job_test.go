@@ -132,3 +132,82 @@ func TestWithEnv(t *testing.T) {
 		t.Errorf("no vars: %q", got)
 	}
 }
+
+// ReturnWasm adds a build step between the compile and the run, with the
+// language's wasm command over the same files (without the native
+// compiler's options), its wasm environment and overlays, collecting the
+// module; a language without a wasm build ignores it.
+func TestJobWasm(t *testing.T) {
+	e := &Executor{}
+	lim := Limits{CPU: 2 * time.Second, Wall: 3 * time.Second, Processes: 16, OpenFiles: 64, FileSizeBytes: 1 << 20, OutputBytes: 1 << 10}
+	tests := []struct {
+		lang     string
+		files    []File
+		steps    []string
+		wasmArgs []string          // the wasm argv's tail after its fixed part
+		env      map[string]string // in the wasm step's environment, once each
+		overlays []string          // the job's overlay targets
+	}{
+		{lang: "c", files: []File{{Path: "util.c", Content: []byte("int x;")}},
+			steps: []string{"compile", "wasm", "run"}, wasmArgs: []string{"main.c", "util.c", "-lm"}},
+		{lang: "cpp", steps: []string{"compile", "wasm", "run"}, wasmArgs: []string{"main.cpp"}},
+		{lang: "go", steps: []string{"compile", "wasm", "run"}, wasmArgs: []string{"main.go"},
+			env:      map[string]string{"GOOS": "wasip1", "GOARCH": "wasm", "GOCACHE": "/tmp/go-cache-wasip1", "CGO_ENABLED": "0"},
+			overlays: []string{"/tmp/go-cache", "/tmp/go-cache-wasip1"}},
+		{lang: "python3", steps: []string{"run"}},
+		{lang: "rust", steps: []string{"compile", "run"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.lang, func(t *testing.T) {
+			lang := builtin(t, tc.lang)
+			job := e.job(lang, Request{Code: "x", Files: tc.files, CompilerOptions: []string{"-DX"}, Env: map[string]string{"MINE": "1"}, ReturnWasm: true}, lim)
+			var names []string
+			for _, st := range job.Steps {
+				names = append(names, st.Name)
+			}
+			if !slices.Equal(names, tc.steps) {
+				t.Fatalf("steps %v, want %v", names, tc.steps)
+			}
+			var targets []string
+			for _, o := range job.Overlays {
+				targets = append(targets, o.Target)
+			}
+			if !slices.Equal(targets, tc.overlays) {
+				t.Errorf("overlays %v, want %v", targets, tc.overlays)
+			}
+			if tc.wasmArgs == nil {
+				return
+			}
+			wasm := job.Steps[1]
+			if want := append(slices.Clone(lang.Wasm.Compile), tc.wasmArgs...); !slices.Equal(wasm.Argv, want) {
+				t.Errorf("wasm argv %q, want %q", wasm.Argv, want)
+			}
+			if !slices.Equal(wasm.Collect, []string{langs.WasmArtifact}) || wasm.CollectMaxBytes != MaxArtifactBytes || !wasm.MergeStderr {
+				t.Errorf("wasm step %+v: want it to collect %s, at most MaxArtifactBytes", wasm, langs.WasmArtifact)
+			}
+			if wasm.Limits != job.Steps[0].Limits {
+				t.Errorf("wasm limits %+v, want the compile step's %+v", wasm.Limits, job.Steps[0].Limits)
+			}
+			if _, ok := envOf(wasm, "MINE"); ok {
+				t.Error("the wasm step got the program's environment")
+			}
+			for k, v := range tc.env {
+				n := 0
+				for _, kv := range wasm.Env {
+					if strings.HasPrefix(kv, k+"=") {
+						n++
+					}
+				}
+				if got, _ := envOf(wasm, k); got != v || n != 1 {
+					t.Errorf("wasm step's %s=%q (%d times), want %q once", k, got, n, v)
+				}
+			}
+			if v, _ := envOf(job.Steps[0], "GOOS"); v != "" {
+				t.Errorf("the native compile got GOOS=%s", v)
+			}
+			if got := jobWall(job); got != 63*time.Second {
+				t.Errorf("job wall %v, want two builds of 30 s and the run's 3 s", got)
+			}
+		})
+	}
+}

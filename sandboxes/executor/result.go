@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"time"
 
-	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 	"github.com/sandboxapi/sandboxapi/sandboxes/runsc"
 	"github.com/sandboxapi/sandboxapi/sandboxes/wire"
 )
@@ -86,7 +84,12 @@ func collect(r io.Reader, res *Result, capBytes int64, nSteps int, onOutput func
 				}
 			}
 		case wire.FrameFile, wire.FrameFileData:
-			if err := files.add(res, t, p); err != nil {
+			// A step's files follow its result.
+			var step string
+			if len(steps) > 0 {
+				step = steps[len(steps)-1].result.Name
+			}
+			if err := files.add(res, t, p, step); err != nil {
 				return steps, false, err
 			}
 		case wire.FrameDone:
@@ -120,7 +123,9 @@ type artifactReader struct {
 	want int64
 }
 
-func (a *artifactReader) add(res *Result, t wire.FrameType, p []byte) error {
+// add takes the next file frame, which step collected. A file the init
+// could not send (too large, missing) is named in res.Message.
+func (a *artifactReader) add(res *Result, t wire.FrameType, p []byte, step string) error {
 	switch t {
 	case wire.FrameFile:
 		if a.cur != nil {
@@ -131,13 +136,21 @@ func (a *artifactReader) add(res *Result, t wire.FrameType, p []byte) error {
 			return fmt.Errorf("%w: %w", errBadArtifact, err)
 		}
 		if h.Error != "" {
-			res.Message = fmt.Sprintf("%s was not returned: %s", h.Name, h.Error)
+			msg := fmt.Sprintf("%s was not returned: %s", h.Name, h.Error)
+			if res.Message != "" {
+				msg = res.Message + "; " + msg
+			}
+			res.Message = msg
 			return nil
 		}
 		if h.Size < 0 || h.Size > MaxArtifactBytes {
 			return fmt.Errorf("%w: %s of %d bytes", errBadArtifact, h.Name, h.Size)
 		}
-		a.cur, a.want = &Artifact{Name: h.Name, Content: make([]byte, 0, h.Size)}, h.Size
+		kind := ArtifactProgram
+		if step == wasmStepName {
+			kind = ArtifactWasm
+		}
+		a.cur, a.want = &Artifact{Name: h.Name, Kind: kind, Content: make([]byte, 0, h.Size)}, h.Size
 	case wire.FrameFileData:
 		if a.cur == nil || int64(len(a.cur.Content)+len(p)) > a.want {
 			return fmt.Errorf("%w: data beyond the announced size", errBadArtifact)
@@ -154,14 +167,16 @@ func (a *artifactReader) add(res *Result, t wire.FrameType, p []byte) error {
 // classify fills res from what the sandbox reported: the steps' output and
 // results, how the sandbox exited and whether the host's deadline stopped
 // it. It sets the End, and the run step's exit, signal and measurements.
-func (e *Executor) classify(res *Result, lang *langs.Language, lim Limits, steps []stepOutput, exit runsc.Exit, hostTimedOut bool, protoErr error) {
-	if unfinishedCompile(res, lang, steps, exit, hostTimedOut) {
+// builds is how many build steps (the compile, the wasm build) the job had
+// before its run step.
+func (e *Executor) classify(res *Result, builds int, lim Limits, steps []stepOutput, exit runsc.Exit, hostTimedOut bool, protoErr error) {
+	if unfinishedBuild(res, builds, steps, exit, hostTimedOut) {
 		return
 	}
 	var run *stepOutput
 	for i := range steps {
 		s := &steps[i]
-		if s.result != nil && s.result.Name == "compile" {
+		if s.result != nil && isBuildStep(s.result.Name) {
 			if failedCompile(res, s) {
 				return
 			}
@@ -232,16 +247,22 @@ func (e *Executor) classify(res *Result, lang *langs.Language, lim Limits, steps
 	}
 }
 
-// failedCompile records a compile step's output and, when it failed, the
-// result: EndCompileFailed, or EndFault if the compiler could not start at
-// all. It reports whether the compile failed.
+// failedCompile adds a build step's output to the compile output and,
+// when the step failed, records the result: EndCompileFailed, or EndFault
+// if the compiler could not start at all. A failed wasm build is a
+// compile failure too: the caller asked for the module, and the program
+// does not run without it. It reports whether the step failed.
 func failedCompile(res *Result, s *stepOutput) bool {
 	r := s.result
-	res.CompileOutput = append(s.stdout, s.stderr...)
+	res.CompileOutput = append(append(res.CompileOutput, s.stdout...), s.stderr...)
+	what := "the compiler"
+	if r.Name == wasmStepName {
+		what = "the WebAssembly compiler"
+	}
 	switch {
 	case !r.Started:
 		res.End = EndFault
-		res.Message = "the compiler could not be started: " + r.StartError
+		res.Message = what + " could not be started: " + r.StartError
 	case r.ExitCode == 0 && r.Signal == 0:
 		return false
 	default:
@@ -257,20 +278,37 @@ func failedCompile(res *Result, s *stepOutput) bool {
 		case r.MemoryExceeded:
 			res.Message = "the compiler exceeded its memory limit and was stopped"
 		}
+		if r.Name == wasmStepName {
+			msg := "the WebAssembly build (return_wasm_artifact) failed, so the program did not run"
+			if res.Message != "" {
+				msg += ": " + res.Message
+			}
+			res.Message = msg
+		}
 	}
 	return true
 }
 
-// unfinishedCompile handles a sandbox that ended during the compile step,
+// unfinishedBuild handles a sandbox that ended during a build step,
 // before the step could report: killed at the sandbox's memory limit, or
-// by the host's deadline. What the compiler printed is the compile output.
-// It reports whether it set the result.
-func unfinishedCompile(res *Result, lang *langs.Language, steps []stepOutput, exit runsc.Exit, hostTimedOut bool) bool {
-	if lang.Compile == nil || slices.ContainsFunc(steps, func(s stepOutput) bool { return s.result != nil }) {
+// by the host's deadline. What the compilers printed is the compile
+// output. It reports whether it set the result.
+func unfinishedBuild(res *Result, builds int, steps []stepOutput, exit runsc.Exit, hostTimedOut bool) bool {
+	reported := 0
+	for _, s := range steps {
+		if r := s.result; r != nil {
+			if !r.Started || r.ExitCode != 0 || r.Signal != 0 {
+				return false // the job stopped at a step that reported: failedCompile's
+			}
+			reported++
+		}
+	}
+	if reported >= builds {
 		return false
 	}
+	var output []byte
 	for _, s := range steps {
-		res.CompileOutput = append(append(res.CompileOutput, s.stdout...), s.stderr...)
+		output = append(append(output, s.stdout...), s.stderr...)
 	}
 	switch {
 	case exit.Usage.OOMKills > 0:
@@ -282,9 +320,9 @@ func unfinishedCompile(res *Result, lang *langs.Language, steps []stepOutput, ex
 		res.Signal, res.ExitCode = 9, 137
 		res.Message = "compilation did not finish in time and was killed"
 	default:
-		res.CompileOutput = nil
 		return false
 	}
+	res.CompileOutput = output
 	return true
 }
 

@@ -2,13 +2,13 @@ package executor
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 	"github.com/sandboxapi/sandboxapi/sandboxes/runsc"
 	"github.com/sandboxapi/sandboxapi/sandboxes/wire"
 )
@@ -24,8 +24,10 @@ func TestArtifactReader(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
+		step    string // the step that collected the files; compile when empty
 		frames  []frame
 		want    map[string]string
+		kind    ArtifactKind // of every file in want; ArtifactProgram when empty
 		message string
 		err     bool
 	}{
@@ -35,6 +37,10 @@ func TestArtifactReader(t *testing.T) {
 		{name: "two files", frames: []frame{{wire.FrameFile, header("a", 1, "")}, {wire.FrameFileData, []byte("1")}, {wire.FrameFile, header("b", 1, "")}, {wire.FrameFileData, []byte("2")}},
 			want: map[string]string{"a": "1", "b": "2"}},
 		{name: "refused in the sandbox", frames: []frame{{wire.FrameFile, header("main", 0, "too big")}}, message: "main was not returned: too big"},
+		{name: "two refused", frames: []frame{{wire.FrameFile, header("main", 0, "too big")}, {wire.FrameFile, header("main.wasm", 0, "not found")}},
+			message: "main was not returned: too big; main.wasm was not returned: not found"},
+		{name: "the wasm step's module", step: wasmStepName, frames: []frame{{wire.FrameFile, header("main.wasm", 4, "")}, {wire.FrameFileData, []byte("\x00asm")}},
+			want: map[string]string{"main.wasm": "\x00asm"}, kind: ArtifactWasm},
 		{name: "unfinished", frames: []frame{{wire.FrameFile, header("main", 6, "")}, {wire.FrameFileData, []byte("abc")}}},
 		{name: "over the cap", frames: []frame{{wire.FrameFile, header("main", MaxArtifactBytes+1, "")}}, err: true},
 		{name: "more than announced", frames: []frame{{wire.FrameFile, header("main", 2, "")}, {wire.FrameFileData, []byte("abc")}}, err: true},
@@ -47,8 +53,9 @@ func TestArtifactReader(t *testing.T) {
 			var r artifactReader
 			res := &Result{}
 			var err error
+			step, kind := cmp.Or(tc.step, compileStepName), cmp.Or(tc.kind, ArtifactProgram)
 			for _, f := range tc.frames {
-				if err = r.add(res, f.t, f.p); err != nil {
+				if err = r.add(res, f.t, f.p, step); err != nil {
 					break
 				}
 			}
@@ -64,6 +71,9 @@ func TestArtifactReader(t *testing.T) {
 			got := map[string]string{}
 			for _, a := range res.Artifacts {
 				got[a.Name] = string(a.Content)
+				if a.Kind != kind {
+					t.Errorf("artifact %s is of kind %q, want %q", a.Name, a.Kind, kind)
+				}
 			}
 			if len(got) != len(tc.want) {
 				t.Errorf("artifacts %v, want %v", got, tc.want)
@@ -93,16 +103,16 @@ type classifyCase struct {
 	msgHas  string
 }
 
-// testClassify classifies each case's report for lang and checks the
-// result, then runs check on it.
-func testClassify(t *testing.T, lang *langs.Language, tests []classifyCase, check func(*testing.T, *Result)) {
+// testClassify classifies each case's report for a job of that many build
+// steps and checks the result, then runs check on it.
+func testClassify(t *testing.T, builds int, tests []classifyCase, check func(*testing.T, *Result)) {
 	t.Helper()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := New(Config{Pool: PoolConfig{MaxWorkers: 1}})
 			defer e.Close()
 			res := &Result{}
-			e.classify(res, lang, DefaultLimits, tc.steps, tc.exit, tc.timeout, nil)
+			e.classify(res, builds, DefaultLimits, tc.steps, tc.exit, tc.timeout, nil)
 			if res.End != tc.end || res.ExitCode != tc.code || res.Signal != tc.signal || !strings.Contains(res.Message, tc.msgHas) {
 				t.Errorf("end %s exit %d signal %d message %q, want %s exit %d signal %d with %q",
 					res.End, res.ExitCode, res.Signal, res.Message, tc.end, tc.code, tc.signal, tc.msgHas)
@@ -113,7 +123,6 @@ func testClassify(t *testing.T, lang *langs.Language, tests []classifyCase, chec
 }
 
 func TestClassifyCompile(t *testing.T) {
-	c := builtin(t, "c")
 	compileResult := func(r wire.StepResult) stepOutput {
 		r.Name = "compile"
 		return stepOutput{result: &r, stdout: []byte("diagnostics\n")}
@@ -135,15 +144,53 @@ func TestClassifyCompile(t *testing.T) {
 		{name: "compiled, then ran", steps: []stepOutput{compileResult(wire.StepResult{Started: true}), {result: &wire.StepResult{Name: "run", Started: true}, stdout: []byte("ok")}},
 			end: EndExited},
 	}
-	testClassify(t, c, tests, func(t *testing.T, res *Result) {
+	testClassify(t, 1, tests, func(t *testing.T, res *Result) {
 		if !bytes.Equal(res.CompileOutput, []byte("diagnostics\n")) {
 			t.Errorf("compile output %q, want the compiler's", res.CompileOutput)
 		}
 	})
 }
 
+// A job that builds a wasm module as well has two build steps: a failure
+// of either is the build's, and the compile output is both compilers'.
+func TestClassifyWasmBuild(t *testing.T) {
+	compiled := stepOutput{result: &wire.StepResult{Name: compileStepName, Started: true}, stdout: []byte("native\n")}
+	wasm := func(r wire.StepResult) stepOutput {
+		r.Name = wasmStepName
+		return stepOutput{result: &r, stdout: []byte("wasm\n")}
+	}
+	tests := []classifyCase{
+		{name: "wasm build error", steps: []stepOutput{compiled, wasm(wire.StepResult{Started: true, ExitCode: 1})},
+			end: EndCompileFailed, code: 1, msgHas: "WebAssembly build (return_wasm_artifact) failed, so the program did not run"},
+		{name: "wasm build timeout", steps: []stepOutput{compiled, wasm(wire.StepResult{Started: true, Signal: 9, ExitCode: 137, WallExceeded: true})},
+			end: EndCompileFailed, code: 137, signal: 9, msgHas: "did not run: compilation exceeded its wall-clock"},
+		{name: "wasm compiler missing", steps: []stepOutput{compiled, wasm(wire.StepResult{StartError: "no such file"})},
+			end: EndFault, msgHas: "the WebAssembly compiler could not be started: no such file"},
+		{name: "sandbox OOM while building wasm", steps: []stepOutput{compiled, {stdout: []byte("wasm\n")}}, exit: runsc.Exit{Usage: runsc.CgroupUsage{OOMKills: 1}},
+			end: EndCompileFailed, code: 137, signal: 9, msgHas: "compiler ran out of memory"},
+		{name: "host deadline while building wasm", steps: []stepOutput{compiled, {stdout: []byte("wasm\n")}}, timeout: true,
+			end: EndDeadline, code: 137, signal: 9, msgHas: "compilation"},
+		{name: "built twice, then ran", steps: []stepOutput{compiled, wasm(wire.StepResult{Started: true}), {result: &wire.StepResult{Name: runStepName, Started: true}}},
+			end: EndExited},
+	}
+	testClassify(t, 2, tests, func(t *testing.T, res *Result) {
+		if string(res.CompileOutput) != "native\nwasm\n" {
+			t.Errorf("compile output %q, want both compilers'", res.CompileOutput)
+		}
+	})
+	// With one build step, a sandbox killed after it reported was killed
+	// in the run: the program's memory, not the compiler's.
+	testClassify(t, 1, []classifyCase{
+		{name: "sandbox OOM in the run after one build", steps: []stepOutput{compiled, {stdout: []byte("out")}}, exit: runsc.Exit{Usage: runsc.CgroupUsage{OOMKills: 1}},
+			end: EndMemoryLimit, code: 137, signal: 9, msgHas: "memory limit of"},
+	}, func(t *testing.T, res *Result) {
+		if string(res.Stdout) != "out" {
+			t.Errorf("stdout %q, want the program's", res.Stdout)
+		}
+	})
+}
+
 func TestClassifyRun(t *testing.T) {
-	py := builtin(t, "python3")
 	run := func(r wire.StepResult) []stepOutput {
 		r.Name = "run"
 		return []stepOutput{{result: &r, stdout: []byte("out")}}
@@ -174,7 +221,7 @@ func TestClassifyRun(t *testing.T) {
 			end: EndOutputLimit, code: 137, signal: 9, msgHas: "output limit"},
 		{name: "no result", steps: []stepOutput{{stdout: []byte("out")}}, end: EndFault, msgHas: "without a result"},
 	}
-	testClassify(t, py, tests, func(t *testing.T, res *Result) {
+	testClassify(t, 0, tests, func(t *testing.T, res *Result) {
 		if string(res.Stdout) != "out" {
 			t.Errorf("stdout %q, want the program's", res.Stdout)
 		}

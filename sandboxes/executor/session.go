@@ -118,7 +118,7 @@ func (s *Session) run(ctx context.Context, job wire.Job, lim Limits, onOutput fu
 	if out.done {
 		exit.Usage.OOMKills = 0
 	}
-	s.e.classify(res, s.lang, lim, out.steps, exit, out.hostTimedOut, out.protoErr)
+	s.e.classify(res, 0, lim, out.steps, exit, out.hostTimedOut, out.protoErr)
 	resolveShortCPU(res, out)
 	measureFromOutside(res, out)
 	for _, st := range out.steps {

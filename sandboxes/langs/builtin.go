@@ -5,6 +5,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -16,14 +17,28 @@ const DefaultCacheDir = "/var/cache/sandboxapi"
 // Where extra toolchain directories appear inside a sandbox. The root
 // filesystem has these directories as mount points (see MountPoints).
 const (
-	rustMount    = "/opt/rust"
-	goCacheMount = "/opt/go-cache"
-	tscMount     = "/opt/tsc"
+	rustMount        = "/opt/rust"
+	goCacheMount     = "/opt/go-cache"
+	goWasmCacheMount = "/opt/go-cache-wasip1"
+	tscMount         = "/opt/tsc"
 )
 
 // MountPoints are the directories a read-only root must hold for the
 // languages' Mounts.
-func MountPoints() []string { return []string{rustMount, goCacheMount, tscMount} }
+func MountPoints() []string { return []string{rustMount, goCacheMount, goWasmCacheMount, tscMount} }
+
+// WasmArtifact is the file every language's WebAssembly build writes.
+const WasmArtifact = "main.wasm"
+
+// clangWasm is what C and C++ need to build WASI modules: Debian's clang
+// and wasm-ld (clang-14, lld-14), WASI's C library (wasi-libc) and
+// compiler runtime (libclang-rt-14-dev-wasm32), installed by
+// ops/install/toolchains.sh.
+var clangWasm = []string{
+	"/usr/lib/llvm-14/bin/clang", "/usr/lib/llvm-14/bin/wasm-ld",
+	"/usr/lib/wasm32-wasi/libc.a", "/usr/include/wasm32-wasi/stdio.h",
+	"/usr/lib/llvm-14/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a",
+}
 
 // Compile resources by kind of compiler. The sizes are what hello world to
 // a few thousand lines needs with room to spare, measured inside gVisor.
@@ -87,9 +102,20 @@ func BuiltinIn(cacheDir string) []*Language {
 			CompileResources: gccResources,
 			Artifact:         "main",
 			Run:              []string{"./main"},
-			Binary:           "/usr/bin/g++",
-			VersionArgv:      []string{"/usr/bin/g++", "-dumpfullversion"},
-			VersionRE:        regexp.MustCompile(`(\d+\.\d+(\.\d+)?)`),
+			// WASI has no exceptions in LLVM 14 (Debian's libc++ for it is
+			// built without them): -fno-exceptions makes a throw a
+			// compile error that says so, not an undefined
+			// __cxa_throw at link time.
+			Wasm: &Wasm{
+				Compile: []string{"/usr/bin/clang++-14", "--target=wasm32-wasi", "-std=gnu++17", "-O2", "-fno-exceptions",
+					"-Wl,--strip-debug", "-o", WasmArtifact},
+				Artifact: WasmArtifact,
+				Needs: append(slices.Clone(clangWasm), "/usr/lib/wasm32-wasi/libc++.a", "/usr/lib/wasm32-wasi/libc++abi.a",
+					"/usr/include/wasm32-wasi/c++/v1/iostream"),
+			},
+			Binary:      "/usr/bin/g++",
+			VersionArgv: []string{"/usr/bin/g++", "-dumpfullversion"},
+			VersionRE:   regexp.MustCompile(`(\d+\.\d+(\.\d+)?)`),
 		},
 		{
 			ID: "c", Name: "C", Aliases: []string{"gcc"},
@@ -103,6 +129,14 @@ func BuiltinIn(cacheDir string) []*Language {
 			Binary:           "/usr/bin/gcc",
 			VersionArgv:      []string{"/usr/bin/gcc", "-dumpfullversion"},
 			VersionRE:        regexp.MustCompile(`(\d+\.\d+(\.\d+)?)`),
+			// Debian's wasi-libc carries DWARF, which -Wl,--strip-debug
+			// drops (hello world: 4.7 KB instead of 42 KB); the name
+			// section stays, for runtimes' stack traces.
+			Wasm: &Wasm{
+				Compile:  []string{"/usr/bin/clang-14", "--target=wasm32-wasi", "-std=gnu17", "-O2", "-Wl,--strip-debug", "-o", WasmArtifact},
+				Artifact: WasmArtifact,
+				Needs:    clangWasm,
+			},
 		},
 		{
 			ID: "bash", Name: "Bash", Aliases: []string{"sh", "shell"},
@@ -191,10 +225,20 @@ func goLang(cacheDir string) *Language {
 			"GOCACHE=/tmp/go-cache", "GOPATH=/tmp/go", "XDG_CONFIG_HOME=/tmp/.config",
 			"PATH=/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		}, goBuildEnv...),
-		Mounts:   []Mount{{Source: filepath.Join(cacheDir, "go-build"), Destination: goCacheMount}},
+		Mounts: []Mount{
+			{Source: filepath.Join(cacheDir, "go-build"), Destination: goCacheMount},
+			{Source: filepath.Join(cacheDir, "go-build-wasip1"), Destination: goWasmCacheMount},
+		},
 		Overlays: goCacheOverlay,
 		Prepare:  prepareGoCache,
-		Binary:   "/usr/local/go/bin/go",
+		Wasm: &Wasm{
+			Compile:  []string{"/usr/local/go/bin/go", "build", "-o", WasmArtifact},
+			Env:      append([]string{"GOCACHE=" + goWasmCache}, goWasmTarget...),
+			Overlays: goWasmCacheOverlay,
+			Artifact: WasmArtifact,
+			Needs:    []string{"/usr/local/go/bin/go"},
+		},
+		Binary: "/usr/local/go/bin/go",
 		// Without HOME and XDG_CONFIG_HOME, as goVersionEnv says why.
 		VersionArgv: []string{"/usr/bin/env", "-u", "HOME", "-u", "XDG_CONFIG_HOME", "/usr/local/go/bin/go", "version"},
 		VersionRE:   regexp.MustCompile(`go(\d+\.\d+(\.\d+)?)`),
@@ -204,6 +248,13 @@ func goLang(cacheDir string) *Language {
 // rust runs the host's rustup toolchain, bind-mounted at /opt/rust (rustup
 // keeps it under the service user's home, which sandboxes cannot see), or
 // else Debian's rustc under /usr.
+//
+// It has no Wasm: a wasm32-wasip1 build needs that target's standard
+// library for the very rustc that compiles, and neither source has one
+// offline. rustup cannot fetch the target without the network, and
+// Debian's libstd-rust-dev-wasm32 is built for Debian's rustc (1.63 on
+// bookworm), whose libraries another rustc cannot read (E0786, "invalid
+// metadata files for crate std"); see DESIGN.md, "WebAssembly".
 func rust() *Language {
 	host, sandbox := "/usr/bin/rustc", "/usr/bin/rustc"
 	var mounts []Mount

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +26,19 @@ var goBuildEnv = []string{
 	"CGO_ENABLED=0", "GOTOOLCHAIN=local", "GOENV=off", "GOPROXY=off", "GOFLAGS=", "GOEXPERIMENT=",
 }
 
+// goWasmTarget is what a wasm build adds to goBuildEnv: Go's WASI port.
+// Its standard library is compiled into a cache of its own, so that the
+// native one (shared with every service on the host) keeps its stamp.
+var goWasmTarget = []string{"GOOS=wasip1", "GOARCH=wasm"}
+
+// goWasmCache is the wasm build's GOCACHE in a sandbox.
+const goWasmCache = "/tmp/go-cache-wasip1"
+
+// goWasmCacheOverlay is goCacheOverlay for the wasm build's cache.
+func goWasmCacheOverlay(now time.Time) []wire.Overlay {
+	return []wire.Overlay{untrimmedOverlay(goWasmCacheMount, goWasmCache, now)}
+}
+
 // goCacheOverlay gives an execution its writable view of the shared cache.
 // Go trims a cache whose trim.txt is more than a day old (or missing, or in
 // the future) when a build ends, stat-ing every entry and deleting old
@@ -33,10 +47,16 @@ var goBuildEnv = []string{
 // keeps Go from trimming; the entries are never stale anyway, since the
 // stamp replaces the whole cache when the toolchain changes.
 func goCacheOverlay(now time.Time) []wire.Overlay {
-	return []wire.Overlay{{
-		Lower: goCacheMount, Target: "/tmp/go-cache",
+	return []wire.Overlay{untrimmedOverlay(goCacheMount, "/tmp/go-cache", now)}
+}
+
+// untrimmedOverlay is a view at target of the Go cache at lower whose
+// trim.txt says it was trimmed at now.
+func untrimmedOverlay(lower, target string, now time.Time) wire.Overlay {
+	return wire.Overlay{
+		Lower: lower, Target: target,
 		Files: []wire.File{{Path: "trim.txt", Content: strconv.AppendInt(nil, now.Unix(), 10), Mode: 0o644}},
-	}}
+	}
 }
 
 // goWarmTimeout bounds building the standard library on the host.
@@ -49,36 +69,50 @@ const goWarmTimeout = 15 * time.Minute
 // build cache").
 // It rebuilds only when the Go version or the build environment changed.
 // If it fails, Go is still offered, with an empty cache: slow, but right.
+//
+// The same goes for the wasm build's cache (goWasmCacheMount): the
+// standard library compiled for wasip1, without which a wasm build of
+// hello world compiles it first (DESIGN.md, "WebAssembly").
 func prepareGoCache(ctx context.Context, l *Language) error {
-	var dir string
+	var errs []error
 	for _, m := range l.Mounts {
-		if m.Destination == goCacheMount {
-			dir = m.Source
+		switch m.Destination {
+		case goCacheMount:
+			errs = append(errs, prepareGoCacheAt(ctx, l.Binary, m.Source, nil, "standard library"))
+		case goWasmCacheMount:
+			errs = append(errs, prepareGoCacheAt(ctx, l.Binary, m.Source, goWasmTarget, "wasip1 standard library"))
 		}
 	}
-	if dir == "" {
-		return nil
-	}
+	return errors.Join(errs...)
+}
+
+// prepareGoCacheAt builds the cache at dir for the target (extra
+// environment on top of goBuildEnv; none for the host's own), unless its
+// stamp says it is built. When that fails the directory is still made,
+// empty, and the error is ErrDegraded: the mount needs its source, and an
+// empty cache is a valid one, only slow.
+func prepareGoCacheAt(ctx context.Context, goBin, dir string, target []string, what string) error {
 	err := func() error {
-		stamp, err := goCacheStamp(ctx, l.Binary)
+		stamp, err := goCacheStamp(ctx, goBin, target)
 		if err != nil {
 			return err
 		}
-		return ensureBuilt(dir, stamp, func(tmp string) error { return buildGoCache(ctx, l.Binary, tmp) })
+		return ensureBuilt(dir, stamp, func(tmp string) error { return buildGoCache(ctx, goBin, tmp, target) })
 	}()
-	if err != nil {
-		// The mount needs its source; an empty cache is a valid one.
-		if mkErr := os.MkdirAll(dir, 0o755); mkErr != nil {
-			return fmt.Errorf("langs: go cache: %w", errors.Join(err, mkErr))
-		}
-		return fmt.Errorf("%w: go: no prebuilt standard library: %w", ErrDegraded, err)
+	if err == nil {
+		return nil
 	}
-	return nil
+	if mkErr := os.MkdirAll(dir, 0o755); mkErr != nil {
+		return fmt.Errorf("langs: go cache: %w", errors.Join(err, mkErr))
+	}
+	return fmt.Errorf("%w: go: no prebuilt %s: %w", ErrDegraded, what, err)
 }
 
 // goCacheStamp names what a cache is valid for: the toolchain (its version
-// and where it lives, which is in the keys) and the build environment.
-func goCacheStamp(ctx context.Context, goBin string) (string, error) {
+// and where it lives, which is in the keys) and the build environment, the
+// target's included. The host's own cache (no target) keeps the stamp it
+// has always had, so that services of older builds on the host share it.
+func goCacheStamp(ctx context.Context, goBin string, target []string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, goBin, "version")
@@ -87,7 +121,8 @@ func goCacheStamp(ctx context.Context, goBin string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%s version: %w", goBin, err)
 	}
-	return fmt.Sprintf("v1\n%s\n%s\n%s\n", bytes.TrimSpace(out), goBin, strings.Join(goBuildEnv, " ")), nil
+	env := append(slices.Clone(goBuildEnv), target...)
+	return fmt.Sprintf("v1\n%s\n%s\n%s\n", bytes.TrimSpace(out), goBin, strings.Join(env, " ")), nil
 }
 
 // goVersionEnv is the service's environment without HOME and
@@ -104,8 +139,9 @@ func goVersionEnv() []string {
 	return env
 }
 
-// buildGoCache compiles the standard library into a new cache at dir.
-func buildGoCache(ctx context.Context, goBin, dir string) error {
+// buildGoCache compiles the standard library for the target into a new
+// cache at dir.
+func buildGoCache(ctx context.Context, goBin, dir string, target []string) error {
 	home, err := os.MkdirTemp("", "sandboxapi-gocache-")
 	if err != nil {
 		return err
@@ -121,7 +157,7 @@ func buildGoCache(ctx context.Context, goBin, dir string) error {
 		"PATH=" + filepath.Dir(goBin) + ":/usr/bin:/bin",
 		"HOME=" + home, "XDG_CONFIG_HOME=" + home, "GOPATH=" + filepath.Join(home, "go"),
 		"GOCACHE=" + dir,
-	}, goBuildEnv...)
+	}, append(slices.Clone(goBuildEnv), target...)...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build std: %w: %s", err, bytes.TrimSpace(out))
 	}

@@ -8,8 +8,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -91,6 +93,44 @@ type Language struct {
 	// Both run on the host, so VersionArgv names host paths.
 	VersionArgv []string
 	VersionRE   *regexp.Regexp
+	// Wasm, when set, is how the language compiles to a WebAssembly
+	// module for WASI (preview 1), which a request can ask for beside its
+	// run (return_wasm_artifact). Detect offers it only where the host has
+	// what it Needs.
+	Wasm *Wasm
+}
+
+// Wasm is a language's second compile, to a WASI module.
+type Wasm struct {
+	// Compile is the command up to its inputs, which the language's
+	// CompileArgs picks as for its own compile (nil: SourceFile alone).
+	// The request's compiler options are not passed: they are checked
+	// against the language's native compiler (-march=native, -lrt and
+	// -pthread mean nothing to a wasm32 target).
+	Compile []string
+	// Env overrides the base environment's variables of the same name in
+	// the wasm compile step (Go's GOOS, GOARCH and GOCACHE).
+	Env []string
+	// Overlays, when set, are mounted for an execution that builds the
+	// module, as Language.Overlays are for every execution.
+	Overlays func(now time.Time) []wire.Overlay
+	// Artifact is the module the compile writes, relative to the work dir.
+	Artifact string
+	// Needs are host paths (or filepath.Match patterns, each of which
+	// must match) the build cannot do without: the compiler, the WASI C
+	// library and runtime. Without all of them the language is offered
+	// without WebAssembly.
+	Needs []string
+}
+
+// WasmCompileCommand is the wasm compile step's argv for the work dir's
+// files. It panics for a language without Wasm.
+func (l *Language) WasmCompileCommand(files []string) []string {
+	argv := append([]string{}, l.Wasm.Compile...)
+	if l.CompileArgs != nil {
+		return append(argv, l.CompileArgs(files)...)
+	}
+	return append(argv, l.SourceFile)
 }
 
 // ErrDegraded is returned (wrapped) by a Prepare that could not do all it
@@ -137,6 +177,7 @@ type Catalog struct {
 	byID     map[string]*Language
 	versions map[string]string
 	problems map[string]error
+	wasm     map[string]bool // ids of the offered languages that build WebAssembly here
 }
 
 // Detect builds a catalog of the languages whose toolchain is installed,
@@ -144,7 +185,7 @@ type Catalog struct {
 // need it (see Language.Prepare), which the first time on a host can take a
 // minute (Go's standard library cache).
 func Detect(ctx context.Context, all []*Language) *Catalog {
-	c := &Catalog{byID: map[string]*Language{}, versions: map[string]string{}, problems: map[string]error{}}
+	c := &Catalog{byID: map[string]*Language{}, versions: map[string]string{}, problems: map[string]error{}, wasm: map[string]bool{}}
 	var wg sync.WaitGroup
 	for _, l := range all {
 		if _, err := os.Stat(l.Binary); err != nil {
@@ -162,6 +203,7 @@ func Detect(ctx context.Context, all []*Language) *Catalog {
 				perr = err
 			}
 			v := detectVersion(ctx, l)
+			wasmErr := wasmReady(l)
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			if perr != nil {
@@ -169,6 +211,15 @@ func Detect(ctx context.Context, all []*Language) *Catalog {
 				if !errors.Is(perr, ErrDegraded) {
 					return
 				}
+			}
+			switch {
+			case l.Wasm == nil:
+			case wasmErr != nil:
+				// The language runs as ever; only its WebAssembly
+				// build is not offered.
+				c.problems[l.ID] = errors.Join(c.problems[l.ID], wasmErr)
+			default:
+				c.wasm[l.ID] = true
 			}
 			c.versions[l.ID] = v
 			c.byID[l.ID] = l
@@ -187,6 +238,27 @@ func mountable(l *Language) error {
 	for _, m := range l.Mounts {
 		if _, err := os.Stat(m.Source); err != nil {
 			return fmt.Errorf("langs: %s: %w", l.ID, err)
+		}
+	}
+	return nil
+}
+
+// ErrNoWasm is returned (wrapped, in Problems) for a language whose
+// WebAssembly build is not offered because the host lacks what it needs.
+var ErrNoWasm = errors.New("langs: WebAssembly build not offered")
+
+// wasmReady checks the host has what the language's wasm build needs.
+func wasmReady(l *Language) error {
+	if l.Wasm == nil {
+		return nil
+	}
+	for _, p := range l.Wasm.Needs {
+		matches, err := filepath.Glob(p)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %q: %w", ErrNoWasm, l.ID, p, err)
+		}
+		if len(matches) == 0 {
+			return fmt.Errorf("%w: %s: %s: %w", ErrNoWasm, l.ID, p, fs.ErrNotExist)
 		}
 	}
 	return nil
@@ -218,6 +290,27 @@ func (c *Catalog) Version(id string) string {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.versions[id]
+}
+
+// Wasm says whether the language with this id (not an alias) builds
+// WebAssembly modules on this host.
+func (c *Catalog) Wasm(id string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.wasm[id]
+}
+
+// WasmLanguages are the ids of the languages that build WebAssembly
+// modules on this host, sorted.
+func (c *Catalog) WasmLanguages() []string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]string, 0, len(c.wasm))
+	for id := range c.wasm {
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Problems says, per language id, why a known language is not offered or

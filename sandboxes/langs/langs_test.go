@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -160,6 +161,98 @@ func TestDetect(t *testing.T) {
 	}
 	if _, ok := problems["plain"]; ok {
 		t.Errorf("plain has a problem: %v", problems["plain"])
+	}
+}
+
+// A language's wasm build is offered where the host has all it needs
+// (paths or patterns); without them the language runs as ever, and the
+// problem says what is missing.
+func TestDetectWasm(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "libc-14.a"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lang := func(id string, wasm *Wasm, prepare func(context.Context, *Language) error) *Language {
+		return &Language{ID: id, Binary: "/bin/sh", Wasm: wasm, Prepare: prepare,
+			VersionArgv: []string{"/bin/sh", "-c", "echo tool 1.2.3"}, VersionRE: regexp.MustCompile(`tool (\S+)`)}
+	}
+	c := Detect(context.Background(), []*Language{
+		lang("native", nil, nil),
+		lang("built", &Wasm{Needs: []string{"/bin/sh", filepath.Join(dir, "libc-*.a")}}, nil),
+		lang("built-degraded", &Wasm{Needs: []string{"/bin/sh"}}, func(context.Context, *Language) error { return ErrDegraded }),
+		lang("no-compiler", &Wasm{Needs: []string{"/bin/sh", filepath.Join(dir, "no-clang")}}, nil),
+		lang("no-match", &Wasm{Needs: []string{filepath.Join(dir, "libc++-*.a")}}, nil),
+		lang("no-compiler-degraded", &Wasm{Needs: []string{filepath.Join(dir, "no-clang")}}, func(context.Context, *Language) error { return ErrDegraded }),
+	})
+	if got, want := c.WasmLanguages(), []string{"built", "built-degraded"}; !slices.Equal(got, want) {
+		t.Errorf("wasm languages %v, want %v", got, want)
+	}
+	problems := c.Problems()
+	tests := []struct {
+		id       string
+		wasm     bool
+		problems []error // the problem wraps each; none when empty
+	}{
+		{"native", false, nil},
+		{"built", true, nil},
+		{"built-degraded", true, []error{ErrDegraded}},
+		{"no-compiler", false, []error{ErrNoWasm, os.ErrNotExist}},
+		{"no-match", false, []error{ErrNoWasm, os.ErrNotExist}},
+		{"no-compiler-degraded", false, []error{ErrNoWasm, ErrDegraded}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.id, func(t *testing.T) {
+			if _, ok := c.Lookup(tc.id); !ok {
+				t.Fatalf("%s is not offered: %v", tc.id, problems[tc.id])
+			}
+			if got := c.Wasm(tc.id); got != tc.wasm {
+				t.Errorf("wasm %v, want %v", got, tc.wasm)
+			}
+			err, has := problems[tc.id]
+			if has != (len(tc.problems) > 0) {
+				t.Errorf("problem %v, want one wrapping %v", err, tc.problems)
+			}
+			for _, want := range tc.problems {
+				if !errors.Is(err, want) {
+					t.Errorf("problem %v does not wrap %v", err, want)
+				}
+			}
+		})
+	}
+}
+
+// The wasm builds compile the files the native compile picks, with their
+// own fixed part and no -lm-like surprises beyond the language's own.
+func TestWasmCompileCommand(t *testing.T) {
+	tests := []struct {
+		lang  string
+		files []string
+		want  []string // the argv's tail after the command's fixed part
+	}{
+		{lang: "c", files: []string{"main.c", "util.c", "util.h"}, want: []string{"main.c", "util.c", "-lm"}},
+		{lang: "cpp", files: []string{"main.cpp", "b.cc", "notes.txt"}, want: []string{"main.cpp", "b.cc"}},
+		{lang: "go", files: []string{"main.go", "util_test.go"}, want: []string{"main.go"}},
+		{lang: "go", files: []string{"main.go", "go.mod"}, want: []string{"."}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.lang+"/"+strings.Join(tc.files, ","), func(t *testing.T) {
+			l := byID(t, tc.lang)
+			if l.Wasm == nil || l.Wasm.Artifact != WasmArtifact {
+				t.Fatalf("%s: wasm %+v, want a build writing %s", tc.lang, l.Wasm, WasmArtifact)
+			}
+			got := l.WasmCompileCommand(tc.files)
+			if want := append(slices.Clone(l.Wasm.Compile), tc.want...); !slices.Equal(got, want) {
+				t.Errorf("argv %q, want %q", got, want)
+			}
+			if !slices.Contains(got, "-o") || got[slices.Index(got, "-o")+1] != WasmArtifact {
+				t.Errorf("argv %q does not write %s", got, WasmArtifact)
+			}
+		})
+	}
+	for _, id := range []string{"python3", "rust", "java", "bash"} {
+		if l := byID(t, id); l.Wasm != nil {
+			t.Errorf("%s has a wasm build %+v", id, l.Wasm)
+		}
 	}
 }
 

@@ -32,8 +32,9 @@ type HostPath struct {
 // above all. DESIGN.md explains each entry and what was left out.
 //
 // Later features that need more of the host (a package manager's data, a
-// wasm toolchain) add entries here. A language's toolchain that lives
-// outside these paths, or must appear elsewhere, is a langs.Mount.
+// toolchain) add entries here, as the WebAssembly builds did. A
+// language's toolchain that lives outside these paths, or must appear
+// elsewhere, is a langs.Mount.
 var hostPaths = []HostPath{
 	{"/usr/bin", "every toolchain's commands (python3, node, npm, javac and java through /etc/alternatives, gcc, g++, mcs, mono, ruby, gem, php, bash) and the coreutils, grep, sed and awk that programs and scripts run; /bin links here"},
 	{"/usr/lib64/*", "the dynamic loader every ELF program names, /lib64/ld-linux-x86-64.so.2 (a link into /usr/lib/<arch>)"},
@@ -51,6 +52,8 @@ var hostPaths = []HostPath{
 	{"/usr/lib/php", "PHP's extension modules that /etc/php's conf.d loads"},
 	{"/usr/lib/node_modules", "npm's global modules: typescript (the session REPL, a compile without the snapshot) and npm itself (session installs)"},
 	{"/usr/local/go", "the Go toolchain and its standard library's sources"},
+	{"/usr/lib/llvm-14", "clang-14 and wasm-ld for WebAssembly builds of C and C++ (return_wasm_artifact): /usr/bin/clang-14 and wasm-ld-14 link into its bin, libclang-cpp.so.14 into its lib, and clang's resource dir (its own headers, WASI's compiler runtime libclang_rt.builtins-wasm32.a) is lib/clang"},
+	{"/usr/lib/wasm32-wasi", "WASI's C library (wasi-libc), libc++ and libc++abi, and their start files: what wasm-ld links a C or C++ module against (their headers are /usr/include/wasm32-wasi)"},
 	{"/usr/lib/ssl", "OpenSSL's directory: links into the generated /etc/ssl"},
 	{"/usr/share/matplotlib", "matplotlib's data (mpl-data: matplotlibrc, fonts, styles), which Debian's python3-matplotlib reads there (the Python base set, and the package cache's wheel made from it)"},
 	{"/usr/share/fontconfig", "fontconfig's configuration snippets, which /etc/fonts/conf.d links to: matplotlib's text rendering loads fontconfig"},
