@@ -85,7 +85,9 @@ func CargoBuildScript(sb Sandbox) string {
 // when the script does (its stdin closes) and is killed on exit anyway, so
 // nothing is left running in the session. --no-package-lock: a lock would
 // record this run's port; package.json keeps what was installed, so later
-// installs keep it too.
+// installs keep it too. npm's own cache goes in the sandbox's /tmp, not the
+// work dir it would fill; SANDBOXAPI_NPM_CACHE moves it for a run outside
+// a sandbox (the tests' native baseline).
 const npmScript = `set -uo pipefail
 dir=$1; shift
 coproc REG { exec /usr/bin/node -e "$SANDBOXAPI_REGISTRY" "$dir"; }
@@ -94,7 +96,7 @@ if ! read -r -t 10 port <&"${REG[0]}"; then
   echo "the package cache registry did not start" >&2
   exit 1
 fi
-/usr/bin/npm install --registry "http://127.0.0.1:$port/" --cache /tmp/.npm-cache \
+/usr/bin/npm install --registry "http://127.0.0.1:$port/" --cache "${SANDBOXAPI_NPM_CACHE:-/tmp/.npm-cache}" \
   --no-audit --no-fund --no-update-notifier --ignore-scripts --no-package-lock --logs-max=0 --loglevel=error "$@"
 `
 
