@@ -40,7 +40,7 @@ func (e *Executor) job(lang *langs.Language, req Request, lim Limits) wire.Job {
 	if lang.Overlays != nil {
 		job.Overlays = lang.Overlays(time.Now())
 	}
-	base := e.baseEnv(lang)
+	base := append(e.baseEnv(lang), e.netEnv(req.Network != nil)...)
 	if st, ok := compileStep(lang, req, lim, base, names); ok {
 		job.Steps = append(job.Steps, st)
 	}
