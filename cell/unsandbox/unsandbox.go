@@ -216,15 +216,21 @@ func unsandboxRequest(lang *langs.Language, code string, o unsandboxOptions, pla
 		return nil, apierror.New(apierror.CodeTooLarge, "code is %d bytes; the limit is %d (1 MB)", len(code), execreq.MaxCodeBytes)
 	}
 	mode := o.networkMode
+	var network *execreq.Network
 	switch mode {
 	case "":
 		mode = NetworkZeroTrust
 	case NetworkZeroTrust:
 	case NetworkSemiTrusted:
-		return nil, apierror.New(apierror.NetworkUnavailable,
-			"network_mode semitrusted is not available yet: this service has no egress network policy, so every sandbox runs with no network (zerotrust)")
+		// The dialect names no hosts: semitrusted reaches what the plan
+		// allows, as this service's operator allows it.
+		network = &execreq.Network{Allow: execreq.AnyHost}
 	default:
 		return nil, apierror.New(apierror.InvalidField, "network_mode must be %q or %q", NetworkZeroTrust, NetworkSemiTrusted)
+	}
+	policy, err := execreq.NetworkPolicy(network, plan)
+	if err != nil {
+		return nil, err
 	}
 	if o.returnWasm {
 		return nil, apierror.New(apierror.WasmUnsupported, "return_wasm_artifact is not supported: no language here compiles to WebAssembly")
@@ -245,6 +251,7 @@ func unsandboxRequest(lang *langs.Language, code string, o unsandboxOptions, pla
 			Env:            env,
 			ReturnArtifact: o.returnArtifact,
 			Limits:         executor.Limits{CPU: ttl, Wall: ttl},
+			Network:        policy,
 		},
 	}, nil
 }
@@ -369,6 +376,8 @@ type Response struct {
 	ExecutionMode    string `json:"execution_mode"`
 	NetworkMode      string `json:"network_mode"`
 	TotalTimeMs      int64  `json:"total_time_ms"`
+	// The network's account, semitrusted only.
+	*execreq.NetworkResult
 }
 
 // Render is the unsandbox response for res.
@@ -389,6 +398,7 @@ func Render(req *execreq.Request, res *execreq.Result) Response {
 		ExecutionMode: ExecutionMode,
 		NetworkMode:   v.network,
 		TotalTimeMs:   res.Total.Milliseconds(),
+		NetworkResult: execreq.NetworkResultOf(run),
 	}
 	if v.detected {
 		out.DetectedLanguage = req.LanguageName
