@@ -300,3 +300,69 @@ func keys(m map[string]string) []string {
 }
 
 func randSuffix() string { return time.Now().Format("150405.000000") }
+
+// TestProxyLatency measures what the proxy adds to one HTTPS request: the
+// same GET of the test host, alternated, directly from the host's
+// namespace and from a sandbox's namespace through the proxy, each on a
+// new connection (a new tunnel), as a program's single fetch is. It logs
+// the medians; the test fails only if the proxy adds more than 50 ms.
+func TestProxyLatency(t *testing.T) {
+	needRoot(t)
+	in := egresstest.New(t)
+	p := newProxy(t, in.Config(t.Name()+"-"+randSuffix()))
+	link := newLink(t, p, egress.Policy{Allow: []string{"allowed.test"}})
+	via := client(link, in)
+	direct := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: in.CA, ServerName: "allowed.test"},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, net.JoinHostPort(in.IP, "443"))
+		},
+	}}
+	const n = 40
+	var d, v []time.Duration
+	for i := 0; i < n; i++ {
+		for _, c := range []struct {
+			cl  *http.Client
+			out *[]time.Duration
+		}{{direct, &d}, {via, &v}} {
+			c.cl.CloseIdleConnections()
+			start := time.Now()
+			code, _, err := get(c.cl, "https://allowed.test/")
+			if err != nil || code != 200 {
+				t.Fatalf("GET: %d, %v", code, err)
+			}
+			*c.out = append(*c.out, time.Since(start))
+		}
+	}
+	slices.Sort(d)
+	slices.Sort(v)
+	t.Logf("HTTPS GET on a new connection, median of %d: direct %v, through the proxy %v (p90 %v, %v)", n, d[n/2], v[n/2], d[n*9/10], v[n*9/10])
+	if v[n/2]-d[n/2] > 50*time.Millisecond {
+		t.Fatalf("the proxy adds %v to a request", v[n/2]-d[n/2])
+	}
+}
+
+// TestLeftoversOfACrashAreRemoved: a proxy started with the prefix of one
+// that died with links open (a node's crash) removes their namespaces.
+func TestLeftoversOfACrashAreRemoved(t *testing.T) {
+	needRoot(t)
+	in := egresstest.New(t)
+	cfg := in.Config(t.Name() + "-" + randSuffix())
+	crashed, err := egress.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if _, err := crashed.NewLink(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if left := crashed.Leftovers(); len(left) != 2 {
+		t.Fatalf("links on the host: %q, want 2", left)
+	}
+	// No Close: the process "died". The next one with its prefix:
+	p := newProxy(t, cfg)
+	if left := p.Leftovers(); len(left) > 0 {
+		t.Fatalf("namespaces of the crashed proxy left: %q", left)
+	}
+}

@@ -31,7 +31,7 @@ func networked(t *testing.T) (*executor.Executor, *egresstest.Internet, *egress.
 		}
 	})
 	ex, _ := sandboxtest.ExecutorWith(t, executor.Config{Egress: p, Pool: executor.PoolConfig{
-		Warm:          map[string]int{"python3": 1},
+		Warm:          map[string]int{"python3": 1, "bash": 1},
 		WarmNetworked: map[string]int{"python3": 1, "javascript": 1, "bash": 1},
 		IdleTTL:       time.Minute, MaxUses: 100, MaxWorkers: 12,
 	}})
@@ -198,5 +198,63 @@ func TestNetworkedReuseKeepsNothing(t *testing.T) {
 	}
 	if !slices.Contains(second.Network.Denied, "allowed.test") {
 		t.Fatalf("second denied %q", second.Network.Denied)
+	}
+}
+
+// TestSemitrustedLatency: networked executions come from their warm pool,
+// so semitrusted costs about what zerotrust does, not a boot. The two are
+// alternated in one run (paced, each waiting for its pool to refill), for
+// an empty program and for one HTTPS fetch, whose time inside the
+// program is the proxy's share. It logs the medians.
+func TestSemitrustedLatency(t *testing.T) {
+	ex, _, _ := networked(t)
+	bash := language(t, ex, "bash")
+	pol := &egress.Policy{Allow: []string{"allowed.test"}}
+	waitWarm := func(network bool) {
+		for i := 0; i < 100; i++ {
+			s := ex.PoolStats()
+			if network && s.WarmNetworked["bash"] > 0 || !network && s.Warm["bash"] > 0 {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Fatalf("no warm bash sandbox (network %v): %+v", network, ex.PoolStats())
+	}
+	const n = 12
+	type series struct {
+		name string
+		pol  *egress.Policy
+		code string
+		got  []time.Duration
+	}
+	all := []*series{
+		{name: "zerotrust true", code: "true"},
+		{name: "semitrusted true", pol: pol, code: "true"},
+		{name: "semitrusted curl https", pol: pol, code: "curl -sS -o /dev/null https://allowed.test/"},
+	}
+	for i := 0; i < n+1; i++ {
+		for _, s := range all {
+			waitWarm(s.pol != nil)
+			// Each run is a new account: a fresh sandbox from the warm
+			// pool, never an idle one of an earlier run.
+			start := time.Now()
+			res, err := ex.Execute(context.Background(), executor.Request{Account: fmt.Sprintf("acct_lat_%d", i), Language: bash, Code: s.code, Network: s.pol})
+			took := time.Since(start)
+			if err != nil || !completed(res) {
+				t.Fatalf("%s: %v %+v %s", s.name, err, res, res.Stderr)
+			}
+			if i > 0 { // the first round warms caches, unmeasured
+				s.got = append(s.got, took)
+			}
+		}
+	}
+	med := map[string]time.Duration{}
+	for _, s := range all {
+		slices.Sort(s.got)
+		med[s.name] = s.got[len(s.got)/2]
+		t.Logf("%-24s median %v, p90 %v (%d runs, warm pools)", s.name, med[s.name], s.got[len(s.got)*9/10], len(s.got))
+	}
+	if d := med["semitrusted true"] - med["zerotrust true"]; d > 150*time.Millisecond {
+		t.Fatalf("semitrusted adds %v to an empty program: not from the warm pool?", d)
 	}
 }
