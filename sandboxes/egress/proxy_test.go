@@ -366,3 +366,35 @@ func TestLeftoversOfACrashAreRemoved(t *testing.T) {
 		t.Fatalf("namespaces of the crashed proxy left: %q", left)
 	}
 }
+
+// TestDNSRebinding: a name that answers the test host, then loopback, in
+// turn. Each request is resolved once and connected to the address that
+// was checked: it reaches the test host, or is refused; never loopback.
+func TestDNSRebinding(t *testing.T) {
+	needRoot(t)
+	in := egresstest.New(t)
+	in.Resolver.Rebind("rebind.test", in.IP, "127.0.0.1", in.IP, "169.254.169.254")
+	p := newProxy(t, in.Config(t.Name()+"-"+randSuffix()))
+	link := newLink(t, p, egress.Policy{Allow: []string{"rebind.test"}})
+	c := client(link, in)
+	const n = 8
+	reached, refused := 0, 0
+	for i := 0; i < n; i++ {
+		c.CloseIdleConnections()
+		code, body, err := get(c, "https://rebind.test/")
+		switch {
+		case err == nil && code == 200 && strings.Contains(body, "hello rebind.test https"):
+			reached++
+		case err != nil:
+			refused++
+		default:
+			t.Fatalf("request %d: %d %q: neither the test host nor a refusal", i, code, body)
+		}
+	}
+	if asked := in.Resolver.Asked("rebind.test"); asked != n {
+		t.Fatalf("rebind.test was looked up %d times for %d requests: the address connected to is not the one checked", asked, n)
+	}
+	if reached != n/2 || refused != n/2 {
+		t.Fatalf("reached %d, refused %d; want %d each", reached, refused, n/2)
+	}
+}

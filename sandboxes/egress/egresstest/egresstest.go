@@ -34,7 +34,7 @@ import (
 // Names the resolver knows. Hosts maps to the internet host; the others
 // to addresses the proxy must refuse however they are allowed.
 var (
-	Hosts   = []string{"allowed.test", "a.cdn.test", "b.cdn.test", "plain.test", "other.test"}
+	Hosts   = []string{"allowed.test", "a.cdn.test", "b.cdn.test", "plain.test", "other.test", "rebind.test"}
 	Refused = map[string]string{
 		"loopback.test": "127.0.0.1",
 		"metadata.test": "169.254.169.254",
@@ -65,7 +65,20 @@ type Internet struct {
 type Resolver struct {
 	mu    sync.Mutex
 	names map[string][]net.IP
+	seqs  map[string][][]net.IP
 	asked map[string]int
+}
+
+// Rebind makes name answer each of answers in turn, one per lookup,
+// round and round: a DNS-rebinding server's trick.
+func (r *Resolver) Rebind(name string, answers ...string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var seq [][]net.IP
+	for _, a := range answers {
+		seq = append(seq, []net.IP{net.ParseIP(a)})
+	}
+	r.seqs[name] = seq
 }
 
 // Map makes name resolve to ips.
@@ -84,6 +97,9 @@ func (r *Resolver) LookupIP(_ context.Context, _, host string) ([]net.IP, error)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.asked[host]++
+	if seq := r.seqs[strings.ToLower(host)]; len(seq) > 0 {
+		return seq[(r.asked[host]-1)%len(seq)], nil
+	}
 	if ips, ok := r.names[strings.ToLower(host)]; ok {
 		return ips, nil
 	}
@@ -142,7 +158,7 @@ func New(t testing.TB) *Internet {
 	in.CA = x509.NewCertPool()
 	in.CA.AppendCertsFromPEM(caPEM)
 
-	in.Resolver = &Resolver{names: map[string][]net.IP{}, asked: map[string]int{}}
+	in.Resolver = &Resolver{names: map[string][]net.IP{}, seqs: map[string][][]net.IP{}, asked: map[string]int{}}
 	for _, h := range Hosts {
 		in.Resolver.Map(h, in.IP)
 	}
