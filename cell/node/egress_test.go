@@ -71,6 +71,16 @@ func TestEgressThroughTheDoors(t *testing.T) {
 			t.Fatalf("HTTP %d %v", code, m)
 		}
 	})
+	t.Run("the node's own ports", func(t *testing.T) {
+		for _, addr := range []string{c.Nodes[0].Addr(), c.GossipAddr(0)} {
+			code, m := do(t, "/v1/execute", `{"language":"bash","code":`+curl("-f http://"+addr+"/; curl -sS --noproxy '*' --max-time 3 http://"+addr+"/")+`,"network":{"allow":["allowed.test"]}}`, "pro")
+			host, _, _ := strings.Cut(addr, ":")
+			d, _ := m["network_denied"].([]any)
+			if code != 200 || m["exit_code"].(float64) == 0 || !slices.Contains(d, any(host)) {
+				t.Fatalf("%s: HTTP %d %v; want refused by the proxy and unreachable directly", addr, code, m)
+			}
+		}
+	})
 	for _, tc := range []struct {
 		name, path, body, plan string
 		want                   int

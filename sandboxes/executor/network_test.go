@@ -69,9 +69,10 @@ func TestSemitrustedMatrix(t *testing.T) {
 			}
 		}
 	}
-	if own != "" {
-		in.Resolver.Map("node.test", own)
+	if own == "" {
+		t.Fatal("the host has no non-loopback IPv4 address to test the node's own addresses with")
 	}
+	in.Resolver.Map("node.test", own)
 	// A node port on loopback, as the API and raft listen in dev.
 	api, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -95,6 +96,7 @@ func TestSemitrustedMatrix(t *testing.T) {
 		{"curl a literal IP", "bash", "curl -sS -k https://" + in.IP + "/", "", []string{in.IP}, true},
 		{"curl the metadata service", "bash", "curl -sS -f http://169.254.169.254/latest/meta-data/", "", []string{"169.254.169.254"}, true},
 		{"curl the node's API port", "bash", fmt.Sprintf("curl -sS -f http://127.0.0.1:%d/", apiPort), "", []string{"127.0.0.1"}, true},
+		{"curl an allowed name resolving to the node's own address", "bash", "curl -sS https://node.test/", "", []string{"node.test"}, true},
 		{"curl an allowed name resolving to loopback", "bash", "curl -sS https://loopback.test/", "", []string{"loopback.test"}, true},
 		{"curl an allowed name resolving to metadata", "bash", "curl -sS https://metadata.test/", "", []string{"metadata.test"}, true},
 		{"curl an allowed name resolving to IPv4-mapped loopback", "bash", "curl -sS https://mapped.test/", "", []string{"mapped.test"}, true},
