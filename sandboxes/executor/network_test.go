@@ -114,6 +114,7 @@ func TestSemitrustedMatrix(t *testing.T) {
 		{"python raw socket", "python3", "import socket\nsocket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)", "", nil, true},
 		{"python TCP around the proxy", "python3", "import socket\nsocket.create_connection(('" + in.IP + "', 443), timeout=3)", "", nil, true},
 		{"node through a CONNECT agent", "javascript", nodeJSGet, "hello allowed.test https", nil, false},
+		{"one route, to the proxy's /30, no default", "bash", "tail -n +2 /proc/net/route | cut -f2 | tr '\\n' ' '; echo; grep -c '^[^\t]*\t00000000' /proc/net/route || true", "0000C80A \n0\n", nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, args := tc.code, []string(nil)
@@ -146,7 +147,7 @@ func TestSemitrustedMatrix(t *testing.T) {
 				t.Fatalf("denied %q, want none", res.Network.Denied)
 			}
 			t.Logf("exit %d denied %q bytes %d stderr %.200q", res.ExitCode, res.Network.Denied, res.Network.Bytes(), res.Stderr)
-			if tc.wantOut != "" && res.Network.Bytes() == 0 {
+			if strings.HasPrefix(tc.wantOut, "hello") && res.Network.Bytes() == 0 {
 				t.Fatalf("usage %+v: no bytes counted", res.Network)
 			}
 		})
@@ -160,7 +161,8 @@ func TestZerotrustHasNoRoute(t *testing.T) {
 	for _, tc := range []struct{ name, code string }{
 		{"the proxy's address", "curl -sS --max-time 3 -x " + egress.ProxyURL + " https://allowed.test/"},
 		{"the internet host", "curl -sS --noproxy '*' --max-time 3 -k https://" + in.IP + "/"},
-		{"an interface besides loopback", "test \"$(ls /sys/class/net 2>/dev/null | grep -vx lo)\" != '' || ip -o addr 2>/dev/null | grep -v ' lo ' | grep -q inet"},
+		{"a route", "test -r /proc/net/route && tail -n +2 /proc/net/route | grep -q ."},
+		{"an interface besides loopback", "test -r /proc/net/dev && tail -n +3 /proc/net/dev | grep -vq '^ *lo:'"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res, err := ex.Execute(context.Background(), executor.Request{Account: "acct_zt", Language: language(t, ex, "bash"), Code: tc.code})
