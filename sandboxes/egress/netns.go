@@ -54,7 +54,7 @@ func NSPath(name string) string { return filepath.Join(netnsDir, name) }
 // makePair makes the namespaces name-s (the sandbox's) and name-p (the
 // proxy's) and the veth pair between them, addressed and up. The sandbox's
 // side has one address and one route, to the proxy's /30: there is no
-// default route, no DNS server, nothing else.
+// default route, no IPv6 address, no DNS server, nothing else.
 func makePair(ctx context.Context, name, sandboxIP, proxyIP string) (err error) {
 	sbox, prox := name+sboxSuffix, name+proxySuffix
 	defer func() {
@@ -68,6 +68,10 @@ func makePair(ctx context.Context, name, sandboxIP, proxyIP string) (err error) 
 		{"-n", prox, "link", "add", ifName, "type", "veth", "peer", "name", ifName, "netns", sbox},
 		{"-n", prox, "addr", "add", fmt.Sprintf("%s/%d", proxyIP, linkBits), "dev", ifName},
 		{"-n", sbox, "addr", "add", fmt.Sprintf("%s/%d", sandboxIP, linkBits), "dev", ifName},
+		// No IPv6 link-local addresses either: the link carries the
+		// proxy's IPv4 address and nothing else.
+		{"-n", prox, "link", "set", ifName, "addrgenmode", "none"},
+		{"-n", sbox, "link", "set", ifName, "addrgenmode", "none"},
 		{"-n", prox, "link", "set", ifName, "up"},
 		{"-n", sbox, "link", "set", ifName, "up"},
 	}

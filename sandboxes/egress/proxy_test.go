@@ -226,6 +226,19 @@ func TestOnlyTheProxyIsReachable(t *testing.T) {
 			t.Fatalf("udp: %v; want ENETUNREACH", err)
 		}
 	})
+	t.Run("one address, IPv4", func(t *testing.T) {
+		var addrs []string
+		err := egress.InNS(link.NetNS(), func() error {
+			as, err := net.InterfaceAddrs()
+			for _, a := range as {
+				addrs = append(addrs, a.String())
+			}
+			return err
+		})
+		if err != nil || !slices.Equal(addrs, []string{egress.SandboxIP + "/30"}) {
+			t.Fatalf("the sandbox's namespace has %q, %v; want %s/30 alone", addrs, err, egress.SandboxIP)
+		}
+	})
 	t.Run("the proxy", func(t *testing.T) {
 		c, err := dial(context.Background(), "tcp", net.JoinHostPort(egress.ProxyIP, "3128"))
 		if err != nil {

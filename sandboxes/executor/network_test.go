@@ -17,7 +17,7 @@ import (
 
 // networked is an executor whose egress proxy reaches the test internet,
 // with a networked warm pool of python3, javascript and bash.
-func networked(t *testing.T) (*executor.Executor, *egresstest.Internet, *egress.Proxy) {
+func networked(t *testing.T, tune ...func(*executor.PoolConfig)) (*executor.Executor, *egresstest.Internet, *egress.Proxy) {
 	t.Helper()
 	in := egresstest.New(t)
 	p, err := egress.New(in.Config(t.Name() + time.Now().Format(".150405.000000")))
@@ -30,11 +30,15 @@ func networked(t *testing.T) (*executor.Executor, *egresstest.Internet, *egress.
 			t.Errorf("sandbox networks left: %q", left)
 		}
 	})
-	ex, _ := sandboxtest.ExecutorWith(t, executor.Config{Egress: p, Pool: executor.PoolConfig{
+	pool := executor.PoolConfig{
 		Warm:          map[string]int{"python3": 1, "bash": 1},
 		WarmNetworked: map[string]int{"python3": 1, "javascript": 1, "bash": 1},
 		IdleTTL:       time.Minute, MaxUses: 100, MaxWorkers: 12,
-	}})
+	}
+	for _, f := range tune {
+		f(&pool)
+	}
+	ex, _ := sandboxtest.ExecutorWith(t, executor.Config{Egress: p, Pool: pool})
 	return ex, in, p
 }
 
@@ -207,22 +211,27 @@ func TestNetworkedReuseKeepsNothing(t *testing.T) {
 
 // TestSemitrustedLatency: networked executions come from their warm pool,
 // so semitrusted costs about what zerotrust does, not a boot. The two are
-// alternated in one run (paced, each waiting for its pool to refill), for
+// alternated in one run (paced, each waiting for both pools to refill), for
 // an empty program and for one HTTPS fetch, whose time inside the
 // program is the proxy's share. It logs the medians.
 func TestSemitrustedLatency(t *testing.T) {
-	ex, _, _ := networked(t)
+	// One use per sandbox: every run takes a fresh one from its warm
+	// pool, and none is kept idle to crowd the pools out.
+	ex, _, _ := networked(t, func(p *executor.PoolConfig) { p.MaxUses = 1 })
 	bash := language(t, ex, "bash")
 	pol := &egress.Policy{Allow: []string{"allowed.test"}}
-	waitWarm := func(network bool) {
-		for i := 0; i < 100; i++ {
+	// Before each run both pools are full, so that no refill of the
+	// other kind's boots while it is measured.
+	waitWarm := func() {
+		for i := 0; i < 200; i++ {
 			s := ex.PoolStats()
-			if network && s.WarmNetworked["bash"] > 0 || !network && s.Warm["bash"] > 0 {
+			if s.WarmNetworked["bash"] > 0 && s.Warm["bash"] > 0 {
+				time.Sleep(100 * time.Millisecond) // the last boot's tail
 				return
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		t.Fatalf("no warm bash sandbox (network %v): %+v", network, ex.PoolStats())
+		t.Fatalf("no warm bash sandboxes: %+v", ex.PoolStats())
 	}
 	const n = 12
 	type series struct {
@@ -238,7 +247,7 @@ func TestSemitrustedLatency(t *testing.T) {
 	}
 	for i := 0; i < n+1; i++ {
 		for _, s := range all {
-			waitWarm(s.pol != nil)
+			waitWarm()
 			// Each run is a new account: a fresh sandbox from the warm
 			// pool, never an idle one of an earlier run.
 			start := time.Now()
