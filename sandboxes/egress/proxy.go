@@ -246,6 +246,10 @@ func (p *Proxy) Env() []string {
 // open it must be empty.
 func (p *Proxy) Leftovers() []string { return pairsWithPrefix(p.namePrefix()) }
 
+// upstreamProxyHeader is how a client asks smokescreen for an upstream
+// proxy of its own.
+const upstreamProxyHeader = "X-Upstream-Https-Proxy"
+
 // decider is smokescreen's ACL: the link's current execution's policy.
 type decider struct{ p *Proxy }
 
@@ -264,6 +268,11 @@ func (d decider) Decide(args acl.DecideArgs) (acl.Decision, error) {
 	}
 	if !Match(b.policy.Allow, args.Host) {
 		return deny(fmt.Sprintf("%s is not on this execution's allowlist", args.Host))
+	}
+	// smokescreen (and goproxy under it) would tunnel through a proxy the
+	// client names in X-Upstream-Https-Proxy: anywhere, whatever the host.
+	if args.ConnectProxyHost != "" || args.Req != nil && args.Req.Header.Get(upstreamProxyHeader) != "" {
+		return deny("an upstream proxy of the program's choosing is not allowed")
 	}
 	port := 80
 	if args.Req != nil {

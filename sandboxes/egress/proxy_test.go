@@ -1,9 +1,11 @@
 package egress_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -149,6 +151,25 @@ func TestProxyMatrix(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("an upstream proxy of the program's choosing", func(t *testing.T) {
+		// Were it honoured, the tunnel would go to in.IP:80 whatever the
+		// allowlist says; the proxy must refuse it outright.
+		c, err := dialIn(link)(context.Background(), "tcp", net.JoinHostPort(egress.ProxyIP, "3128"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "CONNECT allowed.test:443 HTTP/1.1\r\nHost: allowed.test:443\r\nX-Upstream-Https-Proxy: http://%s:80\r\n\r\n", in.IP)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusProxyAuthRequired {
+			t.Fatalf("CONNECT with an upstream proxy: %s; want 407", resp.Status)
+		}
+	})
 
 	u := link.Unbind()
 	for _, h := range []string{"other.test", in.IP, "127.0.0.1", "169.254.169.254", "loopback.test", "metadata.test", "node.test"} {
