@@ -172,6 +172,8 @@ type Policy struct {
 	MaxBytes int64
 	// MaxConns caps the connections the execution opens to the proxy.
 	MaxConns int
+	// Owner names whose execution it is in the node's log (the account).
+	Owner string
 }
 
 // Usage is what one execution did through the proxy.

@@ -282,6 +282,11 @@ func (d decider) Decide(args acl.DecideArgs) (acl.Decision, error) {
 			port = 443
 		}
 	}
+	if args.Req != nil && args.Req.Method != http.MethodConnect && args.Req.URL != nil && args.Req.URL.Scheme != "http" {
+		// HTTPS is the program's own TLS in a CONNECT tunnel, never the
+		// proxy speaking TLS for it.
+		return deny(fmt.Sprintf("%s requests go through a CONNECT tunnel", args.Req.URL.Scheme))
+	}
 	if args.Req != nil && args.Req.Method == http.MethodConnect {
 		if port != 443 {
 			return deny(fmt.Sprintf("tunnels go to port 443 only, not %d", port))
@@ -311,12 +316,14 @@ func (p *Proxy) rejected(sctx *smokescreen.SmokescreenContext, resp *http.Respon
 	if sctx.Decision != nil {
 		role = sctx.Decision.Role
 	}
-	p.cfg.Logger.Warn("egress: denied", "link", role, "host", sctx.RequestedHost, "reason", resp.Header.Get("X-Smokescreen-Error"))
+	owner := ""
 	if v, ok := p.links.Load(role); ok {
 		if b := v.(*Link).current(); b != nil {
 			b.deny(host)
+			owner = b.policy.Owner
 		}
 	}
+	p.cfg.Logger.Warn("egress: denied", "link", role, "owner", owner, "host", sctx.RequestedHost, "reason", resp.Header.Get("X-Smokescreen-Error"))
 }
 
 // dial connects to addr, an IP and port smokescreen has resolved and

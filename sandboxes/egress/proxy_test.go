@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -101,9 +103,12 @@ func TestProxyMatrix(t *testing.T) {
 	own := ownAddr(t)
 	in.Resolver.Map("node.test", own)
 	in.Resolver.Map("mixed.test", "127.0.0.1", "169.254.169.254")
-	p := newProxy(t, in.Config(t.Name()+"-"+randSuffix()))
+	cfg := in.Config(t.Name() + "-" + randSuffix())
+	var log syncBuffer
+	cfg.Logger = slog.New(slog.NewTextHandler(&log, nil))
+	p := newProxy(t, cfg)
 	allow, _ := egress.ParseAllowlist(append([]string{"allowed.test", "*.cdn.test", "plain.test", "node.test", "mixed.test"}, keys(egresstest.Refused)...))
-	link := newLink(t, p, egress.Policy{Allow: allow})
+	link := newLink(t, p, egress.Policy{Allow: allow, Owner: "acct_log"})
 	c := client(link, in)
 
 	for _, tc := range []struct {
@@ -168,6 +173,31 @@ func TestProxyMatrix(t *testing.T) {
 		}
 		if resp.StatusCode != http.StatusProxyAuthRequired {
 			t.Fatalf("CONNECT with an upstream proxy: %s; want 407", resp.Status)
+		}
+	})
+
+	t.Run("https without a tunnel", func(t *testing.T) {
+		c, err := dialIn(link)(context.Background(), "tcp", net.JoinHostPort(egress.ProxyIP, "3128"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		// plain.test may be reached over plain HTTP: the scheme alone
+		// must decide.
+		fmt.Fprintf(c, "GET https://plain.test/ HTTP/1.1\r\nHost: plain.test\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusProxyAuthRequired {
+			t.Fatalf("GET https:// through the proxy: %s; want 407", resp.Status)
+		}
+	})
+	t.Run("denials are logged on the node", func(t *testing.T) {
+		out := log.String()
+		if !strings.Contains(out, `msg="egress: denied"`) || !strings.Contains(out, "owner=acct_log") || !strings.Contains(out, "host=other.test:443") {
+			t.Fatalf("the node's log lacks the denial of other.test:\n%s", out)
 		}
 	})
 
@@ -334,6 +364,24 @@ func keys(m map[string]string) []string {
 }
 
 func randSuffix() string { return time.Now().Format("150405.000000") }
+
+// syncBuffer is a log sink the proxy's goroutines write to at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
 
 // TestProxyLatency measures what the proxy adds to one HTTPS request: the
 // same GET of the test host, alternated, directly from the host's

@@ -55,10 +55,12 @@ func bindNetwork(w *worker, pol *egress.Policy, res *Result) (func(), error) {
 	if w.link == nil {
 		return func() {}, nil
 	}
-	if pol == nil {
-		pol = &egress.Policy{} // a networked sandbox reused without a policy reaches nothing
+	bound := egress.Policy{} // a networked sandbox reused without a policy reaches nothing
+	if pol != nil {
+		bound = *pol
 	}
-	if err := w.link.Bind(*pol); err != nil {
+	bound.Owner = w.account
+	if err := w.link.Bind(bound); err != nil {
 		return nil, err
 	}
 	return func() {
