@@ -167,6 +167,10 @@ func New(cfg Config) (*Proxy, error) {
 	p.sc = sc
 	gp := smokescreen.BuildProxy(sc)
 	gp.Logger = log.New(io.Discard, "", 0) // what matters is logged by rejected
+	// goproxy's transport would send plain HTTP through whatever proxy
+	// the node's own environment names; the egress proxy connects itself,
+	// through the checks above, or not at all.
+	gp.Tr.Proxy = nil
 	p.handler = gp
 	if caPEM != nil {
 		// Sandboxes see a directory holding the bundle alone, never the
