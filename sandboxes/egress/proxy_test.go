@@ -434,6 +434,9 @@ func TestLeftoversOfACrashAreRemoved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Its CA copy and listeners go at the end; its namespaces must be
+	// gone before then.
+	t.Cleanup(crashed.Close)
 	for i := 0; i < 2; i++ {
 		if _, err := crashed.NewLink(context.Background()); err != nil {
 			t.Fatal(err)
