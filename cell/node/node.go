@@ -295,7 +295,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	if cfg.Egress != nil {
 		ec := *cfg.Egress
-		ec.Prefix, ec.Logger = n.rt.Dir, cfg.Logger
+		ec.Prefix, ec.Dir, ec.Logger = n.rt.Dir, filepath.Join(cfg.DataDir, "egress"), cfg.Logger
 		if n.egr, err = egress.New(ec); err != nil {
 			return nil, fmt.Errorf("node: %w", err)
 		}

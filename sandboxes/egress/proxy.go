@@ -53,6 +53,10 @@ type Config struct {
 	// Prefix names this proxy's network namespaces, so that leftovers of
 	// a crash of this node (and only of this node) can be removed.
 	Prefix string
+	// Dir, when set, is where the proxy keeps its files (the CA bundle's
+	// copy that sandboxes mount), replaced at every start; a temporary
+	// directory, removed by Close, otherwise.
+	Dir string
 	// ConnectTimeout bounds one upstream connect; 10 s when zero.
 	ConnectTimeout time.Duration
 	Logger         *slog.Logger
@@ -175,7 +179,16 @@ func New(cfg Config) (*Proxy, error) {
 	if caPEM != nil {
 		// Sandboxes see a directory holding the bundle alone, never the
 		// directory the operator keeps it in.
-		if p.caDir, err = os.MkdirTemp("", "sandboxapi-egress-ca-"); err != nil {
+		if cfg.Dir != "" {
+			p.caDir = filepath.Join(cfg.Dir, "ca")
+			if err := os.RemoveAll(p.caDir); err != nil {
+				return nil, fmt.Errorf("egress: CA bundle: %w", err)
+			}
+			err = os.MkdirAll(p.caDir, 0o755)
+		} else {
+			p.caDir, err = os.MkdirTemp("", "sandboxapi-egress-ca-")
+		}
+		if err != nil {
 			return nil, fmt.Errorf("egress: CA bundle: %w", err)
 		}
 		if err := os.Chmod(p.caDir, 0o755); err != nil {
@@ -218,7 +231,7 @@ func (p *Proxy) Close() {
 		v.(*Link).Close()
 		return true
 	})
-	if p.caDir != "" {
+	if p.caDir != "" && p.cfg.Dir == "" {
 		_ = os.RemoveAll(p.caDir)
 	}
 }
