@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sandboxapi/sandboxapi/sandboxes/egress"
 )
 
 //go:embed plans.json
@@ -86,6 +88,33 @@ type Plan struct {
 	// PRO, ULTRA, MEGA, CUSTOM) that puts a RapidAPI user on this plan;
 	// empty means no RapidAPI tier maps to it.
 	RapidAPISubscription string `json:"rapidapi_subscription,omitempty"`
+	// NetworkAllow are the hosts a semitrusted execution of the plan may
+	// reach through the node's egress proxy (egress host patterns: names
+	// and "*.suffix"; "*" means whatever the operator allows). Empty: no
+	// network at all, only zerotrust.
+	NetworkAllow []string `json:"network_allow,omitempty"`
+	// NetworkMaxBytes and NetworkMaxConnections cap one execution's use
+	// of the proxy; zero takes the API's defaults.
+	NetworkMaxBytes       int64 `json:"network_max_bytes,omitempty"`
+	NetworkMaxConnections int   `json:"network_max_connections,omitempty"`
+
+	// NodeEgress and NodeNetworkAllow are not the plan file's: they say
+	// what the node serving a request lets the plan reach (ForNode).
+	NodeEgress       bool     `json:"-"`
+	NodeNetworkAllow []string `json:"-"`
+}
+
+// ForNode is the catalog as a node with an egress proxy whose operator
+// allows operator applies it: each plan's NetworkAllow narrowed to what
+// the operator allows too (NodeNetworkAllow), NodeEgress set.
+func (c Catalog) ForNode(operator []string) Catalog {
+	out := Catalog{byName: make(map[string]Plan, len(c.byName)), order: slices.Clone(c.order)}
+	for n, p := range c.byName {
+		p.NodeEgress = true
+		p.NodeNetworkAllow = egress.Intersect(p.NetworkAllow, operator, []string{egress.Any})
+		out.byName[n] = p
+	}
+	return out
 }
 
 // OveragePolicy is Overage with the default filled in.
@@ -127,6 +156,12 @@ func (p Plan) Validate() error {
 	}
 	if !slices.Contains(packagePolicies, p.Packages) {
 		return fmt.Errorf("%w: plan %q: packages %q is not one of %q", ErrInvalid, p.Name, p.Packages, packagePolicies)
+	}
+	if _, err := egress.ParseAllowlist(p.NetworkAllow); err != nil {
+		return fmt.Errorf("%w: plan %q: network_allow: %w", ErrInvalid, p.Name, err)
+	}
+	if p.NetworkMaxBytes < 0 || p.NetworkMaxConnections < 0 {
+		return fmt.Errorf("%w: plan %q: network caps are negative", ErrInvalid, p.Name)
 	}
 	if !slices.Contains(overagePolicies, p.OveragePolicy()) {
 		return fmt.Errorf("%w: plan %q: overage %q is not one of %q", ErrInvalid, p.Name, p.Overage, overagePolicies)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -11,9 +12,9 @@ import (
 func TestDefaultMatchesDesignTable(t *testing.T) {
 	want := []Plan{
 		{Name: "basic", PriceUSDMonth: 0, ExecutionsPerMonth: 500, RequestsPerMinute: 30, MaxTimeoutSeconds: 30, BatchSize: 10, ConcurrentSessions: 0, ConcurrentExecutions: 2, Packages: "none", Async: false, Streaming: true, RapidAPISubscription: "BASIC"},
-		{Name: "pro", PriceUSDMonth: 19, ExecutionsPerMonth: 10000, RequestsPerMinute: 120, MaxTimeoutSeconds: 60, BatchSize: 50, ConcurrentSessions: 5, ConcurrentExecutions: 4, Packages: "top-1k", Async: true, Streaming: true, RapidAPISubscription: "PRO"},
-		{Name: "ultra", PriceUSDMonth: 49, ExecutionsPerMonth: 50000, RequestsPerMinute: 300, MaxTimeoutSeconds: 300, BatchSize: 100, ConcurrentSessions: 20, ConcurrentExecutions: 8, Packages: "allowlist", Async: true, Streaming: true, RapidAPISubscription: "ULTRA"},
-		{Name: "mega", PriceUSDMonth: 149, ExecutionsPerMonth: 200000, RequestsPerMinute: 1000, MaxTimeoutSeconds: 600, BatchSize: 200, ConcurrentSessions: 50, ConcurrentExecutions: 16, Packages: "custom", Async: true, Streaming: true, RapidAPISubscription: "MEGA"},
+		{Name: "pro", PriceUSDMonth: 19, ExecutionsPerMonth: 10000, RequestsPerMinute: 120, MaxTimeoutSeconds: 60, BatchSize: 50, ConcurrentSessions: 5, ConcurrentExecutions: 4, Packages: "top-1k", NetworkAllow: []string{"*"}, Async: true, Streaming: true, RapidAPISubscription: "PRO"},
+		{Name: "ultra", PriceUSDMonth: 49, ExecutionsPerMonth: 50000, RequestsPerMinute: 300, MaxTimeoutSeconds: 300, BatchSize: 100, ConcurrentSessions: 20, ConcurrentExecutions: 8, Packages: "allowlist", NetworkAllow: []string{"*"}, Async: true, Streaming: true, RapidAPISubscription: "ULTRA"},
+		{Name: "mega", PriceUSDMonth: 149, ExecutionsPerMonth: 200000, RequestsPerMinute: 1000, MaxTimeoutSeconds: 600, BatchSize: 200, ConcurrentSessions: 50, ConcurrentExecutions: 16, Packages: "custom", NetworkAllow: []string{"*"}, Async: true, Streaming: true, RapidAPISubscription: "MEGA"},
 	}
 	c := Default()
 	got := c.Plans()
@@ -22,11 +23,11 @@ func TestDefaultMatchesDesignTable(t *testing.T) {
 	}
 	for i, w := range want {
 		t.Run(w.Name, func(t *testing.T) {
-			if got[i] != w {
+			if !reflect.DeepEqual(got[i], w) {
 				t.Errorf("plan %d = %+v, want %+v", i, got[i], w)
 			}
 			p, ok := c.Get(w.Name)
-			if !ok || p != w {
+			if !ok || !reflect.DeepEqual(p, w) {
 				t.Errorf("Get(%q) = %+v, %v; want %+v, true", w.Name, p, ok, w)
 			}
 		})

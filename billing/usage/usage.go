@@ -6,6 +6,7 @@
 // The ledger is one bbolt file:
 //
 //	bucket "usage"       → bucket <account ID> → key "YYYY-MM" → uint64 count (big-endian)
+//	bucket "egress"      → the same, the bytes the account's networked executions moved through the egress proxy
 //	bucket "outbox"      → key uint64 sequence (big-endian) → JSON MeterEntry, for Stripe
 //	bucket "outbox_dead" → the same keys → JSON DeadEntry, entries Stripe refused for good
 //
@@ -78,6 +79,7 @@ const schemaVersion = "1"
 
 var (
 	bucketUsage  = []byte("usage")       // account ID -> bucket of month -> count
+	bucketEgress = []byte("egress")      // account ID -> bucket of month -> egress bytes
 	bucketOutbox = []byte("outbox")      // sequence -> MeterEntry
 	bucketDead   = []byte("outbox_dead") // sequence -> DeadEntry
 )
@@ -98,6 +100,9 @@ func NextMonth(t time.Time) time.Time {
 type MonthCount struct {
 	Month string // "YYYY-MM"
 	Count int64
+	// EgressBytes are what the month's networked executions moved
+	// through the egress proxy, both ways.
+	EgressBytes int64
 }
 
 // Ledger is an open usage database. Its methods are safe for concurrent use.
@@ -137,12 +142,23 @@ type Ledger struct {
 	stopOnce sync.Once
 }
 
-type key struct{ account, month string }
+// key names a count: executions, or (egress) egress bytes.
+type key struct {
+	account, month string
+	egress         bool
+}
+
+func (k key) bucket() []byte {
+	if k.egress {
+		return bucketEgress
+	}
+	return bucketUsage
+}
 
 // Open opens (creating if needed) the ledger at path. Only one Ledger may
 // have a file open at a time; a second Open fails with ErrLocked.
 func Open(path string) (*Ledger, error) {
-	db, err := dbshare.OpenBolt(path, schemaVersion, lockTimeout, bucketUsage, bucketOutbox, bucketDead)
+	db, err := dbshare.OpenBolt(path, schemaVersion, lockTimeout, bucketUsage, bucketEgress, bucketOutbox, bucketDead)
 	if errors.Is(err, dbshare.ErrLocked) {
 		return nil, fmt.Errorf("%w: %s", ErrLocked, path)
 	}
@@ -187,7 +203,15 @@ func (l *Ledger) close() error {
 // count without waiting for the disk: the change is committed by the
 // ledger's writer right after. n must be positive.
 func (l *Ledger) Record(accountID, month string, n int64, entries ...MeterEntry) (int64, error) {
-	total, _, err := l.record(accountID, month, n, entries)
+	total, _, err := l.record(key{account: accountID, month: month}, n, entries)
+	return total, err
+}
+
+// RecordEgress adds n bytes to accountID's egress for month, as Record
+// does executions (committed right after, not waited for): they are
+// usage to report, not a quota a response must not outrun.
+func (l *Ledger) RecordEgress(accountID, month string, n int64) (int64, error) {
+	total, _, err := l.record(key{account: accountID, month: month, egress: true}, n, nil)
 	return total, err
 }
 
@@ -196,7 +220,7 @@ func (l *Ledger) Record(accountID, month string, n int64, entries ...MeterEntry)
 // fails, Add returns its error with the new total; the change stays
 // pending and the writer retries it.
 func (l *Ledger) Add(accountID, month string, n int64, entries ...MeterEntry) (int64, error) {
-	total, seq, err := l.record(accountID, month, n, entries)
+	total, seq, err := l.record(key{account: accountID, month: month}, n, entries)
 	if err != nil {
 		return 0, err
 	}
@@ -212,19 +236,19 @@ func (l *Ledger) Sync() error {
 	return l.waitCommitted(seq)
 }
 
-func (l *Ledger) record(accountID, month string, n int64, entries []MeterEntry) (int64, uint64, error) {
+func (l *Ledger) record(k key, n int64, entries []MeterEntry) (int64, uint64, error) {
+	accountID, month := k.account, k.month
 	if err := validate(accountID, month); err != nil {
 		return 0, 0, err
 	}
 	if n <= 0 {
-		return 0, 0, fmt.Errorf("%w: adding %d executions; the count must be positive", ErrInvalid, n)
+		return 0, 0, fmt.Errorf("%w: adding %d; the count must be positive", ErrInvalid, n)
 	}
 	for _, e := range entries {
 		if err := e.validate(); err != nil {
 			return 0, 0, err
 		}
 	}
-	k := key{accountID, month}
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -331,7 +355,7 @@ func (l *Ledger) commit() error {
 			}
 		}
 		for k, n := range batch {
-			b, err := tx.Bucket(bucketUsage).CreateBucketIfNotExists([]byte(k.account))
+			b, err := tx.Bucket(k.bucket()).CreateBucketIfNotExists([]byte(k.account))
 			if err != nil {
 				return fmt.Errorf("usage: account bucket %s: %w", k.account, err)
 			}
@@ -373,7 +397,7 @@ func (l *Ledger) commit() error {
 func (l *Ledger) stored(k key) (int64, error) {
 	var n int64
 	err := l.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketUsage).Bucket([]byte(k.account))
+		b := tx.Bucket(k.bucket()).Bucket([]byte(k.account))
 		if b == nil {
 			return nil
 		}
@@ -392,7 +416,18 @@ func (l *Ledger) Count(accountID, month string) (int64, error) {
 	if err := validate(accountID, month); err != nil {
 		return 0, err
 	}
-	k := key{accountID, month}
+	return l.count(key{account: accountID, month: month})
+}
+
+// EgressBytes returns accountID's egress bytes for month, as Count.
+func (l *Ledger) EgressBytes(accountID, month string) (int64, error) {
+	if err := validate(accountID, month); err != nil {
+		return 0, err
+	}
+	return l.count(key{account: accountID, month: month, egress: true})
+}
+
+func (l *Ledger) count(k key) (int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if n, ok := l.totals[k]; ok {
@@ -409,37 +444,48 @@ func (l *Ledger) Months(accountID string) ([]MonthCount, error) {
 	var out []MonthCount
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	err := l.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketUsage).Bucket([]byte(accountID))
-		if b == nil {
-			return nil
-		}
-		// Month keys sort as text in calendar order, and bbolt iterates in
-		// key order.
-		return b.ForEach(func(k, v []byte) error {
-			n, err := decode(v)
-			if err != nil {
-				return fmt.Errorf("usage: %s %s: %w", accountID, k, err)
-			}
-			out = append(out, MonthCount{Month: string(k), Count: n})
-			return nil
+	// set puts n in month's entry of out (kept in month order), as its
+	// executions or its egress bytes.
+	set := func(month string, egress bool, n int64) {
+		i, found := slices.BinarySearchFunc(out, month, func(m MonthCount, month string) int {
+			return strings.Compare(m.Month, month)
 		})
+		if !found {
+			out = slices.Insert(out, i, MonthCount{Month: month})
+		}
+		if egress {
+			out[i].EgressBytes = n
+		} else {
+			out[i].Count = n
+		}
+	}
+	err := l.db.View(func(tx *bolt.Tx) error {
+		for _, egress := range []bool{false, true} {
+			b := tx.Bucket(key{egress: egress}.bucket()).Bucket([]byte(accountID))
+			if b == nil {
+				continue
+			}
+			err := b.ForEach(func(k, v []byte) error {
+				n, err := decode(v)
+				if err != nil {
+					return fmt.Errorf("usage: %s %s: %w", accountID, k, err)
+				}
+				set(string(k), egress, n)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	// What is recorded since Open, committed or not, is in totals.
 	for k, n := range l.totals {
-		if k.account != accountID {
-			continue
-		}
-		i, found := slices.BinarySearchFunc(out, k.month, func(m MonthCount, month string) int {
-			return strings.Compare(m.Month, month)
-		})
-		if found {
-			out[i].Count = n
-		} else {
-			out = slices.Insert(out, i, MonthCount{Month: k.month, Count: n})
+		if k.account == accountID {
+			set(k.month, k.egress, n)
 		}
 	}
 	return out, nil

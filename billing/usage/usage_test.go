@@ -109,7 +109,7 @@ func TestMonths(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []MonthCount{{"2024-12", 2}, {"2025-01", 2}, {"2025-11", 4}}
+	want := []MonthCount{{"2024-12", 2, 0}, {"2025-01", 2, 0}, {"2025-11", 4, 0}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Months() = %v, want %v", got, want)
 	}
@@ -271,7 +271,7 @@ func TestRecord(t *testing.T) {
 	if n, err := l.Count("acct_a", "2025-03"); err != nil || n != 3 {
 		t.Errorf("Count() = %d, %v right after Record; want 3", n, err)
 	}
-	want := []MonthCount{{"2025-02", 4}, {"2025-03", 3}}
+	want := []MonthCount{{"2025-02", 4, 0}, {"2025-03", 3, 0}}
 	if got, err := l.Months("acct_a"); err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("Months() = %v, %v; want %v", got, err, want)
 	}
@@ -410,4 +410,54 @@ func TestOpenShared(t *testing.T) {
 		t.Fatalf("the last release did not close the file: %v", err)
 	}
 	_ = l.Close()
+}
+
+func TestEgressBytes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "usage.db")
+	l, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		month       string
+		execs, egrs int64
+	}{{"2025-03", 2, 0}, {"2025-03", 0, 1000}, {"2025-03", 0, 500}, {"2025-04", 0, 7}} {
+		if tc.execs > 0 {
+			if _, err := l.Add("acct_e", tc.month, tc.execs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if tc.egrs > 0 {
+			if _, err := l.RecordEgress("acct_e", tc.month, tc.egrs); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := l.RecordEgress("acct_e", "2025-03", 0); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("RecordEgress of 0: %v, want ErrInvalid", err)
+	}
+	want := []MonthCount{{"2025-03", 2, 1500}, {"2025-04", 0, 7}}
+	check := func(l *Ledger, when string) {
+		t.Helper()
+		got, err := l.Months("acct_e")
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: Months = %v, %v; want %v", when, got, err, want)
+		}
+		if n, err := l.Count("acct_e", "2025-03"); err != nil || n != 2 {
+			t.Fatalf("%s: Count = %d, %v: egress bytes are not executions", when, n, err)
+		}
+		if n, err := l.EgressBytes("acct_e", "2025-03"); err != nil || n != 1500 {
+			t.Fatalf("%s: EgressBytes = %d, %v", when, n, err)
+		}
+	}
+	check(l, "before closing")
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l, err = Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	check(l, "reopened")
 }

@@ -394,6 +394,40 @@ func TestCountsAndStripsExecutionsHeader(t *testing.T) {
 	}
 }
 
+// TestEgressBytesInTheLedger: the egress bytes a cell reports for a
+// networked execution go into the ledger beside the execution, and the
+// header never reaches the client.
+func TestEgressBytesInTheLedger(t *testing.T) {
+	f := newFixture(t)
+	h, _ := load(t, f.config(t))
+	for i, tc := range []struct {
+		name, bytes string
+		want        int64
+	}{{"networked", "12345", 12345}, {"zerotrust", "", 0}, {"garbage", "lots", 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			account := "acct_egress_" + strconv.Itoa(i)
+			res := serve(t, h, http.MethodPost, account, "pro", caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Set(callerauth.HeaderExecutions, "1")
+				if tc.bytes != "" {
+					w.Header().Set(callerauth.HeaderEgressBytes, tc.bytes)
+				}
+				w.WriteHeader(http.StatusOK)
+				return nil
+			}))
+			if v := res.rec.Header().Get(callerauth.HeaderEgressBytes); v != "" {
+				t.Fatalf("the egress header reached the client: %q", v)
+			}
+			month := usage.Month(time.Now())
+			if n, err := h.ledger.EgressBytes(account, month); err != nil || n != tc.want {
+				t.Fatalf("ledger egress = %d, %v; want %d", n, err, tc.want)
+			}
+			if n, _ := h.ledger.Count(account, month); n != 1 {
+				t.Fatalf("ledger executions = %d, want 1", n)
+			}
+		})
+	}
+}
+
 // gatewayServer serves h in front of next over real HTTP, as the account on
 // plan.
 func gatewayServer(t *testing.T, h *Handler, account, plan string, next caddyhttp.Handler) *httptest.Server {

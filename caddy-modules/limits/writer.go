@@ -75,6 +75,7 @@ func (cw *countingWriter) WriteHeader(code int) {
 	}
 	cw.wroteHeader = true
 	n := cw.executions(hdr, callerauth.HeaderExecutions)
+	cw.addEgress(cw.executions(hdr, callerauth.HeaderEgressBytes))
 	if id := hdr.Get(api.HeaderExecutionID); id != "" {
 		cw.executionID = id
 		request.Log(cw.ctx, zap.String("execution_id", truncate(id, maxLoggedID)))
@@ -139,6 +140,18 @@ func (cw *countingWriter) add(n int64) bool {
 	cw.counted += n
 	cw.used = cw.h.count(cw.account, cw.month, cw.used, n, cw.meterEntries(n)...)
 	return true
+}
+
+// addEgress records the egress bytes the cell reported. They are usage
+// to report, not a quota: recorded without waiting for the disk.
+func (cw *countingWriter) addEgress(n int64) {
+	if n <= 0 || cw.account == "" || cw.h.ledger == nil {
+		return
+	}
+	if _, err := cw.h.ledger.RecordEgress(cw.account, cw.month, n); err != nil {
+		cw.h.logger.Error("recording egress bytes in the usage ledger", zap.String("account", cw.account),
+			zap.String("month", cw.month), zap.Int64("egress_bytes", n), zap.Error(err))
+	}
 }
 
 // meterEntries returns what the add of n executions owes Stripe: nothing

@@ -253,3 +253,11 @@ func SetExecutionID(w http.ResponseWriter, id string) {
 func SetExecutions(w http.ResponseWriter, n int) {
 	w.Header().Set(callerauth.HeaderExecutions, fmt.Sprint(n))
 }
+
+// SetEgressBytes tells the gateway how many bytes the request's networked
+// executions moved through the egress proxy; none is said for none.
+func SetEgressBytes(w http.ResponseWriter, n int64) {
+	if n > 0 {
+		w.Header().Set(callerauth.HeaderEgressBytes, fmt.Sprint(n))
+	}
+}

@@ -30,6 +30,7 @@ const (
 	EmptyBatch          Code = "empty_batch"
 	InvalidEnv          Code = "invalid_env"
 	NetworkUnavailable  Code = "network_mode_unavailable"
+	InvalidHostPattern  Code = "invalid_host_pattern"
 	WasmUnsupported     Code = "wasm_not_supported"
 	LanguageNotDetected Code = "language_not_detected"
 	InvalidCallbackURL  Code = "invalid_callback_url"
@@ -68,6 +69,8 @@ const (
 	TooManyJobs          Code = "too_many_jobs"
 	SessionLimit         Code = "session_limit_reached"
 	TooManyConnections   Code = "too_many_connections"
+	NetworkNotInPlan     Code = "network_not_in_plan"
+	HostNotInPlan        Code = "network_host_not_in_plan"
 
 	// What the request names.
 	NotFound           Code = "not_found"
@@ -105,6 +108,7 @@ var statuses = map[Code]int{
 	EmptyBatch:          http.StatusBadRequest,
 	InvalidEnv:          http.StatusBadRequest,
 	NetworkUnavailable:  http.StatusBadRequest,
+	InvalidHostPattern:  http.StatusBadRequest,
 	WasmUnsupported:     http.StatusBadRequest,
 	LanguageNotDetected: http.StatusBadRequest,
 	InvalidCallbackURL:  http.StatusBadRequest,
@@ -140,6 +144,8 @@ var statuses = map[Code]int{
 	TooManyJobs:          http.StatusTooManyRequests,
 	SessionLimit:         http.StatusTooManyRequests,
 	TooManyConnections:   http.StatusTooManyRequests,
+	NetworkNotInPlan:     http.StatusForbidden,
+	HostNotInPlan:        http.StatusForbidden,
 
 	NotFound:           http.StatusNotFound,
 	MethodNotAllowed:   http.StatusMethodNotAllowed,

@@ -34,6 +34,11 @@ const (
 // The gateway removes it before the response reaches the client.
 const HeaderExecutions = Prefix + "Executions"
 
+// HeaderEgressBytes is set by a cell on the response of networked
+// executions: the bytes they moved through the egress proxy, for the
+// gateway's usage ledger. Removed like HeaderExecutions.
+const HeaderEgressBytes = Prefix + "Egress-Bytes"
+
 // WebhookMessage is the message of the HMAC that derives a caller's webhook
 // signing secret from their API key (see WebhookSecret).
 const WebhookMessage = "sandboxapi-webhook-v1"

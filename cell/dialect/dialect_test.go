@@ -15,10 +15,12 @@ import (
 	"github.com/sandboxapi/sandboxapi/cell/api"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
+	"github.com/sandboxapi/sandboxapi/cell/capacity"
 	"github.com/sandboxapi/sandboxapi/cell/dialect"
 	"github.com/sandboxapi/sandboxapi/cell/dialect/dialecttest"
 	"github.com/sandboxapi/sandboxapi/cell/execreq"
 	"github.com/sandboxapi/sandboxapi/cell/store"
+	"github.com/sandboxapi/sandboxapi/sandboxes/egress"
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 )
@@ -242,5 +244,47 @@ func TestRoutesWithoutJobs(t *testing.T) {
 	}
 	if _, err := (&dialect.Doors{Dialects: set, Gate: &echoGate{}}).Routes(); err == nil {
 		t.Error("async routes were served without a job service")
+	}
+}
+
+// netGate reports every run as having moved 100 bytes through the egress
+// proxy, as a networked execution does.
+type netGate struct{ echoGate }
+
+func (g *netGate) Run(ctx context.Context, p plans.Plan, req executor.Request) (*executor.Result, error) {
+	res, err := g.echoGate.Run(ctx, p, req)
+	if res != nil {
+		res.Network = &egress.Usage{BytesOut: 40, BytesIn: 60}
+	}
+	return res, err
+}
+
+// TestEgressBytesHeader: the doors tell the gateway what networked
+// executions moved through the egress proxy, a batch's summed, and say
+// nothing for executions without a network.
+func TestEgressBytesHeader(t *testing.T) {
+	set, err := dialect.NewSet(toyBatch{toy{name: "toy", routes: []dialect.Route{
+		{Pattern: "POST /toy/run", Kind: dialect.Sync},
+		{Pattern: "POST /toy/batch", Kind: dialect.Batch},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, path, body string
+		gate             capacity.Gate
+		want             string
+	}{
+		{"networked", "/toy/run", `{"lang":"bash","source":"hi"}`, &netGate{}, "100"},
+		{"a networked batch", "/toy/batch", `[{"lang":"bash","source":"a"},{"lang":"bash","source":"b"},{"lang":"cobol"}]`, &netGate{}, "200"},
+		{"zerotrust", "/toy/run", `{"lang":"bash","source":"hi"}`, &echoGate{}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := serve(t, &dialect.Doors{Dialects: set, Gate: tc.gate, Plans: plans.Default(), Catalog: catalog(), BatchWorkers: 2})
+			w, _ := post(h, tc.path, tc.body)
+			if got := w.Header().Get(callerauth.HeaderEgressBytes); w.Code != 200 || got != tc.want {
+				t.Fatalf("HTTP %d, %s = %q; want %q", w.Code, callerauth.HeaderEgressBytes, got, tc.want)
+			}
+		})
 	}
 }

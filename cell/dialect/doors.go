@@ -17,6 +17,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/cell/capacity"
 	"github.com/sandboxapi/sandboxapi/cell/execreq"
 	"github.com/sandboxapi/sandboxapi/cell/stream"
+	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 )
 
@@ -164,6 +165,7 @@ func (d *Doors) sync(dl Dialect) api.CallerHandler {
 		res := req.Finish(dl.NewID(), run, time.Since(start))
 		api.SetExecutionID(w, res.ID)
 		api.SetExecutions(w, 1)
+		api.SetEgressBytes(w, egressBytes(run))
 		api.WriteJSON(w, http.StatusOK, dl.Render(req, res))
 	}
 }
@@ -242,13 +244,13 @@ func (d *Doors) batch(dl Dialect, b Batcher) api.CallerHandler {
 
 		ctx := r.Context()
 		results := make([]any, len(items))
-		var ran atomic.Int64
+		var ran, egress atomic.Int64
 		next := make(chan int)
 		var wg sync.WaitGroup
 		for range max(1, min(len(items), d.BatchWorkers)) {
 			wg.Go(func() {
 				for i := range next {
-					results[i] = d.batchItem(ctx, dl, Input{Body: items[i], Plan: plan, Catalog: d.Catalog}, c, &ran)
+					results[i] = d.batchItem(ctx, dl, Input{Body: items[i], Plan: plan, Catalog: d.Catalog}, c, &ran, &egress)
 				}
 			})
 		}
@@ -266,12 +268,13 @@ func (d *Doors) batch(dl Dialect, b Batcher) api.CallerHandler {
 			return // the client left
 		}
 		api.SetExecutions(w, int(ran.Load()))
+		api.SetEgressBytes(w, egress.Load())
 		api.WriteJSON(w, http.StatusOK, b.RenderBatch(results))
 	}
 }
 
 // batchItem runs one item and returns its result body or its error body.
-func (d *Doors) batchItem(ctx context.Context, dl Dialect, in Input, c callerauth.Caller, ran *atomic.Int64) any {
+func (d *Doors) batchItem(ctx context.Context, dl Dialect, in Input, c callerauth.Caller, ran, egress *atomic.Int64) any {
 	start := time.Now()
 	req, err := dl.Parse(in)
 	if err != nil {
@@ -283,7 +286,17 @@ func (d *Doors) batchItem(ctx context.Context, dl Dialect, in Input, c calleraut
 		return d.itemError(dl, err)
 	}
 	ran.Add(1)
+	egress.Add(egressBytes(run))
 	return dl.Render(req, req.Finish(dl.NewID(), run, time.Since(start)))
+}
+
+// egressBytes is what run moved through the egress proxy; 0 without a
+// network.
+func egressBytes(run *executor.Result) int64 {
+	if run == nil || run.Network == nil {
+		return 0
+	}
+	return run.Network.Bytes()
 }
 
 func (d *Doors) itemError(dl Dialect, err error) any {

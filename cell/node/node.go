@@ -40,6 +40,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/cell/unsandbox"
 	"github.com/sandboxapi/sandboxapi/cell/v1api"
 	"github.com/sandboxapi/sandboxapi/gossip"
+	"github.com/sandboxapi/sandboxapi/sandboxes/egress"
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 	"github.com/sandboxapi/sandboxapi/sandboxes/pkgcache"
@@ -74,6 +75,10 @@ type Config struct {
 	Sessions sessions.Config
 	// MCP sets up the node's MCP server at /mcp.
 	MCP mcp.Config
+	// Egress, when set, starts the node's egress proxy: semitrusted
+	// executions reach what their plan allows, narrowed to Egress.Allow
+	// (package egress). nil: every sandbox has no network.
+	Egress *egress.Config
 
 	// NodeID names the node in raft, gossip and the ids of its sessions
 	// (placement.CheckNodeID). Empty: the one kept in DATA_DIR/node.json,
@@ -144,6 +149,7 @@ type Node struct {
 	store *store.Store
 	rt    *runsc.Runtime
 	exec  *executor.Executor
+	egr   *egress.Proxy
 	gate  *capacity.Slots
 	jobs  *jobs.Service
 	sess  *sessions.Manager
@@ -287,7 +293,16 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 		cfg.PackageCacheDir = pkgs.Dir()
 	}
-	ex := executor.New(executor.Config{Runtime: n.rt, RootFS: rootDir, Catalog: catalog, Logger: cfg.Logger, PackageCacheDir: cfg.PackageCacheDir})
+	if cfg.Egress != nil {
+		ec := *cfg.Egress
+		ec.Prefix, ec.Dir, ec.Logger = n.rt.Dir, filepath.Join(cfg.DataDir, "egress"), cfg.Logger
+		if n.egr, err = egress.New(ec); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+		// Every door parses against the plans as this node applies them.
+		cfg.Plans = cfg.Plans.ForNode(n.egr.Config().Allow)
+	}
+	ex := executor.New(executor.Config{Runtime: n.rt, RootFS: rootDir, Catalog: catalog, Logger: cfg.Logger, PackageCacheDir: cfg.PackageCacheDir, Egress: n.egr})
 	n.exec = ex
 
 	listen := cfg.Listen
@@ -363,6 +378,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	// Sessions hold a sandbox of their own, with their record in the store.
 	sc := cfg.Sessions
 	sc.NodeID, sc.Store, sc.Open, sc.Catalog, sc.Plans = id.NodeID, n.store, sessions.ExecutorOpener(ex), catalog, cfg.Plans
+	if n.egr != nil {
+		sc.OpenNetworked = sessions.ExecutorNetworkedOpener(ex)
+	}
 	sc.CacheMount, sc.Logger = executor.PackageCachePath, cfg.Logger
 	// Requests for another node's sessions go to it the way forwarded
 	// writes do, through the same dialer.
@@ -494,6 +512,10 @@ func (n *Node) Close() error {
 	if n.exec != nil {
 		// Before the runtime: the pool must stop refilling first.
 		n.exec.Close()
+	}
+	if n.egr != nil {
+		// After the sandboxes: their links go with them.
+		n.egr.Close()
 	}
 	if n.rt != nil {
 		n.rt.Close()

@@ -113,6 +113,9 @@ func (m *Manager) execute(w http.ResponseWriter, r *http.Request, c callerauth.C
 	id := newExecID()
 	api.SetExecutionID(w, id)
 	api.SetExecutions(w, 1)
+	if res.Network != nil {
+		api.SetEgressBytes(w, res.Network.Bytes())
+	}
 	api.WriteJSON(w, http.StatusOK, m.response(id, s, req, res, lost))
 }
 

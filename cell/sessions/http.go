@@ -50,13 +50,20 @@ type View struct {
 	ExpiresAt  string `json:"expires_at"`
 	IdleTTL    int    `json:"idle_ttl"`
 	Executions int    `json:"executions"`
+	// Network is what the session's executions may reach (the request's
+	// hosts as the plan narrowed them); absent: no network.
+	Network *execreq.Network `json:"network,omitempty"`
 }
 
 func (m *Manager) view(s *session) View {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return View{ID: s.rec.ID, Language: s.rec.Language, CreatedAt: rfc3339(s.rec.CreatedAt),
+	v := View{ID: s.rec.ID, Language: s.rec.Language, CreatedAt: rfc3339(s.rec.CreatedAt),
 		ExpiresAt: rfc3339(s.expires), IdleTTL: s.rec.IdleTTLSeconds, Executions: s.executions}
+	if s.network != nil {
+		v.Network = &execreq.Network{Allow: s.network.Allow}
+	}
+	return v
 }
 
 func recordView(r store.Session) View {
@@ -66,8 +73,9 @@ func recordView(r store.Session) View {
 
 // createBody is POST /v1/sessions.
 type createBody struct {
-	Language string       `json:"language"`
-	IdleTTL  *json.Number `json:"idle_ttl"`
+	Language string           `json:"language"`
+	IdleTTL  *json.Number     `json:"idle_ttl"`
+	Network  *execreq.Network `json:"network"`
 }
 
 // create serves POST /v1/sessions: the record is committed first, which
@@ -111,6 +119,15 @@ func (m *Manager) create(w http.ResponseWriter, r *http.Request, c callerauth.Ca
 		}
 		ttl = int(n)
 	}
+	network, err := execreq.NetworkPolicy(b.Network, plan)
+	if err != nil {
+		m.writeError(w, err)
+		return
+	}
+	if network != nil && m.cfg.OpenNetworked == nil {
+		apierror.New(apierror.NetworkUnavailable, "this node cannot open networked sessions").Write(w)
+		return
+	}
 
 	m.mu.Lock()
 	if m.closed {
@@ -148,7 +165,7 @@ func (m *Manager) create(w http.ResponseWriter, r *http.Request, c callerauth.Ca
 		m.writeError(w, err)
 		return
 	}
-	sb, err := m.sandbox(lang.ID)
+	sb, err := m.sandbox(c.AccountID, lang.ID, network)
 	if err != nil {
 		m.logger.Error("session sandbox did not start", "language", lang.ID, "err", err)
 		m.dropRecord(rec.ID)
@@ -156,7 +173,7 @@ func (m *Manager) create(w http.ResponseWriter, r *http.Request, c callerauth.Ca
 		return
 	}
 	s := &session{rec: rec, ttl: time.Duration(ttl) * time.Second, turn: make(chan struct{}, 1), sb: sb,
-		expires: m.now().Add(time.Duration(ttl) * time.Second)}
+		expires: m.now().Add(time.Duration(ttl) * time.Second), network: network}
 	m.mu.Lock()
 	closed := m.closed
 	if !closed {

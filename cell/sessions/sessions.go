@@ -19,6 +19,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/cell/placement"
 	"github.com/sandboxapi/sandboxapi/cell/store"
+	"github.com/sandboxapi/sandboxapi/sandboxes/egress"
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 	"github.com/sandboxapi/sandboxapi/sandboxes/pkgcache"
@@ -58,20 +59,30 @@ type Sandbox interface {
 // Opener starts a session sandbox for account in language (a catalog ID).
 type Opener func(account, language string) (Sandbox, error)
 
+// NetworkedOpener is an Opener of sandboxes whose every execution
+// reaches what pol allows through the node's egress proxy.
+type NetworkedOpener func(account, language string, pol *egress.Policy) (Sandbox, error)
+
 // SessionOpener is what ExecutorOpener needs; *executor.Executor is one.
 type SessionOpener interface {
-	OpenSession(account string, lang *langs.Language) (*executor.Session, error)
+	OpenNetworkSession(account string, lang *langs.Language, pol *egress.Policy) (*executor.Session, error)
 	Catalog() *langs.Catalog
 }
 
 // ExecutorOpener opens sessions with ex, in languages of its catalog.
 func ExecutorOpener(ex SessionOpener) Opener {
-	return func(account, language string) (Sandbox, error) {
+	open := ExecutorNetworkedOpener(ex)
+	return func(account, language string) (Sandbox, error) { return open(account, language, nil) }
+}
+
+// ExecutorNetworkedOpener opens networked sessions with ex.
+func ExecutorNetworkedOpener(ex SessionOpener) NetworkedOpener {
+	return func(account, language string, pol *egress.Policy) (Sandbox, error) {
 		lang, ok := ex.Catalog().Lookup(language)
 		if !ok {
 			return nil, fmt.Errorf("sessions: %w: %q", executor.ErrUnknownLanguage, language)
 		}
-		s, err := ex.OpenSession(account, lang)
+		s, err := ex.OpenNetworkSession(account, lang, pol)
 		if err != nil {
 			return nil, err // not a typed nil inside the interface
 		}
@@ -108,11 +119,14 @@ type Packages interface {
 // Config is a Manager's set-up. Zero values take the defaults.
 type Config struct {
 	// NodeID is this node: sessions created here are held here.
-	NodeID  string
-	Store   Store
-	Open    Opener
-	Catalog *langs.Catalog
-	Plans   plans.Catalog
+	NodeID string
+	Store  Store
+	Open   Opener
+	// OpenNetworked starts a networked session sandbox (POST /v1/sessions
+	// with "network"); nil refuses networked sessions.
+	OpenNetworked NetworkedOpener
+	Catalog       *langs.Catalog
+	Plans         plans.Catalog
 	// Packages serves installs and GET /v1/packages; nil refuses both.
 	Packages Packages
 	// CacheMount is where session sandboxes see the package cache
@@ -191,6 +205,8 @@ type session struct {
 	// everything the session had is gone; the next result says so.
 	lost   bool
 	crates bool // cargo dependencies are installed: Rust builds with cargo
+	// network is the session's egress policy; nil: no network.
+	network *egress.Policy
 }
 
 // New returns a Manager; Start starts it.
@@ -365,7 +381,7 @@ func (m *Manager) ensureSandbox(s *session) error {
 	if s.sb.Alive() {
 		return nil
 	}
-	sb, err := m.sandbox(s.rec.Language)
+	sb, err := m.sandbox(s.rec.Account, s.rec.Language, s.network)
 	if err != nil {
 		return err
 	}
@@ -376,8 +392,15 @@ func (m *Manager) ensureSandbox(s *session) error {
 }
 
 // sandbox returns a booted sandbox for language: a warm one from the pool,
-// else a new one.
-func (m *Manager) sandbox(language string) (Sandbox, error) {
+// else a new one. A networked one (pol) is always new, made for account:
+// the pool holds none.
+func (m *Manager) sandbox(account, language string, pol *egress.Policy) (Sandbox, error) {
+	if pol != nil {
+		if m.cfg.OpenNetworked == nil {
+			return nil, executor.ErrNoEgress
+		}
+		return m.cfg.OpenNetworked(account, language, pol)
+	}
 	if sb := m.pool.take(language); sb != nil {
 		return sb, nil
 	}

@@ -216,15 +216,21 @@ func unsandboxRequest(lang *langs.Language, code string, o unsandboxOptions, pla
 		return nil, apierror.New(apierror.CodeTooLarge, "code is %d bytes; the limit is %d (1 MB)", len(code), execreq.MaxCodeBytes)
 	}
 	mode := o.networkMode
+	var network *execreq.Network
 	switch mode {
 	case "":
 		mode = NetworkZeroTrust
 	case NetworkZeroTrust:
 	case NetworkSemiTrusted:
-		return nil, apierror.New(apierror.NetworkUnavailable,
-			"network_mode semitrusted is not available yet: this service has no egress network policy, so every sandbox runs with no network (zerotrust)")
+		// The dialect names no hosts: semitrusted reaches what the plan
+		// allows, as this service's operator allows it.
+		network = &execreq.Network{Allow: execreq.AnyHost}
 	default:
 		return nil, apierror.New(apierror.InvalidField, "network_mode must be %q or %q", NetworkZeroTrust, NetworkSemiTrusted)
+	}
+	policy, err := execreq.NetworkPolicy(network, plan)
+	if err != nil {
+		return nil, err
 	}
 	if o.returnWasm && !cat.Wasm(lang.ID) {
 		return nil, wasmUnsupported(lang, cat)
@@ -246,6 +252,7 @@ func unsandboxRequest(lang *langs.Language, code string, o unsandboxOptions, pla
 			ReturnArtifact: o.returnArtifact,
 			ReturnWasm:     o.returnWasm,
 			Limits:         executor.Limits{CPU: ttl, Wall: ttl},
+			Network:        policy,
 		},
 	}, nil
 }
@@ -392,6 +399,8 @@ type Response struct {
 	// explains what the others do not: an artifact left out for its
 	// size, a limit that stopped the program, a failed wasm build.
 	Message string `json:"message,omitempty"`
+	// The network's account, semitrusted only.
+	*execreq.NetworkResult
 }
 
 // Render is the unsandbox response for res.
@@ -413,6 +422,7 @@ func Render(req *execreq.Request, res *execreq.Result) Response {
 		NetworkMode:   v.network,
 		TotalTimeMs:   res.Total.Milliseconds(),
 		Message:       res.Message,
+		NetworkResult: execreq.NetworkResultOf(run),
 	}
 	if v.detected {
 		out.DetectedLanguage = req.LanguageName

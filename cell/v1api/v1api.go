@@ -62,6 +62,9 @@ type body struct {
 	RedirectStderrToStdout bool     `json:"redirect_stderr_to_stdout"`
 	Base64Encoded          bool     `json:"base64_encoded"`
 	CallbackURL            string   `json:"callback_url"`
+	// Network gives the execution HTTP(S) to the hosts it allows
+	// (semitrusted); absent, it has no network at all.
+	Network *execreq.Network `json:"network"`
 }
 
 // view is what rendering a /v1 result needs of its request.
@@ -189,6 +192,10 @@ func Parse(in dialect.Input) (*execreq.Request, error) {
 		}
 	}
 
+	if req.Exec.Network, err = execreq.NetworkPolicy(b.Network, in.Plan); err != nil {
+		return nil, err
+	}
+
 	if b.CallbackURL != "" {
 		if err := checkCallbackURL(b.CallbackURL); err != nil {
 			return nil, err
@@ -226,6 +233,7 @@ type Response struct {
 	StdoutTruncated bool    `json:"stdout_truncated,omitempty"`
 	StderrTruncated bool    `json:"stderr_truncated,omitempty"`
 	Message         string  `json:"message,omitempty"`
+	*execreq.NetworkResult
 }
 
 // Render is the /v1 response for res.
@@ -259,6 +267,7 @@ func Render(req *execreq.Request, res *execreq.Result) Response {
 		StdoutTruncated: run.StdoutTruncated,
 		StderrTruncated: run.StderrTruncated,
 		Message:         res.Message,
+		NetworkResult:   execreq.NetworkResultOf(run),
 	}
 	if run.CompileOutput != nil || v.compiled {
 		co := text(run.CompileOutput)

@@ -72,6 +72,9 @@ type usageView struct {
 	Remaining  int64  `json:"remaining"`
 	// ByGateway is what each gateway counted, as last reported.
 	ByGateway map[string]int64 `json:"by_gateway,omitempty"`
+	// EgressBytes are what the month's networked executions moved through
+	// the egress proxy, as this gateway's ledger holds them.
+	EgressBytes int64 `json:"egress_bytes"`
 }
 
 // errUnknownPlan is a plan the catalog does not have.
@@ -255,6 +258,9 @@ func (a *adminAPI) usage(ctx context.Context, id, month string) (usageView, erro
 	if a.ledger != nil {
 		if local, err := a.ledger.Count(acct.ID, month); err == nil && local > u.ByGateway[a.dir.Gateway()] {
 			u.ByGateway[a.dir.Gateway()] = local
+		}
+		if n, err := a.ledger.EgressBytes(acct.ID, month); err == nil {
+			u.EgressBytes = n
 		}
 	}
 	for gw, n := range u.ByGateway {

@@ -73,6 +73,12 @@ type nodeConfig struct {
 	MCPOrigins            []string `toml:"mcp_origins" json:"mcp_origins"`
 	MCPLoopbackOnly       bool     `toml:"mcp_loopback_only" json:"mcp_loopback_only"`
 
+	// The egress proxy (sandboxes/egress): none unless egress_allow
+	// names hosts; "*" lets each plan's network_allow decide alone.
+	EgressAllow     []string `toml:"egress_allow" json:"egress_allow"`
+	EgressPlainHTTP []string `toml:"egress_plain_http" json:"egress_plain_http"`
+	EgressCABundle  string   `toml:"egress_ca_bundle" json:"egress_ca_bundle"`
+
 	RaftHeartbeatTimeout   duration `toml:"raft_heartbeat_timeout" json:"raft_heartbeat_timeout"`
 	RaftElectionTimeout    duration `toml:"raft_election_timeout" json:"raft_election_timeout"`
 	RaftLeaderLeaseTimeout duration `toml:"raft_leader_lease_timeout" json:"raft_leader_lease_timeout"`
@@ -251,6 +257,9 @@ func (c *nodeConfig) flags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxSessions, "max-sessions", c.MaxSessions, "sessions this node holds at once")
 	fs.Var((*commaList)(&c.MCPOrigins), "mcp-origins", "comma-separated browser origins that may call /mcp besides the gateway's own host")
 	fs.BoolVar(&c.MCPLoopbackOnly, "mcp-loopback-only", c.MCPLoopbackOnly, "the gateways listen on loopback: /mcp requests must name a loopback host")
+	fs.Var((*commaList)(&c.EgressAllow), "egress-allow", "comma-separated hosts (pypi.org, *.githubusercontent.com; * for any) semitrusted sandboxes may reach through the egress proxy, within their plan's network_allow; none: no sandbox has a network")
+	fs.Var((*commaList)(&c.EgressPlainHTTP), "egress-plain-http", "comma-separated hosts the egress proxy lets plain-text HTTP reach; the rest are HTTPS only")
+	fs.StringVar(&c.EgressCABundle, "egress-ca-bundle", c.EgressCABundle, "PEM file of the CAs networked sandboxes trust instead of the system's (none: the system's)")
 	fs.TextVar(&c.RaftHeartbeatTimeout, "raft-heartbeat-timeout", c.RaftHeartbeatTimeout, "raft's heartbeat timeout (0: the store's default)")
 	fs.TextVar(&c.RaftElectionTimeout, "raft-election-timeout", c.RaftElectionTimeout, "raft's election timeout (0: the store's default)")
 	fs.TextVar(&c.RaftLeaderLeaseTimeout, "raft-leader-lease-timeout", c.RaftLeaderLeaseTimeout, "raft's leader lease timeout (0: the store's default)")

@@ -260,8 +260,11 @@ func TestConfigRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.MCPOrigins = nil
-	if len(got.MCPOrigins) == 0 {
-		got.MCPOrigins = nil
+	// Lists left empty are written as [] and read back empty, not nil.
+	for _, l := range []*[]string{&got.MCPOrigins, &got.EgressAllow, &got.EgressPlainHTTP} {
+		if len(*l) == 0 {
+			*l = nil
+		}
 	}
 	if !reflect.DeepEqual(got, n) {
 		t.Errorf("\n got %+v\nwant %+v", got, n)

@@ -41,6 +41,9 @@ func runDev(args []string) error {
 	sessionPool := fs.Int("session-pool", 1, "session sandboxes kept booted per pooled language, so new sessions start at once")
 	sessionPoolLangs := fs.String("session-pool-languages", "python3,javascript", "comma-separated languages whose session sandboxes are pooled")
 	maxSessions := fs.Int("max-sessions", sessions.DefaultMaxSessions, "sessions this node holds at once")
+	egressAllow := fs.String("egress-allow", "", "comma-separated hosts (pypi.org, *.githubusercontent.com; * for any) semitrusted sandboxes may reach through the egress proxy, within their plan's network_allow; none: no sandbox has a network")
+	egressPlain := fs.String("egress-plain-http", "", "comma-separated hosts the egress proxy lets plain-text HTTP reach; the rest are HTTPS only")
+	egressCA := fs.String("egress-ca-bundle", "", "PEM file of the CAs networked sandboxes trust instead of the system's")
 	mcpOrigins := fs.String("mcp-origins", "", "comma-separated browser origins (https://app.example.com) that may call /mcp besides the gateway's own host")
 	nodes := fs.Int("nodes", 1, "nodes per cell; more than 1 runs a gateway and each node as processes of their own (docs/cluster.md)")
 	cells := fs.Int("cells", 1, "cells, each in a region of its own, behind the one gateway; more than 1 runs processes as --nodes does")
@@ -121,6 +124,7 @@ func runDev(args []string) error {
 		CacheDir:        cache,
 		Sessions:        sessions.Config{Pool: *sessionPool, PoolLanguages: splitList(*sessionPoolLangs), MaxSessions: *maxSessions},
 		MCP:             mcp.Config{Version: version(), AllowedOrigins: splitList(*mcpOrigins), LoopbackOnly: mcp.IsLoopbackHost(*listen)},
+		Egress:          egressConfig(splitList(*egressAllow), splitList(*egressPlain), *egressCA),
 	})
 	if err != nil {
 		return err

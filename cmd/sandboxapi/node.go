@@ -21,6 +21,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/cell/sessions"
 	"github.com/sandboxapi/sandboxapi/cell/store"
 	"github.com/sandboxapi/sandboxapi/cell/webhook"
+	"github.com/sandboxapi/sandboxapi/sandboxes/egress"
 )
 
 const nodeUsage = `node [--config FILE] [flags]
@@ -135,6 +136,7 @@ func (c nodeConfig) nodeConfig(logger *slog.Logger) (node.Config, error) {
 		CacheDir:        cache,
 		Sessions:        sessions.Config{Pool: c.SessionPool, PoolLanguages: c.SessionPoolLanguages, MaxSessions: c.MaxSessions},
 		MCP:             mcp.Config{Version: version(), AllowedOrigins: c.MCPOrigins, LoopbackOnly: c.MCPLoopbackOnly},
+		Egress:          egressConfig(c.EgressAllow, c.EgressPlainHTTP, c.EgressCABundle),
 
 		NodeID: c.ID, RaftAddr: c.Raft, GossipAddr: c.Gossip,
 		Join: c.Join, GossipJoin: c.GossipJoin, GossipKeyring: keyring, TLS: bundle,
@@ -150,6 +152,15 @@ func (c nodeConfig) nodeConfig(logger *slog.Logger) (node.Config, error) {
 		LeaveOnStop:  c.LeaveOnStop,
 		DrainTimeout: time.Duration(c.DrainTimeout),
 	}, nil
+}
+
+// egressConfig is the node's egress proxy for the operator's lists, nil
+// (no network for any sandbox) when allow is empty.
+func egressConfig(allow, plainHTTP []string, caBundle string) *egress.Config {
+	if len(allow) == 0 {
+		return nil
+	}
+	return &egress.Config{Allow: allow, PlainHTTP: plainHTTP, CABundle: caBundle}
 }
 
 // errNoSecret is a node told to join a cell without the cell's secret:

@@ -46,6 +46,11 @@ apt_wants=(
   /usr/bin/bwrap bubblewrap
   # Not a toolchain: the gateway's shared rate store, which its tests run.
   /usr/bin/redis-server redis-server
+  # Not a toolchain: ip makes the networked sandboxes' namespaces and
+  # links (sandboxes/egress); curl is what their programs and tests fetch
+  # through the egress proxy with.
+  /usr/sbin/ip iproute2
+  /usr/bin/curl curl
 )
 
 # A rustup toolchain is preferred (it is newer); Debian's rustc otherwise.

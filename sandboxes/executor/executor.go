@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sandboxapi/sandboxapi/sandboxes/egress"
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 	"github.com/sandboxapi/sandboxapi/sandboxes/runsc"
 	"github.com/sandboxapi/sandboxapi/sandboxes/wire"
@@ -132,7 +133,10 @@ type Config struct {
 	// stopped. Defaults: DefaultSessionIdleCPU, DefaultSessionIdleBudget.
 	SessionIdleCPU    float64
 	SessionIdleBudget time.Duration
-	Logger            *slog.Logger
+	// Egress, when set, is the node's egress proxy: requests with a
+	// Network policy run in sandboxes linked to it (package egress).
+	Egress *egress.Proxy
+	Logger *slog.Logger
 }
 
 // Executor runs requests in sandboxes.
@@ -247,6 +251,10 @@ type Request struct {
 	// and the program does not run.
 	ReturnWasm bool
 	Limits     Limits
+	// Network, when set, gives the execution HTTP(S) through the node's
+	// egress proxy, to the hosts the policy allows (semitrusted); nil
+	// means no network at all (zerotrust).
+	Network *egress.Policy
 	// OnOutput, when set, is called with the run step's output as the
 	// program produces it ("stdout" or "stderr"), before Execute returns.
 	// Chunks past the output cap are not passed on.
@@ -283,6 +291,9 @@ type Result struct {
 	// SandboxCPU is the host CPU the whole sandbox used: gVisor's kernel,
 	// its gofer and the program. For benchmarks, not for users.
 	SandboxCPU time.Duration
+	// Network is what a networked execution did through the egress proxy
+	// (the hosts it refused, the bytes); nil without a network.
+	Network *egress.Usage
 }
 
 // Execute runs req in a sandbox of its account's and reports what happened.
@@ -295,15 +306,20 @@ func (e *Executor) Execute(ctx context.Context, req Request) (*Result, error) {
 	if lang == nil {
 		return nil, fmt.Errorf("%w: the request has none", ErrUnknownLanguage)
 	}
+	if req.Network != nil && e.cfg.Egress == nil {
+		return nil, ErrNoEgress
+	}
 	lim := req.Limits.withDefaults(e.cfg.Limits)
 	job := e.job(lang, req, lim)
+	sh := shapeFor(lang, lim)
+	sh.network = req.Network != nil
 
 	res := &Result{Language: lang.ID}
 	endTurn, err := e.turn(ctx)
 	if err != nil {
 		return nil, err
 	}
-	w, err := e.pool.acquire(req.Account, shapeFor(lang, lim))
+	w, err := e.pool.acquire(req.Account, sh)
 	if err != nil {
 		endTurn()
 		e.cfg.Logger.Error("sandbox start", "err", err)
@@ -313,8 +329,17 @@ func (e *Executor) Execute(ctx context.Context, req Request) (*Result, error) {
 	if w.prestarted {
 		usePrestarted(&job, lang)
 	}
+	unbind, err := bindNetwork(w, req.Network, res)
+	if err != nil {
+		endTurn()
+		e.pool.release(w, false)
+		e.cfg.Logger.Error("sandbox network", "err", err)
+		res.End, res.Message = EndFault, "the sandbox's network could not be bound"
+		return res, nil
+	}
 	deadline := jobWall(job) + e.cfg.BootGrace
 	out := w.run(ctx, job, res, lim.OutputBytes, deadline, req.OnOutput)
+	unbind()
 	endTurn()
 	e.pool.release(w, out.done && ctx.Err() == nil)
 	res.SandboxCPU, res.SandboxID = out.sandboxCPU, w.sb.ID

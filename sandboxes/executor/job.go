@@ -55,7 +55,7 @@ func (e *Executor) job(lang *langs.Language, req Request, lim Limits) wire.Job {
 	if wasm && lang.Wasm.Overlays != nil {
 		job.Overlays = append(job.Overlays, lang.Wasm.Overlays(now)...)
 	}
-	base := e.baseEnv(lang)
+	base := append(e.baseEnv(lang), e.netEnv(req.Network != nil)...)
 	if st, ok := compileStep(lang, req, lim, base, names); ok {
 		job.Steps = append(job.Steps, st)
 	}

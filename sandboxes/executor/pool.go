@@ -9,6 +9,9 @@ import (
 type PoolConfig struct {
 	// Warm is how many fresh sandboxes to keep ready per language id.
 	Warm map[string]int
+	// WarmNetworked is the same for networked (semitrusted) sandboxes,
+	// their links to the egress proxy made; only with Config.Egress.
+	WarmNetworked map[string]int
 	// IdleTTL is how long a sandbox bound to an account waits for that
 	// account's next execution before it is destroyed.
 	IdleTTL time.Duration
@@ -21,10 +24,11 @@ type PoolConfig struct {
 // DefaultPoolConfig keeps a couple of sandboxes warm for the interpreted
 // languages, whose runtimes are prestarted.
 var DefaultPoolConfig = PoolConfig{
-	Warm:       map[string]int{"python3": 2, "javascript": 2, "bash": 1},
-	IdleTTL:    60 * time.Second,
-	MaxUses:    500,
-	MaxWorkers: 24,
+	Warm:          map[string]int{"python3": 2, "javascript": 2, "bash": 1},
+	WarmNetworked: map[string]int{"python3": 1, "javascript": 1, "bash": 1},
+	IdleTTL:       60 * time.Second,
+	MaxUses:       500,
+	MaxWorkers:    24,
 }
 
 type idleKey struct {
@@ -202,17 +206,9 @@ func (p *pool) reap() {
 // whether it did.
 func (p *pool) refillOne() bool {
 	p.mu.Lock()
-	var want *shape
-	for langID, n := range p.cfg.Warm {
-		lang, ok := p.e.cfg.Catalog.Lookup(langID)
-		if !ok || n <= 0 {
-			continue
-		}
-		sh := shapeFor(lang, p.e.cfg.Limits)
-		if len(p.warm[sh]) < n && p.kept < p.cfg.MaxWorkers {
-			want = &sh
-			break
-		}
+	want := p.short(p.cfg.Warm, false)
+	if want == nil && p.e.cfg.Egress != nil {
+		want = p.short(p.cfg.WarmNetworked, true)
 	}
 	p.mu.Unlock()
 	if want == nil {
@@ -232,6 +228,23 @@ func (p *pool) refillOne() bool {
 	p.warm[*want] = append(p.warm[*want], w)
 	p.kept++
 	return true
+}
+
+// short is a shape of warm, with a network or not, whose pool is short;
+// nil if none is. p.mu is held.
+func (p *pool) short(warm map[string]int, network bool) *shape {
+	for langID, n := range warm {
+		lang, ok := p.e.cfg.Catalog.Lookup(langID)
+		if !ok || n <= 0 {
+			continue
+		}
+		sh := shapeFor(lang, p.e.cfg.Limits)
+		sh.network = network
+		if len(p.warm[sh]) < n && p.kept < p.cfg.MaxWorkers {
+			return &sh
+		}
+	}
+	return nil
 }
 
 // close destroys every sandbox the pool holds and waits for them.
@@ -262,7 +275,9 @@ func (p *pool) close() {
 // Stats are the pool's current sizes, for health and benchmarks.
 type PoolStats struct {
 	Warm map[string]int `json:"warm"`
-	Idle int            `json:"idle"`
+	// WarmNetworked counts the networked warm sandboxes apart.
+	WarmNetworked map[string]int `json:"warm_networked,omitempty"`
+	Idle          int            `json:"idle"`
 }
 
 func (p *pool) stats() PoolStats {
@@ -270,6 +285,13 @@ func (p *pool) stats() PoolStats {
 	defer p.mu.Unlock()
 	s := PoolStats{Warm: map[string]int{}}
 	for sh, ws := range p.warm {
+		if sh.network {
+			if s.WarmNetworked == nil {
+				s.WarmNetworked = map[string]int{}
+			}
+			s.WarmNetworked[sh.lang] += len(ws)
+			continue
+		}
 		s.Warm[sh.lang] += len(ws)
 	}
 	for _, ws := range p.idle {

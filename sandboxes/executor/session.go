@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/sandboxapi/sandboxapi/sandboxes/egress"
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 	"github.com/sandboxapi/sandboxapi/sandboxes/rootfs"
 	"github.com/sandboxapi/sandboxapi/sandboxes/wire"
@@ -27,6 +29,10 @@ type Session struct {
 	repl  bool
 	limit Limits
 
+	// network is the policy each execution's network is bound with, for
+	// a networked session; nil: no network.
+	network *egress.Policy
+
 	mu     sync.Mutex // serialises executions, and guards what follows
 	closed bool
 	idle   idleMeter
@@ -35,18 +41,29 @@ type Session struct {
 // OpenSession starts a session sandbox for account in lang, resolved by
 // the caller from the executor's Catalog.
 func (e *Executor) OpenSession(account string, lang *langs.Language) (*Session, error) {
+	return e.OpenNetworkSession(account, lang, nil)
+}
+
+// OpenNetworkSession is OpenSession with a network: each of the
+// session's executions reaches what pol allows through the egress proxy
+// (nil pol: no network, as OpenSession).
+func (e *Executor) OpenNetworkSession(account string, lang *langs.Language, pol *egress.Policy) (*Session, error) {
 	if lang == nil {
 		return nil, fmt.Errorf("%w: the session has none", ErrUnknownLanguage)
 	}
+	if pol != nil && e.cfg.Egress == nil {
+		return nil, ErrNoEgress
+	}
 	lim := e.cfg.Limits
 	sh := shapeFor(lang, lim)
+	sh.network = pol != nil
 	cfg := wire.ServeConfig{
 		UID: rootfs.UserID, GID: rootfs.GroupID, WorkDir: "/work",
 		WorkBytes: sh.workBytes, TmpBytes: sh.tmpBytes,
 	}
 	r := langs.REPLFor(lang)
 	if r != nil {
-		cfg.Repl = &wire.Runner{Argv: r.Argv, Env: e.baseEnv(lang), Limits: sh.runnerLimits()}
+		cfg.Repl = &wire.Runner{Argv: r.Argv, Env: append(e.baseEnv(lang), e.netEnv(sh.network)...), Limits: sh.runnerLimits()}
 		cfg.ReplProtocol = string(r.Protocol)
 		if r.Protocol == langs.ReplNUL {
 			cfg.StdinFile = langs.REPLStdinFile
@@ -62,7 +79,7 @@ func (e *Executor) OpenSession(account string, lang *langs.Language) (*Session, 
 		return nil, err
 	}
 	w.account = account
-	return &Session{e: e, w: w, lang: lang, repl: r != nil, limit: lim,
+	return &Session{e: e, w: w, lang: lang, repl: r != nil, limit: lim, network: pol,
 		idle: idleMeter{cores: e.cfg.SessionIdleCPU, budget: e.cfg.SessionIdleBudget}}, nil
 }
 
@@ -83,6 +100,7 @@ func (s *Session) Execute(ctx context.Context, req Request) (*Result, error) {
 		job = wire.Job{WorkDir: "/work", UID: rootfs.UserID, GID: rootfs.GroupID, Files: wireFiles(req.Files),
 			Steps: []wire.Step{{Name: "run", Repl: true, Code: req.Code, Stdin: req.Stdin, Limits: lim.stepLimits()}}}
 	} else {
+		req.Network = s.network
 		job = s.e.job(s.lang, req, lim)
 	}
 	return s.run(ctx, job, lim, req.OnOutput)
@@ -93,7 +111,7 @@ func (s *Session) Execute(ctx context.Context, req Request) (*Result, error) {
 func (s *Session) Command(ctx context.Context, argv, env []string, lim Limits, onOutput func(string, []byte)) (*Result, error) {
 	lim = lim.withDefaults(s.limit)
 	job := wire.Job{WorkDir: "/work", UID: rootfs.UserID, GID: rootfs.GroupID,
-		Steps: []wire.Step{{Name: "run", Argv: argv, Env: append(s.e.baseEnv(s.lang), env...), Dir: "/work", Limits: lim.stepLimits()}}}
+		Steps: []wire.Step{{Name: "run", Argv: argv, Env: slices.Concat(s.e.baseEnv(s.lang), s.e.netEnv(s.network != nil), env), Dir: "/work", Limits: lim.stepLimits()}}}
 	return s.run(ctx, job, lim, onOutput)
 }
 
@@ -106,8 +124,13 @@ func (s *Session) run(ctx context.Context, job wire.Job, lim Limits, onOutput fu
 	res := &Result{Language: s.lang.ID, SandboxID: s.w.sb.ID}
 	s.wake()
 	defer s.rest()
+	unbind, err := bindNetwork(s.w, s.network, res)
+	if err != nil {
+		return nil, fmt.Errorf("executor: session network: %w", err)
+	}
 	deadline := jobWall(job) + s.e.cfg.BootGrace
 	out := s.w.run(ctx, job, res, lim.OutputBytes, deadline, onOutput)
+	unbind()
 	res.SandboxCPU = out.sandboxCPU
 	if ctx.Err() != nil {
 		// The client left mid-execution: the sandbox was killed with it.

@@ -11,6 +11,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/sandboxapi/sandboxapi/sandboxes/egress"
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 	"github.com/sandboxapi/sandboxapi/sandboxes/rootfs"
 	"github.com/sandboxapi/sandboxapi/sandboxes/runsc"
@@ -28,6 +29,7 @@ type shape struct {
 	processes   int
 	openFiles   int
 	fileSize    int64
+	network     bool // a link to the egress proxy (semitrusted)
 }
 
 func shapeFor(lang *langs.Language, lim Limits) shape {
@@ -49,6 +51,9 @@ type worker struct {
 	prestarted bool
 	exited     chan struct{}
 	exit       runsc.Exit
+	// link is the sandbox's network, for a networked shape; it is closed
+	// when the sandbox has ended.
+	link *egress.Link
 }
 
 // initCapabilities are what the init needs: to create each execution's
@@ -78,7 +83,7 @@ func (e *Executor) startWorker(sh shape) (*worker, error) {
 		WorkBytes: sh.workBytes, TmpBytes: sh.tmpBytes, Prepared: 2,
 	}
 	if argv := langs.Prestart(lang); argv != nil && !e.cfg.NoPrestart {
-		cfg.Prestart = &wire.Runner{Argv: argv, Env: e.baseEnv(lang), Limits: sh.runnerLimits(), Ready: true}
+		cfg.Prestart = &wire.Runner{Argv: argv, Env: append(e.baseEnv(lang), e.netEnv(sh.network)...), Limits: sh.runnerLimits(), Ready: true}
 	}
 	return e.bootWorker(lang, sh, "--serve", cfg)
 }
@@ -93,10 +98,6 @@ const PackageCachePath = "/opt/pkgcache"
 // bootWorker starts a sandbox whose init runs in mode with cfg; extra
 // mounts are added to the language's.
 func (e *Executor) bootWorker(lang *langs.Language, sh shape, mode string, cfg wire.ServeConfig, extra ...specs.Mount) (*worker, error) {
-	cfgJSON, err := json.Marshal(cfg)
-	if err != nil {
-		return nil, err
-	}
 	host, err := hostMounts(e.cfg.RootFS)
 	if err != nil {
 		return nil, err
@@ -105,20 +106,36 @@ func (e *Executor) bootWorker(lang *langs.Language, sh shape, mode string, cfg w
 		ID:           newID("sbx-", 8),
 		RootFS:       e.cfg.RootFS,
 		Mounts:       slices.Concat(host, langMounts(lang), extra),
-		Args:         []string{rootfs.InitPath, mode, string(cfgJSON)},
 		Env:          []string{"PATH=/usr/bin:/bin"},
 		Cwd:          "/",
 		Capabilities: initCapabilities,
 		MemoryBytes:  sh.memoryBytes + e.cfg.SandboxOverheadBytes,
 		HostPIDs:     e.cfg.HostPIDs,
 	}
-	sb, err := e.cfg.Runtime.Start(context.Background(), spec)
+	link, err := e.attachNetwork(sh, &spec, &cfg)
 	if err != nil {
 		return nil, err
 	}
-	w := &worker{sb: sb, shape: sh, prestarted: cfg.Prestart != nil, exited: make(chan struct{})}
+	closeLink := func() {
+		if link != nil {
+			_ = link.Close()
+		}
+	}
+	cfgJSON, err := json.Marshal(cfg)
+	if err != nil {
+		closeLink()
+		return nil, err
+	}
+	spec.Args = []string{rootfs.InitPath, mode, string(cfgJSON)}
+	sb, err := e.cfg.Runtime.Start(context.Background(), spec)
+	if err != nil {
+		closeLink()
+		return nil, err
+	}
+	w := &worker{sb: sb, shape: sh, prestarted: cfg.Prestart != nil, exited: make(chan struct{}), link: link}
 	go func() {
 		w.exit = sb.Wait()
+		closeLink()
 		close(w.exited)
 	}()
 	return w, nil

@@ -28,7 +28,7 @@ func Serve(cfgJSON string) int {
 		out.fail(fmt.Errorf("serve config: %w", err))
 		return 1
 	}
-	prep := startPreparing(cfgJSON, max(cfg.Prepared, 1))
+	prep := startPreparing(cfgJSON, max(cfg.Prepared, 1), executionFlags(cfg))
 	defer prep.stop()
 	dec := json.NewDecoder(os.Stdin)
 	for {
@@ -69,13 +69,13 @@ type prepared struct {
 // execution (the job that took the failure has reported it).
 const prepareRetry = 100 * time.Millisecond
 
-func startPreparing(cfgJSON string, ahead int) *preparer {
+func startPreparing(cfgJSON string, ahead int, flags uintptr) *preparer {
 	// One execution waits in the goroutine's hand, the rest in the channel.
 	p := &preparer{ready: make(chan prepared, ahead-1), quit: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
 		for {
-			e, err := startExecution(cfgJSON)
+			e, err := startExecution(cfgJSON, flags)
 			select {
 			case p.ready <- prepared{e, err}:
 			case <-p.quit:
@@ -127,12 +127,22 @@ type execution struct {
 const isolationFlags = syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC |
 	syscall.CLONE_NEWUTS | syscall.CLONE_NEWNET
 
-func startExecution(cfgJSON string) (*execution, error) {
+// executionFlags are isolationFlags, less the new network stack for a
+// sandbox with a network (ServeConfig.Network): a fresh one would have no
+// interface, and the sandbox's holds only its link to the egress proxy.
+func executionFlags(cfg wire.ServeConfig) uintptr {
+	if cfg.Network {
+		return isolationFlags &^ syscall.CLONE_NEWNET
+	}
+	return isolationFlags
+}
+
+func startExecution(cfgJSON string, flags uintptr) (*execution, error) {
 	cmd := exec.Command("/proc/self/exe", "--isolated", cfgJSON)
 	// No Pdeathsig: gVisor sends it when the forking thread exits, not the
 	// process. None is needed: when this init dies the sandbox ends, and
 	// when an execution's PID 1 dies, so does everything in its namespace.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: isolationFlags}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags}
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

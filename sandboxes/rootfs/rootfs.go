@@ -31,10 +31,11 @@ const (
 )
 
 // mountPoints must exist in a read-only root for runsc to mount onto them.
-// opt/pkgcache is where session sandboxes see the offline package cache.
+// opt/pkgcache is where session sandboxes see the offline package cache,
+// opt/egress where networked ones see the CA bundle they trust.
 // usr is no mount point: it holds those of the allowlist's paths
 // (hostPaths).
-var mountPoints = []string{"usr", "proc", "dev", "sys", "tmp", "work", "opt", "opt/pkgcache", "etc"}
+var mountPoints = []string{"usr", "proc", "dev", "sys", "tmp", "work", "opt", "opt/pkgcache", "opt/egress", "etc"}
 
 // usrLinks mirror the host's merged-/usr layout.
 var usrLinks = map[string]string{"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64"}

@@ -157,7 +157,11 @@ type Spec struct {
 	// HostPIDs caps host threads of the sandbox (the sentry and gofer); the
 	// program's own processes are capped inside gVisor.
 	HostPIDs int64
-	Network  bool
+	// NetNS, when set, is the path of a network namespace made for this
+	// sandbox alone (package egress): runsc joins it and its own netstack
+	// takes over the interfaces there. Unset, the sandbox has no network
+	// at all (--network none, a fresh empty namespace).
+	NetNS string
 }
 
 // Sandbox is a running sandbox. Its first process's stdio are Stdin and Stdout.
@@ -250,7 +254,7 @@ func (rt *Runtime) Start(ctx context.Context, s Spec) (*Sandbox, error) {
 
 func (rt *Runtime) globalFlags(s Spec) []string {
 	network := "none"
-	if s.Network {
+	if s.NetNS != "" {
 		network = "sandbox"
 	}
 	args := []string{
@@ -296,6 +300,13 @@ func (rt *Runtime) ociSpec(s Spec, cgroupsPath string) *specs.Spec {
 			},
 			CgroupsPath: cgroupsPath,
 		},
+	}
+	if s.NetNS != "" {
+		for i := range spec.Linux.Namespaces {
+			if spec.Linux.Namespaces[i].Type == specs.NetworkNamespace {
+				spec.Linux.Namespaces[i].Path = s.NetNS
+			}
+		}
 	}
 	if s.MemoryBytes > 0 {
 		// gVisor sizes what the sandbox sees as total memory from this.

@@ -43,7 +43,7 @@ func TestGlobalFlags(t *testing.T) {
 	}{
 		{"no network", false, Spec{}, []string{"--root", "/var/lib/x/state", "--platform", "systrap", "--network", "none",
 			"--overlay2", "none", "--host-settings", "ignore"}},
-		{"the sandbox's own network", false, Spec{Network: true}, []string{"--root", "/var/lib/x/state", "--platform", "systrap", "--network", "sandbox",
+		{"the sandbox's own network", false, Spec{NetNS: "/run/netns/x"}, []string{"--root", "/var/lib/x/state", "--platform", "systrap", "--network", "sandbox",
 			"--overlay2", "none", "--host-settings", "ignore"}},
 		{"debug logs in a directory", true, Spec{}, []string{"--root", "/var/lib/x/state", "--platform", "systrap", "--network", "none",
 			"--overlay2", "none", "--host-settings", "ignore", "--debug", "--debug-log", "/var/lib/x/logs/"}},
@@ -73,6 +73,7 @@ func TestOCISpec(t *testing.T) {
 			Capabilities: caps, MemoryBytes: 384 << 20, Mounts: []specs.Mount{usr}}, "/sandboxapi/abc/sbx-1",
 			func() *int64 { n := int64(384 << 20); return &n }(), []string{"/proc", "/usr"}},
 		{"no memory limit, no cgroups", Spec{RootFS: "/r", Args: []string{"/init"}}, "", nil, []string{"/proc"}},
+		{"a network namespace of its own", Spec{RootFS: "/r", Args: []string{"/init"}, NetNS: "/run/netns/sae-1-s"}, "", nil, []string{"/proc"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -99,6 +100,13 @@ func TestOCISpec(t *testing.T) {
 			var ns []specs.LinuxNamespaceType
 			for _, n := range sp.Linux.Namespaces {
 				ns = append(ns, n.Type)
+				want := ""
+				if n.Type == specs.NetworkNamespace {
+					want = tc.spec.NetNS
+				}
+				if n.Path != want {
+					t.Errorf("%s namespace path %q, want %q", n.Type, n.Path, want)
+				}
 			}
 			slices.Sort(ns)
 			if want := []specs.LinuxNamespaceType{specs.IPCNamespace, specs.MountNamespace, specs.NetworkNamespace, specs.PIDNamespace, specs.UTSNamespace}; !slices.Equal(ns, want) {

@@ -167,6 +167,10 @@ type ServeConfig struct {
 	ReplProtocol string  `json:"repl_protocol,omitempty"`
 	// StdinFile is where a "nul" driver reads an execution's stdin.
 	StdinFile string `json:"stdin_file,omitempty"`
+	// Network says the sandbox has a network (its link to the egress
+	// proxy): executions keep the sandbox's network stack instead of
+	// each getting a new, empty one.
+	Network bool `json:"network,omitempty"`
 }
 
 // Runner is a language runtime started ahead of its program. It reads one

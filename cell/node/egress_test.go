@@ -1,0 +1,130 @@
+package node_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sandboxapi/sandboxapi/cell/node"
+	"github.com/sandboxapi/sandboxapi/cell/node/nodetest"
+	"github.com/sandboxapi/sandboxapi/sandboxes/egress/egresstest"
+)
+
+// TestEgressThroughTheDoors: semitrusted through every door that takes it
+// (/v1/execute's network, unsandbox's network_mode, a session's network),
+// against the test internet, and the refusals decided before a sandbox.
+func TestEgressThroughTheDoors(t *testing.T) {
+	in := egresstest.New(t)
+	c := nodetest.StartCell(t, nodetest.Options{Nodes: 1, Configure: func(_ int, cfg *node.Config) {
+		ec := in.Config("")
+		ec.Allow = []string{"allowed.test", "*.cdn.test", "plain.test"}
+		cfg.Egress = &ec
+	}})
+	do := func(t *testing.T, path, body, plan string) (int, map[string]any) {
+		t.Helper()
+		code, b, err := c.Do(0, "POST", path, body, "acct_egress", plan)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		_ = json.Unmarshal(b, &m)
+		return code, m
+	}
+	curl := func(u string) string {
+		b, _ := json.Marshal("curl -sS " + u)
+		return string(b)
+	}
+
+	t.Run("v1 execute with a network", func(t *testing.T) {
+		code, m := do(t, "/v1/execute", `{"language":"bash","code":`+curl("https://allowed.test/ https://other.test/")+`,"network":{"allow":["allowed.test","other.test.cdn.test"]}}`, "pro")
+		if code != 200 || !strings.Contains(m["stdout"].(string), "hello allowed.test https") {
+			t.Fatalf("HTTP %d %v", code, m)
+		}
+		if d, _ := m["network_denied"].([]any); !slices.Contains(d, any("other.test")) {
+			t.Fatalf("network_denied %v, want other.test", m["network_denied"])
+		}
+		if b, _ := m["egress_bytes"].(float64); b <= 0 {
+			t.Fatalf("egress_bytes %v", m["egress_bytes"])
+		}
+	})
+	t.Run("v1 execute without one", func(t *testing.T) {
+		code, m := do(t, "/v1/execute", `{"language":"bash","code":`+curl("--max-time 3 -x http://10.200.0.1:3128 https://allowed.test/")+`}`, "pro")
+		if code != 200 || m["exit_code"].(float64) == 0 {
+			t.Fatalf("zerotrust reached the proxy: HTTP %d %v", code, m)
+		}
+		if _, ok := m["network_denied"]; ok {
+			t.Fatalf("zerotrust result has network fields: %v", m)
+		}
+	})
+	t.Run("unsandbox semitrusted", func(t *testing.T) {
+		code, m := do(t, "/execute", `{"language":"bash","code":`+curl("https://a.cdn.test/")+`,"network_mode":"semitrusted"}`, "pro")
+		if code != 200 || !strings.Contains(m["stdout"].(string), "hello a.cdn.test https") || m["network_mode"] != "semitrusted" {
+			t.Fatalf("HTTP %d %v", code, m)
+		}
+	})
+	t.Run("unsandbox zerotrust", func(t *testing.T) {
+		code, m := do(t, "/execute", `{"language":"bash","code":`+curl("--max-time 3 https://a.cdn.test/")+`}`, "pro")
+		if code != 200 || m["success"] != false {
+			t.Fatalf("HTTP %d %v", code, m)
+		}
+	})
+	t.Run("the node's own ports", func(t *testing.T) {
+		for _, addr := range []string{c.Nodes[0].Addr(), c.GossipAddr(0)} {
+			code, m := do(t, "/v1/execute", `{"language":"bash","code":`+curl("-f http://"+addr+"/; curl -sS --noproxy '*' --max-time 3 http://"+addr+"/")+`,"network":{"allow":["allowed.test"]}}`, "pro")
+			host, _, _ := strings.Cut(addr, ":")
+			d, _ := m["network_denied"].([]any)
+			if code != 200 || m["exit_code"].(float64) == 0 || !slices.Contains(d, any(host)) {
+				t.Fatalf("%s: HTTP %d %v; want refused by the proxy and unreachable directly", addr, code, m)
+			}
+		}
+	})
+	for _, tc := range []struct {
+		name, path, body, plan string
+		want                   int
+		code                   string
+	}{
+		{"a bad host pattern", "/v1/execute", `{"language":"bash","code":"true","network":{"allow":["10.0.0.1"]}}`, "pro", 400, "invalid_host_pattern"},
+		{"a plan with no network", "/v1/execute", `{"language":"bash","code":"true","network":{"allow":["allowed.test"]}}`, "basic", 403, "network_not_in_plan"},
+		{"a host the operator does not allow", "/v1/execute", `{"language":"bash","code":"true","network":{"allow":["other.test"]}}`, "pro", 403, "network_host_not_in_plan"},
+		{"unsandbox semitrusted on basic", "/execute", `{"language":"bash","code":"true","network_mode":"semitrusted"}`, "basic", 403, "network_not_in_plan"},
+		{"a session with a bad pattern", "/v1/sessions", `{"language":"python3","network":{"allow":["*.*"]}}`, "pro", 400, "invalid_host_pattern"},
+	} {
+		t.Run("refused: "+tc.name, func(t *testing.T) {
+			code, m := do(t, tc.path, tc.body, tc.plan)
+			e, _ := m["error"].(map[string]any)
+			got := ""
+			if e != nil {
+				got, _ = e["code"].(string)
+			}
+			if code != tc.want || (got != tc.code && m["code"] != tc.code) {
+				t.Fatalf("HTTP %d %v, want %d %s", code, m, tc.want, tc.code)
+			}
+		})
+	}
+	t.Run("a session with a network", func(t *testing.T) {
+		code, m := do(t, "/v1/sessions", `{"language":"python3","network":{"allow":["allowed.test","other.test.cdn.test"]}}`, "pro")
+		if code != http.StatusCreated {
+			t.Fatalf("HTTP %d %v", code, m)
+		}
+		id := m["id"].(string)
+		if n, _ := m["network"].(map[string]any); n == nil {
+			t.Fatalf("session view without its network: %v", m)
+		}
+		py := `import urllib.request\nx = urllib.request.urlopen('https://allowed.test/').read().decode()\nprint(x)`
+		for i := 0; i < 2; i++ { // the interpreter persists; the network is bound per execution
+			code, r := do(t, "/v1/sessions/"+id+"/execute", `{"code":"`+py+`"}`, "pro")
+			if code != 200 || !strings.Contains(r["stdout"].(string), "hello allowed.test https") {
+				t.Fatalf("execution %d: HTTP %d %v", i, code, r)
+			}
+		}
+		code, r := do(t, "/v1/sessions/"+id+"/execute", `{"code":"import urllib.request\nurllib.request.urlopen('https://b.cdn.test/')"}`, "pro")
+		if d, _ := r["network_denied"].([]any); code != 200 || !slices.Contains(d, any("b.cdn.test")) {
+			t.Fatalf("HTTP %d %v, want b.cdn.test denied", code, r)
+		}
+		_, _, _ = c.Do(0, "DELETE", "/v1/sessions/"+id, "", "acct_egress", "pro")
+	})
+	_ = time.Second
+}
