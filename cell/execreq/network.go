@@ -71,10 +71,12 @@ func NetworkPolicy(n *Network, plan plans.Plan) (*egress.Policy, error) {
 // NetworkResult is what a networked execution's response adds: the hosts
 // the proxy refused (each once) and the bytes that crossed the
 // sandbox's link, both ways. Responses embed it as a pointer, nil (and
-// so absent) for zerotrust.
+// so absent) for zerotrust. Both fields are set whenever it is (an empty
+// list, zero bytes); omitzero and the pointer only tell schema inference
+// (the MCP tools' output schemas) that zerotrust results lack them.
 type NetworkResult struct {
-	NetworkDenied []string `json:"network_denied"`
-	EgressBytes   int64    `json:"egress_bytes"`
+	NetworkDenied []string `json:"network_denied,omitzero"`
+	EgressBytes   *int64   `json:"egress_bytes,omitempty"`
 }
 
 // NetworkResultOf is run's NetworkResult, nil without a network.
@@ -86,5 +88,6 @@ func NetworkResultOf(run *executor.Result) *NetworkResult {
 	if denied == nil {
 		denied = []string{}
 	}
-	return &NetworkResult{NetworkDenied: denied, EgressBytes: run.Network.Bytes()}
+	n := run.Network.Bytes()
+	return &NetworkResult{NetworkDenied: denied, EgressBytes: &n}
 }

@@ -1,12 +1,15 @@
 package execreq
 
 import (
+	"encoding/json"
 	"errors"
 	"slices"
 	"testing"
 
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
+	"github.com/sandboxapi/sandboxapi/sandboxes/egress"
+	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 )
 
 func TestNetworkPolicy(t *testing.T) {
@@ -49,6 +52,36 @@ func TestNetworkPolicy(t *testing.T) {
 			}
 			if !slices.Equal(pol.Allow, tc.wantAllow) || pol.MaxBytes != DefaultNetworkMaxBytes || pol.MaxConns != DefaultNetworkMaxConns {
 				t.Fatalf("policy %+v, want allow %q with the default caps", pol, tc.wantAllow)
+			}
+		})
+	}
+}
+
+// A networked result carries both fields even when nothing was denied or
+// moved; a zerotrust one carries neither.
+func TestNetworkResultJSON(t *testing.T) {
+	type response struct {
+		Status string `json:"status"`
+		*NetworkResult
+	}
+	tests := []struct {
+		name string
+		run  *executor.Result
+		want string
+	}{
+		{"zerotrust", &executor.Result{}, `{"status":"completed"}`},
+		{"semitrusted, quiet", &executor.Result{Network: &egress.Usage{}}, `{"status":"completed","network_denied":[],"egress_bytes":0}`},
+		{"semitrusted, denied", &executor.Result{Network: &egress.Usage{Denied: []string{"example.com"}, BytesOut: 10, BytesIn: 5}},
+			`{"status":"completed","network_denied":["example.com"],"egress_bytes":15}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			raw, err := json.Marshal(response{Status: "completed", NetworkResult: NetworkResultOf(tc.run)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(raw) != tc.want {
+				t.Errorf("got %s, want %s", raw, tc.want)
 			}
 		})
 	}
