@@ -148,6 +148,10 @@ const (
 	JobList
 	// JobCancel cancels a job (JobCanceller).
 	JobCancel
+	// Info answers a document about what the node offers, from its
+	// catalog and the caller's plan, and runs nothing: the runtimes or
+	// languages a client reads before it submits (Route.Info).
+	Info
 )
 
 func (k Kind) String() string {
@@ -166,6 +170,8 @@ func (k Kind) String() string {
 		return "job list"
 	case JobCancel:
 		return "job cancel"
+	case Info:
+		return "info"
 	default:
 		return fmt.Sprintf("kind %d", int(k))
 	}
@@ -185,6 +191,18 @@ type Route struct {
 	// Jobs names the dialects whose jobs a job route sees (default: the
 	// route's own). Another dialect's job is not found.
 	Jobs []string
+	// Info, on an Info route, is the route's body; a refusal is an
+	// *apierror.Error, rendered in the dialect's shape.
+	Info func(InfoInput) (any, error)
+}
+
+// InfoInput is what an Info route answers from.
+type InfoInput struct {
+	Catalog *langs.Catalog
+	Plan    plans.Plan
+	Query   url.Values
+	// PathValue is the request's wildcard of this name ("" when none).
+	PathValue func(name string) string
 }
 
 // JobID is the wildcard of the route that names the job.
@@ -246,11 +264,13 @@ func needs(d Dialect, rt Route) error {
 		_, ok = d.(JobLister)
 	case JobCancel:
 		_, ok = d.(JobCanceller)
+	case Info:
+		ok = rt.Info != nil
 	}
 	if !ok {
 		return fmt.Errorf("%w: %s routes %q as %s, which it does not implement", ErrBadSet, d.Name(), rt.Pattern, rt.Kind)
 	}
-	if rt.Kind >= JobGet && !strings.Contains(rt.Pattern, "{"+rt.JobID()+"}") && rt.Kind != JobList {
+	if (rt.Kind == JobGet || rt.Kind == JobCancel) && !strings.Contains(rt.Pattern, "{"+rt.JobID()+"}") {
 		return fmt.Errorf("%w: %s routes %q without a {%s} wildcard", ErrBadSet, d.Name(), rt.Pattern, rt.JobID())
 	}
 	return nil

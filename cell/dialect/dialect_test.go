@@ -221,6 +221,7 @@ func TestNewSetRefuses(t *testing.T) {
 		{"an async parameter without Jobs", []dialect.Dialect{toy{name: "a", routes: []dialect.Route{{Pattern: "POST /b", Kind: dialect.Sync, AsyncParam: "async"}}}}},
 		{"a job route without its wildcard", []dialect.Dialect{toyJobs{toy{name: "a", routes: []dialect.Route{{Pattern: "GET /jobs/{token}", Kind: dialect.JobGet}}}}}},
 		{"a list route without JobLister", []dialect.Dialect{toyJobs{toy{name: "a", routes: []dialect.Route{{Pattern: "GET /jobs", Kind: dialect.JobList}}}}}},
+		{"an info route without its Info", []dialect.Dialect{toy{name: "a", routes: []dialect.Route{{Pattern: "GET /things", Kind: dialect.Info}}}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -242,5 +243,53 @@ func TestRoutesWithoutJobs(t *testing.T) {
 	}
 	if _, err := (&dialect.Doors{Dialects: set, Gate: &echoGate{}}).Routes(); err == nil {
 		t.Error("async routes were served without a job service")
+	}
+}
+
+// An Info route answers its document for the caller's plan, or its
+// refusal in the dialect's shape; nothing runs and nothing is counted.
+func TestInfoRoute(t *testing.T) {
+	info := func(in dialect.InfoInput) (any, error) {
+		if id := in.PathValue("id"); id != "" && id != "bash" {
+			return nil, apierror.New(apierror.NotFound, "no thing %s", id)
+		}
+		var ids []string
+		for _, l := range in.Catalog.List() {
+			ids = append(ids, l.ID)
+		}
+		return map[string]any{"plan": in.Plan.Name, "languages": ids, "q": in.Query.Get("q")}, nil
+	}
+	set, err := dialect.NewSet(toy{name: "toy", routes: []dialect.Route{
+		{Pattern: "GET /things", Kind: dialect.Info, Info: info},
+		{Pattern: "GET /things/{id}", Kind: dialect.Info, Info: info},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := &echoGate{}
+	h := serve(t, &dialect.Doors{Dialects: set, Gate: gate, Plans: plans.Default(), Catalog: catalog()})
+	tests := []struct {
+		path   string
+		status int
+		want   string
+	}{
+		{"/things?q=x", 200, `{"languages":["bash"],"plan":"pro","q":"x"}`},
+		{"/things/bash", 200, `{"languages":["bash"],"plan":"pro","q":""}`},
+		{"/things/cobol", 422, `{"kind":"not_found","problem":"no thing cobol"}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.path, func(t *testing.T) {
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, httptest.NewRequest("GET", tc.path, nil))
+			if got := strings.TrimSpace(w.Body.String()); w.Code != tc.status || got != tc.want {
+				t.Errorf("GET %s = %d %s, want %d %s", tc.path, w.Code, got, tc.status, tc.want)
+			}
+			if n := w.Header().Get(callerauth.HeaderExecutions); n != "" {
+				t.Errorf("an info route counted %s executions", n)
+			}
+		})
+	}
+	if len(gate.ran) != 0 {
+		t.Errorf("an info route ran %d programs", len(gate.ran))
 	}
 }

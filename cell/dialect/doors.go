@@ -88,6 +88,8 @@ func (d *Doors) handler(dl Dialect, rt Route) (api.CallerHandler, error) {
 	case Batch:
 		b, _ := dl.(Batcher) // NewSet checked it
 		return d.batch(dl, b), nil
+	case Info:
+		return d.info(dl, rt), nil
 	default:
 		return d.jobHandler(dl, rt)
 	}
@@ -118,6 +120,25 @@ func (d *Doors) syncOrAsync(dl Dialect, param string, sync, async api.CallerHand
 		default:
 			sync(w, r, c)
 		}
+	}
+}
+
+// info is the one Info handler: the route's document for the caller's
+// plan, or its refusal in the dialect's shape. Nothing runs, and nothing
+// counts as an execution.
+func (d *Doors) info(dl Dialect, rt Route) api.CallerHandler {
+	return func(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
+		plan, err := execreq.PlanFor(d.Plans, c.Plan)
+		if err != nil {
+			WriteError(w, dl, err, d.Logger)
+			return
+		}
+		body, err := rt.Info(InfoInput{Catalog: d.Catalog, Plan: plan, Query: r.URL.Query(), PathValue: r.PathValue})
+		if err != nil {
+			WriteError(w, dl, err, d.Logger)
+			return
+		}
+		api.WriteJSON(w, http.StatusOK, body)
 	}
 }
 
