@@ -23,6 +23,7 @@ mkdir -p "$logs"
 targets=(
 	"./cell/v1api FuzzParseV1"
 	"./cell/unsandbox FuzzParseUnsandbox"
+	"./cell/piston FuzzParsePiston"
 	"./cell/execreq FuzzDecodeBase64"
 	"./cell/execreq FuzzUnzip"
 	"./cell/unsandbox FuzzDetectLanguage"
