@@ -109,6 +109,14 @@ func JobStatus(j store.Job, pending string) string {
 	}
 }
 
+// QueryViewer is implemented by a dialect whose JobGet routes show a job
+// as the request's query asks (Judge0's base64_encoded and fields); the
+// job service then calls ViewQuery instead of View. A refusal is an
+// *apierror.Error.
+type QueryViewer interface {
+	ViewQuery(j store.Job, q url.Values) (any, error)
+}
+
 // JobLister is implemented by a dialect with a JobList route.
 type JobLister interface {
 	// JobList is the body listing the caller's pending and running jobs.
@@ -185,6 +193,10 @@ type Route struct {
 	// AsyncParam, on a Sync route, names a query parameter that makes the
 	// request a job when true (POST /v1/execute?async=true).
 	AsyncParam string
+	// SyncParam, on an Async route, names a query parameter that runs the
+	// request now when true, as the dialect's Sync route would
+	// (POST /submissions?wait=true).
+	SyncParam string
 	// ID is the pattern's wildcard naming the job, on job routes
 	// (default "id").
 	ID string

@@ -207,6 +207,38 @@ func TestAsyncParam(t *testing.T) {
 	}
 }
 
+// A SyncParam is the other way round: an async route that runs now when
+// the parameter is true, counting each of the request's runs.
+func TestSyncParam(t *testing.T) {
+	set, err := dialect.NewSet(toyJobs{toy{name: "toy", routes: []dialect.Route{
+		{Pattern: "POST /toy/submit", Kind: dialect.Async, SyncParam: "wait"},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := &echoGate{}
+	h := serve(t, &dialect.Doors{Dialects: set, Gate: gate, Plans: plans.Default(), Catalog: catalog(), Jobs: &jobs{}})
+	tests := []struct {
+		query  string
+		status int
+	}{
+		{"", http.StatusAccepted},
+		{"?wait=false", http.StatusAccepted},
+		{"?wait=true", 200},
+		{"?wait=maybe", http.StatusUnprocessableEntity},
+	}
+	for _, tc := range tests {
+		t.Run(tc.query, func(t *testing.T) {
+			if w, _ := post(h, "/toy/submit"+tc.query, `{"lang":"bash","source":"x"}`); w.Code != tc.status {
+				t.Errorf("HTTP %d %s, want %d", w.Code, w.Body, tc.status)
+			}
+		})
+	}
+	if len(gate.ran) != 1 {
+		t.Errorf("ran %d, want the one wait=true", len(gate.ran))
+	}
+}
+
 func TestNewSetRefuses(t *testing.T) {
 	sync := []dialect.Route{{Pattern: "POST /a", Kind: dialect.Sync}}
 	tests := []struct {

@@ -17,6 +17,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/cell/capacity"
 	"github.com/sandboxapi/sandboxapi/cell/execreq"
 	"github.com/sandboxapi/sandboxapi/cell/stream"
+	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 )
 
@@ -90,6 +91,12 @@ func (d *Doors) handler(dl Dialect, rt Route) (api.CallerHandler, error) {
 		return d.batch(dl, b), nil
 	case Info:
 		return d.info(dl, rt), nil
+	case Async:
+		async, err := d.jobHandler(dl, rt)
+		if err != nil || rt.SyncParam == "" {
+			return async, err
+		}
+		return d.syncOrAsync(dl, rt.SyncParam, async, d.sync(dl)), nil
 	default:
 		return d.jobHandler(dl, rt)
 	}
@@ -103,7 +110,7 @@ func (d *Doors) jobHandler(dl Dialect, rt Route) (api.CallerHandler, error) {
 }
 
 // syncOrAsync hands a request whose query sets param to true to async,
-// and any other to sync.
+// and any other to sync (for a SyncParam, the roles swap: true runs now).
 func (d *Doors) syncOrAsync(dl Dialect, param string, sync, async api.CallerHandler) api.CallerHandler {
 	return func(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
 		q := r.URL.Query()
@@ -177,14 +184,14 @@ func (d *Doors) sync(dl Dialect) api.CallerHandler {
 			WriteError(w, dl, err, d.Logger)
 			return
 		}
-		run, err := d.Gate.Run(r.Context(), plan, req.Exec)
+		run, err := req.RunAll(r.Context(), d.gateRun(plan))
 		if err != nil {
 			WriteError(w, dl, err, d.Logger)
 			return
 		}
 		res := req.Finish(dl.NewID(), run, time.Since(start))
 		api.SetExecutionID(w, res.ID)
-		api.SetExecutions(w, 1)
+		api.SetExecutions(w, req.RunCount())
 		api.WriteJSON(w, http.StatusOK, dl.Render(req, res))
 	}
 }
@@ -299,12 +306,19 @@ func (d *Doors) batchItem(ctx context.Context, dl Dialect, in Input, c calleraut
 		return d.itemError(dl, err)
 	}
 	req.Exec.Account = c.AccountID
-	run, err := d.Gate.Run(ctx, in.Plan, req.Exec)
+	run, err := req.RunAll(ctx, d.gateRun(in.Plan))
 	if err != nil {
 		return d.itemError(dl, err)
 	}
-	ran.Add(1)
+	ran.Add(int64(req.RunCount()))
 	return dl.Render(req, req.Finish(dl.NewID(), run, time.Since(start)))
+}
+
+// gateRun runs one request on the gate, for plan.
+func (d *Doors) gateRun(plan plans.Plan) func(context.Context, executor.Request) (*executor.Result, error) {
+	return func(ctx context.Context, ex executor.Request) (*executor.Result, error) {
+		return d.Gate.Run(ctx, plan, ex)
+	}
 }
 
 func (d *Doors) itemError(dl Dialect, err error) any {

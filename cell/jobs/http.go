@@ -130,7 +130,7 @@ func (s *Service) submit(w http.ResponseWriter, r *http.Request, c callerauth.Ca
 	}
 	s.logger.Info("job accepted", "job", j.ID, "account", j.Account, "dialect", j.Dialect, "language", j.Language, "callback", j.CallbackURL != "")
 
-	api.SetExecutions(w, 1)
+	api.SetExecutions(w, max(1, parsed.Runs))
 	api.SetExecutionID(w, j.ID)
 	writeReply(w, jd.Accepted(committed))
 }
@@ -256,6 +256,15 @@ func (s *Service) get(w http.ResponseWriter, r *http.Request, c callerauth.Calle
 		if !s.fromElsewhere(w, r, err) {
 			s.writeError(w, d, err)
 		}
+		return
+	}
+	if qv, ok := jd.(dialect.QueryViewer); ok {
+		body, err := qv.ViewQuery(j, r.URL.Query())
+		if err != nil {
+			s.writeError(w, d, err)
+			return
+		}
+		api.WriteJSON(w, http.StatusOK, body)
 		return
 	}
 	api.WriteJSON(w, http.StatusOK, jd.View(j, false))

@@ -59,6 +59,9 @@ type Submission struct {
 type Parsed struct {
 	Language    string
 	CallbackURL string
+	// Runs is how many executions the job counts: its program's runs
+	// (number_of_runs), at least one.
+	Runs int
 }
 
 // Validator checks a request at submit time, so that a bad one is refused
