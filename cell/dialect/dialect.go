@@ -197,6 +197,9 @@ type Route struct {
 	// request now when true, as the dialect's Sync route would
 	// (POST /submissions?wait=true).
 	SyncParam string
+	// OK is the status of the answer of a request run now (Sync, or an
+	// Async route's SyncParam); 0 is 200 OK. Judge0 answers 201 Created.
+	OK int
 	// ID is the pattern's wildcard naming the job, on job routes
 	// (default "id").
 	ID string

@@ -211,7 +211,7 @@ func TestAsyncParam(t *testing.T) {
 // the parameter is true, counting each of the request's runs.
 func TestSyncParam(t *testing.T) {
 	set, err := dialect.NewSet(toyJobs{toy{name: "toy", routes: []dialect.Route{
-		{Pattern: "POST /toy/submit", Kind: dialect.Async, SyncParam: "wait"},
+		{Pattern: "POST /toy/submit", Kind: dialect.Async, SyncParam: "wait", OK: http.StatusCreated},
 	}}})
 	if err != nil {
 		t.Fatal(err)
@@ -224,7 +224,7 @@ func TestSyncParam(t *testing.T) {
 	}{
 		{"", http.StatusAccepted},
 		{"?wait=false", http.StatusAccepted},
-		{"?wait=true", 200},
+		{"?wait=true", http.StatusCreated},
 		{"?wait=maybe", http.StatusUnprocessableEntity},
 	}
 	for _, tc := range tests {

@@ -75,7 +75,7 @@ func (d *Doors) Routes() ([]api.Route, error) {
 func (d *Doors) handler(dl Dialect, rt Route) (api.CallerHandler, error) {
 	switch rt.Kind {
 	case Sync:
-		h := d.sync(dl)
+		h := d.sync(dl, rt.OK)
 		if rt.AsyncParam == "" {
 			return h, nil
 		}
@@ -96,7 +96,7 @@ func (d *Doors) handler(dl Dialect, rt Route) (api.CallerHandler, error) {
 		if err != nil || rt.SyncParam == "" {
 			return async, err
 		}
-		return d.syncOrAsync(dl, rt.SyncParam, async, d.sync(dl)), nil
+		return d.syncOrAsync(dl, rt.SyncParam, async, d.sync(dl, rt.OK)), nil
 	default:
 		return d.jobHandler(dl, rt)
 	}
@@ -175,8 +175,11 @@ func (d *Doors) read(w http.ResponseWriter, r *http.Request, c callerauth.Caller
 }
 
 // sync is the one synchronous handler: run the request on the gate and
-// answer its result.
-func (d *Doors) sync(dl Dialect) api.CallerHandler {
+// answer its result, with status ok (0 is 200).
+func (d *Doors) sync(dl Dialect, ok int) api.CallerHandler {
+	if ok == 0 {
+		ok = http.StatusOK
+	}
 	return func(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
 		start := time.Now()
 		req, plan, err := d.read(w, r, c, dl, execreq.MaxBodyBytes, nil)
@@ -192,7 +195,7 @@ func (d *Doors) sync(dl Dialect) api.CallerHandler {
 		res := req.Finish(dl.NewID(), run, time.Since(start))
 		api.SetExecutionID(w, res.ID)
 		api.SetExecutions(w, req.RunCount())
-		api.WriteJSON(w, http.StatusOK, dl.Render(req, res))
+		api.WriteJSON(w, ok, dl.Render(req, res))
 	}
 }
 

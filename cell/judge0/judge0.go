@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -46,7 +47,7 @@ func (Dialect) Name() string { return Name }
 // Routes are Judge0's submissions, languages, statuses and system info.
 func (Dialect) Routes() []dialect.Route {
 	return []dialect.Route{
-		{Pattern: "POST /submissions", Kind: dialect.Async, SyncParam: "wait"},
+		{Pattern: "POST /submissions", Kind: dialect.Async, SyncParam: "wait", OK: http.StatusCreated},
 		{Pattern: "GET /submissions/{token}", Kind: dialect.JobGet, ID: "token"},
 		{Pattern: "DELETE /submissions/{token}", Kind: dialect.JobCancel, ID: "token"},
 		{Pattern: "GET /languages", Kind: dialect.Info, Info: languageList},
