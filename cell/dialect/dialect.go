@@ -117,6 +117,13 @@ type QueryViewer interface {
 	ViewQuery(j store.Job, q url.Values) (any, error)
 }
 
+// JobsViewer is implemented by a dialect with a JobGetBatch route.
+type JobsViewer interface {
+	// JobViews is the body showing several jobs: each a JobGet route's
+	// body, or nil for a job that is not found.
+	JobViews(views []any) any
+}
+
 // JobLister is implemented by a dialect with a JobList route.
 type JobLister interface {
 	// JobList is the body listing the caller's pending and running jobs.
@@ -156,6 +163,12 @@ const (
 	JobList
 	// JobCancel cancels a job (JobCanceller).
 	JobCancel
+	// AsyncBatch accepts a batch's items as jobs, committed together, and
+	// answers at once (Batcher and Jobs).
+	AsyncBatch
+	// JobGetBatch shows the jobs a query parameter names (Route.IDs),
+	// comma-separated (JobsViewer).
+	JobGetBatch
 	// Info answers a document about what the node offers, from its
 	// catalog and the caller's plan, and runs nothing: the runtimes or
 	// languages a client reads before it submits (Route.Info).
@@ -180,6 +193,10 @@ func (k Kind) String() string {
 		return "job cancel"
 	case Info:
 		return "info"
+	case AsyncBatch:
+		return "async batch"
+	case JobGetBatch:
+		return "job get batch"
 	default:
 		return fmt.Sprintf("kind %d", int(k))
 	}
@@ -206,6 +223,9 @@ type Route struct {
 	// Jobs names the dialects whose jobs a job route sees (default: the
 	// route's own). Another dialect's job is not found.
 	Jobs []string
+	// IDs, on a JobGetBatch route, is the query parameter naming its
+	// jobs (GET /submissions/batch?tokens=a,b).
+	IDs string
 	// Info, on an Info route, is the route's body; a refusal is an
 	// *apierror.Error, rendered in the dialect's shape.
 	Info func(InfoInput) (any, error)
@@ -281,6 +301,14 @@ func needs(d Dialect, rt Route) error {
 		_, ok = d.(JobCanceller)
 	case Info:
 		ok = rt.Info != nil
+	case AsyncBatch:
+		_, jobs := d.(Jobs)
+		_, batch := d.(Batcher)
+		ok = jobs && batch
+	case JobGetBatch:
+		_, jobs := d.(Jobs)
+		_, views := d.(JobsViewer)
+		ok = jobs && views && rt.IDs != ""
 	}
 	if !ok {
 		return fmt.Errorf("%w: %s routes %q as %s, which it does not implement", ErrBadSet, d.Name(), rt.Pattern, rt.Kind)

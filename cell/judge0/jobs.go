@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/url"
 
+	"github.com/sandboxapi/sandboxapi/billing/plans"
+	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/dialect"
 	"github.com/sandboxapi/sandboxapi/cell/execreq"
 	"github.com/sandboxapi/sandboxapi/cell/store"
@@ -105,3 +107,30 @@ func (d Dialect) Cancelled(j store.Job, stopped bool) dialect.Reply {
 	}
 	return dialect.Reply{Status: status, Body: d.View(j, false)}
 }
+
+// BatchItems checks POST /submissions/batch, {"submissions": [...]},
+// against the plan's batch size and returns the submissions still raw.
+func (Dialect) BatchItems(body []byte, plan plans.Plan) ([]json.RawMessage, error) {
+	var b struct {
+		Submissions []json.RawMessage `json:"submissions"`
+	}
+	if err := execreq.DecodeJSON(body, &b, "the batch"); err != nil {
+		return nil, err
+	}
+	switch {
+	case len(b.Submissions) == 0:
+		return nil, fieldError(apierror.EmptyBatch, "submissions", "can't be blank")
+	case plan.BatchSize == 0:
+		return nil, fieldError(apierror.BatchTooLarge, "submissions", "are not included in the %s plan", plan.Name)
+	case len(b.Submissions) > plan.BatchSize:
+		return nil, fieldError(apierror.BatchTooLarge, "submissions", "size %d is over the %s plan's maximum of %d", len(b.Submissions), plan.Name, plan.BatchSize)
+	}
+	return b.Submissions, nil
+}
+
+// RenderBatch is Judge0's answer to a batch: an array of {"token"} or of
+// the submission's errors, in order.
+func (Dialect) RenderBatch(results []any) any { return results }
+
+// JobViews is GET /submissions/batch: {"submissions": [...]}.
+func (Dialect) JobViews(views []any) any { return map[string]any{"submissions": views} }

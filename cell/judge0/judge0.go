@@ -39,6 +39,8 @@ var (
 	_ dialect.Jobs          = Dialect{}
 	_ dialect.JobCanceller  = Dialect{}
 	_ dialect.QueryViewer   = Dialect{}
+	_ dialect.Batcher       = Dialect{}
+	_ dialect.JobsViewer    = Dialect{}
 )
 
 // Name is "judge0".
@@ -48,6 +50,8 @@ func (Dialect) Name() string { return Name }
 func (Dialect) Routes() []dialect.Route {
 	return []dialect.Route{
 		{Pattern: "POST /submissions", Kind: dialect.Async, SyncParam: "wait", OK: http.StatusCreated},
+		{Pattern: "POST /submissions/batch", Kind: dialect.AsyncBatch},
+		{Pattern: "GET /submissions/batch", Kind: dialect.JobGetBatch, IDs: "tokens"},
 		{Pattern: "GET /submissions/{token}", Kind: dialect.JobGet, ID: "token"},
 		{Pattern: "DELETE /submissions/{token}", Kind: dialect.JobCancel, ID: "token"},
 		{Pattern: "GET /languages", Kind: dialect.Info, Info: languageList},

@@ -338,7 +338,7 @@ func (Dialect) Render(req *execreq.Request, res *execreq.Result) any {
 }
 
 // requestFields are the submission's fields, which a refusal names.
-var requestFields = append([]string{"language_id", "fields"}, echoed...)
+var requestFields = append([]string{"language_id", "submissions"}, echoed...)
 
 // RenderError is Judge0's error. A refusal of one of the submission's
 // fields is 422 {"field": ["what is wrong"]}, as Rails validations are;

@@ -182,6 +182,69 @@ func TestJudge0(t *testing.T) {
 		}
 	})
 
+	t.Run("batch of 20, one command, polled together", func(t *testing.T) {
+		before := s.quotaLeft(s.key)
+		var items []string
+		for i := range 20 {
+			items = append(items, fmt.Sprintf(`{"source_code":%q,"language_id":71}`, b64(fmt.Sprintf("print(%d * 2)", i))))
+		}
+		code, v := s.judge0("POST", "/submissions/batch?base64_encoded=true", `{"submissions":[`+strings.Join(items, ",")+`]}`)
+		list, _ := v.([]any)
+		if code != http.StatusCreated || len(list) != 20 {
+			t.Fatalf("HTTP %d %v", code, v)
+		}
+		var tokens []string
+		for _, it := range list {
+			tok, _ := it.(map[string]any)["token"].(string)
+			tokens = append(tokens, tok)
+		}
+		if after := s.quotaLeft(s.key); before-after != 20 {
+			t.Errorf("a batch of 20 counted %d executions", before-after)
+		}
+		if n := strings.Count(s.logs(), "job batch accepted"); n != 1 {
+			t.Errorf("%d batch commits logged, want 1", n)
+		}
+		deadline := time.Now().Add(3 * time.Minute)
+		for {
+			code, v := s.judge0("GET", "/submissions/batch?tokens="+strings.Join(tokens, ",")+"&fields=token,stdout,status", "")
+			subs, _ := v.(map[string]any)["submissions"].([]any)
+			if code != 200 || len(subs) != 20 {
+				t.Fatalf("GET batch: HTTP %d %v", code, v)
+			}
+			done := 0
+			for i, sub := range subs {
+				m, _ := sub.(map[string]any)
+				if statusID(m) > 2 {
+					done++
+					if m["token"] != tokens[i] || statusID(m) != 3 || m["stdout"] != fmt.Sprintf("%d\n", i*2) {
+						t.Fatalf("submission %d: %v", i, m)
+					}
+				}
+			}
+			if done == 20 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d of 20 done", done)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
+
+	t.Run("a batch item refused alone", func(t *testing.T) {
+		code, v := s.judge0("POST", "/submissions/batch", `{"submissions":[{"source_code":"print(1)","language_id":71},{"source_code":"x","language_id":9999}]}`)
+		list, _ := v.([]any)
+		if code != http.StatusCreated || len(list) != 2 {
+			t.Fatalf("HTTP %d %v", code, v)
+		}
+		if tok, _ := list[0].(map[string]any)["token"].(string); tok == "" {
+			t.Errorf("first item: %v", list[0])
+		}
+		if got, _ := json.Marshal(list[1]); string(got) != `{"language_id":["language with id 9999 doesn't exist"]}` {
+			t.Errorf("second item: %s", got)
+		}
+	})
+
 	t.Run("number_of_runs counts each run", func(t *testing.T) {
 		before := s.quotaLeft(s.key)
 		code, v := s.judge0("POST", "/submissions?wait=true", `{"source_code":"print(1)","language_id":71,"number_of_runs":3}`)
