@@ -85,9 +85,9 @@ func TestJudge0Statuses(t *testing.T) {
 		{"6 compilation error", 50, "int main( {", "", 6, ""},
 		{"7 SIGSEGV", 50, c("int main(void) { *(volatile int *)0 = 1; return 0; }"), "", 7, ""},
 		{"8 SIGXFSZ", 50, c("#include <signal.h>\nint main(void) { raise(SIGXFSZ); return 0; }"), "", 8, ""},
-		// raise, not a division by zero: under gVisor an integer division
-		// by zero in C exited 0 (docs/judge0.md).
-		{"9 SIGFPE", 50, c("#include <signal.h>\nint main(void) { raise(SIGFPE); return 0; }"), "", 9, ""},
+		// The quotient is used, so that the compiler cannot drop the
+		// division (1 / z into a volatile is optimised away).
+		{"9 SIGFPE", 50, c("#include <stdio.h>\nint main(void) { volatile int z = 0; int r = 7 / z; printf(\"%d\\n\", r); return 0; }"), "", 9, ""},
 		{"10 SIGABRT", 54, c("#include <cstdlib>\nint main() { std::abort(); }"), "", 10, ""},
 		{"11 NZEC", 71, "import sys; print('bye'); sys.exit(3)", "", 11, "bye\n"},
 		{"12 other", 46, "kill -TERM $$", "", 12, ""},
