@@ -338,22 +338,24 @@ func apiKey(h http.Header) (key string, viaRapidAPI bool) {
 		return k, true
 	}
 	// The auth scheme is case-insensitive (RFC 9110 section 11.1).
-	if scheme, token, ok := strings.Cut(strings.TrimSpace(h.Get("Authorization")), " "); ok {
-		switch {
-		case strings.EqualFold(scheme, "Bearer"):
-			if k := strings.TrimSpace(token); k != "" {
-				return k, false
-			}
-		case strings.EqualFold(scheme, "Basic"):
-			if k := basicKey(strings.TrimSpace(token)); k != "" {
-				return k, false
-			}
+	scheme, token, _ := strings.Cut(strings.TrimSpace(h.Get("Authorization")), " ")
+	if strings.EqualFold(scheme, "Bearer") {
+		if k := strings.TrimSpace(token); k != "" {
+			return k, false
 		}
 	}
-	if k := strings.TrimSpace(h.Get(HeaderAPIKey)); k != "" {
-		return k, false
+	for _, name := range []string{HeaderAPIKey, HeaderAuthToken} {
+		if k := strings.TrimSpace(h.Get(name)); k != "" {
+			return k, false
+		}
 	}
-	return strings.TrimSpace(h.Get(HeaderAuthToken)), false
+	// Basic credentials come last: a deployment behind Caddy's basic_auth
+	// sends its own there beside the key in another header, and that key
+	// must still be the one taken.
+	if strings.EqualFold(scheme, "Basic") {
+		return basicKey(strings.TrimSpace(token)), false
+	}
+	return "", false
 }
 
 // basicKey is the key in HTTP Basic credentials, base64 of "user:password"

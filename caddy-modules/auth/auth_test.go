@@ -185,6 +185,8 @@ func TestServeHTTP(t *testing.T) {
 		{name: "basic: the password wins over the user", h: withProxy, headers: map[string]string{"Authorization": "Basic " + basic(f.proKey+":"+f.basicKey)}, status: 200, want: &f.basic},
 		{name: "X-Auth-Token, Judge0's header", h: withProxy, headers: map[string]string{"X-Auth-Token": f.proKey}, status: 200, want: &f.pro},
 		{name: "X-API-Key wins over X-Auth-Token", h: withProxy, headers: map[string]string{"X-API-Key": f.basicKey, "X-Auth-Token": f.proKey}, status: 200, want: &f.basic},
+		{name: "X-API-Key wins over Basic credentials (Caddy's basic_auth in front)", h: withProxy, headers: map[string]string{"X-API-Key": f.basicKey, "Authorization": "Basic " + basic("operator:hunter2")}, status: 200, want: &f.basic},
+		{name: "X-Auth-Token wins over Basic credentials", h: withProxy, headers: map[string]string{"X-Auth-Token": f.proKey, "Authorization": "Basic " + basic("x:"+f.basicKey)}, status: 200, want: &f.pro},
 		{name: "empty bearer", h: withProxy, headers: map[string]string{"Authorization": "Bearer   "}, status: 401, code: apierror.MissingAPIKey},
 		{name: "empty X-API-Key", h: withProxy, headers: map[string]string{"X-API-Key": " "}, status: 401, code: apierror.MissingAPIKey},
 		{name: "unknown X-API-Key", h: withProxy, headers: map[string]string{"X-API-Key": "sk_nope"}, status: 401, code: apierror.InvalidAPIKey},
