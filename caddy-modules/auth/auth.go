@@ -9,6 +9,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/subtle"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -48,6 +49,9 @@ const (
 	HeaderRapidAPIKey         = "X-RapidAPI-Key"
 	HeaderRapidAPIProxySecret = "X-RapidAPI-Proxy-Secret"
 	HeaderAPIKey              = "X-API-Key"
+	// HeaderAuthToken is Judge0's header, so that Judge0's clients send
+	// their key as they always have.
+	HeaderAuthToken = "X-Auth-Token"
 )
 
 // The headers RapidAPI's proxy adds, trusted only beside the right proxy
@@ -244,7 +248,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	if key == "" && !fromRapidAPI {
 		return writeError(w, apierror.MissingAPIKey,
-			"No API key. Send it in the Authorization: Bearer or X-API-Key header (or come through RapidAPI).")
+			"No API key. Send it in the Authorization header (Bearer, or Basic with the key as the password), or in X-API-Key or X-Auth-Token (or come through RapidAPI).")
 	}
 	var (
 		acct    accounts.Account
@@ -334,12 +338,41 @@ func apiKey(h http.Header) (key string, viaRapidAPI bool) {
 		return k, true
 	}
 	// The auth scheme is case-insensitive (RFC 9110 section 11.1).
-	if scheme, token, ok := strings.Cut(strings.TrimSpace(h.Get("Authorization")), " "); ok && strings.EqualFold(scheme, "Bearer") {
+	scheme, token, _ := strings.Cut(strings.TrimSpace(h.Get("Authorization")), " ")
+	if strings.EqualFold(scheme, "Bearer") {
 		if k := strings.TrimSpace(token); k != "" {
 			return k, false
 		}
 	}
-	return strings.TrimSpace(h.Get(HeaderAPIKey)), false
+	for _, name := range []string{HeaderAPIKey, HeaderAuthToken} {
+		if k := strings.TrimSpace(h.Get(name)); k != "" {
+			return k, false
+		}
+	}
+	// Basic credentials come last: a deployment behind Caddy's basic_auth
+	// sends its own there beside the key in another header, and that key
+	// must still be the one taken.
+	if strings.EqualFold(scheme, "Basic") {
+		return basicKey(strings.TrimSpace(token)), false
+	}
+	return "", false
+}
+
+// basicKey is the key in HTTP Basic credentials, base64 of "user:password"
+// (RFC 7617): the password, or the user when the password is empty, as
+// Stripe takes its keys. Clients that can set no header but take a URL
+// (piston-client: "http://apikey:KEY@host") send their key this way.
+// Credentials that do not decode carry no key.
+func basicKey(token string) string {
+	raw, err := base64.StdEncoding.DecodeString(token)
+	if err != nil {
+		return ""
+	}
+	user, password, _ := strings.Cut(string(raw), ":")
+	if k := strings.TrimSpace(password); k != "" {
+		return k
+	}
+	return strings.TrimSpace(user)
 }
 
 // writeError answers with the project's JSON error shape. It returns nil: the

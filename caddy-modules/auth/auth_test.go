@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -175,7 +176,17 @@ func TestServeHTTP(t *testing.T) {
 		wantPlan string
 	}{
 		{name: "no key", h: withProxy, status: 401, code: apierror.MissingAPIKey},
-		{name: "basic auth is not a key", h: withProxy, headers: map[string]string{"Authorization": "Basic dXNlcjpwYXNz"}, status: 401, code: apierror.MissingAPIKey},
+		{name: "basic credentials that are not a key", h: withProxy, headers: map[string]string{"Authorization": "Basic dXNlcjpwYXNz"}, status: 401, code: apierror.InvalidAPIKey},
+		{name: "basic credentials that do not decode", h: withProxy, headers: map[string]string{"Authorization": "Basic !!!"}, status: 401, code: apierror.MissingAPIKey},
+		{name: "empty basic credentials", h: withProxy, headers: map[string]string{"Authorization": "Basic " + basic(":")}, status: 401, code: apierror.MissingAPIKey},
+		{name: "basic: the key as password", h: withProxy, headers: map[string]string{"Authorization": "Basic " + basic("apikey:"+f.proKey)}, status: 200, want: &f.pro},
+		{name: "basic: the key as user, no password", h: withProxy, headers: map[string]string{"Authorization": "BASIC " + basic(f.basicKey+":")}, status: 200, want: &f.basic},
+		{name: "basic: the key as user, no colon", h: withProxy, headers: map[string]string{"Authorization": "Basic " + basic(f.basicKey)}, status: 200, want: &f.basic},
+		{name: "basic: the password wins over the user", h: withProxy, headers: map[string]string{"Authorization": "Basic " + basic(f.proKey+":"+f.basicKey)}, status: 200, want: &f.basic},
+		{name: "X-Auth-Token, Judge0's header", h: withProxy, headers: map[string]string{"X-Auth-Token": f.proKey}, status: 200, want: &f.pro},
+		{name: "X-API-Key wins over X-Auth-Token", h: withProxy, headers: map[string]string{"X-API-Key": f.basicKey, "X-Auth-Token": f.proKey}, status: 200, want: &f.basic},
+		{name: "X-API-Key wins over Basic credentials (Caddy's basic_auth in front)", h: withProxy, headers: map[string]string{"X-API-Key": f.basicKey, "Authorization": "Basic " + basic("operator:hunter2")}, status: 200, want: &f.basic},
+		{name: "X-Auth-Token wins over Basic credentials", h: withProxy, headers: map[string]string{"X-Auth-Token": f.proKey, "Authorization": "Basic " + basic("x:"+f.basicKey)}, status: 200, want: &f.pro},
 		{name: "empty bearer", h: withProxy, headers: map[string]string{"Authorization": "Bearer   "}, status: 401, code: apierror.MissingAPIKey},
 		{name: "empty X-API-Key", h: withProxy, headers: map[string]string{"X-API-Key": " "}, status: 401, code: apierror.MissingAPIKey},
 		{name: "unknown X-API-Key", h: withProxy, headers: map[string]string{"X-API-Key": "sk_nope"}, status: 401, code: apierror.InvalidAPIKey},
@@ -621,7 +632,7 @@ func TestMissingKeyForward(t *testing.T) {
 		status  int  // when refused
 	}{
 		{name: "no key", forward: true},
-		{name: "basic auth is not a key", headers: map[string]string{"Authorization": "Basic dXNlcjpwYXNz"}, forward: true},
+		{name: "basic credentials that do not decode are no key", headers: map[string]string{"Authorization": "Basic !!!"}, forward: true},
 		{name: "forged internal headers", headers: map[string]string{"X-Sandboxapi-Internal-Account": f.pro.ID, "X-Sandboxapi-Internal-Signature": "forged"}, forward: true},
 		{name: "unknown key", headers: map[string]string{"X-API-Key": "sk_nope"}, status: 401},
 	}
@@ -669,4 +680,9 @@ func TestMissingKeyForward(t *testing.T) {
 			}
 		})
 	}
+}
+
+// basic is HTTP Basic credentials, as a client encodes "user:password".
+func basic(userPassword string) string {
+	return base64.StdEncoding.EncodeToString([]byte(userPassword))
 }

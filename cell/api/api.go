@@ -195,7 +195,7 @@ func (s *Server) authed(rt Route) http.Handler {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="sandboxapi"`)
 			w.Header().Set("Cache-Control", "no-store")
 			refuse(w, rt.Errors, apierror.New(apierror.MissingAPIKey,
-				"No API key. Send it in the X-RapidAPI-Key, Authorization: Bearer or X-API-Key header."))
+				"No API key. Send it in the X-RapidAPI-Key, Authorization (Bearer, or Basic with the key as the password), X-API-Key or X-Auth-Token header."))
 			return
 		}
 		rt.Handle(w, r, c)

@@ -109,6 +109,21 @@ func JobStatus(j store.Job, pending string) string {
 	}
 }
 
+// QueryViewer is implemented by a dialect whose JobGet routes show a job
+// as the request's query asks (Judge0's base64_encoded and fields); the
+// job service then calls ViewQuery instead of View. A refusal is an
+// *apierror.Error.
+type QueryViewer interface {
+	ViewQuery(j store.Job, q url.Values) (any, error)
+}
+
+// JobsViewer is implemented by a dialect with a JobGetBatch route.
+type JobsViewer interface {
+	// JobViews is the body showing several jobs: each a JobGet route's
+	// body, or nil for a job that is not found.
+	JobViews(views []any) any
+}
+
 // JobLister is implemented by a dialect with a JobList route.
 type JobLister interface {
 	// JobList is the body listing the caller's pending and running jobs.
@@ -148,6 +163,16 @@ const (
 	JobList
 	// JobCancel cancels a job (JobCanceller).
 	JobCancel
+	// AsyncBatch accepts a batch's items as jobs, committed together, and
+	// answers at once (Batcher and Jobs).
+	AsyncBatch
+	// JobGetBatch shows the jobs a query parameter names (Route.IDs),
+	// comma-separated (JobsViewer).
+	JobGetBatch
+	// Info answers a document about what the node offers, from its
+	// catalog and the caller's plan, and runs nothing: the runtimes or
+	// languages a client reads before it submits (Route.Info).
+	Info
 )
 
 func (k Kind) String() string {
@@ -166,6 +191,12 @@ func (k Kind) String() string {
 		return "job list"
 	case JobCancel:
 		return "job cancel"
+	case Info:
+		return "info"
+	case AsyncBatch:
+		return "async batch"
+	case JobGetBatch:
+		return "job get batch"
 	default:
 		return fmt.Sprintf("kind %d", int(k))
 	}
@@ -179,12 +210,34 @@ type Route struct {
 	// AsyncParam, on a Sync route, names a query parameter that makes the
 	// request a job when true (POST /v1/execute?async=true).
 	AsyncParam string
+	// SyncParam, on an Async route, names a query parameter that runs the
+	// request now when true, as the dialect's Sync route would
+	// (POST /submissions?wait=true).
+	SyncParam string
+	// OK is the status of the answer of a request run now (Sync, or an
+	// Async route's SyncParam); 0 is 200 OK. Judge0 answers 201 Created.
+	OK int
 	// ID is the pattern's wildcard naming the job, on job routes
 	// (default "id").
 	ID string
 	// Jobs names the dialects whose jobs a job route sees (default: the
 	// route's own). Another dialect's job is not found.
 	Jobs []string
+	// IDs, on a JobGetBatch route, is the query parameter naming its
+	// jobs (GET /submissions/batch?tokens=a,b).
+	IDs string
+	// Info, on an Info route, is the route's body; a refusal is an
+	// *apierror.Error, rendered in the dialect's shape.
+	Info func(InfoInput) (any, error)
+}
+
+// InfoInput is what an Info route answers from.
+type InfoInput struct {
+	Catalog *langs.Catalog
+	Plan    plans.Plan
+	Query   url.Values
+	// PathValue is the request's wildcard of this name ("" when none).
+	PathValue func(name string) string
 }
 
 // JobID is the wildcard of the route that names the job.
@@ -246,11 +299,21 @@ func needs(d Dialect, rt Route) error {
 		_, ok = d.(JobLister)
 	case JobCancel:
 		_, ok = d.(JobCanceller)
+	case Info:
+		ok = rt.Info != nil
+	case AsyncBatch:
+		_, jobs := d.(Jobs)
+		_, batch := d.(Batcher)
+		ok = jobs && batch
+	case JobGetBatch:
+		_, jobs := d.(Jobs)
+		_, views := d.(JobsViewer)
+		ok = jobs && views && rt.IDs != ""
 	}
 	if !ok {
 		return fmt.Errorf("%w: %s routes %q as %s, which it does not implement", ErrBadSet, d.Name(), rt.Pattern, rt.Kind)
 	}
-	if rt.Kind >= JobGet && !strings.Contains(rt.Pattern, "{"+rt.JobID()+"}") && rt.Kind != JobList {
+	if (rt.Kind == JobGet || rt.Kind == JobCancel) && !strings.Contains(rt.Pattern, "{"+rt.JobID()+"}") {
 		return fmt.Errorf("%w: %s routes %q without a {%s} wildcard", ErrBadSet, d.Name(), rt.Pattern, rt.JobID())
 	}
 	return nil

@@ -209,6 +209,38 @@ func TestAsyncParam(t *testing.T) {
 	}
 }
 
+// A SyncParam is the other way round: an async route that runs now when
+// the parameter is true, counting each of the request's runs.
+func TestSyncParam(t *testing.T) {
+	set, err := dialect.NewSet(toyJobs{toy{name: "toy", routes: []dialect.Route{
+		{Pattern: "POST /toy/submit", Kind: dialect.Async, SyncParam: "wait", OK: http.StatusCreated},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := &echoGate{}
+	h := serve(t, &dialect.Doors{Dialects: set, Gate: gate, Plans: plans.Default(), Catalog: catalog(), Jobs: &jobs{}})
+	tests := []struct {
+		query  string
+		status int
+	}{
+		{"", http.StatusAccepted},
+		{"?wait=false", http.StatusAccepted},
+		{"?wait=true", http.StatusCreated},
+		{"?wait=maybe", http.StatusUnprocessableEntity},
+	}
+	for _, tc := range tests {
+		t.Run(tc.query, func(t *testing.T) {
+			if w, _ := post(h, "/toy/submit"+tc.query, `{"lang":"bash","source":"x"}`); w.Code != tc.status {
+				t.Errorf("HTTP %d %s, want %d", w.Code, w.Body, tc.status)
+			}
+		})
+	}
+	if len(gate.ran) != 1 {
+		t.Errorf("ran %d, want the one wait=true", len(gate.ran))
+	}
+}
+
 func TestNewSetRefuses(t *testing.T) {
 	sync := []dialect.Route{{Pattern: "POST /a", Kind: dialect.Sync}}
 	tests := []struct {
@@ -223,6 +255,7 @@ func TestNewSetRefuses(t *testing.T) {
 		{"an async parameter without Jobs", []dialect.Dialect{toy{name: "a", routes: []dialect.Route{{Pattern: "POST /b", Kind: dialect.Sync, AsyncParam: "async"}}}}},
 		{"a job route without its wildcard", []dialect.Dialect{toyJobs{toy{name: "a", routes: []dialect.Route{{Pattern: "GET /jobs/{token}", Kind: dialect.JobGet}}}}}},
 		{"a list route without JobLister", []dialect.Dialect{toyJobs{toy{name: "a", routes: []dialect.Route{{Pattern: "GET /jobs", Kind: dialect.JobList}}}}}},
+		{"an info route without its Info", []dialect.Dialect{toy{name: "a", routes: []dialect.Route{{Pattern: "GET /things", Kind: dialect.Info}}}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -286,5 +319,53 @@ func TestEgressBytesHeader(t *testing.T) {
 				t.Fatalf("HTTP %d, %s = %q; want %q", w.Code, callerauth.HeaderEgressBytes, got, tc.want)
 			}
 		})
+	}
+}
+
+// An Info route answers its document for the caller's plan, or its
+// refusal in the dialect's shape; nothing runs and nothing is counted.
+func TestInfoRoute(t *testing.T) {
+	info := func(in dialect.InfoInput) (any, error) {
+		if id := in.PathValue("id"); id != "" && id != "bash" {
+			return nil, apierror.New(apierror.NotFound, "no thing %s", id)
+		}
+		var ids []string
+		for _, l := range in.Catalog.List() {
+			ids = append(ids, l.ID)
+		}
+		return map[string]any{"plan": in.Plan.Name, "languages": ids, "q": in.Query.Get("q")}, nil
+	}
+	set, err := dialect.NewSet(toy{name: "toy", routes: []dialect.Route{
+		{Pattern: "GET /things", Kind: dialect.Info, Info: info},
+		{Pattern: "GET /things/{id}", Kind: dialect.Info, Info: info},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := &echoGate{}
+	h := serve(t, &dialect.Doors{Dialects: set, Gate: gate, Plans: plans.Default(), Catalog: catalog()})
+	tests := []struct {
+		path   string
+		status int
+		want   string
+	}{
+		{"/things?q=x", 200, `{"languages":["bash"],"plan":"pro","q":"x"}`},
+		{"/things/bash", 200, `{"languages":["bash"],"plan":"pro","q":""}`},
+		{"/things/cobol", 422, `{"kind":"not_found","problem":"no thing cobol"}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.path, func(t *testing.T) {
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, httptest.NewRequest("GET", tc.path, nil))
+			if got := strings.TrimSpace(w.Body.String()); w.Code != tc.status || got != tc.want {
+				t.Errorf("GET %s = %d %s, want %d %s", tc.path, w.Code, got, tc.status, tc.want)
+			}
+			if n := w.Header().Get(callerauth.HeaderExecutions); n != "" {
+				t.Errorf("an info route counted %s executions", n)
+			}
+		})
+	}
+	if len(gate.ran) != 0 {
+		t.Errorf("an info route ran %d programs", len(gate.ran))
 	}
 }

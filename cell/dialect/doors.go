@@ -75,7 +75,7 @@ func (d *Doors) Routes() ([]api.Route, error) {
 func (d *Doors) handler(dl Dialect, rt Route) (api.CallerHandler, error) {
 	switch rt.Kind {
 	case Sync:
-		h := d.sync(dl)
+		h := d.sync(dl, rt.OK)
 		if rt.AsyncParam == "" {
 			return h, nil
 		}
@@ -89,6 +89,14 @@ func (d *Doors) handler(dl Dialect, rt Route) (api.CallerHandler, error) {
 	case Batch:
 		b, _ := dl.(Batcher) // NewSet checked it
 		return d.batch(dl, b), nil
+	case Info:
+		return d.info(dl, rt), nil
+	case Async:
+		async, err := d.jobHandler(dl, rt)
+		if err != nil || rt.SyncParam == "" {
+			return async, err
+		}
+		return d.syncOrAsync(dl, rt.SyncParam, async, d.sync(dl, rt.OK)), nil
 	default:
 		return d.jobHandler(dl, rt)
 	}
@@ -102,7 +110,7 @@ func (d *Doors) jobHandler(dl Dialect, rt Route) (api.CallerHandler, error) {
 }
 
 // syncOrAsync hands a request whose query sets param to true to async,
-// and any other to sync.
+// and any other to sync (for a SyncParam, the roles swap: true runs now).
 func (d *Doors) syncOrAsync(dl Dialect, param string, sync, async api.CallerHandler) api.CallerHandler {
 	return func(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
 		q := r.URL.Query()
@@ -119,6 +127,25 @@ func (d *Doors) syncOrAsync(dl Dialect, param string, sync, async api.CallerHand
 		default:
 			sync(w, r, c)
 		}
+	}
+}
+
+// info is the one Info handler: the route's document for the caller's
+// plan, or its refusal in the dialect's shape. Nothing runs, and nothing
+// counts as an execution.
+func (d *Doors) info(dl Dialect, rt Route) api.CallerHandler {
+	return func(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
+		plan, err := execreq.PlanFor(d.Plans, c.Plan)
+		if err != nil {
+			WriteError(w, dl, err, d.Logger)
+			return
+		}
+		body, err := rt.Info(InfoInput{Catalog: d.Catalog, Plan: plan, Query: r.URL.Query(), PathValue: r.PathValue})
+		if err != nil {
+			WriteError(w, dl, err, d.Logger)
+			return
+		}
+		api.WriteJSON(w, http.StatusOK, body)
 	}
 }
 
@@ -148,8 +175,11 @@ func (d *Doors) read(w http.ResponseWriter, r *http.Request, c callerauth.Caller
 }
 
 // sync is the one synchronous handler: run the request on the gate and
-// answer its result.
-func (d *Doors) sync(dl Dialect) api.CallerHandler {
+// answer its result, with status ok (0 is 200).
+func (d *Doors) sync(dl Dialect, ok int) api.CallerHandler {
+	if ok == 0 {
+		ok = http.StatusOK
+	}
 	return func(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
 		start := time.Now()
 		req, plan, err := d.read(w, r, c, dl, execreq.MaxBodyBytes, nil)
@@ -157,16 +187,16 @@ func (d *Doors) sync(dl Dialect) api.CallerHandler {
 			WriteError(w, dl, err, d.Logger)
 			return
 		}
-		run, err := d.Gate.Run(r.Context(), plan, req.Exec)
+		run, err := req.RunAll(r.Context(), d.gateRun(plan))
 		if err != nil {
 			WriteError(w, dl, err, d.Logger)
 			return
 		}
 		res := req.Finish(dl.NewID(), run, time.Since(start))
 		api.SetExecutionID(w, res.ID)
-		api.SetExecutions(w, 1)
+		api.SetExecutions(w, req.RunCount())
 		api.SetEgressBytes(w, egressBytes(run))
-		api.WriteJSON(w, http.StatusOK, dl.Render(req, res))
+		api.WriteJSON(w, ok, dl.Render(req, res))
 	}
 }
 
@@ -281,11 +311,11 @@ func (d *Doors) batchItem(ctx context.Context, dl Dialect, in Input, c calleraut
 		return d.itemError(dl, err)
 	}
 	req.Exec.Account = c.AccountID
-	run, err := d.Gate.Run(ctx, in.Plan, req.Exec)
+	run, err := req.RunAll(ctx, d.gateRun(in.Plan))
 	if err != nil {
 		return d.itemError(dl, err)
 	}
-	ran.Add(1)
+	ran.Add(int64(req.RunCount()))
 	egress.Add(egressBytes(run))
 	return dl.Render(req, req.Finish(dl.NewID(), run, time.Since(start)))
 }
@@ -297,6 +327,13 @@ func egressBytes(run *executor.Result) int64 {
 		return 0
 	}
 	return run.Network.Bytes()
+}
+
+// gateRun runs one request on the gate, for plan.
+func (d *Doors) gateRun(plan plans.Plan) func(context.Context, executor.Request) (*executor.Result, error) {
+	return func(ctx context.Context, ex executor.Request) (*executor.Result, error) {
+		return d.Gate.Run(ctx, plan, ex)
+	}
 }
 
 func (d *Doors) itemError(dl Dialect, err error) any {

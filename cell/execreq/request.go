@@ -1,6 +1,7 @@
 package execreq
 
 import (
+	"context"
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
@@ -28,6 +29,39 @@ type Request struct {
 	// result in its own shape (base64 output, the language as the client
 	// named it). Only that dialect reads it.
 	View any
+	// Runs is how many times the program runs (Judge0's number_of_runs);
+	// 0 is once. Each run is an execution the caller is charged for.
+	Runs int
+}
+
+// RunCount is how many times r runs, and so how many executions it counts.
+func (r *Request) RunCount() int { return max(1, r.Runs) }
+
+// RunAll runs r's program RunCount times with run, one run after another,
+// and reports them as one: the first run that did not exit 0 (its end is
+// the verdict), or else the last, with CPU and wall time averaged over the
+// runs and memory their peak. An error of run ends it at once.
+func (r *Request) RunAll(ctx context.Context, run func(context.Context, executor.Request) (*executor.Result, error)) (*executor.Result, error) {
+	n := r.RunCount()
+	var out *executor.Result
+	var cpu, wall time.Duration
+	var mem int64
+	for i := 0; i < n; i++ {
+		res, err := run(ctx, r.Exec)
+		if err != nil {
+			return nil, err
+		}
+		cpu, wall, mem = cpu+res.CPU, wall+res.Wall, max(mem, res.MemoryKB)
+		out = res
+		if res.End != executor.EndExited || res.ExitCode != 0 || res.Signal != 0 {
+			n = i + 1
+			break
+		}
+	}
+	if n > 1 {
+		out.CPU, out.Wall, out.MemoryKB = cpu/time.Duration(n), wall/time.Duration(n), mem
+	}
+	return out, nil
 }
 
 // Language is the request's resolved language.

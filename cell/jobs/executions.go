@@ -62,7 +62,7 @@ func (e *Executions) Validate(sub Submission) (Parsed, error) {
 	if err != nil {
 		return Parsed{}, err
 	}
-	return Parsed{Language: req.LanguageName, CallbackURL: req.CallbackURL}, nil
+	return Parsed{Language: req.LanguageName, CallbackURL: req.CallbackURL, Runs: req.RunCount()}, nil
 }
 
 // Run parses the stored request again, against the plan it was accepted
@@ -92,7 +92,7 @@ func (e *Executions) Run(ctx context.Context, j store.Job) (Outcome, error) {
 	req.Exec.OnOutput = partial.add
 
 	start := e.clock()
-	run, err := e.run(ctx, plan, req.Exec)
+	run, err := req.RunAll(ctx, func(ctx context.Context, ex executor.Request) (*executor.Result, error) { return e.run(ctx, plan, ex) })
 	var res *execreq.Result
 	switch {
 	case ctx.Err() != nil:

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/cell/api"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
@@ -38,6 +39,16 @@ func (s *Service) JobHandler(d dialect.Dialect, rt dialect.Route) (api.CallerHan
 		return func(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
 			s.get(w, r, c, d, r.PathValue(id), names)
 		}, nil
+	case dialect.AsyncBatch:
+		if b, ok := d.(dialect.Batcher); ok {
+			return func(w http.ResponseWriter, r *http.Request, c callerauth.Caller) { s.submitBatch(w, r, c, d, jd, b) }, nil
+		}
+	case dialect.JobGetBatch:
+		if jv, ok := d.(dialect.JobsViewer); ok {
+			return func(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
+				s.getBatch(w, r, c, d, jv, r.URL.Query().Get(rt.IDs), names)
+			}, nil
+		}
 	case dialect.JobList:
 		if l, ok := d.(dialect.JobLister); ok {
 			return func(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
@@ -58,13 +69,9 @@ func (s *Service) JobHandler(d dialect.Dialect, rt dialect.Route) (api.CallerHan
 // and only then answers.
 func (s *Service) submit(w http.ResponseWriter, r *http.Request, c callerauth.Caller, d dialect.Dialect, jd dialect.Jobs) {
 	fail := func(err error) { s.writeError(w, d, err) }
-	plan, err := execreq.PlanFor(s.cfg.Plans, c.Plan)
+	plan, err := s.asyncPlan(c)
 	if err != nil {
 		fail(err)
-		return
-	}
-	if !plan.Async {
-		fail(apierror.New(apierror.AsyncNotInPlan, s.asyncRefusal(plan.Name)))
 		return
 	}
 	body, err := execreq.ReadBody(w, r, MaxBodyBytes)
@@ -92,21 +99,9 @@ func (s *Service) submit(w http.ResponseWriter, r *http.Request, c callerauth.Ca
 		Language: parsed.Language, Body: body, Query: r.URL.RawQuery, Node: s.cfg.NodeID, CreatedAt: now,
 		IdempotencyKey: key,
 	}
-	if parsed.CallbackURL != "" {
-		u, err := s.cfg.CallbackGuard.CheckURL(r.Context(), parsed.CallbackURL)
-		if err != nil {
-			fail(apierror.New(apierror.InvalidCallbackURL, "callback_url is refused: "+err.Error()))
-			return
-		}
-		if c.WebhookSecret == "" {
-			// Unsigned callbacks could be forged by anyone who learns the
-			// URL; the gateway always derives a secret, so this is a
-			// gateway/cell mismatch, not a client mistake.
-			s.logger.Error("caller has no webhook secret; refusing a callback", "account", c.AccountID)
-			fail(apierror.New(apierror.Internal, "webhooks cannot be signed for this caller; retry without callback_url and poll"))
-			return
-		}
-		j.CallbackURL, j.WebhookSecret = u, c.WebhookSecret
+	if err := s.setCallback(r.Context(), &j, parsed, c); err != nil {
+		fail(err)
+		return
 	}
 
 	// The commit must not be cut short by a client that hangs up: the job
@@ -130,9 +125,132 @@ func (s *Service) submit(w http.ResponseWriter, r *http.Request, c callerauth.Ca
 	}
 	s.logger.Info("job accepted", "job", j.ID, "account", j.Account, "dialect", j.Dialect, "language", j.Language, "callback", j.CallbackURL != "")
 
-	api.SetExecutions(w, 1)
+	api.SetExecutions(w, max(1, parsed.Runs))
 	api.SetExecutionID(w, j.ID)
 	writeReply(w, jd.Accepted(committed))
+}
+
+// setCallback gives j the callback parsed names, once the guard has let
+// its URL through, signed with c's secret.
+func (s *Service) setCallback(ctx context.Context, j *store.Job, parsed Parsed, c callerauth.Caller) error {
+	if parsed.CallbackURL == "" {
+		return nil
+	}
+	u, err := s.cfg.CallbackGuard.CheckURL(ctx, parsed.CallbackURL)
+	if err != nil {
+		return apierror.New(apierror.InvalidCallbackURL, "callback_url is refused: "+err.Error())
+	}
+	if c.WebhookSecret == "" {
+		// Unsigned callbacks could be forged by anyone who learns the
+		// URL; the gateway always derives a secret, so this is a
+		// gateway/cell mismatch, not a client mistake.
+		s.logger.Error("caller has no webhook secret; refusing a callback", "account", c.AccountID)
+		return apierror.New(apierror.Internal, "webhooks cannot be signed for this caller; retry without callback_url and poll")
+	}
+	j.CallbackURL, j.WebhookSecret = u, c.WebhookSecret
+	return nil
+}
+
+// submitBatch validates a batch's items, each on its own, and commits
+// those that pass as jobs in one store command: a batch is one raft
+// round, whatever its size. The answer lists, in order, each item's
+// acceptance or its refusal, with the dialect's accepted status.
+func (s *Service) submitBatch(w http.ResponseWriter, r *http.Request, c callerauth.Caller, d dialect.Dialect, jd dialect.Jobs, b dialect.Batcher) {
+	fail := func(err error) { s.writeError(w, d, err) }
+	plan, err := s.asyncPlan(c)
+	if err != nil {
+		fail(err)
+		return
+	}
+	body, err := execreq.ReadBody(w, r, execreq.MaxBatchBodyBytes)
+	if err != nil {
+		fail(err)
+		return
+	}
+	items, err := b.BatchItems(body, plan)
+	if err != nil {
+		fail(err)
+		return
+	}
+	now := s.now().UTC()
+	results := make([]any, len(items))
+	var batch []store.Job
+	var at []int // batch[k] is item at[k]
+	runs := 0
+	for i, item := range items {
+		parsed, err := s.cfg.Validator.Validate(Submission{Dialect: d.Name(), Body: item, Query: r.URL.Query(), Plan: plan})
+		j := store.Job{
+			ID: newToken(), Account: c.AccountID, Plan: plan.Name, Dialect: d.Name(),
+			Language: parsed.Language, Body: item, Query: r.URL.RawQuery, Node: s.cfg.NodeID, CreatedAt: now,
+		}
+		if err == nil {
+			err = s.setCallback(r.Context(), &j, parsed, c)
+		}
+		if err != nil {
+			_, results[i] = dialect.ErrorBody(d, apierror.Public(err, s.logger))
+			continue
+		}
+		batch, at = append(batch, j), append(at, i)
+		runs += max(1, parsed.Runs)
+	}
+	if len(batch) > 0 {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), writeTimeout)
+		defer cancel()
+		quota := store.JobQuota{MaxActive: s.cfg.MaxActivePerAccount, MaxActiveBytes: s.cfg.MaxActiveBytesPerAccount}
+		committed, err := s.store.SubmitJobs(ctx, batch, quota)
+		if err != nil {
+			fail(err)
+			return
+		}
+		for k, j := range committed {
+			results[at[k]] = jd.Accepted(j).Body
+		}
+		s.logger.Info("job batch accepted", "jobs", len(committed), "of", len(items), "account", c.AccountID, "dialect", d.Name())
+	}
+	api.SetExecutions(w, runs)
+	writeReply(w, dialect.Reply{Status: jd.Accepted(store.Job{}).Status, Body: b.RenderBatch(results)})
+}
+
+// MaxBatchGet bounds the jobs one JobGetBatch request names.
+const MaxBatchGet = 100
+
+// getBatch shows the caller's jobs that ids (comma-separated) names, in
+// order; one that is not found is nil.
+func (s *Service) getBatch(w http.ResponseWriter, r *http.Request, c callerauth.Caller, d dialect.Dialect, jv dialect.JobsViewer, ids string, dialects []string) {
+	var list []string
+	for _, id := range strings.Split(ids, ",") {
+		if id = strings.TrimSpace(id); id != "" {
+			list = append(list, id)
+		}
+	}
+	switch {
+	case len(list) == 0:
+		s.writeError(w, d, apierror.New(apierror.MissingField, "name the jobs to show, comma-separated"))
+		return
+	case len(list) > MaxBatchGet:
+		s.writeError(w, d, apierror.New(apierror.BatchTooLarge, "%d jobs named; the limit is %d", len(list), MaxBatchGet))
+		return
+	}
+	views := make([]any, len(list))
+	for i, id := range list {
+		j, jd, err := s.lookup(r.Context(), id, c.AccountID, dialects)
+		switch {
+		case apierror.Is(err, apierror.JobNotFound):
+			continue
+		case err != nil:
+			s.writeError(w, d, err)
+			return
+		}
+		if qv, ok := jd.(dialect.QueryViewer); ok {
+			if views[i], err = qv.ViewQuery(j, r.URL.Query()); err != nil {
+				s.writeError(w, d, err)
+				return
+			}
+			continue
+		}
+		views[i] = jd.View(j, false)
+	}
+	api.WriteJSON(w, http.StatusOK, jv.JobViews(views))
 }
 
 // Headers of an idempotent submission (docs/webhooks.md).
@@ -166,6 +284,18 @@ func writeReply(w http.ResponseWriter, rep dialect.Reply) {
 		w.Header().Set("Location", rep.Location)
 	}
 	api.WriteJSON(w, rep.Status, rep.Body)
+}
+
+// asyncPlan is c's plan, refused when it does not include async jobs.
+func (s *Service) asyncPlan(c callerauth.Caller) (plans.Plan, error) {
+	plan, err := execreq.PlanFor(s.cfg.Plans, c.Plan)
+	if err != nil {
+		return plans.Plan{}, err
+	}
+	if !plan.Async {
+		return plans.Plan{}, apierror.New(apierror.AsyncNotInPlan, s.asyncRefusal(plan.Name))
+	}
+	return plan, nil
 }
 
 // asyncRefusal names the plan that lacks async and the plans that have it.
@@ -256,6 +386,15 @@ func (s *Service) get(w http.ResponseWriter, r *http.Request, c callerauth.Calle
 		if !s.fromElsewhere(w, r, err) {
 			s.writeError(w, d, err)
 		}
+		return
+	}
+	if qv, ok := jd.(dialect.QueryViewer); ok {
+		body, err := qv.ViewQuery(j, r.URL.Query())
+		if err != nil {
+			s.writeError(w, d, err)
+			return
+		}
+		api.WriteJSON(w, http.StatusOK, body)
 		return
 	}
 	api.WriteJSON(w, http.StatusOK, jd.View(j, false))

@@ -59,6 +59,9 @@ type Submission struct {
 type Parsed struct {
 	Language    string
 	CallbackURL string
+	// Runs is how many executions the job counts: its program's runs
+	// (number_of_runs), at least one.
+	Runs int
 }
 
 // Validator checks a request at submit time, so that a bad one is refused
@@ -106,6 +109,7 @@ type Runner interface {
 // Store is the replicated job state; *store.Store is one.
 type Store interface {
 	SubmitJob(ctx context.Context, j store.Job, q store.JobQuota) (store.Job, error)
+	SubmitJobs(ctx context.Context, jobs []store.Job, q store.JobQuota) ([]store.Job, error)
 	StartJob(ctx context.Context, id, node string, at time.Time) (store.Job, error)
 	FinishJob(ctx context.Context, e store.JobEnd) (store.Job, error)
 	RequeueJob(ctx context.Context, id, node string, attempt int, at time.Time) error

@@ -33,7 +33,9 @@ import (
 	"github.com/sandboxapi/sandboxapi/cell/cluster"
 	"github.com/sandboxapi/sandboxapi/cell/dialect"
 	"github.com/sandboxapi/sandboxapi/cell/jobs"
+	"github.com/sandboxapi/sandboxapi/cell/judge0"
 	"github.com/sandboxapi/sandboxapi/cell/mcp"
+	"github.com/sandboxapi/sandboxapi/cell/piston"
 	"github.com/sandboxapi/sandboxapi/cell/placement"
 	"github.com/sandboxapi/sandboxapi/cell/sessions"
 	"github.com/sandboxapi/sandboxapi/cell/store"
@@ -343,7 +345,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 
 	// The doors: every dialect registered here and nowhere else, all on
 	// the node's one capacity gate (cell/DESIGN.md).
-	dialects, err := dialect.NewSet(v1api.Dialect{}, unsandbox.Execute{}, unsandbox.Run{})
+	dialects, err := dialect.NewSet(v1api.Dialect{}, unsandbox.Execute{}, unsandbox.Run{}, piston.Dialect{}, judge0.Dialect{})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}

@@ -74,6 +74,10 @@ const (
 	// (billing/accounts names its operations).
 	CmdAccounts
 
+	// CmdSubmitJobs records a batch of new pending async jobs at once:
+	// all of them or, over the quota, none.
+	CmdSubmitJobs
+
 	// Append new command types here, then add them to commands below.
 
 	// commandTypeEnd is one past the last command type; tests use it to
@@ -118,6 +122,8 @@ var commands = map[CommandType]commandSpec{
 	CmdReassignJobs:     {name: "reassign_jobs", apply: applyReassignJobs},
 
 	CmdAccounts: {name: "accounts", apply: applyAccounts},
+
+	CmdSubmitJobs: {name: "submit_jobs", apply: applySubmitJobs},
 }
 
 // String names the command for logs and errors.

@@ -351,6 +351,28 @@ func (s *Store) SubmitJob(ctx context.Context, j Job, q JobQuota) (Job, error) {
 	return applyAs[Job](ctx, s, CmdSubmitJob, submitJobCmd{Job: j, Quota: q})
 }
 
+// SubmitJobs records a batch of new pending jobs in one log entry and
+// returns them as committed, in order: a batch costs the cell one raft
+// round, not one per job. If the jobs would take the account's pending
+// and running jobs over q, none is recorded and it fails with
+// ErrTooManyJobs. Batched jobs take no idempotency key.
+func (s *Store) SubmitJobs(ctx context.Context, jobs []Job, q JobQuota) ([]Job, error) {
+	for i := range jobs {
+		j := &jobs[i]
+		j.State, j.Attempts, j.CancelRequested = JobPending, 0, false
+		j.IdempotencyKey, j.RequestHash = "", ""
+		if err := j.validate(); err != nil {
+			return nil, err
+		}
+	}
+	return applyAs[[]Job](ctx, s, CmdSubmitJobs, submitJobsCmd{Jobs: jobs, Quota: q})
+}
+
+type submitJobsCmd struct {
+	Jobs  []Job    `json:"jobs"`
+	Quota JobQuota `json:"quota"`
+}
+
 // StartJob moves a pending job assigned to node to running and returns it
 // with Attempts counting this run. It fails with ErrJobState if the job is
 // no longer pending (cancelled meanwhile, or started already), and with
@@ -540,6 +562,61 @@ func applySubmitJob(st *state, payload []byte) (any, error) {
 	j.Webhook = nil
 	st.Jobs.put(&j)
 	return j.clone(), nil
+}
+
+func applySubmitJobs(st *state, payload []byte) (any, error) {
+	var c submitJobsCmd
+	if err := decodePayload(CmdSubmitJobs, payload, &c); err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	accounts := map[string]bool{}
+	for _, j := range c.Jobs {
+		if err := j.validate(); err != nil {
+			return nil, err
+		}
+		if _, ok := st.Jobs.byID[j.ID]; ok || seen[j.ID] {
+			return nil, fmt.Errorf("%w: %s", ErrJobExists, j.ID)
+		}
+		if j.IdempotencyKey != "" {
+			return nil, fmt.Errorf("%w: a batched job takes no idempotency key", ErrInvalidJob)
+		}
+		seen[j.ID] = true
+		accounts[j.Account] = true
+	}
+	// The quota is checked for the whole batch before any job is put, so
+	// that a batch is recorded whole or not at all.
+	if q := c.Quota; q.MaxActive > 0 || q.MaxActiveBytes > 0 {
+		for account := range accounts {
+			n, size := 0, int64(0)
+			for id := range st.Jobs.active {
+				if o := st.Jobs.byID[id]; o.Account == account && !o.State.Terminal() {
+					n++
+					size += int64(len(o.Body) + len(o.Query))
+				}
+			}
+			for _, j := range c.Jobs {
+				if j.Account == account {
+					n++
+					size += int64(len(j.Body) + len(j.Query))
+				}
+			}
+			if q.MaxActive > 0 && n > q.MaxActive {
+				return nil, fmt.Errorf("%w: account %s would have %d pending or running jobs", ErrTooManyJobs, account, n)
+			}
+			if q.MaxActiveBytes > 0 && size > q.MaxActiveBytes {
+				return nil, fmt.Errorf("%w: account %s's pending and running jobs would hold %d request bytes, over %d", ErrTooManyJobs, account, size, q.MaxActiveBytes)
+			}
+		}
+	}
+	out := make([]Job, 0, len(c.Jobs))
+	for _, j := range c.Jobs {
+		j.State, j.Attempts, j.CancelRequested = JobPending, 0, false
+		j.Webhook = nil
+		st.Jobs.put(&j)
+		out = append(out, j.clone())
+	}
+	return out, nil
 }
 
 func applyStartJob(st *state, payload []byte) (any, error) {

@@ -842,3 +842,51 @@ func TestStoreIdempotentSubmitAndReassign(t *testing.T) {
 		t.Errorf("ReassignJobs(to no node) = %v, want %v", err, ErrInvalidJob)
 	}
 }
+
+// A batch is one command: its jobs are recorded together, or, over the
+// quota or with one bad job, none of them.
+func TestFSMSubmitJobs(t *testing.T) {
+	f := newFSM(slog.New(slog.DiscardHandler))
+	q := JobQuota{MaxActive: 4}
+	mustApply(t, f, CmdSubmitJob, submitJobCmd{Job: testJob("a"), Quota: q})
+	tests := []struct {
+		name string
+		ids  []string
+		err  error
+	}{
+		{"over the quota with the one already there", []string{"b", "c", "d", "e"}, ErrTooManyJobs},
+		{"an id taken", []string{"b", "a"}, ErrJobExists},
+		{"an id twice", []string{"b", "b"}, ErrJobExists},
+		{"within the quota", []string{"b", "c", "d"}, nil},
+		{"then nothing more", []string{"e"}, ErrTooManyJobs},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var jobs []Job
+			for _, id := range tc.ids {
+				jobs = append(jobs, testJob(id))
+			}
+			resp := fsmApply(t, f, CmdSubmitJobs, submitJobsCmd{Jobs: jobs, Quota: q})
+			if tc.err != nil {
+				if err, _ := resp.(error); !errors.Is(err, tc.err) {
+					t.Fatalf("submit %v = %v, want %v", tc.ids, resp, tc.err)
+				}
+				for _, id := range tc.ids {
+					if _, ok := f.st.Jobs.byID[id]; ok && id != "a" && tc.name != "then nothing more" {
+						t.Errorf("job %s recorded from a refused batch", id)
+					}
+				}
+				return
+			}
+			got, ok := resp.([]Job)
+			if !ok || len(got) != len(tc.ids) {
+				t.Fatalf("submit = %v", resp)
+			}
+			for i, j := range got {
+				if j.ID != tc.ids[i] || j.State != JobPending {
+					t.Errorf("job %d: %s %s", i, j.ID, j.State)
+				}
+			}
+		})
+	}
+}

@@ -45,9 +45,22 @@ func TestSoakSmoke(t *testing.T) {
 	// Every door was used, not only the cheap ones.
 	for _, kind := range []string{"v1 execute python3", "v1 execute rust", "v1 batch", "v1 stream", "v1 async submit", "v1 async poll",
 		"unsandbox execute", "unsandbox run", "unsandbox async submit", "unsandbox job poll", "unsandbox job cancel",
-		"session create", "session execute", "session install", "session delete", "abuse fork bomb", "abuse other account's session"} {
+		"session create", "session execute", "session install", "session delete", "abuse fork bomb", "abuse other account's session",
+		"judge0 async submit", "judge0 async poll", "judge0 batch", "judge0 batch poll"} {
 		if k := rep.Kinds[kind]; k == nil || k.N == 0 {
 			t.Errorf("no %q request was sent", kind)
+		}
+	}
+	// The Piston and Judge0 doors' runs name their language.
+	for _, prefix := range []string{"piston execute ", "judge0 wait "} {
+		n := 0
+		for kind, k := range rep.Kinds {
+			if strings.HasPrefix(kind, prefix) {
+				n += k.N
+			}
+		}
+		if n == 0 {
+			t.Errorf("no %q request was sent", prefix+"…")
 		}
 	}
 	if rep.Webhooks.Expected == 0 || rep.Webhooks.Delivered != rep.Webhooks.Expected {

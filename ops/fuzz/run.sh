@@ -23,6 +23,8 @@ mkdir -p "$logs"
 targets=(
 	"./cell/v1api FuzzParseV1"
 	"./cell/unsandbox FuzzParseUnsandbox"
+	"./cell/piston FuzzParsePiston"
+	"./cell/judge0 FuzzParseJudge0"
 	"./cell/execreq FuzzDecodeBase64"
 	"./cell/execreq FuzzUnzip"
 	"./cell/unsandbox FuzzDetectLanguage"

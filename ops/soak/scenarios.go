@@ -67,6 +67,10 @@ var scenarios = []scenario{
 	{"unsandbox cancel", 1, usCancel},
 	{"session", 8, session},
 	{"mcp", 6, mcpScenario},
+	{"piston execute", 4, pistonExecute},
+	{"judge0 wait", 4, judge0Wait},
+	{"judge0 async", 3, judge0Async},
+	{"judge0 batch", 2, judge0Batch},
 	{"abuse", 16, abuse},
 	{"reads", 2, reads},
 }

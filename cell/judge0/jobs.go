@@ -1,0 +1,136 @@
+package judge0
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+
+	"github.com/sandboxapi/sandboxapi/billing/plans"
+	"github.com/sandboxapi/sandboxapi/cell/apierror"
+	"github.com/sandboxapi/sandboxapi/cell/dialect"
+	"github.com/sandboxapi/sandboxapi/cell/execreq"
+	"github.com/sandboxapi/sandboxapi/cell/store"
+)
+
+// Accepted is Judge0's 201 {"token": ...}.
+func (Dialect) Accepted(j store.Job) dialect.Reply {
+	return dialect.Reply{Status: http.StatusCreated, Location: "/submissions/" + j.ID, Body: map[string]string{"token": j.ID}}
+}
+
+// Status is the job's Judge0 status, by description.
+func (Dialect) Status(j store.Job) string {
+	switch j.State {
+	case store.JobPending:
+		return statusByID(InQueue).Description
+	case store.JobRunning:
+		return statusByID(Processing).Description
+	case store.JobCancelled:
+		return statusByID(InternalError).Description
+	default:
+		return j.Status
+	}
+}
+
+// cancelledMessage explains status 13 for a submission deleted before it
+// ended: Judge0 has no status for it.
+const cancelledMessage = "the submission was deleted (DELETE /submissions/{token}) before it ended"
+
+// JobResult is the record the job keeps, its status Judge0's description.
+// A job that never ran is an Internal Error saying why.
+func (Dialect) JobResult(_ store.Job, req *execreq.Request, res *execreq.Result) (string, any) {
+	var rec record
+	switch {
+	case res.Status == execreq.StatusCancelled:
+		rec = recordOf(res)
+		rec.StatusID, rec.Message = InternalError, cancelledMessage
+	case req == nil:
+		rec = record{StatusID: InternalError, Message: res.Message}
+	default:
+		rec = recordOf(res)
+	}
+	return statusByID(rec.StatusID).Description, rec
+}
+
+// shownJob is j as Judge0 shows a submission.
+func shownJob(j store.Job) shown {
+	req := rawBody(j.Body)
+	q, _ := url.ParseQuery(j.Query) // stored by the service, from a parsed URL
+	s := shown{token: j.ID, createdAt: j.CreatedAt, request: req, requestB64: q.Get("base64_encoded") == "true"}
+	_ = json.Unmarshal(req["language_id"], &s.languageID)
+	switch j.State {
+	case store.JobPending:
+		s.rec.StatusID = InQueue
+	case store.JobRunning:
+		s.rec.StatusID = Processing
+	default:
+		s.finishedAt = j.CompletedAt
+		if err := json.Unmarshal(j.Result, &s.rec); err != nil || s.rec.StatusID == 0 {
+			s.rec = record{StatusID: InternalError, Message: "the submission's result could not be read"}
+		}
+	}
+	return s
+}
+
+// ViewQuery is GET /submissions/{token}?base64_encoded=&fields=.
+func (Dialect) ViewQuery(j store.Job, q url.Values) (any, error) {
+	b64, err := boolParam(q, "base64_encoded")
+	if err != nil {
+		return nil, err
+	}
+	fields, err := Fields(q.Get("fields"), defaultFields)
+	if err != nil {
+		return nil, err
+	}
+	return shownJob(j).render(b64, fields, true)
+}
+
+// View is the submission with the fields and encoding it was submitted
+// with: the body of its callback (Judge0 PUTs the submission), and GET's
+// when the query says nothing.
+func (d Dialect) View(j store.Job, _ bool) any {
+	q, _ := url.ParseQuery(j.Query)
+	b64 := q.Get("base64_encoded") == "true"
+	fields, err := Fields(q.Get("fields"), defaultFields)
+	if err != nil {
+		fields = defaultFields
+	}
+	out, _ := shownJob(j).render(b64, fields, false)
+	return out
+}
+
+// Cancelled answers DELETE /submissions/{token}: the submission, 200 once
+// it has stopped, 202 while it is still stopping.
+func (d Dialect) Cancelled(j store.Job, stopped bool) dialect.Reply {
+	status := http.StatusAccepted
+	if stopped {
+		status = http.StatusOK
+	}
+	return dialect.Reply{Status: status, Body: d.View(j, false)}
+}
+
+// BatchItems checks POST /submissions/batch, {"submissions": [...]},
+// against the plan's batch size and returns the submissions still raw.
+func (Dialect) BatchItems(body []byte, plan plans.Plan) ([]json.RawMessage, error) {
+	var b struct {
+		Submissions []json.RawMessage `json:"submissions"`
+	}
+	if err := execreq.DecodeJSON(body, &b, "the batch"); err != nil {
+		return nil, err
+	}
+	switch {
+	case len(b.Submissions) == 0:
+		return nil, fieldError(apierror.EmptyBatch, "submissions", "can't be blank")
+	case plan.BatchSize == 0:
+		return nil, fieldError(apierror.BatchTooLarge, "submissions", "are not included in the %s plan", plan.Name)
+	case len(b.Submissions) > plan.BatchSize:
+		return nil, fieldError(apierror.BatchTooLarge, "submissions", "size %d is over the %s plan's maximum of %d", len(b.Submissions), plan.Name, plan.BatchSize)
+	}
+	return b.Submissions, nil
+}
+
+// RenderBatch is Judge0's answer to a batch: an array of {"token"} or of
+// the submission's errors, in order.
+func (Dialect) RenderBatch(results []any) any { return results }
+
+// JobViews is GET /submissions/batch: {"submissions": [...]}.
+func (Dialect) JobViews(views []any) any { return map[string]any{"submissions": views} }
