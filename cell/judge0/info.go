@@ -29,6 +29,27 @@ func languageList(in dialect.InfoInput) (any, error) {
 	return out, nil
 }
 
+// ArchivedLanguage is one entry of GET /languages/all.
+type ArchivedLanguage struct {
+	Language
+	IsArchived bool `json:"is_archived"`
+}
+
+// languageAll is GET /languages/all: Judge0's active and archived
+// languages, each with is_archived. Every language this node runs is
+// active.
+func languageAll(in dialect.InfoInput) (any, error) {
+	list, err := languageList(in)
+	if err != nil {
+		return nil, err
+	}
+	out := []ArchivedLanguage{}
+	for _, l := range list.([]Language) {
+		out = append(out, ArchivedLanguage{Language: l})
+	}
+	return out, nil
+}
+
 // LanguageDetail is GET /languages/{id}.
 type LanguageDetail struct {
 	ID         int     `json:"id"`

@@ -37,7 +37,7 @@ const cancelledMessage = "the submission was deleted (DELETE /submissions/{token
 
 // JobResult is the record the job keeps, its status Judge0's description.
 // A job that never ran is an Internal Error saying why.
-func (Dialect) JobResult(_ store.Job, req *execreq.Request, res *execreq.Result) (string, any) {
+func (Dialect) JobResult(j store.Job, req *execreq.Request, res *execreq.Result) (string, any) {
 	var rec record
 	switch {
 	case res.Status == execreq.StatusCancelled:
@@ -48,7 +48,20 @@ func (Dialect) JobResult(_ store.Job, req *execreq.Request, res *execreq.Result)
 	default:
 		rec = recordOf(res)
 	}
+	rec.LanguageID, _ = parseLanguageID(rawBody(j.Body)["language_id"])
+	rec.Query = j.Query
 	return statusByID(rec.StatusID).Description, rec
+}
+
+// query is the submission's query string: the job's while it has its
+// request, then its record's.
+func (s shown) query(j store.Job) url.Values {
+	raw := j.Query
+	if len(j.Body) == 0 {
+		raw = s.rec.Query
+	}
+	q, _ := url.ParseQuery(raw) // stored by the service, from a parsed URL
+	return q
 }
 
 // shownJob is j as Judge0 shows a submission.
@@ -56,7 +69,7 @@ func shownJob(j store.Job) shown {
 	req := rawBody(j.Body)
 	q, _ := url.ParseQuery(j.Query) // stored by the service, from a parsed URL
 	s := shown{token: j.ID, createdAt: j.CreatedAt, request: req, requestB64: q.Get("base64_encoded") == "true"}
-	_ = json.Unmarshal(req["language_id"], &s.languageID)
+	s.languageID, _ = parseLanguageID(req["language_id"]) // accepted at submit time
 	switch j.State {
 	case store.JobPending:
 		s.rec.StatusID = InQueue
@@ -66,6 +79,9 @@ func shownJob(j store.Job) shown {
 		s.finishedAt = j.CompletedAt
 		if err := json.Unmarshal(j.Result, &s.rec); err != nil || s.rec.StatusID == 0 {
 			s.rec = record{StatusID: InternalError, Message: "the submission's result could not be read"}
+		}
+		if len(j.Body) == 0 { // dropped by the store when the job ended
+			s.languageID = s.rec.LanguageID
 		}
 	}
 	return s
@@ -88,24 +104,32 @@ func (Dialect) ViewQuery(j store.Job, q url.Values) (any, error) {
 // with: the body of its callback (Judge0 PUTs the submission), and GET's
 // when the query says nothing.
 func (d Dialect) View(j store.Job, _ bool) any {
-	q, _ := url.ParseQuery(j.Query)
+	s := shownJob(j)
+	q := s.query(j)
 	b64 := q.Get("base64_encoded") == "true"
 	fields, err := Fields(q.Get("fields"), defaultFields)
 	if err != nil {
 		fields = defaultFields
 	}
-	out, _ := shownJob(j).render(b64, fields, false)
+	out, _ := s.render(b64, fields, false)
 	return out
 }
 
 // Cancelled answers DELETE /submissions/{token}: the submission, 200 once
-// it has stopped, 202 while it is still stopping.
+// it has stopped, 202 while it is still stopping, with the fields it was
+// submitted with and, as Judge0's DELETE answers, always in base64.
 func (d Dialect) Cancelled(j store.Job, stopped bool) dialect.Reply {
 	status := http.StatusAccepted
 	if stopped {
 		status = http.StatusOK
 	}
-	return dialect.Reply{Status: status, Body: d.View(j, false)}
+	s := shownJob(j)
+	fields, err := Fields(s.query(j).Get("fields"), defaultFields)
+	if err != nil {
+		fields = defaultFields
+	}
+	out, _ := s.render(true, fields, false) // base64: never fails
+	return dialect.Reply{Status: status, Body: out}
 }
 
 // BatchItems checks POST /submissions/batch, {"submissions": [...]},

@@ -55,7 +55,7 @@ func (Dialect) Routes() []dialect.Route {
 		{Pattern: "GET /submissions/{token}", Kind: dialect.JobGet, ID: "token"},
 		{Pattern: "DELETE /submissions/{token}", Kind: dialect.JobCancel, ID: "token"},
 		{Pattern: "GET /languages", Kind: dialect.Info, Info: languageList},
-		{Pattern: "GET /languages/all", Kind: dialect.Info, Info: languageList},
+		{Pattern: "GET /languages/all", Kind: dialect.Info, Info: languageAll},
 		{Pattern: "GET /languages/{id}", Kind: dialect.Info, Info: languageOne},
 		{Pattern: "GET /statuses", Kind: dialect.Info, Info: statusList},
 		{Pattern: "GET /about", Kind: dialect.Info, Info: about},
@@ -134,26 +134,26 @@ var (
 
 // body is a submission. Unknown fields are ignored, as Judge0 does.
 type body struct {
-	SourceCode             *string  `json:"source_code"`
-	LanguageID             *int     `json:"language_id"`
-	CompilerOptions        *string  `json:"compiler_options"`
-	CommandLineArguments   *string  `json:"command_line_arguments"`
-	Stdin                  *string  `json:"stdin"`
-	ExpectedOutput         *string  `json:"expected_output"`
-	CPUTimeLimit           *float64 `json:"cpu_time_limit"`
-	CPUExtraTime           *float64 `json:"cpu_extra_time"`
-	WallTimeLimit          *float64 `json:"wall_time_limit"`
-	MemoryLimit            *float64 `json:"memory_limit"`
-	StackLimit             *float64 `json:"stack_limit"`
-	MaxProcessesAndThreads *float64 `json:"max_processes_and_or_threads"`
-	PerProcessTimeLimit    *bool    `json:"enable_per_process_and_thread_time_limit"`
-	PerProcessMemoryLimit  *bool    `json:"enable_per_process_and_thread_memory_limit"`
-	MaxFileSize            *float64 `json:"max_file_size"`
-	RedirectStderrToStdout *bool    `json:"redirect_stderr_to_stdout"`
-	EnableNetwork          *bool    `json:"enable_network"`
-	NumberOfRuns           *float64 `json:"number_of_runs"`
-	AdditionalFiles        *string  `json:"additional_files"`
-	CallbackURL            *string  `json:"callback_url"`
+	SourceCode             *string         `json:"source_code"`
+	LanguageID             json.RawMessage `json:"language_id"` // an integer, or one in a string (languageID)
+	CompilerOptions        *string         `json:"compiler_options"`
+	CommandLineArguments   *string         `json:"command_line_arguments"`
+	Stdin                  *string         `json:"stdin"`
+	ExpectedOutput         *string         `json:"expected_output"`
+	CPUTimeLimit           *float64        `json:"cpu_time_limit"`
+	CPUExtraTime           *float64        `json:"cpu_extra_time"`
+	WallTimeLimit          *float64        `json:"wall_time_limit"`
+	MemoryLimit            *float64        `json:"memory_limit"`
+	StackLimit             *float64        `json:"stack_limit"`
+	MaxProcessesAndThreads *float64        `json:"max_processes_and_or_threads"`
+	PerProcessTimeLimit    *bool           `json:"enable_per_process_and_thread_time_limit"`
+	PerProcessMemoryLimit  *bool           `json:"enable_per_process_and_thread_memory_limit"`
+	MaxFileSize            *float64        `json:"max_file_size"`
+	RedirectStderrToStdout *bool           `json:"redirect_stderr_to_stdout"`
+	EnableNetwork          *bool           `json:"enable_network"`
+	NumberOfRuns           *float64        `json:"number_of_runs"`
+	AdditionalFiles        *string         `json:"additional_files"`
+	CallbackURL            *string         `json:"callback_url"`
 }
 
 // view is what rendering a Judge0 result needs of its request.
@@ -191,6 +191,36 @@ func (Dialect) Parse(in dialect.Input) (*execreq.Request, error) {
 	return parseBody(b, b64, fields, in)
 }
 
+// parseLanguageID is language_id: an integer, or an integer in a string
+// ("language_id": "71"), which Judge0 (Rails) casts to one and its own
+// docs send.
+func parseLanguageID(raw json.RawMessage) (int, error) {
+	var v any
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return 0, fieldError(apierror.InvalidField, "language_id", "must be an integer")
+		}
+	}
+	var s string
+	switch x := v.(type) {
+	case nil:
+		return 0, fieldError(apierror.MissingField, "language_id", "can't be blank")
+	case float64:
+		s = strconv.FormatFloat(x, 'f', -1, 64)
+	case string:
+		if s = strings.TrimSpace(x); s == "" {
+			return 0, fieldError(apierror.MissingField, "language_id", "can't be blank")
+		}
+	default:
+		return 0, fieldError(apierror.InvalidField, "language_id", "must be an integer")
+	}
+	id, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, fieldError(apierror.InvalidField, "language_id", "must be an integer")
+	}
+	return id, nil
+}
+
 func boolParam(q url.Values, name string) (bool, error) {
 	if !q.Has(name) {
 		return false, nil
@@ -206,16 +236,18 @@ func parseBody(b body, b64 bool, fields []string, in dialect.Input) (*execreq.Re
 	if b.AdditionalFiles != nil && *b.AdditionalFiles == "" {
 		b.AdditionalFiles = nil
 	}
-	if b.SourceCode == nil && b.AdditionalFiles == nil {
+	if (b.SourceCode == nil || strings.TrimSpace(*b.SourceCode) == "") && b.AdditionalFiles == nil {
+		// Blank is missing, as Rails' presence validation has it.
 		return nil, fieldError(apierror.MissingField, "source_code", "can't be blank")
 	}
-	if b.LanguageID == nil {
-		return nil, fieldError(apierror.MissingField, "language_id", "can't be blank")
+	languageID, err := parseLanguageID(b.LanguageID)
+	if err != nil {
+		return nil, err
 	}
-	ours, ok := ourLanguage(*b.LanguageID)
+	ours, ok := ourLanguage(languageID)
 	lang, found := in.Catalog.Lookup(ours)
 	if !ok || !found {
-		return nil, fieldError(apierror.UnsupportedLanguage, "language_id", "language with id %d doesn't exist", *b.LanguageID)
+		return nil, fieldError(apierror.UnsupportedLanguage, "language_id", "language with id %d doesn't exist", languageID)
 	}
 	text := func(p *string, field string) (string, error) {
 		if p == nil {
@@ -273,7 +305,7 @@ func parseBody(b body, b64 bool, fields []string, in dialect.Input) (*execreq.Re
 
 	req := &execreq.Request{
 		LanguageName: lang.ID,
-		View:         view{base64: b64, fields: fields, languageID: *b.LanguageID},
+		View:         view{base64: b64, fields: fields, languageID: languageID},
 		Runs:         runs,
 		Exec: executor.Request{
 			Language:    lang,

@@ -127,6 +127,11 @@ type record struct {
 	Memory        *int64  `json:"memory"`
 	ExitCode      *int    `json:"exit_code"`
 	ExitSignal    *int    `json:"exit_signal"`
+	// LanguageID and Query are the submission's language_id and query
+	// string, kept with a job's result: the store drops the request once
+	// the job ends, and a GET or the callback still shows them.
+	LanguageID int    `json:"language_id,omitempty"`
+	Query      string `json:"query,omitempty"`
 }
 
 // recordOf is the record of res.
@@ -228,7 +233,7 @@ type shown struct {
 
 // errNotUTF8 is Judge0's refusal of output it cannot show as text.
 var errNotUTF8 = apierror.New(apierror.InvalidField,
-	"some attributes for this submission cannot be converted to UTF-8, use base64_encoded=true")
+	"some attributes for this submission cannot be converted to UTF-8, use base64_encoded=true query parameter")
 
 // render is s with fields, outputs in base64 when b64. Output that is not
 // UTF-8 cannot be shown as text: strict refuses it, as Judge0 does;
