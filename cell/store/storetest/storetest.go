@@ -15,7 +15,14 @@ import (
 // closed when the test ends.
 func Open(t testing.TB) *store.Store {
 	t.Helper()
-	st, err := store.Open(store.Config{Dir: t.TempDir(), NodeID: "raft-1", Bootstrap: true, Logger: slog.New(slog.DiscardHandler)})
+	return OpenIn(t, t.TempDir())
+}
+
+// OpenIn is Open on dir, which may hold the store of an earlier OpenIn
+// (a restart).
+func OpenIn(t testing.TB, dir string) *store.Store {
+	t.Helper()
+	st, err := store.Open(store.Config{Dir: dir, NodeID: "raft-1", Bootstrap: true, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
