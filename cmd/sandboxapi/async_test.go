@@ -122,6 +122,26 @@ func seedAccounts(t *testing.T, s *devServer) {
 			t.Fatal(err)
 		}
 	}
+	// The gateway learns of the accounts by following the cell's changes,
+	// a moment after they commit: wait until it takes every key, or a
+	// test's first request may meet a 401 (as one did in CI, under load).
+	for _, p := range todo {
+		for {
+			req, _ := http.NewRequestWithContext(ctx, "GET", s.base+"/v1/languages", nil)
+			req.Header.Set("X-API-Key", p.key)
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusUnauthorized {
+					break
+				}
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("the gateway still refuses %s's key 30 s after it was added", p.name)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 }
 
 // hookReceiver is a webhook endpoint that checks every signature the way

@@ -183,7 +183,7 @@ func TestJudge0(t *testing.T) {
 	})
 
 	t.Run("batch of 20, one command, polled together", func(t *testing.T) {
-		before := s.quotaLeft(s.key)
+		before := s.quotaLeft(t, s.key)
 		var items []string
 		for i := range 20 {
 			items = append(items, fmt.Sprintf(`{"source_code":%q,"language_id":71}`, b64(fmt.Sprintf("print(%d * 2)", i))))
@@ -198,7 +198,7 @@ func TestJudge0(t *testing.T) {
 			tok, _ := it.(map[string]any)["token"].(string)
 			tokens = append(tokens, tok)
 		}
-		if after := s.quotaLeft(s.key); before-after != 20 {
+		if after := s.quotaLeft(t, s.key); before-after != 20 {
 			t.Errorf("a batch of 20 counted %d executions", before-after)
 		}
 		if n := strings.Count(s.logs(), "job batch accepted"); n != 1 {
@@ -246,18 +246,18 @@ func TestJudge0(t *testing.T) {
 	})
 
 	t.Run("number_of_runs counts each run", func(t *testing.T) {
-		before := s.quotaLeft(s.key)
+		before := s.quotaLeft(t, s.key)
 		code, v := s.judge0("POST", "/submissions?wait=true", `{"source_code":"print(1)","language_id":71,"number_of_runs":3}`)
 		if code != http.StatusCreated || statusID(v.(map[string]any)) != 3 {
 			t.Fatalf("HTTP %d %v", code, v)
 		}
-		if after := s.quotaLeft(s.key); before-after != 3 {
+		if after := s.quotaLeft(t, s.key); before-after != 3 {
 			t.Errorf("quota went from %d to %d, want 3 executions", before, after)
 		}
 	})
 
 	t.Run("refusals, before a sandbox and without counting", func(t *testing.T) {
-		before := s.quotaLeft(s.key)
+		before := s.quotaLeft(t, s.key)
 		tests := []struct {
 			body   string
 			status int
@@ -274,7 +274,7 @@ func TestJudge0(t *testing.T) {
 				t.Errorf("%s: HTTP %d %s, want %d %s", tc.body, code, got, tc.status, tc.want)
 			}
 		}
-		if after := s.quotaLeft(s.key); after != before {
+		if after := s.quotaLeft(t, s.key); after != before {
 			t.Errorf("refusals counted %d executions", before-after)
 		}
 	})

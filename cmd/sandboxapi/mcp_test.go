@@ -54,14 +54,14 @@ func callTool(t *testing.T, cs *mcp.ClientSession, name string, args map[string]
 }
 
 // quotaLeft is the monthly executions the gateway says key has left.
-func (s *devServer) quotaLeft(key string) int {
-	s.t.Helper()
+func (s *devServer) quotaLeft(t *testing.T, key string) int {
+	t.Helper()
 	req, _ := http.NewRequest("GET", s.base+"/v1/languages", nil)
 	req.Header.Set("X-API-Key", key)
-	code, m, h := send(s.t, req)
+	code, m, h := send(t, req)
 	n, err := strconv.Atoi(h.Get("X-Quota-Remaining"))
 	if code != http.StatusOK || err != nil {
-		s.t.Fatalf("GET /v1/languages: HTTP %d %v, X-Quota-Remaining %q", code, m, h.Get("X-Quota-Remaining"))
+		t.Fatalf("GET /v1/languages: HTTP %d %v, X-Quota-Remaining %q", code, m, h.Get("X-Quota-Remaining"))
 	}
 	return n
 }
@@ -78,7 +78,7 @@ func TestMCPDoor(t *testing.T) {
 			map[string]any{"language": "cobol", "code": "x"},
 			map[string]any{"language": "python3", "code": "print(1)"},
 		}
-		before := s.quotaLeft(proKey)
+		before := s.quotaLeft(t, proKey)
 		for _, body := range []string{
 			`{"language":"python3","code":"print(1)"}`,
 			`{"language":"cobol","code":"x"}`,
@@ -91,16 +91,16 @@ func TestMCPDoor(t *testing.T) {
 		req, _ := http.NewRequest("POST", s.base+"/v1/execute/batch", strings.NewReader(string(b)))
 		req.Header.Set("X-API-Key", proKey)
 		send(t, req)
-		rest := before - s.quotaLeft(proKey)
+		rest := before - s.quotaLeft(t, proKey)
 
 		cs := s.mcpSession(t, map[string]string{"X-API-Key": proKey}, nil)
-		before = s.quotaLeft(proKey)
+		before = s.quotaLeft(t, proKey)
 		callTool(t, cs, "execute_code", map[string]any{"language": "python3", "code": "print(1)"})
 		callTool(t, cs, "execute_code", map[string]any{"language": "cobol", "code": "x"})
 		callTool(t, cs, "execute_batch", map[string]any{"executions": batch})
 		callTool(t, cs, "list_languages", map[string]any{})
 		callTool(t, cs, "get_capabilities", map[string]any{})
-		viaMCP := before - s.quotaLeft(proKey)
+		viaMCP := before - s.quotaLeft(t, proKey)
 		if rest != 3 || viaMCP != rest {
 			t.Errorf("REST counted %d executions, MCP %d; want 3 and 3", rest, viaMCP)
 		}

@@ -60,7 +60,7 @@ func TestListPackagesEndToEnd(t *testing.T) {
 	pkgcacheBuild(t, "--dir", cache, "--tier", "custom", "--account", otherID, "--pip", buildWheel(t, src, "sbxtheirs", "1.0.0", "X = 1\n"))
 
 	// pro's quota is finite: a listing that counted would show.
-	quota := s.quotaLeft(proKey)
+	quota := s.quotaLeft(t, proKey)
 	t.Run("by plan", func(t *testing.T) {
 		tests := []struct {
 			name, key, plan, manager string
@@ -148,7 +148,7 @@ func TestListPackagesEndToEnd(t *testing.T) {
 		assertError(t, code, m, http.StatusMethodNotAllowed)
 	})
 
-	if left := s.quotaLeft(proKey); left != quota {
+	if left := s.quotaLeft(t, proKey); left != quota {
 		t.Errorf("listing took the quota from %d to %d", quota, left)
 	}
 
