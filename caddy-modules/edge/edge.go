@@ -32,6 +32,7 @@ import (
 
 	"github.com/sandboxapi/sandboxapi/billing/directory"
 	"github.com/sandboxapi/sandboxapi/billing/selfserve"
+	"github.com/sandboxapi/sandboxapi/cell/api"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 	"github.com/sandboxapi/sandboxapi/cell/celltls"
@@ -56,7 +57,8 @@ const (
 )
 
 // HealthPath is proxied to the cell without authentication, for load
-// balancers and uptime checks.
+// balancers and uptime checks, as is the OpenAPI document
+// (api.DocumentPath), for the tools that read it.
 const HealthPath = "/health"
 
 // Config is what the gateway needs to know.
@@ -324,7 +326,7 @@ func (c Config) CaddyJSON() ([]byte, error) {
 		"protocols": []string{"h1", "h2c"},
 		"routes": append(append([]object{
 			{
-				"match":    []object{{"path": []string{HealthPath}}},
+				"match":    []object{{"path": []string{HealthPath, api.DocumentPath}}},
 				"handle":   []object{request, healthProxy},
 				"terminal": true,
 			},

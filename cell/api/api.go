@@ -46,6 +46,9 @@ const HeaderRequestID = "X-Request-Id"
 // response reaches the client.
 const HeaderExecutionID = callerauth.Prefix + "Execution-Id"
 
+// DocumentPath is where Server.Document is served.
+const DocumentPath = "/openapi.json"
+
 // Cluster is what the API reads of the cell's replicated store for health.
 type Cluster interface {
 	IsLeader() bool
@@ -59,6 +62,9 @@ type Server struct {
 	Cluster Cluster
 	Secret  []byte // shared with the gateway
 	Logger  *slog.Logger
+	// Document is the OpenAPI document (package openapi), served without
+	// a key at DocumentPath when set.
+	Document []byte
 
 	routes []Route
 	now    func() time.Time
@@ -89,6 +95,12 @@ func (s *Server) Handler() http.Handler {
 	}
 	t := &table{mux: http.NewServeMux()}
 	t.add(Route{Pattern: "GET /health"}, http.HandlerFunc(s.health))
+	if s.Document != nil {
+		t.add(Route{Pattern: "GET " + DocumentPath}, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Write(s.Document)
+		}))
+	}
 	for _, rt := range append([]Route{{Pattern: "GET /v1/languages", Handle: s.languages}}, s.routes...) {
 		t.add(rt, s.authed(rt))
 	}

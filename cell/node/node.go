@@ -35,6 +35,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/cell/jobs"
 	"github.com/sandboxapi/sandboxapi/cell/judge0"
 	"github.com/sandboxapi/sandboxapi/cell/mcp"
+	"github.com/sandboxapi/sandboxapi/cell/openapi"
 	"github.com/sandboxapi/sandboxapi/cell/piston"
 	"github.com/sandboxapi/sandboxapi/cell/placement"
 	"github.com/sandboxapi/sandboxapi/cell/sessions"
@@ -371,7 +372,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	apiSrv := &api.Server{NodeID: id.NodeID, Catalog: catalog, Cluster: n.store, Secret: cfg.Secret, Logger: cfg.Logger}
+	apiSrv := &api.Server{NodeID: id.NodeID, Catalog: catalog, Cluster: n.store, Secret: cfg.Secret, Logger: cfg.Logger,
+		Document: openapi.JSON()}
 	apiSrv.Mount(routes...)
 	apiSrv.Mount(cluster.Routes(n.store)...)
 	// Every node serves the accounts table; gateways use the home cell's.

@@ -155,6 +155,7 @@ func startDevWith(t *testing.T, dataDir string, opt devOptions) *devServer {
 		for range lines {
 		}
 	}()
+	s.holdToDocument(t)
 	if s.cell != "" {
 		seedAccounts(t, s)
 	}
