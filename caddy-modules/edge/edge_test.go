@@ -123,10 +123,10 @@ func TestCaddyJSON(t *testing.T) {
 		case !srv.AutomaticHTTPS.Disable:
 			t.Error("automatic HTTPS not disabled")
 		case len(srv.Routes) != 3:
-			t.Fatalf("routes = %d, want 3: /health, the free signup, the rest", len(srv.Routes))
+			t.Fatalf("routes = %d, want 3: /health and /openapi.json, the free signup, the rest", len(srv.Routes))
 		}
-		if p := srv.Routes[0].Match; len(p) != 1 || len(p[0]["path"]) != 1 || p[0]["path"][0] != HealthPath {
-			t.Errorf("first route matches %v, want path %s", p, HealthPath)
+		if p := srv.Routes[0].Match; len(p) != 1 || fmt.Sprint(p[0]["path"]) != fmt.Sprint([]string{HealthPath, api.DocumentPath}) {
+			t.Errorf("first route matches %v, want the paths %s and %s, which take no key", p, HealthPath, api.DocumentPath)
 		}
 		if h := srv.Routes[0].Handle; len(h) != 2 || h[0]["handler"] != "sandboxapi_request" || h[1]["handler"] != "reverse_proxy" {
 			t.Errorf("/health route handlers = %v, want only sandboxapi_request and reverse_proxy", h)
