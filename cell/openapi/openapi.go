@@ -17,9 +17,6 @@ import (
 //go:embed openapi.yaml
 var source []byte
 
-// YAML is the document as written.
-func YAML() []byte { return source }
-
 var jsonDoc = sync.OnceValues(func() ([]byte, error) {
 	var v any
 	if err := yaml.Unmarshal(source, &v); err != nil {

@@ -71,7 +71,7 @@ func docExamples(t *testing.T) (examples []docExample, skipped []string) {
 				if !ok || len(call.Args) == 0 || call.Args[0].Lit() != "curl" {
 					return true
 				}
-				where := filepath.Base(f) + ":" + itoa(line0+int(call.Pos().Line())-1)
+				where := filepath.Base(f) + ":" + strconv.Itoa(line0+int(call.Pos().Line())-1)
 				var words []string
 				for _, w := range call.Args[1:] {
 					s, err := expand.Literal(cfg, w)
@@ -91,8 +91,6 @@ func docExamples(t *testing.T) (examples []docExample, skipped []string) {
 	}
 	return examples, skipped
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }
 
 // parseCurl reads the curl options the docs use.
 func parseCurl(words []string) (docExample, bool) {

@@ -796,12 +796,7 @@ func (h *hostile) serviceHWM() int64 {
 // none.
 func (h *hostile) quotaLeft(t *testing.T, key string) int {
 	t.Helper()
-	a := h.call(t, key, "GET", "/v1/languages", nil, nil)
-	n, err := strconv.Atoi(a.hdr.Get("X-Quota-Remaining"))
-	if err != nil {
-		t.Fatalf("X-Quota-Remaining %q: %v", a.hdr.Get("X-Quota-Remaining"), err)
-	}
-	return n
+	return h.s.quotaLeft(t, key)
 }
 
 // watchConnects listens on a host address until stop and counts what
