@@ -48,8 +48,13 @@ const (
 	// writeTimeout bounds a write whose context has no deadline.
 	writeTimeout = 15 * time.Second
 	// indexWait bounds how long a write waits for this gateway's copy to
-	// show it before answering anyway.
-	indexWait = 2 * time.Second
+	// show it before answering anyway; a new key answered before its
+	// gateway knows it would be refused on its first use.
+	indexWait = 10 * time.Second
+	// catchUpEvery is how often a waiting write reads the changes itself
+	// rather than wait for the feed, which may be backing off from a node
+	// that failed or be slow to come back under load.
+	catchUpEvery = 250 * time.Millisecond
 	// retryMin and retryMax bound the backoff between failed feed
 	// requests.
 	retryMin, retryMax = 100 * time.Millisecond, 2 * time.Second
@@ -167,7 +172,7 @@ func (d *Directory) follow() {
 		d.mu.RLock()
 		after, node := d.index, d.node
 		d.mu.RUnlock()
-		ch, err := d.changes(after, node)
+		ch, err := d.changes(d.ctx, after, node, feedWait)
 		if err != nil {
 			if d.ctx.Err() != nil {
 				return
@@ -204,10 +209,12 @@ func (d *Directory) merge(ch accounts.Changes) {
 	}
 }
 
-func (d *Directory) changes(after uint64, node int) (accounts.Changes, error) {
+// changes asks one node for the records changed after index, waiting at
+// most wait for there to be any.
+func (d *Directory) changes(ctx context.Context, after uint64, node int, wait time.Duration) (accounts.Changes, error) {
 	u := d.scheme + d.cfg.Nodes[node] + Prefix + "/changes?after=" + strconv.FormatUint(after, 10) +
-		"&wait=" + strconv.FormatInt(feedWait.Milliseconds(), 10)
-	req, err := http.NewRequestWithContext(d.ctx, http.MethodGet, u, nil)
+		"&wait=" + strconv.FormatInt(wait.Milliseconds(), 10)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return accounts.Changes{}, err
 	}
@@ -307,9 +314,13 @@ func (d *Directory) Index() uint64 {
 }
 
 // waitIndex waits until the copy has reached index, at most indexWait.
-func (d *Directory) waitIndex(ctx context.Context, index uint64) {
-	timer := time.NewTimer(indexWait)
-	defer timer.Stop()
+// Between the feed's answers it reads the changes from node, the one
+// that took the write, itself.
+func (d *Directory) waitIndex(ctx context.Context, index uint64, node int) {
+	ctx, cancel := context.WithTimeout(ctx, indexWait)
+	defer cancel()
+	catchUp := time.NewTicker(catchUpEvery)
+	defer catchUp.Stop()
 	for {
 		d.mu.RLock()
 		at, moved := d.index, d.moved
@@ -319,10 +330,12 @@ func (d *Directory) waitIndex(ctx context.Context, index uint64) {
 		}
 		select {
 		case <-moved:
-		case <-timer.C:
-			d.logger.Warn("a write is not on this gateway's copy yet", "index", index, "copy", at)
-			return
+		case <-catchUp.C:
+			if ch, err := d.changes(ctx, at, node, 0); err == nil {
+				d.merge(ch)
+			}
 		case <-ctx.Done():
+			d.logger.Warn("a write is not on this gateway's copy yet", "index", index, "copy", at)
 			return
 		}
 	}
@@ -357,7 +370,7 @@ func (d *Directory) apply(ctx context.Context, name string, args, v any) error {
 			d.mu.Lock()
 			d.node = node
 			d.mu.Unlock()
-			d.waitIndex(ctx, index)
+			d.waitIndex(ctx, index, node)
 			return res.Decode(v)
 		}
 		last = err

@@ -144,3 +144,27 @@ func TestHomeDown(t *testing.T) {
 		t.Fatalf("a write with the home cell down: %v, want ErrUnavailable", err)
 	}
 }
+
+// A key made through a gateway whose feed is held back works on that
+// gateway as soon as the write answers: the write catches its copy up
+// itself rather than answer with a key the gateway would refuse.
+func TestWriteShowsWithFeedStalled(t *testing.T) {
+	home := directorytest.StartHome(t)
+	g := home.Gateway(t, "gw-1")
+	home.StallFeed(true)
+	t.Cleanup(func() { home.StallFeed(false) })
+	ctx := ctxT(t)
+	start := time.Now()
+	a, err := g.CreateAccount(ctx, accounts.NewAccount{Plan: "pro", Email: "x@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := g.IssueKey(ctx, a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := g.Resolve(k.APIKey, time.Now()); err != nil || got.ID != a.ID {
+		t.Fatalf("the new key on its own gateway, its feed stalled: %+v, %v", got, err)
+	}
+	t.Logf("account and key made and on the gateway's copy in %s with its feed stalled", time.Since(start).Round(time.Millisecond))
+}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,6 +31,8 @@ type Home struct {
 	Addr string
 	srv  *httptest.Server
 	once sync.Once
+	// feedStalled holds back the feed's answers (StallFeed).
+	feedStalled atomic.Bool
 	// clientTLS is how Gateway's Directories reach a home served over TLS.
 	clientTLS *tls.Config
 }
@@ -65,6 +68,7 @@ func StartHomeTLS(t testing.TB, serverTLS, clientTLS *tls.Config) *Home {
 	if err := st.WaitLeader(ctx); err != nil {
 		t.Fatal(err)
 	}
+	h := &Home{Store: st, clientTLS: clientTLS}
 	mux := http.NewServeMux()
 	for _, rt := range directory.Routes(st) {
 		mux.Handle(rt.Pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -73,7 +77,20 @@ func StartHomeTLS(t testing.TB, serverTLS, clientTLS *tls.Config) *Home {
 				apierror.New(apierror.GatewayRequired, "unsigned").Write(w)
 				return
 			}
-			rt.Handle(w, r, c)
+			if wait := r.URL.Query().Get("wait"); wait == "" || wait == "0" || !h.feedStalled.Load() {
+				rt.Handle(w, r, c)
+				return
+			}
+			rec := httptest.NewRecorder()
+			rt.Handle(rec, r, c)
+			for h.feedStalled.Load() && r.Context().Err() == nil {
+				time.Sleep(10 * time.Millisecond)
+			}
+			for k, v := range rec.Header() {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(rec.Code)
+			_, _ = w.Write(rec.Body.Bytes())
 		}))
 	}
 	srv := httptest.NewUnstartedServer(mux)
@@ -85,10 +102,15 @@ func StartHomeTLS(t testing.TB, serverTLS, clientTLS *tls.Config) *Home {
 	} else {
 		srv.Start()
 	}
-	h := &Home{Store: st, Addr: ln.Addr().String(), srv: srv, clientTLS: clientTLS}
+	h.Addr, h.srv = ln.Addr().String(), srv
 	t.Cleanup(h.Stop)
 	return h
 }
+
+// StallFeed holds back every feed answer (a changes request that waits)
+// until it is called with false, as a feed behind a slow or failing node
+// is; a gateway's own writes must still show on its copy.
+func (h *Home) StallFeed(stalled bool) { h.feedStalled.Store(stalled) }
 
 // Stop stops the home cell: its routes and its store.
 func (h *Home) Stop() {
