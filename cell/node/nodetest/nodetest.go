@@ -120,9 +120,10 @@ func StartCell(t testing.TB, opts Options) *Cell {
 	for i := range opts.Nodes {
 		h := c.Net.Host(nextIP())
 		c.hosts = append(c.hosts, h)
+		raftAddr, gossipAddr := freePorts(t, h.IP())
 		cfg := node.Config{
 			DataDir: filepath.Join(dir, fmt.Sprintf("node%d", i+1)), NodeID: nodeID(opts.Cell, i),
-			Listen: net.JoinHostPort(h.IP(), "0"), RaftAddr: freePort(t, h.IP()), GossipAddr: freePort(t, h.IP()),
+			Listen: net.JoinHostPort(h.IP(), "0"), RaftAddr: raftAddr, GossipAddr: gossipAddr,
 			Cell: cmp.Or(opts.Cell, "test"), Region: cmp.Or(opts.Cell, "test"), GossipJoin: opts.GossipJoin, Runsc: runscPath, Init: initPath, Secret: Secret,
 			Plans: plans.Default(), Capacity: opts.Capacity, Timing: Timing(),
 			Sessions: sessions.Config{Pool: 0},
@@ -272,14 +273,32 @@ func issue(t testing.TB, ca *celltls.CA, role, name string) *celltls.Bundle {
 	return b
 }
 
-func freePort(t testing.TB, ip string) string {
+// freePorts picks a raft and a gossip address on ip: two different
+// ports, the gossip one free for UDP too (memberlist binds both). The
+// listeners are held until both are picked, since a port just closed is
+// the kernel's next answer as often as not.
+func freePorts(t testing.TB, ip string) (raftAddr, gossipAddr string) {
 	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	raft, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	defer raft.Close()
+	for range 20 {
+		gossip, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		udp, err := net.ListenPacket("udp", gossip.Addr().String())
+		gossip.Close()
+		if err != nil {
+			continue
+		}
+		udp.Close()
+		return raft.Addr().String(), gossip.Addr().String()
+	}
+	t.Fatalf("no port on %s is free for both TCP and UDP", ip)
+	return "", ""
 }
 
 // syncBuffer is a node's log, kept for a failing test to print.
