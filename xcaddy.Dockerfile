@@ -5,15 +5,17 @@
 # binary (caddy-modules/edge). The modules are:
 #   http.handlers.sandboxapi_auth                  (directive sandboxapi_auth)
 #   http.handlers.sandboxapi_limits                (directive sandboxapi_limits)
+#   http.handlers.sandboxapi_selfserve             (directive sandboxapi_selfserve: signup, Stripe)
 #   sandboxapi.rate_stores.memory                  (sandboxapi_limits { rate_store memory })
 #   sandboxapi.rate_stores.redis                   (sandboxapi_limits { rate_store redis { ... } })
 #   http.reverse_proxy.upstreams.sandboxapi_cell   (reverse_proxy { dynamic sandboxapi_cell ... })
 #   sandboxapi.membership.static                   (dynamic sandboxapi_cell { membership static { ... } })
+#   sandboxapi.membership.gossip                   (dynamic sandboxapi_cell { membership gossip { ... } })
 #   http.handlers.sandboxapi_request               (directive sandboxapi_request: request ids, body deadline)
 #   caddy.listeners.sandboxapi_conn_limit          (servers { listener_wrappers { sandboxapi_conn_limit ... } })
 #   caddy.listeners.sandboxapi_json_errors         (servers { listener_wrappers { sandboxapi_json_errors } })
 # Everything is configured in the Caddyfile or JSON config; none of it needs
-# Go code of ours beyond the imports below.
+# Go code of ours beyond the import xcaddy writes.
 #
 #   docker build -f xcaddy.Dockerfile -t sandboxapi-caddy .
 #   docker run -p 8080:8080 \
@@ -32,19 +34,19 @@ ARG CADDY_VERSION
 # command fetch that toolchain.
 ENV GOTOOLCHAIN=auto
 COPY . /src/sandboxapi
-# --with names the packages to import; --replace points their module at the
-# checked-out source so the build uses this tree, not a published version.
+# --with names the module, at the version Go gives a replaced module with
+# none, and points it at the checked-out source: xcaddy imports its root
+# package (sandboxapi.go), which imports every gateway module, and the
+# build uses this tree, not a published version. TestXcaddyBuild runs this
+# RUN line, with the paths of a test's directory.
 RUN xcaddy build v${CADDY_VERSION} \
       --output /usr/bin/caddy \
-      --with github.com/sandboxapi/sandboxapi/caddy-modules/auth \
-      --with github.com/sandboxapi/sandboxapi/caddy-modules/cellroute \
-      --with github.com/sandboxapi/sandboxapi/caddy-modules/limits \
-      --with github.com/sandboxapi/sandboxapi/caddy-modules/conns \
-      --with github.com/sandboxapi/sandboxapi/caddy-modules/request \
-      --replace github.com/sandboxapi/sandboxapi=/src/sandboxapi \
+      --with github.com/sandboxapi/sandboxapi@v0.0.0-00010101000000-000000000000=/src/sandboxapi \
  && for m in http.handlers.sandboxapi_auth http.handlers.sandboxapi_limits \
+            http.handlers.sandboxapi_selfserve \
             sandboxapi.rate_stores.memory sandboxapi.rate_stores.redis \
             http.reverse_proxy.upstreams.sandboxapi_cell sandboxapi.membership.static \
+            sandboxapi.membership.gossip \
             http.handlers.sandboxapi_request caddy.listeners.sandboxapi_conn_limit \
             caddy.listeners.sandboxapi_json_errors; do \
       /usr/bin/caddy list-modules | grep -qx "$m" || { echo "module $m missing" >&2; exit 1; }; \
