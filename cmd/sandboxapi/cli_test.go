@@ -115,6 +115,7 @@ func TestCommandLine(t *testing.T) {
 		{"prepare --help", []string{"prepare", "--help"}, 0, `usage: sandboxapi prepare[\s\S]*-cache-dir`, `^$`},
 		{"admin --help", []string{"admin", "--help"}, 0, `usage: sandboxapi admin`, `^$`},
 		{"mcp --help", []string{"mcp", "--help"}, 0, `usage: sandboxapi mcp --url URL[\s\S]*SANDBOXAPI_API_KEY`, `^$`},
+		{"version --help", []string{"version", "--help"}, 0, `usage: sandboxapi version`, `^$`},
 		{"cert --help", []string{"cert", "--help"}, 0, `usage: sandboxapi cert <command>[\s\S]*issue --ca DIR`, `^$`},
 		{"cert issue --help", []string{"cert", "issue", "--help"}, 0, `usage: sandboxapi cert issue[\s\S]*-host`, `^$`},
 		{"admin accounts create --help", []string{"admin", "accounts", "create", "--help"}, 0, `usage: sandboxapi admin accounts create[\s\S]*-plan`, `^$`},

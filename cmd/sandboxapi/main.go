@@ -78,6 +78,10 @@ func dispatch(args []string) error {
 	case "mcp":
 		return runMCP(args[1:])
 	case "version", "--version", "-version":
+		if isHelp(args[1:]) {
+			fmt.Println("usage: sandboxapi version\n\nPrints the version and the commit this binary was built from.")
+			return nil
+		}
 		if len(args) > 1 {
 			return usagef("version", "unexpected argument %q", args[1])
 		}
