@@ -50,6 +50,7 @@ func (Dialect) JobResult(j store.Job, req *execreq.Request, res *execreq.Result)
 	}
 	rec.LanguageID, _ = parseLanguageID(rawBody(j.Body)["language_id"])
 	rec.Query = j.Query
+	rec.Request = echoedOf(rawBody(j.Body))
 	return statusByID(rec.StatusID).Description, rec
 }
 
@@ -81,7 +82,8 @@ func shownJob(j store.Job) shown {
 			s.rec = record{StatusID: InternalError, Message: "the submission's result could not be read"}
 		}
 		if len(j.Body) == 0 { // dropped by the store when the job ended
-			s.languageID = s.rec.LanguageID
+			s.languageID, s.request = s.rec.LanguageID, s.rec.Request
+			s.requestB64 = s.query(j).Get("base64_encoded") == "true"
 		}
 	}
 	return s
