@@ -277,3 +277,25 @@ func TestEcho(t *testing.T) {
 		t.Errorf("ended:\n got %s\nwant %s", got, want)
 	}
 }
+
+// config_info says what a submission gets: enable_network is allowed
+// where the plan has egress on this node, and stack_limit is the
+// sandbox's default.
+func TestConfigInfoNetwork(t *testing.T) {
+	pro := execreqtest.Plan(t, "pro")
+	withHosts := pro
+	withHosts.NodeEgress, withHosts.NodeNetworkAllow = true, []string{"pypi.org"}
+	for _, tc := range []struct {
+		plan plans.Plan
+		want bool
+	}{{pro, false}, {withHosts, true}} {
+		v, err := configInfo(dialect.InfoInput{Catalog: execreqtest.Catalog(t), Plan: tc.plan})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := v.(map[string]any)
+		if m["allow_enable_network"] != tc.want || m["stack_limit"] != DefaultStackLimitKB {
+			t.Errorf("egress %v: allow_enable_network %v stack_limit %v", tc.plan.NodeEgress, m["allow_enable_network"], m["stack_limit"])
+		}
+	}
+}
