@@ -322,6 +322,8 @@ func TestJudge0(t *testing.T) {
 			{`{"source_code":"1","language_id":71,"memory_limit":1000000}`, 422, `{"memory_limit":["must be less than or equal to 262144"]}`},
 			{`{"source_code":"1","language_id":1000}`, 422, `{"language_id":["language with id 1000 doesn't exist"]}`},
 			{`{"language_id":71}`, 422, `{"source_code":["can't be blank"]}`},
+			{`{"source_code":"1","language_id":71,"cpu_time_limit":"one"}`, 422, `{"cpu_time_limit":["is not a number"]}`},
+			{`{"source_code":"1","language_id":71,"enable_network":true}`, 422, `{"enable_network":["is not available: this service has no egress proxy, so every sandbox runs with no network (zerotrust)"]}`},
 		}
 		for _, tc := range tests {
 			code, v := s.judge0("POST", "/submissions?wait=true", tc.body)
