@@ -417,7 +417,7 @@ type times struct{ cpu, kill, wall time.Duration }
 // (seconds) against the plan. As in Judge0, a program runs until its CPU
 // time passes cpu_time_limit + cpu_extra_time, and is judged Time Limit
 // Exceeded past cpu_time_limit. Defaults are Judge0's, held to the plan's
-// cap, which the extra time stays within too.
+// cap; the extra time stays within the wall time.
 func timeLimits(c cast, plan plans.Plan) (times, error) {
 	maxS := float64(plan.MaxTimeoutSeconds)
 	seconds := func(v *float64, field string, def float64) (float64, error) {
@@ -452,7 +452,9 @@ func timeLimits(c cast, plan plans.Plan) (times, error) {
 		cpu = wall
 	}
 	d := func(s float64) time.Duration { return max(time.Duration(s*float64(time.Second)), time.Millisecond) }
-	return times{cpu: d(cpu), kill: d(min(cpu+extra, maxS)), wall: d(wall)}, nil
+	// The extra time ends at the wall time, which stops the run anyway,
+	// and so within the plan's cap.
+	return times{cpu: d(cpu), kill: d(min(cpu+extra, wall)), wall: d(wall)}, nil
 }
 
 // networkPolicy is enable_network against the plan, as the v1 API's
