@@ -133,8 +133,10 @@ type JobLister interface {
 // JobCanceller is implemented by a dialect with a JobCancel route.
 type JobCanceller interface {
 	// Cancelled answers the cancel of job j: stopped says it has ended
-	// cancelled; otherwise its run is still being stopped.
-	Cancelled(j store.Job, stopped bool) Reply
+	// cancelled; otherwise its run is still being stopped. q is the
+	// cancel's query string; a refusal of it is checked before anything
+	// is cancelled (with j as it was), so it cancels nothing.
+	Cancelled(j store.Job, stopped bool, q url.Values) (Reply, error)
 }
 
 // Reply is an answer with its own status: an accepted job, a cancel.

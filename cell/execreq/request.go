@@ -29,6 +29,12 @@ type Request struct {
 	// result in its own shape (base64 output, the language as the client
 	// named it). Only that dialect reads it.
 	View any
+	// CPUTimeLimit, when set, is the CPU time the run is judged against,
+	// below the one it is stopped at (Exec.Limits.CPU): a run that used
+	// more, and was not stopped for anything else, is a timeout with all
+	// it printed. Judge0's cpu_time_limit, whose cpu_extra_time lets the
+	// program run on past it.
+	CPUTimeLimit time.Duration
 	// Runs is how many times the program runs (Judge0's number_of_runs);
 	// 0 is once. Each run is an execution the caller is charged for.
 	Runs int
@@ -88,6 +94,10 @@ type Result struct {
 // the status derived once, here, for every door.
 func (r *Request) Finish(id string, run *executor.Result, total time.Duration) *Result {
 	res := &Result{ID: id, Status: StatusOf(run), Message: run.Message, Run: run, Total: total}
+	if r.CPUTimeLimit > 0 && run.End == executor.EndExited && run.CPU > r.CPUTimeLimit {
+		res.Status = StatusTimeout
+		return res
+	}
 	if r.ExpectedOutput != nil && res.Status == StatusCompleted {
 		if diff := CompareOutput(run.Stdout, []byte(*r.ExpectedOutput)); diff != "" {
 			res.Status, res.Message = StatusWrongAnswer, diff

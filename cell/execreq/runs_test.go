@@ -63,3 +63,36 @@ func TestRunAll(t *testing.T) {
 		})
 	}
 }
+
+// A run judged against a CPU time below its kill limit (Judge0's
+// cpu_time_limit and cpu_extra_time) is a timeout once it used more,
+// whatever it printed; within it, or without one, it is what it exited as.
+func TestFinishJudgedCPU(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		judged time.Duration
+		run    executor.Result
+		want   Status
+	}{
+		{"within", 2 * time.Second, executor.Result{End: executor.EndExited, CPU: 1900 * time.Millisecond}, StatusCompleted},
+		{"past it", 2 * time.Second, executor.Result{End: executor.EndExited, CPU: 2100 * time.Millisecond, Stdout: []byte("done\n")}, StatusTimeout},
+		{"past it, failing", 2 * time.Second, executor.Result{End: executor.EndExited, ExitCode: 1, CPU: 2100 * time.Millisecond}, StatusTimeout},
+		{"no judged limit", 0, executor.Result{End: executor.EndExited, CPU: 2100 * time.Millisecond}, StatusCompleted},
+		{"stopped for memory", 2 * time.Second, executor.Result{End: executor.EndMemoryLimit, CPU: 2100 * time.Millisecond}, StatusMemoryLimit},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want := "x"
+			req := &Request{CPUTimeLimit: tc.judged, ExpectedOutput: &want}
+			if tc.want == StatusCompleted {
+				req.ExpectedOutput = nil
+			}
+			res := req.Finish("id", &tc.run, 0)
+			if res.Status != tc.want {
+				t.Errorf("status %s, want %s", res.Status, tc.want)
+			}
+			if string(res.Run.Stdout) != string(tc.run.Stdout) {
+				t.Errorf("stdout %q, want %q", res.Run.Stdout, tc.run.Stdout)
+			}
+		})
+	}
+}

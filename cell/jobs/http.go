@@ -154,7 +154,8 @@ func (s *Service) setCallback(ctx context.Context, j *store.Job, parsed Parsed, 
 // submitBatch validates a batch's items, each on its own, and commits
 // those that pass as jobs in one store command: a batch is one raft
 // round, whatever its size. The answer lists, in order, each item's
-// acceptance or its refusal, with the dialect's accepted status.
+// acceptance or its refusal, with the dialect's accepted status, or 422
+// when every item was refused.
 func (s *Service) submitBatch(w http.ResponseWriter, r *http.Request, c callerauth.Caller, d dialect.Dialect, jd dialect.Jobs, b dialect.Batcher) {
 	fail := func(err error) { s.writeError(w, d, err) }
 	plan, err := s.asyncPlan(c)
@@ -208,7 +209,13 @@ func (s *Service) submitBatch(w http.ResponseWriter, r *http.Request, c callerau
 		s.logger.Info("job batch accepted", "jobs", len(committed), "of", len(items), "account", c.AccountID, "dialect", d.Name())
 	}
 	api.SetExecutions(w, runs)
-	writeReply(w, dialect.Reply{Status: jd.Accepted(store.Job{}).Status, Body: b.RenderBatch(results)})
+	status := jd.Accepted(store.Job{}).Status
+	if len(batch) == 0 {
+		// Nothing accepted: the refusals are the answer's, as Judge0's
+		// batch answers them (422 when no submission was created).
+		status = http.StatusUnprocessableEntity
+	}
+	writeReply(w, dialect.Reply{Status: status, Body: b.RenderBatch(results)})
 }
 
 // MaxBatchGet bounds the jobs one JobGetBatch request names.
@@ -427,6 +434,11 @@ func (s *Service) cancelJob(w http.ResponseWriter, r *http.Request, c callerauth
 		s.writeError(w, d, apierror.New(apierror.JobNotCancellable, "job %s has already ended (%s)", id, jd.Status(j)))
 		return
 	}
+	q := r.URL.Query()
+	if _, err := cc.Cancelled(j, false, q); err != nil {
+		s.writeError(w, d, err)
+		return
+	}
 	now := s.now().UTC()
 	out := s.cfg.Runner.Unrun(j, EndCancelled, "")
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), writeTimeout)
@@ -454,7 +466,8 @@ func (s *Service) cancelJob(w http.ResponseWriter, r *http.Request, c callerauth
 		select {
 		case <-changed:
 		case <-wait.C:
-			writeReply(w, cc.Cancelled(j, false))
+			reply, _ := cc.Cancelled(j, false, q) // q was checked
+			writeReply(w, reply)
 			return
 		case <-r.Context().Done():
 			return
@@ -467,7 +480,8 @@ func (s *Service) cancelJob(w http.ResponseWriter, r *http.Request, c callerauth
 		s.writeError(w, d, apierror.New(apierror.JobNotCancellable, "job %s ended (%s) before it could be cancelled", id, jd.Status(j)))
 		return
 	}
-	writeReply(w, cc.Cancelled(j, true))
+	reply, _ := cc.Cancelled(j, true, q)
+	writeReply(w, reply)
 }
 
 // view is j as its dialect shows it, for the webhook when forWebhook.

@@ -349,18 +349,19 @@ func TestJudge0DocsExamples(t *testing.T) {
 			status: 400, want: `{"error":"some attributes for this submission cannot be converted to UTF-8, use base64_encoded=true query parameter"}`},
 
 		// submissions.md: the submission's attributes, all of them with
-		// fields=*; dates in ISO 8601 (docs.md). Differs: once a
-		// submission has ended, the attributes that echo its request
-		// (source_code, stdin, the limits, ...) are null, as the cell
-		// keeps a request only while it runs; language_id stays.
+		// fields=*; dates in ISO 8601 (docs.md). The attributes that echo
+		// the request stay once it has ended, as Judge0 keeps them, and
+		// the limits it left out are their defaults in Judge0's types
+		// (decimals as strings). Differs: memory, processes, stack and
+		// file size default to the sandbox's, not Judge0's.
 		{name: "get: fields=*, every documented attribute",
 			method: "GET", before: func() string { return "/submissions/" + judge0 + "?fields=*" },
 			status: 200, want: `{"...":true,
-				"source_code":null,"language_id":50,"compiler_options":null,"command_line_arguments":null,
-				"stdin":null,"expected_output":null,"cpu_time_limit":null,"cpu_extra_time":null,"wall_time_limit":null,
-				"memory_limit":null,"stack_limit":null,"max_processes_and_or_threads":null,
-				"enable_per_process_and_thread_time_limit":null,"enable_per_process_and_thread_memory_limit":null,
-				"max_file_size":null,"number_of_runs":null,"stdout":"hello, Judge0\n","stderr":null,"compile_output":null,
+				"source_code":` + jsonString(docsC) + `,"language_id":50,"compiler_options":null,"command_line_arguments":null,
+				"stdin":"Judge0","expected_output":null,"cpu_time_limit":"5.0","cpu_extra_time":"1.0","wall_time_limit":"10.0",
+				"memory_limit":262144,"stack_limit":8192,"max_processes_and_or_threads":64,
+				"enable_per_process_and_thread_time_limit":false,"enable_per_process_and_thread_memory_limit":false,
+				"max_file_size":32768,"number_of_runs":1,"stdout":"hello, Judge0\n","stderr":null,"compile_output":null,
 				"message":null,"exit_code":0,"exit_signal":null,"status":{"id":3,"description":"Accepted"},
 				"created_at":"<time>","finished_at":"<time>","token":"` + judge0 + `","time":"<seconds>","wall_time":"<seconds>","memory":"<int>"}`},
 		{name: "list: GET /submissions is not served",

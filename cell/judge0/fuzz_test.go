@@ -61,11 +61,12 @@ func FuzzParseJudge0(f *testing.F) {
 		}
 		execreqtest.CheckFiles(t, ex.Files, taken...)
 		lim := ex.Limits
-		if lim.CPU <= 0 || lim.Wall <= 0 || lim.CPU > plan.MaxTimeout() || lim.Wall > plan.MaxTimeout() || lim.CPU > lim.Wall {
-			t.Fatalf("limits %v cpu, %v wall on a plan of %v", lim.CPU, lim.Wall, plan.MaxTimeout())
+		if lim.CPU <= 0 || lim.Wall <= 0 || lim.CPU > plan.MaxTimeout() || lim.Wall > plan.MaxTimeout() || lim.CPU > lim.Wall ||
+			req.CPUTimeLimit <= 0 || req.CPUTimeLimit > lim.CPU {
+			t.Fatalf("limits %v cpu (judged at %v), %v wall on a plan of %v", lim.CPU, req.CPUTimeLimit, lim.Wall, plan.MaxTimeout())
 		}
 		if lim.MemoryBytes < 0 || lim.MemoryBytes > MaxMemoryLimitKB*1024 || lim.Processes < 0 || lim.Processes > MaxProcesses ||
-			lim.FileSizeBytes < 0 || lim.FileSizeBytes > MaxFileSizeKB*1024 {
+			lim.FileSizeBytes < 0 || lim.FileSizeBytes > MaxFileSizeKB*1024 || lim.StackBytes < 0 || lim.StackBytes > MaxStackLimitKB*1024 {
 			t.Fatalf("limits %+v", lim)
 		}
 		if n := req.RunCount(); n < 1 || n > MaxNumberOfRuns {

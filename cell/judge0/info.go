@@ -113,7 +113,7 @@ func configInfo(in dialect.InfoInput) (any, error) {
 		"max_wall_time_limit":                              maxS,
 		"memory_limit":                                     MaxMemoryLimitKB,
 		"max_memory_limit":                                 MaxMemoryLimitKB,
-		"stack_limit":                                      MaxStackLimitKB,
+		"stack_limit":                                      DefaultStackLimitKB,
 		"max_stack_limit":                                  MaxStackLimitKB,
 		"max_processes_and_or_threads":                     MaxProcesses,
 		"max_max_processes_and_or_threads":                 MaxProcesses,
@@ -129,7 +129,7 @@ func configInfo(in dialect.InfoInput) (any, error) {
 		"max_extract_size":                                 execreq.MaxFilesBytes / 1024,
 		"enable_batched_submissions":                       in.Plan.BatchSize > 0 && in.Plan.Async,
 		"max_submission_batch_size":                        in.Plan.BatchSize,
-		"allow_enable_network":                             false,
+		"allow_enable_network":                             in.Plan.NodeEgress && len(in.Plan.NodeNetworkAllow) > 0,
 		"enable_network":                                   false,
 	}, nil
 }

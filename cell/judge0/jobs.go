@@ -50,6 +50,7 @@ func (Dialect) JobResult(j store.Job, req *execreq.Request, res *execreq.Result)
 	}
 	rec.LanguageID, _ = parseLanguageID(rawBody(j.Body)["language_id"])
 	rec.Query = j.Query
+	rec.Request = echoedOf(rawBody(j.Body))
 	return statusByID(rec.StatusID).Description, rec
 }
 
@@ -81,7 +82,8 @@ func shownJob(j store.Job) shown {
 			s.rec = record{StatusID: InternalError, Message: "the submission's result could not be read"}
 		}
 		if len(j.Body) == 0 { // dropped by the store when the job ended
-			s.languageID = s.rec.LanguageID
+			s.languageID, s.request = s.rec.LanguageID, s.rec.Request
+			s.requestB64 = s.query(j).Get("base64_encoded") == "true"
 		}
 	}
 	return s
@@ -115,21 +117,26 @@ func (d Dialect) View(j store.Job, _ bool) any {
 	return out
 }
 
-// Cancelled answers DELETE /submissions/{token}: the submission, 200 once
-// it has stopped, 202 while it is still stopping, with the fields it was
-// submitted with and, as Judge0's DELETE answers, always in base64.
-func (d Dialect) Cancelled(j store.Job, stopped bool) dialect.Reply {
+// Cancelled answers DELETE /submissions/{token}?fields=: the submission,
+// 200 once it has stopped, 202 while it is still stopping, with the
+// fields asked for (else those it was submitted with) and, as Judge0's
+// DELETE answers, always in base64.
+func (d Dialect) Cancelled(j store.Job, stopped bool, q url.Values) (dialect.Reply, error) {
 	status := http.StatusAccepted
 	if stopped {
 		status = http.StatusOK
 	}
 	s := shownJob(j)
-	fields, err := Fields(s.query(j).Get("fields"), defaultFields)
+	asked := q.Get("fields")
+	if asked == "" {
+		asked = s.query(j).Get("fields")
+	}
+	fields, err := Fields(asked, defaultFields)
 	if err != nil {
-		fields = defaultFields
+		return dialect.Reply{}, err
 	}
 	out, _ := s.render(true, fields, false) // base64: never fails
-	return dialect.Reply{Status: status, Body: out}
+	return dialect.Reply{Status: status, Body: out}, nil
 }
 
 // BatchItems checks POST /submissions/batch, {"submissions": [...]},

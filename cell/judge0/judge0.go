@@ -22,6 +22,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/dialect"
 	"github.com/sandboxapi/sandboxapi/cell/execreq"
+	"github.com/sandboxapi/sandboxapi/sandboxes/egress"
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 )
@@ -119,6 +120,7 @@ const (
 	MaxCPUExtraTime       = 5.0
 	DefaultWallTimeLimit  = 10.0
 	MinMemoryLimitKB      = 2048
+	MinStackLimitKB       = 1
 	MaxStackLimitKB       = 128000
 	DefaultNumberOfRuns   = 1
 	MaxNumberOfRuns       = 20
@@ -132,7 +134,9 @@ var (
 	MaxFileSizeKB    = executor.DefaultLimits.FileSizeBytes / 1024
 )
 
-// body is a submission. Unknown fields are ignored, as Judge0 does.
+// body is a submission. Unknown fields are ignored, as Judge0 does. Its
+// numbers and booleans may come in strings, which Judge0 (Rails) casts
+// (number, flag).
 type body struct {
 	SourceCode             *string         `json:"source_code"`
 	LanguageID             json.RawMessage `json:"language_id"` // an integer, or one in a string (languageID)
@@ -140,20 +144,47 @@ type body struct {
 	CommandLineArguments   *string         `json:"command_line_arguments"`
 	Stdin                  *string         `json:"stdin"`
 	ExpectedOutput         *string         `json:"expected_output"`
-	CPUTimeLimit           *float64        `json:"cpu_time_limit"`
-	CPUExtraTime           *float64        `json:"cpu_extra_time"`
-	WallTimeLimit          *float64        `json:"wall_time_limit"`
-	MemoryLimit            *float64        `json:"memory_limit"`
-	StackLimit             *float64        `json:"stack_limit"`
-	MaxProcessesAndThreads *float64        `json:"max_processes_and_or_threads"`
-	PerProcessTimeLimit    *bool           `json:"enable_per_process_and_thread_time_limit"`
-	PerProcessMemoryLimit  *bool           `json:"enable_per_process_and_thread_memory_limit"`
-	MaxFileSize            *float64        `json:"max_file_size"`
-	RedirectStderrToStdout *bool           `json:"redirect_stderr_to_stdout"`
-	EnableNetwork          *bool           `json:"enable_network"`
-	NumberOfRuns           *float64        `json:"number_of_runs"`
+	CPUTimeLimit           *number         `json:"cpu_time_limit"`
+	CPUExtraTime           *number         `json:"cpu_extra_time"`
+	WallTimeLimit          *number         `json:"wall_time_limit"`
+	MemoryLimit            *number         `json:"memory_limit"`
+	StackLimit             *number         `json:"stack_limit"`
+	MaxProcessesAndThreads *number         `json:"max_processes_and_or_threads"`
+	PerProcessTimeLimit    *flag           `json:"enable_per_process_and_thread_time_limit"`
+	PerProcessMemoryLimit  *flag           `json:"enable_per_process_and_thread_memory_limit"`
+	MaxFileSize            *number         `json:"max_file_size"`
+	RedirectStderrToStdout *flag           `json:"redirect_stderr_to_stdout"`
+	EnableNetwork          *flag           `json:"enable_network"`
+	NumberOfRuns           *number         `json:"number_of_runs"`
 	AdditionalFiles        *string         `json:"additional_files"`
 	CallbackURL            *string         `json:"callback_url"`
+}
+
+// cast are b's numbers and booleans, cast: nil where absent or blank.
+type cast struct {
+	cpu, extra, wall, memory, stack, processes, fileSize, runs *float64
+	perProcessTime, perProcessMemory, redirect, network        *bool
+}
+
+// cast casts b's numbers and booleans, refusing the first that is not
+// one with its field's name.
+func (b body) cast() (cast, error) {
+	var err error
+	c := cast{
+		cpu:              castField(b.CPUTimeLimit, "cpu_time_limit", &err),
+		extra:            castField(b.CPUExtraTime, "cpu_extra_time", &err),
+		wall:             castField(b.WallTimeLimit, "wall_time_limit", &err),
+		memory:           castField(b.MemoryLimit, "memory_limit", &err),
+		stack:            castField(b.StackLimit, "stack_limit", &err),
+		processes:        castField(b.MaxProcessesAndThreads, "max_processes_and_or_threads", &err),
+		fileSize:         castField(b.MaxFileSize, "max_file_size", &err),
+		runs:             castField(b.NumberOfRuns, "number_of_runs", &err),
+		perProcessTime:   castField(b.PerProcessTimeLimit, "enable_per_process_and_thread_time_limit", &err),
+		perProcessMemory: castField(b.PerProcessMemoryLimit, "enable_per_process_and_thread_memory_limit", &err),
+		redirect:         castField(b.RedirectStderrToStdout, "redirect_stderr_to_stdout", &err),
+		network:          castField(b.EnableNetwork, "enable_network", &err),
+	}
+	return c, err
 }
 
 // view is what rendering a Judge0 result needs of its request.
@@ -161,6 +192,7 @@ type view struct {
 	base64     bool     // base64_encoded: output goes out in base64
 	fields     []string // the fields to answer with
 	languageID int
+	request    map[string]json.RawMessage // the echoed fields, as sent
 }
 
 // StreamBase64 says output events carry base64.
@@ -273,47 +305,53 @@ func parseBody(b body, b64 bool, fields []string, in dialect.Input) (*execreq.Re
 	if err != nil {
 		return nil, err
 	}
-	cpu, wall, err := timeLimits(b, in.Plan)
+	c, err := b.cast()
 	if err != nil {
 		return nil, err
 	}
-	lim := executor.Limits{CPU: cpu, Wall: wall}
+	t, err := timeLimits(c, in.Plan)
+	if err != nil {
+		return nil, err
+	}
+	lim := executor.Limits{CPU: t.kill, Wall: t.wall}
 	// Absent, each of these is the sandbox's own default (0 here), which
 	// every toolchain is sized for.
-	if lim.MemoryBytes, err = kilobytes(b.MemoryLimit, "memory_limit", MinMemoryLimitKB, MaxMemoryLimitKB); err != nil {
+	if lim.MemoryBytes, err = kilobytes(c.memory, "memory_limit", MinMemoryLimitKB, MaxMemoryLimitKB); err != nil {
 		return nil, err
 	}
-	if _, err = kilobytes(b.StackLimit, "stack_limit", 0, MaxStackLimitKB); err != nil {
+	if lim.StackBytes, err = kilobytes(c.stack, "stack_limit", MinStackLimitKB, MaxStackLimitKB); err != nil {
 		return nil, err
 	}
-	if lim.FileSizeBytes, err = kilobytes(b.MaxFileSize, "max_file_size", 1, MaxFileSizeKB); err != nil {
+	if lim.FileSizeBytes, err = kilobytes(c.fileSize, "max_file_size", 1, MaxFileSizeKB); err != nil {
 		return nil, err
 	}
-	if b.MaxProcessesAndThreads != nil {
-		if lim.Processes, err = count(b.MaxProcessesAndThreads, "max_processes_and_or_threads", 0, 1, MaxProcesses); err != nil {
+	if c.processes != nil {
+		if lim.Processes, err = count(c.processes, "max_processes_and_or_threads", 0, 1, MaxProcesses); err != nil {
 			return nil, err
 		}
 	}
-	runs, err := count(b.NumberOfRuns, "number_of_runs", DefaultNumberOfRuns, 1, MaxNumberOfRuns)
+	runs, err := count(c.runs, "number_of_runs", DefaultNumberOfRuns, 1, MaxNumberOfRuns)
 	if err != nil {
 		return nil, err
 	}
-	if b.EnableNetwork != nil && *b.EnableNetwork {
-		return nil, fieldError(apierror.NetworkUnavailable, "enable_network",
-			"is not available: this service has no egress network policy, so every sandbox runs with no network")
+	network, err := networkPolicy(c.network, in.Plan)
+	if err != nil {
+		return nil, err
 	}
 
 	req := &execreq.Request{
 		LanguageName: lang.ID,
-		View:         view{base64: b64, fields: fields, languageID: languageID},
+		View:         view{base64: b64, fields: fields, languageID: languageID, request: echoedOf(rawBody(in.Body))},
 		Runs:         runs,
 		Exec: executor.Request{
 			Language:    lang,
 			Code:        code,
 			Stdin:       []byte(stdin),
-			MergeStderr: b.RedirectStderrToStdout != nil && *b.RedirectStderrToStdout,
+			MergeStderr: c.redirect != nil && *c.redirect,
 			Limits:      lim,
+			Network:     network,
 		},
+		CPUTimeLimit: t.cpu,
 	}
 	if b.ExpectedOutput != nil {
 		want, err := text(b.ExpectedOutput, "expected_output")
@@ -370,10 +408,17 @@ func checkCallbackURL(s string) error {
 	return nil
 }
 
-// timeLimits are cpu_time_limit and wall_time_limit (seconds) against the
-// plan; cpu_extra_time is checked (0 to 5) and not added: the program is
-// stopped at its limit. Defaults are Judge0's, held to the plan's cap.
-func timeLimits(b body, plan plans.Plan) (time.Duration, time.Duration, error) {
+// times are a submission's time limits: the CPU time it is judged
+// against (cpu_time_limit), the CPU time it is stopped at (that plus
+// cpu_extra_time) and its wall time.
+type times struct{ cpu, kill, wall time.Duration }
+
+// timeLimits are cpu_time_limit, cpu_extra_time and wall_time_limit
+// (seconds) against the plan. As in Judge0, a program runs until its CPU
+// time passes cpu_time_limit + cpu_extra_time, and is judged Time Limit
+// Exceeded past cpu_time_limit. Defaults are Judge0's, held to the plan's
+// cap; the extra time stays within the wall time.
+func timeLimits(c cast, plan plans.Plan) (times, error) {
 	maxS := float64(plan.MaxTimeoutSeconds)
 	seconds := func(v *float64, field string, def float64) (float64, error) {
 		if v == nil {
@@ -387,27 +432,47 @@ func timeLimits(b body, plan plans.Plan) (time.Duration, time.Duration, error) {
 		}
 		return *v, nil
 	}
-	cpu, err := seconds(b.CPUTimeLimit, "cpu_time_limit", DefaultCPUTimeLimit)
+	cpu, err := seconds(c.cpu, "cpu_time_limit", DefaultCPUTimeLimit)
 	if err != nil {
-		return 0, 0, err
+		return times{}, err
 	}
-	wall, err := seconds(b.WallTimeLimit, "wall_time_limit", DefaultWallTimeLimit)
+	wall, err := seconds(c.wall, "wall_time_limit", DefaultWallTimeLimit)
 	if err != nil {
-		return 0, 0, err
+		return times{}, err
 	}
-	if e := b.CPUExtraTime; e != nil && (math.IsNaN(*e) || *e < 0 || *e > MaxCPUExtraTime) {
-		return 0, 0, fieldError(apierror.InvalidField, "cpu_extra_time", "must be between 0 and %g", MaxCPUExtraTime)
+	extra := DefaultCPUExtraTime
+	if e := c.extra; e != nil {
+		if math.IsNaN(*e) || *e < 0 || *e > MaxCPUExtraTime {
+			return times{}, fieldError(apierror.InvalidField, "cpu_extra_time", "must be between 0 and %g", MaxCPUExtraTime)
+		}
+		extra = *e
 	}
 	if cpu > wall {
 		// Judge0 stops a run at its wall time whatever its CPU time.
 		cpu = wall
 	}
 	d := func(s float64) time.Duration { return max(time.Duration(s*float64(time.Second)), time.Millisecond) }
-	return d(cpu), d(wall), nil
+	// The extra time ends at the wall time, which stops the run anyway,
+	// and so within the plan's cap.
+	return times{cpu: d(cpu), kill: d(min(cpu+extra, wall)), wall: d(wall)}, nil
+}
+
+// networkPolicy is enable_network against the plan, as the v1 API's
+// network field is with every host the plan (and the operator) allows:
+// nil, no network, unless it is true.
+func networkPolicy(enable *bool, plan plans.Plan) (*egress.Policy, error) {
+	if enable == nil || !*enable {
+		return nil, nil
+	}
+	pol, err := execreq.NetworkPolicy(&execreq.Network{Allow: execreq.AnyHost}, plan)
+	if e, ok := apierror.As(err); ok {
+		return nil, fieldError(e.Code, "enable_network", "is not available: %s", e.Message)
+	}
+	return pol, err
 }
 
 // kilobytes resolves a size in KB to bytes: absent is 0 (the sandbox's
-// default), else a number from least to most.
+// default), else a number from least to most, its whole kilobytes.
 func kilobytes(v *float64, field string, least, most int64) (int64, error) {
 	kb := 0.0
 	if v != nil {

@@ -132,6 +132,9 @@ type record struct {
 	// the job ends, and a GET or the callback still shows them.
 	LanguageID int    `json:"language_id,omitempty"`
 	Query      string `json:"query,omitempty"`
+	// Request is the submission's fields that echo it (echoed), as sent,
+	// kept with the result for the same reason: Judge0 keeps them.
+	Request map[string]json.RawMessage `json:"request,omitempty"`
 }
 
 // recordOf is the record of res.
@@ -303,13 +306,80 @@ func (s shown) render(b64 bool, fields []string, strict bool) (map[string]any, e
 	return out, nil
 }
 
-// echo is the request's field f, its text in the encoding asked for.
+// Judge0's types of the echoed fields that are not text: decimals, which
+// Rails shows as strings ("5.0"), integers and booleans.
+var (
+	decimalFields = []string{"cpu_time_limit", "cpu_extra_time", "wall_time_limit"}
+	integerFields = []string{"number_of_runs", "memory_limit", "stack_limit", "max_processes_and_or_threads", "max_file_size"}
+	booleanFields = []string{"enable_per_process_and_thread_time_limit", "enable_per_process_and_thread_memory_limit", "redirect_stderr_to_stdout", "enable_network"}
+)
+
+// DefaultStackLimitKB is the stack of a submission that sets none: the
+// sandbox's own.
+const DefaultStackLimitKB = 8192
+
+// echoDefaults are what Judge0 shows of a limit the submission left out
+// (Submission#set_defaults), as Judge0 shows it: its defaults, or ours
+// where the sandbox's are what applies.
+var echoDefaults = map[string]any{
+	"number_of_runs":               DefaultNumberOfRuns,
+	"cpu_time_limit":               decimal(DefaultCPUTimeLimit),
+	"cpu_extra_time":               decimal(DefaultCPUExtraTime),
+	"wall_time_limit":              decimal(DefaultWallTimeLimit),
+	"memory_limit":                 MaxMemoryLimitKB,
+	"stack_limit":                  DefaultStackLimitKB,
+	"max_processes_and_or_threads": MaxProcesses,
+	"max_file_size":                MaxFileSizeKB,
+	"enable_per_process_and_thread_time_limit":   false,
+	"enable_per_process_and_thread_memory_limit": false,
+	"redirect_stderr_to_stdout":                  false,
+	"enable_network":                             false,
+}
+
+// decimal is v as Rails shows a decimal column: "5.0", "2.5".
+func decimal(v float64) string {
+	s := strconv.FormatFloat(v, 'f', -1, 64)
+	if !strings.Contains(s, ".") {
+		s += ".0"
+	}
+	return s
+}
+
+// echoedOf is the echoed fields of a submission's fields, as sent.
+func echoedOf(req map[string]json.RawMessage) map[string]json.RawMessage {
+	out := make(map[string]json.RawMessage, len(echoed))
+	for _, f := range echoed {
+		if raw, ok := req[f]; ok {
+			out[f] = raw
+		}
+	}
+	return out
+}
+
+// echo is the request's field f as Judge0 shows it: its text in the
+// encoding asked for, its numbers and booleans cast, a limit it left out
+// as its default.
 func (s shown) echo(f string, b64 bool) (any, error) {
 	raw, ok := s.request[f]
 	if !ok || string(raw) == "null" {
-		return nil, nil
+		return echoDefaults[f], nil
 	}
-	if !slices.Contains(base64ed, f) {
+	switch {
+	case slices.Contains(decimalFields, f), slices.Contains(integerFields, f):
+		v := castRaw[float64](raw)
+		switch {
+		case v == nil:
+			return echoDefaults[f], nil
+		case slices.Contains(decimalFields, f):
+			return decimal(*v), nil
+		}
+		return int64(*v), nil
+	case slices.Contains(booleanFields, f):
+		if v := castRaw[bool](raw); v != nil {
+			return *v, nil
+		}
+		return echoDefaults[f], nil
+	case !slices.Contains(base64ed, f):
 		return raw, nil
 	}
 	var str string
@@ -337,7 +407,8 @@ func (s shown) echo(f string, b64 bool) (any, error) {
 // Render is Judge0's answer for res, a submission run at once (wait=true).
 func (Dialect) Render(req *execreq.Request, res *execreq.Result) any {
 	v, _ := req.View.(view)
-	s := shown{rec: recordOf(res), token: res.ID, createdAt: time.Now().Add(-res.Total), finishedAt: time.Now(), languageID: v.languageID}
+	s := shown{rec: recordOf(res), token: res.ID, createdAt: time.Now().Add(-res.Total), finishedAt: time.Now(), languageID: v.languageID,
+		request: v.request, requestB64: v.base64}
 	out, _ := s.render(v.base64, v.fields, false) // not strict: never fails
 	return out
 }

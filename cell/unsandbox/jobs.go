@@ -3,6 +3,7 @@ package unsandbox
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/cell/dialect"
@@ -93,13 +94,14 @@ func (Execute) JobList(jobs []store.Job) any {
 
 // Cancelled answers DELETE /jobs/{id}: 200 with the job's result once it
 // has stopped, else 202 while it is still stopping.
-func (Execute) Cancelled(j store.Job, stopped bool) dialect.Reply {
+// Its query says nothing.
+func (Execute) Cancelled(j store.Job, stopped bool, _ url.Values) (dialect.Reply, error) {
 	if !stopped {
 		return dialect.Reply{Status: http.StatusAccepted, Body: map[string]any{
 			"message": "Job cancellation requested; the job is still stopping", "job_id": j.ID, "result": nil,
-		}}
+		}}, nil
 	}
-	return dialect.Reply{Status: http.StatusOK, Body: map[string]any{"message": "Job cancelled", "job_id": j.ID, "result": j.Result}}
+	return dialect.Reply{Status: http.StatusOK, Body: map[string]any{"message": "Job cancelled", "job_id": j.ID, "result": j.Result}}, nil
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -43,12 +44,29 @@ func TestEgressFlags(t *testing.T) {
 			t.Fatalf("HTTP %d %v", code, m)
 		}
 	})
+	t.Run("judge0 enable_network", func(t *testing.T) {
+		// What v1's network gives with every host the plan and the
+		// operator allow.
+		code, v := s.judge0("POST", "/submissions?wait=true", `{"language_id":46,"enable_network":true,"source_code":`+jsonQuote(probe)+`}`)
+		if m, _ := v.(map[string]any); code != http.StatusCreated || statusID(m) != 3 || m["stdout"] != "http://10.200.0.1:3128\n1\n0\n" {
+			t.Fatalf("HTTP %d %v", code, v)
+		}
+		code, v = s.judge0("POST", "/submissions?wait=true", `{"language_id":46,"enable_network":"false","source_code":`+jsonQuote(probe)+`}`)
+		if m, _ := v.(map[string]any); code != http.StatusCreated || m["stdout"] != "\n0\n0\n" {
+			t.Fatalf("enable_network false: HTTP %d %v", code, v)
+		}
+	})
 	t.Run("unsandbox semitrusted", func(t *testing.T) {
 		code, m := s.unsandboxPost("/execute", map[string]any{"language": "bash", "code": probe, "network_mode": "semitrusted"})
 		if code != http.StatusOK || m["stdout"] != "http://10.200.0.1:3128\n1\n0\n" || m["network_mode"] != "semitrusted" {
 			t.Fatalf("HTTP %d %v", code, m)
 		}
 	})
+}
+
+func jsonQuote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
 }
 
 func toString(m map[string]any) string {

@@ -91,6 +91,19 @@ func TestJudge0Statuses(t *testing.T) {
 		{"10 SIGABRT", 54, c("#include <cstdlib>\nint main() { std::abort(); }"), "", 10, ""},
 		{"11 NZEC", 71, "import sys; print('bye'); sys.exit(3)", "", 11, "bye\n"},
 		{"12 other", 46, "kill -TERM $$", "", 12, ""},
+		// The limits Judge0 applies beside time and memory.
+		{"7 stack overflow under stack_limit", 50, deepRecursion, `,"stack_limit":1024`, 7, ""},
+		{"3 the same recursion with a large stack_limit", 50, deepRecursion, `,"stack_limit":65536`, 3, "-2048\n"},
+		{"5 CPU past cpu_time_limit, within its extra time", 71, "import time\ns = time.process_time()\nwhile time.process_time() - s < 1.6: pass\nprint('done')",
+			`,"cpu_time_limit":1,"cpu_extra_time":2,"wall_time_limit":10`, 5, "done\n"},
+		{"3 CPU within cpu_time_limit", 71, "import time\ns = time.process_time()\nwhile time.process_time() - s < 0.3: pass\nprint('done')",
+			`,"cpu_time_limit":"2","cpu_extra_time":"1"`, 3, "done\n"},
+		{"8 past max_file_size", 50, c("#include <stdio.h>\nint main(void) { static char b[4096]; FILE *f = fopen(\"out\", \"w\"); for (int i = 0; i < 1024; i++) fwrite(b, 1, sizeof b, f); fclose(f); return 0; }"),
+			`,"max_file_size":1024`, 8, ""},
+		{"3 within max_file_size", 50, c("#include <stdio.h>\nint main(void) { static char b[4096]; FILE *f = fopen(\"out\", \"w\"); for (int i = 0; i < 64; i++) fwrite(b, 1, sizeof b, f); fclose(f); puts(\"ok\"); return 0; }"),
+			`,"max_file_size":1024`, 3, "ok\n"},
+		{"11 a fork loop over max_processes_and_or_threads", 71, "import os, time\nfor i in range(100):\n  if os.fork() == 0:\n    time.sleep(30)\n    os._exit(0)",
+			`,"max_processes_and_or_threads":"8","wall_time_limit":5`, 11, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -109,9 +122,20 @@ func TestJudge0Statuses(t *testing.T) {
 			if tok, _ := m["token"].(string); len(tok) != 36 { // a UUID, as Judge0's
 				t.Errorf("token %q", m["token"])
 			}
+			// Whatever the limits did to it, the next submission runs.
+			code, v = s.judge0("POST", "/submissions?wait=true", `{"source_code":"print(1)","language_id":71}`)
+			if m, _ := v.(map[string]any); code != http.StatusCreated || statusID(m) != 3 || m["stdout"] != "1\n" {
+				t.Fatalf("the next submission: HTTP %d %v", code, v)
+			}
 		})
 	}
 }
+
+// deepRecursion needs about 4 MiB of stack.
+const deepRecursion = `#include <stdio.h>
+int down(int n) { volatile char frame[1024]; frame[0] = (char)n; if (n == 0) return 0; return down(n - 1) + frame[0]; }
+int main(void) { printf("%d\n", down(4096)); return 0; }
+`
 
 // TestJudge0 covers the rest of Judge0's API against a dev server: its
 // documented examples, base64 both ways, async submissions polled by
@@ -149,6 +173,12 @@ func TestJudge0(t *testing.T) {
 		got := s.judge0Await(token, "base64_encoded=true&fields=*")
 		if statusID(got) != 3 || got["stdout"] != base64.StdEncoding.EncodeToString([]byte{104, 105, 255}) || got["token"] != token || got["finished_at"] == nil {
 			t.Errorf("result %v", got)
+		}
+		// Once it has ended, it still echoes its request, with Judge0's
+		// defaults for the limits it left out.
+		if got["source_code"] != b64("import sys; sys.stdout.buffer.write(bytes([104,105,255]))") || got["language_id"] != 71.0 ||
+			got["cpu_time_limit"] != "5.0" || got["cpu_extra_time"] != "1.0" || got["number_of_runs"] != 1.0 || got["enable_network"] != false {
+			t.Errorf("the echoed request once ended: %v", got)
 		}
 		// As text, output that is not UTF-8 is refused as Judge0 refuses it.
 		code, v = s.judge0("GET", "/submissions/"+token, "")
@@ -245,6 +275,31 @@ func TestJudge0(t *testing.T) {
 		}
 	})
 
+	t.Run("a batch refused whole is 422", func(t *testing.T) {
+		code, v := s.judge0("POST", "/submissions/batch", `{"submissions":[{"source_code":"x","language_id":9999},{"language_id":71}]}`)
+		if got, _ := json.Marshal(v); code != http.StatusUnprocessableEntity ||
+			string(got) != `[{"language_id":["language with id 9999 doesn't exist"]},{"source_code":["can't be blank"]}]` {
+			t.Errorf("HTTP %d %s, want 422 with each item's errors", code, got)
+		}
+	})
+
+	t.Run("DELETE with fields=", func(t *testing.T) {
+		code, v := s.judge0("POST", "/submissions", `{"source_code":"sleep 100","language_id":46}`)
+		token, _ := v.(map[string]any)["token"].(string)
+		if code != http.StatusCreated || token == "" {
+			t.Fatalf("HTTP %d %v", code, v)
+		}
+		code, v = s.judge0("DELETE", "/submissions/"+token+"?fields=nope", "")
+		if m, _ := v.(map[string]any); code != http.StatusBadRequest || m["error"] != "invalid fields: [nope]" {
+			t.Errorf("DELETE with a bad field: HTTP %d %v", code, v)
+		}
+		code, v = s.judge0("DELETE", "/submissions/"+token+"?fields=token,status_id,source_code", "")
+		m, _ := v.(map[string]any)
+		if (code != http.StatusOK && code != http.StatusAccepted) || len(m) != 3 || m["token"] != token || m["source_code"] != b64("sleep 100") {
+			t.Errorf("DELETE ?fields=token,status_id,source_code: HTTP %d %v", code, v)
+		}
+	})
+
 	t.Run("number_of_runs counts each run", func(t *testing.T) {
 		before := s.quotaLeft(t, s.key)
 		code, v := s.judge0("POST", "/submissions?wait=true", `{"source_code":"print(1)","language_id":71,"number_of_runs":3}`)
@@ -267,6 +322,8 @@ func TestJudge0(t *testing.T) {
 			{`{"source_code":"1","language_id":71,"memory_limit":1000000}`, 422, `{"memory_limit":["must be less than or equal to 262144"]}`},
 			{`{"source_code":"1","language_id":1000}`, 422, `{"language_id":["language with id 1000 doesn't exist"]}`},
 			{`{"language_id":71}`, 422, `{"source_code":["can't be blank"]}`},
+			{`{"source_code":"1","language_id":71,"cpu_time_limit":"one"}`, 422, `{"cpu_time_limit":["is not a number"]}`},
+			{`{"source_code":"1","language_id":71,"enable_network":true}`, 422, `{"enable_network":["is not available: this service has no egress proxy, so every sandbox runs with no network (zerotrust)"]}`},
 		}
 		for _, tc := range tests {
 			code, v := s.judge0("POST", "/submissions?wait=true", tc.body)

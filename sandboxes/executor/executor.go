@@ -49,9 +49,12 @@ type Limits struct {
 	Processes     int           // processes and threads of the program
 	OpenFiles     int
 	FileSizeBytes int64 // largest file the program may write
-	OutputBytes   int64 // per stream; more is truncated and ends the program
-	WorkDirBytes  int64 // size of the /work tmpfs
-	TmpBytes      int64 // size of the /tmp tmpfs
+	// StackBytes is the program's RLIMIT_STACK; 0 leaves the sandbox's
+	// own (8 MiB), which every runtime is sized for.
+	StackBytes   int64
+	OutputBytes  int64 // per stream; more is truncated and ends the program
+	WorkDirBytes int64 // size of the /work tmpfs
+	TmpBytes     int64 // size of the /tmp tmpfs
 }
 
 func (l Limits) withDefaults(d Limits) Limits {
@@ -72,6 +75,9 @@ func (l Limits) withDefaults(d Limits) Limits {
 	}
 	if l.FileSizeBytes <= 0 {
 		l.FileSizeBytes = d.FileSizeBytes
+	}
+	if l.StackBytes <= 0 {
+		l.StackBytes = d.StackBytes
 	}
 	if l.OutputBytes <= 0 {
 		l.OutputBytes = d.OutputBytes

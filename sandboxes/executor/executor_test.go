@@ -210,3 +210,35 @@ func TestNoLanguage(t *testing.T) {
 		t.Errorf("OpenSession without a language: %v %v, want ErrUnknownLanguage", s, err)
 	}
 }
+
+// TestStackLimit: StackBytes is the program's RLIMIT_STACK. A recursion
+// about 4 MiB deep overflows a 1 MiB stack (SIGSEGV) and fits in 64 MiB.
+func TestStackLimit(t *testing.T) {
+	ex := sandboxtest.Executor(t, executor.Limits{})
+	const deep = `#include <stdio.h>
+int down(int n) { volatile char frame[1024]; frame[0] = (char)n; if (n == 0) return 0; return down(n - 1) + frame[0]; }
+int main(void) { printf("%d\n", down(4096)); return 0; }
+`
+	for _, tc := range []struct {
+		name  string
+		stack int64
+		ok    bool
+	}{
+		{"small stack overflows", 1 << 20, false},
+		{"large stack fits", 64 << 20, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := ex.Execute(context.Background(), executor.Request{Language: language(t, ex, "c"), Code: deep, Limits: executor.Limits{StackBytes: tc.stack}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("end %s exit %d sig %d msg %q stdout %q stderr %.200q", res.End, res.ExitCode, res.Signal, res.Message, res.Stdout, res.Stderr)
+			switch {
+			case tc.ok && !completed(res):
+				t.Errorf("with a %d MiB stack: end %s signal %d, want it to complete", tc.stack>>20, res.End, res.Signal)
+			case !tc.ok && !ended(res, executor.EndExited, 128+11, 11):
+				t.Errorf("with a %d MiB stack: end %s exit %d signal %d, want SIGSEGV", tc.stack>>20, res.End, res.ExitCode, res.Signal)
+			}
+		})
+	}
+}

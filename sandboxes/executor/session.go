@@ -192,5 +192,6 @@ func (l Limits) stepLimits() wire.Limits {
 		OpenFiles:     l.OpenFiles,
 		FileSizeBytes: l.FileSizeBytes,
 		OutputBytes:   l.OutputBytes,
+		StackBytes:    l.StackBytes,
 	}
 }

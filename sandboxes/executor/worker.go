@@ -29,14 +29,15 @@ type shape struct {
 	processes   int
 	openFiles   int
 	fileSize    int64
-	network     bool // a link to the egress proxy (semitrusted)
+	stack       int64 // RLIMIT_STACK of the prestarted runner; 0 is the init's
+	network     bool  // a link to the egress proxy (semitrusted)
 }
 
 func shapeFor(lang *langs.Language, lim Limits) shape {
 	// The sandbox holds the compiler too; the program is still judged
 	// against its own limit (classify).
 	return shape{lang: lang.ID, memoryBytes: max(lim.MemoryBytes, lang.CompileResources.MemoryBytes), workBytes: lim.WorkDirBytes, tmpBytes: lim.TmpBytes,
-		processes: lim.Processes, openFiles: lim.OpenFiles, fileSize: lim.FileSizeBytes}
+		processes: lim.Processes, openFiles: lim.OpenFiles, fileSize: lim.FileSizeBytes, stack: lim.StackBytes}
 }
 
 // worker is one gVisor sandbox whose init serves executions one at a time
@@ -89,7 +90,7 @@ func (e *Executor) startWorker(sh shape) (*worker, error) {
 }
 
 func (sh shape) runnerLimits() wire.Limits {
-	return wire.Limits{Processes: sh.processes, OpenFiles: sh.openFiles, FileSizeBytes: sh.fileSize}
+	return wire.Limits{Processes: sh.processes, OpenFiles: sh.openFiles, FileSizeBytes: sh.fileSize, StackBytes: sh.stack}
 }
 
 // PackageCachePath is where session sandboxes see Config.PackageCacheDir.
