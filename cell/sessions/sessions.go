@@ -279,6 +279,13 @@ func (m *Manager) Start(ctx context.Context) error {
 	return nil
 }
 
+// Open is how many sessions this node holds now.
+func (m *Manager) Open() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.live)
+}
+
 // Close ends every session this node holds (records and sandboxes) and
 // empties the pool. Call it while the store is still open.
 func (m *Manager) Close() error {
