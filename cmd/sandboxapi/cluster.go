@@ -78,6 +78,9 @@ type devSettings struct {
 	sessionPoolLangs, mcpOrigins                            []string
 	maxSessions                                             int
 	nodes, cells                                            int
+	// metricsListen is the gateway's operator listener in cluster mode;
+	// the nodes serve no metrics there.
+	metricsListen string
 	selfServe
 }
 
@@ -332,6 +335,7 @@ func (s devSettings) layout(dir string) (gatewayConfig, []nodeConfig, error) {
 	gw.Region, gw.GossipKeyFile, gw.Plans, gw.AccessLog, gw.LogLevel = regionName(1), "", plansFile, s.accessLog, logLevel
 	gw.tlsFiles = tlsFiles{}
 	gw.selfServe = s.selfServe
+	gw.MetricsListen = s.metricsListen
 	gw.GossipJoin, gw.AccountsNodes = nil, nil
 	for _, n := range nodes {
 		gw.GossipJoin = append(gw.GossipJoin, n.Gossip)

@@ -1,0 +1,186 @@
+package main_test
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/sandboxapi/sandboxapi/cell/metrics"
+)
+
+// scrape reads the metrics the operator listener at addr serves.
+func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
+	t.Helper()
+	// Not http.DefaultTransport: that one holds the gateway's traffic to
+	// the OpenAPI document, and this is no API.
+	c := &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
+	resp, err := c.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics on the metrics listener: HTTP %d", resp.StatusCode)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("the metrics do not parse: %v", err)
+	}
+	return fams
+}
+
+// metricValue is the value of name's series with labels (all of them
+// given), and whether there is one: a counter's, a gauge's, a histogram's
+// count.
+func metricValue(fams map[string]*dto.MetricFamily, name string, labels map[string]string) (float64, bool) {
+	f := fams[name]
+	if f == nil {
+		return 0, false
+	}
+next:
+	for _, m := range f.GetMetric() {
+		got := map[string]string{}
+		for _, l := range m.GetLabel() {
+			got[l.GetName()] = l.GetValue()
+		}
+		if len(got) != len(labels) {
+			continue
+		}
+		for k, v := range labels {
+			if got[k] != v {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue(), true
+		case m.Gauge != nil:
+			return m.Gauge.GetValue(), true
+		case m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount()), true
+		}
+	}
+	return 0, false
+}
+
+// TestMetrics: dev with --metrics-listen serves the node's and the
+// gateway's metrics there and nowhere else; an execution moves its
+// counters, and refusals of the auth and limits modules theirs.
+func TestMetrics(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the dev service and runs sandboxes")
+	}
+	dir := t.TempDir()
+	plansFile := filepath.Join(dir, "plans.json")
+	if err := os.WriteFile(plansFile, []byte(`{"plans":[{"name":"basic","requests_per_minute":2}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr := freeAddr(t)
+	s := startDevArgs(t, filepath.Join(dir, "data"), []string{"--metrics-listen", metricsAddr, "--plans", plansFile})
+
+	before := scrape(t, metricsAddr)
+	for _, name := range metrics.NodeNames {
+		// Histograms and counters with labels appear with their first
+		// observation; the rest from the start.
+		switch name {
+		case metrics.ExecutionsTotal, metrics.ExecutionDuration, metrics.ExecutionQueueWait, metrics.ExecutionCPUSeconds:
+			continue
+		}
+		if before[name] == nil {
+			t.Errorf("%s is not served", name)
+		}
+	}
+	if v, _ := metricValue(before, metrics.RaftState, map[string]string{"state": "leader"}); v != 1 {
+		t.Errorf(`%s{state="leader"} = %v, want 1 on a cell of one node`, metrics.RaftState, v)
+	}
+	if v, _ := metricValue(before, metrics.RaftState, map[string]string{"state": "follower"}); v != 0 {
+		t.Errorf(`%s{state="follower"} = %v, want 0`, metrics.RaftState, v)
+	}
+	if v, ok := metricValue(before, metrics.GossipMembers, map[string]string{"state": "alive"}); !ok || v < 1 {
+		t.Errorf(`%s{state="alive"} = %v, want at least the node itself`, metrics.GossipMembers, v)
+	}
+	if v, ok := metricValue(before, metrics.RaftAppliedIndex, nil); !ok || v < 1 {
+		t.Errorf("%s = %v, want the start-up's writes applied", metrics.RaftAppliedIndex, v)
+	}
+	if _, ok := metricValue(before, metrics.WarmSandboxes, map[string]string{"language": "python3"}); !ok {
+		t.Errorf(`%s{language="python3"} is not served`, metrics.WarmSandboxes)
+	}
+	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes"} {
+		if before[name] == nil {
+			t.Errorf("%s is not served", name)
+		}
+	}
+
+	labels := map[string]string{"language": "python3", "status": "completed"}
+	was, _ := metricValue(before, metrics.ExecutionsTotal, labels)
+	m := s.execute(map[string]any{"language": "python3", "code": "print(sum(range(10**6)))"})
+	if m["status"] != "completed" {
+		t.Fatalf("execution: %v", m)
+	}
+	after := scrape(t, metricsAddr)
+	if v, _ := metricValue(after, metrics.ExecutionsTotal, labels); v != was+1 {
+		t.Errorf("%s%v = %v after one execution, want %v", metrics.ExecutionsTotal, labels, v, was+1)
+	}
+	lang := map[string]string{"language": "python3"}
+	for _, name := range []string{metrics.ExecutionDuration, metrics.ExecutionQueueWait} {
+		if v, _ := metricValue(after, name, lang); v < 1 {
+			t.Errorf("%s%v counts %v executions, want at least 1", name, lang, v)
+		}
+	}
+	if _, ok := metricValue(after, metrics.ExecutionCPUSeconds, lang); !ok {
+		t.Errorf("%s%v is not served after an execution", metrics.ExecutionCPUSeconds, lang)
+	}
+	if after["caddy_http_requests_total"] == nil {
+		t.Errorf("caddy_http_requests_total is not served after a request")
+	}
+
+	// Neither the public port nor the node's API serves them.
+	plain := &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
+	for what, base := range map[string]string{"the gateway": s.base, "the node's API": "http://" + s.cell} {
+		resp, err := plain.Get(base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK || what == "the gateway" && resp.StatusCode != http.StatusNotFound {
+			t.Errorf("GET /metrics on %s: HTTP %d, want 404", what, resp.StatusCode)
+		}
+	}
+
+	// A bad key is auth's refusal; the third request of a minute on a
+	// plan of two is limits'.
+	refusal := func(fams map[string]*dto.MetricFamily, module, code string) float64 {
+		v, _ := metricValue(fams, metrics.GatewayRefusals, map[string]string{"module": module, "code": code})
+		return v
+	}
+	req, _ := http.NewRequest("GET", s.base+"/v1/languages", nil)
+	req.Header.Set("X-API-Key", "sk_not_a_key")
+	if code, body, _ := send(t, req); code != http.StatusUnauthorized {
+		t.Fatalf("a bad key: HTTP %d %v", code, body)
+	}
+	acct := createAccount(t, s.dataDir, "basic")
+	codes := ""
+	for range 3 {
+		req, _ := http.NewRequest("GET", s.base+"/v1/languages", nil)
+		req.Header.Set("X-API-Key", acct.APIKey)
+		code, _, _ := send(t, req)
+		codes += fmt.Sprint(code, " ")
+	}
+	if codes != "200 200 429 " {
+		t.Fatalf("three requests on a plan of two a minute: %s", codes)
+	}
+	refused := scrape(t, metricsAddr)
+	for _, r := range []struct{ module, code string }{{"auth", "invalid_api_key"}, {"limits", "rate_limit_exceeded"}} {
+		if got, was := refusal(refused, r.module, r.code), refusal(after, r.module, r.code); got != was+1 {
+			t.Errorf("%s{module=%q,code=%q} = %v, want %v", metrics.GatewayRefusals, r.module, r.code, got, was+1)
+		}
+	}
+}
