@@ -17,10 +17,13 @@
 //	sandboxapi_execution_queue_wait_seconds{language}        histogram: time waiting for a slot
 //	sandboxapi_execution_cpu_seconds_total{language}         counter: the programs' CPU, as gVisor accounted it
 //
+// Every metric of a node carries its cell's name as the label cell.
+//
 // A node's state, read at scrape time:
 //
 //	sandboxapi_sandboxes_alive                               gauge: sandboxes that exist on the node (warm, idle or running)
 //	sandboxapi_warm_sandboxes{language}                      gauge: booted sandboxes waiting for an execution
+//	sandboxapi_warm_sandboxes_target{language}               gauge: how many the pool keeps warm (0: the language is not pooled)
 //	sandboxapi_sessions_open                                 gauge: sessions the node holds
 //	sandboxapi_jobs{state}                                   gauge: the cell's async jobs by state (pending, running, finished, cancelled); every node reports the cell's
 //	sandboxapi_raft_state{state}                             gauge: 1 for the node's raft state (leader, follower, candidate, shutdown), 0 for the others
@@ -60,6 +63,7 @@ const (
 	ExecutionCPUSeconds = "sandboxapi_execution_cpu_seconds_total"
 	SandboxesAlive      = "sandboxapi_sandboxes_alive"
 	WarmSandboxes       = "sandboxapi_warm_sandboxes"
+	WarmSandboxesTarget = "sandboxapi_warm_sandboxes_target"
 	SessionsOpen        = "sandboxapi_sessions_open"
 	Jobs                = "sandboxapi_jobs"
 	RaftState           = "sandboxapi_raft_state"
@@ -75,11 +79,18 @@ const (
 var (
 	NodeNames = []string{
 		ExecutionsTotal, ExecutionDuration, ExecutionQueueWait, ExecutionCPUSeconds,
-		SandboxesAlive, WarmSandboxes, SessionsOpen, Jobs,
+		SandboxesAlive, WarmSandboxes, WarmSandboxesTarget, SessionsOpen, Jobs,
 		RaftState, RaftCommitIndex, RaftAppliedIndex, GossipMembers,
 		WebhookAttempts, WebhookGaveUp,
 	}
 	GatewayNames = []string{GatewayRefusals}
+	// ExternalNames are metrics of others' that the gateway serves and
+	// the dashboards and alerts in ops/ use: Caddy's HTTP metrics (with
+	// edge.Config.Metrics) and the Go runtime's and process's.
+	ExternalNames = []string{
+		"caddy_http_requests_total", "caddy_http_request_duration_seconds",
+		"go_goroutines", "process_resident_memory_bytes",
+	}
 )
 
 // Extra statuses of executions_total beside the API's result statuses:
@@ -108,11 +119,13 @@ var executionBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 1
 // queueBuckets fit waits of nothing to the gate's 30 s.
 var queueBuckets = []float64{.001, .005, .01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 
-// NewNode registers a node's counters on reg; a nil reg is a nil *Node.
-func NewNode(reg prometheus.Registerer) (*Node, error) {
+// NewNode registers the counters of a node of cell on reg, every metric
+// labelled with the cell; a nil reg is a nil *Node.
+func NewNode(reg prometheus.Registerer, cell string) (*Node, error) {
 	if isNil(reg) {
 		return nil, nil
 	}
+	reg = prometheus.WrapRegistererWith(prometheus.Labels{"cell": cell}, reg)
 	n := &Node{
 		reg: reg,
 		executions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ExecutionsTotal,

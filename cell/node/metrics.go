@@ -40,6 +40,18 @@ func (n *Node) registerMetrics(m *metrics.Node) error {
 				}
 				return out
 			}),
+		m.LabelledGauge(metrics.WarmSandboxesTarget, "How many sandboxes the pool keeps warm, by language (0: not pooled).", "language",
+			func() map[string]float64 {
+				pc := n.exec.PoolConfig()
+				out := map[string]float64{}
+				for _, l := range n.exec.Catalog().List() {
+					out[l.ID] = float64(pc.Warm[l.ID])
+					if n.egr != nil {
+						out[l.ID] += float64(pc.WarmNetworked[l.ID])
+					}
+				}
+				return out
+			}),
 		m.Gauge(metrics.SessionsOpen, "Sessions the node holds.",
 			func() float64 { return float64(n.sess.Open()) }),
 		m.LabelledGauge(metrics.Jobs, "The cell's async jobs by state; every node of the cell reports the same.", "state",

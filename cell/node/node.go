@@ -357,7 +357,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	m, err := metrics.NewNode(cfg.Metrics)
+	m, err := metrics.NewNode(cfg.Metrics, cfg.Cell)
 	if err != nil {
 		return nil, fmt.Errorf("node: metrics: %w", err)
 	}

@@ -37,8 +37,8 @@ func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
 	return fams
 }
 
-// metricValue is the value of name's series with labels (all of them
-// given), and whether there is one: a counter's, a gauge's, a histogram's
+// metricValue is the value of name's series with labels (and any others:
+// a node's cell), and whether there is one: a counter's, a gauge's, a histogram's
 // count.
 func metricValue(fams map[string]*dto.MetricFamily, name string, labels map[string]string) (float64, bool) {
 	f := fams[name]
@@ -50,9 +50,6 @@ next:
 		got := map[string]string{}
 		for _, l := range m.GetLabel() {
 			got[l.GetName()] = l.GetValue()
-		}
-		if len(got) != len(labels) {
-			continue
 		}
 		for k, v := range labels {
 			if got[k] != v {
@@ -113,10 +110,8 @@ func TestMetrics(t *testing.T) {
 	if _, ok := metricValue(before, metrics.WarmSandboxes, map[string]string{"language": "python3"}); !ok {
 		t.Errorf(`%s{language="python3"} is not served`, metrics.WarmSandboxes)
 	}
-	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes"} {
-		if before[name] == nil {
-			t.Errorf("%s is not served", name)
-		}
+	if v, _ := metricValue(before, metrics.WarmSandboxesTarget, map[string]string{"language": "python3"}); v < 1 {
+		t.Errorf(`%s{language="python3"} = %v, want python3 pooled`, metrics.WarmSandboxesTarget, v)
 	}
 
 	labels := map[string]string{"language": "python3", "status": "completed"}
@@ -138,8 +133,13 @@ func TestMetrics(t *testing.T) {
 	if _, ok := metricValue(after, metrics.ExecutionCPUSeconds, lang); !ok {
 		t.Errorf("%s%v is not served after an execution", metrics.ExecutionCPUSeconds, lang)
 	}
-	if after["caddy_http_requests_total"] == nil {
-		t.Errorf("caddy_http_requests_total is not served after a request")
+	for _, name := range metrics.ExternalNames {
+		if after[name] == nil {
+			t.Errorf("%s is not served after a request", name)
+		}
+	}
+	if _, ok := metricValue(after, metrics.ExecutionsTotal, map[string]string{"cell": "local", "language": "python3"}); !ok {
+		t.Errorf("%s has no cell label", metrics.ExecutionsTotal)
 	}
 
 	// Neither the public port nor the node's API serves them.
