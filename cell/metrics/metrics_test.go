@@ -227,3 +227,21 @@ func TestNames(t *testing.T) {
 		t.Errorf("NewGateway(a nil *Registry) = %v, %v; want nil, nil", g, err)
 	}
 }
+
+// TestDocumented: docs/cluster.md's Metrics section names every metric.
+func TestDocumented(t *testing.T) {
+	b, err := os.ReadFile("../../docs/cluster.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(b), "\n## Metrics\n")
+	if !ok {
+		t.Fatal(`docs/cluster.md has no "## Metrics" section`)
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	for _, name := range slices.Concat(NodeNames, GatewayNames) {
+		if !strings.Contains(section, "`"+name+"`") {
+			t.Errorf("docs/cluster.md, Metrics, does not list %s", name)
+		}
+	}
+}
