@@ -256,6 +256,11 @@ func NewGateway(reg prometheus.Registerer) (*Gateway, error) {
 	return &Gateway{refusals: refusals}, nil
 }
 
+// Counter is the refusals of module with code, for tests.
+func (g *Gateway) Counter(module, code string) prometheus.Counter {
+	return g.refusals.WithLabelValues(module, code)
+}
+
 // Refusal counts one request module refused with code.
 func (g *Gateway) Refusal(module, code string) {
 	if g == nil {
