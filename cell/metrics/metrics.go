@@ -19,6 +19,14 @@
 //
 // Every metric of a node carries its cell's name as the label cell.
 //
+// A node's sessions' executions (POST /v1/sessions/{id}/execute), which
+// do not pass the gate:
+//
+//	sandboxapi_session_executions_total{language,status}    counter: status as executions_total's
+//	sandboxapi_session_execution_duration_seconds{language}  histogram: time in the sandbox
+//
+// Their CPU is in sandboxapi_execution_cpu_seconds_total with the others'.
+//
 // A node's state, read at scrape time:
 //
 //	sandboxapi_sandboxes_alive                               gauge: sandboxes that exist on the node (warm, idle or running)
@@ -61,6 +69,8 @@ const (
 	ExecutionDuration   = "sandboxapi_execution_duration_seconds"
 	ExecutionQueueWait  = "sandboxapi_execution_queue_wait_seconds"
 	ExecutionCPUSeconds = "sandboxapi_execution_cpu_seconds_total"
+	SessionExecutions   = "sandboxapi_session_executions_total"
+	SessionDuration     = "sandboxapi_session_execution_duration_seconds"
 	SandboxesAlive      = "sandboxapi_sandboxes_alive"
 	WarmSandboxes       = "sandboxapi_warm_sandboxes"
 	WarmSandboxesTarget = "sandboxapi_warm_sandboxes_target"
@@ -79,6 +89,7 @@ const (
 var (
 	NodeNames = []string{
 		ExecutionsTotal, ExecutionDuration, ExecutionQueueWait, ExecutionCPUSeconds,
+		SessionExecutions, SessionDuration,
 		SandboxesAlive, WarmSandboxes, WarmSandboxesTarget, SessionsOpen, Jobs,
 		RaftState, RaftCommitIndex, RaftAppliedIndex, GossipMembers,
 		WebhookAttempts, WebhookGaveUp,
@@ -108,6 +119,8 @@ type Node struct {
 	duration   *prometheus.HistogramVec
 	queueWait  *prometheus.HistogramVec
 	cpu        *prometheus.CounterVec
+	sessions   *prometheus.CounterVec
+	sessionDur *prometheus.HistogramVec
 	attempts   *prometheus.CounterVec
 	gaveUp     prometheus.Counter
 }
@@ -128,25 +141,19 @@ func NewNode(reg prometheus.Registerer, cell string) (*Node, error) {
 	reg = prometheus.WrapRegistererWith(prometheus.Labels{"cell": cell}, reg)
 	n := &Node{
 		reg: reg,
-		executions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ExecutionsTotal,
-			Help: "Executions finished, by language and status (the API's result status, or queue_timeout, cancelled)."},
-			[]string{"language", "status"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: ExecutionDuration,
-			Help: "Time executions spent in their sandbox, by language.", Buckets: executionBuckets},
-			[]string{"language"}),
-		queueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: ExecutionQueueWait,
-			Help: "Time executions waited for a slot of the node's capacity gate, by language.", Buckets: queueBuckets},
-			[]string{"language"}),
-		cpu: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ExecutionCPUSeconds,
-			Help: "CPU time the executions' programs used, as gVisor accounted it, by language."},
-			[]string{"language"}),
-		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: WebhookAttempts,
-			Help: "Webhook delivery attempts, by outcome (delivered: a 2xx; failed)."},
-			[]string{"outcome"}),
+		executions: counterVec(ExecutionsTotal, "Executions finished, by language and status (the API's result status, or queue_timeout, cancelled).",
+			"language", "status"),
+		duration:  histogramVec(ExecutionDuration, "Time executions spent in their sandbox, by language.", executionBuckets),
+		queueWait: histogramVec(ExecutionQueueWait, "Time executions waited for a slot of the node's capacity gate, by language.", queueBuckets),
+		cpu: counterVec(ExecutionCPUSeconds, "CPU time the executions' programs used, as gVisor accounted it, by language.",
+			"language"),
+		sessions:   counterVec(SessionExecutions, "Executions in sessions, by language and status.", "language", "status"),
+		sessionDur: histogramVec(SessionDuration, "Time executions in sessions spent in their sandbox, by language.", executionBuckets),
+		attempts:   counterVec(WebhookAttempts, "Webhook delivery attempts, by outcome (delivered: a 2xx; failed).", "outcome"),
 		gaveUp: prometheus.NewCounter(prometheus.CounterOpts{Name: WebhookGaveUp,
 			Help: "Webhook deliveries given up after their last attempt failed."}),
 	}
-	for _, c := range []prometheus.Collector{n.executions, n.duration, n.queueWait, n.cpu, n.attempts, n.gaveUp} {
+	for _, c := range []prometheus.Collector{n.executions, n.duration, n.queueWait, n.cpu, n.sessions, n.sessionDur, n.attempts, n.gaveUp} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -155,6 +162,16 @@ func NewNode(reg prometheus.Registerer, cell string) (*Node, error) {
 	n.attempts.WithLabelValues("delivered")
 	n.attempts.WithLabelValues("failed")
 	return n, nil
+}
+
+// counterVec is a counter of name with labels.
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+}
+
+// histogramVec is a histogram of name by language.
+func histogramVec(name, help string, buckets []float64) *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, []string{"language"})
 }
 
 // Execution counts one execution of language that ended with status,
@@ -168,6 +185,19 @@ func (n *Node) Execution(language, status string, queued, ran, cpu time.Duration
 	if ran > 0 {
 		n.duration.WithLabelValues(language).Observe(ran.Seconds())
 	}
+	if cpu > 0 {
+		n.cpu.WithLabelValues(language).Add(cpu.Seconds())
+	}
+}
+
+// SessionExecution counts one execution of language in a session that
+// ended with status after ran, using cpu.
+func (n *Node) SessionExecution(language, status string, ran, cpu time.Duration) {
+	if n == nil {
+		return
+	}
+	n.sessions.WithLabelValues(language, status).Inc()
+	n.sessionDur.WithLabelValues(language).Observe(ran.Seconds())
 	if cpu > 0 {
 		n.cpu.WithLabelValues(language).Add(cpu.Seconds())
 	}
@@ -239,9 +269,8 @@ func NewGateway(reg prometheus.Registerer) (*Gateway, error) {
 	if isNil(reg) {
 		return nil, nil
 	}
-	refusals := prometheus.NewCounterVec(prometheus.CounterOpts{Name: GatewayRefusals,
-		Help: "Requests the gateway refused itself, by module (auth, limits) and API error code (rate_limit_exceeded, monthly_quota_exceeded, invalid_api_key, ...)."},
-		[]string{"module", "code"})
+	refusals := counterVec(GatewayRefusals, "Requests the gateway refused itself, by module (auth, limits) and API error code (rate_limit_exceeded, monthly_quota_exceeded, invalid_api_key, ...).",
+		"module", "code")
 	if err := reg.Register(refusals); err != nil {
 		var already prometheus.AlreadyRegisteredError
 		if !errors.As(err, &already) {

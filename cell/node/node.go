@@ -397,7 +397,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.egr != nil {
 		sc.OpenNetworked = sessions.ExecutorNetworkedOpener(ex)
 	}
-	sc.CacheMount, sc.Logger = executor.PackageCachePath, cfg.Logger
+	sc.CacheMount, sc.Logger, sc.Metrics = executor.PackageCachePath, cfg.Logger, m
 	// Requests for another node's sessions go to it the way forwarded
 	// writes do, through the same dialer.
 	sc.Transport, sc.PeerScheme = n.peers, strings.TrimSuffix(n.peerScheme, "://")

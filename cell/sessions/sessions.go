@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/billing/plans"
+	"github.com/sandboxapi/sandboxapi/cell/metrics"
 	"github.com/sandboxapi/sandboxapi/cell/placement"
 	"github.com/sandboxapi/sandboxapi/cell/store"
 	"github.com/sandboxapi/sandboxapi/sandboxes/egress"
@@ -152,6 +153,8 @@ type Config struct {
 	// "http" when empty.
 	PeerScheme string
 	Logger     *slog.Logger
+	// Metrics counts the sessions' executions; nil counts nothing.
+	Metrics *metrics.Node
 
 	// now is the clock; tests move it.
 	now func() time.Time

@@ -88,7 +88,8 @@ func TestMetrics(t *testing.T) {
 		// Histograms and counters with labels appear with their first
 		// observation; the rest from the start.
 		switch name {
-		case metrics.ExecutionsTotal, metrics.ExecutionDuration, metrics.ExecutionQueueWait, metrics.ExecutionCPUSeconds:
+		case metrics.ExecutionsTotal, metrics.ExecutionDuration, metrics.ExecutionQueueWait, metrics.ExecutionCPUSeconds,
+			metrics.SessionExecutions, metrics.SessionDuration:
 			continue
 		}
 		if before[name] == nil {
@@ -140,6 +141,22 @@ func TestMetrics(t *testing.T) {
 	}
 	if _, ok := metricValue(after, metrics.ExecutionsTotal, map[string]string{"cell": "local", "language": "python3"}); !ok {
 		t.Errorf("%s has no cell label", metrics.ExecutionsTotal)
+	}
+
+	// A session is open while it lives; its executions count apart.
+	id := s.openSession(s.key, map[string]any{"language": "python3"})
+	if r := s.run(s.key, id, "print(6 * 7)"); r["status"] != "completed" {
+		t.Fatalf("session execution: %v", r)
+	}
+	inSession := scrape(t, metricsAddr)
+	if v, _ := metricValue(inSession, metrics.SessionsOpen, nil); v != 1 {
+		t.Errorf("%s = %v with one session, want 1", metrics.SessionsOpen, v)
+	}
+	if v, _ := metricValue(inSession, metrics.SessionExecutions, labels); v != 1 {
+		t.Errorf("%s%v = %v after one session execution, want 1", metrics.SessionExecutions, labels, v)
+	}
+	if v, _ := metricValue(inSession, metrics.ExecutionsTotal, labels); v != was+1 {
+		t.Errorf("%s%v = %v: a session's execution counted as the gate's", metrics.ExecutionsTotal, labels, v)
 	}
 
 	// Neither the public port nor the node's API serves them.
