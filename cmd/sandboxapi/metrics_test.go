@@ -8,65 +8,9 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"github.com/sandboxapi/sandboxapi/cell/metrics"
+	"github.com/sandboxapi/sandboxapi/cell/metrics/metricstest"
 )
-
-// scrape reads the metrics the operator listener at addr serves.
-func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
-	t.Helper()
-	// Not http.DefaultTransport: that one holds the gateway's traffic to
-	// the OpenAPI document, and this is no API.
-	c := &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
-	resp, err := c.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /metrics on the metrics listener: HTTP %d", resp.StatusCode)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("the metrics do not parse: %v", err)
-	}
-	return fams
-}
-
-// metricValue is the value of name's series with labels (and any others:
-// a node's cell), and whether there is one: a counter's, a gauge's, a histogram's
-// count.
-func metricValue(fams map[string]*dto.MetricFamily, name string, labels map[string]string) (float64, bool) {
-	f := fams[name]
-	if f == nil {
-		return 0, false
-	}
-next:
-	for _, m := range f.GetMetric() {
-		got := map[string]string{}
-		for _, l := range m.GetLabel() {
-			got[l.GetName()] = l.GetValue()
-		}
-		for k, v := range labels {
-			if got[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue(), true
-		case m.Gauge != nil:
-			return m.Gauge.GetValue(), true
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount()), true
-		}
-	}
-	return 0, false
-}
 
 // TestMetrics: dev with --metrics-listen serves the node's and the
 // gateway's metrics there and nowhere else; an execution moves its
@@ -83,7 +27,7 @@ func TestMetrics(t *testing.T) {
 	metricsAddr := freeAddr(t)
 	s := startDevArgs(t, filepath.Join(dir, "data"), []string{"--metrics-listen", metricsAddr, "--plans", plansFile})
 
-	before := scrape(t, metricsAddr)
+	before := metricstest.Scrape(t, metricsAddr)
 	for _, name := range metrics.NodeNames {
 		// Histograms and counters with labels appear with their first
 		// observation; the rest from the start.
@@ -96,42 +40,42 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s is not served", name)
 		}
 	}
-	if v, _ := metricValue(before, metrics.RaftState, map[string]string{"state": "leader"}); v != 1 {
+	if v, _ := before.Value(metrics.RaftState, map[string]string{"state": "leader"}); v != 1 {
 		t.Errorf(`%s{state="leader"} = %v, want 1 on a cell of one node`, metrics.RaftState, v)
 	}
-	if v, _ := metricValue(before, metrics.RaftState, map[string]string{"state": "follower"}); v != 0 {
+	if v, _ := before.Value(metrics.RaftState, map[string]string{"state": "follower"}); v != 0 {
 		t.Errorf(`%s{state="follower"} = %v, want 0`, metrics.RaftState, v)
 	}
-	if v, ok := metricValue(before, metrics.GossipMembers, map[string]string{"state": "alive"}); !ok || v < 1 {
+	if v, ok := before.Value(metrics.GossipMembers, map[string]string{"state": "alive"}); !ok || v < 1 {
 		t.Errorf(`%s{state="alive"} = %v, want at least the node itself`, metrics.GossipMembers, v)
 	}
-	if v, ok := metricValue(before, metrics.RaftAppliedIndex, nil); !ok || v < 1 {
+	if v, ok := before.Value(metrics.RaftAppliedIndex, nil); !ok || v < 1 {
 		t.Errorf("%s = %v, want the start-up's writes applied", metrics.RaftAppliedIndex, v)
 	}
-	if _, ok := metricValue(before, metrics.WarmSandboxes, map[string]string{"language": "python3"}); !ok {
+	if _, ok := before.Value(metrics.WarmSandboxes, map[string]string{"language": "python3"}); !ok {
 		t.Errorf(`%s{language="python3"} is not served`, metrics.WarmSandboxes)
 	}
-	if v, _ := metricValue(before, metrics.WarmSandboxesTarget, map[string]string{"language": "python3"}); v < 1 {
+	if v, _ := before.Value(metrics.WarmSandboxesTarget, map[string]string{"language": "python3"}); v < 1 {
 		t.Errorf(`%s{language="python3"} = %v, want python3 pooled`, metrics.WarmSandboxesTarget, v)
 	}
 
 	labels := map[string]string{"language": "python3", "status": "completed"}
-	was, _ := metricValue(before, metrics.ExecutionsTotal, labels)
+	was, _ := before.Value(metrics.ExecutionsTotal, labels)
 	m := s.execute(map[string]any{"language": "python3", "code": "print(sum(range(10**6)))"})
 	if m["status"] != "completed" {
 		t.Fatalf("execution: %v", m)
 	}
-	after := scrape(t, metricsAddr)
-	if v, _ := metricValue(after, metrics.ExecutionsTotal, labels); v != was+1 {
+	after := metricstest.Scrape(t, metricsAddr)
+	if v, _ := after.Value(metrics.ExecutionsTotal, labels); v != was+1 {
 		t.Errorf("%s%v = %v after one execution, want %v", metrics.ExecutionsTotal, labels, v, was+1)
 	}
 	lang := map[string]string{"language": "python3"}
 	for _, name := range []string{metrics.ExecutionDuration, metrics.ExecutionQueueWait} {
-		if v, _ := metricValue(after, name, lang); v < 1 {
+		if v, _ := after.Value(name, lang); v < 1 {
 			t.Errorf("%s%v counts %v executions, want at least 1", name, lang, v)
 		}
 	}
-	if _, ok := metricValue(after, metrics.ExecutionCPUSeconds, lang); !ok {
+	if _, ok := after.Value(metrics.ExecutionCPUSeconds, lang); !ok {
 		t.Errorf("%s%v is not served after an execution", metrics.ExecutionCPUSeconds, lang)
 	}
 	for _, name := range metrics.ExternalNames {
@@ -139,7 +83,7 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s is not served after a request", name)
 		}
 	}
-	if _, ok := metricValue(after, metrics.ExecutionsTotal, map[string]string{"cell": "local", "language": "python3"}); !ok {
+	if _, ok := after.Value(metrics.ExecutionsTotal, map[string]string{"cell": "local", "language": "python3"}); !ok {
 		t.Errorf("%s has no cell label", metrics.ExecutionsTotal)
 	}
 
@@ -148,14 +92,14 @@ func TestMetrics(t *testing.T) {
 	if r := s.run(s.key, id, "print(6 * 7)"); r["status"] != "completed" {
 		t.Fatalf("session execution: %v", r)
 	}
-	inSession := scrape(t, metricsAddr)
-	if v, _ := metricValue(inSession, metrics.SessionsOpen, nil); v != 1 {
+	inSession := metricstest.Scrape(t, metricsAddr)
+	if v, _ := inSession.Value(metrics.SessionsOpen, nil); v != 1 {
 		t.Errorf("%s = %v with one session, want 1", metrics.SessionsOpen, v)
 	}
-	if v, _ := metricValue(inSession, metrics.SessionExecutions, labels); v != 1 {
+	if v, _ := inSession.Value(metrics.SessionExecutions, labels); v != 1 {
 		t.Errorf("%s%v = %v after one session execution, want 1", metrics.SessionExecutions, labels, v)
 	}
-	if v, _ := metricValue(inSession, metrics.ExecutionsTotal, labels); v != was+1 {
+	if v, _ := inSession.Value(metrics.ExecutionsTotal, labels); v != was+1 {
 		t.Errorf("%s%v = %v: a session's execution counted as the gate's", metrics.ExecutionsTotal, labels, v)
 	}
 
@@ -174,8 +118,8 @@ func TestMetrics(t *testing.T) {
 
 	// A bad key is auth's refusal; the third request of a minute on a
 	// plan of two is limits'.
-	refusal := func(fams map[string]*dto.MetricFamily, module, code string) float64 {
-		v, _ := metricValue(fams, metrics.GatewayRefusals, map[string]string{"module": module, "code": code})
+	refusal := func(fams metricstest.Families, module, code string) float64 {
+		v, _ := fams.Value(metrics.GatewayRefusals, map[string]string{"module": module, "code": code})
 		return v
 	}
 	req, _ := http.NewRequest("GET", s.base+"/v1/languages", nil)
@@ -194,7 +138,7 @@ func TestMetrics(t *testing.T) {
 	if codes != "200 200 429 " {
 		t.Fatalf("three requests on a plan of two a minute: %s", codes)
 	}
-	refused := scrape(t, metricsAddr)
+	refused := metricstest.Scrape(t, metricsAddr)
 	for _, r := range []struct{ module, code string }{{"auth", "invalid_api_key"}, {"limits", "rate_limit_exceeded"}} {
 		if got, was := refusal(refused, r.module, r.code), refusal(after, r.module, r.code); got != was+1 {
 			t.Errorf("%s{module=%q,code=%q} = %v, want %v", metrics.GatewayRefusals, r.module, r.code, got, was+1)
