@@ -145,3 +145,57 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsNodeAndGateway: `sandboxapi node` with metrics_listen in its
+// config and `sandboxapi gateway` with --metrics-listen each serve their
+// own metrics, with the Go runtime's and the process's, on their
+// operator listeners.
+func TestMetricsNodeAndGateway(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two processes and a real sandbox")
+	}
+	dir := t.TempDir()
+	t.Cleanup(func() { killLeftovers(t, dir); unmountUnder(t, dir) })
+	nodeMetrics := freeAddr(t)
+	nodeDir, api, nodeGossip := startNode(t, dir, fmt.Sprintf("cell = \"c1\"\ncapacity = 1\nmetrics_listen = %q\n", nodeMetrics))
+
+	gwDir := filepath.Join(dir, "gw-data")
+	listen, gwMetrics := freeAddr(t), freeAddr(t)
+	startProcess(t, gwDir, "is up", "gateway", "--id", "gw-1", "--listen", listen, "--data-dir", gwDir,
+		"--secret-file", filepath.Join(nodeDir, "cell-secret"), "--gossip", freeAddr(t), "--gossip-join", nodeGossip,
+		"--accounts-nodes", api, "--metrics-listen", gwMetrics)
+
+	n := metricstest.Scrape(t, nodeMetrics)
+	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes", metrics.SandboxesAlive} {
+		if n[name] == nil {
+			t.Errorf("the node does not serve %s", name)
+		}
+	}
+	if v := n.Get(metrics.RaftState, map[string]string{"state": "leader", "cell": "c1"}); v != 1 {
+		t.Errorf(`the node's %s{state="leader",cell="c1"} = %v, want 1`, metrics.RaftState, v)
+	}
+
+	req, _ := http.NewRequest("GET", "http://"+listen+"/v1/languages", nil)
+	req.Header.Set("Authorization", "Bearer sk_not_a_key")
+	if code, body, _ := send(t, req); code != http.StatusUnauthorized {
+		t.Fatalf("a bad key: HTTP %d %v", code, body)
+	}
+	g := metricstest.Scrape(t, gwMetrics)
+	if v := g.Get(metrics.GatewayRefusals, map[string]string{"module": "auth", "code": "invalid_api_key"}); v != 1 {
+		t.Errorf(`the gateway's %s{module="auth",code="invalid_api_key"} = %v, want 1`, metrics.GatewayRefusals, v)
+	}
+	for _, name := range metrics.ExternalNames {
+		if g[name] == nil {
+			t.Errorf("the gateway does not serve %s", name)
+		}
+	}
+	if g[metrics.RaftState] != nil {
+		t.Errorf("the gateway serves the node's %s", metrics.RaftState)
+	}
+	plain := &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
+	if resp, err := plain.Get("http://" + listen + "/metrics"); err != nil {
+		t.Fatal(err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET /metrics on the gateway's port: HTTP %d, want 404", resp.StatusCode)
+	}
+}
