@@ -44,6 +44,9 @@
 //	sandboxapi_webhook_attempts_total{outcome}               counter: outcome is delivered (a 2xx) or failed
 //	sandboxapi_webhook_gave_up_total                         counter: deliveries given up after their last attempt failed
 //
+// A gateway with gossip membership (caddy-modules/cellroute) serves
+// sandboxapi_gossip_members{state} too, its own view of the pool.
+//
 // A gateway's refusals (caddy-modules/auth and caddy-modules/limits):
 //
 //	sandboxapi_gateway_refusals_total{module,code}           counter: code is the API error code (rate_limit_exceeded, monthly_quota_exceeded, invalid_api_key, ...)
@@ -94,7 +97,7 @@ var (
 		RaftState, RaftCommitIndex, RaftAppliedIndex, GossipMembers,
 		WebhookAttempts, WebhookGaveUp,
 	}
-	GatewayNames = []string{GatewayRefusals}
+	GatewayNames = []string{GatewayRefusals, GossipMembers}
 	// ExternalNames are metrics of others' that the gateway serves and
 	// the dashboards and alerts in ops/ use: Caddy's HTTP metrics (with
 	// edge.Config.Metrics) and the Go runtime's and process's.
@@ -232,7 +235,28 @@ func (n *Node) LabelledGauge(name, help, label string, f func() map[string]float
 	if n == nil {
 		return nil
 	}
-	return n.reg.Register(&funcCollector{desc: prometheus.NewDesc(name, help, []string{label}, nil), read: f})
+	return RegisterLabelledGauge(n.reg, name, help, label, f)
+}
+
+// RegisterLabelledGauge registers on reg a gauge of name with one label,
+// whose values and theirs f reads at each scrape; a nil reg registers
+// nothing. A gauge of the name already there is left as it is: a
+// gateway's config may hold its module twice.
+func RegisterLabelledGauge(reg prometheus.Registerer, name, help, label string, f func() map[string]float64) error {
+	if isNil(reg) {
+		return nil
+	}
+	err := reg.Register(&funcCollector{desc: prometheus.NewDesc(name, help, []string{label}, nil), read: f})
+	if already := (prometheus.AlreadyRegisteredError{}); errors.As(err, &already) {
+		return nil
+	}
+	return err
+}
+
+// GossipStates are what sandboxapi_gossip_members counts: each member
+// state, every one reported.
+func GossipStates() map[string]float64 {
+	return map[string]float64{"alive": 0, "suspect": 0, "dead": 0, "left": 0}
 }
 
 // funcCollector is a gauge with one label whose values are read at scrape

@@ -76,7 +76,7 @@ func (n *Node) registerMetrics(m *metrics.Node) error {
 		m.Gauge(metrics.RaftAppliedIndex, "The last raft log index the node applied.", raftStat("applied_index")),
 		m.LabelledGauge(metrics.GossipMembers, "Members of the gossip pool the node knows of, by state.", "state",
 			func() map[string]float64 {
-				out := map[string]float64{"alive": 0, "suspect": 0, "dead": 0, "left": 0}
+				out := metrics.GossipStates()
 				for _, mem := range n.agent.Members() {
 					out[mem.State.String()]++
 				}

@@ -189,6 +189,17 @@ func TestMetricsNodeAndGateway(t *testing.T) {
 			t.Errorf("the gateway does not serve %s", name)
 		}
 	}
+	// The gateway's gossip member sees itself and the node, once gossip
+	// has told it of the node.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		v := metricstest.Scrape(t, gwMetrics).Get(metrics.GossipMembers, map[string]string{"state": "alive"})
+		if v == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf(`the gateway's %s{state="alive"} = %v, want 2: itself and the node`, metrics.GossipMembers, v)
+		}
+	}
 	if g[metrics.RaftState] != nil {
 		t.Errorf("the gateway serves the node's %s", metrics.RaftState)
 	}
