@@ -51,9 +51,10 @@ type clusterFile struct {
 }
 
 type clusterGateway struct {
-	Addr   string `json:"addr"`
-	PID    int    `json:"pid"`
-	Gossip string `json:"gossip"`
+	Addr    string `json:"addr"`
+	PID     int    `json:"pid"`
+	Gossip  string `json:"gossip"`
+	Metrics string `json:"metrics,omitempty"`
 }
 
 type clusterNode struct {
@@ -65,6 +66,7 @@ type clusterNode struct {
 	DataDir string `json:"data_dir"`
 	Cell    string `json:"cell"`
 	Region  string `json:"region"`
+	Metrics string `json:"metrics,omitempty"`
 }
 
 // devSettings are dev's flags, as its cluster mode hands them to the
@@ -79,7 +81,8 @@ type devSettings struct {
 	maxSessions                                             int
 	nodes, cells                                            int
 	// metricsListen is the gateway's operator listener in cluster mode;
-	// the nodes serve no metrics there.
+	// set, each node serves its metrics on a loopback port of its own,
+	// kept in its node.toml and written to cluster.json.
 	metricsListen string
 	selfServe
 }
@@ -175,7 +178,7 @@ func runDevCluster(s devSettings) error {
 	for i, n := range nodes {
 		record.Nodes = append(record.Nodes, clusterNode{
 			ID: n.ID, PID: started[i].cmd.Process.Pid, API: n.API, Raft: n.Raft, Gossip: n.Gossip,
-			DataDir: n.DataDir, Cell: n.Cell, Region: n.Region,
+			DataDir: n.DataDir, Cell: n.Cell, Region: n.Region, Metrics: n.MetricsListen,
 		})
 	}
 	gch, err := c.start("gateway", "gateway", filepath.Join(dir, "gateway.toml"))
@@ -185,7 +188,7 @@ func runDevCluster(s devSettings) error {
 	if err := c.waitUp(gch, sigs); err != nil {
 		return c.abort(err)
 	}
-	record.Gateway = clusterGateway{Addr: gw.Listen, PID: gch.cmd.Process.Pid, Gossip: gw.Gossip}
+	record.Gateway = clusterGateway{Addr: gw.Listen, PID: gch.cmd.Process.Pid, Gossip: gw.Gossip, Metrics: gw.MetricsListen}
 	// The dev key is dev's own doing, not something a production gateway
 	// should make: through a copy of the accounts of its own, from the
 	// home cell the gateway uses.
@@ -286,6 +289,14 @@ func (s devSettings) layout(dir string) (gatewayConfig, []nodeConfig, error) {
 					if *a, err = ports.pick(); err != nil {
 						return gatewayConfig{}, nil, err
 					}
+				}
+			}
+			switch {
+			case s.metricsListen == "":
+				n.MetricsListen = ""
+			case n.MetricsListen == "":
+				if n.MetricsListen, err = ports.pick(); err != nil {
+					return gatewayConfig{}, nil, err
 				}
 			}
 			n.ID, n.Cell, n.Region = id, cellName(c), regionName(c)

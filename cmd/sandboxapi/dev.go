@@ -48,7 +48,7 @@ func runDev(args []string) error {
 	egressCA := fs.String("egress-ca-bundle", "", "PEM file of the CAs networked sandboxes trust instead of the system's")
 	mcpOrigins := fs.String("mcp-origins", "", "comma-separated browser origins (https://app.example.com) that may call /mcp besides the gateway's own host")
 	nodes := fs.Int("nodes", 1, "nodes per cell; more than 1 runs a gateway and each node as processes of their own (docs/cluster.md)")
-	metricsListen := fs.String("metrics-listen", "", metricsListenUsage+"; off by default, so several dev services (and the tests') never contend for one port; 127.0.0.1:9090 is the usual choice. With --nodes or --cells, the gateway's metrics only")
+	metricsListen := fs.String("metrics-listen", "", metricsListenUsage+"; off by default, so several dev services (and the tests') never contend for one port; 127.0.0.1:9090 is the usual choice. With --nodes or --cells, the gateway's; each node's on a port of its own, in DATA_DIR/cluster.json")
 	cells := fs.Int("cells", 1, "cells, each in a region of its own, behind the one gateway; more than 1 runs processes as --nodes does")
 	var self selfServe
 	self.flags(fs)
