@@ -75,6 +75,11 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s%v counts %v executions, want at least 1", name, lang, v)
 		}
 	}
+	// The sandbox the execution ran in stays, idle, for the account's
+	// next; the warm ones are sandboxes too.
+	if alive, warm := after.Get(metrics.SandboxesAlive, nil), after.Get(metrics.WarmSandboxes, lang); alive < 1 || alive < warm {
+		t.Errorf("%s = %v with %v warm python3 sandboxes, after an execution", metrics.SandboxesAlive, alive, warm)
+	}
 	if _, ok := after.Value(metrics.ExecutionCPUSeconds, lang); !ok {
 		t.Errorf("%s%v is not served after an execution", metrics.ExecutionCPUSeconds, lang)
 	}
