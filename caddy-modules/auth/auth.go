@@ -31,6 +31,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/caddy-modules/request"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
+	"github.com/sandboxapi/sandboxapi/cell/metrics"
 )
 
 func init() {
@@ -132,6 +133,7 @@ type Handler struct {
 	secret      []byte
 	proxySecret []byte
 	logger      *zap.Logger
+	metrics     *metrics.Gateway
 }
 
 // CaddyModule returns the Caddy module information.
@@ -149,6 +151,11 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // cleaning up the old instance.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	m, err := metrics.NewGateway(ctx.GetMetricsRegistry())
+	if err != nil {
+		return fmt.Errorf("sandboxapi_auth: metrics: %w", err)
+	}
+	h.metrics = m
 	repl := caddy.NewReplacer() // allows {env.*} and {file.*} in JSON configs
 	secretPath := repl.ReplaceKnown(h.CellSecretFile, "")
 	h.proxySecret = []byte(repl.ReplaceKnown(h.RapidAPIProxySecret, ""))
@@ -238,7 +245,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		// Checked before anything is looked up, so someone bypassing
 		// RapidAPI cannot even learn whether a key exists.
 		if subtle.ConstantTimeCompare([]byte(proxySecret), h.proxySecret) != 1 {
-			return writeError(w, apierror.InvalidProxySecret,
+			return h.refuse(w, apierror.InvalidProxySecret,
 				"Requests with RapidAPI's headers must come through RapidAPI.")
 		}
 		fromRapidAPI = rapidUser != ""
@@ -247,7 +254,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.forwardAnonymous(w, r, next)
 	}
 	if key == "" && !fromRapidAPI {
-		return writeError(w, apierror.MissingAPIKey,
+		return h.refuse(w, apierror.MissingAPIKey,
 			"No API key. Send it in the Authorization header (Bearer, or Basic with the key as the password), or in X-API-Key or X-Auth-Token (or come through RapidAPI).")
 	}
 	var (
@@ -267,20 +274,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	switch {
 	case errors.Is(err, errNoPlan):
-		return writeError(w, apierror.UnknownPlan, err.Error())
+		return h.refuse(w, apierror.UnknownPlan, err.Error())
 	case errors.Is(err, accounts.ErrUnknownKey):
-		return writeError(w, apierror.InvalidAPIKey, "The API key is not valid.")
+		return h.refuse(w, apierror.InvalidAPIKey, "The API key is not valid.")
 	case errors.Is(err, directory.ErrNotReady), errors.Is(err, directory.ErrUnavailable):
 		h.logger.Warn("accounts unavailable", zap.Error(err))
 		w.Header().Set("Retry-After", "1")
-		return writeError(w, apierror.Unavailable, "The accounts are not available yet; retry in a second.")
+		return h.refuse(w, apierror.Unavailable, "The accounts are not available yet; retry in a second.")
 	case err != nil:
 		h.logger.Error("resolving the caller", zap.Error(err))
-		return writeError(w, apierror.Internal,
+		return h.refuse(w, apierror.Internal,
 			"Could not check the API key; retry with exponential backoff.")
 	}
 	if why, suspended := acct.Suspended(time.Now()); suspended {
-		return writeError(w, apierror.AccountSuspended, "Account "+acct.ID+" is suspended: "+why+".")
+		return h.refuse(w, apierror.AccountSuspended, "Account "+acct.ID+" is suspended: "+why+".")
 	}
 	callerauth.Sign(r.Header, h.secret, callerauth.Caller{AccountID: acct.ID, Plan: plan, WebhookSecret: webhook}, time.Now())
 	caddyhttp.SetVar(r.Context(), VarAccountID, acct.ID)
@@ -373,6 +380,13 @@ func basicKey(token string) string {
 		return k
 	}
 	return strings.TrimSpace(user)
+}
+
+// refuse is writeError for a request this module refuses, counted in
+// sandboxapi_gateway_refusals_total (package metrics).
+func (h *Handler) refuse(w http.ResponseWriter, code apierror.Code, message string) error {
+	h.metrics.Refusal("auth", string(code))
+	return writeError(w, code, message)
 }
 
 // writeError answers with the project's JSON error shape. It returns nil: the

@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
+	"github.com/sandboxapi/sandboxapi/cell/metrics"
 	"github.com/sandboxapi/sandboxapi/cell/placement"
 	"github.com/sandboxapi/sandboxapi/gossip"
 )
@@ -138,6 +139,18 @@ func (g *Gossip) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("cellroute: gossip membership: %w", err)
 	}
 	g.agent = val.(pooledAgent).Agent
+	agent := g.agent
+	err = metrics.RegisterLabelledGauge(ctx.GetMetricsRegistry(), metrics.GossipMembers,
+		"Members of the gossip pool the gateway knows of, by state.", "state", func() map[string]float64 {
+			out := metrics.GossipStates()
+			for _, m := range agent.Members() {
+				out[m.State.String()]++
+			}
+			return out
+		})
+	if err != nil {
+		return fmt.Errorf("cellroute: metrics: %w", err)
+	}
 	return nil
 }
 

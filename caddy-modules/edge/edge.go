@@ -18,6 +18,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	_ "github.com/caddyserver/caddy/v2/modules/logging" // filter encoder for access logs
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	// Our modules: sandboxapi_request, sandboxapi_auth, sandboxapi_limits
 	// with its rate stores, sandboxapi_selfserve, the sandboxapi_cell
@@ -103,6 +105,12 @@ type Config struct {
 	RapidAPIProxySecret string
 	// AccessLog turns on one JSON log line per request on stderr.
 	AccessLog bool
+	// Metrics turns on Caddy's HTTP metrics (caddy_http_requests_total
+	// and the like, by status code) beside the modules' own (package
+	// cell/metrics), all on the running config's registry, which
+	// Gatherer reads. The gateway serves them on no port of its own:
+	// the command serves Gatherer on its operator listener.
+	Metrics bool
 
 	// CellCAFile, CellCertFile and CellKeyFile are the cell's TLS
 	// (package celltls): the cell CA's certificates, and the gateway's
@@ -374,6 +382,10 @@ func (c Config) CaddyJSON() ([]byte, error) {
 		})
 	}
 
+	httpApp := object{"servers": object{"edge": server}}
+	if c.Metrics {
+		httpApp["metrics"] = object{}
+	}
 	cfg := object{
 		// No admin API: the embedded gateway is configured only by this
 		// function, and an open admin endpoint could replace its config.
@@ -382,7 +394,7 @@ func (c Config) CaddyJSON() ([]byte, error) {
 		"admin":   object{"disabled": true, "config": object{"persist": false}},
 		"logging": object{"logs": logs},
 		"apps": object{
-			"http": object{"servers": object{"edge": server}},
+			"http": httpApp,
 			// The gateway holds no certificates, so Caddy's storage checks
 			// and cleanups would only write files under $HOME for nothing.
 			"tls": object{"disable_storage_check": true, "disable_storage_clean": true},
@@ -613,6 +625,22 @@ func servesAddr(addr string) bool {
 		}
 	}
 	return false
+}
+
+// Gatherer gathers the metrics of the Caddy config running in this
+// process: the modules' (sandboxapi_gateway_*), Caddy's own and the Go
+// runtime's, from the registry Caddy makes for each config
+// (caddy.Context.GetMetricsRegistry), so a reload's counters are read
+// from the config that counts them. Nothing before Run.
+func Gatherer() prometheus.Gatherer {
+	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		ctx := caddy.ActiveContext()
+		reg := ctx.GetMetricsRegistry()
+		if reg == nil {
+			return nil, nil
+		}
+		return reg.Gather()
+	})
 }
 
 // Stop stops the embedded Caddy, closing its listener and our modules'

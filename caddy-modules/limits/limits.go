@@ -51,6 +51,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/caddy-modules/auth"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/blockopts"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
+	"github.com/sandboxapi/sandboxapi/cell/metrics"
 )
 
 func init() {
@@ -120,6 +121,7 @@ type Handler struct {
 	ledger   *usage.Ledger
 	release  func() error
 	logger   *zap.Logger
+	metrics  *metrics.Gateway
 	now      func() time.Time
 
 	counter      counter // when set (by tests holding commits back), count adds here instead of the ledger
@@ -150,6 +152,11 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Missing settings are reported by Validate.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	m, err := metrics.NewGateway(ctx.GetMetricsRegistry())
+	if err != nil {
+		return fmt.Errorf("sandboxapi_limits: metrics: %w", err)
+	}
+	h.metrics = m
 	h.now = time.Now
 	repl := caddy.NewReplacer() // allows {env.*} and {file.*} in JSON configs
 	h.usageDB = repl.ReplaceKnown(h.UsageDB, "")
@@ -269,7 +276,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			// The cell has no such route and would answer 404: the usage
 			// is the gateway's, and it needs to know whose.
 			w.Header().Set("WWW-Authenticate", `Bearer realm="sandboxapi"`)
-			return writeError(w, apierror.MissingAPIKey,
+			return h.refuse(w, apierror.MissingAPIKey,
 				"No API key. GET /v1/usage answers for the account whose key is in the Authorization: Bearer or X-API-Key header.", 0)
 		}
 		cw := &countingWriter{rw: w, ctx: r.Context(), h: h}
@@ -281,13 +288,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		// Only a Caddyfile that puts sandboxapi_limits where sandboxapi_auth
 		// has not run gets here; refuse rather than serve unlimited.
 		h.logger.Error("no authenticated account in the request; sandboxapi_auth must run before sandboxapi_limits")
-		return writeError(w, apierror.Internal,
+		return h.refuse(w, apierror.Internal,
 			"Internal error; retry with exponential backoff and report it if it persists.", 0)
 	}
 	plan, ok := h.catalog.Get(planName)
 	if !ok {
 		h.logger.Warn("account on a plan this gateway does not know", zap.String("account", account), zap.String("plan", planName))
-		return writeError(w, apierror.UnknownPlan,
+		return h.refuse(w, apierror.UnknownPlan,
 			fmt.Sprintf("Plan %q is not known to this gateway.", planName), 0)
 	}
 	now := h.now()
@@ -309,7 +316,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	used, err := h.ledger.Count(account, month)
 	if err != nil {
 		h.logger.Error("reading the usage ledger", zap.String("account", account), zap.Error(err))
-		return writeError(w, apierror.Internal,
+		return h.refuse(w, apierror.Internal,
 			"Could not check the monthly quota; retry with exponential backoff.", 0)
 	}
 	quota := int64(plan.ExecutionsPerMonth)
@@ -337,7 +344,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		case err != nil:
 			h.logger.Error("leasing monthly quota", zap.String("account", account), zap.Error(err))
 			w.Header().Set("Retry-After", "1")
-			return writeError(w, apierror.Unavailable, "Could not check the monthly quota; retry in a second.", time.Second)
+			return h.refuse(w, apierror.Unavailable, "Could not check the monthly quota; retry in a second.", time.Second)
 		}
 		defer func() { ticket.Done(0) }() // a request that never got to count
 	case h.dir != nil:
@@ -350,7 +357,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		// Reset is the window's end rounded down to a second; a client that
 		// waits until the second after it is sure to find a new window.
 		retry := max(time.Unix(rate.Reset+1, 0).Sub(now), time.Second)
-		return writeError(w, apierror.RateLimitExceeded, fmt.Sprintf(
+		return h.refuse(w, apierror.RateLimitExceeded, fmt.Sprintf(
 			"Rate limit exceeded: the %s plan allows %d requests per minute. Retry after %d seconds, or upgrade your plan.",
 			plan.Name, plan.RequestsPerMinute, seconds(retry)), retry)
 	}
@@ -395,7 +402,7 @@ func writeUsage(w http.ResponseWriter, u usageAnswer) error {
 // quotaExceeded answers a request past the plan's monthly quota.
 func (h *Handler) quotaExceeded(w http.ResponseWriter, plan plans.Plan, now time.Time) error {
 	reset := usage.NextMonth(now)
-	return writeError(w, apierror.MonthlyQuotaExceeded, fmt.Sprintf(
+	return h.refuse(w, apierror.MonthlyQuotaExceeded, fmt.Sprintf(
 		"Monthly quota exceeded: the %s plan includes %d executions per month and this month's are used up. The quota resets at %s; upgrade your plan for more.",
 		plan.Name, plan.ExecutionsPerMonth, reset.Format(time.RFC3339)), reset.Sub(now))
 }
@@ -446,6 +453,13 @@ func (h *Handler) count(account, month string, used, n int64, entries ...usage.M
 func seconds(d time.Duration) int64 {
 	s := int64((d + time.Second - 1) / time.Second)
 	return max(s, 1)
+}
+
+// refuse is writeError for a request this module refuses, counted in
+// sandboxapi_gateway_refusals_total (package metrics).
+func (h *Handler) refuse(w http.ResponseWriter, code apierror.Code, message string, retryAfter time.Duration) error {
+	h.metrics.Refusal("limits", string(code))
+	return writeError(w, code, message, retryAfter)
 }
 
 // writeError answers with the project's JSON error shape and, when

@@ -16,6 +16,8 @@ import (
 
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
+	"github.com/sandboxapi/sandboxapi/cell/execreq"
+	"github.com/sandboxapi/sandboxapi/cell/metrics"
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 )
 
@@ -55,6 +57,9 @@ type Config struct {
 	// Share is the part of Slots one account may hold at once (0 to 1; at
 	// least one slot).
 	Share float64
+	// Metrics counts the executions, their waits and their runs; nil
+	// counts nothing.
+	Metrics *metrics.Node
 }
 
 // Slots is a Gate of Config.Slots executions at once.
@@ -72,6 +77,7 @@ type Slots struct {
 	size     int
 	share    int
 	queueFor time.Duration
+	metrics  *metrics.Node
 
 	mu       sync.Mutex
 	running  int
@@ -107,7 +113,7 @@ func New(exec Executor, cfg Config) *Slots {
 	}
 	return &Slots{
 		exec: exec, size: cfg.Slots, share: max(1, int(float64(cfg.Slots)*cfg.Share)),
-		queueFor: cfg.QueueFor, accounts: make(map[string]*account),
+		queueFor: cfg.QueueFor, accounts: make(map[string]*account), metrics: cfg.Metrics,
 	}
 }
 
@@ -136,18 +142,52 @@ func (s *Slots) Run(ctx context.Context, plan plans.Plan, req executor.Request) 
 	if req.Account == "" {
 		return nil, ErrNoAccount
 	}
+	queued := time.Now()
 	if err := s.acquire(ctx, req.Account, s.Limit(plan)); err != nil {
+		s.count(req, err, nil, time.Since(queued), 0)
 		return nil, err
 	}
 	defer s.release(req.Account)
+	started := time.Now()
 	res, err := s.exec.Execute(ctx, req)
+	if ctx.Err() != nil {
+		err = ctx.Err() // the client left; the sandbox is already gone
+	}
+	s.count(req, err, res, started.Sub(queued), time.Since(started))
 	switch {
 	case ctx.Err() != nil:
-		return nil, ctx.Err() // the client left; the sandbox is already gone
+		return nil, err
 	case err != nil:
 		return nil, fmt.Errorf("capacity: execute: %w", err)
 	}
 	return res, nil
+}
+
+// count tells the metrics of an execution that waited queued and ran for
+// ran, with what Execute returned (err alone if it never ran).
+func (s *Slots) count(req executor.Request, err error, res *executor.Result, queued, ran time.Duration) {
+	if s.metrics == nil {
+		return
+	}
+	lang := "unknown"
+	if req.Language != nil {
+		lang = req.Language.ID
+	}
+	var status string
+	var ae *apierror.Error
+	switch {
+	case err == nil && res != nil:
+		status = string(execreq.StatusOf(res))
+		s.metrics.Execution(lang, status, queued, ran, res.CPU)
+		return
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		status = metrics.StatusCancelled
+	case errors.As(err, &ae) && ae.Code == apierror.QueueTimeout:
+		status = metrics.StatusQueueTimeout
+	default:
+		status = string(execreq.StatusInternalError)
+	}
+	s.metrics.Execution(lang, status, queued, ran, 0)
 }
 
 func (s *Slots) acquire(ctx context.Context, name string, limit int) error {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sandboxapi/sandboxapi/billing/directory"
 	"github.com/sandboxapi/sandboxapi/billing/plans"
@@ -35,6 +36,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/cell/jobs"
 	"github.com/sandboxapi/sandboxapi/cell/judge0"
 	"github.com/sandboxapi/sandboxapi/cell/mcp"
+	"github.com/sandboxapi/sandboxapi/cell/metrics"
 	"github.com/sandboxapi/sandboxapi/cell/openapi"
 	"github.com/sandboxapi/sandboxapi/cell/piston"
 	"github.com/sandboxapi/sandboxapi/cell/placement"
@@ -119,6 +121,11 @@ type Config struct {
 	// DrainTimeout bounds how long Drain waits for running work; zero
 	// takes the longest execution the plans allow, and a margin.
 	DrainTimeout time.Duration
+
+	// Metrics is the registry the node's metrics go on (package
+	// metrics), the process's one: whoever made it serves it, on an
+	// operator's listener and never on the API. nil: no metrics.
+	Metrics prometheus.Registerer
 
 	// Faults are the test seams through which a test cuts a node off from
 	// others; nil in service.
@@ -350,7 +357,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	gate := capacity.New(ex, capacity.Config{Slots: cfg.Capacity})
+	m, err := metrics.NewNode(cfg.Metrics, cfg.Cell)
+	if err != nil {
+		return nil, fmt.Errorf("node: metrics: %w", err)
+	}
+	gate := capacity.New(ex, capacity.Config{Slots: cfg.Capacity, Metrics: m})
 	n.gate = gate
 	// Async jobs: durable in the store, run on the same gate.
 	jc := cfg.Jobs
@@ -358,6 +369,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	jc.NodeID, jc.Store, jc.Validator, jc.Runner, jc.Dialects = id.NodeID, n.store, execs, execs, dialects
 	jc.Plans, jc.Logger = cfg.Plans, cfg.Logger
 	jc.Elsewhere = n.jobElsewhere
+	jc.Webhooks.Metrics = m
 	if jc.Concurrency == 0 {
 		jc.Concurrency = max(1, cfg.Capacity/2)
 	}
@@ -385,7 +397,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.egr != nil {
 		sc.OpenNetworked = sessions.ExecutorNetworkedOpener(ex)
 	}
-	sc.CacheMount, sc.Logger = executor.PackageCachePath, cfg.Logger
+	sc.CacheMount, sc.Logger, sc.Metrics = executor.PackageCachePath, cfg.Logger, m
 	// Requests for another node's sessions go to it the way forwarded
 	// writes do, through the same dialer.
 	sc.Transport, sc.PeerScheme = n.peers, strings.TrimSuffix(n.peerScheme, "://")
@@ -401,6 +413,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	apiSrv.Mount(n.sess.Routes()...)
+	if err := n.registerMetrics(m); err != nil {
+		return nil, fmt.Errorf("node: metrics: %w", err)
+	}
 	// MCP's tools are REST calls on this same API, made in-process.
 	mcpDoor := &mcp.Door{Config: cfg.MCP, Plans: cfg.Plans, Catalog: catalog, Logger: cfg.Logger}
 	apiSrv.Mount(mcpDoor.Routes()...)

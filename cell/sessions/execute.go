@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/cell/api"
@@ -211,7 +212,11 @@ func (m *Manager) run(ctx context.Context, s *session, req executor.Request) (*e
 		if s.crates && req.CompileScript == "" && managerFor(s.rec.Language) == pkgcache.Cargo {
 			req.CompileScript = pkgcache.CargoBuildScript(m.sandboxPaths())
 		}
+		started := time.Now()
 		res, err := s.sb.Execute(ctx, req)
+		if err == nil && ctx.Err() == nil {
+			m.cfg.Metrics.SessionExecution(s.rec.Language, string(execreq.StatusOf(res)), time.Since(started), res.CPU)
+		}
 		switch {
 		case errors.Is(err, executor.ErrSessionClosed) && attempt == 0 && ctx.Err() == nil:
 			// The sandbox ended between the check and the run: nothing

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/billing/plans"
+	"github.com/sandboxapi/sandboxapi/cell/metrics"
 	"github.com/sandboxapi/sandboxapi/cell/placement"
 	"github.com/sandboxapi/sandboxapi/cell/store"
 	"github.com/sandboxapi/sandboxapi/sandboxes/egress"
@@ -152,6 +153,8 @@ type Config struct {
 	// "http" when empty.
 	PeerScheme string
 	Logger     *slog.Logger
+	// Metrics counts the sessions' executions; nil counts nothing.
+	Metrics *metrics.Node
 
 	// now is the clock; tests move it.
 	now func() time.Time
@@ -277,6 +280,13 @@ func (m *Manager) Start(ctx context.Context) error {
 	m.wg.Go(m.purgeLoop)
 	m.pool.start()
 	return nil
+}
+
+// Open is how many sessions this node holds now.
+func (m *Manager) Open() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.live)
 }
 
 // Close ends every session this node holds (records and sandboxes) and

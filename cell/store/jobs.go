@@ -497,6 +497,18 @@ func (s *Store) Jobs(f JobFilter) []Job {
 	return out
 }
 
+// JobCounts is how many jobs the cell holds in each state, without copying
+// them: for metrics, read at every scrape.
+func (s *Store) JobCounts() map[JobState]int {
+	s.fsm.mu.RLock()
+	defer s.fsm.mu.RUnlock()
+	out := map[JobState]int{JobPending: 0, JobRunning: 0, JobFinished: 0, JobCancelled: 0}
+	for _, j := range s.fsm.st.Jobs.byID {
+		out[j.State]++
+	}
+	return out
+}
+
 // Changed returns a channel that is closed at the next change to the
 // replicated state (any applied command, or a restored snapshot). Take the
 // channel before reading, then wait on it: a change in between still wakes

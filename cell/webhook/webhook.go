@@ -27,6 +27,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sandboxapi/sandboxapi/cell/metrics"
 )
 
 // Headers of a delivery.
@@ -321,6 +323,9 @@ type Policy struct {
 	Window time.Duration
 	// AttemptTimeout bounds one attempt, connection to response headers.
 	AttemptTimeout time.Duration
+	// Metrics counts the attempts and the deliveries given up; nil counts
+	// nothing.
+	Metrics *metrics.Node
 }
 
 // DefaultPolicy retries for an hour: after 1 s, 2 s, 4 s, ... then every
@@ -509,6 +514,7 @@ func (s *Sender) Deliver(ctx context.Context, d Delivery, record Recorder) error
 			return ctx.Err()
 		}
 		ok := a.OK()
+		s.policy.Metrics.WebhookAttempt(ok, !ok && final)
 		if err := record(a, ok, !ok && final); err != nil {
 			return fmt.Errorf("webhook: record attempt %d: %w", n+1, err)
 		}

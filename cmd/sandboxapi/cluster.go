@@ -51,9 +51,10 @@ type clusterFile struct {
 }
 
 type clusterGateway struct {
-	Addr   string `json:"addr"`
-	PID    int    `json:"pid"`
-	Gossip string `json:"gossip"`
+	Addr    string `json:"addr"`
+	PID     int    `json:"pid"`
+	Gossip  string `json:"gossip"`
+	Metrics string `json:"metrics,omitempty"`
 }
 
 type clusterNode struct {
@@ -65,6 +66,7 @@ type clusterNode struct {
 	DataDir string `json:"data_dir"`
 	Cell    string `json:"cell"`
 	Region  string `json:"region"`
+	Metrics string `json:"metrics,omitempty"`
 }
 
 // devSettings are dev's flags, as its cluster mode hands them to the
@@ -78,6 +80,10 @@ type devSettings struct {
 	sessionPoolLangs, mcpOrigins                            []string
 	maxSessions                                             int
 	nodes, cells                                            int
+	// metricsListen is the gateway's operator listener in cluster mode;
+	// set, each node serves its metrics on a loopback port of its own,
+	// kept in its node.toml and written to cluster.json.
+	metricsListen string
 	selfServe
 }
 
@@ -172,7 +178,7 @@ func runDevCluster(s devSettings) error {
 	for i, n := range nodes {
 		record.Nodes = append(record.Nodes, clusterNode{
 			ID: n.ID, PID: started[i].cmd.Process.Pid, API: n.API, Raft: n.Raft, Gossip: n.Gossip,
-			DataDir: n.DataDir, Cell: n.Cell, Region: n.Region,
+			DataDir: n.DataDir, Cell: n.Cell, Region: n.Region, Metrics: n.MetricsListen,
 		})
 	}
 	gch, err := c.start("gateway", "gateway", filepath.Join(dir, "gateway.toml"))
@@ -182,7 +188,7 @@ func runDevCluster(s devSettings) error {
 	if err := c.waitUp(gch, sigs); err != nil {
 		return c.abort(err)
 	}
-	record.Gateway = clusterGateway{Addr: gw.Listen, PID: gch.cmd.Process.Pid, Gossip: gw.Gossip}
+	record.Gateway = clusterGateway{Addr: gw.Listen, PID: gch.cmd.Process.Pid, Gossip: gw.Gossip, Metrics: gw.MetricsListen}
 	// The dev key is dev's own doing, not something a production gateway
 	// should make: through a copy of the accounts of its own, from the
 	// home cell the gateway uses.
@@ -285,6 +291,14 @@ func (s devSettings) layout(dir string) (gatewayConfig, []nodeConfig, error) {
 					}
 				}
 			}
+			switch {
+			case s.metricsListen == "":
+				n.MetricsListen = ""
+			case n.MetricsListen == "":
+				if n.MetricsListen, err = ports.pick(); err != nil {
+					return gatewayConfig{}, nil, err
+				}
+			}
 			n.ID, n.Cell, n.Region = id, cellName(c), regionName(c)
 			n.DataDir = filepath.Join(dir, "nodes", id)
 			// Loopback only: no gossip keyring and no TLS.
@@ -332,6 +346,7 @@ func (s devSettings) layout(dir string) (gatewayConfig, []nodeConfig, error) {
 	gw.Region, gw.GossipKeyFile, gw.Plans, gw.AccessLog, gw.LogLevel = regionName(1), "", plansFile, s.accessLog, logLevel
 	gw.tlsFiles = tlsFiles{}
 	gw.selfServe = s.selfServe
+	gw.MetricsListen = s.metricsListen
 	gw.GossipJoin, gw.AccountsNodes = nil, nil
 	for _, n := range nodes {
 		gw.GossipJoin = append(gw.GossipJoin, n.Gossip)

@@ -11,6 +11,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sandboxapi/sandboxapi/cell/metrics"
+	"github.com/sandboxapi/sandboxapi/cell/metrics/metricstest"
 )
 
 // TestConfigCommandLine: the node, gateway and cluster commands refuse
@@ -59,8 +62,9 @@ func TestConfigCommandLine(t *testing.T) {
 // clusterRecord is DATA_DIR/cluster.json as dev --nodes writes it.
 type clusterRecord struct {
 	Gateway struct {
-		Addr string `json:"addr"`
-		PID  int    `json:"pid"`
+		Addr    string `json:"addr"`
+		PID     int    `json:"pid"`
+		Metrics string `json:"metrics"`
 	} `json:"gateway"`
 	Nodes []struct {
 		ID      string `json:"id"`
@@ -71,6 +75,7 @@ type clusterRecord struct {
 		DataDir string `json:"data_dir"`
 		Cell    string `json:"cell"`
 		Region  string `json:"region"`
+		Metrics string `json:"metrics"`
 	} `json:"nodes"`
 }
 
@@ -140,7 +145,7 @@ func TestDevCluster(t *testing.T) {
 	s := startDevWith(t, dir, devOptions{
 		// Small: four processes share a two-core machine with the rest
 		// of the suite.
-		extra:    []string{"--nodes", "3", "--capacity", "2", "--session-pool", "0"},
+		extra:    []string{"--nodes", "3", "--capacity", "2", "--session-pool", "0", "--metrics-listen", freeAddr(t)},
 		upWithin: 5 * time.Minute,
 	})
 	t.Logf("dev --nodes 3 up in %s", time.Since(started).Round(time.Millisecond))
@@ -201,6 +206,26 @@ func TestDevCluster(t *testing.T) {
 	if _, ok := view.states()[leader]; !ok {
 		t.Fatalf("leader %q is not a member: %s", leader, asJSON(view))
 	}
+
+	t.Run("metrics of every member", func(t *testing.T) {
+		leaders := 0.0
+		for _, n := range record.Nodes {
+			if n.Metrics == "" || n.Metrics == n.API {
+				t.Fatalf("%s has no metrics listener of its own: %+v", n.ID, n)
+			}
+			m := metricstest.Scrape(t, n.Metrics)
+			leaders += m.Get(metrics.RaftState, map[string]string{"state": "leader", "cell": n.Cell})
+			if m["go_goroutines"] == nil {
+				t.Errorf("%s does not serve go_goroutines", n.ID)
+			}
+		}
+		if leaders != 1 {
+			t.Errorf("the nodes report %v raft leaders, want 1", leaders)
+		}
+		if g := metricstest.Scrape(t, record.Gateway.Metrics); g[metrics.GossipMembers] == nil {
+			t.Errorf("the gateway at %q does not serve %s", record.Gateway.Metrics, metrics.GossipMembers)
+		}
+	})
 
 	t.Run("python3 through the gateway", func(t *testing.T) {
 		m := s.execute(map[string]any{"language": "python3", "code": `print("Hello, World!")`})

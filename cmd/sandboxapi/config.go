@@ -64,6 +64,9 @@ type nodeConfig struct {
 	LeaveOnStop  bool     `toml:"leave_on_stop" json:"leave_on_stop"`
 	DrainTimeout duration `toml:"drain_timeout" json:"drain_timeout"`
 	LogLevel     string   `toml:"log_level" json:"log_level"`
+	// MetricsListen is the operator's listener for Prometheus metrics
+	// (cmd/sandboxapi/metrics.go); none when empty.
+	MetricsListen string `toml:"metrics_listen" json:"metrics_listen"`
 
 	JobRetention          duration `toml:"job_retention" json:"job_retention"`
 	AllowPrivateCallbacks bool     `toml:"allow_private_callbacks" json:"allow_private_callbacks"`
@@ -250,6 +253,7 @@ func (c *nodeConfig) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.LeaveOnStop, "leave-on-stop", c.LeaveOnStop, "on SIGTERM, leave raft and gossip for good after draining, instead of keeping the node's place for a restart")
 	fs.TextVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "how long SIGTERM waits for running work (0: the plans' longest execution and a margin)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, metricsListenUsage)
 	fs.TextVar(&c.JobRetention, "job-retention", c.JobRetention, "how long async job results are kept after the job ends")
 	fs.BoolVar(&c.AllowPrivateCallbacks, "allow-private-callbacks", c.AllowPrivateCallbacks, "let webhook callback_urls reach loopback and private addresses")
 	fs.IntVar(&c.SessionPool, "session-pool", c.SessionPool, "session sandboxes kept booted per pooled language")
@@ -293,6 +297,9 @@ func (c *nodeConfig) check() error {
 		}
 	}
 	if _, err := parseLogLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if err := checkMetricsListen(c.MetricsListen, c.API); err != nil {
 		return err
 	}
 	switch {
@@ -347,6 +354,7 @@ type gatewayConfig struct {
 	AccountsNodes  []string `toml:"accounts_nodes" json:"accounts_nodes"`
 	AdminListen    string   `toml:"admin_listen" json:"admin_listen"`
 	AdminTokenFile string   `toml:"admin_token_file" json:"admin_token_file"`
+	MetricsListen  string   `toml:"metrics_listen" json:"metrics_listen"`
 
 	selfServe
 
@@ -387,6 +395,7 @@ func (c *gatewayConfig) flags(fs *flag.FlagSet) {
 	fs.Var((*commaList)(&c.AccountsNodes), "accounts-nodes", "comma-separated API addresses (host:port) of nodes of the accounts' home cell, which every gateway shares")
 	fs.StringVar(&c.AdminListen, "admin-listen", c.AdminListen, "host:port of the admin API on TCP, behind the admin token (none: the admin socket in DATA_DIR only)")
 	fs.StringVar(&c.AdminTokenFile, "admin-token-file", c.AdminTokenFile, "file with the token the admin API on TCP requires as a Bearer token (at least 24 characters)")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, metricsListenUsage)
 	c.selfServe.flags(fs)
 	fs.StringVar(&c.RateRedisAddress, "rate-redis-address", c.RateRedisAddress, "host:port of a Redis the gateways count rate limits in, so they share each account's window (none: each gateway counts in memory)")
 	fs.StringVar(&c.RateRedisPasswordFile, "rate-redis-password-file", c.RateRedisPasswordFile, "file with the rate limits' Redis password (none: no AUTH)")
@@ -434,6 +443,9 @@ func (c *gatewayConfig) check() error {
 	}
 	if c.RateRedisDB < 0 {
 		return fmt.Errorf("%w: rate_redis_db must not be negative, not %d", errConfigValue, c.RateRedisDB)
+	}
+	if err := checkMetricsListen(c.MetricsListen, c.Listen); err != nil {
+		return err
 	}
 	if c.AdminListen != "" {
 		if err := checkHostPort("admin_listen", c.AdminListen); err != nil {
@@ -531,6 +543,25 @@ func loadConfig[C any, P interface {
 		return cfg, configError(name, err)
 	}
 	return cfg, nil
+}
+
+// metricsListenUsage is the --metrics-listen flag's help, the same for
+// every command.
+const metricsListenUsage = "host:port of the operator's listener serving Prometheus metrics at /metrics, apart from the public port (none: no metrics)"
+
+// checkMetricsListen insists the metrics listener, when set, is host:port
+// and not public, the address clients call.
+func checkMetricsListen(addr, public string) error {
+	if addr == "" {
+		return nil
+	}
+	if err := checkHostPort("metrics_listen", addr); err != nil {
+		return err
+	}
+	if addr == public {
+		return fmt.Errorf("%w: metrics_listen %s is the public address: the metrics are served on an operator's listener of their own", errConfigValue, addr)
+	}
+	return nil
 }
 
 // readConfigFile decodes path into v by its extension: .toml or .json.

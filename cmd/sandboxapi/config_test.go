@@ -173,6 +173,8 @@ func TestConfigErrors(t *testing.T) {
 		{"gossip between hosts in the clear", "", []string{"--gossip", "10.0.0.1:7072"}, errConfigValue, "gossip_key_file"},
 		{"capacity", "", []string{"--capacity", "0"}, errConfigValue, "capacity"},
 		{"log level", "", []string{"--log-level", "loud"}, errConfigValue, "log_level"},
+		{"metrics without a port", "n.toml\nmetrics_listen = \"127.0.0.1\"\n", nil, errConfigValue, "metrics_listen"},
+		{"metrics on the api", "", []string{"--metrics-listen", "127.0.0.1:7070"}, errConfigValue, "metrics_listen"},
 		{"negative drain", "n.toml\ndrain_timeout = \"-1s\"\n", nil, errConfigValue, "drain_timeout"},
 		{"empty cell", "n.toml\ncell = \"\"\n", nil, errConfigValue, "cell"},
 		{"duration flag", "", []string{"--drain-timeout", "soon"}, nil, ""},
@@ -200,7 +202,8 @@ func TestConfigErrors(t *testing.T) {
 	}
 	t.Run("gateway", func(t *testing.T) {
 		for _, args := range [][]string{{"--listen", "nowhere"}, {"--gossip", "10.0.0.9:7073"}, {"--region", ""}, {"--id", "GW"},
-			{"--rate-redis-address", "redis"}, {"--rate-redis-db", "1"}, {"--rate-redis-address", "127.0.0.1:6379", "--rate-redis-db", "-1"}} {
+			{"--rate-redis-address", "redis"}, {"--rate-redis-db", "1"}, {"--rate-redis-address", "127.0.0.1:6379", "--rate-redis-db", "-1"},
+			{"--metrics-listen", "9090"}, {"--metrics-listen", "127.0.0.1:8080"}} {
 			if _, err := loadGateway(args...); !errors.Is(err, errConfigValue) {
 				t.Errorf("gateway %v: %v, want %v", args, err, errConfigValue)
 			}

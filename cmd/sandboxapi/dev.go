@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/edge"
 	"github.com/sandboxapi/sandboxapi/cell/jobs"
@@ -46,6 +48,7 @@ func runDev(args []string) error {
 	egressCA := fs.String("egress-ca-bundle", "", "PEM file of the CAs networked sandboxes trust instead of the system's")
 	mcpOrigins := fs.String("mcp-origins", "", "comma-separated browser origins (https://app.example.com) that may call /mcp besides the gateway's own host")
 	nodes := fs.Int("nodes", 1, "nodes per cell; more than 1 runs a gateway and each node as processes of their own (docs/cluster.md)")
+	metricsListen := fs.String("metrics-listen", "", metricsListenUsage+"; off by default, so several dev services (and the tests') never contend for one port; 127.0.0.1:9090 is the usual choice. With --nodes or --cells, the gateway's; each node's on a port of its own, in DATA_DIR/cluster.json")
 	cells := fs.Int("cells", 1, "cells, each in a region of its own, behind the one gateway; more than 1 runs processes as --nodes does")
 	var self selfServe
 	self.flags(fs)
@@ -64,6 +67,9 @@ func runDev(args []string) error {
 	if *nodes < 1 || *cells < 1 {
 		return usagef("dev", "--nodes and --cells must be at least 1")
 	}
+	if err := checkMetricsListen(*metricsListen, *listen); err != nil {
+		return usagef("dev", "%v", err)
+	}
 	if *nodes > 1 || *cells > 1 {
 		return runDevCluster(devSettings{
 			listen: *listen, dataDir: *dataDir, cacheDir: *cacheDir, runsc: *runscPath, init: *initPath,
@@ -71,7 +77,7 @@ func runDev(args []string) error {
 			accessLog: *accessLog, allowPrivateCallbacks: *allowPrivateCallbacks, jobRetention: *jobRetention,
 			sessionPool: *sessionPool, sessionPoolLangs: splitList(*sessionPoolLangs),
 			mcpOrigins: splitList(*mcpOrigins), maxSessions: *maxSessions, nodes: *nodes, cells: *cells,
-			selfServe: self,
+			metricsListen: *metricsListen, selfServe: self,
 		})
 	}
 	level := slog.LevelInfo
@@ -115,6 +121,15 @@ func runDev(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	// One registry for the node; the gateway's modules count on Caddy's,
+	// which has the Go runtime's and the process's too. The listener
+	// serves both.
+	var reg *prometheus.Registry
+	var nodeMetrics prometheus.Registerer
+	if *metricsListen != "" {
+		reg = nodeRegistry(false)
+		nodeMetrics = reg
+	}
 	n, err := node.Start(ctx, node.Config{
 		DataDir: filepath.Join(dir, "cell"), Runsc: rs, Init: in, Secret: secret,
 		Plans: catalog, Capacity: *capacity, Logger: logger,
@@ -125,6 +140,7 @@ func runDev(args []string) error {
 		Sessions:        sessions.Config{Pool: *sessionPool, PoolLanguages: splitList(*sessionPoolLangs), MaxSessions: *maxSessions},
 		MCP:             mcp.Config{Version: version(), AllowedOrigins: splitList(*mcpOrigins), LoopbackOnly: mcp.IsLoopbackHost(*listen)},
 		Egress:          egressConfig(splitList(*egressAllow), splitList(*egressPlain), *egressCA),
+		Metrics:         nodeMetrics,
 	})
 	if err != nil {
 		return err
@@ -142,7 +158,7 @@ func runDev(args []string) error {
 		Listen: *listen, AccountsNodes: []string{n.Addr()}, GatewayID: devGatewayID, CellSecretFile: secretFile,
 		UsageDB: filepath.Join(dir, "usage.db"), PlansFile: *plansFile,
 		CellNodes: []string{n.Addr()}, AccessLog: *accessLog,
-		Stripe: stripeCfg, NoFreeSignup: self.NoFreeSignup,
+		Stripe: stripeCfg, NoFreeSignup: self.NoFreeSignup, Metrics: reg != nil,
 	}
 	// Held for the process's life, before the gateway starts, so the
 	// modules find the copy loaded and the dev key in it.
@@ -160,6 +176,13 @@ func runDev(args []string) error {
 	}
 	defer edge.Stop()
 	logger.Info("start-up: gateway listening", "addr", *listen)
+	if reg != nil {
+		stopMetrics, err := serveMetrics(*metricsListen, prometheus.Gatherers{reg, edge.Gatherer()}, logger)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
 	if err := acc.serveAdmin(dir, catalog, logger, "", ""); err != nil {
 		return err
 	}

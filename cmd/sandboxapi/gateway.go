@@ -110,8 +110,8 @@ func runGateway(args []string) error {
 		UsageDB: filepath.Join(dir, "usage.db"), PlansFile: cfg.Plans,
 		CellMembership: membership, CellRegion: cfg.Region, AccessLog: cfg.AccessLog,
 		RapidAPIProxySecret: proxySecret, TrustedProxies: cfg.TrustedProxies,
-		MaxConnsPerClient: cfg.MaxConnsPerClient,
-		CellCAFile:        tlsFiles.TLSCAFile, CellCertFile: tlsFiles.TLSCertFile, CellKeyFile: tlsFiles.TLSKeyFile,
+		MaxConnsPerClient: cfg.MaxConnsPerClient, Metrics: cfg.MetricsListen != "",
+		CellCAFile: tlsFiles.TLSCAFile, CellCertFile: tlsFiles.TLSCertFile, CellKeyFile: tlsFiles.TLSKeyFile,
 	}
 	// Held for the process's life, as dev holds it: the gateway's modules
 	// and the admin socket share the one copy of the accounts (DESIGN.md,
@@ -125,6 +125,11 @@ func runGateway(args []string) error {
 		return fmt.Errorf("gateway: %w", err)
 	}
 	defer edge.Stop()
+	stopMetrics, err := serveMetrics(cfg.MetricsListen, edge.Gatherer(), logger)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	if err := acc.serveAdmin(dir, catalog, logger, cfg.AdminListen, adminToken); err != nil {
 		return err
 	}

@@ -41,20 +41,7 @@ func TestTwoGateways(t *testing.T) {
 	const rapidSecret = "two-gateways-rapidapi-proxy-secret"
 	rapidSecretFile := write("rapidapi-secret", rapidSecret)
 
-	runscPath, initPath := sandboxBinaries(t)
-	nodeDir := filepath.Join(dir, "node-data")
-	api, nodeGossip := freeAddr(t), freeAddr(t)
-	startProcess(t, nodeDir, "is up", "node", "--config", write("node.toml", fmt.Sprintf(`id = "node-1"
-data_dir = %q
-api = %q
-raft = %q
-gossip = %q
-runsc = %q
-init = %q
-plans = %q
-capacity = 2
-session_pool = 0
-`, nodeDir, api, freeAddr(t), nodeGossip, runscPath, initPath, plansFile)))
+	nodeDir, api, nodeGossip := startNode(t, dir, fmt.Sprintf("plans = %q\ncapacity = 2\n", plansFile))
 
 	type gateway struct{ dir, base string }
 	var gws []gateway

@@ -50,6 +50,16 @@ func runNode(args []string) error {
 		return err
 	}
 
+	if cfg.MetricsListen != "" {
+		reg := nodeRegistry(true)
+		nc.Metrics = reg
+		stopMetrics, err := serveMetrics(cfg.MetricsListen, reg, logger)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	n, err := node.Start(ctx, nc)

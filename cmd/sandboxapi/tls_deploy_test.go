@@ -58,6 +58,27 @@ func startProcess(t *testing.T, dataDir, up string, args ...string) *devServer {
 	}
 }
 
+// startNode starts `sandboxapi node` on loopback as node-1 of a cell of
+// its own, its data in dir/node-data, with the extra TOML keys, and
+// returns its data dir and its API and gossip addresses.
+func startNode(t *testing.T, dir, extra string) (nodeDir, api, gossip string) {
+	t.Helper()
+	runscPath, initPath := sandboxBinaries(t)
+	nodeDir = filepath.Join(dir, "node-data")
+	api, gossip = freeAddr(t), freeAddr(t)
+	conf := writeFile(t, dir, "node.toml", fmt.Sprintf(`id = "node-1"
+data_dir = %q
+api = %q
+raft = %q
+gossip = %q
+runsc = %q
+init = %q
+session_pool = 0
+%s`, nodeDir, api, freeAddr(t), gossip, runscPath, initPath, extra))
+	startProcess(t, nodeDir, "is up", "node", "--config", conf)
+	return nodeDir, api, gossip
+}
+
 // writeFile writes content to dir/name, readable by the test's user only,
 // and returns its path.
 func writeFile(t *testing.T, dir, name, content string) string {
@@ -95,20 +116,7 @@ func TestTLSDeployment(t *testing.T) {
 	}
 	write := func(name, content string) string { return writeFile(t, dir, name, content) }
 
-	runscPath, initPath := sandboxBinaries(t)
-	nodeDir := filepath.Join(dir, "node-data")
-	api, nodeGossip := freeAddr(t), freeAddr(t)
-	nodeConf := write("node.toml", fmt.Sprintf(`id = "node-1"
-data_dir = %q
-api = %q
-raft = %q
-gossip = %q
-runsc = %q
-init = %q
-capacity = 1
-session_pool = 0
-%s`, nodeDir, api, freeAddr(t), nodeGossip, runscPath, initPath, tlsKeys("node-1")))
-	startProcess(t, nodeDir, "is up", "node", "--config", nodeConf)
+	nodeDir, api, nodeGossip := startNode(t, dir, "capacity = 1\n"+tlsKeys("node-1"))
 
 	gwDir := filepath.Join(dir, "gw-data")
 	listen := freeAddr(t)

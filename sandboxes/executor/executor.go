@@ -196,6 +196,9 @@ func (e *Executor) Close() { e.pool.close() }
 // PoolStats reports the warm and idle sandboxes.
 func (e *Executor) PoolStats() PoolStats { return e.pool.stats() }
 
+// PoolConfig is how the warm pools are sized, defaults applied.
+func (e *Executor) PoolConfig() PoolConfig { return e.cfg.Pool }
+
 // Catalog is the executor's language catalog.
 func (e *Executor) Catalog() *langs.Catalog { return e.cfg.Catalog }
 

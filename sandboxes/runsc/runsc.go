@@ -137,6 +137,13 @@ func cleanupDeadRuntimes(own string) {
 	}
 }
 
+// Sandboxes is how many sandboxes of this Runtime exist now: each has its
+// bundle from Start until it is cleaned up.
+func (rt *Runtime) Sandboxes() int {
+	entries, _ := os.ReadDir(rt.bundlesDir())
+	return len(entries)
+}
+
 func (rt *Runtime) stateDir() string   { return filepath.Join(rt.Dir, "state") }
 func (rt *Runtime) bundlesDir() string { return filepath.Join(rt.Dir, "bundles") }
 
