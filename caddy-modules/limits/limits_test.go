@@ -529,23 +529,7 @@ func TestExecutionsAsTrailer(t *testing.T) {
 				w.Header().Set("X-Checksum", "abc")
 				return nil
 			})
-			srv := gatewayServer(t, h, "acct_trailer", "basic", next)
-			resp, err := http.Get(srv.URL)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := io.ReadAll(resp.Body); err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if strings.Contains(resp.Header.Get("Trailer"), "Internal") {
-				t.Errorf("Trailer announcement names an internal header: %q", resp.Header.Get("Trailer"))
-			}
-			for name := range resp.Trailer {
-				if strings.HasPrefix(name, callerauth.Prefix) {
-					t.Errorf("internal trailer %s reached the client", name)
-				}
-			}
+			resp := getWhole(t, gatewayServer(t, h, "acct_trailer", "basic", next).URL)
 			if got := resp.Trailer.Get("X-Checksum"); got != "abc" {
 				t.Errorf("other trailer X-Checksum = %q, want abc", got)
 			}
@@ -554,6 +538,58 @@ func TestExecutionsAsTrailer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A stream's egress bytes come as a trailer, announced or not, and go
+// into the ledger as a header's do, without reaching the client.
+func TestEgressBytesAsTrailer(t *testing.T) {
+	for i, announced := range []bool{true, false} {
+		t.Run("announced="+strconv.FormatBool(announced), func(t *testing.T) {
+			f := newFixture(t)
+			h, _ := load(t, f.config(t))
+			account := "acct_egress_trailer_" + strconv.Itoa(i)
+			next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Set(callerauth.HeaderExecutions, "1")
+				w.Header().Set("Trailer", callerauth.HeaderEgressBytes)
+				w.WriteHeader(http.StatusOK)
+				_, _ = io.WriteString(w, "streamed body")
+				name := callerauth.HeaderEgressBytes
+				if !announced {
+					name = http.TrailerPrefix + name
+				}
+				w.Header().Set(name, "5120")
+				return nil
+			})
+			getWhole(t, gatewayServer(t, h, account, "basic", next).URL)
+			if n, err := h.ledger.EgressBytes(account, usage.Month(time.Now())); err != nil || n != 5120 {
+				t.Errorf("ledger egress = %d, %v; want 5120", n, err)
+			}
+		})
+	}
+}
+
+// getWhole GETs url and reads the whole body, so the trailers are in,
+// and fails t for an internal trailer, or one announced, that reaches the
+// client.
+func getWhole(t *testing.T, url string) *http.Response {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if strings.Contains(resp.Header.Get("Trailer"), "Internal") {
+		t.Errorf("Trailer announcement names an internal header: %q", resp.Header.Get("Trailer"))
+	}
+	for name := range resp.Trailer {
+		if strings.HasPrefix(name, callerauth.Prefix) {
+			t.Errorf("internal trailer %s reached the client", name)
+		}
+	}
+	return resp
 }
 
 func TestInformationalResponsesCarryNoInternalHeaders(t *testing.T) {

@@ -114,14 +114,18 @@ func (cw *countingWriter) Unwrap() http.ResponseWriter {
 }
 
 // finish runs after the rest of the chain has returned, before net/http
-// sends trailers: it records a count the cell sent as a trailer and removes
-// internal trailers.
+// sends trailers: it records a count and egress bytes the cell sent as
+// trailers (a stream's, known only at its end) and removes internal
+// trailers.
 func (cw *countingWriter) finish() {
 	hdr := cw.rw.Header()
 	n := cw.executions(hdr, callerauth.HeaderExecutions) +
 		cw.executions(hdr, http.TrailerPrefix+callerauth.HeaderExecutions)
+	egress := cw.executions(hdr, callerauth.HeaderEgressBytes) +
+		cw.executions(hdr, http.TrailerPrefix+callerauth.HeaderEgressBytes)
 	stripInternal(hdr)
 	cw.add(n)
+	cw.addEgress(egress)
 }
 
 // add records n executions the cell reported, and reports whether it did.

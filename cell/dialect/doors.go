@@ -231,6 +231,7 @@ func (d *Doors) stream(dl Dialect) api.CallerHandler {
 		run, err := d.Gate.Run(r.Context(), plan, req.Exec)
 		switch {
 		case err == nil:
+			sw.SetEgressBytes(egressBytes(run))
 			sw.Result(dl.Render(req, req.Finish(id, run, time.Since(start))))
 		case r.Context().Err() != nil:
 			sw.Abandon() // the client left; the sandbox went with it

@@ -103,7 +103,11 @@ func (e *Executions) Run(ctx context.Context, j store.Job) (Outcome, error) {
 		res = req.Finish(j.ID, run, e.clock().Sub(start))
 	}
 	status, body := jd.JobResult(j, req, res)
-	return marshalOutcome(status, body)
+	out, err := marshalOutcome(status, body)
+	if run != nil && run.Network != nil {
+		out.EgressBytes = run.Network.Bytes()
+	}
+	return out, err
 }
 
 // run waits for a sandbox slot as long as it takes: unlike a synchronous

@@ -15,6 +15,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/cell/store"
 	"github.com/sandboxapi/sandboxapi/cell/unsandbox"
 	"github.com/sandboxapi/sandboxapi/cell/v1api"
+	"github.com/sandboxapi/sandboxapi/sandboxes/egress"
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 )
@@ -177,6 +178,20 @@ func TestExecutionsRun(t *testing.T) {
 		m := decode(t, out)
 		if out.Status != StatusCancelled || m["stdout"] != "so far\n" || m["stderr"] != "warn" || m["exit_code"] != -1.0 || m["success"] != false {
 			t.Errorf("outcome %s: %s", out.Status, out.Result)
+		}
+	})
+	t.Run("a networked run's egress bytes are the outcome's", func(t *testing.T) {
+		networked := *ok
+		networked.Network = &egress.Usage{BytesOut: 100, BytesIn: 5020}
+		out, err := newExecutions(t, &fakeSandboxes{cat: stubCatalog(), res: &networked}).Run(context.Background(), job(v1api.Name, `{"language":"python3","code":"print(1)"}`, ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.EgressBytes != 5120 {
+			t.Errorf("outcome egress %d, want 5120", out.EgressBytes)
+		}
+		if out, _ := newExecutions(t, &fakeSandboxes{cat: stubCatalog(), res: ok}).Run(context.Background(), job(v1api.Name, `{"language":"python3","code":"print(1)"}`, "")); out.EgressBytes != 0 {
+			t.Errorf("zerotrust outcome egress %d", out.EgressBytes)
 		}
 	})
 	t.Run("a request no longer valid fails", func(t *testing.T) {

@@ -239,6 +239,7 @@ func (s *Service) getBatch(w http.ResponseWriter, r *http.Request, c callerauth.
 		return
 	}
 	views := make([]any, len(list))
+	var egress int64
 	for i, id := range list {
 		j, jd, err := s.lookup(r.Context(), id, c.AccountID, dialects)
 		switch {
@@ -248,6 +249,9 @@ func (s *Service) getBatch(w http.ResponseWriter, r *http.Request, c callerauth.
 			s.writeError(w, d, err)
 			return
 		}
+		// Said on whatever answer goes out: they are taken.
+		egress += s.takeEgress(r.Context(), j)
+		api.SetEgressBytes(w, egress)
 		if qv, ok := jd.(dialect.QueryViewer); ok {
 			if views[i], err = qv.ViewQuery(j, r.URL.Query()); err != nil {
 				s.writeError(w, d, err)
@@ -395,6 +399,7 @@ func (s *Service) get(w http.ResponseWriter, r *http.Request, c callerauth.Calle
 		}
 		return
 	}
+	api.SetEgressBytes(w, s.takeEgress(r.Context(), j))
 	if qv, ok := jd.(dialect.QueryViewer); ok {
 		body, err := qv.ViewQuery(j, r.URL.Query())
 		if err != nil {
@@ -405,6 +410,28 @@ func (s *Service) get(w http.ResponseWriter, r *http.Request, c callerauth.Calle
 		return
 	}
 	api.WriteJSON(w, http.StatusOK, jd.View(j, false))
+}
+
+// takeEgress is what an ended job's networked run moved through the
+// egress proxy, the first time a read of the job takes it, else 0. The
+// job ended after its submission's answer, which counted its executions,
+// so its bytes reach the gateway's usage ledger on the response of a read
+// (callerauth.HeaderEgressBytes): once, by the store's mark. A job whose
+// result is never read through a gateway (a webhook's receiver only) has
+// its bytes in its result but not in the ledger.
+func (s *Service) takeEgress(ctx context.Context, j store.Job) int64 {
+	if !j.State.Terminal() || j.EgressBytes <= 0 || j.EgressReported {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
+	n, err := s.store.TakeJobEgress(ctx, j.Account, j.ID)
+	if err != nil {
+		// The next read takes them.
+		s.logger.Warn("job egress bytes not taken for the usage ledger", "job", j.ID, "err", err)
+		return 0
+	}
+	return n
 }
 
 // active are the account's pending and running jobs of dialects.

@@ -77,6 +77,9 @@ type Outcome struct {
 	Status string
 	// Result is the dialect's result object.
 	Result json.RawMessage
+	// EgressBytes are what a networked run moved through the egress
+	// proxy, for the usage ledger (see Service.takeEgress).
+	EgressBytes int64
 }
 
 // EndReason says why a job ends without a result of its own.
@@ -115,6 +118,7 @@ type Store interface {
 	RequeueJob(ctx context.Context, id, node string, attempt int, at time.Time) error
 	CancelJob(ctx context.Context, account string, e store.JobEnd) (store.Job, error)
 	RecordWebhookAttempt(ctx context.Context, id string, a store.WebhookAttempt, delivered, gaveUp bool) error
+	TakeJobEgress(ctx context.Context, account, id string) (int64, error)
 	PurgeJobs(ctx context.Context, now time.Time) (int, error)
 	Job(id string) (store.Job, bool)
 	Jobs(f store.JobFilter) []store.Job

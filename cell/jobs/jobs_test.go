@@ -41,6 +41,8 @@ type spec struct {
 	// StubbornMS keeps running that long after a cancel.
 	StubbornMS int  `json:"stubborn_ms,omitempty"`
 	Bad        bool `json:"bad,omitempty"`
+	// Egress is what the run says it moved through the egress proxy.
+	Egress int64 `json:"egress,omitempty"`
 }
 
 type fakeValidator struct{}
@@ -93,7 +95,7 @@ func (f *fakeRunner) Run(ctx context.Context, j store.Job) (Outcome, error) {
 		return Outcome{}, errors.New("sandbox exploded")
 	}
 	b, _ := json.Marshal(map[string]any{"id": j.ID, "status": "completed", "stdout": s.Out, "exit_code": 0})
-	return Outcome{Status: "completed", Result: b}, nil
+	return Outcome{Status: "completed", Result: b, EgressBytes: s.Egress}, nil
 }
 
 func (f *fakeRunner) Unrun(j store.Job, why EndReason, message string) Outcome {
@@ -278,6 +280,35 @@ func TestV1SubmitAndPoll(t *testing.T) {
 	}
 	if runs := h.runner.runList(); len(runs) != 1 || runs[0] != token+"#1" {
 		t.Errorf("runs = %v, want one", runs)
+	}
+}
+
+// A job's egress bytes are known when it ends, after its submission's
+// answer: the first read of the ended job says them to the gateway
+// (callerauth.HeaderEgressBytes), once, and later reads, a batch read's
+// included, do not.
+func TestJobEgressBytesOnFirstRead(t *testing.T) {
+	h := newHarness(t, nil, testConfig())
+	code, m, hdr := h.do("POST", "/v1/execute?async=true", &alice, `{"language":"python3","out":"hi\n","egress":5120}`)
+	if code != http.StatusAccepted || hdr.Get(callerauth.HeaderEgressBytes) != "" {
+		t.Fatalf("submit: HTTP %d %v %v", code, m, hdr)
+	}
+	token, _ := m["token"].(string)
+	deadline := time.Now().Add(10 * time.Second)
+	for j, _ := h.store.Job(token); !j.State.Terminal(); j, _ = h.store.Job(token) {
+		if time.Now().After(deadline) {
+			t.Fatalf("job did not end: %+v", j)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if code, _, hdr := h.do("GET", "/v1/executions/"+token, &bob, ""); code != http.StatusNotFound || hdr.Get(callerauth.HeaderEgressBytes) != "" {
+		t.Fatalf("another account's read: HTTP %d %v", code, hdr)
+	}
+	if _, _, hdr := h.do("GET", "/v1/executions/"+token, &alice, ""); hdr.Get(callerauth.HeaderEgressBytes) != "5120" {
+		t.Errorf("first read after the end: %s = %q, want 5120", callerauth.HeaderEgressBytes, hdr.Get(callerauth.HeaderEgressBytes))
+	}
+	if _, _, hdr := h.do("GET", "/v1/executions/"+token, &alice, ""); hdr.Get(callerauth.HeaderEgressBytes) != "" {
+		t.Errorf("second read: %s = %q, want none", callerauth.HeaderEgressBytes, hdr.Get(callerauth.HeaderEgressBytes))
 	}
 }
 

@@ -165,7 +165,7 @@ func (s *Service) end(j store.Job, state store.JobState, out Outcome) {
 	now := s.now().UTC()
 	e := store.JobEnd{
 		ID: j.ID, Attempt: j.Attempts, State: state, Status: out.Status, Result: out.Result,
-		At: now, ExpiresAt: now.Add(s.cfg.Retention),
+		At: now, ExpiresAt: now.Add(s.cfg.Retention), EgressBytes: out.EgressBytes,
 	}
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
 		ctx, cancel := context.WithTimeout(s.ctx, writeTimeout)

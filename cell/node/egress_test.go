@@ -2,8 +2,11 @@ package node_test
 
 import (
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -125,6 +128,40 @@ func TestEgressThroughTheDoors(t *testing.T) {
 			t.Fatalf("HTTP %d %v, want b.cdn.test denied", code, r)
 		}
 		_, _, _ = c.Do(0, "DELETE", "/v1/sessions/"+id, "", "acct_egress", "pro")
+	})
+	t.Run("no IPv6 over a sandbox's life", func(t *testing.T) {
+		// Pooled (two executions of one account, which the warm pool
+		// may give one sandbox) and a session (two executions in one
+		// sandbox): loopback, link-local and IPv4-mapped loopback are
+		// refused directly and by the proxy, first and second time.
+		port6, port4 := egresstest.IPv6Listeners(t)
+		_, apiPort, _ := net.SplitHostPort(c.Nodes[0].Addr())
+		nodePort, _ := strconv.Atoi(apiPort)
+		probe, _ := json.Marshal(egresstest.IPv6Probe(port6, port4, nodePort))
+		check := func(what string, code int, m map[string]any) {
+			t.Helper()
+			out, _ := m["stdout"].(string)
+			if code != 200 {
+				t.Fatalf("%s: HTTP %d %v", what, code, m)
+			}
+			if open := egresstest.IPv6Opened(t, out); len(open) > 0 {
+				t.Errorf("%s opened IPv6 connections: %q", what, open)
+			}
+		}
+		for i := range 2 {
+			code, m := do(t, "/v1/execute", `{"language":"python3","code":`+string(probe)+`,"network":{"allow":["allowed.test"]}}`, "pro")
+			check(fmt.Sprintf("pooled execution %d", i+1), code, m)
+		}
+		code, m := do(t, "/v1/sessions", `{"language":"python3","network":{"allow":["allowed.test"]}}`, "pro")
+		if code != http.StatusCreated {
+			t.Fatalf("HTTP %d %v", code, m)
+		}
+		id := m["id"].(string)
+		defer func() { _, _, _ = c.Do(0, "DELETE", "/v1/sessions/"+id, "", "acct_egress", "pro") }()
+		for i := range 2 {
+			code, r := do(t, "/v1/sessions/"+id+"/execute", `{"code":`+string(probe)+`}`, "pro")
+			check(fmt.Sprintf("session execution %d", i+1), code, r)
+		}
 	})
 	_ = time.Second
 }

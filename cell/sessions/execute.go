@@ -161,6 +161,9 @@ func (m *Manager) executeStream(w http.ResponseWriter, r *http.Request, c caller
 	res, lost, err := m.run(ctx, s, req.Exec)
 	switch {
 	case err == nil:
+		if res.Network != nil {
+			sw.SetEgressBytes(res.Network.Bytes())
+		}
 		sw.Result(m.response(id, s, req, res, lost))
 	case r.Context().Err() != nil:
 		sw.Abandon()

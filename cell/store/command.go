@@ -78,6 +78,10 @@ const (
 	// all of them or, over the quota, none.
 	CmdSubmitJobs
 
+	// CmdTakeJobEgress marks an ended job's egress bytes as reported to a
+	// gateway's usage ledger, once.
+	CmdTakeJobEgress
+
 	// Append new command types here, then add them to commands below.
 
 	// commandTypeEnd is one past the last command type; tests use it to
@@ -124,6 +128,8 @@ var commands = map[CommandType]commandSpec{
 	CmdAccounts: {name: "accounts", apply: applyAccounts},
 
 	CmdSubmitJobs: {name: "submit_jobs", apply: applySubmitJobs},
+
+	CmdTakeJobEgress: {name: "take_job_egress", apply: applyTakeJobEgress},
 }
 
 // String names the command for logs and errors.

@@ -92,6 +92,14 @@ type Job struct {
 	Result json.RawMessage `json:"result,omitempty"`
 
 	Webhook *WebhookState `json:"webhook,omitempty"`
+
+	// EgressBytes are what the job's networked run moved through the
+	// egress proxy. The job ends after its submission was answered, so
+	// they reach a gateway's usage ledger with the first read of the
+	// ended job that takes them (TakeJobEgress); EgressReported says one
+	// has.
+	EgressBytes    int64 `json:"egress_bytes,omitempty"`
+	EgressReported bool  `json:"egress_reported,omitempty"`
 }
 
 // WebhookState is the delivery record of a job's callback.
@@ -261,6 +269,8 @@ type JobEnd struct {
 	Result    json.RawMessage `json:"result"`
 	At        time.Time       `json:"at"`
 	ExpiresAt time.Time       `json:"expires_at"`
+	// EgressBytes are what the run moved through the egress proxy.
+	EgressBytes int64 `json:"egress_bytes,omitempty"`
 }
 
 func (e JobEnd) validate() error {
@@ -275,12 +285,19 @@ func (e JobEnd) validate() error {
 		return fmt.Errorf("%w: %s: result is not JSON", ErrInvalidJob, e.ID)
 	case e.At.IsZero() || e.ExpiresAt.Before(e.At):
 		return fmt.Errorf("%w: %s: bad end or expiry time", ErrInvalidJob, e.ID)
+	case e.EgressBytes < 0:
+		return fmt.Errorf("%w: %s: negative egress bytes", ErrInvalidJob, e.ID)
 	}
 	return nil
 }
 
 type finishJobCmd struct {
 	End JobEnd `json:"end"`
+}
+
+type takeJobEgressCmd struct {
+	ID      string `json:"id"`
+	Account string `json:"account"`
 }
 
 type requeueJobCmd struct {
@@ -388,6 +405,14 @@ func (s *Store) FinishJob(ctx context.Context, e JobEnd) (Job, error) {
 		return Job{}, err
 	}
 	return applyAs[Job](ctx, s, CmdFinishJob, finishJobCmd{End: e})
+}
+
+// TakeJobEgress returns an ended job's egress bytes and marks them
+// reported, the first time it is called for the job; after that, or for
+// a job not ended or without egress, it returns 0. So of the reads of a
+// job through the cell's gateways, one counts its bytes in a usage ledger.
+func (s *Store) TakeJobEgress(ctx context.Context, account, id string) (int64, error) {
+	return applyAs[int64](ctx, s, CmdTakeJobEgress, takeJobEgressCmd{ID: id, Account: account})
 }
 
 // RequeueJob puts a running job whose run was interrupted (its node stopped
@@ -657,7 +682,7 @@ func applyStartJob(st *state, payload []byte) (any, error) {
 // endJob records e on j, which the caller has checked may end.
 func endJob(st *state, j *Job, e JobEnd) Job {
 	n := j.clone()
-	n.State, n.Status, n.Result = e.State, e.Status, e.Result
+	n.State, n.Status, n.Result, n.EgressBytes = e.State, e.Status, e.Result, e.EgressBytes
 	n.CompletedAt, n.ExpiresAt = e.At, e.ExpiresAt
 	n.CancelRequested = false
 	n.Body, n.Query = nil, ""
@@ -686,6 +711,27 @@ func applyFinishJob(st *state, payload []byte) (any, error) {
 		return nil, fmt.Errorf("%w: %s is %s in run %d, not running in run %d", ErrJobState, j.ID, j.State, j.Attempts, c.End.Attempt)
 	}
 	return endJob(st, j, c.End), nil
+}
+
+func applyTakeJobEgress(st *state, payload []byte) (any, error) {
+	var c takeJobEgressCmd
+	if err := decodePayload(CmdTakeJobEgress, payload, &c); err != nil {
+		return nil, err
+	}
+	j, err := lookupJob(st, c.ID)
+	if err != nil {
+		return nil, err
+	}
+	if j.Account != c.Account {
+		return nil, fmt.Errorf("%w: %s", ErrJobNotFound, c.ID)
+	}
+	if !j.State.Terminal() || j.EgressBytes <= 0 || j.EgressReported {
+		return int64(0), nil
+	}
+	n := j.clone()
+	n.EgressReported = true
+	st.Jobs.put(&n)
+	return n.EgressBytes, nil
 }
 
 func applyRequeueJob(st *state, payload []byte) (any, error) {

@@ -890,3 +890,36 @@ func TestFSMSubmitJobs(t *testing.T) {
 		})
 	}
 }
+
+// An ended job's egress bytes are taken once, by its owner: the first
+// read that takes them counts them in a gateway's ledger, no later one.
+func TestFSMTakeJobEgress(t *testing.T) {
+	f := newFSM(slog.New(slog.DiscardHandler))
+	mustApply(t, f, CmdSubmitJob, submitJobCmd{Job: testJob("j")})
+	take := func(account string) any {
+		return fsmApply(t, f, CmdTakeJobEgress, takeJobEgressCmd{ID: "j", Account: account})
+	}
+	if n := take("acct_a"); n != int64(0) {
+		t.Errorf("a pending job's egress = %v, want 0", n)
+	}
+	mustApply(t, f, CmdStartJob, startJobCmd{ID: "j", Node: "n1", At: t0})
+	end := testEnd("j", 1, JobFinished)
+	end.EgressBytes = 5120
+	mustApply(t, f, CmdFinishJob, finishJobCmd{End: end})
+	if err, _ := take("acct_b").(error); !errors.Is(err, ErrJobNotFound) {
+		t.Errorf("another account's take = %v, want %v", err, ErrJobNotFound)
+	}
+	if n := take("acct_a"); n != int64(5120) {
+		t.Errorf("first take = %v, want 5120", n)
+	}
+	if n := take("acct_a"); n != int64(0) {
+		t.Errorf("second take = %v, want 0: the bytes are counted once", n)
+	}
+	if j := f.st.Jobs.byID["j"]; j.EgressBytes != 5120 || !j.EgressReported {
+		t.Errorf("job egress %d reported %v", j.EgressBytes, j.EgressReported)
+	}
+	restoredF := restored(t, f)
+	if j := restoredF.st.Jobs.byID["j"]; j == nil || j.EgressBytes != 5120 || !j.EgressReported {
+		t.Errorf("after a snapshot: %+v", j)
+	}
+}

@@ -72,7 +72,9 @@ type Options struct {
 // (callerauth.HeaderExecutions). A stream that opens with output or a
 // result carries that header; one that opened before the program said
 // anything announces it as a trailer and sets it at the end if the
-// program ran.
+// program ran. The bytes a networked run moved through the egress proxy
+// (callerauth.HeaderEgressBytes, SetEgressBytes) are known only at its
+// end, so every stream announces them as a trailer.
 type Writer struct {
 	rw   http.ResponseWriter
 	sess *sse.Session
@@ -86,6 +88,7 @@ type Writer struct {
 	refused  bool // Fail answered before opening: never open
 	carry    map[string][]byte
 	seq      int
+	egress   int64 // SetEgressBytes's, sent as a trailer with the result
 
 	wake chan struct{}
 	done chan struct{}
@@ -128,6 +131,15 @@ func (s *Writer) Output(stream string, chunk []byte) {
 		s.queue = append(s.queue, s.outputEvent(stream, data))
 	}
 	s.kick()
+}
+
+// SetEgressBytes records the bytes the run moved through the egress proxy,
+// for the gateway's usage ledger: the trailer after the result event says
+// them. Call it before Result.
+func (s *Writer) SetEgressBytes(n int64) {
+	s.mu.Lock()
+	s.egress = n
+	s.mu.Unlock()
 }
 
 // Result ends the stream with the result event (v as JSON) and waits until
@@ -252,7 +264,7 @@ func (s *Writer) pump() {
 			s.mu.Unlock()
 			return
 		}
-		batch, terminal, ran := s.queue, s.terminal, s.ran
+		batch, terminal, ran, egress := s.queue, s.terminal, s.ran, s.egress
 		s.queue = nil
 		if !s.opened && (len(batch) > 0 || ping) {
 			s.open(ran)
@@ -277,6 +289,9 @@ func (s *Writer) pump() {
 			// Announced as a trailer when the stream opened.
 			s.rw.Header().Set(callerauth.HeaderExecutions, "1")
 		}
+		if terminal && egress > 0 {
+			s.rw.Header().Set(callerauth.HeaderEgressBytes, strconv.FormatInt(egress, 10))
+		}
 		if err := s.sess.Flush(); err != nil || terminal {
 			return
 		}
@@ -291,8 +306,9 @@ func (s *Writer) open(ran bool) {
 	if ran {
 		h.Set(callerauth.HeaderExecutions, "1")
 	} else {
-		h.Set("Trailer", callerauth.HeaderExecutions)
+		h.Add("Trailer", callerauth.HeaderExecutions)
 	}
+	h.Add("Trailer", callerauth.HeaderEgressBytes)
 	s.opened = true
 }
 

@@ -286,3 +286,45 @@ func TestSplitUTF8(t *testing.T) {
 
 // ReadEvents is readEvents, for the tests of the stream routes.
 var ReadEvents = readEvents
+
+// A networked run's egress bytes are known only at its end: they come as
+// a trailer after the result, whether the stream opened with output or
+// before the program said anything, and not at all for none.
+func TestWriterEgressBytesTrailer(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		output bool
+		bytes  int64
+		want   string
+	}{
+		{"opened by output", true, 5120, "5120"},
+		{"opened early", false, 42, "42"},
+		{"no egress", true, 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := serve(t, func(w http.ResponseWriter, r *http.Request) {
+				sw, _ := New(w, r, Options{OpenAfter: 20 * time.Millisecond})
+				if tc.output {
+					sw.Output(EventStdout, []byte("out"))
+				}
+				time.Sleep(60 * time.Millisecond)
+				sw.SetEgressBytes(tc.bytes)
+				sw.Result(map[string]any{"status": "completed"})
+			})
+			resp, err := http.Get(srv.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if v := resp.Header.Get(callerauth.HeaderEgressBytes); v != "" {
+				t.Errorf("egress bytes in the headers (%q), before the run ended", v)
+			}
+			if evs := readEvents(t, resp.Body); evs[len(evs)-1].Type != EventResult {
+				t.Errorf("events %+v; want the result last", evs)
+			}
+			if got := resp.Trailer.Get(callerauth.HeaderEgressBytes); got != tc.want {
+				t.Errorf("trailer %s = %q, want %q", callerauth.HeaderEgressBytes, got, tc.want)
+			}
+		})
+	}
+}

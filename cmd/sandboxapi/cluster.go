@@ -84,6 +84,11 @@ type devSettings struct {
 	// set, each node serves its metrics on a loopback port of its own,
 	// kept in its node.toml and written to cluster.json.
 	metricsListen string
+	// The egress proxy each node runs, as the one-process dev's: hosts
+	// semitrusted sandboxes may reach, those reached in plain HTTP, and
+	// the CAs they trust.
+	egressAllow, egressPlainHTTP []string
+	egressCABundle               string
 	selfServe
 }
 
@@ -250,6 +255,14 @@ func (s devSettings) layout(dir string) (gatewayConfig, []nodeConfig, error) {
 			return gatewayConfig{}, nil, err
 		}
 	}
+	// The children run in dev's working directory too, but a node.toml
+	// names its files absolutely, as it is read by hand and by restarts.
+	caBundle := s.egressCABundle
+	if caBundle != "" {
+		if caBundle, err = filepath.Abs(caBundle); err != nil {
+			return gatewayConfig{}, nil, err
+		}
+	}
 	pkgs := pkgcacheDirFor(s.pkgcache, dir, cache)
 	if pkgs, err = filepath.Abs(pkgs); err != nil {
 		return gatewayConfig{}, nil, err
@@ -315,6 +328,7 @@ func (s devSettings) layout(dir string) (gatewayConfig, []nodeConfig, error) {
 			n.LogLevel, n.JobRetention, n.AllowPrivateCallbacks = logLevel, duration(s.jobRetention), s.allowPrivateCallbacks
 			n.SessionPool, n.SessionPoolLanguages, n.MaxSessions = s.sessionPool, s.sessionPoolLangs, s.maxSessions
 			n.MCPOrigins, n.MCPLoopbackOnly = s.mcpOrigins, mcp.IsLoopbackHost(s.listen)
+			n.EgressAllow, n.EgressPlainHTTP, n.EgressCABundle = s.egressAllow, s.egressPlainHTTP, caBundle
 			if err := n.check(); err != nil {
 				return gatewayConfig{}, nil, fmt.Errorf("%s: %w", path, err)
 			}

@@ -1,9 +1,12 @@
 package main_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -12,8 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pelletier/go-toml/v2"
+
 	"github.com/sandboxapi/sandboxapi/cell/metrics"
 	"github.com/sandboxapi/sandboxapi/cell/metrics/metricstest"
+	"github.com/sandboxapi/sandboxapi/sandboxes/egress/egresstest"
 )
 
 // TestConfigCommandLine: the node, gateway and cluster commands refuse
@@ -402,4 +408,77 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// TestDevClusterEgressFlags: dev --nodes hands its egress flags to each
+// node's config as the one-process dev hands them to its node, the CA
+// bundle by an absolute path, since a node.toml is read again on
+// restarts and by hand. It needs no internet: it stops dev once the
+// config files are written.
+func TestDevClusterEgressFlags(t *testing.T) {
+	work := t.TempDir()
+	dir := filepath.Join(work, "data")
+	var record clusterRecord
+	cleanUpCluster(t, dir, &record)
+	caPEM, _ := egresstest.Certs(t, []string{"allowed.test"})
+	if err := os.WriteFile(filepath.Join(work, "ca.pem"), caPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runscPath, initPath := sandboxBinaries(t)
+	cmd := exec.Command(sandboxapiBinary(t), "dev", "--listen", freeAddr(t), "--data-dir", "data",
+		"--runsc", runscPath, "--init", initPath,
+		"--nodes", "2", "--capacity", "1", "--session-pool", "0",
+		"--egress-allow", "pypi.org,*.githubusercontent.com", "--egress-plain-http", "example.com",
+		"--egress-ca-bundle", "ca.pem")
+	cmd.Dir = work
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(60 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, "cluster.json")); err == nil {
+			_ = json.Unmarshal(b, &record)
+		}
+		if t.Failed() {
+			t.Logf("dev's output:\n%s", logs.String())
+		}
+	}()
+
+	type egressFields struct {
+		EgressAllow     []string `toml:"egress_allow"`
+		EgressPlainHTTP []string `toml:"egress_plain_http"`
+		EgressCABundle  string   `toml:"egress_ca_bundle"`
+	}
+	for _, id := range []string{"node-1", "node-2"} {
+		path := filepath.Join(dir, "nodes", id, "node.toml")
+		var b []byte
+		waitFor(t, 60*time.Second, path+" written", func() (bool, string) {
+			var err error
+			b, err = os.ReadFile(path)
+			return err == nil, fmt.Sprint(err)
+		})
+		var got egressFields
+		if err := toml.Unmarshal(b, &got); err != nil {
+			t.Fatalf("%s: %v\n%s", path, err, b)
+		}
+		want := egressFields{
+			EgressAllow:     []string{"pypi.org", "*.githubusercontent.com"},
+			EgressPlainHTTP: []string{"example.com"},
+			EgressCABundle:  filepath.Join(work, "ca.pem"),
+		}
+		if !slices.Equal(got.EgressAllow, want.EgressAllow) || !slices.Equal(got.EgressPlainHTTP, want.EgressPlainHTTP) ||
+			got.EgressCABundle != want.EgressCABundle {
+			t.Errorf("%s: egress %+v, want %+v\n%s", id, got, want, b)
+		}
+	}
 }

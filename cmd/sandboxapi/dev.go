@@ -78,6 +78,7 @@ func runDev(args []string) error {
 			sessionPool: *sessionPool, sessionPoolLangs: splitList(*sessionPoolLangs),
 			mcpOrigins: splitList(*mcpOrigins), maxSessions: *maxSessions, nodes: *nodes, cells: *cells,
 			metricsListen: *metricsListen, selfServe: self,
+			egressAllow: splitList(*egressAllow), egressPlainHTTP: splitList(*egressPlain), egressCABundle: *egressCA,
 		})
 	}
 	level := slog.LevelInfo

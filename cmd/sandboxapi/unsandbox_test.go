@@ -152,6 +152,22 @@ func TestUnsandbox(t *testing.T) {
 		}
 	})
 
+	t.Run("a failed WebAssembly build leaves the run and says why", func(t *testing.T) {
+		// WASI has no processes (wasi-libc has no <sys/wait.h>): the
+		// native program builds and runs, the module does not build.
+		code, m := s.unsandboxPost("/execute", map[string]any{"language": "c", "return_wasm_artifact": true,
+			"code": "#include <stdio.h>\n#include <sys/wait.h>\n#include <unistd.h>\nint main(){ if (fork() == 0) return 0; wait(NULL); puts(\"ran\"); }"})
+		ok(t, code, m)
+		arts, _ := m["artifacts"].([]any)
+		msg, _ := m["message"].(string)
+		if m["stdout"] != "ran\n" || m["success"] != true || m["exit_code"] != float64(0) || len(arts) != 0 {
+			t.Fatalf("response %v", m)
+		}
+		if !strings.Contains(msg, "WebAssembly build (return_wasm_artifact) failed") || !strings.Contains(msg, "sys/wait.h") {
+			t.Errorf("message %q, want the failed build and the compiler's error", msg)
+		}
+	})
+
 	t.Run("ttl ends a long run", func(t *testing.T) {
 		code, m := s.unsandboxPost("/execute", map[string]any{"language": "bash", "code": "while :; do :; done", "ttl": 1})
 		ok(t, code, m)

@@ -256,8 +256,9 @@ type Request struct {
 	// (a language with langs.Language.Wasm; others ignore it): a second
 	// build after the compile step, from the same files with the
 	// language's wasm command (CompileScript and CompilerOptions are the
-	// native compile's only). A failed wasm build is a compile failure,
-	// and the program does not run.
+	// native compile's only). A failed wasm build does not stop the
+	// program: it runs as it would without, and Message says the build
+	// failed, with the wasm compiler's first error lines.
 	ReturnWasm bool
 	Limits     Limits
 	// Network, when set, gives the execution HTTP(S) through the node's

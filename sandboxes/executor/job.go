@@ -137,7 +137,8 @@ func compileLimits(lang *langs.Language, lim Limits) wire.Limits {
 // wasmStep builds the program again as a WASI module, with the language's
 // wasm command, the language's compile resources and its wasm environment,
 // and collects the module. It runs after the compile step, so a program
-// that does not compile natively fails there, as it would without it.
+// that does not compile natively fails there, as it would without it. Its
+// own failure does not stop the job: the program runs all the same.
 func wasmStep(lang *langs.Language, lim Limits, base []string, names []string) wire.Step {
 	vars := map[string]string{}
 	for _, kv := range lang.Wasm.Env {
@@ -149,6 +150,9 @@ func wasmStep(lang *langs.Language, lim Limits, base []string, names []string) w
 		Name: wasmStepName, Argv: lang.WasmCompileCommand(names), Env: withEnv(base, vars), Dir: workDir, MergeStderr: true,
 		Limits:  compileLimits(lang, lim),
 		Collect: []string{lang.Wasm.Artifact}, CollectMaxBytes: MaxArtifactBytes,
+		// A module WASI cannot build (sockets, fork) leaves the run as
+		// it would be without one; the result says why there is none.
+		Optional: true,
 	}
 }
 

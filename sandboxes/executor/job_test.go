@@ -182,8 +182,8 @@ func TestJobWasm(t *testing.T) {
 			if want := append(slices.Clone(lang.Wasm.Compile), tc.wasmArgs...); !slices.Equal(wasm.Argv, want) {
 				t.Errorf("wasm argv %q, want %q", wasm.Argv, want)
 			}
-			if !slices.Equal(wasm.Collect, []string{langs.WasmArtifact}) || wasm.CollectMaxBytes != MaxArtifactBytes || !wasm.MergeStderr {
-				t.Errorf("wasm step %+v: want it to collect %s, at most MaxArtifactBytes", wasm, langs.WasmArtifact)
+			if !slices.Equal(wasm.Collect, []string{langs.WasmArtifact}) || wasm.CollectMaxBytes != MaxArtifactBytes || !wasm.MergeStderr || !wasm.Optional {
+				t.Errorf("wasm step %+v: want it optional, collecting %s, at most MaxArtifactBytes", wasm, langs.WasmArtifact)
 			}
 			if wasm.Limits != job.Steps[0].Limits {
 				t.Errorf("wasm limits %+v, want the compile step's %+v", wasm.Limits, job.Steps[0].Limits)

@@ -272,3 +272,33 @@ func TestSemitrustedLatency(t *testing.T) {
 		t.Fatalf("semitrusted adds %v to an empty program: not from the warm pool?", d)
 	}
 }
+
+// TestSemitrustedRefusesIPv6: a networked sandbox opens no IPv6
+// connection, to loopback, link-local or IPv4-mapped loopback, directly
+// or through the proxy, at its first execution and again when the pooled
+// sandbox is reused for a second. Listeners on the host's [::1] and
+// 127.0.0.1 make a connection that got through succeed.
+func TestSemitrustedRefusesIPv6(t *testing.T) {
+	ex, _, _ := networked(t)
+	port6, port4 := egresstest.IPv6Listeners(t)
+	py := language(t, ex, "python3")
+	pol := &egress.Policy{Allow: testAllow, MaxConns: 64, MaxBytes: 8 << 20}
+	var sandboxes []string
+	for i := range 2 {
+		res, err := ex.Execute(context.Background(), executor.Request{Account: "acct_ipv6", Language: py,
+			Code: egresstest.IPv6Probe(port6, port4), Network: pol, Limits: executor.Limits{Wall: 60 * time.Second, CPU: 30 * time.Second}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.End != executor.EndExited || res.ExitCode != 0 {
+			t.Fatalf("execution %d ended %s exit %d: %s\nstderr %s", i+1, res.End, res.ExitCode, res.Message, res.Stderr)
+		}
+		if open := egresstest.IPv6Opened(t, string(res.Stdout)); len(open) > 0 {
+			t.Errorf("execution %d opened IPv6 connections: %q", i+1, open)
+		}
+		sandboxes = append(sandboxes, res.SandboxID)
+	}
+	if sandboxes[0] != sandboxes[1] {
+		t.Logf("not reused (%s, %s): the second execution's check is a fresh sandbox's", sandboxes[0], sandboxes[1])
+	}
+}

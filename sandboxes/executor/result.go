@@ -174,9 +174,15 @@ func (e *Executor) classify(res *Result, builds int, lim Limits, steps []stepOut
 		return
 	}
 	var run *stepOutput
+	var wasmFailed string
 	for i := range steps {
 		s := &steps[i]
-		if s.result != nil && isBuildStep(s.result.Name) {
+		switch {
+		case s.result != nil && s.result.Name == wasmStepName:
+			res.CompileOutput = append(append(res.CompileOutput, s.stdout...), s.stderr...)
+			wasmFailed = failedWasm(s)
+			continue
+		case s.result != nil && isBuildStep(s.result.Name):
 			if failedCompile(res, s) {
 				return
 			}
@@ -184,6 +190,12 @@ func (e *Executor) classify(res *Result, builds int, lim Limits, steps []stepOut
 		}
 		run = s
 	}
+	// The run's result stands; a failed wasm build is said beside it.
+	defer func() {
+		if wasmFailed != "" {
+			res.Message = strings.TrimPrefix(res.Message+"; "+wasmFailed, "; ")
+		}
+	}()
 	if run != nil {
 		res.Stdout, res.Stderr = run.stdout, run.stderr
 	}
@@ -247,46 +259,92 @@ func (e *Executor) classify(res *Result, builds int, lim Limits, steps []stepOut
 	}
 }
 
-// failedCompile adds a build step's output to the compile output and,
+// failedCompile adds the compile step's output to the compile output and,
 // when the step failed, records the result: EndCompileFailed, or EndFault
-// if the compiler could not start at all. A failed wasm build is a
-// compile failure too: the caller asked for the module, and the program
-// does not run without it. It reports whether the step failed.
+// if the compiler could not start at all. It reports whether the step
+// failed.
 func failedCompile(res *Result, s *stepOutput) bool {
 	r := s.result
 	res.CompileOutput = append(append(res.CompileOutput, s.stdout...), s.stderr...)
-	what := "the compiler"
-	if r.Name == wasmStepName {
-		what = "the WebAssembly compiler"
-	}
 	switch {
 	case !r.Started:
 		res.End = EndFault
-		res.Message = what + " could not be started: " + r.StartError
+		res.Message = "the compiler could not be started: " + r.StartError
 	case r.ExitCode == 0 && r.Signal == 0:
 		return false
 	default:
 		res.End = EndCompileFailed
 		res.ExitCode, res.Signal = r.ExitCode, r.Signal
-		switch {
-		case r.CPUExceeded:
-			res.Message = "compilation exceeded its CPU time limit"
-		case r.WallExceeded:
-			res.Message = "compilation exceeded its wall-clock time limit"
-		case r.OutputExceeded:
-			res.Message = "the compiler's output exceeded its limit; the compiler was stopped"
-		case r.MemoryExceeded:
-			res.Message = "the compiler exceeded its memory limit and was stopped"
-		}
-		if r.Name == wasmStepName {
-			msg := "the WebAssembly build (return_wasm_artifact) failed, so the program did not run"
-			if res.Message != "" {
-				msg += ": " + res.Message
-			}
-			res.Message = msg
-		}
+		res.Message = buildLimitHit(r)
 	}
 	return true
+}
+
+// buildLimitHit says which of its limits stopped a failed build step, ""
+// when none did (the compiler refused the program).
+func buildLimitHit(r *wire.StepResult) string {
+	switch {
+	case r.CPUExceeded:
+		return "compilation exceeded its CPU time limit"
+	case r.WallExceeded:
+		return "compilation exceeded its wall-clock time limit"
+	case r.OutputExceeded:
+		return "the compiler's output exceeded its limit; the compiler was stopped"
+	case r.MemoryExceeded:
+		return "the compiler exceeded its memory limit and was stopped"
+	}
+	return ""
+}
+
+// failedWasm is what the result's message says of a wasm build step that
+// failed, "" if it built. The step is Optional: the program ran all the
+// same, so the failure is a note beside the run's result (which has no
+// module), with the compiler's first error lines, not a compile failure.
+func failedWasm(s *stepOutput) string {
+	r := s.result
+	const failed = "the WebAssembly build (return_wasm_artifact) failed, so no wasm artifact is returned"
+	switch {
+	case !r.Started:
+		return failed + ": the WebAssembly compiler could not be started: " + r.StartError
+	case r.ExitCode == 0 && r.Signal == 0:
+		return ""
+	}
+	msg := failed
+	if hit := buildLimitHit(r); hit != "" {
+		msg += ": " + hit
+	}
+	if lines := firstErrorLines(append(append([]byte{}, s.stdout...), s.stderr...), 3); lines != "" {
+		msg += ":\n" + lines
+	}
+	return msg
+}
+
+// firstErrorLines are the first n lines of a compiler's output that say
+// "error" (clang's), or its first n lines when none does (Go's), each cut
+// to 200 bytes.
+func firstErrorLines(out []byte, n int) string {
+	var errs, all []string
+	for line := range strings.Lines(string(out)) {
+		line = strings.TrimRight(line, "\r\n")
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		if len(line) > 200 {
+			line = line[:200] + "…"
+		}
+		if len(all) < n {
+			all = append(all, line)
+		}
+		if strings.Contains(strings.ToLower(line), "error") {
+			if errs = append(errs, line); len(errs) == n {
+				break
+			}
+		}
+	}
+	if len(errs) == 0 {
+		errs = all
+	}
+	return strings.Join(errs, "\n")
 }
 
 // unfinishedBuild handles a sandbox that ended during a build step,

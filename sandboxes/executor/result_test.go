@@ -151,21 +151,28 @@ func TestClassifyCompile(t *testing.T) {
 	})
 }
 
-// A job that builds a wasm module as well has two build steps: a failure
-// of either is the build's, and the compile output is both compilers'.
+// A job that builds a wasm module as well has two build steps, and the
+// compile output is both compilers'. The wasm step is optional: when it
+// fails the program runs all the same, its result stands, and the message
+// says the build failed, with the compiler's first lines; a sandbox that
+// ended while it built is the build's failure, as a compile's is.
 func TestClassifyWasmBuild(t *testing.T) {
 	compiled := stepOutput{result: &wire.StepResult{Name: compileStepName, Started: true}, stdout: []byte("native\n")}
 	wasm := func(r wire.StepResult) stepOutput {
 		r.Name = wasmStepName
 		return stepOutput{result: &r, stdout: []byte("wasm\n")}
 	}
+	ran := stepOutput{result: &wire.StepResult{Name: runStepName, Started: true}}
+	failedRun := stepOutput{result: &wire.StepResult{Name: runStepName, Started: true, ExitCode: 3}}
 	tests := []classifyCase{
-		{name: "wasm build error", steps: []stepOutput{compiled, wasm(wire.StepResult{Started: true, ExitCode: 1})},
-			end: EndCompileFailed, code: 1, msgHas: "WebAssembly build (return_wasm_artifact) failed, so the program did not run"},
-		{name: "wasm build timeout", steps: []stepOutput{compiled, wasm(wire.StepResult{Started: true, Signal: 9, ExitCode: 137, WallExceeded: true})},
-			end: EndCompileFailed, code: 137, signal: 9, msgHas: "did not run: compilation exceeded its wall-clock"},
-		{name: "wasm compiler missing", steps: []stepOutput{compiled, wasm(wire.StepResult{StartError: "no such file"})},
-			end: EndFault, msgHas: "the WebAssembly compiler could not be started: no such file"},
+		{name: "wasm build error, then ran", steps: []stepOutput{compiled, wasm(wire.StepResult{Started: true, ExitCode: 1}), ran},
+			end: EndExited, msgHas: "WebAssembly build (return_wasm_artifact) failed, so no wasm artifact is returned:\nwasm"},
+		{name: "wasm build error, then the run failed", steps: []stepOutput{compiled, wasm(wire.StepResult{Started: true, ExitCode: 1}), failedRun},
+			end: EndExited, code: 3, msgHas: "no wasm artifact is returned"},
+		{name: "wasm build timeout, then ran", steps: []stepOutput{compiled, wasm(wire.StepResult{Started: true, Signal: 9, ExitCode: 137, WallExceeded: true}), ran},
+			end: EndExited, msgHas: "no wasm artifact is returned: compilation exceeded its wall-clock"},
+		{name: "wasm compiler missing, then ran", steps: []stepOutput{compiled, wasm(wire.StepResult{StartError: "no such file"}), ran},
+			end: EndExited, msgHas: "the WebAssembly compiler could not be started: no such file"},
 		{name: "sandbox OOM while building wasm", steps: []stepOutput{compiled, {stdout: []byte("wasm\n")}}, exit: runsc.Exit{Usage: runsc.CgroupUsage{OOMKills: 1}},
 			end: EndCompileFailed, code: 137, signal: 9, msgHas: "compiler ran out of memory"},
 		{name: "host deadline while building wasm", steps: []stepOutput{compiled, {stdout: []byte("wasm\n")}}, timeout: true,
@@ -188,6 +195,22 @@ func TestClassifyWasmBuild(t *testing.T) {
 			t.Errorf("stdout %q, want the program's", res.Stdout)
 		}
 	})
+}
+
+// The note of a failed wasm build quotes the compiler's lines that say
+// "error" (clang's), or its first lines when none does (Go's).
+func TestFirstErrorLines(t *testing.T) {
+	for _, tc := range []struct{ out, want string }{
+		{"main.c:1:10: fatal error: 'sys/socket.h' file not found\n#include <sys/socket.h>\n         ^~~~~~~~~~~~~~\n1 error generated.\n",
+			"main.c:1:10: fatal error: 'sys/socket.h' file not found\n1 error generated."},
+		{"# command-line-arguments\n./main.go:5:10: undefined: syscall.ForkExec\n\n", "# command-line-arguments\n./main.go:5:10: undefined: syscall.ForkExec"},
+		{"a error\nb error\nc error\nd error\n", "a error\nb error\nc error"},
+		{"", ""},
+	} {
+		if got := firstErrorLines([]byte(tc.out), 3); got != tc.want {
+			t.Errorf("firstErrorLines(%q) = %q, want %q", tc.out, got, tc.want)
+		}
+	}
 }
 
 func TestClassifyRun(t *testing.T) {

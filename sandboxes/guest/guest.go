@@ -61,7 +61,8 @@ func (f *frameWriter) fail(err error) {
 }
 
 // runJob mounts the job's overlays, writes its files and runs its steps in
-// order, stopping after the first step that does not exit 0. A step marked
+// order, stopping after the first step that does not exit 0 unless it is
+// Optional (then it sends none of its files). A step marked
 // UsePrestarted runs in pre, when there is one; an unused pre is ended
 // first.
 func runJob(job wire.Job, out *frameWriter, pre *prestarted, groups *stepGroups) error {
@@ -105,6 +106,9 @@ func runJob(job wire.Job, out *frameWriter, pre *prestarted, groups *stepGroups)
 			return fmt.Errorf("write result: %w", err)
 		}
 		if !res.Started || res.ExitCode != 0 || res.Signal != 0 {
+			if step.Optional {
+				continue
+			}
 			break
 		}
 		if err := sendFiles(step, out); err != nil {

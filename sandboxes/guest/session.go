@@ -100,7 +100,7 @@ func (s *session) run(job wire.Job) error {
 		if err := s.writeResult(res); err != nil {
 			return err
 		}
-		if !res.Started || res.ExitCode != 0 || res.Signal != 0 {
+		if (!res.Started || res.ExitCode != 0 || res.Signal != 0) && !step.Optional {
 			break
 		}
 	}

@@ -146,6 +146,10 @@ type Step struct {
 	// CollectMaxBytes caps each collected file; a larger one is reported
 	// with an error instead of its content.
 	CollectMaxBytes int64 `json:"collect_max_bytes,omitempty"`
+	// Optional lets the job go on to its next step when this one fails:
+	// a build of something the caller asked for beside the run (the wasm
+	// module), whose failure is the caller's to hear of, not the run's.
+	Optional bool `json:"optional,omitempty"`
 }
 
 // ServeConfig is how a reusable sandbox's init prepares each execution

@@ -150,7 +150,7 @@ func New(t testing.TB) *Internet {
 	t.Cleanup(func() { teardown(ns, hostIf) })
 
 	dir := t.TempDir()
-	caPEM, leaf := certs(t, append(append([]string{}, Hosts...), "*.cdn.test"))
+	caPEM, leaf := Certs(t, append(append([]string{}, Hosts...), "*.cdn.test"))
 	in.CAFile = filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(in.CAFile, caPEM, 0o644); err != nil {
 		t.Fatal(err)
@@ -245,8 +245,8 @@ func teardown(ns, hostIf string) {
 	_ = ip("netns", "del", ns)
 }
 
-// certs makes a CA and a leaf for names, signed by it.
-func certs(t testing.TB, names []string) ([]byte, tls.Certificate) {
+// Certs makes a CA, returned in PEM, and a leaf for names, signed by it.
+func Certs(t testing.TB, names []string) ([]byte, tls.Certificate) {
 	t.Helper()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
