@@ -9,7 +9,7 @@ DATA_DIR   ?= data
 # The host's language caches (Go's standard library, the TypeScript
 # snapshot), shared by every service and test on it; see the README.
 CACHE_DIR  ?= /var/cache/sandboxapi
-TEST_FLAGS ?= -count=1 -timeout 25m
+TEST_FLAGS ?= -count=1 -timeout 30m
 # The default package cache's time budget; CI builds only the essentials.
 PKGCACHE_BUDGET ?= 15m
 PKGCACHE_FLAGS  ?= --budget $(PKGCACHE_BUDGET) $(if $(filter true,$(CI)),--small)
