@@ -25,6 +25,9 @@ func TestEgressThroughTheDoors(t *testing.T) {
 		ec := in.Config("")
 		ec.Allow = []string{"allowed.test", "*.cdn.test", "plain.test"}
 		cfg.Egress = &ec
+		// Sessions, networked ones included, start in pooled sandboxes,
+		// as on a node with the default configuration.
+		cfg.Sessions.Pool, cfg.Sessions.PoolLanguages = 1, []string{"python3"}
 	}})
 	do := func(t *testing.T, path, body, plan string) (int, map[string]any) {
 		t.Helper()
@@ -129,6 +132,44 @@ func TestEgressThroughTheDoors(t *testing.T) {
 		}
 		_, _, _ = c.Do(0, "DELETE", "/v1/sessions/"+id, "", "acct_egress", "pro")
 	})
+	t.Run("networked sessions start from the warm pool", func(t *testing.T) {
+		// A pooled sandbox was booted before the session was asked for:
+		// its kernel's uptime, read at once, is at least the pause before
+		// the create, where a sandbox booted for the session has been up
+		// for the create alone. Both kinds are alternated, each after a
+		// pause that lets the pools refill, and the create times logged.
+		const pause = 2500 * time.Millisecond
+		uptime, _ := json.Marshal("print(open('/proc/uptime').read().split()[0])")
+		var zero, semi []time.Duration
+		for range 2 {
+			for _, body := range []string{`{"language":"python3"}`, `{"language":"python3","network":{"allow":["allowed.test"]}}`} {
+				time.Sleep(pause)
+				start := time.Now()
+				code, m := do(t, "/v1/sessions", body, "pro")
+				took := time.Since(start)
+				if code != http.StatusCreated {
+					t.Fatalf("HTTP %d %v", code, m)
+				}
+				id := m["id"].(string)
+				code, r := do(t, "/v1/sessions/"+id+"/execute", `{"code":`+string(uptime)+`}`, "pro")
+				_, _, _ = c.Do(0, "DELETE", "/v1/sessions/"+id, "", "acct_egress", "pro")
+				out, _ := r["stdout"].(string)
+				up, err := strconv.ParseFloat(strings.TrimSpace(out), 64)
+				if code != 200 || err != nil {
+					t.Fatalf("uptime: HTTP %d %v", code, r)
+				}
+				if time.Duration(up*float64(time.Second)) < pause*3/5 {
+					t.Fatalf("%s: the sandbox had been up %.3f s: booted for the session, not taken from the warm pool", body, up)
+				}
+				if strings.Contains(body, "network") {
+					semi = append(semi, took)
+				} else {
+					zero = append(zero, took)
+				}
+			}
+		}
+		t.Logf("session create: zerotrust %v, semitrusted %v", zero, semi)
+	})
 	t.Run("no IPv6 over a sandbox's life", func(t *testing.T) {
 		// Pooled (two executions of one account, which the warm pool
 		// may give one sandbox) and a session (two executions in one
@@ -163,5 +204,4 @@ func TestEgressThroughTheDoors(t *testing.T) {
 			check(fmt.Sprintf("session execution %d", i+1), code, r)
 		}
 	})
-	_ = time.Second
 }

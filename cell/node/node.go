@@ -395,7 +395,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	sc := cfg.Sessions
 	sc.NodeID, sc.Store, sc.Open, sc.Catalog, sc.Plans = id.NodeID, n.store, sessions.ExecutorOpener(ex), catalog, cfg.Plans
 	if n.egr != nil {
+		// A node with an egress proxy pools networked session sandboxes
+		// as it pools the others, so a session with "network" starts as
+		// fast as one without.
 		sc.OpenNetworked = sessions.ExecutorNetworkedOpener(ex)
+		if sc.NetworkedPool == 0 && sc.NetworkedPoolLanguages == nil {
+			sc.NetworkedPool, sc.NetworkedPoolLanguages = sc.Pool, sc.PoolLanguages
+		}
 	}
 	sc.CacheMount, sc.Logger, sc.Metrics = executor.PackageCachePath, cfg.Logger, m
 	// Requests for another node's sessions go to it the way forwarded

@@ -18,6 +18,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 	"github.com/sandboxapi/sandboxapi/cell/store"
+	"github.com/sandboxapi/sandboxapi/sandboxes/egress"
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
 	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 	"github.com/sandboxapi/sandboxapi/sandboxes/pkgcache"
@@ -38,6 +39,34 @@ type fakeSandbox struct {
 
 	exec func(ctx context.Context, req executor.Request) (*executor.Result, error)
 	cmd  func(ctx context.Context, argv []string) (*executor.Result, error)
+
+	// What it was opened with and claimed for (Claim), as
+	// *executor.Session records them; claimErr fails the claim.
+	networked bool
+	account   string
+	policy    *egress.Policy
+	claimErr  error
+}
+
+func (f *fakeSandbox) Claim(account string, pol *egress.Policy) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case f.claimErr != nil:
+		return f.claimErr
+	case f.account != "":
+		return executor.ErrClaimed
+	case pol != nil && !f.networked:
+		return executor.ErrNotNetworked
+	}
+	f.account, f.policy = account, pol
+	return nil
+}
+
+func (f *fakeSandbox) claimed() (string, *egress.Policy) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.account, f.policy
 }
 
 func (f *fakeSandbox) Execute(ctx context.Context, req executor.Request) (*executor.Result, error) {
@@ -108,12 +137,21 @@ type sandboxes struct {
 }
 
 func (s *sandboxes) open(account, language string) (Sandbox, error) {
+	return s.openNetworked(account, language, nil)
+}
+
+// openNetworked is a NetworkedOpener: what it opens records that it is
+// networked and, when opened for an account, the account and policy.
+func (s *sandboxes) openNetworked(account, language string, pol *egress.Policy) (Sandbox, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.failed {
 		return nil, io.ErrUnexpectedEOF
 	}
-	sb := &fakeSandbox{n: len(s.all)}
+	sb := &fakeSandbox{n: len(s.all), networked: pol != nil, account: account}
+	if account != "" {
+		sb.policy = pol
+	}
 	if s.setup != nil {
 		s.setup(sb)
 	}
@@ -180,7 +218,7 @@ var testCatalog = sync.OnceValue(func() *langs.Catalog {
 // package installs.
 func testPlans(t *testing.T) plans.Catalog {
 	t.Helper()
-	c, err := plans.Parse([]byte(`{"plans":[{"name":"sessionsonly","requests_per_minute":60,"max_timeout_seconds":30,"concurrent_sessions":2,"packages":"none","streaming":true}]}`))
+	c, err := plans.Parse([]byte(`{"plans":[{"name":"sessionsonly","requests_per_minute":60,"max_timeout_seconds":30,"concurrent_sessions":2,"packages":"none","streaming":true,"network_allow":["*"]}]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,6 +256,9 @@ type nodeOptions struct {
 	packages Packages
 	setup    func(*fakeSandbox)
 	config   func(*Config)
+	// networked lets the node open networked sandboxes (fakes that record
+	// it) for plans with a network.
+	networked bool
 	// wrap, when set, stands between the Manager and the store.
 	wrap func(Store) Store
 }
@@ -240,6 +281,10 @@ func startNode(t *testing.T, o nodeOptions) *node {
 	}
 	if o.wrap != nil {
 		cfg.Store = o.wrap(cfg.Store)
+	}
+	if o.networked {
+		cfg.OpenNetworked = n.sbs.openNetworked
+		cfg.Plans = cfg.Plans.ForNode([]string{"*"})
 	}
 	if o.config != nil {
 		o.config(&cfg)

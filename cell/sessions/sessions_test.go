@@ -619,14 +619,14 @@ func TestPool(t *testing.T) {
 	n := startNode(t, nodeOptions{config: func(c *Config) {
 		c.Pool, c.PoolLanguages = 1, []string{"python3", "cobol"}
 	}})
-	eventually(t, "pool filled", func() bool { return n.m.pool.ready("python3") == 1 })
+	eventually(t, "pool filled", func() bool { return n.m.pool.ready(poolKey{"python3", false}) == 1 })
 	warm := n.sbs.last()
 	n.create("acct_a", "pro", `{"language":"python3"}`)
 	n.call("acct_a", "pro", "POST", "/v1/sessions/"+n.m.store.Sessions(store.SessionFilter{})[0].ID+"/execute", `{"code":"1"}`)
 	if len(warm.executions()) != 1 {
 		t.Error("the session did not get the pooled sandbox")
 	}
-	eventually(t, "pool refilled", func() bool { return n.m.pool.ready("python3") == 1 && n.sbs.count() == 2 })
+	eventually(t, "pool refilled", func() bool { return n.m.pool.ready(poolKey{"python3", false}) == 1 && n.sbs.count() == 2 })
 	n.create("acct_a", "pro", `{"language":"javascript"}`) // not pooled: booted
 	if n.sbs.count() != 3 {
 		t.Errorf("%d sandboxes", n.sbs.count())
@@ -636,6 +636,86 @@ func TestPool(t *testing.T) {
 		if !sb.isClosed() {
 			t.Errorf("sandbox %d left open by Close", sb.n)
 		}
+	}
+}
+
+// TestNetworkedPool: a session with a network starts in a pooled
+// networked sandbox, claimed for its account with its policy; one without
+// never gets a networked sandbox; a pooled one that cannot be claimed is
+// closed and a new one booted with the policy.
+func TestNetworkedPool(t *testing.T) {
+	n := startNode(t, nodeOptions{networked: true, config: func(c *Config) {
+		c.Pool, c.PoolLanguages = 1, []string{"python3"}
+		c.NetworkedPool, c.NetworkedPoolLanguages = 1, []string{"python3", "cobol"}
+	}})
+	plainKey, netKey := poolKey{"python3", false}, poolKey{"python3", true}
+	full := func() bool { return n.m.pool.ready(plainKey) == 1 && n.m.pool.ready(netKey) == 1 }
+	eventually(t, "pools filled", full)
+	all := func() []*fakeSandbox {
+		n.sbs.mu.Lock()
+		defer n.sbs.mu.Unlock()
+		return slices.Clone(n.sbs.all)
+	}
+	warm := map[bool]*fakeSandbox{}
+	for _, sb := range all() {
+		warm[sb.networked] = sb
+	}
+	if len(warm) != 2 || n.sbs.count() != 2 {
+		t.Fatalf("%d sandboxes booted, want one of each kind", n.sbs.count())
+	}
+	create := func(account, body string) string {
+		t.Helper()
+		r := n.call(account, "sessionsonly", "POST", "/v1/sessions", body)
+		id, _ := r.body["id"].(string)
+		if r.status != http.StatusCreated || id == "" {
+			t.Fatalf("create %s: HTTP %d %s", body, r.status, r.raw)
+		}
+		return id
+	}
+
+	create("acct_net", `{"language":"python3","network":{"allow":["pypi.org"]}}`)
+	account, pol := warm[true].claimed()
+	if account != "acct_net" || pol == nil || !slices.Equal(pol.Allow, []string{"pypi.org"}) {
+		t.Fatalf("the networked session's sandbox was claimed for %q with %+v, want acct_net with pypi.org", account, pol)
+	}
+	eventually(t, "pools refilled", func() bool { return full() && n.sbs.count() == 3 })
+
+	create("acct_plain", `{"language":"python3"}`)
+	if account, pol := warm[false].claimed(); account != "acct_plain" || pol != nil {
+		t.Fatalf("the zerotrust session's sandbox was claimed for %q with %+v", account, pol)
+	}
+	for _, sb := range all() {
+		if sb.networked {
+			if a, _ := sb.claimed(); a == "acct_plain" {
+				t.Fatal("a session without a network got a networked sandbox")
+			}
+		}
+	}
+	eventually(t, "pools refilled again", func() bool { return full() && n.sbs.count() == 4 })
+
+	// The next pooled networked sandbox refuses its claim: closed, and the
+	// session gets one booted for it with its policy.
+	n.m.pool.mu.Lock()
+	refusing := n.m.pool.idle[netKey][0].(*fakeSandbox)
+	n.m.pool.mu.Unlock()
+	refusing.mu.Lock()
+	refusing.claimErr = executor.ErrSessionClosed
+	refusing.mu.Unlock()
+	create("acct_net2", `{"language":"python3","network":{"allow":["pypi.org"]}}`)
+	if !refusing.isClosed() {
+		t.Error("the pooled sandbox that refused its claim was not closed")
+	}
+	var booted *fakeSandbox
+	for _, sb := range all() {
+		if a, _ := sb.claimed(); a == "acct_net2" {
+			booted = sb
+		}
+	}
+	if booted == nil || !booted.networked || booted == refusing {
+		t.Fatalf("no networked sandbox booted for acct_net2: %+v", booted)
+	}
+	if _, pol := booted.claimed(); pol == nil || !slices.Equal(pol.Allow, []string{"pypi.org"}) {
+		t.Fatalf("acct_net2's sandbox was booted with %+v", pol)
 	}
 }
 

@@ -68,3 +68,40 @@ func bindNetwork(w *worker, pol *egress.Policy, res *Result) (func(), error) {
 		res.Network = &u
 	}, nil
 }
+
+// ErrClaimed is returned by Session.Claim for a session sandbox that
+// belongs to an account already.
+var ErrClaimed = errors.New("executor: the session sandbox belongs to an account already")
+
+// ErrNotNetworked is returned by Session.Claim for a policy on a session
+// sandbox booted without a link to the egress proxy.
+var ErrNotNetworked = errors.New("executor: the session sandbox has no network")
+
+// Claim gives a session sandbox opened for no account (a warm pool's,
+// which has run nothing) to account, with pol as what each of its
+// executions may reach. A networked one is booted with its link and the
+// proxy's environment, and an empty policy reaches nothing, so booting it
+// ahead of the request gives nothing away: the policy is bound per
+// execution (bindNetwork), under the account Claim names.
+func (s *Session) Claim(account string, pol *egress.Policy) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed || !s.w.alive():
+		return ErrSessionClosed
+	case s.w.account != "":
+		return ErrClaimed
+	case account == "":
+		return fmt.Errorf("executor: claiming a session sandbox for no account")
+	case pol != nil && s.w.link == nil:
+		return ErrNotNetworked
+	}
+	s.w.account = account
+	if pol != nil {
+		p := *pol
+		s.network = &p
+	} else {
+		s.network = nil
+	}
+	return nil
+}

@@ -2,6 +2,7 @@ package executor_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -300,5 +301,48 @@ func TestSemitrustedRefusesIPv6(t *testing.T) {
 	}
 	if sandboxes[0] != sandboxes[1] {
 		t.Logf("not reused (%s, %s): the second execution's check is a fresh sandbox's", sandboxes[0], sandboxes[1])
+	}
+}
+
+// TestSessionClaim: a networked session sandbox opened for no account
+// (a warm pool's) reaches what the policy it is claimed with allows, for
+// the account it is claimed for, and can be claimed once; a zerotrust one
+// takes no policy.
+func TestSessionClaim(t *testing.T) {
+	ex, _, _ := networked(t)
+	bash := language(t, ex, "bash")
+	pooled, err := ex.OpenNetworkSession("", bash, &egress.Policy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pooled.Close()
+	plain, err := ex.OpenSession("", bash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+
+	if err := pooled.Claim("", &egress.Policy{Allow: []string{"allowed.test"}}); err == nil {
+		t.Fatal("claimed for no account")
+	}
+	if err := plain.Claim("acct_claim", &egress.Policy{Allow: []string{"allowed.test"}}); !errors.Is(err, executor.ErrNotNetworked) {
+		t.Fatalf("a zerotrust sandbox claimed with a policy: %v", err)
+	}
+	if err := pooled.Claim("acct_claim", &egress.Policy{Allow: []string{"allowed.test"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pooled.Claim("acct_other", &egress.Policy{Allow: []string{"other.test"}}); !errors.Is(err, executor.ErrClaimed) {
+		t.Fatalf("claimed twice: %v", err)
+	}
+	res, err := pooled.Execute(context.Background(), executor.Request{Code: "curl -sS https://allowed.test/; curl -sS https://other.test/ || echo refused"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := string(res.Stdout)
+	if !strings.Contains(out, "hello allowed.test https") || !strings.Contains(out, "refused") {
+		t.Fatalf("stdout %q, stderr %q: want allowed.test reached and other.test refused", out, res.Stderr)
+	}
+	if res.Network == nil || !slices.Contains(res.Network.Denied, "other.test") || res.Network.Bytes() <= 0 {
+		t.Fatalf("network %+v", res.Network)
 	}
 }
