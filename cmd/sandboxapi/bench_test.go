@@ -24,7 +24,7 @@ func TestBenchSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(sandboxapiBinary(t), "bench", "-n", "3", "-c", "2", "-d", "1s", "--runsc", runscPath, "--init", initPath)
+	cmd := exec.Command(sandboxapiBinary(t), "bench", "-n", "3", "-c", "2", "-d", "1s", "--settle", "1s", "--runsc", runscPath, "--init", initPath)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {

@@ -42,7 +42,10 @@ type Config struct {
 	// Parts limits the run to some of: hello, session, packages,
 	// gateway, throughput, idle. Empty means all.
 	Parts []string
-	Out   io.Writer
+	// Settle is the longest the benchmark waits for a quiet machine
+	// before each measured part (DefaultSettle when zero).
+	Settle time.Duration
+	Out    io.Writer
 }
 
 // Parts are the benchmark's sections, in the order they run.
@@ -146,7 +149,7 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		add(measure(name, "runsc do per request", max(cfg.Requests/5, 5), func() error {
 			return runNative(dir, h, []string{cfg.Runsc, "--root", filepath.Join(svc.dataDir, "runsc-do"), "--network", "none", "--platform", "systrap", "do"})
 		}))
-		settle()
+		svc.settle()
 		service := func() error { _, err := svc.execute(h.lang, h.code, true); return err }
 		add(measure(name, "SandboxAPI via gateway", cfg.Requests, service))
 		// The same, paced the way an agent calls: a pause after each
@@ -154,7 +157,7 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 		// prepare the next execution, which back-to-back requests leave
 		// it no time for. Native is paced alike. CPU here is only what the
 		// request itself took; the rows above count the preparing too.
-		settle()
+		svc.settle()
 		for _, r := range measureInterleaved(name+", paced", max(cfg.Requests/2, 3), pacedGap,
 			[]string{"native process", "SandboxAPI via gateway"}, []func() error{native, service}) {
 			add(r)
@@ -181,7 +184,7 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 				_, _ = svc.sessionExecute(id, "x = 0", viaGateway)
 			}
 		}
-		settle()
+		svc.settle()
 		execute := func(viaGateway bool) func() error {
 			return func() error { _, err := svc.sessionExecute(ids[viaGateway], "x = 42", viaGateway); return err }
 		}
@@ -267,7 +270,7 @@ func warmCreate(svc *service, n int) Row {
 	r := Row{Case: "python3 session", Method: "create, pool warm", N: n}
 	var lat []time.Duration
 	for i := 0; i < n; i++ {
-		settle()
+		svc.settle()
 		t := time.Now()
 		id, err := svc.createSession("python3", true)
 		if err != nil {
@@ -390,15 +393,20 @@ func percentiles(lat []time.Duration) (p50, p95, p99 time.Duration) {
 	return at(0.50), at(0.95), at(0.99)
 }
 
-// machineCPU is the CPU time every core of the machine has been busy.
+// DefaultSettle is how long the benchmark waits, at most, for a quiet
+// machine between its parts (Config.Settle).
+const DefaultSettle = 30 * time.Second
+
 // settle waits until the machine is quiet (under a twentieth of a core
-// busy for three half-seconds in a row), at most 30 s: pools refilling and
-// sandboxes being torn down after one part of the benchmark must not be
-// billed to the next.
-func settle() {
+// busy for three half-seconds in a row), at most s.settleMax: pools
+// refilling and sandboxes being torn down after one part of the benchmark
+// must not be billed to the next. On a machine busy with other work (a
+// smoke run beside other tests) it never is, and a short maximum keeps the
+// run short.
+func (s *service) settle() {
 	start := time.Now()
 	quiet := 0
-	for quiet < 3 && time.Since(start) < 30*time.Second {
+	for quiet < 3 && time.Since(start) < s.settleMax {
 		c0 := machineCPU()
 		time.Sleep(500 * time.Millisecond)
 		if machineCPU()-c0 < 25*time.Millisecond {
@@ -409,6 +417,7 @@ func settle() {
 	}
 }
 
+// machineCPU is the CPU time every core of the machine has been busy.
 func machineCPU() time.Duration {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
@@ -463,6 +472,8 @@ type service struct {
 	secret  []byte
 	dataDir string
 	client  *http.Client
+	// settleMax bounds each wait for a quiet machine (Config.Settle).
+	settleMax time.Duration
 }
 
 var upRE = regexp.MustCompile(`gateway http://(\S+), cell node (\S+)`)
@@ -478,7 +489,10 @@ func startService(ctx context.Context, cfg Config) (*service, error) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	s := &service{dataDir: dir, key: "sk_bench_" + strconv.FormatInt(time.Now().UnixNano(), 36),
+	if cfg.Settle <= 0 {
+		cfg.Settle = DefaultSettle
+	}
+	s := &service{settleMax: cfg.Settle, dataDir: dir, key: "sk_bench_" + strconv.FormatInt(time.Now().UnixNano(), 36),
 		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 	args := []string{"dev", "--listen", addr, "--data-dir", dir}
 	if cfg.Runsc != "" {

@@ -123,7 +123,7 @@ func packagesRows(svc *service, langs map[string]bool, n int, add func(Row)) err
 	for range 3 {
 		_ = service() // warm the pool and the page cache
 	}
-	settle()
+	svc.settle()
 	for _, r := range measureInterleaved("python3 import pandas", max(n*2, 5), 0,
 		[]string{"native process", "SandboxAPI via gateway"}, []func() error{native, service}) {
 		add(r)
