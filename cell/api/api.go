@@ -5,12 +5,14 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -65,6 +67,13 @@ type Server struct {
 	// Document is the OpenAPI document (package openapi), served without
 	// a key at DocumentPath when set.
 	Document []byte
+	// OwedEgress, when set, takes the egress bytes the caller's account
+	// owes the gateway's usage ledger from earlier work no answer carried
+	// (the async jobs whose results no read took: jobs.Service.TakeOwedEgress).
+	// Every route's answer carries them, added to its own
+	// (callerauth.HeaderEgressBytes), so they are counted on the account's
+	// next request, whatever it is.
+	OwedEgress func(ctx context.Context, account string) int64
 
 	routes []Route
 	now    func() time.Time
@@ -210,9 +219,52 @@ func (s *Server) authed(rt Route) http.Handler {
 				"No API key. Send it in the X-RapidAPI-Key, Authorization (Bearer, or Basic with the key as the password), X-API-Key or X-Auth-Token header."))
 			return
 		}
+		if s.OwedEgress != nil {
+			if n := s.OwedEgress(r.Context(), c.AccountID); n > 0 {
+				w = &owedWriter{ResponseWriter: w, owed: n}
+			}
+		}
 		rt.Handle(w, r, c)
 	})
 }
+
+// owedWriter adds owed egress bytes to the egress header of the answer it
+// writes, whatever the route put there.
+type owedWriter struct {
+	http.ResponseWriter
+	owed        int64
+	wroteHeader bool
+}
+
+func (o *owedWriter) WriteHeader(code int) {
+	if !o.wroteHeader && code >= 200 {
+		o.wroteHeader = true
+		h := o.ResponseWriter.Header()
+		own, _ := strconv.ParseInt(h.Get(callerauth.HeaderEgressBytes), 10, 64)
+		h.Set(callerauth.HeaderEgressBytes, strconv.FormatInt(max(own, 0)+o.owed, 10))
+	}
+	o.ResponseWriter.WriteHeader(code)
+}
+
+func (o *owedWriter) Write(b []byte) (int, error) {
+	if !o.wroteHeader {
+		o.WriteHeader(http.StatusOK)
+	}
+	return o.ResponseWriter.Write(b)
+}
+
+// Flush is for handlers that look for an http.Flusher (the MCP SDK's
+// streams) rather than using http.ResponseController.
+func (o *owedWriter) Flush() {
+	if !o.wroteHeader {
+		o.WriteHeader(http.StatusOK)
+	}
+	_ = http.NewResponseController(o.ResponseWriter).Flush()
+}
+
+// Unwrap lets http.ResponseController reach the writer's Flush and
+// deadlines, which streamed answers use.
+func (o *owedWriter) Unwrap() http.ResponseWriter { return o.ResponseWriter }
 
 // refuse answers e in the shape errs renders, or as the API's JSON error.
 func refuse(w http.ResponseWriter, errs func(*apierror.Error) (int, any), e *apierror.Error) {

@@ -515,3 +515,41 @@ func TestRefusalsInTheDoorsShape(t *testing.T) {
 		})
 	}
 }
+
+// TestOwedEgress: the egress an account owes rides on its next answer,
+// added to what the route reports itself, whether the route sets it in a
+// header or sends nothing of its own; another account's answer carries
+// none.
+func TestOwedEgress(t *testing.T) {
+	owed := map[string]int64{"acct_1": 300}
+	s := &api.Server{Secret: secret, OwedEgress: func(_ context.Context, account string) int64 {
+		n := owed[account]
+		delete(owed, account)
+		return n
+	}}
+	s.Mount(
+		api.Route{Pattern: "POST /own", Handle: func(w http.ResponseWriter, _ *http.Request, _ callerauth.Caller) {
+			api.SetEgressBytes(w, 50)
+			api.WriteJSON(w, http.StatusOK, map[string]string{"ok": "yes"})
+		}},
+		api.Route{Pattern: "POST /none", Handle: func(w http.ResponseWriter, _ *http.Request, _ callerauth.Caller) {
+			_, _ = w.Write([]byte(`{}`))
+		}},
+	)
+	h := s.Handler()
+	egress := func(w *httptest.ResponseRecorder) string { return w.Header().Get(callerauth.HeaderEgressBytes) }
+	if w := send(h, "POST", "/own", "pro", "{}"); w.Code != http.StatusOK || egress(w) != "350" {
+		t.Errorf("route's own 50 and 300 owed: HTTP %d, %q", w.Code, egress(w))
+	}
+	if w := send(h, "POST", "/own", "pro", "{}"); egress(w) != "50" {
+		t.Errorf("nothing owed any more: %q, want the route's 50", egress(w))
+	}
+	owed["acct_1"] = 7
+	if w := send(h, "POST", "/none", "pro", "{}"); egress(w) != "7" {
+		t.Errorf("a route that writes its body at once: %q, want 7", egress(w))
+	}
+	owed["acct_2"] = 9
+	if w := send(h, "POST", "/none", "pro", "{}"); egress(w) != "" {
+		t.Errorf("another account's owed bytes on acct_1's answer: %q", egress(w))
+	}
+}

@@ -418,7 +418,7 @@ func (s *Service) get(w http.ResponseWriter, r *http.Request, c callerauth.Calle
 // so its bytes reach the gateway's usage ledger on the response of a read
 // (callerauth.HeaderEgressBytes): once, by the store's mark. A job whose
 // result is never read through a gateway (a webhook's receiver only) has
-// its bytes in its result but not in the ledger.
+// its bytes taken by the account's next request (TakeOwedEgress).
 func (s *Service) takeEgress(ctx context.Context, j store.Job) int64 {
 	if !j.State.Terminal() || j.EgressBytes <= 0 || j.EgressReported {
 		return 0
@@ -429,6 +429,28 @@ func (s *Service) takeEgress(ctx context.Context, j store.Job) int64 {
 	if err != nil {
 		// The next read takes them.
 		s.logger.Warn("job egress bytes not taken for the usage ledger", "job", j.ID, "err", err)
+		return 0
+	}
+	return n
+}
+
+// TakeOwedEgress is what account's ended jobs moved through the egress
+// proxy that no read of theirs took (takeEgress): a job whose result only
+// a webhook's receiver ever had. The node's API adds it to the answer of
+// the account's next request, whatever it is (api.Server.OwedEgress), so
+// those bytes reach the gateway's usage ledger too, once, by the store's
+// mark. Asking costs a look at this node's copy of the state; only an
+// account that owes something pays a command.
+func (s *Service) TakeOwedEgress(ctx context.Context, account string) int64 {
+	if !s.store.OwesEgress(account) {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
+	n, err := s.store.TakeAccountEgress(ctx, account)
+	if err != nil {
+		// The next request takes them.
+		s.logger.Warn("owed egress bytes not taken for the usage ledger", "account", account, "err", err)
 		return 0
 	}
 	return n

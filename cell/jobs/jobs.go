@@ -119,6 +119,8 @@ type Store interface {
 	CancelJob(ctx context.Context, account string, e store.JobEnd) (store.Job, error)
 	RecordWebhookAttempt(ctx context.Context, id string, a store.WebhookAttempt, delivered, gaveUp bool) error
 	TakeJobEgress(ctx context.Context, account, id string) (int64, error)
+	OwesEgress(account string) bool
+	TakeAccountEgress(ctx context.Context, account string) (int64, error)
 	PurgeJobs(ctx context.Context, now time.Time) (int, error)
 	Job(id string) (store.Job, bool)
 	Jobs(f store.JobFilter) []store.Job

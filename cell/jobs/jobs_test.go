@@ -194,7 +194,7 @@ func newHarness(t *testing.T, st *store.Store, cfg Config) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	node := &api.Server{Secret: testSecret}
+	node := &api.Server{Secret: testSecret, OwedEgress: svc.TakeOwedEgress}
 	node.Mount(routes...)
 	h.srv = httptest.NewServer(node.Handler())
 	t.Cleanup(h.srv.Close)
@@ -309,6 +309,58 @@ func TestJobEgressBytesOnFirstRead(t *testing.T) {
 	}
 	if _, _, hdr := h.do("GET", "/v1/executions/"+token, &alice, ""); hdr.Get(callerauth.HeaderEgressBytes) != "" {
 		t.Errorf("second read: %s = %q, want none", callerauth.HeaderEgressBytes, hdr.Get(callerauth.HeaderEgressBytes))
+	}
+}
+
+// TestOwedEgressOnNextRequest: an ended job's egress bytes that no read
+// took (its result went to a webhook alone) ride on the account's next
+// answer, whatever the request, once; not on another account's; and a
+// read of the job afterwards says nothing more.
+func TestOwedEgressOnNextRequest(t *testing.T) {
+	h := newHarness(t, nil, testConfig())
+	ended := func(egress int) string {
+		t.Helper()
+		code, m, _ := h.do("POST", "/v1/execute?async=true", &alice, fmt.Sprintf(`{"language":"python3","out":"hi\n","egress":%d}`, egress))
+		if code != http.StatusAccepted {
+			t.Fatalf("submit: HTTP %d %v", code, m)
+		}
+		token, _ := m["token"].(string)
+		deadline := time.Now().Add(10 * time.Second)
+		for j, _ := h.store.Job(token); !j.State.Terminal(); j, _ = h.store.Job(token) {
+			if time.Now().After(deadline) {
+				t.Fatalf("job did not end: %+v", j)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return token
+	}
+	egress := func(hdr http.Header) string { return hdr.Get(callerauth.HeaderEgressBytes) }
+
+	sync := func(c *callerauth.Caller) http.Header {
+		t.Helper()
+		code, m, hdr := h.do("POST", "/v1/execute", c, `{"language":"python3","out":"hi\n"}`)
+		if code != http.StatusOK {
+			t.Fatalf("execute: HTTP %d %v", code, m)
+		}
+		return hdr
+	}
+	first := ended(5120)
+	if hdr := sync(&bob); egress(hdr) != "" {
+		t.Errorf("another account's request carried %q", egress(hdr))
+	}
+	if hdr := sync(&alice); egress(hdr) != "5120" {
+		t.Errorf("alice's next request: %s = %q, want 5120", callerauth.HeaderEgressBytes, egress(hdr))
+	}
+	if hdr := sync(&alice); egress(hdr) != "" {
+		t.Errorf("the request after: %q, want none", egress(hdr))
+	}
+	if _, _, hdr := h.do("GET", "/v1/executions/"+first, &alice, ""); egress(hdr) != "" {
+		t.Errorf("reading the job afterwards: %q, want none: taken already", egress(hdr))
+	}
+	// The next submission's answer carries what the last one owed.
+	ended(100)
+	if code, _, hdr := h.do("POST", "/v1/execute?async=true", &alice, `{"language":"python3","out":"hi\n"}`); code != http.StatusAccepted || egress(hdr) != "100" {
+		t.Errorf("submission: HTTP %d, %s = %q, want 100", code, callerauth.HeaderEgressBytes, egress(hdr))
 	}
 }
 

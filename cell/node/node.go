@@ -385,7 +385,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	apiSrv := &api.Server{NodeID: id.NodeID, Catalog: catalog, Cluster: n.store, Secret: cfg.Secret, Logger: cfg.Logger,
-		Document: openapi.JSON()}
+		Document: openapi.JSON(), OwedEgress: n.jobs.TakeOwedEgress}
 	apiSrv.Mount(routes...)
 	apiSrv.Mount(cluster.Routes(n.store)...)
 	// Every node serves the accounts table; gateways use the home cell's.

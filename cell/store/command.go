@@ -82,6 +82,10 @@ const (
 	// gateway's usage ledger, once.
 	CmdTakeJobEgress
 
+	// CmdTakeAccountEgress marks every ended job of an account whose egress
+	// bytes no gateway has taken as taken, and returns their sum.
+	CmdTakeAccountEgress
+
 	// Append new command types here, then add them to commands below.
 
 	// commandTypeEnd is one past the last command type; tests use it to
@@ -129,7 +133,8 @@ var commands = map[CommandType]commandSpec{
 
 	CmdSubmitJobs: {name: "submit_jobs", apply: applySubmitJobs},
 
-	CmdTakeJobEgress: {name: "take_job_egress", apply: applyTakeJobEgress},
+	CmdTakeJobEgress:     {name: "take_job_egress", apply: applyTakeJobEgress},
+	CmdTakeAccountEgress: {name: "take_account_egress", apply: applyTakeAccountEgress},
 }
 
 // String names the command for logs and errors.

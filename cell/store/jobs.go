@@ -179,10 +179,15 @@ type jobTable struct {
 	byID   map[string]*Job
 	active map[string]struct{}
 	keys   map[string]string // idemKey -> job ID
+	// owed are, by account, the ended jobs whose egress bytes no gateway
+	// has taken yet (Job.owesEgress): the account's next request takes
+	// them (TakeAccountEgress) without a scan of its jobs.
+	owed map[string]map[string]struct{}
 }
 
 func newJobTable() *jobTable {
-	return &jobTable{byID: make(map[string]*Job), active: make(map[string]struct{}), keys: make(map[string]string)}
+	return &jobTable{byID: make(map[string]*Job), active: make(map[string]struct{}), keys: make(map[string]string),
+		owed: make(map[string]map[string]struct{})}
 }
 
 func (t *jobTable) put(j *Job) {
@@ -195,14 +200,39 @@ func (t *jobTable) put(j *Job) {
 	if j.IdempotencyKey != "" {
 		t.keys[idemKey(j.Account, j.IdempotencyKey)] = j.ID
 	}
+	if j.owesEgress() {
+		if t.owed[j.Account] == nil {
+			t.owed[j.Account] = make(map[string]struct{})
+		}
+		t.owed[j.Account][j.ID] = struct{}{}
+	} else {
+		t.unowe(j.Account, j.ID)
+	}
 }
 
 func (t *jobTable) delete(id string) {
-	if j := t.byID[id]; j != nil && j.IdempotencyKey != "" {
-		delete(t.keys, idemKey(j.Account, j.IdempotencyKey))
+	if j := t.byID[id]; j != nil {
+		if j.IdempotencyKey != "" {
+			delete(t.keys, idemKey(j.Account, j.IdempotencyKey))
+		}
+		t.unowe(j.Account, id)
 	}
 	delete(t.byID, id)
 	delete(t.active, id)
+}
+
+func (t *jobTable) unowe(account, id string) {
+	if ids := t.owed[account]; ids != nil {
+		delete(ids, id)
+		if len(ids) == 0 {
+			delete(t.owed, account)
+		}
+	}
+}
+
+// owesEgress says the job ended with egress bytes no gateway has taken.
+func (j *Job) owesEgress() bool {
+	return j.State.Terminal() && j.EgressBytes > 0 && !j.EgressReported
 }
 
 // keyed returns the job account's idempotency key names at now, if any: a
@@ -297,6 +327,10 @@ type finishJobCmd struct {
 
 type takeJobEgressCmd struct {
 	ID      string `json:"id"`
+	Account string `json:"account"`
+}
+
+type takeAccountEgressCmd struct {
 	Account string `json:"account"`
 }
 
@@ -413,6 +447,24 @@ func (s *Store) FinishJob(ctx context.Context, e JobEnd) (Job, error) {
 // job through the cell's gateways, one counts its bytes in a usage ledger.
 func (s *Store) TakeJobEgress(ctx context.Context, account, id string) (int64, error) {
 	return applyAs[int64](ctx, s, CmdTakeJobEgress, takeJobEgressCmd{ID: id, Account: account})
+}
+
+// OwesEgress reports whether some of account's ended jobs have egress
+// bytes no gateway has taken, from this node's copy of the state: cheap
+// enough to ask on every request.
+func (s *Store) OwesEgress(account string) bool {
+	s.fsm.mu.RLock()
+	defer s.fsm.mu.RUnlock()
+	return len(s.fsm.st.Jobs.owed[account]) > 0
+}
+
+// TakeAccountEgress returns the egress bytes of all of account's ended
+// jobs that no gateway has taken, and marks them taken, in one command:
+// bytes of jobs whose results are never read through a gateway (a
+// webhook's receiver has them) reach a usage ledger on the account's next
+// request instead.
+func (s *Store) TakeAccountEgress(ctx context.Context, account string) (int64, error) {
+	return applyAs[int64](ctx, s, CmdTakeAccountEgress, takeAccountEgressCmd{Account: account})
 }
 
 // RequeueJob puts a running job whose run was interrupted (its node stopped
@@ -732,6 +784,29 @@ func applyTakeJobEgress(st *state, payload []byte) (any, error) {
 	n.EgressReported = true
 	st.Jobs.put(&n)
 	return n.EgressBytes, nil
+}
+
+func applyTakeAccountEgress(st *state, payload []byte) (any, error) {
+	var c takeAccountEgressCmd
+	if err := decodePayload(CmdTakeAccountEgress, payload, &c); err != nil {
+		return nil, err
+	}
+	var ids []string
+	for id := range st.Jobs.owed[c.Account] {
+		ids = append(ids, id)
+	}
+	var sum int64
+	for _, id := range ids {
+		j := st.Jobs.byID[id]
+		if j == nil || j.Account != c.Account || !j.owesEgress() {
+			continue
+		}
+		n := j.clone()
+		n.EgressReported = true
+		st.Jobs.put(&n)
+		sum += n.EgressBytes
+	}
+	return sum, nil
 }
 
 func applyRequeueJob(st *state, payload []byte) (any, error) {

@@ -923,3 +923,59 @@ func TestFSMTakeJobEgress(t *testing.T) {
 		t.Errorf("after a snapshot: %+v", j)
 	}
 }
+
+// An account's owed egress (ended jobs whose bytes no read took) is taken
+// at once, by the account alone, once; a job read first is not taken
+// again; the index that finds them survives a snapshot.
+func TestFSMTakeAccountEgress(t *testing.T) {
+	f := newFSM(slog.New(slog.DiscardHandler))
+	end := func(id, account string, egress int64) {
+		j := testJob(id)
+		j.Account = account
+		mustApply(t, f, CmdSubmitJob, submitJobCmd{Job: j})
+		mustApply(t, f, CmdStartJob, startJobCmd{ID: id, Node: "n1", At: t0})
+		e := testEnd(id, 1, JobFinished)
+		e.EgressBytes = egress
+		mustApply(t, f, CmdFinishJob, finishJobCmd{End: e})
+	}
+	take := func(f *fsm, account string) any {
+		return fsmApply(t, f, CmdTakeAccountEgress, takeAccountEgressCmd{Account: account})
+	}
+	owes := func(f *fsm, account string) bool { return len(f.st.Jobs.owed[account]) > 0 }
+
+	end("j1", "acct_a", 100)
+	end("j2", "acct_a", 20)
+	end("j3", "acct_a", 0) // zerotrust: owes nothing
+	end("j4", "acct_b", 7)
+	mustApply(t, f, CmdSubmitJob, submitJobCmd{Job: func() Job { j := testJob("j5"); j.Account = "acct_a"; return j }()})
+	if got := fsmApply(t, f, CmdTakeJobEgress, takeJobEgressCmd{ID: "j2", Account: "acct_a"}); got != int64(20) {
+		t.Fatalf("reading j2 took %v, want 20", got)
+	}
+	if !owes(f, "acct_a") || len(f.st.Jobs.owed["acct_a"]) != 1 {
+		t.Fatalf("acct_a owes %v, want j1 alone", f.st.Jobs.owed["acct_a"])
+	}
+	r := restored(t, f)
+	if !owes(r, "acct_a") || !owes(r, "acct_b") {
+		t.Fatalf("after a snapshot the index lost what is owed: %v", r.st.Jobs.owed)
+	}
+	for _, fs := range []*fsm{f, r} {
+		if n := take(fs, "acct_a"); n != int64(100) {
+			t.Errorf("acct_a's take = %v, want 100 (j2 was read already)", n)
+		}
+		if n := take(fs, "acct_a"); n != int64(0) {
+			t.Errorf("second take = %v, want 0", n)
+		}
+		if owes(fs, "acct_a") || !owes(fs, "acct_b") {
+			t.Errorf("owed after acct_a's take: %v", fs.st.Jobs.owed)
+		}
+		if n := take(fs, "acct_b"); n != int64(7) {
+			t.Errorf("acct_b's take = %v, want 7", n)
+		}
+	}
+	mustApply(t, f, CmdPurgeJobs, purgeJobsCmd{Now: t0.Add(1000 * time.Hour)})
+	end("j6", "acct_c", 9)
+	mustApply(t, f, CmdPurgeJobs, purgeJobsCmd{Now: t0.Add(1000 * time.Hour)})
+	if owes(f, "acct_c") {
+		t.Errorf("a purged job is still owed: %v", f.st.Jobs.owed)
+	}
+}
