@@ -229,6 +229,19 @@ func (h *harness) do(method, path string, c *callerauth.Caller, body string) (in
 	return resp.StatusCode, m, resp.Header
 }
 
+// waitEnded waits until job token has ended, as the store says (no read
+// through the API, which would take its egress).
+func (h *harness) waitEnded(token string) {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for j, _ := h.store.Job(token); !j.State.Terminal(); j, _ = h.store.Job(token) {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("job did not end: %+v", j)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // waitFor polls path until cond holds.
 func (h *harness) waitFor(path string, c *callerauth.Caller, cond func(map[string]any) bool) map[string]any {
 	h.t.Helper()
@@ -294,13 +307,7 @@ func TestJobEgressBytesOnFirstRead(t *testing.T) {
 		t.Fatalf("submit: HTTP %d %v %v", code, m, hdr)
 	}
 	token, _ := m["token"].(string)
-	deadline := time.Now().Add(10 * time.Second)
-	for j, _ := h.store.Job(token); !j.State.Terminal(); j, _ = h.store.Job(token) {
-		if time.Now().After(deadline) {
-			t.Fatalf("job did not end: %+v", j)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	h.waitEnded(token)
 	if code, _, hdr := h.do("GET", "/v1/executions/"+token, &bob, ""); code != http.StatusNotFound || hdr.Get(callerauth.HeaderEgressBytes) != "" {
 		t.Fatalf("another account's read: HTTP %d %v", code, hdr)
 	}
@@ -325,13 +332,7 @@ func TestOwedEgressOnNextRequest(t *testing.T) {
 			t.Fatalf("submit: HTTP %d %v", code, m)
 		}
 		token, _ := m["token"].(string)
-		deadline := time.Now().Add(10 * time.Second)
-		for j, _ := h.store.Job(token); !j.State.Terminal(); j, _ = h.store.Job(token) {
-			if time.Now().After(deadline) {
-				t.Fatalf("job did not end: %+v", j)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		h.waitEnded(token)
 		return token
 	}
 	egress := func(hdr http.Header) string { return hdr.Get(callerauth.HeaderEgressBytes) }
