@@ -38,6 +38,7 @@ func TestBenchSmoke(t *testing.T) {
 		"python3 hello native process", "bubblewrap per request", "runsc do per request",
 		"python3 hello SandboxAPI via gateway", "javascript hello SandboxAPI via gateway",
 		"python3 hello, paced native process", "python3 hello, paced SandboxAPI via gateway",
+		"c hello, repeated native run alone", "c hello, repeated SandboxAPI, compile cache",
 		"GET /v1/languages via gateway", "GET /v1/languages cell directly",
 		"python3 session create, pool warm", "python3 session execute x = 42",
 		"python3 x2 for 1s SandboxAPI via gateway", "idle warm sandbox one-shot, 2 python3 prepared",

@@ -142,7 +142,14 @@ type Config struct {
 	// Egress, when set, is the node's egress proxy: requests with a
 	// Network policy run in sandboxes linked to it (package egress).
 	Egress *egress.Proxy
-	Logger *slog.Logger
+	// CompileCacheBytes bounds the programs kept so that an account's
+	// identical program skips its compile step (compilecache.go), and
+	// CompileCacheAccountBytes what one account may hold of it. Defaults:
+	// DefaultCompileCacheBytes, DefaultCompileCacheAccountBytes; a
+	// negative CompileCacheBytes turns the cache off.
+	CompileCacheBytes        int64
+	CompileCacheAccountBytes int64
+	Logger                   *slog.Logger
 }
 
 // Executor runs requests in sandboxes.
@@ -151,6 +158,8 @@ type Executor struct {
 	pool *pool
 	// turns holds a token per one-shot execution that has its turn.
 	turns chan struct{}
+	// compiled is the compile cache; nil when it is off.
+	compiled *compileCache
 }
 
 // New returns an Executor.
@@ -185,7 +194,16 @@ func New(cfg Config) *Executor {
 	if cfg.SessionIdleBudget <= 0 {
 		cfg.SessionIdleBudget = DefaultSessionIdleBudget
 	}
+	if cfg.CompileCacheBytes == 0 {
+		cfg.CompileCacheBytes = DefaultCompileCacheBytes
+	}
+	if cfg.CompileCacheAccountBytes <= 0 {
+		cfg.CompileCacheAccountBytes = DefaultCompileCacheAccountBytes
+	}
 	e := &Executor{cfg: cfg, turns: make(chan struct{}, cfg.MaxRunning)}
+	if cfg.CompileCacheBytes > 0 {
+		e.compiled = newCompileCache(cfg.CompileCacheBytes, cfg.CompileCacheAccountBytes)
+	}
 	e.pool = newPool(e, cfg.Pool)
 	return e
 }
@@ -304,6 +322,14 @@ type Result struct {
 	// Network is what a networked execution did through the egress proxy
 	// (the hosts it refused, the bytes); nil without a network.
 	Network *egress.Usage
+	// CompileCached says the compile step did not run: the account built
+	// the same program before, and CompileOutput is what its compiler said
+	// then (compilecache.go).
+	CompileCached bool
+
+	// quietArtifacts: the compile step sends its program back for the
+	// compile cache alone, so one it cannot send goes unmentioned.
+	quietArtifacts bool
 }
 
 // Execute runs req in a sandbox of its account's and reports what happened.
@@ -325,6 +351,10 @@ func (e *Executor) Execute(ctx context.Context, req Request) (*Result, error) {
 	sh.network = req.Network != nil
 
 	res := &Result{Language: lang.ID}
+	cc, cached := e.compileFor(lang, req)
+	if cached {
+		cc.apply(&job, lang, res, req.ReturnArtifact)
+	}
 	endTurn, err := e.turn(ctx)
 	if err != nil {
 		return nil, err
@@ -363,6 +393,9 @@ func (e *Executor) Execute(ctx context.Context, req Request) (*Result, error) {
 	e.classify(res, len(job.Steps)-1, lim, out.steps, exit, out.hostTimedOut, out.protoErr)
 	resolveShortCPU(res, out)
 	measureFromOutside(res, out)
+	if cached {
+		e.finishCompiled(cc, lang, res, req.ReturnArtifact)
+	}
 	return res, nil
 }
 

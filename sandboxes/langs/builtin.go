@@ -101,6 +101,7 @@ func BuiltinIn(cacheDir string) []*Language {
 			CompileArgs:      withExt(".cpp", ".cc", ".cxx", ".c++"),
 			CompileResources: gccResources,
 			Artifact:         "main",
+			ArtifactComplete: true,
 			Run:              []string{"./main"},
 			// WASI has no exceptions in LLVM 14 (Debian's libc++ for it is
 			// built without them): -fno-exceptions makes a throw a
@@ -125,6 +126,7 @@ func BuiltinIn(cacheDir string) []*Language {
 			CompileArgs:      func(files []string) []string { return append(withExt(".c")(files), "-lm") },
 			CompileResources: gccResources,
 			Artifact:         "main",
+			ArtifactComplete: true,
 			Run:              []string{"./main"},
 			Binary:           "/usr/bin/gcc",
 			VersionArgv:      []string{"/usr/bin/gcc", "-dumpfullversion"},
@@ -170,6 +172,7 @@ func BuiltinIn(cacheDir string) []*Language {
 			CompileArgs:      withExt(".cs"),
 			CompileResources: vmResources,
 			Artifact:         "main.exe",
+			ArtifactComplete: true,
 			Run:              []string{"/usr/bin/mono", "main.exe"},
 			Binary:           "/usr/bin/mcs",
 			VersionArgv:      []string{"/usr/bin/mcs", "--version"},
@@ -220,6 +223,7 @@ func goLang(cacheDir string) *Language {
 		},
 		CompileResources: vmResources,
 		Artifact:         "main",
+		ArtifactComplete: true,
 		Run:              []string{"./main"},
 		Env: append([]string{
 			"GOCACHE=/tmp/go-cache", "GOPATH=/tmp/go", "XDG_CONFIG_HOME=/tmp/.config",
@@ -271,6 +275,7 @@ func rust() *Language {
 		CompileDefaults:  []string{"--edition=2021"},
 		CompileResources: vmResources,
 		Artifact:         "main",
+		ArtifactComplete: true,
 		Run:              []string{"./main"},
 		Mounts:           mounts,
 		Binary:           host,

@@ -73,6 +73,10 @@ type Language struct {
 	// Artifact is the file, relative to the work dir, that a successful
 	// compile step produces and a request can ask for back.
 	Artifact string
+	// ArtifactComplete says the Artifact is all the compile leaves that
+	// the run needs (not so for Java, whose classes are files of their
+	// own), so a compile cache may stand in for the compile step.
+	ArtifactComplete bool
 	Run      []string
 	// Env is added to the sandbox's base environment for this language.
 	Env []string
