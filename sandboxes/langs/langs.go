@@ -77,7 +77,7 @@ type Language struct {
 	// the run needs (not so for Java, whose classes are files of their
 	// own), so a compile cache may stand in for the compile step.
 	ArtifactComplete bool
-	Run      []string
+	Run              []string
 	// Env is added to the sandbox's base environment for this language.
 	Env []string
 	// Mounts are read-only binds of toolchain directories outside /usr.
