@@ -41,7 +41,7 @@ func TestBenchSmoke(t *testing.T) {
 		"c hello, repeated native run alone", "c hello, repeated SandboxAPI, compile cache",
 		"GET /v1/languages via gateway", "GET /v1/languages cell directly",
 		"python3 session create, pool warm", "python3 session execute x = 42",
-		"python3 x2 for 1s SandboxAPI via gateway", "idle warm sandbox one-shot, 2 python3 prepared",
+		"python3 x2 for 1s native process", "python3 x2 for 1s SandboxAPI via gateway", "idle warm sandbox one-shot, 2 python3 prepared",
 		"python3 import pandas native process", "python3 import pandas SandboxAPI via gateway",
 		"pip install, 1 package requests", "pip install, 5 packages pandas numpy requests scipy matplotlib",
 		"npm install, 1 package lodash", "cargo install, 1 package serde",

@@ -268,6 +268,12 @@ func throughputRows(ctx context.Context, cfg Config, svc *service, add func(Row)
 	defer os.RemoveAll(pyDir)
 	_ = os.WriteFile(filepath.Join(pyDir, py.source), []byte(py.code), 0o644)
 	tputCase := fmt.Sprintf("python3 x%d for %s", cfg.Concurrency, cfg.Duration)
+	// The machine's own limit at the same concurrency: what the service's
+	// throughput is a share of.
+	add(throughput(ctx, tputCase, "native process", cfg.Concurrency, cfg.Duration, func() error {
+		return runNative(pyDir, py, nil)
+	}))
+	svc.settle()
 	add(throughput(ctx, tputCase, "runsc do per request", cfg.Concurrency, cfg.Duration, func() error {
 		return runNative(pyDir, py, []string{cfg.Runsc, "--root", filepath.Join(svc.dataDir, "runsc-do"), "--network", "none", "--platform", "systrap", "do"})
 	}))
@@ -723,20 +729,25 @@ func kbField(path, name string) int64 {
 func printTable(w io.Writer, rows []Row) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "case\tmethod\tn\terrors\tp50\tp95\tp99\treq/s\tCPU/op\tvs native p50\tnote")
-	native := map[string]time.Duration{}
+	native := map[string]Row{}
 	for _, r := range rows {
 		if r.Method == "native process" || r.Method == "native run alone" {
-			native[r.Case] = r.P50
+			native[r.Case] = r
 		}
 	}
 	for _, r := range rows {
 		ratio := ""
-		if n := native[r.Case]; n > 0 && r.P50 > 0 {
+		if n := native[r.Case].P50; n > 0 && r.P50 > 0 {
 			ratio = fmt.Sprintf("%.2fx", float64(r.P50)/float64(n))
 		}
 		tput := ""
 		if r.PerSec > 0 {
 			tput = fmt.Sprintf("%.1f", r.PerSec)
+			// A throughput row: its share of the native process's rate at
+			// the same concurrency, the machine's limit.
+			if n := native[r.Case].PerSec; n > 0 && r.Method != native[r.Case].Method {
+				tput += fmt.Sprintf(" (%.0f%%)", 100*r.PerSec/n)
+			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Case, r.Method, r.N, r.Errors,
 			ms(r.P50), ms(r.P95), ms(r.P99), tput, ms(r.CPUPerOp), ratio, r.Note)
