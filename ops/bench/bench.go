@@ -39,8 +39,7 @@ type Config struct {
 	Requests    int           // sequential requests per language and method
 	Concurrency int           // parallel clients in the throughput test
 	Duration    time.Duration // length of each throughput test
-	// Parts limits the run to some of: hello, session, packages,
-	// gateway, throughput, idle. Empty means all.
+	// Parts limits the run to some of Parts. Empty means all.
 	Parts []string
 	// Settle is the longest the benchmark waits for a quiet machine
 	// before each measured part (DefaultSettle when zero).
@@ -49,7 +48,7 @@ type Config struct {
 }
 
 // Parts are the benchmark's sections, in the order they run.
-var Parts = []string{"hello", "session", "packages", "gateway", "throughput", "idle"}
+var Parts = []string{"hello", "languages", "session", "packages", "gateway", "throughput", "idle"}
 
 func (c Config) runs(part string) bool {
 	return len(c.Parts) == 0 || slices.Contains(c.Parts, part)
@@ -189,6 +188,14 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 				}) {
 				add(r)
 			}
+		}
+	}
+
+	// Every language's hello world, compile and run, and a compile-heavy
+	// program: a fifth of the requests, these being the slowest.
+	if cfg.runs("languages") {
+		if err := languagesRows(svc, langs, max(cfg.Requests/5, 1), add); err != nil {
+			return nil, err
 		}
 	}
 
