@@ -346,3 +346,41 @@ func TestSessionClaim(t *testing.T) {
 		t.Fatalf("network %+v", res.Network)
 	}
 }
+
+// TestPackageManagersThroughTheProxy: pip and npm, as a semitrusted
+// program runs them with nothing but the environment the sandbox gives
+// (the proxy, the CA bundle), install from registries on an allowed host
+// and the package imports; from a host off the list they install nothing.
+func TestPackageManagersThroughTheProxy(t *testing.T) {
+	ex, _, _ := networked(t)
+	bash := language(t, ex, "bash")
+	pip := "python3 -m pip install --no-cache-dir --disable-pip-version-check --no-input --retries 0 --target /tmp/site --index-url https://%s/simple/ " +
+		egresstest.ProbePackage + " >/tmp/log 2>&1 || { tail -5 /tmp/log; exit 1; }\nPYTHONPATH=/tmp/site python3 -c 'import sandboxapi_egress_probe as p; print(p.VALUE)'"
+	npm := "mkdir -p /tmp/app && cd /tmp/app && npm install --no-audit --no-fund --no-update-notifier --cache /tmp/npm-cache --registry https://%s/npm/ " +
+		egresstest.ProbePackage + " >/tmp/log 2>&1 || { tail -5 /tmp/log; exit 1; }\nnode -e 'console.log(require(\"" + egresstest.ProbePackage + "\").value)'"
+	for _, tc := range []struct {
+		name, script, host string
+		ok                 bool
+	}{
+		{"pip from an allowed host", pip, "allowed.test", true},
+		{"npm from an allowed host", npm, "allowed.test", true},
+		{"pip from a host off the list", pip, "other.test", false},
+		{"npm from a host off the list", npm, "other.test", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := ex.Execute(context.Background(), executor.Request{Account: "acct_pkgs", Language: bash,
+				Code: fmt.Sprintf(tc.script, tc.host), Network: &egress.Policy{Allow: []string{"allowed.test"}},
+				Limits: executor.Limits{CPU: 30 * time.Second, Wall: 60 * time.Second}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := strings.TrimSpace(string(res.Stdout))
+			if tc.ok && (!completed(res) || got != fmt.Sprint(egresstest.ProbeValue)) {
+				t.Fatalf("end %s exit %d stdout %q stderr %q denied %v", res.End, res.ExitCode, res.Stdout, res.Stderr, res.Network)
+			}
+			if !tc.ok && (res.ExitCode == 0 || res.Network == nil || !slices.Contains(res.Network.Denied, tc.host)) {
+				t.Fatalf("installed from %s: exit %d stdout %q, network %+v", tc.host, res.ExitCode, res.Stdout, res.Network)
+			}
+		})
+	}
+}

@@ -187,7 +187,8 @@ func New(t testing.TB) *Internet {
 	return in
 }
 
-// serve answers "hello <host> <scheme>", or n bytes at /bytes?n=N.
+// serve answers "hello <host> <scheme>", n bytes at /bytes?n=N, or the
+// package registries' paths (registry.go).
 func serve(w http.ResponseWriter, r *http.Request) {
 	if n, err := strconv.Atoi(r.URL.Query().Get("n")); err == nil && r.URL.Path == "/bytes" {
 		n = min(n, 64<<20)
@@ -209,6 +210,9 @@ func serve(w http.ResponseWriter, r *http.Request) {
 	host, _, err := net.SplitHostPort(r.Host)
 	if err != nil {
 		host = r.Host
+	}
+	if serveRegistry(w, r, host) {
+		return
 	}
 	fmt.Fprintf(w, "hello %s %s\n", host, scheme)
 }
