@@ -347,7 +347,7 @@ func (e *Executor) Execute(ctx context.Context, req Request) (*Result, error) {
 	}
 	lim := req.Limits.withDefaults(e.cfg.Limits)
 	job := e.job(lang, req, lim)
-	sh := shapeFor(lang, lim)
+	sh, ownRlimits := e.oneShotShape(lang, lim)
 	sh.network = req.Network != nil
 
 	res := &Result{Language: lang.ID}
@@ -366,7 +366,7 @@ func (e *Executor) Execute(ctx context.Context, req Request) (*Result, error) {
 		res.End, res.Message = EndFault, "the sandbox could not be started"
 		return res, nil
 	}
-	if w.prestarted {
+	if w.prestarted && !ownRlimits {
 		usePrestarted(&job, lang)
 	}
 	unbind, err := bindNetwork(w, req.Network, res)
@@ -418,6 +418,25 @@ func (e *Executor) turn(ctx context.Context) (func(), error) {
 		t.Stop()
 		end()
 	}, nil
+}
+
+// oneShotShape is the shape of sandbox a one-shot execution with lim
+// takes. A program's rlimits (processes, open files, file size, stack) are
+// its run step's own, set by the init as it starts the program; only a
+// prestarted runtime has them from the sandbox's start. So a request whose
+// rlimits are not the executor's defaults (a Judge0 stack_limit, say)
+// takes a sandbox of the default shape, warm or idle, and reports
+// ownRlimits: its program is then started the ordinary way rather than
+// handed to the runtime, which costs the runtime's start-up instead of a
+// sandbox's boot.
+func (e *Executor) oneShotShape(lang *langs.Language, lim Limits) (sh shape, ownRlimits bool) {
+	sh = shapeFor(lang, lim)
+	d := e.cfg.Limits // the pools' shapes have these (pool.go)
+	if sh.processes == d.Processes && sh.openFiles == d.OpenFiles && sh.fileSize == d.FileSizeBytes && sh.stack == d.StackBytes {
+		return sh, false
+	}
+	sh.processes, sh.openFiles, sh.fileSize, sh.stack = d.Processes, d.OpenFiles, d.FileSizeBytes, d.StackBytes
+	return sh, true
 }
 
 // usePrestarted marks the job's run step for the sandbox's prestarted

@@ -242,3 +242,37 @@ int main(void) { printf("%d\n", down(4096)); return 0; }
 		})
 	}
 }
+
+// TestOwnRlimitsTakeTheWarmShape: a request whose rlimits are not the
+// defaults (a Judge0 stack_limit, a process or file-size limit) runs in
+// the sandbox the account's default requests use, not one booted for its
+// limits, and its program has them: a prestarted runtime (python3) is
+// bypassed for one started with them, a plain program (bash) gets them
+// as always.
+func TestOwnRlimitsTakeTheWarmShape(t *testing.T) {
+	ex := sandboxtest.Executor(t, executor.Limits{})
+	for _, tc := range []struct{ lang, code, want string }{
+		{"python3", "import resource as r\nprint(r.getrlimit(r.RLIMIT_STACK)[0] >> 20, r.getrlimit(r.RLIMIT_FSIZE)[0] >> 20)", "24 3"},
+		{"bash", "echo $(( $(ulimit -s) >> 10 )) $(( $(ulimit -f) >> 10 ))", "24 3"},
+	} {
+		t.Run(tc.lang, func(t *testing.T) {
+			lang := language(t, ex, tc.lang)
+			account := "acct_rlimits_" + tc.lang
+			first, err := ex.Execute(context.Background(), executor.Request{Account: account, Language: lang, Code: "true"})
+			if err != nil || first.SandboxID == "" {
+				t.Fatalf("%v %+v", err, first)
+			}
+			own, err := ex.Execute(context.Background(), executor.Request{Account: account, Language: lang, Code: tc.code,
+				Limits: executor.Limits{StackBytes: 24 << 20, FileSizeBytes: 3 << 20}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !completed(own) || strings.TrimSpace(string(own.Stdout)) != tc.want {
+				t.Fatalf("end %s stdout %q stderr %q, want the limits %q (MiB)", own.End, own.Stdout, own.Stderr, tc.want)
+			}
+			if own.SandboxID != first.SandboxID {
+				t.Errorf("ran in %s, not the account's sandbox %s: booted for its limits", own.SandboxID, first.SandboxID)
+			}
+		})
+	}
+}
