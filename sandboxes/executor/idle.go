@@ -172,7 +172,7 @@ var errStopFailed = errors.New("executor: the session's sandbox did not answer t
 // running, and notes for the next result what it ended. s.mu is held.
 func (s *Session) stopBackground() error {
 	job := wire.Job{WorkDir: workDir, StopBackground: true}
-	out := s.w.run(context.Background(), job, &Result{}, 1<<10, s.e.cfg.BootGrace, nil)
+	out := s.w.run(context.Background(), job, &Result{}, 1<<10, s.e.cfg.BootGrace, nil, nil)
 	if !out.done {
 		return fmt.Errorf("%w: %w", errStopFailed, out.protoErr)
 	}

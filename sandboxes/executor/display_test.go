@@ -1,0 +1,401 @@
+package executor_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"image/png"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
+	"github.com/sandboxapi/sandboxapi/sandboxes/sandboxtest"
+)
+
+// sessionsOnly is an executor for sessions alone: no warm pool boots
+// sandboxes beside them.
+func sessionsOnly(t *testing.T) *executor.Executor {
+	ex, _ := sandboxtest.ExecutorAndRuntime(t, executor.Limits{}, executor.PoolConfig{MaxWorkers: 1})
+	return ex
+}
+
+// cell runs code as a display cell in s (in context id, "" the session's
+// own), failing the test on an error.
+func cell(t *testing.T, s *executor.Session, id, code string) *executor.Result {
+	t.Helper()
+	r, err := s.Execute(context.Background(), executor.Request{Code: code, Display: true, Context: id,
+		Limits: executor.Limits{Wall: 30 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// mainText is the text/plain of r's Main output, and whether it has one.
+func mainText(r *executor.Result) (string, bool) {
+	for _, o := range r.Outputs {
+		if o.Main {
+			return o.Data["text/plain"], true
+		}
+	}
+	return "", false
+}
+
+// Display cells in a python3 session, one interpreter throughout: the
+// last expression's value, display() calls, an exception and the cells
+// after it, pandas' HTML and matplotlib's figures.
+func TestDisplayPython(t *testing.T) {
+	ex := sessionsOnly(t)
+	s, err := ex.OpenSession("acct_disp", language(t, ex, "python3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	t.Run("last expression", func(t *testing.T) {
+		r := cell(t, s, "", "x = 21\nx * 2")
+		if got, ok := mainText(r); !completed(r) || !ok || got != "42" || len(r.Outputs) != 1 || r.Exception != nil {
+			t.Fatalf("%s exit %d outputs %+v exception %+v stderr %q", r.End, r.ExitCode, r.Outputs, r.Exception, r.Stderr)
+		}
+	})
+	t.Run("assignment only", func(t *testing.T) {
+		if r := cell(t, s, "", "y = x + 1"); !completed(r) || len(r.Outputs) != 0 {
+			t.Fatalf("%s outputs %+v", r.End, r.Outputs)
+		}
+		// A trailing semicolon hides the value, as in Jupyter.
+		if r := cell(t, s, "", "y;"); !completed(r) || len(r.Outputs) != 0 {
+			t.Fatalf("y;: %s outputs %+v", r.End, r.Outputs)
+		}
+	})
+	t.Run("state persists", func(t *testing.T) {
+		if got, _ := mainText(cell(t, s, "", "y")); got != "22" {
+			t.Fatalf("y = %q, want 22", got)
+		}
+	})
+	t.Run("exception", func(t *testing.T) {
+		var streamed bytes.Buffer
+		r, err := s.Execute(context.Background(), executor.Request{Code: "print('before')\ndef f():\n    return 1/0\nf()", Display: true,
+			OnOutput: func(stream string, p []byte) {
+				if stream == "stdout" {
+					streamed.Write(p)
+				}
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := r.Exception
+		if r.End != executor.EndExited || r.ExitCode == 0 || e == nil || e.Name != "ZeroDivisionError" || e.Value != "division by zero" {
+			t.Fatalf("%s exit %d exception %+v", r.End, r.ExitCode, e)
+		}
+		for _, want := range []string{"Traceback (most recent call last)", "line 4, in <module>", "line 3, in f", "return 1/0", "ZeroDivisionError: division by zero"} {
+			if !strings.Contains(e.Traceback, want) {
+				t.Errorf("traceback lacks %q:\n%s", want, e.Traceback)
+			}
+		}
+		if strings.Contains(e.Traceback, "<string>") || strings.Contains(e.Traceback, "exec(") {
+			t.Errorf("the driver's frames are in the traceback:\n%s", e.Traceback)
+		}
+		if streamed.String() != "before\n" || string(r.Stdout) != "before\n" || len(r.Stderr) != 0 {
+			t.Errorf("streamed %q stdout %q stderr %q, want the print streamed and the traceback only in the exception", streamed.String(), r.Stdout, r.Stderr)
+		}
+		if got, _ := mainText(cell(t, s, "", "y * 2")); got != "44" {
+			t.Fatalf("after the exception y * 2 = %q", got)
+		}
+	})
+	t.Run("syntax error", func(t *testing.T) {
+		r := cell(t, s, "", "1 +")
+		if r.Exception == nil || r.Exception.Name != "SyntaxError" || !strings.Contains(r.Exception.Traceback, "1 +") {
+			t.Fatalf("exception %+v", r.Exception)
+		}
+	})
+	t.Run("display then value", func(t *testing.T) {
+		r := cell(t, s, "", "display('a'); 5")
+		if len(r.Outputs) != 2 || r.Outputs[0].Main || r.Outputs[0].Data["text/plain"] != "'a'" || !r.Outputs[1].Main || r.Outputs[1].Data["text/plain"] != "5" {
+			t.Fatalf("outputs %+v", r.Outputs)
+		}
+	})
+	t.Run("rich reprs", func(t *testing.T) {
+		code := "class H:\n    def _repr_html_(self): return '<b>h</b>'\n    def _repr_markdown_(self): return '**h**'\n    def _repr_json_(self): return {'h': 1}\n    def __repr__(self): return 'H()'\nH()"
+		r := cell(t, s, "", code)
+		want := map[string]string{"text/plain": "H()", "text/html": "<b>h</b>", "text/markdown": "**h**", "application/json": `{"h": 1}`}
+		if len(r.Outputs) != 1 {
+			t.Fatalf("outputs %+v", r.Outputs)
+		}
+		for k, v := range want {
+			if r.Outputs[0].Data[k] != v {
+				t.Errorf("%s = %q, want %q", k, r.Outputs[0].Data[k], v)
+			}
+		}
+	})
+	t.Run("dataframe", func(t *testing.T) {
+		r := cell(t, s, "", "import pandas as pd\npd.DataFrame({'a': [1, 2], 'b': [3, 4]})")
+		if len(r.Outputs) != 1 || !strings.Contains(r.Outputs[0].Data["text/html"], "<table") || !strings.Contains(r.Outputs[0].Data["text/plain"], "a  b") {
+			t.Fatalf("%s outputs %+v stderr %q", r.End, r.Outputs, r.Stderr)
+		}
+	})
+	t.Run("matplotlib", func(t *testing.T) {
+		start := time.Now()
+		r := cell(t, s, "", "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()")
+		t.Logf("a first plot in %v", time.Since(start))
+		var pngs []string
+		for _, o := range r.Outputs {
+			if p, ok := o.Data["image/png"]; ok && !o.Main {
+				pngs = append(pngs, p)
+			}
+		}
+		if !completed(r) || len(pngs) != 1 || len(r.Stderr) != 0 {
+			t.Fatalf("%s outputs %d pngs %d stderr %q", r.End, len(r.Outputs), len(pngs), r.Stderr)
+		}
+		b, err := base64.StdEncoding.DecodeString(pngs[0])
+		if err != nil || !bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")) {
+			t.Fatalf("not a PNG: %v %q", err, b[:min(len(b), 16)])
+		}
+		img, err := png.Decode(bytes.NewReader(b))
+		if err != nil || img.Bounds().Dx() < 100 {
+			t.Fatalf("decode: %v", err)
+		}
+		// Shown once: the next cell has no figure left over; a plot
+		// without show() is the cell's at its end.
+		if r := cell(t, s, "", "1"); len(r.Outputs) != 1 {
+			t.Fatalf("a figure left over: %+v", r.Outputs)
+		}
+		r = cell(t, s, "", "plt.plot([3, 1]);")
+		if len(r.Outputs) != 1 || r.Outputs[0].Main || r.Outputs[0].Data["image/png"] == "" {
+			t.Fatalf("plot without show: %d outputs", len(r.Outputs))
+		}
+	})
+	t.Run("without display", func(t *testing.T) {
+		r, err := s.Execute(context.Background(), executor.Request{Code: "y\n1/0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Outputs) != 0 || r.Exception != nil || !strings.Contains(string(r.Stderr), "ZeroDivisionError") {
+			t.Fatalf("outputs %+v exception %+v stderr %q", r.Outputs, r.Exception, r.Stderr)
+		}
+	})
+	t.Run("streamed outputs", func(t *testing.T) {
+		var mu sync.Mutex
+		var seen []executor.DisplayData
+		r, err := s.Execute(context.Background(), executor.Request{Code: "display(1)\ndisplay(2)\n3", Display: true,
+			OnDisplay: func(d executor.DisplayData) { mu.Lock(); seen = append(seen, d); mu.Unlock() }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(seen) != 3 || len(r.Outputs) != 3 || seen[2].Data["text/plain"] != "3" {
+			t.Fatalf("seen %+v outputs %+v", seen, r.Outputs)
+		}
+	})
+}
+
+// Display cells in javascript: the completion value, a promise's once
+// resolved, and thrown errors.
+func TestDisplayJavaScript(t *testing.T) {
+	ex := sessionsOnly(t)
+	s, err := ex.OpenSession("acct_disp", language(t, ex, "javascript"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	tests := []struct {
+		code, want string
+	}{
+		{"[1,2].map(x=>x*2)", "[ 2, 4 ]"},
+		{"let z = 5", ""},
+		{"z + 1", "6"},
+		{"Promise.resolve({a: z})", "{ a: 5 }"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.code, func(t *testing.T) {
+			r := cell(t, s, "", tc.code)
+			got, ok := mainText(r)
+			if !completed(r) || got != tc.want || ok != (tc.want != "") {
+				t.Fatalf("%s exit %d main %q (%v) stderr %q", r.End, r.ExitCode, got, ok, r.Stderr)
+			}
+		})
+	}
+	t.Run("throw", func(t *testing.T) {
+		r := cell(t, s, "", "console.log('before'); function g() { throw new TypeError('bad') }\ng()")
+		e := r.Exception
+		if r.ExitCode == 0 || e == nil || e.Name != "TypeError" || e.Value != "bad" || !strings.Contains(e.Traceback, "at g (") || strings.Contains(e.Traceback, "node:vm") {
+			t.Fatalf("exit %d exception %+v", r.ExitCode, e)
+		}
+		if string(r.Stdout) != "before\n" || len(r.Stderr) != 0 {
+			t.Fatalf("stdout %q stderr %q", r.Stdout, r.Stderr)
+		}
+		if got, _ := mainText(cell(t, s, "", "z")); got != "5" {
+			t.Fatalf("after the throw z = %q", got)
+		}
+	})
+}
+
+// A display cell where the driver cannot run one is refused.
+func TestDisplayRefused(t *testing.T) {
+	ex := sessionsOnly(t)
+	s, err := ex.OpenSession("acct_disp", language(t, ex, "bash"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Execute(context.Background(), executor.Request{Code: "echo", Display: true}); !errors.Is(err, executor.ErrNoDisplay) {
+		t.Fatalf("err %v, want ErrNoDisplay", err)
+	}
+}
+
+// Contexts: interpreters of their own in one session's sandbox, python3
+// and javascript beside the session's own, each with its own state,
+// restarted and deleted; what one of them runs is held to the session's
+// limits, and the session goes on.
+func TestContexts(t *testing.T) {
+	ex := sessionsOnly(t)
+	s, err := ex.OpenSession("acct_ctx", language(t, ex, "python3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	py, err := s.CreateContext(ctx, language(t, ex, "python3"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := s.CreateContext(ctx, language(t, ex, "javascript"), "/tmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Contexts(); len(got) != 2 || got[0] != (executor.ContextInfo{ID: py, Language: "python3", Cwd: "/work"}) || got[1] != (executor.ContextInfo{ID: js, Language: "javascript", Cwd: "/tmp"}) {
+		t.Fatalf("contexts %+v", got)
+	}
+	t.Run("independent state", func(t *testing.T) {
+		cell(t, s, "", "x = 'session'")
+		cell(t, s, py, "x = 'py'")
+		cell(t, s, js, "var x = 'js'")
+		for _, c := range []struct{ id, code, want string }{
+			{"", "x", "'session'"}, {py, "x", "'py'"}, {js, "x", "'js'"},
+			{py, "import os; os.getcwd()", "'/work'"}, {js, "process.cwd()", "'/tmp'"},
+		} {
+			if got, _ := mainText(cell(t, s, c.id, c.code)); got != c.want {
+				t.Errorf("%q in %q: %q, want %q", c.code, c.id, got, c.want)
+			}
+		}
+		// Without Display, a context runs code as the session does.
+		r, err := s.Execute(ctx, executor.Request{Code: "print(x)", Context: py})
+		if err != nil || string(r.Stdout) != "py\n" || r.Language != "python3" {
+			t.Fatalf("plain execution in a context: %+v %v", r, err)
+		}
+	})
+	t.Run("restart", func(t *testing.T) {
+		if err := s.RestartContext(ctx, py); err != nil {
+			t.Fatal(err)
+		}
+		r := cell(t, s, py, "'x' in globals()")
+		if got, _ := mainText(r); got != "False" {
+			t.Fatalf("after a restart x is there: %q %+v", got, r.Exception)
+		}
+		if got, _ := mainText(cell(t, s, js, "x")); got != "'js'" {
+			t.Fatalf("the other context lost its state: %q", got)
+		}
+	})
+	t.Run("errors", func(t *testing.T) {
+		if _, err := s.CreateContext(ctx, language(t, ex, "bash"), ""); !errors.Is(err, executor.ErrContextLanguage) {
+			t.Errorf("a bash context: %v", err)
+		}
+		if _, err := s.CreateContext(ctx, language(t, ex, "python3"), "relative"); !errors.Is(err, executor.ErrContextDir) {
+			t.Errorf("a relative cwd: %v", err)
+		}
+		if _, err := s.CreateContext(ctx, language(t, ex, "python3"), "/nowhere"); !errors.Is(err, executor.ErrContextDir) {
+			t.Errorf("a missing cwd: %v", err)
+		}
+		if _, err := s.Execute(ctx, executor.Request{Code: "1", Context: "ctx-nope"}); !errors.Is(err, executor.ErrUnknownContext) {
+			t.Errorf("an unknown context: %v", err)
+		}
+		if err := s.RestartContext(ctx, "ctx-nope"); !errors.Is(err, executor.ErrUnknownContext) {
+			t.Errorf("restarting an unknown context: %v", err)
+		}
+		if len(s.Contexts()) != 2 {
+			t.Errorf("failed creations left contexts: %+v", s.Contexts())
+		}
+	})
+	t.Run("limits", func(t *testing.T) {
+		// A fork bomb in a context meets the session's process limit; a
+		// memory hog its memory limit, which stops every interpreter of
+		// the session: each says so at its next execution.
+		r, err := s.Execute(ctx, executor.Request{Context: py, Display: true, Limits: executor.Limits{Wall: 10 * time.Second},
+			Code: "import os\nwhile True:\n    os.fork()"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("fork bomb: %s exit %d message %q", r.End, r.ExitCode, r.Message)
+		if completed(r) {
+			t.Fatalf("a fork bomb completed")
+		}
+		r, err = s.Execute(ctx, executor.Request{Context: js, Display: true, Limits: executor.Limits{Wall: 10 * time.Second},
+			Code: "const a = []; for (;;) a.push(Buffer.alloc(1 << 20, 1))"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.End != executor.EndMemoryLimit || !r.StateLost {
+			t.Fatalf("memory hog: %s state lost %v message %q", r.End, r.StateLost, r.Message)
+		}
+		// Processes that stay: the bomb's sleeps hold the process limit
+		// until its context is deleted, which ends its process group.
+		bomb, err := s.CreateContext(ctx, language(t, ex, "python3"), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r = cell(t, s, bomb, "import subprocess\nps = []\nwhile True:\n    ps.append(subprocess.Popen(['sleep', '300']))")
+		t.Logf("sleeps: %s exit %d exception %+v message %q", r.End, r.ExitCode, r.Exception, r.Message)
+		if r.Exception == nil || r.Exception.Name != "BlockingIOError" {
+			t.Fatalf("a bomb of sleeps: %s exception %+v", r.End, r.Exception)
+		}
+		if err := s.DeleteContext(ctx, bomb); err != nil {
+			t.Fatal(err)
+		}
+		if n := countProcesses(t, s, "sleep"); n != 0 {
+			t.Fatalf("%d sleeps after the delete", n)
+		}
+		for _, id := range []string{"", py, js} {
+			r := cell(t, s, id, "1 + 1")
+			if got, _ := mainText(r); got != "2" {
+				t.Fatalf("after the limits, context %q: %s %q %+v %q", id, r.End, got, r.Exception, r.Stderr)
+			}
+		}
+	})
+	t.Run("delete", func(t *testing.T) {
+		cell(t, s, js, "setInterval(() => {}, 1000)")
+		if err := s.DeleteContext(ctx, js); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Execute(ctx, executor.Request{Code: "1", Context: js}); !errors.Is(err, executor.ErrUnknownContext) {
+			t.Fatalf("a deleted context: %v", err)
+		}
+		if err := s.DeleteContext(ctx, js); !errors.Is(err, executor.ErrUnknownContext) {
+			t.Fatalf("deleting twice: %v", err)
+		}
+		// Its node is gone from the sandbox.
+		if n := countProcesses(t, s, "node"); n != 0 {
+			t.Fatalf("%d node processes after the delete", n)
+		}
+		if got := s.Contexts(); len(got) != 1 || got[0].ID != py {
+			t.Fatalf("contexts %+v", got)
+		}
+	})
+}
+
+// countProcesses counts the processes of the session's sandbox whose
+// command line names prog.
+func countProcesses(t *testing.T, s *executor.Session, prog string) int {
+	t.Helper()
+	code := "import os\nn = 0\nfor p in os.listdir('/proc'):\n    try:\n        n += p.isdigit() and %q.encode() in open('/proc/%%s/cmdline' %% p, 'rb').read().split(b'\\0')[0]\n    except OSError:\n        pass\nprint(n)"
+	r, err := s.Execute(context.Background(), executor.Request{Code: fmt.Sprintf(code, prog)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(r.Stdout)))
+	if err != nil {
+		t.Fatalf("counting %s: %q %q", prog, r.Stdout, r.Stderr)
+	}
+	return n
+}
