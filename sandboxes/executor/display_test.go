@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"image/png"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -129,6 +130,14 @@ func TestDisplayPython(t *testing.T) {
 			if r.Outputs[0].Data[k] != v {
 				t.Errorf("%s = %q, want %q", k, r.Outputs[0].Data[k], v)
 			}
+		}
+		// A bundle (Altair's, Plotly's way), bytes in base64, and the
+		// methods for what it left out.
+		code = "class B:\n    def _repr_mimebundle_(self, include=None, exclude=None):\n        return {'text/plain': 'B!', 'application/vnd.vegalite.v5+json': {'a': 1}, 'image/png': b'PNG'}\n    def _repr_html_(self): return '<i>b</i>'\nB()"
+		r = cell(t, s, "", code)
+		want = map[string]string{"text/plain": "B!", "application/vnd.vegalite.v5+json": `{"a": 1}`, "image/png": "UE5H", "text/html": "<i>b</i>"}
+		if len(r.Outputs) != 1 || !maps.Equal(r.Outputs[0].Data, want) {
+			t.Fatalf("bundle: %+v, want %v", r.Outputs, want)
 		}
 	})
 	t.Run("dataframe", func(t *testing.T) {

@@ -292,8 +292,9 @@ type DisplayData struct {
 	Main bool
 	// Data is the value's representations by MIME type: "text/plain"
 	// always; "text/html", "text/markdown", "image/svg+xml",
-	// "text/latex", "application/javascript" as text; "image/png" and
-	// "image/jpeg" in base64; "application/json" as JSON text.
+	// "text/latex", "application/javascript" as text; "image/png",
+	// "image/jpeg" and "application/pdf" in base64; "application/json"
+	// (and other "+json" types a _repr_mimebundle_ gives) as JSON text.
 	Data map[string]string
 }
 

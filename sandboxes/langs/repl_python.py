@@ -23,16 +23,18 @@ _REPRS = (
     ('image/svg+xml', '_repr_svg_'), ('image/png', '_repr_png_'),
     ('image/jpeg', '_repr_jpeg_'), ('text/latex', '_repr_latex_'),
     ('application/json', '_repr_json_'), ('application/javascript', '_repr_javascript_'),
+    ('application/pdf', '_repr_pdf_'),
 )
+_BINARY = ('image/png', 'image/jpeg', 'application/pdf')
 
 
 def _as_text(mime, r):
     if isinstance(r, (bytes, bytearray)):
-        if mime in ('image/png', 'image/jpeg'):
+        if mime in _BINARY:
             import base64
             return base64.b64encode(r).decode('ascii')
         return bytes(r).decode('utf-8', 'replace')
-    if mime == 'application/json' and not isinstance(r, str):
+    if (mime == 'application/json' or mime.endswith('+json')) and not isinstance(r, str):
         return json.dumps(r)
     return str(r)
 
@@ -93,7 +95,23 @@ class _Cell:
             import matplotlib.pyplot as plt
             plt.close(v)  # shown now, not again with the cell's figures
         elif not isinstance(v, type):
+            # What the object says of itself in one bundle (Altair,
+            # Plotly), then each _repr_*_ method for the types it left out.
+            f = getattr(v, '_repr_mimebundle_', None)
+            if callable(f):
+                try:
+                    r = f(include=None, exclude=None)
+                except Exception:
+                    r = None
+                if isinstance(r, tuple):  # (data, metadata)
+                    r = r[0] if r else None
+                if isinstance(r, dict):
+                    for mime, content in r.items():
+                        if isinstance(mime, str) and content is not None:
+                            data[mime] = _as_text(mime, content)
             for mime, meth in _REPRS:
+                if mime in data:
+                    continue
                 f = getattr(v, meth, None)
                 if not callable(f):
                     continue
@@ -105,10 +123,11 @@ class _Cell:
                     r = r[0] if r else None
                 if r is not None:
                     data[mime] = _as_text(mime, r)
-        try:
-            data['text/plain'] = repr(v)
-        except Exception:
-            data['text/plain'] = object.__repr__(v)
+        if 'text/plain' not in data:
+            try:
+                data['text/plain'] = repr(v)
+            except Exception:
+                data['text/plain'] = object.__repr__(v)
         return data
 
     def png(self, fig):
