@@ -408,3 +408,48 @@ func countProcesses(t *testing.T, s *executor.Session, prog string) int {
 	}
 	return n
 }
+
+// The idle budget with contexts: the one whose own thread spends it is
+// stopped with what else runs in the background, and says so at its next
+// execution; the session's own interpreter and an idle context keep their
+// state.
+func TestContextsIdleBudget(t *testing.T) {
+	const budget = time.Second
+	ex, _ := sandboxtest.ExecutorWith(t, executor.Config{SessionIdleBudget: budget, Pool: executor.PoolConfig{MaxWorkers: 1}})
+	s, err := ex.OpenSession("acct_ctx", language(t, ex, "python3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	busy, err := s.CreateContext(ctx, language(t, ex, "python3"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet, err := s.CreateContext(ctx, language(t, ex, "python3"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cell(t, s, "", "x = 1")
+	cell(t, s, quiet, "y = 2")
+	cell(t, s, busy, "import threading\ndef spin():\n    while True:\n        pass\nthreading.Thread(target=spin, daemon=True).start()")
+	start := time.Now()
+	for s.IdleCPU() < budget && time.Since(start) < 20*time.Second {
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The stop follows within a re-check.
+	time.Sleep(time.Second)
+	r := cell(t, s, "", "x")
+	if got, _ := mainText(r); got != "1" || r.StateLost || !strings.Contains(r.Message, "background processes") || !strings.Contains(r.Message, "contexts "+busy) {
+		t.Fatalf("the session's own: %q state lost %v message %q", got, r.StateLost, r.Message)
+	}
+	if r := cell(t, s, quiet, "y"); r.StateLost {
+		t.Fatalf("the quiet context lost its state: %+v", r)
+	} else if got, _ := mainText(r); got != "2" {
+		t.Fatalf("the quiet context: y = %q", got)
+	}
+	r = cell(t, s, busy, "'spin' in globals()")
+	if got, _ := mainText(r); got != "False" || !r.StateLost {
+		t.Fatalf("the busy context: %q state lost %v message %q", got, r.StateLost, r.Message)
+	}
+}

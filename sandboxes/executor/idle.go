@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/sandboxes/wire"
@@ -183,6 +184,9 @@ func (s *Session) stopBackground() error {
 			if r.StateLost {
 				m.stateLost = true
 				m.notice += "; the interpreter was using it too and was stopped with them, so its variables are gone"
+			}
+			if len(r.ContextsStopped) > 0 {
+				m.notice += fmt.Sprintf("; so were the interpreters of contexts %s, which were using it: their variables are gone", strings.Join(r.ContextsStopped, ", "))
 			}
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -97,6 +98,9 @@ type replDriver struct {
 type replContext struct {
 	drv  replDriver
 	proc *replProc // nil until it starts, and once it has ended
+	// stopped says StopBackground ended the interpreter: the next
+	// execution's result says the state is lost.
+	stopped bool
 }
 
 func (s *session) mainDriver() replDriver {
@@ -238,17 +242,22 @@ func (s *session) stopBackground() wire.StepResult {
 		}
 	}
 	res.Stopped = len(killed)
-	for _, slot := range s.interpreters() {
-		if r := *slot; r != nil && !spare[r.p.cmd.Process.Pid] {
+	if r := s.repl; r != nil && !spare[r.p.cmd.Process.Pid] {
+		<-r.exited
+		r.reap()
+		s.repl = nil
+		res.StateLost = true
+		res.Stopped--
+	}
+	for id, c := range s.contexts {
+		if r := c.proc; r != nil && !spare[r.p.cmd.Process.Pid] {
 			<-r.exited
 			r.reap()
-			*slot = nil
-			// Only the session's own interpreter's loss is the next
-			// result's to tell; a context's next execution tells its own.
-			res.StateLost = res.StateLost || slot == &s.repl
-			res.Stopped--
+			c.proc, c.stopped = nil, true
+			res.ContextsStopped = append(res.ContextsStopped, id)
 		}
 	}
+	slices.Sort(res.ContextsStopped)
 	return res
 }
 
@@ -277,6 +286,7 @@ func (s *session) changeContext(op wire.ContextOp) wire.StepResult {
 			c.proc.kill()
 			c.proc = nil
 		}
+		c.stopped = false // asked for: no news to the next execution
 		if op.Op == wire.ContextDelete {
 			delete(s.contexts, op.ID)
 			res.Started = true
@@ -542,6 +552,7 @@ func (s *session) runRepl(step wire.Step) wire.StepResult {
 			return res
 		}
 		slot, drv = &c.proc, c.drv
+		res.StateLost, c.stopped = c.stopped, false
 	}
 	if *slot != nil && (*slot).gone() {
 		// Ended since the last execution (the session's memory limit,

@@ -286,8 +286,11 @@ type StepResult struct {
 	// ProcessesReached says the step's processes and threads reached
 	// their limit, so creating another failed.
 	ProcessesReached bool `json:"processes_reached,omitempty"`
-	// Stopped is how many processes a StopBackground job ended.
-	Stopped int `json:"stopped,omitempty"`
+	// Stopped is how many processes a StopBackground job ended, the
+	// session's own interpreter aside; ContextsStopped are the contexts
+	// whose interpreters were among them.
+	Stopped         int      `json:"stopped,omitempty"`
+	ContextsStopped []string `json:"contexts_stopped,omitempty"`
 	// StateLost says a session's interpreter ended during the step (a
 	// timeout, a crash, exit()); the next step starts a fresh one: its
 	// variables are gone, its files remain.
