@@ -25,6 +25,26 @@ func sessionsOnly(t *testing.T) *executor.Executor {
 	return ex
 }
 
+// withContexts opens a python3 session, closed when the test ends, with
+// contexts of the languages and working directories given in pairs.
+func withContexts(t *testing.T, ex *executor.Executor, langAndCwd ...string) (*executor.Session, []string) {
+	t.Helper()
+	s, err := ex.OpenSession("acct_ctx", language(t, ex, "python3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	var ids []string
+	for i := 0; i+1 < len(langAndCwd); i += 2 {
+		id, err := s.CreateContext(context.Background(), language(t, ex, langAndCwd[i]), langAndCwd[i+1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	return s, ids
+}
+
 // cell runs code as a display cell in s (in context id, "" the session's
 // own), failing the test on an error.
 func cell(t *testing.T, s *executor.Session, id, code string) *executor.Result {
@@ -260,20 +280,9 @@ func TestDisplayRefused(t *testing.T) {
 // limits, and the session goes on.
 func TestContexts(t *testing.T) {
 	ex := sessionsOnly(t)
-	s, err := ex.OpenSession("acct_ctx", language(t, ex, "python3"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	ctx := context.Background()
-	py, err := s.CreateContext(ctx, language(t, ex, "python3"), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, err := s.CreateContext(ctx, language(t, ex, "javascript"), "/tmp")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, ids := withContexts(t, ex, "python3", "", "javascript", "/tmp")
+	py, js := ids[0], ids[1]
 	if got := s.Contexts(); len(got) != 2 || got[0] != (executor.ContextInfo{ID: py, Language: "python3", Cwd: "/work"}) || got[1] != (executor.ContextInfo{ID: js, Language: "javascript", Cwd: "/tmp"}) {
 		t.Fatalf("contexts %+v", got)
 	}
@@ -416,20 +425,8 @@ func countProcesses(t *testing.T, s *executor.Session, prog string) int {
 func TestContextsIdleBudget(t *testing.T) {
 	const budget = time.Second
 	ex, _ := sandboxtest.ExecutorWith(t, executor.Config{SessionIdleBudget: budget, Pool: executor.PoolConfig{MaxWorkers: 1}})
-	s, err := ex.OpenSession("acct_ctx", language(t, ex, "python3"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	ctx := context.Background()
-	busy, err := s.CreateContext(ctx, language(t, ex, "python3"), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	quiet, err := s.CreateContext(ctx, language(t, ex, "python3"), "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, ids := withContexts(t, ex, "python3", "", "python3", "")
+	busy, quiet := ids[0], ids[1]
 	cell(t, s, "", "x = 1")
 	cell(t, s, quiet, "y = 2")
 	cell(t, s, busy, "import threading\ndef spin():\n    while True:\n        pass\nthreading.Thread(target=spin, daemon=True).start()")
