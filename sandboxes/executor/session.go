@@ -38,9 +38,11 @@ var (
 )
 
 // MaxContexts is how many contexts a session may have beside its own
-// interpreter. Each is an interpreter held in memory between executions
-// (python3 ~10 MB, node ~40 MB resident), inside the session's memory
-// limit, which stops all of them when passed.
+// interpreter. Each is an interpreter held in memory between executions,
+// inside the session's memory limit, which stops all of them when passed:
+// a python3 session measured 106 MB with one javascript context and 141
+// MB with four python3 and four javascript ones, well under the default
+// 256 MiB.
 const MaxContexts = 8
 
 // Session is a sandbox held open between executions: its work dir persists,
