@@ -315,6 +315,24 @@ func TestContexts(t *testing.T) {
 		if got, _ := mainText(cell(t, s, js, "x")); got != "'js'" {
 			t.Fatalf("the other context lost its state: %q", got)
 		}
+		// "" is the session's own interpreter.
+		if err := s.RestartContext(ctx, ""); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := mainText(cell(t, s, "", "'x' in globals()")); got != "False" {
+			t.Fatalf("after restarting the session's own x is there: %q", got)
+		}
+		cell(t, s, "", "x = 'session'")
+	})
+	t.Run("typescript", func(t *testing.T) {
+		ts, err := s.CreateContext(ctx, language(t, ex, "typescript"), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.DeleteContext(ctx, ts)
+		if got, _ := mainText(cell(t, s, ts, "let n: number = 3\nn * 2")); got != "6" {
+			t.Fatalf("n * 2 = %q", got)
+		}
 	})
 	t.Run("errors", func(t *testing.T) {
 		if _, err := s.CreateContext(ctx, language(t, ex, "bash"), ""); !errors.Is(err, executor.ErrContextLanguage) {

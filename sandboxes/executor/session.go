@@ -281,9 +281,19 @@ func (s *Session) CreateContext(ctx context.Context, lang *langs.Language, cwd s
 }
 
 // RestartContext replaces a context's interpreter with a fresh one: same
-// id, language and working directory, no state.
+// id, language and working directory, no state. id "" restarts the
+// session's own interpreter, in a language with one.
 func (s *Session) RestartContext(ctx context.Context, id string) error {
-	return s.changeContext(ctx, wire.ContextOp{Op: wire.ContextRestart, ID: id}, s.hasContext(id), func() {})
+	check := s.hasContext(id)
+	if id == "" {
+		check = func() error {
+			if !s.repl {
+				return fmt.Errorf("%w: a %s session has no interpreter to restart", ErrUnknownContext, s.lang.ID)
+			}
+			return nil
+		}
+	}
+	return s.changeContext(ctx, wire.ContextOp{Op: wire.ContextRestart, ID: id}, check, func() {})
 }
 
 // DeleteContext ends a context's interpreter and whatever runs in its

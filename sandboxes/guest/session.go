@@ -265,6 +265,19 @@ func (s *session) stopBackground() wire.StepResult {
 // interpreters.
 func (s *session) changeContext(op wire.ContextOp) wire.StepResult {
 	res := wire.StepResult{Name: "context"}
+	if op.Op == wire.ContextRestart && op.ID == "" && s.cfg.Repl != nil {
+		// The session's own interpreter: a fresh one, now.
+		if s.repl != nil {
+			s.repl.kill()
+			s.repl = nil
+		}
+		if err := s.startRepl(); err != nil {
+			res.StartError = err.Error()
+			return res
+		}
+		res.Started = true
+		return res
+	}
 	c := s.contexts[op.ID]
 	switch op.Op {
 	case wire.ContextCreate:
