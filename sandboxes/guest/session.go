@@ -728,6 +728,20 @@ func (s *session) runRepl(step wire.Step) wire.StepResult {
 			res.MaxRSSKB = max(res.MaxRSSKB, g.memory()/1024)
 		}
 	}
+	if res.MemoryExceeded {
+		// The limit stopped every interpreter: wait for them to be seen
+		// gone, so that the next execution of each starts a new one and
+		// says the state is lost, rather than finding it dying.
+		deadline := time.After(5 * time.Second)
+		for _, slot := range s.interpreters() {
+			if r := *slot; r != nil {
+				select {
+				case <-r.exited:
+				case <-deadline:
+				}
+			}
+		}
+	}
 	return res
 }
 
