@@ -197,6 +197,22 @@ func TestDisplayPython(t *testing.T) {
 			t.Fatalf("plot without show: %d outputs", len(r.Outputs))
 		}
 	})
+	t.Run("magics", func(t *testing.T) {
+		// What notebook code leans on: %matplotlib, shell commands; a
+		// cell that is Python already is never rewritten.
+		r := cell(t, s, "", "%matplotlib inline\n!echo hi\nfor i in range(2):\n    !echo $HOME\n'!kept'")
+		if got, _ := mainText(r); !completed(r) || string(r.Stdout) != "hi\n/work\n/work\n" || got != "'!kept'" {
+			t.Fatalf("%s stdout %q main %q exception %+v", r.End, r.Stdout, got, r.Exception)
+		}
+		r = cell(t, s, "", "%nope")
+		if r.Exception == nil || r.Exception.Name != "UsageError" || r.Exception.Traceback != "UsageError: Line magic function `%nope` not found.\n" {
+			t.Fatalf("an unknown magic: %+v", r.Exception)
+		}
+		r = cell(t, s, "", "!echo a\n1 +")
+		if r.Exception == nil || r.Exception.Name != "SyntaxError" || !strings.Contains(r.Exception.Traceback, "line 2") || len(r.Stdout) != 0 {
+			t.Fatalf("a syntax error beside a magic: %+v stdout %q", r.Exception, r.Stdout)
+		}
+	})
 	t.Run("without display", func(t *testing.T) {
 		r, err := s.Execute(context.Background(), executor.Request{Code: "y\n1/0"})
 		if err != nil {

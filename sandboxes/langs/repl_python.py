@@ -39,6 +39,60 @@ def _as_text(mime, r):
     return str(r)
 
 
+class UsageError(Exception):
+    """A magic the driver does not have, as IPython names the error."""
+
+
+def _magic(kind, line):
+    # The few IPython line magics notebook code leans on, run the way
+    # IPython runs them; others are IPython's UsageError.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if kind == '!':
+        import subprocess
+        subprocess.run(line, shell=True)
+        return
+    name, _, arg = line.partition(' ')
+    arg = arg.strip()
+    if name == 'matplotlib':
+        return  # figures are the cell's outputs already
+    if name == 'pip':
+        import shlex, subprocess
+        subprocess.run([sys.executable, '-m', 'pip'] + shlex.split(arg))
+        return
+    if name == 'cd':
+        os.chdir(os.path.expanduser(arg or '~'))
+        print(os.getcwd())
+        return
+    if name == 'env' and '=' in arg:
+        k, _, v = arg.partition('=')
+        os.environ[k.strip()] = v.strip()
+        return
+    raise UsageError('Line magic function `%%%s` not found.' % name)
+
+
+def _with_magics(code):
+    # Lines that start (after their indent) with ! or %: a shell command or
+    # a line magic, as in a notebook. Only for a cell that is not Python
+    # as it stands, so that no valid code is ever rewritten.
+    out = []
+    for ln in code.split('\n'):
+        body = ln.lstrip()
+        if body[:1] in ('!', '%') and not body.startswith('%%'):
+            indent = ln[:len(ln) - len(body)]
+            ln = '%s__sandboxapi_magic__(%r, %r)' % (indent, body[0], body[1:].strip())
+        out.append(ln)
+    return '\n'.join(out)
+
+
+def _parse(code, name):
+    import ast
+    try:
+        return ast.parse(code, name, 'exec')
+    except SyntaxError:
+        return None
+
+
 class _Cell:
     """Runs code as a Jupyter cell does: the last expression's value and
     display() calls become rich outputs, matplotlib's figures PNGs."""
@@ -49,6 +103,7 @@ class _Cell:
         self.on = False  # a display cell is running
         import builtins
         builtins.display = self.display
+        builtins.__sandboxapi_magic__ = _magic
         sys.meta_path.insert(0, _MatplotlibHook(self))
 
     def run(self, code):
@@ -58,7 +113,11 @@ class _Cell:
         # Kept, so that tracebacks of this cell's functions show its lines
         # when later cells call them.
         linecache.cache[name] = (len(code), None, code.splitlines(True), name)
-        tree = ast.parse(code, name, 'exec')
+        tree = _parse(code, name)
+        if tree is None:
+            # Not Python as it stands: with its magics, or the error of
+            # its first line that is neither (the lines are the same).
+            tree = ast.parse(_with_magics(code), name, 'exec')
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr) and not code.rstrip().endswith(';'):
             last = ast.Expression(tree.body.pop().value)
@@ -148,6 +207,10 @@ class _Cell:
         plt.close('all')
 
     def exception(self, e):
+        if isinstance(e, UsageError):
+            # As IPython shows it: the magic's fault, not a frame's.
+            _send({'exception': {'name': 'UsageError', 'value': str(e), 'traceback': 'UsageError: %s\n' % e}})
+            return
         tb = e.__traceback__
         # The driver's frames are not the cell's: the traceback starts at
         # the cell's own, or is none for a cell that did not compile.
