@@ -252,6 +252,9 @@ func TestDisplayJavaScript(t *testing.T) {
 		{"let z = 5", ""},
 		{"z + 1", "6"},
 		{"Promise.resolve({a: z})", "{ a: 5 }"},
+		// Top-level await, as node's REPL runs it: declarations persist.
+		{"const w = await Promise.resolve(4); w * 2", "8"},
+		{"w + z", "9"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.code, func(t *testing.T) {
@@ -273,6 +276,10 @@ func TestDisplayJavaScript(t *testing.T) {
 		}
 		if got, _ := mainText(cell(t, s, "", "z")); got != "5" {
 			t.Fatalf("after the throw z = %q", got)
+		}
+		r = cell(t, s, "", "await new Promise((res) => setTimeout(res, 10)); throw new RangeError('later')")
+		if e := r.Exception; e == nil || e.Name != "RangeError" || e.Value != "later" || strings.Contains(e.Traceback, "node:repl") {
+			t.Fatalf("a throw after an await: %+v", r.Exception)
 		}
 	})
 }

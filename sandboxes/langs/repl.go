@@ -87,6 +87,36 @@ function send(m) {
   const j = Buffer.from(JSON.stringify(m));
   writeAll(4, Buffer.concat([Buffer.from('d' + j.length.toString(16).padStart(8, '0')), j]));
 }
+// topLevelAwait runs code that only compiles with a top-level await, as
+// node's own REPL does (its declarations become globals, the last
+// expression's value is the result); code that compiles without it never
+// comes here. The REPL is made on first use: it adds the built-in modules
+// as globals (fs, path, ...); its _ and _error are taken back.
+let awaitRepl = null, awaitDone = null;
+function topLevelAwait(src) {
+  const repl = require('repl');
+  if (!awaitRepl) {
+    const { PassThrough } = require('stream');
+    const sink = new PassThrough(); sink.resume();
+    awaitRepl = repl.start({ input: new PassThrough(), output: sink, terminal: false, useGlobal: true, prompt: '' });
+    delete globalThis._; delete globalThis._error;
+    // An error after an await reaches the REPL's domain, not the callback.
+    awaitRepl._domain.removeAllListeners('error');
+    awaitRepl._domain.on('error', (e) => { if (awaitDone) awaitDone(e); });
+  }
+  return new Promise((resolve, reject) => {
+    const done = (err, r) => {
+      if (awaitDone !== done) return;
+      awaitDone = null;
+      // Code that does not parse comes back wrapped, as more input the
+      // REPL would wait for: its own SyntaxError is the cell's.
+      if (err instanceof repl.Recoverable) reject(err.err);
+      else if (err) reject(err); else resolve(r);
+    };
+    awaitDone = done;
+    awaitRepl.eval(src, globalThis, 'session', done);
+  });
+}
 const compileCode = %s;
 let exitCode = null;
 const realExit = process.exit;
@@ -97,7 +127,12 @@ async function loop() {
     Object.defineProperty(process, 'stdin', { value: Readable.from([Buffer.from(msg.stdin)]), configurable: true, writable: true });
     let status = 0; exitCode = null;
     try {
-      let r = vm.runInThisContext(compileCode(msg.code), { filename: 'session' });
+      const src = compileCode(msg.code);
+      let script = null;
+      try { script = new vm.Script(src, { filename: 'session' }); } catch (e) {
+        if (!(e instanceof SyntaxError && /\bawait\b/.test(src))) throw e;
+      }
+      let r = script ? script.runInThisContext() : await topLevelAwait(src);
       if (r && typeof r.then === 'function') r = await r;
       await new Promise((res) => setImmediate(res));
       // A display cell's value is its completion value, a promise's once
@@ -107,9 +142,9 @@ async function loop() {
       if (e && e.sandboxapiExit) { status = exitCode; }
       else if (msg.display) {
         const err = e instanceof Error;
-        // The driver's frames (vm's and this script's, [eval]) are not
-        // the cell's.
-        const tb = err && e.stack ? e.stack.split('\n').filter((l) => !/^\s+at .*(node:vm:|\[eval\])/.test(l)).join('\n') : util.inspect(e);
+        // The driver's frames (vm's, the REPL's and this script's,
+        // [eval]) are not the cell's.
+        const tb = err && e.stack ? e.stack.split('\n').filter((l) => !/^\s+at .*(node:vm:|node:repl:|node:domain:|node:internal\/repl|\[eval\])/.test(l)).join('\n') : util.inspect(e);
         send({ exception: { name: err ? e.name : (e != null && e.constructor ? e.constructor.name : typeof e), value: err ? e.message : util.inspect(e), traceback: tb } });
         status = 1;
       } else { process.stderr.write((e && e.stack ? e.stack : String(e)) + '\n'); status = 1; }
