@@ -356,6 +356,9 @@ func TestContexts(t *testing.T) {
 		if got, _ := mainText(cell(t, s, ts, "let n: number = 3\nn * 2")); got != "6" {
 			t.Fatalf("n * 2 = %q", got)
 		}
+		if got, _ := mainText(cell(t, s, ts, "const k: number = await Promise.resolve(n)\nk + 1")); got != "4" {
+			t.Fatalf("with await, k + 1 = %q", got)
+		}
 	})
 	t.Run("errors", func(t *testing.T) {
 		if _, err := s.CreateContext(ctx, language(t, ex, "bash"), ""); !errors.Is(err, executor.ErrContextLanguage) {
