@@ -1,0 +1,126 @@
+package main_test
+
+import (
+	"encoding/json"
+	"flag"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sandboxapi/sandboxapi/ops/clients"
+	"github.com/sandboxapi/sandboxapi/sandboxes/sandboxtest"
+)
+
+// chromiumPath is Debian's Chromium, which ops/install/toolchains.sh
+// installs; playwright-core drives it and never downloads a browser.
+const chromiumPath = "/usr/bin/chromium"
+
+var playgroundScreenshots = flag.String("playground.screenshots", "",
+	"also write the playground's screenshots (playground-{desktop,phone}-{light,dark}.png) into this directory: docs/playground.md")
+
+// browserCheck is one line of caddy-modules/playground/browsertest.mjs.
+type browserCheck struct {
+	Plan   []string        `json:"plan"`
+	Check  string          `json:"check"`
+	Error  string          `json:"error"`
+	Detail json.RawMessage `json:"detail"`
+	MS     int             `json:"ms"`
+}
+
+// TestPlaygroundInBrowser: the playground `sandboxapi dev` serves at /,
+// in headless Chromium, against real sandboxes: a program typed and run in
+// three languages, stdin and arguments, output that streams in before the
+// run ends, a compile error, a session's history, a share link, a bad key,
+// the words for 429, 413 and 503, Ctrl+Enter, the themes, a phone-width
+// screen. Without the bundle or Chromium it fails and says what to build.
+func TestPlaygroundInBrowser(t *testing.T) {
+	if _, err := exec.LookPath(chromiumPath); err != nil {
+		t.Fatalf("no Chromium at %s: run `make build` (ops/install/toolchains.sh installs Debian's chromium): %v", chromiumPath, err)
+	}
+	root, err := sandboxtest.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	script, err := os.ReadFile(filepath.Join(root, "caddy-modules", "playground", "browsertest.mjs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shots := *playgroundScreenshots
+	if shots != "" {
+		if shots, err = filepath.Abs(shots); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := startDev(t, t.TempDir())
+
+	resp, err := http.Get(s.base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(page), "<title>SandboxAPI playground</title>") {
+		t.Fatalf("GET / is not the built playground (HTTP %d): build its bundle with `make build` or "+
+			"`go run ./caddy-modules/playground/bundle`, then test again (the test builds sandboxapi with it).\n%s", resp.StatusCode, page)
+	}
+
+	// The bundle's files, named by their hash, are cached for good.
+	asset := regexp.MustCompile(`/playground/app-[A-Z0-9]+\.js`).FindString(string(page))
+	if asset == "" {
+		t.Fatalf("the page loads no bundle script:\n%s", page)
+	}
+	resp, err = http.Get(s.base + asset)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/javascript") ||
+		!strings.Contains(resp.Header.Get("Cache-Control"), "immutable") || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+		t.Errorf("GET %s: HTTP %d %v", asset, resp.StatusCode, resp.Header)
+	}
+
+	start := time.Now()
+	r := clients.Run(t, clients.Script{
+		Source:  string(script),
+		Env:     []string{"BASE=" + s.base, "KEY=" + s.key, "CHROMIUM=" + chromiumPath, "SCREENSHOTS=" + shots},
+		Timeout: 3 * time.Minute,
+	})
+	t.Logf("the browser's checks took %s", time.Since(start).Round(100*time.Millisecond))
+	var plan []string
+	reported := map[string]browserCheck{}
+	for _, line := range strings.Split(strings.TrimSpace(r.Stdout), "\n") {
+		var c browserCheck
+		if err := json.Unmarshal([]byte(line), &c); err != nil {
+			t.Errorf("the browser script printed %q: %v", line, err)
+			continue
+		}
+		if c.Plan != nil {
+			plan = c.Plan
+			continue
+		}
+		reported[c.Check] = c
+	}
+	if r.Err != nil || len(plan) == 0 {
+		t.Fatalf("the browser script failed: %v\nstdout:\n%s\nstderr:\n%s", r.Err, r.Stdout, r.Stderr)
+	}
+	for _, name := range plan {
+		t.Run(name, func(t *testing.T) {
+			c, ok := reported[name]
+			switch {
+			case !ok:
+				t.Fatalf("never reported (the script stopped before it)\nstderr:\n%s", r.Stderr)
+			case c.Error != "":
+				t.Fatal(c.Error)
+			}
+			if len(c.Detail) > 0 {
+				t.Logf("%s in %d ms", c.Detail, c.MS)
+			}
+		})
+	}
+}
