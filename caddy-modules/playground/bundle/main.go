@@ -13,6 +13,8 @@
 package main
 
 import (
+	"bytes"
+	"compress/gzip"
 	"flag"
 	"fmt"
 	"os"
@@ -149,7 +151,24 @@ func build(c config) (built, error) {
 		}
 	}
 	for _, f := range res.OutputFiles {
-		if err := os.WriteFile(filepath.Join(c.out, filepath.Base(f.Path)), f.Contents, 0o644); err != nil {
+		name := filepath.Join(c.out, filepath.Base(f.Path))
+		if err := os.WriteFile(name, f.Contents, 0o644); err != nil {
+			return built{}, err
+		}
+		// Gzipped beside it, for the module to send to browsers that
+		// take gzip: compressed once here, not on every answer.
+		var gz bytes.Buffer
+		zw, err := gzip.NewWriterLevel(&gz, gzip.DefaultCompression)
+		if err != nil {
+			return built{}, err
+		}
+		if _, err := zw.Write(f.Contents); err != nil {
+			return built{}, err
+		}
+		if err := zw.Close(); err != nil {
+			return built{}, err
+		}
+		if err := os.WriteFile(name+".gz", gz.Bytes(), 0o644); err != nil {
 			return built{}, err
 		}
 	}
