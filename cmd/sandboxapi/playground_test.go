@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"encoding/json"
 	"flag"
 	"io"
 	"net/http"
@@ -23,15 +22,6 @@ const chromiumPath = "/usr/bin/chromium"
 
 var playgroundScreenshots = flag.String("playground.screenshots", "",
 	"also write the playground's screenshots (playground-{desktop,phone}-{light,dark}.png) into this directory: docs/playground.md")
-
-// browserCheck is one line of caddy-modules/playground/browsertest.mjs.
-type browserCheck struct {
-	Plan   []string        `json:"plan"`
-	Check  string          `json:"check"`
-	Error  string          `json:"error"`
-	Detail json.RawMessage `json:"detail"`
-	MS     int             `json:"ms"`
-}
 
 // TestPlaygroundInBrowser: the playground `sandboxapi dev` serves at /,
 // in headless Chromium, against real sandboxes: a program typed and run in
@@ -86,41 +76,10 @@ func TestPlaygroundInBrowser(t *testing.T) {
 	}
 
 	start := time.Now()
-	r := clients.Run(t, clients.Script{
+	clients.Checks(t, clients.Script{
 		Source:  string(script),
 		Env:     []string{"BASE=" + s.base, "KEY=" + s.key, "CHROMIUM=" + chromiumPath, "SCREENSHOTS=" + shots},
 		Timeout: 3 * time.Minute,
 	})
 	t.Logf("the browser's checks took %s", time.Since(start).Round(100*time.Millisecond))
-	var plan []string
-	reported := map[string]browserCheck{}
-	for _, line := range strings.Split(strings.TrimSpace(r.Stdout), "\n") {
-		var c browserCheck
-		if err := json.Unmarshal([]byte(line), &c); err != nil {
-			t.Errorf("the browser script printed %q: %v", line, err)
-			continue
-		}
-		if c.Plan != nil {
-			plan = c.Plan
-			continue
-		}
-		reported[c.Check] = c
-	}
-	if r.Err != nil || len(plan) == 0 {
-		t.Fatalf("the browser script failed: %v\nstdout:\n%s\nstderr:\n%s", r.Err, r.Stdout, r.Stderr)
-	}
-	for _, name := range plan {
-		t.Run(name, func(t *testing.T) {
-			c, ok := reported[name]
-			switch {
-			case !ok:
-				t.Fatalf("never reported (the script stopped before it)\nstderr:\n%s", r.Stderr)
-			case c.Error != "":
-				t.Fatal(c.Error)
-			}
-			if len(c.Detail) > 0 {
-				t.Logf("%s in %d ms", c.Detail, c.MS)
-			}
-		})
-	}
 }

@@ -188,8 +188,13 @@ export async function* events(body) {
   let hasData = false;
   for (;;) {
     const { value, done } = await reader.read();
-    if (done) break;
-    buf += value;
+    if (done) {
+      // A CR that ends the stream ends its line: no LF is coming.
+      if (!buf.endsWith('\r')) break;
+      buf = `${buf.slice(0, -1)}\n`;
+    } else {
+      buf += value;
+    }
     let nl;
     while ((nl = buf.search(/\r\n|\r|\n/)) >= 0) {
       const line = buf.slice(0, nl);
@@ -214,5 +219,6 @@ export async function* events(body) {
         hasData = true;
       }
     }
+    if (done) break;
   }
 }
