@@ -157,6 +157,20 @@ check('streamed lines appear before the program ends', async () => {
   return { first_ms: t1 - t0, result_after_ms: t2 - t1 };
 });
 
+check('an example from the menu runs, and Stop stops it', async () => {
+  const page = await open();
+  await pick(page, 'python3');
+  await page.selectOption('#example', { label: 'Count slowly' });
+  expect((await editorText(page)).includes('tick'), `the example did not load: ${await editorText(page)}`);
+  await page.click('#run');
+  await page.waitForFunction(() => document.getElementById('output').textContent.includes('tick 1'), null, { timeout: 60_000 });
+  await page.click('#stop');
+  await page.waitForFunction(() => document.getElementById('run').textContent === 'Run');
+  const out = await page.textContent('#output');
+  expect(out.includes('Stopped.') && !out.includes('done'), `after Stop: ${JSON.stringify(out)}`);
+  expect(await page.$('#badges [data-badge="status"]') === null, 'a stopped run showed a result');
+});
+
 check('a C compile error is shown as one', async () => {
   const page = await open();
   await pick(page, 'c');
