@@ -35,6 +35,9 @@ async function open({ withKey = key, viewport = { width: 1280, height: 800 }, co
     await context.addInitScript((k) => { if (!localStorage.getItem('sandboxapi.apiKey')) localStorage.setItem('sandboxapi.apiKey', k); }, withKey);
   }
   const page = await context.newPage();
+  // Waits that include a sandbox (a session's start, a compile) get a
+  // minute, for a host busy with the rest of the test suite.
+  page.setDefaultTimeout(60_000);
   page.problems = [];
   page.on('console', (m) => { if (m.type() === 'error') page.problems.push(`console: ${m.text()}`); });
   page.on('pageerror', (e) => page.problems.push(`page error: ${e.message}`));
