@@ -65,8 +65,9 @@ function applyTheme() {
   const chosen = store.get(THEME);
   const dark = chosen ? chosen === 'dark' : systemDark.matches;
   document.documentElement.dataset.theme = dark ? 'dark' : 'light';
-  ui.theme.setAttribute('aria-pressed', String(dark));
+  // The button says what it does, so it is no toggle with a state.
   ui.theme.textContent = dark ? 'Light theme' : 'Dark theme';
+  ui.theme.setAttribute('aria-label', dark ? 'Switch to the light theme' : 'Switch to the dark theme');
   editor.setDark(dark);
 }
 
