@@ -369,7 +369,7 @@ function openShared() {
 
 // ---- start ---------------------------------------------------------------
 
-const editor = new Editor($('editor'), { onRun: run, onChange: () => {} });
+const editor = new Editor($('editor'), { onRun: run });
 
 // Until GET /v1/languages answers (it needs the key), the languages the
 // examples know, without versions.

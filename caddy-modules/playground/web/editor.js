@@ -63,8 +63,8 @@ const plainSpaces = EditorState.transactionFilter.of((tr) => {
 
 // Editor wraps one EditorView.
 export class Editor {
-  // onRun is called for Ctrl/Cmd+Enter; onChange after every edit.
-  constructor(parent, { onRun, onChange }) {
+  // onRun is called for Ctrl/Cmd+Enter.
+  constructor(parent, { onRun }) {
     this.language = new Compartment();
     this.indent = new Compartment();
     this.theme = new Compartment();
@@ -85,7 +85,6 @@ export class Editor {
           this.indent.of(indentUnit.of('    ')),
           this.theme.of(lightTheme),
           EditorView.contentAttributes.of({ 'aria-label': 'Program source' }),
-          EditorView.updateListener.of((u) => { if (u.docChanged) onChange(); }),
         ],
       }),
     });
