@@ -93,6 +93,8 @@ test('plain words for each error', () => {
     [408, 'queue_timeout', '', null, 'No sandbox became free'],
     [503, 'node_at_capacity', '', 5, 'cannot run this right now. Try again in 5 s.'],
     [502, '', '', null, 'had a problem (HTTP 502)'],
+    [0, 'sandbox_unavailable', 'the sandbox stopped', null, "failed on the service's side: the sandbox stopped."],
+    [0, 'queue_timeout', '', null, 'No sandbox became free'],
   ]) {
     const words = plainWords(status, code, message, retry);
     if (!words.includes(want)) throw new Error(`${status} ${code}: ${JSON.stringify(words)} lacks ${JSON.stringify(want)}`);

@@ -29,7 +29,8 @@ export function retryAfter(value, now = Date.now()) {
 
 // plainWords says what an API error means for the person at the page.
 // status and retry come from the answer, code and message from its
-// {"error": {"code", "message"}} body (docs/api.md#errors).
+// {"error": {"code", "message"}} body (docs/api.md#errors); status 0 is
+// a stream's error event, which comes after its 200.
 export function plainWords(status, code, message, retry) {
   const again = retry != null ? ` Try again in ${inWords(retry)}.` : ' Try again in a moment.';
   switch (code) {
@@ -59,6 +60,9 @@ export function plainWords(status, code, message, retry) {
       return `Your account is suspended: ${message}`;
   }
   switch (true) {
+    case status === 0:
+      // An error event, after the stream had begun (its answer was a 200).
+      return `The run failed on the service's side: ${message || code}.${again}`;
     case status === 401:
       return 'Your API key was not accepted. Check the key in the API key box.';
     case status === 403:
@@ -164,7 +168,7 @@ export class Client {
         else if (ev.event === 'error') {
           const code = data?.error?.code ?? '';
           const message = data?.error?.message ?? '';
-          failure = new ApiError(plainWords(500, code, message, null), { status: 200, code, detail: `${code} ${message}` });
+          failure = new ApiError(plainWords(0, code, message, null), { status: 200, code, detail: `${code} ${message}` });
         }
       }
     } catch (err) {
