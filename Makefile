@@ -23,13 +23,16 @@ run: build host
 test: build vet
 	$(GO) test $(TEST_FLAGS) ./...
 
-# The last steps build the language caches, which take a minute the first
+# The playground's bundle (esbuild, from the npm clients' CodeMirror) is
+# built before the binary that embeds it (docs/playground.md). The last
+# steps build the language caches, which take a minute the first
 # time on a host (cell/node/DESIGN.md) and nothing after, and the default
 # package cache (sandboxes/pkgcache/DESIGN.md), a few minutes the first
 # time and nothing after: set-up, not the service's first start. -buildvcs=auto: `sandboxapi version` names the
 # commit even where GOFLAGS turns stamping off.
 build: toolchains runsc
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/sandbox-init ./cmd/sandbox-init
+	$(GO) run ./caddy-modules/playground/bundle
 	$(GO) build -buildvcs=auto -o $(BIN)/sandboxapi ./cmd/sandboxapi
 	$(BIN)/sandboxapi prepare --cache-dir $(CACHE_DIR)
 	$(BIN)/sandboxapi pkgcache build --defaults --install-libs --dir $(CACHE_DIR)/pkgcache $(PKGCACHE_FLAGS)

@@ -9,6 +9,7 @@ import (
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/cellroute"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/conns"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/limits"
+	_ "github.com/sandboxapi/sandboxapi/caddy-modules/playground"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/request"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/selfserve"
 )

@@ -6,6 +6,7 @@
 #   http.handlers.sandboxapi_auth                  (directive sandboxapi_auth)
 #   http.handlers.sandboxapi_limits                (directive sandboxapi_limits)
 #   http.handlers.sandboxapi_selfserve             (directive sandboxapi_selfserve: signup, Stripe)
+#   http.handlers.sandboxapi_playground            (directive sandboxapi_playground: the page at /)
 #   sandboxapi.rate_stores.memory                  (sandboxapi_limits { rate_store memory })
 #   sandboxapi.rate_stores.redis                   (sandboxapi_limits { rate_store redis { ... } })
 #   http.reverse_proxy.upstreams.sandboxapi_cell   (reverse_proxy { dynamic sandboxapi_cell ... })
@@ -43,7 +44,7 @@ RUN xcaddy build v${CADDY_VERSION} \
       --output /usr/bin/caddy \
       --with github.com/sandboxapi/sandboxapi@v0.0.0-00010101000000-000000000000=/src/sandboxapi \
  && for m in http.handlers.sandboxapi_auth http.handlers.sandboxapi_limits \
-            http.handlers.sandboxapi_selfserve \
+            http.handlers.sandboxapi_selfserve http.handlers.sandboxapi_playground \
             sandboxapi.rate_stores.memory sandboxapi.rate_stores.redis \
             http.reverse_proxy.upstreams.sandboxapi_cell sandboxapi.membership.static \
             sandboxapi.membership.gossip \

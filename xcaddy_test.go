@@ -105,6 +105,17 @@ func TestXcaddyBuild(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
+	// The playground's page with no key, through sandboxapi_playground.
+	page, err := http.Get(base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page.Body.Close()
+	if page.StatusCode != http.StatusOK || !strings.HasPrefix(page.Header.Get("Content-Type"), "text/html") ||
+		page.Header.Get("Content-Security-Policy") == "" {
+		t.Errorf("GET / through stock Caddy: HTTP %d %v", page.StatusCode, page.Header)
+	}
+
 	// The free signup through sandboxapi_selfserve, then an execution with
 	// its key through sandboxapi_auth, sandboxapi_limits and the cell's
 	// upstreams, in a sandbox.

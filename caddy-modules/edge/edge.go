@@ -22,13 +22,15 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	// Our modules: sandboxapi_request, sandboxapi_auth, sandboxapi_limits
-	// with its rate stores, sandboxapi_selfserve, the sandboxapi_cell
+	// with its rate stores, sandboxapi_selfserve, sandboxapi_playground,
+	// the sandboxapi_cell
 	// upstream source with its memberships, and the listener wrappers of
 	// conns.
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/auth"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/cellroute"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/conns"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/limits"
+	"github.com/sandboxapi/sandboxapi/caddy-modules/playground"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/request"
 	_ "github.com/sandboxapi/sandboxapi/caddy-modules/selfserve"
 
@@ -336,6 +338,14 @@ func (c Config) CaddyJSON() ([]byte, error) {
 			{
 				"match":    []object{{"path": []string{HealthPath, api.DocumentPath}}},
 				"handle":   []object{request, healthProxy},
+				"terminal": true,
+			},
+			// The playground's page and bundle, for people without a
+			// key yet: the page asks for one. Other methods on these
+			// paths go on to the cell (404, 405) as before.
+			{
+				"match":    []object{{"path": playground.MatchPaths, "method": []string{"GET", "HEAD"}}},
+				"handle":   []object{request, {"handler": "sandboxapi_playground"}},
 				"terminal": true,
 			},
 		}, selfserveRoutes...), object{"handle": []object{request, authHandler, limitsHandler, proxy}}),

@@ -26,6 +26,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/billing/selfserve"
 	"github.com/sandboxapi/sandboxapi/billing/usage"
 	"github.com/sandboxapi/sandboxapi/caddy-modules/cellroute"
+	"github.com/sandboxapi/sandboxapi/caddy-modules/playground"
 	"github.com/sandboxapi/sandboxapi/cell/api"
 	"github.com/sandboxapi/sandboxapi/cell/callerauth"
 )
@@ -122,8 +123,8 @@ func TestCaddyJSON(t *testing.T) {
 			t.Errorf("listen = %v", srv.Listen)
 		case !srv.AutomaticHTTPS.Disable:
 			t.Error("automatic HTTPS not disabled")
-		case len(srv.Routes) != 3:
-			t.Fatalf("routes = %d, want 3: /health and /openapi.json, the free signup, the rest", len(srv.Routes))
+		case len(srv.Routes) != 4:
+			t.Fatalf("routes = %d, want 4: /health and /openapi.json, the playground, the free signup, the rest", len(srv.Routes))
 		}
 		if p := srv.Routes[0].Match; len(p) != 1 || fmt.Sprint(p[0]["path"]) != fmt.Sprint([]string{HealthPath, api.DocumentPath}) {
 			t.Errorf("first route matches %v, want the paths %s and %s, which take no key", p, HealthPath, api.DocumentPath)
@@ -131,12 +132,17 @@ func TestCaddyJSON(t *testing.T) {
 		if h := srv.Routes[0].Handle; len(h) != 2 || h[0]["handler"] != "sandboxapi_request" || h[1]["handler"] != "reverse_proxy" {
 			t.Errorf("/health route handlers = %v, want only sandboxapi_request and reverse_proxy", h)
 		}
+		// The playground's GET and HEAD, before auth: the page takes no key.
+		if p, h := srv.Routes[1].Match, srv.Routes[1].Handle; len(p) != 1 || fmt.Sprint(p[0]["path"]) != fmt.Sprint(playground.MatchPaths) ||
+			fmt.Sprint(p[0]["method"]) != "[GET HEAD]" || len(h) != 2 || h[0]["handler"] != "sandboxapi_request" || h[1]["handler"] != "sandboxapi_playground" {
+			t.Errorf("playground route = %v %v, want GET and HEAD of %v to sandboxapi_playground", p, h, playground.MatchPaths)
+		}
 		// Without Stripe, the free signup alone, before auth: it takes no key.
-		if p, h := srv.Routes[1].Match, srv.Routes[1].Handle; len(p) != 1 || fmt.Sprint(p[0]["path"]) != fmt.Sprint(selfserve.FreeOnlyPaths) ||
+		if p, h := srv.Routes[2].Match, srv.Routes[2].Handle; len(p) != 1 || fmt.Sprint(p[0]["path"]) != fmt.Sprint(selfserve.FreeOnlyPaths) ||
 			len(h) != 2 || h[0]["handler"] != "sandboxapi_request" || h[1]["handler"] != "sandboxapi_selfserve" || h[1]["stripe_secret_key"] != nil {
 			t.Errorf("signup route = %v %v, want %v to sandboxapi_selfserve without Stripe", p, h, selfserve.FreeOnlyPaths)
 		}
-		main := srv.Routes[2]
+		main := srv.Routes[3]
 		if len(main.Match) != 0 || len(main.Handle) != 4 || main.Handle[0]["handler"] != "sandboxapi_request" || main.Handle[1]["handler"] != "sandboxapi_auth" ||
 			main.Handle[2]["handler"] != "sandboxapi_limits" || main.Handle[3]["handler"] != "reverse_proxy" {
 			t.Fatalf("main route = %+v, want sandboxapi_request, sandboxapi_auth, sandboxapi_limits, reverse_proxy for everything", main)
@@ -693,6 +699,9 @@ func TestCaddyfileExample(t *testing.T) {
 	}
 	if resp, body := g.do("POST", "/v1/billing/portal", ``, nil); resp.StatusCode != http.StatusUnauthorized || errorCode(t, resp, body) != "missing_api_key" {
 		t.Errorf("the portal without a key: status %d, body %s, want 401", resp.StatusCode, body)
+	}
+	if resp, body := g.do("GET", "/", "", nil); resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Errorf("the playground: status %d, body %.200s", resp.StatusCode, body)
 	}
 	if resp, body := g.do("GET", HealthPath, "", map[string]string{"X-Sandboxapi-Internal-Plan": "mega"}); resp.StatusCode != http.StatusOK {
 		t.Errorf("health: status %d, body %s", resp.StatusCode, body)

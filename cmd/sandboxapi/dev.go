@@ -192,6 +192,7 @@ func runDev(args []string) error {
 dev API key: %[3]s
 try:
   curl -s -X POST http://%[1]s/v1/execute -H "X-RapidAPI-Key: %[3]s" -H "Content-Type: application/json" -d '{"language":"python3","code":"print(\"Hello, World!\")"}'
+or open the playground, and paste the key: http://%[1]s/
 `, *listen, n.Addr(), key)
 	<-ctx.Done()
 	logger.Info("shutting down")

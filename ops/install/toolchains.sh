@@ -51,6 +51,11 @@ apt_wants=(
   # through the egress proxy with.
   /usr/sbin/ip iproute2
   /usr/bin/curl curl
+  # Not a toolchain: the headless browser the playground's tests drive
+  # (with playwright-core, which never downloads one), and the fonts its
+  # pages and screenshots are drawn in (docs/playground.md).
+  /usr/bin/chromium chromium
+  /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf fonts-dejavu-core
 )
 
 # A rustup toolchain is preferred (it is newer); Debian's rustc otherwise.
