@@ -53,6 +53,20 @@ func clusterLeader(t *testing.T, s *devServer) string {
 	return m.Cells[0].Leader
 }
 
+// settledLeader is clusterLeader once the cell has one: a loaded host can
+// be between elections, or the admin view between reads, just after the
+// cluster came up.
+func settledLeader(t *testing.T, s *devServer) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if l := clusterLeader(t, s); l != "" || time.Now().After(deadline) {
+			return l
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 func (s *devServer) helloOK() bool {
 	status, body, err := s.oneShot(context.Background())
 	return err == nil && status == http.StatusOK && strings.Contains(body, `"stdout":"42\n"`)
@@ -216,7 +230,7 @@ func (o *oneShots) run(ctx context.Context, t *testing.T, s *devServer, n int, w
 func TestClusterFailover(t *testing.T) {
 	s, record := startCluster(t)
 	sink := newWebhookSink(t)
-	leader := clusterLeader(t, s)
+	leader := settledLeader(t, s)
 	pid := 0
 	for _, n := range record.Nodes {
 		if n.ID == leader {
