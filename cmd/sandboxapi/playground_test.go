@@ -77,8 +77,8 @@ func TestPlaygroundInBrowser(t *testing.T) {
 
 	start := time.Now()
 	clients.Checks(t, clients.Script{
-		Source:  string(script),
-		Env:     []string{"BASE=" + s.base, "KEY=" + s.key, "CHROMIUM=" + chromiumPath, "SCREENSHOTS=" + shots},
+		Source: string(script),
+		Env:    []string{"BASE=" + s.base, "KEY=" + s.key, "CHROMIUM=" + chromiumPath, "SCREENSHOTS=" + shots},
 		// About 40 s on an idle host; room for one busy with the suite.
 		Timeout: 5 * time.Minute,
 	})
