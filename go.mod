@@ -29,6 +29,7 @@ require (
 )
 
 require (
+	connectrpc.com/connect v1.21.1 // indirect
 	github.com/DataDog/datadog-go v4.5.1+incompatible // indirect
 	github.com/Microsoft/go-winio v0.6.1 // indirect
 	github.com/akavel/rsrc v0.10.2 // indirect
