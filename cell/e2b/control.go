@@ -53,11 +53,11 @@ type CreateRequest struct {
 // DecodeCreate reads a create's body; its errors are the API's refusals.
 func DecodeCreate(body []byte) (CreateRequest, error) {
 	var req CreateRequest
-	if len(strings.TrimSpace(string(body))) == 0 {
-		return req, nil // the SDK always sends a body; curl may not
-	}
-	if err := execreq.DecodeJSON(body, &req, "the request"); err != nil {
-		return req, err
+	// The SDK always sends a body; curl may not.
+	if len(strings.TrimSpace(string(body))) > 0 {
+		if err := execreq.DecodeJSON(body, &req, "the request"); err != nil {
+			return req, err
+		}
 	}
 	if req.TemplateID == "" {
 		req.TemplateID = DefaultTemplate

@@ -243,12 +243,14 @@ func readUploads(w http.ResponseWriter, r *http.Request, queryPath string) ([]up
 	return out, nil
 }
 
+// tooLarge is a failed read of an upload: too large, or cut short or
+// malformed (the client's body, not ours).
 func tooLarge(err error) error {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return apierror.New(apierror.PayloadTooLarge, "an upload may carry at most %d bytes", MaxFileBytes)
 	}
-	return fmt.Errorf("e2b: reading the upload: %w", err)
+	return apierror.New(apierror.InvalidField, "the upload could not be read: %v", err)
 }
 
 // chunkBytes is how much of a file one argument carries, as base64: well
