@@ -230,7 +230,7 @@ func readUploads(w http.ResponseWriter, r *http.Request, queryPath string) ([]up
 		}
 		p := queryPath
 		if p == "" || len(out) > 0 {
-			p = part.FileName()
+			p = partPath(part)
 		}
 		if p == "" {
 			return nil, apierror.New(apierror.MissingField, "each file part needs a path: the query's path, or the part's filename")
@@ -245,6 +245,16 @@ func readUploads(w http.ResponseWriter, r *http.Request, queryPath string) ([]up
 
 // tooLarge is a failed read of an upload: too large, or cut short or
 // malformed (the client's body, not ours).
+// partPath is a part's filename as the client sent it: the SDK puts the
+// file's path there, which Part.FileName would cut to its base name.
+func partPath(part *multipart.Part) string {
+	_, params, err := mime.ParseMediaType(part.Header.Get("Content-Disposition"))
+	if err != nil {
+		return ""
+	}
+	return params["filename"]
+}
+
 func tooLarge(err error) error {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {

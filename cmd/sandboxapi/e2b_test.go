@@ -87,6 +87,20 @@ out.bgListed = (await sbx.commands.list()).some((p) => p.pid === bg.pid);
 const bgResult = await bg.wait();
 out.bg = { chunks, exitCode: bgResult.exitCode, stdout: bgResult.stdout };
 
+// Another stream follows a running command.
+const slow = await sbx.commands.run("echo started; sleep 1; echo done", { background: true });
+const follower = await sbx.commands.connect(slow.pid);
+out.followed = (await follower.wait()).stdout;
+
+// Several files at once, and a streamed upload (octet-stream).
+const many = await sbx.files.write([{ path: "m/one.txt", data: "1" }, { path: "m/two.txt", data: "22" }]);
+out.many = many.map((w) => w.path);
+await sbx.files.write("streamed.txt", new Blob(["from a stream"]).stream());
+out.streamed = await sbx.files.read("streamed.txt");
+const gi = await sbx.files.getInfo("m/two.txt");
+out.getInfo = { name: gi.name, type: gi.type, size: gi.size };
+out.deep = (await sbx.files.list("m", { depth: 2 })).map((e) => e.name).sort();
+
 await sbx.setTimeout(120_000);
 const info = await sbx.getInfo();
 out.info = { templateId: info.templateId, metadata: info.metadata, state: info.state,
@@ -110,6 +124,13 @@ out.otherList = (await Sandbox.list(other).nextItems()).map((s) => s.sandboxId);
 // Unsupported: a clear refusal.
 try { await Sandbox.create("my-custom-template"); out.template = null; } catch (e) { out.template = fail(e); }
 try { await sbx.pause(); out.pause = null; } catch (e) { out.pause = fail(e); }
+
+// A killed command ends, and the sandbox carries on (in a fresh sandbox:
+// a session's command cannot be stopped on its own, docs/e2b.md).
+const sleeper = await sbx.commands.run("sleep 30", { background: true });
+out.killed = await sleeper.kill();
+try { await sleeper.wait(); out.killedWait = null; } catch (e) { out.killedWait = { name: e.name, exitCode: e.exitCode } }
+out.afterKillRun = (await sbx.commands.run("echo fresh")).stdout;
 
 await sbx.kill();
 out.runningAfterKill = await sbx.isRunning();
@@ -183,6 +204,17 @@ func TestE2BClient(t *testing.T) {
 			ExitCode int
 			Stdout   string
 		}
+		Followed     string
+		Killed       bool
+		KilledWait   *struct{ Name string }
+		AfterKillRun string
+		Many         []string
+		Streamed     string
+		GetInfo      struct {
+			Name, Type string
+			Size       int
+		}
+		Deep []string
 		Info struct {
 			TemplateID string `json:"templateId"`
 			Metadata   map[string]string
@@ -232,6 +264,12 @@ func TestE2BClient(t *testing.T) {
 	check("reading a missing file", failed(out.ReadMissing, "FileNotFoundError", "missing.txt"), out.ReadMissing)
 	check("background command streams", out.BgPid > 0 && out.BgListed && out.Bg.ExitCode == 0 && out.Bg.Stdout == "line1\nline2\nline3\n" &&
 		len(out.Bg.Chunks) >= 2 && toFloat(out.Bg.Chunks[len(out.Bg.Chunks)-1][0])-toFloat(out.Bg.Chunks[0][0]) >= 400, out.Bg)
+	check("commands.connect follows a running command", out.Followed == "started\ndone\n", out.Followed)
+	check("a killed command ends; the sandbox carries on", out.Killed && out.KilledWait != nil && out.AfterKillRun == "fresh\n", []any{out.Killed, out.KilledWait, out.AfterKillRun})
+	check("several files at once", slices.Equal(out.Many, []string{"/work/m/one.txt", "/work/m/two.txt"}), out.Many)
+	check("a streamed upload", out.Streamed == "from a stream", out.Streamed)
+	check("files.getInfo", out.GetInfo.Name == "two.txt" && out.GetInfo.Type == "file" && out.GetInfo.Size == 2, out.GetInfo)
+	check("files.list depth", slices.Equal(out.Deep, []string{"one.txt", "two.txt"}), out.Deep)
 	check("setTimeout and getInfo", out.Info.TemplateID == "base" && out.Info.Metadata["purpose"] == "e2b-test" && out.Info.State == "running" &&
 		out.Info.LifeLeftS >= 110 && out.Info.LifeLeftS <= 121, out.Info)
 	check("Sandbox.list", slices.Contains(out.Listed, out.ID) && slices.Equal(out.ListedByMeta, []string{out.ID}) && out.ListedOtherMeta == 0, []any{out.Listed, out.ListedByMeta})
