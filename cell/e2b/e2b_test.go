@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/sandboxapi/sandboxapi/billing/plans"
 	"github.com/sandboxapi/sandboxapi/cell/apierror"
 	"github.com/sandboxapi/sandboxapi/cell/e2b/envd/filesystem"
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
@@ -130,5 +131,30 @@ func TestEnvdErrorBody(t *testing.T) {
 		if b := body.(ErrorBody); status != tt.status || b.Code != tt.status || b.Error != tt.code {
 			t.Errorf("%s: %d %+v, want %d", tt.code, status, body, tt.status)
 		}
+	}
+}
+
+func TestInternet(t *testing.T) {
+	yes, no := true, false
+	egress := plans.Plan{Name: "pro", NodeEgress: true, NodeNetworkAllow: []string{"*"}}
+	tests := []struct {
+		name  string
+		asked *bool
+		plan  plans.Plan
+		net   bool
+	}{
+		{"the SDK's default on a plan with egress", &yes, egress, true},
+		{"unsaid, on a plan with egress", nil, egress, true},
+		{"asked for none", &no, egress, false},
+		{"a node without an egress proxy", &yes, plans.Plan{Name: "pro", NodeNetworkAllow: []string{"*"}}, false},
+		{"a plan without network", &yes, plans.Plan{Name: "basic", NodeEgress: true}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pol, err := internet(tt.asked, tt.plan)
+			if err != nil || (pol != nil) != tt.net {
+				t.Errorf("internet = %+v, %v; want a network: %v", pol, err, tt.net)
+			}
+		})
 	}
 }

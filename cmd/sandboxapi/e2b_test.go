@@ -251,6 +251,17 @@ func TestE2BClient(t *testing.T) {
 	failed := func(f *e2bFailure, name, contains string) bool {
 		return f != nil && (name == "" || f.Name == name) && strings.Contains(f.Message, contains)
 	}
+	// Each commands.run counts one execution, and nothing else does: the
+	// script ran 20 commands, besides its file, list and control calls.
+	var used float64
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		_, usage := s.call(s.key, "GET", "/v1/usage", "")
+		used, _ = usage["executions"].(float64)
+		if used >= 20 || time.Now().After(deadline) {
+			break
+		}
+	}
+	check("each command is one execution", used == 20, used)
 	check("commands.run exit code", out.Exit.Thrown && out.Exit.ExitCode == 3 && out.Exit.Stdout == "hi\n", out.Exit)
 	check("environment and home", out.Who.Stdout == "hello there\n/work\n" && out.Who.Stderr == "err\n" && out.Who.ExitCode == 0, out.Who)
 	check("cwd", out.Cwd == "/tmp\n", out.Cwd)
