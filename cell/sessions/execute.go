@@ -44,6 +44,24 @@ type ExecuteResponse struct {
 	// (then its files and packages are gone too; Message says which).
 	StateLost bool   `json:"state_lost"`
 	ExpiresAt string `json:"expires_at"`
+	// Outputs and Exception answer "display": true: the cell's rich
+	// results in order (always there, maybe empty) and its uncaught
+	// error (only when there was one).
+	Outputs   []DisplayOutput `json:"outputs,omitzero"`
+	Exception *Exception      `json:"exception,omitempty"`
+}
+
+// DisplayOutput is one rich result of a display cell (executor.DisplayData).
+type DisplayOutput struct {
+	Main bool              `json:"main"`
+	Data map[string]string `json:"data"`
+}
+
+// Exception is a display cell's uncaught error (executor.Exception).
+type Exception struct {
+	Name      string `json:"name"`
+	Value     string `json:"value"`
+	Traceback string `json:"traceback"`
 }
 
 // parseExecute parses a session execution: the body of /v1/execute, whose
@@ -77,12 +95,38 @@ func (m *Manager) parseExecute(body []byte, plan plans.Plan, s *session) (*execr
 			}
 		}
 	}
+	display, err := displayField(fields, lang)
+	if err != nil {
+		return nil, err
+	}
 	fields["language"] = json.RawMessage(strconv.Quote(lang.ID))
 	withLang, err := json.Marshal(fields)
 	if err != nil {
 		return nil, fmt.Errorf("sessions: %w", err)
 	}
-	return v1api.Parse(dialect.Input{Body: withLang, Plan: plan, Catalog: m.cfg.Catalog})
+	req, err := v1api.Parse(dialect.Input{Body: withLang, Plan: plan, Catalog: m.cfg.Catalog})
+	if err != nil {
+		return nil, err
+	}
+	req.Exec.Display = display
+	return req, nil
+}
+
+// displayField reads "display": a boolean (or null), true only in a
+// language whose session interpreter runs display cells.
+func displayField(fields map[string]json.RawMessage, lang *langs.Language) (bool, error) {
+	raw, ok := fields["display"]
+	if !ok || string(raw) == "null" {
+		return false, nil
+	}
+	var display bool
+	if err := json.Unmarshal(raw, &display); err != nil {
+		return false, apierror.New(apierror.InvalidField, "display must be a boolean")
+	}
+	if r := langs.REPLFor(lang); display && (r == nil || !r.Display) {
+		return false, apierror.New(apierror.UnsupportedSession, "display is not supported in a %s session: only python3, javascript and typescript sessions evaluate code as notebook cells", lang.ID)
+	}
+	return display, nil
 }
 
 func isZeroJSON(raw json.RawMessage) bool {
@@ -256,6 +300,15 @@ func (m *Manager) response(id string, s *session, req *execreq.Request, res *exe
 		SessionID: s.rec.ID,
 		StateLost: res.StateLost || lost,
 		ExpiresAt: rfc3339(m.now().Add(s.ttl)),
+	}
+	if req.Exec.Display {
+		out.Outputs = make([]DisplayOutput, 0, len(res.Outputs))
+		for _, o := range res.Outputs {
+			out.Outputs = append(out.Outputs, DisplayOutput{Main: o.Main, Data: o.Data})
+		}
+		if e := res.Exception; e != nil {
+			out.Exception = &Exception{Name: e.Name, Value: e.Value, Traceback: e.Traceback}
+		}
 	}
 	if lost {
 		msg := "the session's sandbox had stopped and was replaced: its variables, files and installed packages are gone"

@@ -3,9 +3,11 @@ package sessions
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -203,6 +205,75 @@ func TestExecute(t *testing.T) {
 	r = n.call("acct_a", "pro", "GET", "/v1/sessions/"+py, "")
 	if r.body["executions"] != 3.0 {
 		t.Errorf("GET after 3 executions: %s", r.raw)
+	}
+}
+
+// "display": true runs the code as a notebook cell: the sandbox is asked
+// for one, and the response carries its outputs (always, maybe empty) and
+// its exception (only when there is one); without it neither field is
+// there. It is refused where the interpreter cannot run cells.
+func TestExecuteDisplay(t *testing.T) {
+	n := startNode(t, nodeOptions{setup: func(sb *fakeSandbox) {
+		sb.exec = func(ctx context.Context, req executor.Request) (*executor.Result, error) {
+			res := &executor.Result{End: executor.EndExited, Stdout: []byte("printed\n")}
+			switch req.Code {
+			case "21*2":
+				res.Outputs = []executor.DisplayData{{Data: map[string]string{"text/plain": "'a'"}}, {Main: true, Data: map[string]string{"text/plain": "42"}}}
+			case "1/0":
+				res.ExitCode = 1
+				res.Exception = &executor.Exception{Name: "ZeroDivisionError", Value: "division by zero", Traceback: "Traceback"}
+			}
+			return res, nil
+		}
+	}})
+	py := n.create("acct_a", "pro", `{"language":"python3"}`)
+	sh := n.create("acct_a", "pro", `{"language":"bash"}`)
+	tests := []struct {
+		name, session, body string
+		status              int
+		code                apierror.Code
+		want                string // the response's outputs and exception, as JSON
+	}{
+		{name: "value", session: py, body: `{"code":"21*2","display":true}`, status: 200,
+			want: `{"outputs":[{"main":false,"data":{"text/plain":"'a'"}},{"main":true,"data":{"text/plain":"42"}}]}`},
+		{name: "exception", session: py, body: `{"code":"1/0","display":true}`, status: 200,
+			want: `{"outputs":[],"exception":{"name":"ZeroDivisionError","value":"division by zero","traceback":"Traceback"}}`},
+		{name: "nothing to show", session: py, body: `{"code":"x = 1","display":true}`, status: 200, want: `{"outputs":[]}`},
+		{name: "without display", session: py, body: `{"code":"21*2","display":false}`, status: 200, want: `{}`},
+		{name: "display null", session: py, body: `{"code":"21*2","display":null}`, status: 200, want: `{}`},
+		{name: "not a boolean", session: py, body: `{"code":"1","display":"yes"}`, status: 400, code: apierror.InvalidField},
+		{name: "a bash session", session: sh, body: `{"code":"echo","display":true}`, status: 400, code: apierror.UnsupportedSession},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := n.call("acct_a", "pro", "POST", "/v1/sessions/"+tt.session+"/execute", tt.body)
+			if r.status != tt.status || r.errorCode() != tt.code {
+				t.Fatalf("HTTP %d %s, want %d %s", r.status, r.raw, tt.status, tt.code)
+			}
+			if tt.status != 200 {
+				return
+			}
+			got := map[string]any{}
+			for _, f := range []string{"outputs", "exception"} {
+				if v, ok := r.body[f]; ok {
+					got[f] = v
+				}
+			}
+			var want map[string]any
+			if err := json.Unmarshal([]byte(tt.want), &want); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("got %v, want %v: %s", got, want, r.raw)
+			}
+		})
+	}
+	var asked []bool
+	for _, req := range n.sbs.all[0].executions() {
+		asked = append(asked, req.Display)
+	}
+	if !slices.Equal(asked, []bool{true, true, true, false, false}) {
+		t.Errorf("the sandbox was asked for display cells %v", asked)
 	}
 }
 

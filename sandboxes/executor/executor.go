@@ -269,6 +269,40 @@ type Request struct {
 	// program produces it ("stdout" or "stderr"), before Execute returns.
 	// Chunks past the output cap are not passed on.
 	OnOutput func(stream string, chunk []byte)
+	// Display, for Session.Execute in a language whose REPL driver has
+	// langs.Repl.Display (python3, javascript, typescript), evaluates the
+	// code as a Jupyter cell: the last expression's value, display()
+	// calls and matplotlib's figures become Result.Outputs, and an
+	// uncaught error Result.Exception (its traceback there, not on
+	// stderr). Output printed still streams as without it.
+	Display bool
+	// OnDisplay, when set with Display, is called with each rich output
+	// as it arrives, before Execute returns.
+	OnDisplay func(DisplayData)
+	// Context, for Session.Execute, is the interpreter to run in: an id
+	// from Session.CreateContext; "" is the session's own.
+	Context string
+}
+
+// DisplayData is one rich result of a display cell, Jupyter's
+// execute_result or display_data.
+type DisplayData struct {
+	// Main says it is the value of the cell's last expression
+	// (execute_result); false for display() calls and figures.
+	Main bool
+	// Data is the value's representations by MIME type: "text/plain"
+	// always; "text/html", "text/markdown", "image/svg+xml",
+	// "text/latex", "application/javascript" as text; "image/png",
+	// "image/jpeg" and "application/pdf" in base64; "application/json"
+	// (and other "+json" types a _repr_mimebundle_ gives) as JSON text.
+	Data map[string]string
+}
+
+// Exception is the uncaught error that ended a display cell: its type's
+// name ("ZeroDivisionError"), its message ("division by zero") and the
+// traceback as the language formats it, from the cell's own frames.
+type Exception struct {
+	Name, Value, Traceback string
 }
 
 // Result is what happened.
@@ -304,6 +338,12 @@ type Result struct {
 	// Network is what a networked execution did through the egress proxy
 	// (the hosts it refused, the bytes); nil without a network.
 	Network *egress.Usage
+	// Outputs are a display cell's rich results (Request.Display), in
+	// the order they were produced; at most MaxDisplayBytes of them.
+	Outputs []DisplayData
+	// Exception is the uncaught error of a display cell; the exit status
+	// says the execution failed, as without Display.
+	Exception *Exception
 }
 
 // Execute runs req in a sandbox of its account's and reports what happened.
@@ -348,7 +388,7 @@ func (e *Executor) Execute(ctx context.Context, req Request) (*Result, error) {
 		return res, nil
 	}
 	deadline := jobWall(job) + e.cfg.BootGrace
-	out := w.run(ctx, job, res, lim.OutputBytes, deadline, req.OnOutput)
+	out := w.run(ctx, job, res, lim.OutputBytes, deadline, req.OnOutput, nil)
 	unbind()
 	endTurn()
 	e.pool.release(w, out.done && ctx.Err() == nil)

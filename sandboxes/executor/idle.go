@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/sandboxes/wire"
@@ -172,7 +173,7 @@ var errStopFailed = errors.New("executor: the session's sandbox did not answer t
 // running, and notes for the next result what it ended. s.mu is held.
 func (s *Session) stopBackground() error {
 	job := wire.Job{WorkDir: workDir, StopBackground: true}
-	out := s.w.run(context.Background(), job, &Result{}, 1<<10, s.e.cfg.BootGrace, nil)
+	out := s.w.run(context.Background(), job, &Result{}, 1<<10, s.e.cfg.BootGrace, nil, nil)
 	if !out.done {
 		return fmt.Errorf("%w: %w", errStopFailed, out.protoErr)
 	}
@@ -183,6 +184,9 @@ func (s *Session) stopBackground() error {
 			if r.StateLost {
 				m.stateLost = true
 				m.notice += "; the interpreter was using it too and was stopped with them, so its variables are gone"
+			}
+			if len(r.ContextsStopped) > 0 {
+				m.notice += fmt.Sprintf("; so were the interpreters of contexts %s, which were using it: their variables are gone", strings.Join(r.ContextsStopped, ", "))
 			}
 		}
 	}

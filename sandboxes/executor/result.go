@@ -22,7 +22,7 @@ type stepOutput struct {
 // collect reads frames until the job's FrameDone (done) or the end of the
 // sandbox's output. The init caps each stream itself; the host caps again,
 // in case the init was subverted.
-func collect(r io.Reader, res *Result, capBytes int64, nSteps int, onOutput func(step int, stream string, p []byte)) (steps []stepOutput, done bool, err error) {
+func collect(r io.Reader, res *Result, capBytes int64, nSteps int, onOutput func(step int, stream string, p []byte), onDisplay func(DisplayData)) (steps []stepOutput, done bool, err error) {
 	steps = make([]stepOutput, 0, nSteps)
 	cur := stepOutput{}
 	add := func(dst *[]byte, p []byte, truncated *bool) {
@@ -35,6 +35,7 @@ func collect(r io.Reader, res *Result, capBytes int64, nSteps int, onOutput func
 	}
 	var outTrunc, errTrunc bool
 	var files artifactReader
+	var rich displayReader
 	defer func() {
 		if cur.result != nil || len(cur.stdout) > 0 || len(cur.stderr) > 0 {
 			steps = append(steps, cur)
@@ -92,10 +93,66 @@ func collect(r io.Reader, res *Result, capBytes int64, nSteps int, onOutput func
 			if err := files.add(res, t, p, step); err != nil {
 				return steps, false, err
 			}
+		case wire.FrameDisplay, wire.FrameDisplayPart:
+			rich.add(res, t, p, onDisplay)
 		case wire.FrameDone:
 			return steps, true, nil
 		}
 	}
+}
+
+// MaxDisplayBytes bounds the rich outputs of one execution, as the init
+// enforces it and the host again: past it, outputs are dropped and the
+// result's Message says so.
+const MaxDisplayBytes = 16 << 20
+
+// displayReader assembles a display cell's rich outputs from FrameDisplay
+// and FrameDisplayPart frames.
+type displayReader struct {
+	buf   []byte
+	total int64
+	over  bool
+}
+
+// add takes the next display frame. What a frame holds is the
+// interpreter's, which the session's code can write as well as the
+// driver, so a message that is not one is dropped, not an error.
+func (d *displayReader) add(res *Result, t wire.FrameType, p []byte, onDisplay func(DisplayData)) {
+	d.total += int64(len(p))
+	if d.total > MaxDisplayBytes {
+		d.buf = nil
+		if !d.over {
+			d.over = true
+			noteDisplayDropped(res)
+		}
+		return
+	}
+	d.buf = append(d.buf, p...)
+	if t == wire.FrameDisplayPart {
+		return
+	}
+	var m wire.Display
+	err := json.Unmarshal(d.buf, &m)
+	d.buf = nil
+	switch {
+	case err != nil:
+	case m.Exception != nil:
+		res.Exception = &Exception{Name: m.Exception.Name, Value: m.Exception.Value, Traceback: m.Exception.Traceback}
+	case m.Data != nil:
+		out := DisplayData{Main: m.Main, Data: m.Data}
+		res.Outputs = append(res.Outputs, out)
+		if onDisplay != nil {
+			onDisplay(out)
+		}
+	}
+}
+
+func noteDisplayDropped(res *Result) {
+	msg := fmt.Sprintf("rich outputs past %d bytes were dropped", MaxDisplayBytes)
+	if strings.Contains(res.Message, msg) {
+		return
+	}
+	res.Message = strings.TrimPrefix(res.Message+"; "+msg, "; ")
 }
 
 // runStepOutput adapts a caller's output callback to collect's: only the

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"errors"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -311,6 +312,91 @@ func TestResolveShortCPU(t *testing.T) {
 			resolveShortCPU(&res, runOutcome{steps: tc.steps, sandboxCPU: tc.host})
 			if res.CPU != tc.want {
 				t.Errorf("CPU %v, want %v", res.CPU, tc.want)
+			}
+		})
+	}
+}
+
+// The host assembles rich outputs from display frames through collect:
+// parts joined, a message that is not one dropped, an exception kept,
+// and past MaxDisplayBytes the rest dropped and said.
+func TestCollectDisplay(t *testing.T) {
+	type frame struct {
+		t wire.FrameType
+		p string
+	}
+	tests := []struct {
+		name      string
+		frames    []frame
+		want      []DisplayData
+		exception *Exception
+		message   string
+	}{
+		{
+			name: "whole and in parts",
+			frames: []frame{{wire.FrameDisplay, `{"main":false,"data":{"text/plain":"'a'"}}`},
+				{wire.FrameDisplayPart, `{"main":true,"da`}, {wire.FrameDisplay, `ta":{"text/plain":"5"}}`}},
+			want: []DisplayData{{Data: map[string]string{"text/plain": "'a'"}}, {Main: true, Data: map[string]string{"text/plain": "5"}}},
+		},
+		{
+			name:   "not a message",
+			frames: []frame{{wire.FrameDisplay, `{"data":`}, {wire.FrameDisplay, `{"data":{"n":1}}`}, {wire.FrameDisplay, `{"main":true,"data":{"text/plain":"1"}}`}},
+			want:   []DisplayData{{Main: true, Data: map[string]string{"text/plain": "1"}}},
+		},
+		{
+			name:      "exception",
+			frames:    []frame{{wire.FrameDisplay, `{"exception":{"name":"E","value":"v","traceback":"tb"}}`}},
+			exception: &Exception{Name: "E", Value: "v", Traceback: "tb"},
+		},
+		{
+			name: "over the cap",
+			frames: []frame{{wire.FrameDisplay, `{"data":{"text/plain":"1"}}`},
+				{wire.FrameDisplayPart, strings.Repeat(" ", MaxDisplayBytes)}, {wire.FrameDisplay, `{"data":{"text/plain":"2"}}`},
+				{wire.FrameDisplay, `{"data":{"text/plain":"3"}}`}},
+			want:    []DisplayData{{Data: map[string]string{"text/plain": "1"}}},
+			message: "rich outputs past 16777216 bytes were dropped",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			for _, f := range tc.frames {
+				for p := []byte(f.p); ; {
+					// The test's own large frame goes in chunks, as the
+					// init sends it.
+					k := min(len(p), wire.MaxFramePayload)
+					ft := f.t
+					if k < len(p) {
+						ft = wire.FrameDisplayPart
+					}
+					if err := wire.WriteFrame(&buf, ft, p[:k]); err != nil {
+						t.Fatal(err)
+					}
+					if p = p[k:]; len(p) == 0 {
+						break
+					}
+				}
+			}
+			_ = wire.WriteFrame(&buf, wire.FrameDone, nil)
+			res := &Result{}
+			var streamed []DisplayData
+			_, done, err := collect(&buf, res, 1<<10, 1, nil, func(d DisplayData) { streamed = append(streamed, d) })
+			if err != nil || !done {
+				t.Fatalf("done %v err %v", done, err)
+			}
+			if len(res.Outputs) != len(tc.want) || len(streamed) != len(tc.want) {
+				t.Fatalf("outputs %+v streamed %d, want %+v", res.Outputs, len(streamed), tc.want)
+			}
+			for i := range tc.want {
+				if res.Outputs[i].Main != tc.want[i].Main || !maps.Equal(res.Outputs[i].Data, tc.want[i].Data) {
+					t.Errorf("output %d: %+v, want %+v", i, res.Outputs[i], tc.want[i])
+				}
+			}
+			if (res.Exception == nil) != (tc.exception == nil) || (tc.exception != nil && *res.Exception != *tc.exception) {
+				t.Errorf("exception %+v, want %+v", res.Exception, tc.exception)
+			}
+			if res.Message != tc.message {
+				t.Errorf("message %q, want %q", res.Message, tc.message)
 			}
 		})
 	}

@@ -203,7 +203,7 @@ type runOutcome struct {
 
 // run sends job to the worker and collects its frames until the job ends
 // or the sandbox does.
-func (w *worker) run(ctx context.Context, job wire.Job, res *Result, capBytes int64, deadline time.Duration, onOutput func(string, []byte)) runOutcome {
+func (w *worker) run(ctx context.Context, job wire.Job, res *Result, capBytes int64, deadline time.Duration, onOutput func(string, []byte), onDisplay func(DisplayData)) runOutcome {
 	var out runOutcome
 	start := time.Now()
 	before := w.sb.Usage().CPU
@@ -224,7 +224,7 @@ func (w *worker) run(ctx context.Context, job wire.Job, res *Result, capBytes in
 		// A dead sandbox fails the write; the frames then end at EOF.
 		_, _ = w.sb.Stdin.Write(b)
 	}()
-	steps, done, protoErr := collect(w.sb.Stdout, res, capBytes, len(job.Steps), runStepOutput(job, onOutput))
+	steps, done, protoErr := collect(w.sb.Stdout, res, capBytes, len(job.Steps), runStepOutput(job, onOutput), onDisplay)
 	timer.Stop()
 	stop()
 	mu.Lock()

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,9 +55,7 @@ func SessionMain(cfgJSON string) int {
 	for {
 		var job wire.Job
 		if err := dec.Decode(&job); err != nil {
-			if s.repl != nil {
-				s.repl.kill()
-			}
+			s.killInterpreters()
 			if errors.Is(err, io.EOF) {
 				return 0
 			}
@@ -73,19 +72,67 @@ func SessionMain(cfgJSON string) int {
 type session struct {
 	cfg  wire.ServeConfig
 	out  *frameWriter
-	repl *replProc
+	repl *replProc // the session's own interpreter, nil until it starts
+	// contexts are the interpreters Job.Context made, by id.
+	contexts map[string]*replContext
 	// group holds every process of the session (nil without cgroups):
-	// the interpreter, the commands, and whatever they left running.
+	// the interpreters, the commands, and whatever they left running.
 	group *group
-	// idleFrom is the group's CPU, and replIdleFrom the interpreter's
-	// own, when the last job ended: what StopBackground weighs.
-	idleFrom, replIdleFrom time.Duration
+	// idleFrom is the group's CPU when the last job ended: what
+	// StopBackground weighs each interpreter's own against.
+	idleFrom time.Duration
+	// displayGen numbers the executions, for the display gates.
+	displayGen int
+}
+
+// replDriver is how an interpreter is started: the session's own from
+// its ServeConfig, a context's from its ContextOp.
+type replDriver struct {
+	runner    *wire.Runner
+	protocol  string
+	dir       string
+	stdinFile string
+}
+
+// replContext is one of the session's named interpreters.
+type replContext struct {
+	drv  replDriver
+	proc *replProc // nil until it starts, and once it has ended
+	// stopped says StopBackground ended the interpreter: the next
+	// execution's result says the state is lost.
+	stopped bool
+}
+
+func (s *session) mainDriver() replDriver {
+	return replDriver{runner: s.cfg.Repl, protocol: s.cfg.ReplProtocol, dir: s.cfg.WorkDir, stdinFile: s.cfg.StdinFile}
+}
+
+// interpreters are the session's live interpreters, its own first.
+func (s *session) interpreters() []**replProc {
+	out := []**replProc{&s.repl}
+	for _, c := range s.contexts {
+		out = append(out, &c.proc)
+	}
+	return out
+}
+
+// killInterpreters ends them all, as the session ends.
+func (s *session) killInterpreters() {
+	for _, slot := range s.interpreters() {
+		if *slot != nil {
+			(*slot).kill()
+			*slot = nil
+		}
+	}
 }
 
 func (s *session) run(job wire.Job) error {
 	defer s.markIdle()
 	if job.StopBackground {
 		return s.writeResult(s.stopBackground())
+	}
+	if job.Context != nil {
+		return s.writeResult(s.changeContext(*job.Context))
 	}
 	if err := writeFiles(job); err != nil {
 		return err
@@ -124,31 +171,35 @@ func (s *session) markIdle() {
 		return
 	}
 	s.idleFrom = s.group.cpu()
-	if s.repl != nil {
-		s.replIdleFrom = procSelfCPU(s.repl.p.cmd.Process.Pid)
+	for _, slot := range s.interpreters() {
+		if r := *slot; r != nil {
+			r.idleFrom = procSelfCPU(r.p.cmd.Process.Pid)
+		}
 	}
 }
 
-// killAll ends every process of the session, the interpreter included:
+// killAll ends every process of the session, the interpreters included:
 // what its memory limit does, the limit being the session's.
 func (s *session) killAll() {
 	if s.group == nil {
-		if s.repl != nil {
-			_ = syscall.Kill(-s.repl.p.cmd.Process.Pid, syscall.SIGKILL)
+		for _, slot := range s.interpreters() {
+			if r := *slot; r != nil {
+				_ = syscall.Kill(-r.p.cmd.Process.Pid, syscall.SIGKILL)
+			}
 		}
 		return
 	}
-	s.killInGroup(0)
+	s.killInGroup(nil)
 }
 
-// killInGroup kills the session's processes but spare (0: none), until
+// killInGroup kills the session's processes but those in spare, until
 // none is left or they outpace it, and reports which it killed.
-func (s *session) killInGroup(spare int) map[int]bool {
+func (s *session) killInGroup(spare map[int]bool) map[int]bool {
 	killed := map[int]bool{}
 	for pass := 0; pass < 100; pass++ {
 		n := 0
 		for _, pid := range s.group.pids() {
-			if pid != spare {
+			if !spare[pid] {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
 				killed[pid] = true
 				n++
@@ -164,40 +215,113 @@ func (s *session) killInGroup(spare int) map[int]bool {
 }
 
 // stopBackground ends what the session's programs left running while no
-// execution ran: every process but the interpreter, and the interpreter
+// execution ran: every process but the interpreters, and an interpreter
 // too if its own threads used most of the CPU since the last job.
 func (s *session) stopBackground() wire.StepResult {
 	res := wire.StepResult{Name: "stop", Started: true}
 	if s.group == nil {
 		return res
 	}
-	spare := 0
-	if s.repl != nil {
-		pid := s.repl.p.cmd.Process.Pid
-		used := s.group.cpu() - s.idleFrom
-		own := procSelfCPU(pid) - s.replIdleFrom
-		if own <= 0 || 2*own <= used {
-			spare = pid
+	used := s.group.cpu() - s.idleFrom
+	spare, interps := map[int]bool{}, map[int]bool{}
+	for _, slot := range s.interpreters() {
+		if r := *slot; r != nil {
+			pid := r.p.cmd.Process.Pid
+			interps[pid] = true
+			if own := procSelfCPU(pid) - r.idleFrom; own <= 0 || 2*own <= used {
+				spare[pid] = true
+			}
 		}
 	}
 	killed := s.killInGroup(spare)
 	for pid := range killed {
 		// Orphans are this init's to reap; the others their parents'.
-		if parentOf(pid) == os.Getpid() && (s.repl == nil || pid != s.repl.p.cmd.Process.Pid) {
+		if parentOf(pid) == os.Getpid() && !interps[pid] {
 			var ws syscall.WaitStatus
 			_, _ = syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
 		}
 	}
 	res.Stopped = len(killed)
-	if s.repl != nil && spare == 0 {
-		r := s.repl
+	if r := s.repl; r != nil && !spare[r.p.cmd.Process.Pid] {
 		<-r.exited
-		reapGroup(r.p.cmd.Process.Pid)
-		r.ctl.Close()
+		r.reap()
 		s.repl = nil
 		res.StateLost = true
 		res.Stopped--
 	}
+	for id, c := range s.contexts {
+		if r := c.proc; r != nil && !spare[r.p.cmd.Process.Pid] {
+			<-r.exited
+			r.reap()
+			c.proc, c.stopped = nil, true
+			res.ContextsStopped = append(res.ContextsStopped, id)
+		}
+	}
+	slices.Sort(res.ContextsStopped)
+	return res
+}
+
+// changeContext creates, restarts or deletes one of the session's named
+// interpreters.
+func (s *session) changeContext(op wire.ContextOp) wire.StepResult {
+	res := wire.StepResult{Name: "context"}
+	if op.Op == wire.ContextRestart && op.ID == "" && s.cfg.Repl != nil {
+		// The session's own interpreter: a fresh one, now.
+		if s.repl != nil {
+			s.repl.kill()
+			s.repl = nil
+		}
+		if err := s.startRepl(); err != nil {
+			res.StartError = err.Error()
+			return res
+		}
+		res.Started = true
+		return res
+	}
+	c := s.contexts[op.ID]
+	switch op.Op {
+	case wire.ContextCreate:
+		if c != nil {
+			res.StartError = fmt.Sprintf("context %q exists", op.ID)
+			return res
+		}
+		if op.Runner == nil || op.Protocol != "json" || op.ID == "" {
+			res.StartError = "a context needs an id and a driver of the json protocol"
+			return res
+		}
+		c = &replContext{drv: replDriver{runner: op.Runner, protocol: op.Protocol, dir: op.Dir}}
+	case wire.ContextRestart, wire.ContextDelete:
+		if c == nil {
+			res.StartError = fmt.Sprintf("no context %q", op.ID)
+			return res
+		}
+		if c.proc != nil {
+			c.proc.kill()
+			c.proc = nil
+		}
+		c.stopped = false // asked for: no news to the next execution
+		if op.Op == wire.ContextDelete {
+			delete(s.contexts, op.ID)
+			res.Started = true
+			return res
+		}
+	default:
+		res.StartError = fmt.Sprintf("unknown context operation %q", op.Op)
+		return res
+	}
+	// Started now, so that a driver that cannot start (a working
+	// directory that is not there) is the creation's error.
+	p, err := s.startDriver(c.drv)
+	if err != nil {
+		res.StartError = err.Error()
+		return res
+	}
+	c.proc = p
+	if s.contexts == nil {
+		s.contexts = map[string]*replContext{}
+	}
+	s.contexts[op.ID] = c
+	res.Started = true
 	return res
 }
 
@@ -234,30 +358,42 @@ type replProc struct {
 	// an execution reads /proc once, not twice. Whatever threads the
 	// session left running use between executions counts toward the next.
 	cpuMillis int64
+	// idleFrom is the driver's own CPU when the last job ended.
+	idleFrom time.Duration
+	display  displayGate
 }
 
 func (s *session) startRepl() error {
-	r := s.cfg.Repl
-	job := wire.Job{UID: s.cfg.UID, GID: s.cfg.GID}
-	env := append([]string{}, r.Env...)
-	if s.cfg.StdinFile != "" {
-		env = append(env, "SANDBOXAPI_STDIN="+s.cfg.StdinFile)
-	}
-	p, err := prepare(job, r.Argv, env, s.cfg.WorkDir, false, false)
+	r, err := s.startDriver(s.mainDriver())
 	if err != nil {
 		return err
+	}
+	s.repl = r
+	return nil
+}
+
+func (s *session) startDriver(d replDriver) (*replProc, error) {
+	r := d.runner
+	job := wire.Job{UID: s.cfg.UID, GID: s.cfg.GID}
+	env := append([]string{}, r.Env...)
+	if d.stdinFile != "" {
+		env = append(env, "SANDBOXAPI_STDIN="+d.stdinFile)
+	}
+	p, err := prepare(job, r.Argv, env, d.dir, false, false)
+	if err != nil {
+		return nil, err
 	}
 	ctlR, ctlW, err := os.Pipe()
 	if err != nil {
 		p.abandon()
-		return err
+		return nil, err
 	}
 	doneR, doneW, err := os.Pipe()
 	if err != nil {
 		p.abandon()
 		ctlR.Close()
 		ctlW.Close()
-		return err
+		return nil, err
 	}
 	p.cmd.ExtraFiles = []*os.File{ctlR, doneW} // fds 3 and 4
 	p.extra = []*os.File{ctlR, doneW}
@@ -267,38 +403,153 @@ func (s *session) startRepl() error {
 		p.abandon()
 		ctlW.Close()
 		doneR.Close()
-		return err
+		return nil, err
 	}
 	p.started()
 	rp := &replProc{p: p, ctl: ctlW, cpuMillis: -1, statuses: make(chan int, 4), exited: make(chan struct{}),
-		stdout: newReplStream(wire.FrameStdout, s.out), stderr: newReplStream(wire.FrameStderr, s.out)}
+		stdout: newReplStream(wire.FrameStdout, s.out), stderr: newReplStream(wire.FrameStderr, s.out),
+		display: displayGate{out: s.out}}
 	var pumps sync.WaitGroup
 	pumps.Add(2)
 	go func() { defer pumps.Done(); rp.stdout.pump(p.outR) }()
 	go func() { defer pumps.Done(); rp.stderr.pump(p.errR) }()
-	go func() {
-		sc := bufio.NewScanner(doneR)
-		for sc.Scan() {
-			if n, err := strconv.Atoi(strings.TrimSpace(sc.Text())); err == nil {
-				rp.statuses <- n
-			}
-		}
-		doneR.Close()
-	}()
+	go rp.readControl(doneR)
 	go func() {
 		_ = p.cmd.Wait()
 		pumps.Wait()
 		close(rp.exited)
 	}()
-	s.repl = rp
-	return nil
+	return rp, nil
 }
 
 func (r *replProc) kill() {
 	_ = syscall.Kill(-r.p.cmd.Process.Pid, syscall.SIGKILL)
 	<-r.exited
+	r.reap()
+}
+
+// reap collects what is left of an ended driver's process group.
+func (r *replProc) reap() {
 	reapGroup(r.p.cmd.Process.Pid)
 	r.ctl.Close()
+}
+
+// gone says the driver has ended.
+func (r *replProc) gone() bool {
+	select {
+	case <-r.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// readControl reads the driver's fd 4: status lines, and a display
+// cell's rich outputs ahead of them, which go on as frames. What the
+// session's code writes there itself is as much its own as its output:
+// it is bounded, and what is not either never reaches the host.
+func (r *replProc) readControl(f *os.File) {
+	defer f.Close()
+	br := bufio.NewReader(f)
+	for {
+		b, err := br.ReadByte()
+		if err != nil {
+			return
+		}
+		if b == 'd' {
+			var hdr [8]byte
+			if _, err := io.ReadFull(br, hdr[:]); err != nil {
+				return
+			}
+			n, err := strconv.ParseUint(string(hdr[:]), 16, 32)
+			if err != nil {
+				continue
+			}
+			if err := r.display.forward(br, int64(n)); err != nil {
+				return
+			}
+			continue
+		}
+		_ = br.UnreadByte()
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue // no status is that long: skip it
+		}
+		if err != nil {
+			return
+		}
+		if n, err := strconv.Atoi(strings.TrimSpace(string(line))); err == nil {
+			r.statuses <- n
+		}
+	}
+}
+
+// displayGate passes a driver's rich outputs on while a display step
+// runs, up to the step's budget; others are read and dropped.
+type displayGate struct {
+	out *frameWriter
+
+	mu        sync.Mutex
+	gen       int // the step the gate is open for; 0: closed
+	left      int64
+	truncated bool
+}
+
+// defaultDisplayBytes bounds a display step that names no budget.
+const defaultDisplayBytes = 16 << 20
+
+func (d *displayGate) open(gen int, budget int64) {
+	if budget <= 0 {
+		budget = defaultDisplayBytes
+	}
+	d.mu.Lock()
+	d.gen, d.left, d.truncated = gen, budget, false
+	d.mu.Unlock()
+}
+
+// close shuts the gate: once it returns, no frame of the step follows.
+func (d *displayGate) close() (truncated bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.gen = 0
+	return d.truncated
+}
+
+// forward reads one message of n bytes and sends it as frames, if the
+// gate is open and the budget holds it. The lock is held per frame, not
+// across reads from the driver, so closing never waits on a driver.
+func (d *displayGate) forward(r io.Reader, n int64) error {
+	d.mu.Lock()
+	gen := d.gen
+	pass := gen != 0 && n <= d.left
+	if pass {
+		d.left -= n
+	} else if gen != 0 {
+		d.truncated = true
+	}
+	d.mu.Unlock()
+	if !pass {
+		_, err := io.CopyN(io.Discard, r, n)
+		return err
+	}
+	buf := make([]byte, min(n, wire.MaxFramePayload))
+	for n > 0 {
+		k := min(n, int64(len(buf)))
+		if _, err := io.ReadFull(r, buf[:k]); err != nil {
+			return err
+		}
+		n -= k
+		t := wire.FrameDisplayPart
+		if n == 0 {
+			t = wire.FrameDisplay
+		}
+		d.mu.Lock()
+		if d.gen == gen {
+			_ = d.out.write(t, buf[:k])
+		}
+		d.mu.Unlock()
+	}
+	return nil
 }
 
 // runRepl runs step.Code in the session's interpreter. Its CPU is the
@@ -306,13 +557,38 @@ func (r *replProc) kill() {
 // beside it), and its memory the group's, as the limits count them.
 func (s *session) runRepl(step wire.Step) wire.StepResult {
 	res := wire.StepResult{Name: step.Name}
-	if s.repl == nil {
-		if err := s.startRepl(); err != nil {
+	slot, drv := &s.repl, s.mainDriver()
+	if step.Context != "" {
+		c := s.contexts[step.Context]
+		if c == nil {
+			res.StartError = fmt.Sprintf("no context %q", step.Context)
+			return res
+		}
+		slot, drv = &c.proc, c.drv
+		res.StateLost, c.stopped = c.stopped, false
+	}
+	if *slot != nil && (*slot).gone() {
+		// Ended since the last execution (the session's memory limit,
+		// which ends every interpreter, or the code's own threads): this
+		// execution starts a new one, and says the state is gone.
+		(*slot).reap()
+		*slot = nil
+		res.StateLost = true
+	}
+	if *slot == nil {
+		p, err := s.startDriver(drv)
+		if err != nil {
 			res.StartError = err.Error()
 			return res
 		}
+		*slot = p
 	}
-	r := s.repl
+	r := *slot
+	s.displayGen++
+	if step.Display {
+		r.display.open(s.displayGen, step.DisplayBytes)
+	}
+	defer func() { res.DisplayTruncated = r.display.close() }()
 	lim := step.Limits
 	pid := r.p.cmd.Process.Pid
 	g := s.group
@@ -347,21 +623,21 @@ func (s *session) runRepl(step wire.Step) wire.StepResult {
 	r.stderr.expect(tag, lim.OutputBytes, killRepl)
 
 	var msg []byte
-	if s.cfg.ReplProtocol == "nul" {
-		if s.cfg.StdinFile != "" {
-			if err := os.WriteFile(s.cfg.StdinFile, step.Stdin, 0o600); err != nil {
+	if drv.protocol == "nul" {
+		if drv.stdinFile != "" {
+			if err := os.WriteFile(drv.stdinFile, step.Stdin, 0o600); err != nil {
 				res.StartError = err.Error()
 				return res
 			}
-			_ = os.Chown(s.cfg.StdinFile, s.cfg.UID, s.cfg.GID)
+			_ = os.Chown(drv.stdinFile, s.cfg.UID, s.cfg.GID)
 		}
 		msg = []byte(tag + "\x00" + step.Code + "\x00")
 	} else {
-		msg, _ = json.Marshal(map[string]string{"nonce": tag, "stdin": string(step.Stdin), "code": step.Code})
+		msg, _ = json.Marshal(replMessage{Nonce: tag, Stdin: string(step.Stdin), Code: step.Code, Display: step.Display})
 	}
 	start := time.Now()
 	res.Started = true
-	if s.cfg.ReplProtocol != "nul" {
+	if drv.protocol != "nul" {
 		msg = append([]byte(fmt.Sprintf("%08x", len(msg))), msg...)
 	}
 	var w *watch
@@ -440,9 +716,8 @@ func (s *session) runRepl(step wire.Step) wire.StepResult {
 			lim.CPUMillis > 0 && res.CPUMillis >= lim.CPUMillis)) {
 			res.CPUExceeded = true
 		}
-		reapGroup(pid)
-		r.ctl.Close()
-		s.repl = nil
+		r.reap()
+		*slot = nil
 	default:
 		cpu, rss := procUsage(pid)
 		res.CPUMillis = cpu - cpuBefore
@@ -453,7 +728,29 @@ func (s *session) runRepl(step wire.Step) wire.StepResult {
 			res.MaxRSSKB = max(res.MaxRSSKB, g.memory()/1024)
 		}
 	}
+	if res.MemoryExceeded {
+		// The limit stopped every interpreter: wait for them to be seen
+		// gone, so that the next execution of each starts a new one and
+		// says the state is lost, rather than finding it dying.
+		deadline := time.After(5 * time.Second)
+		for _, slot := range s.interpreters() {
+			if r := *slot; r != nil {
+				select {
+				case <-r.exited:
+				case <-deadline:
+				}
+			}
+		}
+	}
 	return res
+}
+
+// replMessage is an execution's message to a "json" driver.
+type replMessage struct {
+	Nonce   string `json:"nonce"`
+	Stdin   string `json:"stdin"`
+	Code    string `json:"code"`
+	Display bool   `json:"display,omitempty"`
 }
 
 // replStream forwards one of the driver's output pipes as frames, and

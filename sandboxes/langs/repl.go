@@ -1,6 +1,9 @@
 package langs
 
-import "fmt"
+import (
+	_ "embed"
+	"fmt"
+)
 
 // REPL drivers keep one interpreter alive for a whole session, so variables,
 // functions and imports persist between executions. A driver reads one
@@ -12,9 +15,19 @@ import "fmt"
 // program can fake the end of its own output. An exception ends the
 // execution, never the interpreter.
 //
-// Payloads are JSON {"nonce","stdin","code"}, except for bash, whose driver
-// gets nonce NUL code NUL (no length), with stdin in the file named by
-// SANDBOXAPI_STDIN.
+// Payloads are JSON {"nonce","stdin","code","display"}, except for bash,
+// whose driver gets nonce NUL code NUL (no length), with stdin in the file
+// named by SANDBOXAPI_STDIN.
+//
+// A driver with Display set also runs code as a Jupyter cell when the
+// message says "display": true. The cell's rich outputs go on fd 4 ahead
+// of the status line, each as 'd', eight hex digits of length and a JSON
+// object: {"main": bool, "data": {MIME type: content}} for a value (main:
+// the cell's last expression, Jupyter's execute_result; otherwise a
+// display() call or a figure), {"exception": {"name", "value",
+// "traceback"}} for the error that ended the cell, whose traceback then
+// goes there and not to stderr. Binary content (image/png, image/jpeg) is
+// base64. A status line starts with a digit or '-', never with 'd'.
 
 // ReplProtocol says how a driver wants its messages.
 type ReplProtocol string
@@ -29,63 +42,29 @@ const (
 type Repl struct {
 	Argv     []string
 	Protocol ReplProtocol
+	// Display says the driver runs display cells (see above).
+	Display bool
 }
 
 // REPLStdinFile is where the session init puts an execution's stdin for
 // drivers that read it from a file.
 const REPLStdinFile = "/tmp/.sandboxapi-stdin"
 
-const pythonRepl = `
-import os, sys, io, json, types, traceback
-_m = types.ModuleType('__main__'); _m.__builtins__ = __builtins__
-sys.modules['__main__'] = _m
-sys.path[0] = os.getcwd()
-def _sandboxapi_loop(g):
-    def readn(n):
-        b = b''
-        while len(b) < n:
-            c = os.read(3, n - len(b))
-            if not c:
-                os._exit(0)
-            b += c
-        return b
-    import site, importlib
-    user_site = site.getusersitepackages()
-    real_stdin = sys.stdin
-    while True:
-        msg = json.loads(readn(int(readn(8), 16)))
-        # Packages installed into the session (pip install --user) since
-        # the interpreter started become importable.
-        if user_site not in sys.path and os.path.isdir(user_site):
-            site.addsitedir(user_site)
-            importlib.invalidate_caches()
-        sys.stdin = io.TextIOWrapper(io.BytesIO(msg['stdin'].encode('utf-8', 'surrogateescape')))
-        status = 0
-        try:
-            exec(compile(msg['code'], '<session>', 'exec'), g)
-        except SystemExit as e:
-            status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-            if not isinstance(e.code, (int, type(None))):
-                print(e.code, file=sys.stderr)
-        except BaseException as e:
-            sys.excepthook(type(e), e, e.__traceback__.tb_next)
-            status = 1
-        sys.stdin = real_stdin
-        for f, fd in ((sys.stdout, 1), (sys.stderr, 2)):
-            try:
-                f.flush()
-            except Exception:
-                pass
-            os.write(fd, msg['nonce'].encode())
-        os.write(4, b'%d\n' % status)
-_sandboxapi_loop(_m.__dict__)
-`
+// pythonRepl is the python3 driver. Matplotlib's figures are a display
+// cell's outputs: when the session's code imports matplotlib, the driver
+// makes its default backend Agg's canvas with a show() that sends the
+// open figures (otherwise sent at the cell's end), so show() neither
+// blocks nor warns; programs the session starts keep matplotlib's own
+// default, and a cell that does not import matplotlib pays nothing.
+//
+//go:embed repl_python.py
+var pythonRepl string
 
 // nodeRepl keeps its own names inside a function, out of the global scope
 // the session's code declares into.
 const nodeRepl = `
 (() => {
-const fs = require('fs'), vm = require('vm'), { Readable } = require('stream');
+const fs = require('fs'), vm = require('vm'), util = require('util'), { Readable } = require('stream');
 globalThis.require = require; globalThis.module = module; globalThis.__dirname = process.cwd();
 function readn(n) {
   const b = Buffer.alloc(n); let off = 0;
@@ -97,6 +76,47 @@ function readn(n) {
   }
   return b;
 }
+function writeAll(fd, b) {
+  for (let off = 0; off < b.length;) {
+    try { off += fs.writeSync(fd, b, off); } catch (e) { if (e.code !== 'EAGAIN') throw e; }
+  }
+}
+// A rich output on fd 4, ahead of the status line: 'd', eight hex digits
+// of length, the JSON.
+function send(m) {
+  const j = Buffer.from(JSON.stringify(m));
+  writeAll(4, Buffer.concat([Buffer.from('d' + j.length.toString(16).padStart(8, '0')), j]));
+}
+// topLevelAwait runs code that only compiles with a top-level await, as
+// node's own REPL does (its declarations become globals, the last
+// expression's value is the result); code that compiles without it never
+// comes here. The REPL is made on first use: it adds the built-in modules
+// as globals (fs, path, ...); its _ and _error are taken back.
+let awaitRepl = null, awaitDone = null;
+function topLevelAwait(src) {
+  const repl = require('repl');
+  if (!awaitRepl) {
+    const { PassThrough } = require('stream');
+    const sink = new PassThrough(); sink.resume();
+    awaitRepl = repl.start({ input: new PassThrough(), output: sink, terminal: false, useGlobal: true, prompt: '' });
+    delete globalThis._; delete globalThis._error;
+    // An error after an await reaches the REPL's domain, not the callback.
+    awaitRepl._domain.removeAllListeners('error');
+    awaitRepl._domain.on('error', (e) => { if (awaitDone) awaitDone(e); });
+  }
+  return new Promise((resolve, reject) => {
+    const done = (err, r) => {
+      if (awaitDone !== done) return;
+      awaitDone = null;
+      // Code that does not parse comes back wrapped, as more input the
+      // REPL would wait for: its own SyntaxError is the cell's.
+      if (err instanceof repl.Recoverable) reject(err.err);
+      else if (err) reject(err); else resolve(r);
+    };
+    awaitDone = done;
+    awaitRepl.eval(src, globalThis, 'session', done);
+  });
+}
 const compileCode = %s;
 let exitCode = null;
 const realExit = process.exit;
@@ -107,12 +127,27 @@ async function loop() {
     Object.defineProperty(process, 'stdin', { value: Readable.from([Buffer.from(msg.stdin)]), configurable: true, writable: true });
     let status = 0; exitCode = null;
     try {
-      const r = vm.runInThisContext(compileCode(msg.code), { filename: 'session' });
-      if (r && typeof r.then === 'function') await r;
+      const src = compileCode(msg.code);
+      let script = null;
+      try { script = new vm.Script(src, { filename: 'session' }); } catch (e) {
+        if (!(e instanceof SyntaxError && /\bawait\b/.test(src))) throw e;
+      }
+      let r = script ? script.runInThisContext() : await topLevelAwait(src);
+      if (r && typeof r.then === 'function') r = await r;
       await new Promise((res) => setImmediate(res));
+      // A display cell's value is its completion value, a promise's once
+      // it resolved, as the REPL prints it.
+      if (msg.display && r !== undefined) send({ main: true, data: { 'text/plain': util.inspect(r) } });
     } catch (e) {
       if (e && e.sandboxapiExit) { status = exitCode; }
-      else { process.stderr.write((e && e.stack ? e.stack : String(e)) + '\n'); status = 1; }
+      else if (msg.display) {
+        const err = e instanceof Error;
+        // The driver's frames (vm's, the REPL's and this script's,
+        // [eval]) are not the cell's.
+        const tb = err && e.stack ? e.stack.split('\n').filter((l) => !/^\s+at .*(node:vm:|node:repl:|node:domain:|node:internal\/repl|\[eval\])/.test(l)).join('\n') : util.inspect(e);
+        send({ exception: { name: err ? e.name : (e != null && e.constructor ? e.constructor.name : typeof e), value: err ? e.message : util.inspect(e), traceback: tb } });
+        status = 1;
+      } else { process.stderr.write((e && e.stack ? e.stack : String(e)) + '\n'); status = 1; }
     }
     fs.writeSync(1, msg.nonce); fs.writeSync(2, msg.nonce);
     fs.writeSync(4, String(status) + '\n');
@@ -192,14 +227,14 @@ done
 func REPLFor(l *Language) *Repl {
 	switch l.ID {
 	case "python3":
-		return &Repl{Argv: []string{"/usr/bin/python3", "-u", "-c", pythonRepl}, Protocol: ReplJSON}
+		return &Repl{Argv: []string{"/usr/bin/python3", "-u", "-c", pythonRepl}, Protocol: ReplJSON, Display: true}
 	case "javascript":
-		return &Repl{Argv: []string{"/usr/bin/node", "-e", fmt.Sprintf(nodeRepl, "(c) => c")}, Protocol: ReplJSON}
+		return &Repl{Argv: []string{"/usr/bin/node", "-e", fmt.Sprintf(nodeRepl, "(c) => c")}, Protocol: ReplJSON, Display: true}
 	case "typescript":
 		// Each execution is transpiled on its own and run in the same
 		// global scope, so declarations persist as in JavaScript.
 		ts := `((ts) => (c) => ts.transpileModule(c, { compilerOptions: { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.None } }).outputText)(require(['/usr/lib/node_modules/typescript', '/usr/local/lib/node_modules/typescript'].find((p) => require('fs').existsSync(p))))`
-		return &Repl{Argv: []string{"/usr/bin/node", "-e", fmt.Sprintf(nodeRepl, ts)}, Protocol: ReplJSON}
+		return &Repl{Argv: []string{"/usr/bin/node", "-e", fmt.Sprintf(nodeRepl, ts)}, Protocol: ReplJSON, Display: true}
 	case "ruby":
 		return &Repl{Argv: []string{"/usr/bin/ruby", "-e", rubyRepl}, Protocol: ReplJSON}
 	case "php":

@@ -35,6 +35,13 @@ const (
 	FrameFile FrameType = 'F'
 	// FrameFileData is the next chunk of the file the last FrameFile began.
 	FrameFileData FrameType = 'f'
+	// FrameDisplay is one rich output of a Display step (a Display as
+	// JSON), or the last chunk of one that FrameDisplayPart frames began:
+	// one larger than MaxFramePayload.
+	FrameDisplay FrameType = 'D'
+	// FrameDisplayPart is a chunk of a rich output; the rest follows, up
+	// to a FrameDisplay.
+	FrameDisplayPart FrameType = 'p'
 )
 
 // MaxFramePayload bounds one frame so a corrupt stream cannot make the host
@@ -139,6 +146,15 @@ type Step struct {
 	// instead of starting Argv.
 	Repl bool   `json:"repl,omitempty"`
 	Code string `json:"code,omitempty"`
+	// Context, with Repl, names the interpreter (Job.Context made it);
+	// "" is the session's own.
+	Context string `json:"context,omitempty"`
+	// Display, with Repl, runs Code as a Jupyter cell: its rich outputs
+	// come as FrameDisplay frames before the step's result, up to
+	// DisplayBytes of them in all (the rest are dropped, and the result
+	// says DisplayTruncated).
+	Display      bool  `json:"display,omitempty"`
+	DisplayBytes int64 `json:"display_bytes,omitempty"`
 	// Collect names files (relative to Dir) the init sends back, as
 	// FrameFile and FrameFileData frames after the step's result, when the
 	// step exits 0: a compiled program the caller asked for.
@@ -205,6 +221,49 @@ type Job struct {
 	// execution ended. The init answers with one StepResult: Stopped, and
 	// StateLost if the interpreter was ended.
 	StopBackground bool `json:"stop_background,omitempty"`
+	// Context, for a session and with no steps, creates, restarts or
+	// deletes one of its interpreters. The init answers one StepResult:
+	// Started, or StartError saying why not.
+	Context *ContextOp `json:"context,omitempty"`
+}
+
+// Context operations.
+const (
+	ContextCreate  = "create"
+	ContextRestart = "restart"
+	ContextDelete  = "delete"
+)
+
+// ContextOp is a change to a session's set of interpreters: each context
+// is a REPL driver of its own, with its own globals, in the session's
+// group and under its limits, as the session's own interpreter is.
+type ContextOp struct {
+	Op string `json:"op"` // ContextCreate, ContextRestart or ContextDelete
+	ID string `json:"id"`
+	// Runner, Protocol and Dir, for ContextCreate: the driver (as
+	// ServeConfig.Repl and ReplProtocol; "json" only) and its working
+	// directory.
+	Runner   *Runner `json:"runner,omitempty"`
+	Protocol string  `json:"protocol,omitempty"`
+	Dir      string  `json:"dir,omitempty"`
+}
+
+// Display is one rich output of a Display step, as its driver wrote it
+// (see package langs): a value with its representations by MIME type, or
+// the exception that ended the cell.
+type Display struct {
+	// Main says the value is the cell's last expression's (Jupyter's
+	// execute_result), not a display() call's or a figure's.
+	Main      bool              `json:"main,omitempty"`
+	Data      map[string]string `json:"data,omitempty"`
+	Exception *Exception        `json:"exception,omitempty"`
+}
+
+// Exception is the uncaught error of a display cell.
+type Exception struct {
+	Name      string `json:"name"`
+	Value     string `json:"value"`
+	Traceback string `json:"traceback"`
 }
 
 // StepResult is what the init measured of one step, from inside the sandbox.
@@ -227,12 +286,18 @@ type StepResult struct {
 	// ProcessesReached says the step's processes and threads reached
 	// their limit, so creating another failed.
 	ProcessesReached bool `json:"processes_reached,omitempty"`
-	// Stopped is how many processes a StopBackground job ended.
-	Stopped int `json:"stopped,omitempty"`
+	// Stopped is how many processes a StopBackground job ended, the
+	// session's own interpreter aside; ContextsStopped are the contexts
+	// whose interpreters were among them.
+	Stopped         int      `json:"stopped,omitempty"`
+	ContextsStopped []string `json:"contexts_stopped,omitempty"`
 	// StateLost says a session's interpreter ended during the step (a
 	// timeout, a crash, exit()); the next step starts a fresh one: its
 	// variables are gone, its files remain.
 	StateLost bool `json:"state_lost,omitempty"`
+	// DisplayTruncated says rich outputs past the step's DisplayBytes
+	// were dropped.
+	DisplayTruncated bool `json:"display_truncated,omitempty"`
 }
 
 // WriteFrame writes one frame.
