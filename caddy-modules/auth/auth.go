@@ -58,6 +58,9 @@ const (
 	// (callerauth.SandboxToken), which names the account.
 	HeaderSandboxID   = "E2b-Sandbox-Id"
 	HeaderAccessToken = "X-Access-Token"
+	// HeaderTrafficToken is where the code interpreter's context calls
+	// carry the same token (the door gives it as trafficAccessToken too).
+	HeaderTrafficToken = "E2b-Traffic-Access-Token"
 )
 
 // The headers RapidAPI's proxy adds, trusted only beside the right proxy
@@ -255,7 +258,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		fromRapidAPI = rapidUser != ""
 	}
-	sandboxToken := r.Header.Get(HeaderAccessToken) != "" && r.Header.Get(HeaderSandboxID) != ""
+	sandboxToken := (r.Header.Get(HeaderAccessToken) != "" || r.Header.Get(HeaderTrafficToken) != "") && r.Header.Get(HeaderSandboxID) != ""
 	if sandboxToken && !fromRapidAPI {
 		// Before the key: E2B's SDK also sends "Authorization: Basic
 		// user:" to envd, naming the sandbox's user, not a key.
@@ -310,7 +313,7 @@ func (h *Handler) lookupFailed(w http.ResponseWriter, err error, what string) er
 // token (HeaderAccessToken): the token's account, on its plan of now,
 // for the sandbox HeaderSandboxID names and no other.
 func (h *Handler) serveSandboxToken(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	token := strings.TrimSpace(r.Header.Get(HeaderAccessToken))
+	token := strings.TrimSpace(cmp.Or(r.Header.Get(HeaderAccessToken), r.Header.Get(HeaderTrafficToken)))
 	id, ok := callerauth.VerifySandboxToken(h.secret, token, strings.TrimSpace(r.Header.Get(HeaderSandboxID)))
 	if !ok {
 		return h.refuse(w, apierror.InvalidAPIKey, "The sandbox access token is not valid for this sandbox.")

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/billing/plans"
@@ -156,6 +157,15 @@ const (
 type box struct {
 	env   []string
 	procs procTable
+
+	codeOnce sync.Once
+	code     *codeContexts
+}
+
+// contexts are the box's code interpreter contexts.
+func (b *box) contexts() *codeContexts {
+	b.codeOnce.Do(func() { b.code = &codeContexts{defaults: map[string]string{}} })
+	return b.code
 }
 
 func boxOf(sb sessions.Handle) *box {
@@ -228,8 +238,11 @@ func internet(asked *bool, plan plans.Plan) (*egress.Policy, error) {
 }
 
 func (s *Server) sandbox(c callerauth.Caller, rec store.Session) Sandbox {
+	token := callerauth.SandboxToken(s.Secret, c.AccountID, rec.ID)
+	// The same token as the traffic token: the code interpreter sends
+	// its context calls with that one only.
 	return Sandbox{SandboxID: rec.ID, TemplateID: rec.Meta[metaTemplate], ClientID: ClientID, EnvdVersion: EnvdVersion,
-		EnvdAccessToken: callerauth.SandboxToken(s.Secret, c.AccountID, rec.ID), AllowInternetAccess: rec.Meta[metaNetwork] != ""}
+		EnvdAccessToken: token, TrafficAccessToken: &token, AllowInternetAccess: rec.Meta[metaNetwork] != ""}
 }
 
 func (s *Server) detail(rec store.Session, token string) SandboxDetail {

@@ -22,6 +22,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/cell/e2b/envd/process/processconnect"
 	"github.com/sandboxapi/sandboxapi/cell/sessions"
 	"github.com/sandboxapi/sandboxapi/cell/store"
+	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 )
 
 // Where the door is: E2B_API_URL is the gateway's URL and APIPrefix,
@@ -75,6 +76,8 @@ type Sessions interface {
 type Server struct {
 	Sessions Sessions
 	Plans    plans.Catalog
+	// Catalog has the languages of the code interpreter's contexts.
+	Catalog *langs.Catalog
 	// Secret is the cell's, shared with the gateways: it signs each
 	// sandbox's access token (callerauth.SandboxToken), which the gateway
 	// checks for envd requests.
@@ -129,6 +132,12 @@ func (s *Server) Routes() []api.Route {
 		env("POST "+SandboxPrefix+"/files", envd(s.writeFiles)),
 		env("POST "+SandboxPrefix+procPath+"{method}", envd(rpc(procHandler))),
 		env("POST "+SandboxPrefix+fsPath+"{method}", envd(rpc(fsHandler))),
+		// The code interpreter's (its port 49999, on the same URL).
+		env("POST "+SandboxPrefix+"/execute", envd(s.runCode)),
+		env("POST "+SandboxPrefix+"/contexts", envd(s.newContext)),
+		env("GET "+SandboxPrefix+"/contexts", envd(s.listContexts)),
+		env("DELETE "+SandboxPrefix+"/contexts/{cid}", envd(s.deleteContext)),
+		env("POST "+SandboxPrefix+"/contexts/{cid}/restart", envd(s.restartContext)),
 	)
 	return routes
 }

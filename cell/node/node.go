@@ -415,7 +415,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	apiSrv.Mount(n.sess.Routes()...)
 	// E2B's sandboxes are sessions too, opened through the same Manager.
-	e2bDoor := &e2b.Server{Sessions: n.sess, Plans: cfg.Plans, Secret: cfg.Secret, Logger: cfg.Logger}
+	e2bDoor := &e2b.Server{Sessions: n.sess, Plans: cfg.Plans, Catalog: catalog, Secret: cfg.Secret, Logger: cfg.Logger}
 	apiSrv.Mount(e2bDoor.Routes()...)
 	if err := n.registerMetrics(m); err != nil {
 		return nil, fmt.Errorf("node: metrics: %w", err)

@@ -15,6 +15,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/cell/store"
 	"github.com/sandboxapi/sandboxapi/sandboxes/egress"
 	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
+	"github.com/sandboxapi/sandboxapi/sandboxes/langs"
 )
 
 // This file is the seam other doors build on (cell/e2b): they open
@@ -301,3 +302,50 @@ func (h Handle) Command(ctx context.Context, argv, env []string, lim executor.Li
 // SandboxDown is the refusal for a session whose sandbox died and could
 // not be replaced.
 func SandboxDown(err error) bool { return errors.Is(err, errSandboxDown) }
+
+// Contexts is what a sandbox with named interpreters beside the
+// session's own offers (E2B's code interpreter contexts);
+// *executor.Session is one.
+type Contexts interface {
+	CreateContext(ctx context.Context, lang *langs.Language, cwd string) (string, error)
+	RestartContext(ctx context.Context, id string) error
+	DeleteContext(ctx context.Context, id string) error
+	Contexts() []executor.ContextInfo
+}
+
+// ErrNoContexts is a session whose sandbox has no named interpreters.
+var ErrNoContexts = errors.New("sessions: the session's sandbox has no contexts")
+
+// Execute runs req in the session as POST /v1/sessions/{id}/execute
+// does (after whatever runs there now), counted as one of its
+// executions; lost says the session's sandbox was replaced since its last
+// execution. ctx ends the run: pass one detached from a client whose
+// leaving must not cost the session its state.
+func (h Handle) Execute(ctx context.Context, req executor.Request) (res *executor.Result, lost bool, err error) {
+	release, err := h.m.acquire(ctx, h.s)
+	if err != nil {
+		return nil, false, err
+	}
+	defer release()
+	rctx, cancel := h.m.runContext(h.s, ctx)
+	defer cancel()
+	return h.m.run(rctx, h.s, req)
+}
+
+// WithContexts calls f with the contexts of the session's sandbox, in the
+// session's turn.
+func (h Handle) WithContexts(ctx context.Context, f func(Contexts) error) error {
+	release, err := h.m.acquire(ctx, h.s)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if err := h.m.ensureSandbox(h.s); err != nil {
+		return errSandboxDown
+	}
+	c, ok := h.s.sb.(Contexts)
+	if !ok {
+		return ErrNoContexts
+	}
+	return f(c)
+}

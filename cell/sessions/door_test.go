@@ -145,3 +145,27 @@ func TestDoorSessionEndsInUse(t *testing.T) {
 		t.Fatal("the session outlived its lifetime in use")
 	}
 }
+
+// TestDoorExecute: a door's cell runs in the session's sandbox and
+// counts as an execution; a sandbox without contexts says so.
+func TestDoorExecute(t *testing.T) {
+	n := startNode(t, nodeOptions{})
+	ctx := context.Background()
+	h, err := n.m.OpenDoor(ctx, callerauth.Caller{AccountID: "acct_a", Plan: "pro"}, OpenOptions{Language: "python3", Door: "e2b", Lifetime: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, lost, err := h.Execute(ctx, executor.Request{Code: "x = 1", Display: true})
+	if err != nil || lost || string(res.Stdout) != "x = 1" {
+		t.Fatalf("Execute = %+v, %v, %v", res, lost, err)
+	}
+	if execs := n.sbs.last().executions(); len(execs) != 1 || !execs[0].Display {
+		t.Errorf("the sandbox ran %+v, want the display cell", execs)
+	}
+	if got := h.Record().Executions; got != 1 {
+		t.Errorf("%d executions, want 1", got)
+	}
+	if err := h.WithContexts(ctx, func(Contexts) error { return nil }); err != ErrNoContexts {
+		t.Errorf("WithContexts on a sandbox without contexts: %v", err)
+	}
+}

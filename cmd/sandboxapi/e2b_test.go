@@ -160,22 +160,11 @@ type e2bFailure struct {
 // stream a background command's output, change their timeout, list and
 // connect; another account sees none of it; a killed or timed-out
 // sandbox fails as the SDK expects; what is not supported is refused
-// with a message.
+// with a message. The code interpreter's runCode and contexts are
+// testCodeInterpreter's, on the same server.
 func TestE2BClient(t *testing.T) {
 	s := startDev(t, t.TempDir())
 	other := createAccount(t, s.dataDir, "pro")
-	start := time.Now()
-	r := clients.Run(t, clients.Script{
-		Node:   clients.SystemNode(t),
-		Source: e2bScript,
-		Env: []string{"E2B_API_URL=" + s.base + "/e2b", "E2B_SANDBOX_URL=" + s.base + "/e2b/sandbox",
-			"E2B_API_KEY=" + s.key, "OTHER_KEY=" + other.APIKey},
-		Timeout: 3 * time.Minute,
-	})
-	t.Logf("the e2b SDK ran in %v; its answers: %s", time.Since(start).Round(time.Millisecond), r.Stdout)
-	if r.Err != nil {
-		t.Fatalf("e2b script: %v\nstdout: %s\nstderr: %s\nserver: %s", r.Err, r.Stdout, r.Stderr, s.logs())
-	}
 	var out struct {
 		CreateMs, FirstRunMs, LaterRunMs float64
 		ID                               string
@@ -233,35 +222,27 @@ func TestE2BClient(t *testing.T) {
 		InfoAfterKill, RunPastTimeout *e2bFailure
 		RunningPastTimeout            bool
 	}
-	if err := json.Unmarshal([]byte(r.Stdout), &out); err != nil {
-		t.Fatalf("the script's output: %v\n%s", err, r.Stdout)
-	}
+	t.Run("code interpreter", func(t *testing.T) { testCodeInterpreter(t, s) })
+	runE2B(t, s, e2bScript, &out, "OTHER_KEY="+other.APIKey)
 	t.Logf("Sandbox.create() median %.0f ms, first commands.run median %.0f ms (5 of each), later commands.run median %.0f ms, from the SDK",
 		out.CreateMs, out.FirstRunMs, out.LaterRunMs)
 
-	check := func(name string, ok bool, got any) {
-		t.Helper()
-		t.Run(name, func(t *testing.T) {
-			if !ok {
-				b, _ := json.Marshal(got)
-				t.Errorf("got %s", b)
-			}
-		})
-	}
+	check := e2bCheck(t)
 	failed := func(f *e2bFailure, name, contains string) bool {
 		return f != nil && (name == "" || f.Name == name) && strings.Contains(f.Message, contains)
 	}
-	// Each commands.run counts one execution, and nothing else does: the
-	// script ran 20 commands, besides its file, list and control calls.
+	// Each commands.run and runCode counts one execution, and nothing else
+	// does: the scripts ran 20 commands and 10 cells, besides their file,
+	// context, list and control calls.
 	var used float64
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		_, usage := s.call(s.key, "GET", "/v1/usage", "")
 		used, _ = usage["executions"].(float64)
-		if used >= 20 || time.Now().After(deadline) {
+		if used >= 30 || time.Now().After(deadline) {
 			break
 		}
 	}
-	check("each command is one execution", used == 20, used)
+	check("each command and cell is one execution", used == 30, used)
 	check("commands.run exit code", out.Exit.Thrown && out.Exit.ExitCode == 3 && out.Exit.Stdout == "hi\n", out.Exit)
 	check("environment and home", out.Who.Stdout == "hello there\n/work\n" && out.Who.Stderr == "err\n" && out.Who.ExitCode == 0, out.Who)
 	check("cwd", out.Cwd == "/tmp\n", out.Cwd)
@@ -294,6 +275,40 @@ func TestE2BClient(t *testing.T) {
 		failed(out.ReadAfterKill, "TimeoutError", "not found") && failed(out.InfoAfterKill, "SandboxNotFoundError", ""),
 		[]any{out.RunningAfterKill, out.KillAgain, out.RunAfterKill, out.ReadAfterKill, out.InfoAfterKill})
 	check("past its timeout", !out.RunningPastTimeout && failed(out.RunPastTimeout, "SandboxNotFoundError", "not running"), []any{out.RunningPastTimeout, out.RunPastTimeout})
+}
+
+// runE2B runs an E2B SDK script against s, with the door's variables set
+// for s's key (and env), and decodes the JSON it prints into out.
+func runE2B(t *testing.T, s *devServer, script string, out any, env ...string) {
+	t.Helper()
+	start := time.Now()
+	r := clients.Run(t, clients.Script{
+		Node:   clients.SystemNode(t),
+		Source: script,
+		Env: append([]string{"E2B_API_URL=" + s.base + "/e2b", "E2B_SANDBOX_URL=" + s.base + "/e2b/sandbox",
+			"E2B_API_KEY=" + s.key}, env...),
+		Timeout: 3 * time.Minute,
+	})
+	t.Logf("the SDK's script ran in %v; its answers: %s", time.Since(start).Round(time.Millisecond), r.Stdout)
+	if r.Err != nil {
+		t.Fatalf("script: %v\nstdout: %s\nstderr: %s\nserver: %s", r.Err, r.Stdout, r.Stderr, s.logs())
+	}
+	if err := json.Unmarshal([]byte(r.Stdout), out); err != nil {
+		t.Fatalf("the script's output: %v\n%s", err, r.Stdout)
+	}
+}
+
+// e2bCheck returns a check of one answer, as a subtest of t.
+func e2bCheck(t *testing.T) func(name string, ok bool, got any) {
+	return func(name string, ok bool, got any) {
+		t.Helper()
+		t.Run(name, func(t *testing.T) {
+			if !ok {
+				b, _ := json.Marshal(got)
+				t.Errorf("got %s", b)
+			}
+		})
+	}
 }
 
 func toFloat(v any) float64 {
