@@ -3,6 +3,7 @@ module github.com/sandboxapi/sandboxapi
 go 1.26.8
 
 require (
+	connectrpc.com/connect v1.21.1
 	github.com/caddyserver/caddy/v2 v2.11.9
 	github.com/evanw/esbuild v0.28.2
 	github.com/google/jsonschema-go v0.4.3
@@ -211,7 +212,7 @@ require (
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260921155816-b14227669459 // indirect
 	google.golang.org/grpc v1.83.2 // indirect
 	google.golang.org/grpc/cmd/protoc-gen-go-grpc v1.6.2 // indirect
-	google.golang.org/protobuf v1.36.12 // indirect
+	google.golang.org/protobuf v1.36.12
 	howett.net/plist v1.0.1 // indirect
 )
 

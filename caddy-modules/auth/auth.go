@@ -53,6 +53,14 @@ const (
 	// HeaderAuthToken is Judge0's header, so that Judge0's clients send
 	// their key as they always have.
 	HeaderAuthToken = "X-Auth-Token"
+	// HeaderSandboxID and HeaderAccessToken are what E2B's SDKs send to a
+	// sandbox's envd instead of a key: the sandbox, and its access token
+	// (callerauth.SandboxToken), which names the account.
+	HeaderSandboxID   = "E2b-Sandbox-Id"
+	HeaderAccessToken = "X-Access-Token"
+	// HeaderTrafficToken is where the code interpreter's context calls
+	// carry the same token (the door gives it as trafficAccessToken too).
+	HeaderTrafficToken = "E2b-Traffic-Access-Token"
 )
 
 // The headers RapidAPI's proxy adds, trusted only beside the right proxy
@@ -250,6 +258,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		fromRapidAPI = rapidUser != ""
 	}
+	sandboxToken := (r.Header.Get(HeaderAccessToken) != "" || r.Header.Get(HeaderTrafficToken) != "") && r.Header.Get(HeaderSandboxID) != ""
+	if sandboxToken && !fromRapidAPI {
+		// Before the key: E2B's SDK also sends "Authorization: Basic
+		// user:" to envd, naming the sandbox's user, not a key.
+		return h.serveSandboxToken(w, r, next)
+	}
 	if key == "" && !fromRapidAPI && h.MissingKey == MissingKeyForward {
 		return h.forwardAnonymous(w, r, next)
 	}
@@ -277,15 +291,47 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.refuse(w, apierror.UnknownPlan, err.Error())
 	case errors.Is(err, accounts.ErrUnknownKey):
 		return h.refuse(w, apierror.InvalidAPIKey, "The API key is not valid.")
-	case errors.Is(err, directory.ErrNotReady), errors.Is(err, directory.ErrUnavailable):
+	case err != nil:
+		return h.lookupFailed(w, err, "API key")
+	}
+	return h.serveAccount(w, r, next, acct, plan, webhook)
+}
+
+// lookupFailed answers a caller whose account could not be looked up:
+// 503 while the accounts are not available, else a logged 500.
+func (h *Handler) lookupFailed(w http.ResponseWriter, err error, what string) error {
+	if errors.Is(err, directory.ErrNotReady) || errors.Is(err, directory.ErrUnavailable) {
 		h.logger.Warn("accounts unavailable", zap.Error(err))
 		w.Header().Set("Retry-After", "1")
 		return h.refuse(w, apierror.Unavailable, "The accounts are not available yet; retry in a second.")
-	case err != nil:
-		h.logger.Error("resolving the caller", zap.Error(err))
-		return h.refuse(w, apierror.Internal,
-			"Could not check the API key; retry with exponential backoff.")
 	}
+	h.logger.Error("resolving the caller", zap.Error(err))
+	return h.refuse(w, apierror.Internal, "Could not check the "+what+"; retry with exponential backoff.")
+}
+
+// serveSandboxToken authenticates a request to one sandbox by its access
+// token (HeaderAccessToken): the token's account, on its plan of now,
+// for the sandbox HeaderSandboxID names and no other.
+func (h *Handler) serveSandboxToken(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	token := strings.TrimSpace(cmp.Or(r.Header.Get(HeaderAccessToken), r.Header.Get(HeaderTrafficToken)))
+	id, ok := callerauth.VerifySandboxToken(h.secret, token, strings.TrimSpace(r.Header.Get(HeaderSandboxID)))
+	if !ok {
+		return h.refuse(w, apierror.InvalidAPIKey, "The sandbox access token is not valid for this sandbox.")
+	}
+	acct, err := h.dir.Account(r.Context(), id)
+	switch {
+	case errors.Is(err, accounts.ErrNotFound):
+		return h.refuse(w, apierror.InvalidAPIKey, "The sandbox access token's account no longer exists.")
+	case err != nil:
+		return h.lookupFailed(w, err, "access token")
+	}
+	// Envd requests start no async job, but every signed caller has a
+	// webhook secret; the token is as secret as a key.
+	return h.serveAccount(w, r, next, acct, acct.Plan, callerauth.WebhookSecret(token))
+}
+
+// serveAccount passes r on as acct's, on plan, unless acct is suspended.
+func (h *Handler) serveAccount(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, acct accounts.Account, plan, webhook string) error {
 	if why, suspended := acct.Suspended(time.Now()); suspended {
 		return h.refuse(w, apierror.AccountSuspended, "Account "+acct.ID+" is suspended: "+why+".")
 	}

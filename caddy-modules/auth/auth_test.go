@@ -194,6 +194,13 @@ func TestServeHTTP(t *testing.T) {
 		{name: "bearer", h: withProxy, headers: map[string]string{"Authorization": "Bearer " + f.proKey}, status: 200, want: &f.pro},
 		{name: "bearer scheme is case-insensitive", h: withProxy, headers: map[string]string{"Authorization": "bearer " + f.proKey}, status: 200, want: &f.pro},
 		{name: "X-API-Key", h: withProxy, headers: map[string]string{"X-API-Key": f.basicKey}, status: 200, want: &f.basic},
+		{name: "sandbox token", h: withProxy, headers: map[string]string{"X-Access-Token": callerauth.SandboxToken([]byte(testSecret), f.pro.ID, "sess_n1_a"), "E2b-Sandbox-Id": "sess_n1_a"}, status: 200, want: &f.pro, wantPlan: "pro"},
+		{name: "sandbox token beside E2B's Basic user", h: withProxy, headers: map[string]string{"X-Access-Token": callerauth.SandboxToken([]byte(testSecret), f.basic.ID, "sess_n1_a"), "E2b-Sandbox-Id": "sess_n1_a", "Authorization": "Basic " + basic("user:")}, status: 200, want: &f.basic},
+		{name: "sandbox token as the traffic token", h: withProxy, headers: map[string]string{"E2b-Traffic-Access-Token": callerauth.SandboxToken([]byte(testSecret), f.pro.ID, "sess_n1_a"), "E2b-Sandbox-Id": "sess_n1_a"}, status: 200, want: &f.pro},
+		{name: "sandbox token for another sandbox", h: withProxy, headers: map[string]string{"X-Access-Token": callerauth.SandboxToken([]byte(testSecret), f.pro.ID, "sess_n1_a"), "E2b-Sandbox-Id": "sess_n1_b"}, status: 401, code: apierror.InvalidAPIKey},
+		{name: "sandbox token signed with another secret", h: withProxy, headers: map[string]string{"X-Access-Token": callerauth.SandboxToken([]byte("another secret of 16+"), f.pro.ID, "sess_n1_a"), "E2b-Sandbox-Id": "sess_n1_a"}, status: 401, code: apierror.InvalidAPIKey},
+		{name: "sandbox token of no account", h: withProxy, headers: map[string]string{"X-Access-Token": callerauth.SandboxToken([]byte(testSecret), "acct_gone", "sess_n1_a"), "E2b-Sandbox-Id": "sess_n1_a"}, status: 401, code: apierror.InvalidAPIKey},
+		{name: "access token without a sandbox id is not a key", h: withProxy, headers: map[string]string{"X-Access-Token": callerauth.SandboxToken([]byte(testSecret), f.pro.ID, "sess_n1_a")}, status: 401, code: apierror.MissingAPIKey},
 		{
 			name:    "RapidAPI with proxy secret",
 			h:       withProxy,

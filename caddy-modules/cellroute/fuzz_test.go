@@ -35,7 +35,7 @@ func FuzzRoute(f *testing.F) {
 				t.Fatalf("route(%q, %q) picked unusable %+v", path, region, n)
 			}
 		}
-		if id, ok := sessionNode(path); ok && id == "node-1" && (len(got) != 1 || got[0].ID != "node-1") {
+		if id, ok := sessionNode(r); ok && id == "node-1" && (len(got) != 1 || got[0].ID != "node-1") {
 			t.Fatalf("a session of node-1 routed to %+v", got)
 		}
 	})

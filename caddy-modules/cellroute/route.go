@@ -16,18 +16,29 @@ import (
 // worked yesterday).
 const RegionHeader = "X-SandboxAPI-Region"
 
-// sessionsPath is the prefix of every request about one session.
-const sessionsPath = "/v1/sessions/"
+// sessionPaths are the prefixes of every request about one session: the
+// API's, and the E2B door's control API (cell/e2b, whose sandboxes are
+// sessions).
+var sessionPaths = []string{"/v1/sessions/", "/e2b/sandboxes/", "/e2b/v2/sandboxes/"}
 
-// sessionNode returns the node the session of a /v1/sessions/{id}...
-// request names, if the path is one and the id carries a node.
-func sessionNode(path string) (string, bool) {
-	rest, ok := strings.CutPrefix(path, sessionsPath)
-	if !ok {
-		return "", false
+// SandboxHeader names the sandbox of a request to an E2B sandbox's envd,
+// which E2B's SDKs send to one URL for every sandbox.
+const SandboxHeader = "E2b-Sandbox-Id"
+
+// sessionNode returns the node the session of r names, if r is about one
+// session (its path, or for E2B's envd its SandboxHeader) and the id
+// carries a node.
+func sessionNode(r *http.Request) (string, bool) {
+	if id := r.Header.Get(SandboxHeader); id != "" {
+		return placement.SessionNode(id)
 	}
-	id, _, _ := strings.Cut(rest, "/")
-	return placement.SessionNode(id)
+	for _, prefix := range sessionPaths {
+		if rest, ok := strings.CutPrefix(r.URL.Path, prefix); ok {
+			id, _, _ := strings.Cut(rest, "/")
+			return placement.SessionNode(id)
+		}
+	}
+	return "", false
 }
 
 // route orders the nodes a request may go to, best first; reverse_proxy's
@@ -51,7 +62,7 @@ func sessionNode(path string) (string, bool) {
 //
 // An empty result means no healthy node.
 func route(nodes []Node, r *http.Request, home string, turn uint64) []Node {
-	if id, ok := sessionNode(r.URL.Path); ok {
+	if id, ok := sessionNode(r); ok {
 		i := slices.IndexFunc(nodes, func(n Node) bool { return n.ID == id })
 		if i >= 0 && usable(nodes[i]) {
 			return []Node{nodes[i]}

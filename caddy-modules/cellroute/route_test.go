@@ -51,6 +51,7 @@ func TestRoute(t *testing.T) {
 		name   string
 		nodes  []Node // nil: cells
 		path   string // "": /v1/execute
+		header string // the E2b-Sandbox-Id header
 		region string // the X-SandboxAPI-Region header
 		home   string
 		turn   uint64
@@ -72,6 +73,11 @@ func TestRoute(t *testing.T) {
 		{name: "session on an unknown node: by region", path: session("zz9"), region: "us", home: "eu", want: []string{"b2", "b1"}},
 		{name: "session id without a node: by region", path: "/v1/sessions/sess_ab12cd34ef56gh78", home: "us", want: []string{"b2", "b1"}},
 		{name: "creating a session: by region", path: "/v1/sessions", home: "us", want: []string{"b2", "b1"}},
+		{name: "E2B sandbox, control API", path: "/e2b/sandboxes/" + placement.NewSessionID("b1") + "/timeout", home: "eu", want: []string{"b1"}},
+		{name: "E2B sandbox, control API v2", path: "/e2b/v2/sandboxes/" + placement.NewSessionID("a3") + "/connect", home: "us", want: []string{"a3"}},
+		{name: "E2B sandbox list: by region", path: "/e2b/v2/sandboxes", home: "us", want: []string{"b2", "b1"}},
+		{name: "E2B envd, by its header", path: "/e2b/sandbox/process.Process/Start", header: placement.NewSessionID("a1"), home: "us", want: []string{"a1"}},
+		{name: "E2B envd, header of no node: by region", path: "/e2b/sandbox/files", header: "sbx_nonode", home: "us", want: []string{"b2", "b1"}},
 		{name: "sessions path prefix alone is no session", path: "/v1/sessionsx/" + placement.NewSessionID("a1"), home: "us", want: []string{"b2", "b1"}},
 		{
 			name:  "equal free capacity takes turns",
@@ -103,6 +109,9 @@ func TestRoute(t *testing.T) {
 			r := httptest.NewRequest("POST", path, nil)
 			if tt.region != "" {
 				r.Header.Set(RegionHeader, tt.region)
+			}
+			if tt.header != "" {
+				r.Header.Set(SandboxHeader, tt.header)
 			}
 			var got []string
 			for _, n := range route(nodes, r, tt.home, tt.turn) {

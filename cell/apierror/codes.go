@@ -42,6 +42,10 @@ const (
 	CodeTooLarge        Code = "code_too_large"
 	InstallFailed       Code = "install_failed"
 	IdempotencyReused   Code = "idempotency_key_reused"
+	// A door's call that this service has no equivalent of (E2B's pause,
+	// snapshots), and a template it does not serve.
+	UnsupportedByDoor   Code = "unsupported_by_door"
+	TemplateUnavailable Code = "template_not_available"
 
 	// The request as HTTP: what Go's HTTP server refuses before any
 	// handler, answered as JSON by the gateway (caddy-modules/conns).
@@ -120,6 +124,8 @@ var statuses = map[Code]int{
 	CodeTooLarge:        http.StatusRequestEntityTooLarge,
 	InstallFailed:       http.StatusUnprocessableEntity,
 	IdempotencyReused:   http.StatusUnprocessableEntity,
+	UnsupportedByDoor:   http.StatusBadRequest,
+	TemplateUnavailable: http.StatusBadRequest,
 
 	MalformedRequest:            http.StatusBadRequest,
 	BodyTimeout:                 http.StatusRequestTimeout,

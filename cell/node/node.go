@@ -33,6 +33,7 @@ import (
 	"github.com/sandboxapi/sandboxapi/cell/celltls"
 	"github.com/sandboxapi/sandboxapi/cell/cluster"
 	"github.com/sandboxapi/sandboxapi/cell/dialect"
+	"github.com/sandboxapi/sandboxapi/cell/e2b"
 	"github.com/sandboxapi/sandboxapi/cell/jobs"
 	"github.com/sandboxapi/sandboxapi/cell/judge0"
 	"github.com/sandboxapi/sandboxapi/cell/mcp"
@@ -419,6 +420,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	apiSrv.Mount(n.sess.Routes()...)
+	// E2B's sandboxes are sessions too, opened through the same Manager.
+	e2bDoor := &e2b.Server{Sessions: n.sess, Plans: cfg.Plans, Catalog: catalog, Secret: cfg.Secret, Logger: cfg.Logger}
+	apiSrv.Mount(e2bDoor.Routes()...)
 	if err := n.registerMetrics(m); err != nil {
 		return nil, fmt.Errorf("node: metrics: %w", err)
 	}

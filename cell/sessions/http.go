@@ -129,68 +129,14 @@ func (m *Manager) create(w http.ResponseWriter, r *http.Request, c callerauth.Ca
 		return
 	}
 
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		w.Header().Set("Retry-After", "1")
-		apierror.New(apierror.Unavailable, "this node is shutting down; retry").Write(w)
-		return
-	}
-	if len(m.live)+m.reserved >= m.cfg.MaxSessions {
-		m.mu.Unlock()
-		w.Header().Set("Retry-After", "30")
-		apierror.New(apierror.NodeAtCapacity, "this node holds as many sessions as it can; retry shortly").Write(w)
-		return
-	}
-	m.reserved++
-	m.mu.Unlock()
-	defer func() {
-		m.mu.Lock()
-		m.reserved--
-		m.mu.Unlock()
-	}()
-
-	// A hang-up must not cut the commit short: the record might commit
-	// anyway. The session is ended below if the client has gone.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), writeTimeout)
-	defer cancel()
-	now := m.now().UTC()
-	rec := store.Session{ID: placement.NewSessionID(m.cfg.NodeID), Account: c.AccountID, Language: lang.ID, Node: m.cfg.NodeID,
-		IdleTTLSeconds: ttl, CreatedAt: now, ExpiresAt: now.Add(time.Duration(ttl) * time.Second)}
-	if err := m.store.OpenSession(ctx, rec, plan.ConcurrentSessions, now); err != nil {
-		if errors.Is(err, store.ErrTooManySessions) {
-			apierror.New(apierror.SessionLimit, "the %s plan allows %d sessions at once, and you have that many; DELETE one or let one expire", plan.Name, plan.ConcurrentSessions).Write(w)
-			return
-		}
-		m.writeError(w, err)
-		return
-	}
-	sb, err := m.sandbox(c.AccountID, lang.ID, network)
+	s, err := m.open(r.Context(), c, plan, store.Session{Language: lang.ID, IdleTTLSeconds: ttl}, network)
 	if err != nil {
-		m.logger.Error("session sandbox did not start", "language", lang.ID, "err", err)
-		m.dropRecord(rec.ID)
-		apierror.New(apierror.SandboxUnavailable, "the session's sandbox could not be started; retry shortly").Write(w)
+		if err != errClientLeft {
+			m.writeError(w, err)
+		}
 		return
 	}
-	s := &session{rec: rec, ttl: time.Duration(ttl) * time.Second, turn: make(chan struct{}, 1), sb: sb,
-		expires: m.now().Add(time.Duration(ttl) * time.Second), network: network}
-	m.mu.Lock()
-	closed := m.closed
-	if !closed {
-		m.live[rec.ID] = s
-	}
-	m.mu.Unlock()
-	switch {
-	case closed:
-		// Close began meanwhile and will not see this session.
-		sb.Close()
-		m.dropRecord(rec.ID)
-		apierror.New(apierror.Unavailable, "this node is shutting down; retry").Write(w)
-		return
-	case r.Context().Err() != nil:
-		m.end(s, "client left before the session was ready")
-		return
-	}
+	rec := s.rec
 	m.logger.Info("session created", "session", rec.ID, "account", rec.Account, "language", rec.Language, "idle_ttl", ttl)
 	w.Header().Set("Location", "/v1/sessions/"+rec.ID)
 	api.WriteJSON(w, http.StatusCreated, m.view(s))
@@ -222,8 +168,14 @@ type heldHandler func(w http.ResponseWriter, r *http.Request, c callerauth.Calle
 // node, it is a 410; anything else (missing, ended, another account's) is
 // the same 404.
 func (m *Manager) held(h heldHandler) func(http.ResponseWriter, *http.Request, callerauth.Caller) {
+	return m.hold(func(r *http.Request) string { return r.PathValue("id") }, func(w http.ResponseWriter, e *apierror.Error) { e.Write(w) }, h)
+}
+
+// hold is held for a door of its own: id reads the session's id from the
+// request, and write answers the refusals in the door's shape.
+func (m *Manager) hold(id func(*http.Request) string, write func(http.ResponseWriter, *apierror.Error), h heldHandler) func(http.ResponseWriter, *http.Request, callerauth.Caller) {
 	return func(w http.ResponseWriter, r *http.Request, c callerauth.Caller) {
-		id := r.PathValue("id")
+		id := id(r)
 		m.mu.Lock()
 		s := m.live[id]
 		m.mu.Unlock()
@@ -235,22 +187,22 @@ func (m *Manager) held(h heldHandler) func(http.ResponseWriter, *http.Request, c
 		if err != nil {
 			m.logger.Warn("session record not readable consistently", "session", id, "err", err)
 			w.Header().Set("Retry-After", "1")
-			apierror.New(apierror.Unavailable, "the cell cannot look sessions up right now; retry with exponential backoff").Write(w)
+			write(w, apierror.New(apierror.Unavailable, "the cell cannot look sessions up right now; retry with exponential backoff"))
 			return
 		}
 		if !ok || rec.Account != c.AccountID {
-			m.notFound(w, id)
+			write(w, notFoundError(id))
 			return
 		}
 		switch {
 		case m.isLost(rec):
-			m.lost(w, id)
+			write(w, lostError(id))
 		case rec.Node == m.cfg.NodeID, r.Header.Get(headerForwarded) != "":
 			// Ended here (its record on its way out), or sent here by a
 			// node that took this one for its holder: never sent on again.
-			m.notFound(w, id)
+			write(w, notFoundError(id))
 		default:
-			m.forward(w, r, rec)
+			m.forward(w, r, rec, write)
 		}
 	}
 }
@@ -289,20 +241,22 @@ func (m *Manager) record(ctx context.Context, id string) (store.Session, bool, e
 	return rec, ok, nil
 }
 
-func (m *Manager) notFound(w http.ResponseWriter, id string) {
-	apierror.New(apierror.SessionNotFound, "no session %q: it does not exist, belongs to another account, was deleted, or expired after its idle TTL", id).Write(w)
+func (m *Manager) notFound(w http.ResponseWriter, id string) { notFoundError(id).Write(w) }
+
+func notFoundError(id string) *apierror.Error {
+	return apierror.New(apierror.SessionNotFound, "no session %q: it does not exist, belongs to another account, was deleted, or expired after its idle TTL", id)
 }
 
-func (m *Manager) lost(w http.ResponseWriter, id string) {
-	apierror.New(apierror.SessionLost, "session %q is lost: the node that held it stopped, and a session's sandbox cannot move to another node; open a new session", id).Write(w)
+func lostError(id string) *apierror.Error {
+	return apierror.New(apierror.SessionLost, "session %q is lost: the node that held it stopped, and a session's sandbox cannot move to another node; open a new session", id)
 }
 
 // forward sends the request to the node holding the session. The gateway's
 // signature travels with it, so that node checks the caller itself.
-func (m *Manager) forward(w http.ResponseWriter, r *http.Request, rec store.Session) {
+func (m *Manager) forward(w http.ResponseWriter, r *http.Request, rec store.Session, write func(http.ResponseWriter, *apierror.Error)) {
 	node, ok := m.store.Node(rec.Node)
 	if !ok || node.APIAddr == "" {
-		apierror.New(apierror.Unavailable, "the node holding this session is not known to this cell; retry shortly").Write(w)
+		write(w, apierror.New(apierror.Unavailable, "the node holding this session is not known to this cell; retry shortly"))
 		return
 	}
 	target := &url.URL{Scheme: cmp.Or(m.cfg.PeerScheme, "http"), Host: node.APIAddr}
@@ -319,7 +273,7 @@ func (m *Manager) forward(w http.ResponseWriter, r *http.Request, rec store.Sess
 				return
 			}
 			m.logger.Warn("forwarding to the session's node failed", "session", rec.ID, "node", rec.Node, "err", err)
-			apierror.New(apierror.Unavailable, "the node holding this session is not reachable; retry shortly").Write(w)
+			write(w, apierror.New(apierror.Unavailable, "the node holding this session is not reachable; retry shortly"))
 		},
 	}
 	proxy.ServeHTTP(w, r)
@@ -354,6 +308,9 @@ func (m *Manager) writeError(w http.ResponseWriter, err error) {
 		w.Header().Set("Retry-After", "1")
 		apierror.New(apierror.Unavailable, "the cell cannot change sessions right now; retry with exponential backoff").Write(w)
 	default:
+		if after := RetryAfter(err); after != "" {
+			w.Header().Set("Retry-After", after)
+		}
 		apierror.Respond(w, m.logger, err)
 	}
 }

@@ -217,6 +217,12 @@ type session struct {
 	crates bool // cargo dependencies are installed: Rust builds with cargo
 	// network is the session's egress policy; nil: no network.
 	network *egress.Policy
+	// fixed is a door's session whose expiry is a lifetime (E2B's
+	// timeout): use does not move it, and it ends in use too.
+	fixed bool
+	// doorData is what a door keeps with the session while it lives
+	// (Handle.Data); guarded by Manager.mu.
+	doorData any
 }
 
 // New returns a Manager; Start starts it.
@@ -329,7 +335,7 @@ func (m *Manager) acquire(ctx context.Context, s *session) (func(), error) {
 		m.mu.Unlock()
 		return nil, errGone
 	}
-	if s.users == 0 && !m.now().Before(s.expires) {
+	if (s.users == 0 || s.fixed) && !m.now().Before(s.expires) {
 		m.mu.Unlock()
 		m.end(s, "idle TTL expired")
 		return nil, errGone
@@ -346,7 +352,7 @@ func (m *Manager) acquire(ctx context.Context, s *session) (func(), error) {
 	}
 	m.mu.Lock()
 	ended := s.ended
-	if !ended {
+	if !ended && !s.fixed {
 		s.expires = m.now().Add(s.ttl)
 	}
 	m.mu.Unlock()
@@ -368,7 +374,9 @@ func (m *Manager) acquire(ctx context.Context, s *session) (func(), error) {
 		s.users--
 		s.cancelRun = nil
 		if !s.ended {
-			s.expires = m.now().Add(s.ttl)
+			if !s.fixed {
+				s.expires = m.now().Add(s.ttl)
+			}
 			m.dirty[s.rec.ID] = store.SessionTouch{ID: s.rec.ID, Node: m.cfg.NodeID, ExpiresAt: s.expires, Executions: s.executions}
 		}
 		m.mu.Unlock()
@@ -513,7 +521,7 @@ func (m *Manager) reapLoop() {
 		var expired []*session
 		m.mu.Lock()
 		for _, s := range m.live {
-			if s.users == 0 && !now.Before(s.expires) {
+			if (s.users == 0 || s.fixed) && !now.Before(s.expires) {
 				expired = append(expired, s)
 			}
 		}
@@ -619,7 +627,7 @@ func (m *Manager) flush(ctx context.Context) {
 	m.mu.Lock()
 	now := m.now()
 	for id, s := range m.live {
-		if s.users > 0 {
+		if s.users > 0 && !s.fixed {
 			m.dirty[id] = store.SessionTouch{ID: id, Node: m.cfg.NodeID, ExpiresAt: now.Add(s.ttl), Executions: s.executions}
 		}
 	}

@@ -35,6 +35,12 @@ type Session struct {
 	// then purged like any expired record.
 	Lost   bool      `json:"lost,omitempty"`
 	LostAt time.Time `json:"lost_at,omitzero"`
+	// Door names the API that opened the session when it is not /v1
+	// ("e2b": an E2B sandbox), so each door lists its own; Meta is what
+	// that door keeps with it (an E2B sandbox's template and metadata),
+	// readable on every node.
+	Door string            `json:"door,omitempty"`
+	Meta map[string]string `json:"meta,omitempty"`
 }
 
 func (s Session) validate() error {
@@ -259,7 +265,7 @@ func applyTouchSessions(st *state, payload []byte) (any, error) {
 			n.ExpiresAt = t.ExpiresAt
 		}
 		n.Executions = max(n.Executions, t.Executions)
-		if n != *cur {
+		if !n.ExpiresAt.Equal(cur.ExpiresAt) || n.Executions != cur.Executions {
 			// Replaced, never written in place: readers hold copies, but
 			// keeping records immutable keeps that obviously safe.
 			st.Sessions[t.ID] = &n

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -39,8 +40,15 @@ func TestFSMSessionCommands(t *testing.T) {
 	}{
 		{name: "open", typ: CmdOpenSession, payload: openSessionCmd{Session: testSession("s"), MaxPerAccount: 1, Now: t0},
 			check: func(t *testing.T, s *Session) {
-				if *s != testSession("s") {
+				if !reflect.DeepEqual(*s, testSession("s")) {
 					t.Errorf("opened session = %+v", s)
+				}
+			}},
+		{name: "open keeps the door's meta", typ: CmdOpenSession,
+			payload: openSessionCmd{Session: withSession(func(s *Session) { s.Door, s.Meta = "e2b", map[string]string{"template": "base"} }), MaxPerAccount: 1, Now: t0},
+			check: func(t *testing.T, s *Session) {
+				if s.Door != "e2b" || s.Meta["template"] != "base" {
+					t.Errorf("opened session = %+v, want door e2b with its meta", s)
 				}
 			}},
 		{name: "open twice", exists: true, typ: CmdOpenSession, payload: openSessionCmd{Session: testSession("s"), Now: t0}, wantErr: ErrSessionExists},

@@ -1,0 +1,449 @@
+package e2b
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/sandboxapi/sandboxapi/cell/callerauth"
+	"github.com/sandboxapi/sandboxapi/cell/e2b/envd/process"
+	"github.com/sandboxapi/sandboxapi/cell/e2b/envd/process/processconnect"
+	"github.com/sandboxapi/sandboxapi/cell/execreq"
+	"github.com/sandboxapi/sandboxapi/sandboxes/executor"
+)
+
+// processService is envd's process.Process, for the sandbox of the
+// request. A process is a command run through the session
+// (sessions.Handle.Command): commands run one at a time, in the order
+// they start, as the session's jobs do; one started while another runs
+// waits for it (its start event comes at once, its output when it runs).
+type processService struct {
+	s *Server
+}
+
+var _ processconnect.ProcessHandler = (*processService)(nil)
+
+// firstPID is the first pid the door gives a sandbox's commands.
+const firstPID = 1000
+
+// MaxArgs bounds a command's arguments, and MaxArgChars their characters.
+const (
+	MaxArgs     = 1024
+	MaxArgChars = 128 << 10
+)
+
+// DefaultKeepalive is how often a stream with nothing to say sends a
+// keepalive when the client names no Keepalive-Ping-Interval.
+const DefaultKeepalive = 50 * time.Second
+
+// procTable is a sandbox's commands that have not ended.
+type procTable struct {
+	mu    sync.Mutex
+	next  uint32
+	procs map[uint32]*proc
+}
+
+// proc is one command: its config, its followers (the Start stream,
+// and any Connect), and how it ended.
+type proc struct {
+	pid    uint32
+	tag    string
+	config *process.ProcessConfig
+	cancel context.CancelFunc
+
+	mu   sync.Mutex
+	subs map[*follower]bool
+	done bool
+}
+
+// follower is one stream's view of a process's events.
+type follower struct {
+	events chan *process.ProcessEvent
+	gone   chan struct{}
+	// err is the command's failure to run at all, read after events
+	// closes.
+	err error
+}
+
+func (t *procTable) add(p *proc) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.procs == nil {
+		t.procs, t.next = map[uint32]*proc{}, firstPID
+	}
+	p.pid = t.next
+	t.next++
+	t.procs[p.pid] = p
+}
+
+func (t *procTable) remove(pid uint32) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.procs, pid)
+}
+
+func (t *procTable) find(sel *process.ProcessSelector) (*proc, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch v := sel.GetSelector().(type) {
+	case *process.ProcessSelector_Pid:
+		p, ok := t.procs[v.Pid]
+		return p, ok
+	case *process.ProcessSelector_Tag:
+		for _, p := range t.procs {
+			if p.tag != "" && p.tag == v.Tag {
+				return p, true
+			}
+		}
+	}
+	return nil, false
+}
+
+func (t *procTable) list() []*proc {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*proc, 0, len(t.procs))
+	for _, p := range t.procs {
+		out = append(out, p)
+	}
+	return out
+}
+
+// follow adds a follower of p's events from now on; false once p has
+// ended.
+func (p *proc) follow() (*follower, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done {
+		return nil, false
+	}
+	f := &follower{events: make(chan *process.ProcessEvent, 64), gone: make(chan struct{})}
+	if p.subs == nil {
+		p.subs = map[*follower]bool{}
+	}
+	p.subs[f] = true
+	return f, true
+}
+
+func (p *proc) unfollow(f *follower) {
+	p.mu.Lock()
+	delete(p.subs, f)
+	p.mu.Unlock()
+	close(f.gone)
+}
+
+// publish sends ev to every follower; a follower that is not reading
+// holds the command's output back (as a pipe would) until it reads or
+// leaves.
+func (p *proc) publish(ev *process.ProcessEvent) {
+	p.mu.Lock()
+	subs := make([]*follower, 0, len(p.subs))
+	for f := range p.subs {
+		subs = append(subs, f)
+	}
+	p.mu.Unlock()
+	for _, f := range subs {
+		select {
+		case f.events <- ev:
+		case <-f.gone:
+		}
+	}
+}
+
+// finish ends p's followers' streams: after end (nil when the command
+// could not run, err saying why).
+func (p *proc) finish(end *process.ProcessEvent, err error) {
+	if end != nil {
+		p.publish(end)
+	}
+	p.mu.Lock()
+	p.done = true
+	subs := p.subs
+	p.subs = nil
+	p.mu.Unlock()
+	for f := range subs {
+		f.err = err
+		close(f.events)
+	}
+}
+
+// Start runs a command and streams its events: start (its pid), its
+// output, keepalives, and its end with the exit code.
+func (ps *processService) Start(ctx context.Context, req *connect.Request[process.StartRequest], stream *connect.ServerStream[process.StartResponse]) error {
+	h := heldFrom(ctx)
+	if err := checkUser(basicUser(req.Header())); err != nil {
+		return ps.s.rpcError(err)
+	}
+	m := req.Msg
+	switch {
+	case m.Pty != nil:
+		return connect.NewError(connect.CodeUnimplemented, errors.New("PTYs are not supported here: a sandbox's commands run without a terminal (docs/e2b.md)"))
+	case m.GetStdin():
+		return connect.NewError(connect.CodeUnimplemented, errors.New("stdin is not supported here: a sandbox's commands run with an empty stdin; pass input as a file or an argument (docs/e2b.md)"))
+	case m.GetProcess().GetCmd() == "":
+		return connect.NewError(connect.CodeInvalidArgument, errors.New("process.cmd is required"))
+	}
+	cfg := m.GetProcess()
+	argv, env, err := commandLine(cfg)
+	if err != nil {
+		return ps.s.rpcError(err)
+	}
+	plan, err := execreq.PlanFor(ps.s.Plans, h.c.Plan)
+	if err != nil {
+		return ps.s.rpcError(err)
+	}
+	// The command's limit is the client's timeout (the SDK's timeoutMs,
+	// 60 s unless told), within the plan's longest execution.
+	wall := time.Duration(max(plan.MaxTimeoutSeconds, 1)) * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		wall = min(wall, max(time.Until(dl), time.Millisecond))
+	}
+	b := boxOf(h.sb)
+	env = append(append([]string{}, b.env...), env...)
+	// Once started, the command does not depend on the stream: E2B's
+	// processes outlive their client's connection (Connect reattaches),
+	// and ending a session's command would end its sandbox.
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	p := &proc{tag: m.GetTag(), config: cfg, cancel: cancel}
+	b.procs.add(p)
+	f, _ := p.follow()
+	go ps.run(runCtx, h, b, p, argv, env, executor.Limits{CPU: wall, Wall: wall})
+
+	stream.ResponseHeader().Set(callerauth.HeaderExecutions, "1")
+	if err := stream.Send(&process.StartResponse{Event: startEvent(p.pid)}); err != nil {
+		p.unfollow(f)
+		return err
+	}
+	return ps.stream(ctx, req.Header().Get("Keepalive-Ping-Interval"), p, f, func(ev *process.ProcessEvent) error {
+		return stream.Send(&process.StartResponse{Event: ev})
+	})
+}
+
+// commandLine is the argv and environment a ProcessConfig asks for: its
+// cmd and args, run in its cwd (the home when none).
+func commandLine(cfg *process.ProcessConfig) (argv, env []string, err error) {
+	cwd := Home
+	if cfg.Cwd != nil && *cfg.Cwd != "" {
+		if cwd, err = resolve(*cfg.Cwd); err != nil {
+			return nil, nil, err
+		}
+	}
+	if len(cfg.GetArgs()) > MaxArgs {
+		return nil, nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("a command may have at most %d arguments", MaxArgs))
+	}
+	chars := len(cfg.GetCmd())
+	for _, a := range cfg.GetArgs() {
+		chars += len(a)
+	}
+	if chars > MaxArgChars {
+		return nil, nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("a command's arguments may have at most %d characters in all", MaxArgChars))
+	}
+	for k, v := range cfg.GetEnvs() {
+		if err := checkEnv(k, v); err != nil {
+			return nil, nil, err
+		}
+		env = append(env, k+"="+v)
+	}
+	// cd first, so a missing cwd is the command's failure, said on its
+	// stderr, as envd says it.
+	argv = append([]string{"/bin/sh", "-c", `cd -- "$1" || exit 1; shift; exec "$@"`, "e2b", cwd, cfg.GetCmd()}, cfg.GetArgs()...)
+	return argv, env, nil
+}
+
+// run runs p's command and ends its followers' streams.
+func (ps *processService) run(ctx context.Context, h held, b *box, p *proc, argv, env []string, lim executor.Limits) {
+	defer b.procs.remove(p.pid)
+	defer p.cancel()
+	res, err := h.sb.Command(ctx, argv, env, lim, true, func(stream string, chunk []byte) {
+		data := &process.ProcessEvent_DataEvent{}
+		if stream == "stderr" {
+			data.Output = &process.ProcessEvent_DataEvent_Stderr{Stderr: append([]byte(nil), chunk...)}
+		} else {
+			data.Output = &process.ProcessEvent_DataEvent_Stdout{Stdout: append([]byte(nil), chunk...)}
+		}
+		p.publish(&process.ProcessEvent{Event: &process.ProcessEvent_Data{Data: data}})
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			// Killed (SendSignal): the end E2B gives a killed process.
+			msg := "the command was killed"
+			p.finish(&process.ProcessEvent{Event: &process.ProcessEvent_End{End: &process.ProcessEvent_EndEvent{
+				ExitCode: -1, Status: "signal: killed", Error: &msg}}}, nil)
+			return
+		}
+		p.finish(nil, err)
+		return
+	}
+	p.finish(&process.ProcessEvent{Event: &process.ProcessEvent_End{End: endEvent(res)}}, nil)
+}
+
+// endEvent is how a command ended, as envd says it (Go's
+// os.ProcessState: "exit status 3", "signal: killed").
+func endEvent(res *executor.Result) *process.ProcessEvent_EndEvent {
+	end := &process.ProcessEvent_EndEvent{ExitCode: int32(res.ExitCode), Exited: res.Signal == 0, Status: "exit status " + strconv.Itoa(res.ExitCode)}
+	if res.Signal != 0 {
+		end.ExitCode, end.Status = -1, "signal: "+signalName(res.Signal)
+	}
+	if res.End != executor.EndExited {
+		msg := string(res.End)
+		if res.Message != "" {
+			msg += ": " + res.Message
+		}
+		end.Error = &msg
+		if end.ExitCode == 0 {
+			end.ExitCode = -1
+		}
+	}
+	return end
+}
+
+func signalName(sig int) string {
+	switch sig {
+	case 9:
+		return "killed"
+	case 15:
+		return "terminated"
+	case 6:
+		return "aborted"
+	case 11:
+		return "segmentation fault"
+	}
+	return "signal " + strconv.Itoa(sig)
+}
+
+func startEvent(pid uint32) *process.ProcessEvent {
+	return &process.ProcessEvent{Event: &process.ProcessEvent_Start{Start: &process.ProcessEvent_StartEvent{Pid: pid}}}
+}
+
+// stream sends f's events with send until the process ends, the client
+// leaves, or a send fails, with keepalives between (every interval
+// seconds, as the client's Keepalive-Ping-Interval asks).
+func (ps *processService) stream(ctx context.Context, interval string, p *proc, f *follower, send func(*process.ProcessEvent) error) error {
+	defer func() {
+		select {
+		case <-f.gone:
+		default:
+			p.unfollow(f)
+		}
+	}()
+	every := DefaultKeepalive
+	if n, err := strconv.Atoi(interval); err == nil && n > 0 {
+		every = time.Duration(min(n, 3600)) * time.Second
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case ev, ok := <-f.events:
+			if !ok {
+				if f.err != nil {
+					return ps.s.rpcError(f.err)
+				}
+				return nil
+			}
+			if err := send(ev); err != nil {
+				return err
+			}
+		case <-tick.C:
+			if err := send(&process.ProcessEvent{Event: &process.ProcessEvent_Keepalive{Keepalive: &process.ProcessEvent_KeepAlive{}}}); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return connect.NewError(connect.CodeDeadlineExceeded, ctx.Err())
+		}
+	}
+}
+
+// Connect follows a running command's events from now on.
+func (ps *processService) Connect(ctx context.Context, req *connect.Request[process.ConnectRequest], stream *connect.ServerStream[process.ConnectResponse]) error {
+	p, err := ps.find(ctx, req.Msg.GetProcess())
+	if err != nil {
+		return err
+	}
+	f, ok := p.follow()
+	if !ok {
+		return errNoProcess(req.Msg.GetProcess())
+	}
+	if err := stream.Send(&process.ConnectResponse{Event: startEvent(p.pid)}); err != nil {
+		p.unfollow(f)
+		return err
+	}
+	return ps.stream(ctx, req.Header().Get("Keepalive-Ping-Interval"), p, f, func(ev *process.ProcessEvent) error {
+		return stream.Send(&process.ConnectResponse{Event: ev})
+	})
+}
+
+func (ps *processService) find(ctx context.Context, sel *process.ProcessSelector) (*proc, error) {
+	p, ok := boxOf(heldFrom(ctx).sb).procs.find(sel)
+	if !ok {
+		return nil, errNoProcess(sel)
+	}
+	return p, nil
+}
+
+func errNoProcess(sel *process.ProcessSelector) error {
+	if tag, ok := sel.GetSelector().(*process.ProcessSelector_Tag); ok {
+		return connect.NewError(connect.CodeNotFound, fmt.Errorf("process with tag %q not found", tag.Tag))
+	}
+	return connect.NewError(connect.CodeNotFound, fmt.Errorf("process with pid %d not found", sel.GetPid()))
+}
+
+// List is the sandbox's commands that have not ended.
+func (ps *processService) List(ctx context.Context, _ *connect.Request[process.ListRequest]) (*connect.Response[process.ListResponse], error) {
+	out := &process.ListResponse{}
+	for _, p := range boxOf(heldFrom(ctx).sb).procs.list() {
+		info := &process.ProcessInfo{Config: p.config, Pid: p.pid}
+		if p.tag != "" {
+			info.Tag = &p.tag
+		}
+		out.Processes = append(out.Processes, info)
+	}
+	return connect.NewResponse(out), nil
+}
+
+// SendSignal kills a command (SIGKILL and SIGTERM alike). A session's
+// command cannot be stopped on its own: its sandbox is stopped with it,
+// and the next call finds a fresh one (docs/e2b.md).
+func (ps *processService) SendSignal(ctx context.Context, req *connect.Request[process.SendSignalRequest]) (*connect.Response[process.SendSignalResponse], error) {
+	if s := req.Msg.GetSignal(); s != process.Signal_SIGNAL_SIGKILL && s != process.Signal_SIGNAL_SIGTERM {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("signal %v: SIGKILL or SIGTERM", s))
+	}
+	p, err := ps.find(ctx, req.Msg.GetProcess())
+	if err != nil {
+		return nil, err
+	}
+	p.cancel()
+	return connect.NewResponse(&process.SendSignalResponse{}), nil
+}
+
+// CloseStdin succeeds for a running command: its stdin is empty and
+// closed from the start.
+func (ps *processService) CloseStdin(ctx context.Context, req *connect.Request[process.CloseStdinRequest]) (*connect.Response[process.CloseStdinResponse], error) {
+	if _, err := ps.find(ctx, req.Msg.GetProcess()); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&process.CloseStdinResponse{}), nil
+}
+
+// errNoStdin answers the input calls: commands run with an empty stdin.
+var errNoStdin = connect.NewError(connect.CodeUnimplemented, errors.New("stdin is not supported here: a sandbox's commands run with an empty stdin (docs/e2b.md)"))
+
+// SendInput is not served (errNoStdin).
+func (ps *processService) SendInput(context.Context, *connect.Request[process.SendInputRequest]) (*connect.Response[process.SendInputResponse], error) {
+	return nil, errNoStdin
+}
+
+// StreamInput is not served (errNoStdin).
+func (ps *processService) StreamInput(context.Context, *connect.ClientStream[process.StreamInputRequest]) (*connect.Response[process.StreamInputResponse], error) {
+	return nil, errNoStdin
+}
+
+// Update resizes a PTY, which commands here do not have.
+func (ps *processService) Update(context.Context, *connect.Request[process.UpdateRequest]) (*connect.Response[process.UpdateResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("PTYs are not supported here: a sandbox's commands run without a terminal (docs/e2b.md)"))
+}
