@@ -87,8 +87,10 @@ out.bgListed = (await sbx.commands.list()).some((p) => p.pid === bg.pid);
 const bgResult = await bg.wait();
 out.bg = { chunks, exitCode: bgResult.exitCode, stdout: bgResult.stdout };
 
-// Another stream follows a running command.
-const slow = await sbx.commands.run("echo started; sleep 1; echo done", { background: true });
+// Another stream follows a running command. It sees what the command
+// prints after it connects, as envd's Connect does: the command prints
+// nothing for its first 2 s, time enough for the connect on a busy host.
+const slow = await sbx.commands.run("sleep 2; echo started; echo done", { background: true });
 const follower = await sbx.commands.connect(slow.pid);
 out.followed = (await follower.wait()).stdout;
 
