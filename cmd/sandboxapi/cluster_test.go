@@ -188,7 +188,13 @@ func TestDevCluster(t *testing.T) {
 	})
 
 	t.Run("children's lines are marked", func(t *testing.T) {
+		// A child's first line may still be on its way through dev's
+		// pipe on a loaded host: give each a few seconds.
 		for _, p := range []string{"[node-1] ", "[node-2] ", "[node-3] ", "[gateway] "} {
+			deadline := time.Now().Add(10 * time.Second)
+			for !strings.Contains(s.logs(), "\n"+p) && time.Now().Before(deadline) {
+				time.Sleep(100 * time.Millisecond)
+			}
 			if !strings.Contains(s.logs(), "\n"+p) {
 				t.Errorf("no line starts with %q on dev's stderr", p)
 			}
