@@ -98,7 +98,7 @@ func DecodeCreate(body []byte) (CreateRequest, error) {
 
 // checkEnv refuses an environment variable a command could not be given.
 func checkEnv(k, v string) error {
-	if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) || len(k)+len(v) > MaxEnvVarChars {
+	if !executor.EnvVarOK(k, v) || len(k)+len(v) > MaxEnvVarChars {
 		return apierror.New(apierror.InvalidField, "environment variable %q: a name without '=' or NUL, a value without NUL, at most %d characters in all", k, MaxEnvVarChars)
 	}
 	return nil

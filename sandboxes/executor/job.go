@@ -170,6 +170,12 @@ func runStep(lang *langs.Language, req Request, lim Limits, base []string) wire.
 	}
 }
 
+// EnvVarOK says whether an environment can carry k=v: a name that is not
+// empty and holds neither '=' nor NUL, a value without NUL.
+func EnvVarOK(k, v string) bool {
+	return k != "" && !strings.ContainsAny(k, "=\x00") && !strings.ContainsRune(v, 0)
+}
+
 // withEnv is base with vars set, in a stable order; a var replaces base's
 // of the same name. A name that cannot be one (empty, holding '=' or NUL)
 // is dropped: the API refuses those, and an environment cannot carry them.
@@ -179,7 +185,7 @@ func withEnv(base []string, vars map[string]string) []string {
 	}
 	names := make([]string, 0, len(vars))
 	for k := range vars {
-		if k != "" && !strings.ContainsAny(k, "=\x00") && !strings.ContainsRune(vars[k], 0) {
+		if EnvVarOK(k, vars[k]) {
 			names = append(names, k)
 		}
 	}
