@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sandboxapi/sandboxapi/sandboxes/wire"
 )
 
@@ -42,6 +44,12 @@ func Main() int {
 	}
 	fmt.Fprintln(os.Stderr, "usage: init --serve CONFIG | --isolated CONFIG")
 	return 2
+}
+
+// frameSink is where a step's output frames go: the init's stdout, or
+// one of a session's processes' frames on it (processSink).
+type frameSink interface {
+	write(t wire.FrameType, p []byte) error
 }
 
 // frameWriter serialises frames from the stdout and stderr readers.
@@ -169,6 +177,14 @@ type proc struct {
 	group    *group
 	cpuBase  time.Duration
 	killTree func()
+	// ownStdin says the caller writes and closes stdinW itself (a
+	// session's process, whose stdin the host streams), not supervise.
+	ownStdin bool
+	// ownCPU says the step's CPU is its own processes' (rusage), not its
+	// group's: a session's process shares the session's group with
+	// whatever else runs, so its CPU limit holds per process (RLIMIT_CPU)
+	// and the group is watched for memory only.
+	ownCPU bool
 }
 
 // inGroup makes g the step's group, its CPU from now on the step's.
@@ -237,7 +253,7 @@ func (p *proc) abandon() {
 
 // supervise feeds the step's stdin, streams its output as frames, enforces
 // the wall-clock and output limits, and measures the step once it exits.
-func supervise(p *proc, step wire.Step, out *frameWriter) wire.StepResult {
+func supervise(p *proc, step wire.Step, out frameSink) wire.StepResult {
 	res := wire.StepResult{Name: step.Name, Started: true}
 	lim := step.Limits
 	killAll := func() {
@@ -250,7 +266,7 @@ func supervise(p *proc, step wire.Step, out *frameWriter) wire.StepResult {
 		// step's process group.
 		_ = syscall.Kill(-1, syscall.SIGKILL)
 	}
-	if p.stdinW != nil {
+	if p.stdinW != nil && !p.ownStdin {
 		go func() {
 			// EPIPE when the program exits without reading is expected.
 			_, _ = p.stdinW.Write(step.Stdin)
@@ -264,7 +280,11 @@ func supervise(p *proc, step wire.Step, out *frameWriter) wire.StepResult {
 		if p.killTree != nil {
 			killMemory = p.killTree
 		}
-		w = startWatch(p.group, lim, p.cpuBase, p.cmd.Process.Pid, killAll, killMemory)
+		watched := lim
+		if p.ownCPU {
+			watched.CPUMillis = 0
+		}
+		w = startWatch(p.group, watched, p.cpuBase, p.cmd.Process.Pid, killAll, killMemory)
 	}
 
 	var wallExceeded, outputExceeded bool
@@ -346,7 +366,11 @@ func supervise(p *proc, step wire.Step, out *frameWriter) wire.StepResult {
 	if w != nil {
 		// The group counts what rusage does not: descendants that were
 		// never waited for, and nothing from before a runner's handover.
+		own := res.CPUMillis
 		w.measure(&res)
+		if p.ownCPU {
+			res.CPUMillis = own
+		}
 		if !p.groupOnly {
 			p.group.release()
 		}
@@ -377,6 +401,13 @@ func supervise(p *proc, step wire.Step, out *frameWriter) wire.StepResult {
 // start on every execution. The same way, the forking thread enters g for
 // the fork, so the child is born in it, and with it all it will start.
 func startLimited(cmd *exec.Cmd, lim wire.Limits, g *group) error {
+	return startLimitedCPU(cmd, lim, g, g != nil)
+}
+
+// startLimitedCPU is startLimited with RLIMIT_CPU a backstop a second
+// past the limit (a group's timer enforces it) or, without backstop, the
+// limit itself.
+func startLimitedCPU(cmd *exec.Cmd, lim wire.Limits, g *group, backstop bool) error {
 	var want []rl
 	if lim.Processes > 0 {
 		want = append(want, rl{unixRLIMIT_NPROC, uint64(lim.Processes)})
@@ -391,7 +422,7 @@ func startLimited(cmd *exec.Cmd, lim wire.Limits, g *group) error {
 		want = append(want, rl{syscall.RLIMIT_STACK, uint64(lim.StackBytes)})
 	}
 	if lim.CPUMillis > 0 {
-		want = append(want, rl{syscall.RLIMIT_CPU, cpuRlimit(lim.CPUMillis, g != nil)})
+		want = append(want, rl{syscall.RLIMIT_CPU, cpuRlimit(lim.CPUMillis, backstop)})
 	}
 
 	rlimitMu.Lock()
@@ -429,6 +460,19 @@ type rl struct {
 // setRlimitsAndStart lowers the init's rlimits to want, starts cmd, which
 // inherits them, and restores them.
 func setRlimitsAndStart(cmd *exec.Cmd, want []rl) (startErr, restoreErr error) {
+	// A CPU limit under what the init has used itself would end the
+	// init (SIGKILL at the hard limit): a long-lived session's init can
+	// have used more than a short command may. The child then gets it
+	// from prlimit as soon as it exists; a group's timer, or the wall
+	// clock, holds what it forks before that.
+	var cpuAfter *rl
+	for i, w := range want {
+		if w.res == syscall.RLIMIT_CPU && initCPUSeconds()+1 >= w.val {
+			cpuAfter = &rl{w.res, w.val}
+			want = append(want[:i:i], want[i+1:]...)
+			break
+		}
+	}
 	saved := make([]syscall.Rlimit, len(want))
 	for i, w := range want {
 		if err := syscall.Getrlimit(w.res, &saved[i]); err != nil {
@@ -445,7 +489,26 @@ func setRlimitsAndStart(cmd *exec.Cmd, want []rl) (startErr, restoreErr error) {
 		}
 	}
 	startErr = cmd.Start()
-	return startErr, restoreRlimits(want, saved)
+	restoreErr = restoreRlimits(want, saved)
+	if startErr == nil && cpuAfter != nil {
+		lim := unix.Rlimit{Cur: cpuAfter.val, Max: cpuAfter.val + 1}
+		if err := unix.Prlimit(cmd.Process.Pid, cpuAfter.res, &lim, nil); err != nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			startErr = fmt.Errorf("cpu limit: %w", err)
+		}
+	}
+	return startErr, restoreErr
+}
+
+// initCPUSeconds is the CPU time the init has used, in whole seconds,
+// rounded up.
+func initCPUSeconds() uint64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return uint64((tvMillis(ru.Utime) + tvMillis(ru.Stime) + 999) / 1000)
 }
 
 func restoreRlimits(want []rl, saved []syscall.Rlimit) error {

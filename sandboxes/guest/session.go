@@ -51,22 +51,39 @@ func SessionMain(cfgJSON string) int {
 			fmt.Fprintln(os.Stderr, "sandbox init: repl:", err)
 		}
 	}
-	dec := json.NewDecoder(os.Stdin)
-	for {
-		var job wire.Job
-		if err := dec.Decode(&job); err != nil {
-			s.killInterpreters()
-			if errors.Is(err, io.EOF) {
-				return 0
+	s.procs = &processes{s: s}
+	// Operations on processes are done as they arrive, while a job runs;
+	// jobs run in turn. The host sends one job at a time.
+	jobs := make(chan wire.Job, 4)
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(jobs)
+		dec := json.NewDecoder(os.Stdin)
+		for {
+			var job wire.Job
+			if err := dec.Decode(&job); err != nil {
+				readErr <- err
+				return
 			}
-			out.fail(fmt.Errorf("decode job: %w", err))
-			return 1
+			if job.Process != nil {
+				s.procs.do(*job.Process)
+				continue
+			}
+			jobs <- job
 		}
+	}()
+	for job := range jobs {
 		if err := s.run(job); err != nil {
 			out.fail(err)
 		}
 		_ = out.write(wire.FrameDone, nil)
 	}
+	s.killInterpreters()
+	if err := <-readErr; !errors.Is(err, io.EOF) {
+		out.fail(fmt.Errorf("decode job: %w", err))
+		return 1
+	}
+	return 0
 }
 
 type session struct {
@@ -83,6 +100,8 @@ type session struct {
 	idleFrom time.Duration
 	// displayGen numbers the executions, for the display gates.
 	displayGen int
+	// procs are the programs that run beside the jobs (wire.ProcessOp).
+	procs *processes
 }
 
 // replDriver is how an interpreter is started: the session's own from
@@ -236,7 +255,7 @@ func (s *session) stopBackground() wire.StepResult {
 	killed := s.killInGroup(spare)
 	for pid := range killed {
 		// Orphans are this init's to reap; the others their parents'.
-		if parentOf(pid) == os.Getpid() && !interps[pid] {
+		if parentOf(pid) == os.Getpid() && !interps[pid] && !s.procs.tracked(pid) {
 			var ws syscall.WaitStatus
 			_, _ = syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
 		}

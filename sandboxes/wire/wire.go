@@ -42,6 +42,11 @@ const (
 	// FrameDisplayPart is a chunk of a rich output; the rest follows, up
 	// to a FrameDisplay.
 	FrameDisplayPart FrameType = 'p'
+	// FrameProcess is news of one of a session's processes, or the answer
+	// to an operation on one (Job.Process): a ProcessFrame, see
+	// EncodeProcessFrame. These frames come at any time, between and
+	// inside the frames of the job that runs, which they are not part of.
+	FrameProcess FrameType = 'P'
 )
 
 // MaxFramePayload bounds one frame so a corrupt stream cannot make the host
@@ -225,7 +230,80 @@ type Job struct {
 	// deletes one of its interpreters. The init answers one StepResult:
 	// Started, or StartError saying why not.
 	Context *ContextOp `json:"context,omitempty"`
+	// Process, for a session and with no steps, is an operation on one of
+	// its processes: programs that run beside its jobs and each other, with
+	// stdin the host writes and signals it sends. The init does it at once,
+	// even while a job runs, and answers with a FrameProcess of kind
+	// ProcessAnswer, not with a FrameDone.
+	Process *ProcessOp `json:"process,omitempty"`
 }
+
+// Process operations.
+const (
+	ProcessStart      = "start"
+	ProcessInput      = "input"
+	ProcessCloseStdin = "close_stdin"
+	ProcessSignal     = "signal"
+)
+
+// ProcessOp is an operation on one of a session's processes. The host
+// numbers processes (ID) and operations (Seq); the answer names Seq.
+type ProcessOp struct {
+	Seq uint32 `json:"seq"`
+	Op  string `json:"op"` // ProcessStart, ProcessInput, ProcessCloseStdin or ProcessSignal
+	ID  uint32 `json:"id"`
+	// Step, for ProcessStart, is the program, run as a session's command
+	// runs (in its group, under its memory limit and the step's rlimits,
+	// wall-clock and output limits). Its CPU limit holds per process.
+	Step *Step `json:"step,omitempty"`
+	// Stdin, for ProcessStart, keeps the program's stdin open for
+	// ProcessInput until ProcessCloseStdin; otherwise it reads Step.Stdin,
+	// then end of file.
+	Stdin bool `json:"stdin,omitempty"`
+	// Data, for ProcessInput, is written to the program's stdin; the
+	// answer comes once it has been.
+	Data []byte `json:"data,omitempty"`
+	// Signal, for ProcessSignal, is sent to the program's process group.
+	Signal int `json:"signal,omitempty"`
+}
+
+// What a FrameProcess says.
+const (
+	ProcessStdout byte = 'o' // a chunk of process N's stdout
+	ProcessStderr byte = 'e' // a chunk of process N's stderr
+	ProcessEnd    byte = 'r' // process N ended: a StepResult as JSON
+	// ProcessAnswer answers operation N: empty data is done; otherwise
+	// it says why not. A ProcessStart answered done is followed, in
+	// time, by the process's ProcessEnd.
+	ProcessAnswer byte = 'a'
+)
+
+// ErrBadProcessFrame is a FrameProcess payload too short to name its kind
+// and number.
+var ErrBadProcessFrame = errors.New("wire: bad process frame")
+
+// EncodeProcessFrame is a FrameProcess payload: the kind, N as four bytes
+// big-endian (a process id, or an operation's Seq for ProcessAnswer),
+// then data.
+func EncodeProcessFrame(kind byte, n uint32, data []byte) []byte {
+	b := make([]byte, 5+len(data))
+	b[0] = kind
+	binary.BigEndian.PutUint32(b[1:5], n)
+	copy(b[5:], data)
+	return b
+}
+
+// DecodeProcessFrame splits a FrameProcess payload; data aliases p.
+func DecodeProcessFrame(p []byte) (kind byte, n uint32, data []byte, err error) {
+	if len(p) < 5 {
+		return 0, 0, nil, fmt.Errorf("%w: %d bytes", ErrBadProcessFrame, len(p))
+	}
+	return p[0], binary.BigEndian.Uint32(p[1:5]), p[5:], nil
+}
+
+// MaxProcessChunk is the most output one FrameProcess carries, so that
+// its kind and number fit within MaxFramePayload.
+const MaxProcessChunk = MaxFramePayload - 5
 
 // Context operations.
 const (

@@ -80,3 +80,29 @@ func TestTruncatedPayloadIsNotACleanEnd(t *testing.T) {
 		}
 	}
 }
+
+func TestProcessFrame(t *testing.T) {
+	tests := []struct {
+		name string
+		kind byte
+		n    uint32
+		data []byte
+	}{
+		{"output", ProcessStdout, 1000, []byte("hi\n")},
+		{"empty answer", ProcessAnswer, 7, nil},
+		{"largest number", ProcessEnd, ^uint32(0), []byte(`{"name":"run"}`)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			kind, n, data, err := DecodeProcessFrame(EncodeProcessFrame(tc.kind, tc.n, tc.data))
+			if err != nil || kind != tc.kind || n != tc.n || !bytes.Equal(data, tc.data) {
+				t.Fatalf("got %q %d %q %v, want %q %d %q", kind, n, data, err, tc.kind, tc.n, tc.data)
+			}
+		})
+	}
+	for _, short := range [][]byte{nil, {'o'}, {'o', 0, 0, 0}} {
+		if _, _, _, err := DecodeProcessFrame(short); !errors.Is(err, ErrBadProcessFrame) {
+			t.Errorf("DecodeProcessFrame(%q) = %v, want ErrBadProcessFrame", short, err)
+		}
+	}
+}
