@@ -35,7 +35,7 @@ const (
 	idleMaxRecheck = time.Minute
 )
 
-// idleMeter is a session's state between executions, guarded by its mu.
+// idleMeter is a session's state between executions, guarded by its act.
 type idleMeter struct {
 	cores  float64
 	budget time.Duration
@@ -68,13 +68,61 @@ func (m *idleMeter) idleCPU(now time.Duration) time.Duration {
 // IdleCPU is the CPU the session's sandbox has used while no execution
 // ran, what Config.SessionIdleBudget meters.
 func (s *Session) IdleCPU() time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.act.Lock()
+	defer s.act.Unlock()
 	return s.idle.idleCPU(s.w.sb.Usage().CPU)
 }
 
+// begin marks the start of an execution or a process: the first of them
+// wakes the session and, with network, binds its network (the session's
+// policy) until the last that uses it ends.
+func (s *Session) begin(network bool) error {
+	s.act.Lock()
+	defer s.act.Unlock()
+	if network && s.netUsers == 0 {
+		res := &Result{}
+		unbind, err := bindNetwork(s.w, s.network, res)
+		if err != nil {
+			return fmt.Errorf("executor: session network: %w", err)
+		}
+		s.unbind = func(into *Result) {
+			unbind()
+			if into != nil {
+				into.Network = res.Network
+			}
+		}
+	}
+	if network {
+		s.netUsers++
+	}
+	s.busy++
+	if s.busy == 1 {
+		s.wake()
+	}
+	return nil
+}
+
+// end marks the end of what begin began: the last to use the network
+// unbinds it, and what was done through it since it was bound goes into
+// res (nil: nowhere); the last of all rests the session.
+func (s *Session) end(network bool, res *Result) {
+	s.act.Lock()
+	defer s.act.Unlock()
+	if network {
+		s.netUsers--
+		if s.netUsers == 0 && s.unbind != nil {
+			s.unbind(res)
+			s.unbind = nil
+		}
+	}
+	s.busy--
+	if s.busy == 0 {
+		s.rest()
+	}
+}
+
 // wake ends a rest before an execution: the cap goes, the meter stops.
-// s.mu is held.
+// s.act is held.
 func (s *Session) wake() {
 	m := &s.idle
 	if !m.resting {
@@ -90,10 +138,10 @@ func (s *Session) wake() {
 }
 
 // rest begins one after an execution: the cap goes on, the meter runs.
-// s.mu is held.
+// s.act is held.
 func (s *Session) rest() {
 	m := &s.idle
-	if s.closed || !s.w.alive() || m.resting {
+	if s.closed.Load() || !s.w.alive() || m.resting {
 		return
 	}
 	m.resting = true
@@ -138,8 +186,10 @@ func (s *Session) arm(d time.Duration) {
 func (s *Session) idleCheck(gen int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.act.Lock()
+	defer s.act.Unlock()
 	m := &s.idle
-	if s.closed || gen != m.gen || !m.resting {
+	if s.closed.Load() || gen != m.gen || !m.resting {
 		return
 	}
 	used := m.idleCPU(s.w.sb.Usage().CPU)
@@ -170,7 +220,8 @@ func (s *Session) idleCheck(gen int) {
 var errStopFailed = errors.New("executor: the session's sandbox did not answer the stop")
 
 // stopBackground asks the session's init to end what its programs left
-// running, and notes for the next result what it ended. s.mu is held.
+// running, and notes for the next result what it ended. s.mu and s.act
+// are held: no execution or process runs.
 func (s *Session) stopBackground() error {
 	job := wire.Job{WorkDir: workDir, StopBackground: true}
 	out := s.w.run(context.Background(), job, &Result{}, 1<<10, s.e.cfg.BootGrace, nil, nil)

@@ -87,7 +87,7 @@ func (s *Session) Claim(account string, pol *egress.Policy) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
-	case s.closed || !s.w.alive():
+	case s.closed.Load() || !s.w.alive():
 		return ErrSessionClosed
 	case s.w.account != "":
 		return ErrClaimed
@@ -97,6 +97,8 @@ func (s *Session) Claim(account string, pol *egress.Policy) error {
 		return ErrNotNetworked
 	}
 	s.w.account = account
+	s.act.Lock()
+	defer s.act.Unlock()
 	if pol != nil {
 		p := *pol
 		s.network = &p

@@ -7,6 +7,7 @@ import (
 	"path"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -62,10 +63,23 @@ type Session struct {
 	// a networked session; nil: no network.
 	network *egress.Policy
 
-	mu       sync.Mutex // serialises executions, and guards what follows
-	closed   bool
-	idle     idleMeter
+	mu       sync.Mutex        // serialises executions, and guards what follows
 	contexts []*sessionContext // in the order they were made
+
+	closed atomic.Bool
+
+	// act guards the session's activity, which its processes share with
+	// its executions: s.mu, when both are taken, first.
+	act sync.Mutex
+	// busy counts the executions and processes running: the session
+	// rests (idle) at 0. netUsers counts those using the network, bound
+	// while there is one.
+	busy, netUsers int
+	unbind         func(*Result)
+	idle           idleMeter
+
+	// procs are the session's processes (Start).
+	procs *processMux
 }
 
 // ContextInfo describes one of a session's contexts.
@@ -122,7 +136,7 @@ func (e *Executor) OpenNetworkSession(account string, lang *langs.Language, pol 
 	}
 	w.account = account
 	return &Session{e: e, w: w, lang: lang, repl: r != nil, display: r != nil && r.Display, limit: lim, network: pol,
-		idle: idleMeter{cores: e.cfg.SessionIdleCPU, budget: e.cfg.SessionIdleBudget}}, nil
+		idle: idleMeter{cores: e.cfg.SessionIdleCPU, budget: e.cfg.SessionIdleBudget}, procs: newProcessMux(w)}, nil
 }
 
 // Language is the session's language id.
@@ -186,23 +200,27 @@ func (s *Session) Command(ctx context.Context, argv, env []string, lim Limits, o
 func (s *Session) run(ctx context.Context, job wire.Job, lim Limits, onOutput func(string, []byte), onDisplay func(DisplayData)) (*Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || !s.w.alive() {
+	if s.closed.Load() || !s.w.alive() {
 		return nil, ErrSessionClosed
 	}
 	res := &Result{Language: s.lang.ID, SandboxID: s.w.sb.ID}
-	s.wake()
-	defer s.rest()
-	unbind, err := bindNetwork(s.w, s.network, res)
-	if err != nil {
-		return nil, fmt.Errorf("executor: session network: %w", err)
+	if err := s.begin(true); err != nil {
+		return nil, err
 	}
+	ended := false
+	defer func() {
+		if !ended {
+			s.end(true, res)
+		}
+	}()
 	deadline := jobWall(job) + s.e.cfg.BootGrace
 	out := s.w.run(ctx, job, res, lim.OutputBytes, deadline, onOutput, onDisplay)
-	unbind()
+	ended = true
+	s.end(true, res)
 	res.SandboxCPU = out.sandboxCPU
 	if ctx.Err() != nil {
 		// The client left mid-execution: the sandbox was killed with it.
-		s.closed = true
+		s.closed.Store(true)
 		return nil, ctx.Err()
 	}
 	var exit = s.w.exit
@@ -230,10 +248,12 @@ func (s *Session) run(ctx context.Context, job wire.Job, lim Limits, onOutput fu
 		}
 	}
 	if !out.done {
-		s.closed = true
+		s.closed.Store(true)
 		res.StateLost = true
 	}
+	s.act.Lock()
 	s.tellIdle(res)
+	s.act.Unlock()
 	return res, nil
 }
 
@@ -345,7 +365,7 @@ func (s *Session) hasContext(id string) func() error {
 func (s *Session) changeContext(ctx context.Context, op wire.ContextOp, check func() error, done func()) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || !s.w.alive() {
+	if s.closed.Load() || !s.w.alive() {
 		return ErrSessionClosed
 	}
 	if err := check(); err != nil {
@@ -353,15 +373,17 @@ func (s *Session) changeContext(ctx context.Context, op wire.ContextOp, check fu
 	}
 	// Starting an interpreter is work for the session, not background:
 	// uncapped, and not on the idle budget.
-	s.wake()
-	defer s.rest()
+	if err := s.begin(false); err != nil {
+		return err
+	}
+	defer s.end(false, nil)
 	out := s.w.run(ctx, wire.Job{WorkDir: workDir, Context: &op}, &Result{}, 1<<10, s.e.cfg.BootGrace, nil, nil)
 	if ctx.Err() != nil {
-		s.closed = true
+		s.closed.Store(true)
 		return ctx.Err()
 	}
 	if !out.done {
-		s.closed = true
+		s.closed.Store(true)
 		return fmt.Errorf("%w: %w", ErrSessionClosed, out.protoErr)
 	}
 	for _, st := range out.steps {
@@ -379,11 +401,13 @@ func (s *Session) changeContext(ctx context.Context, op wire.ContextOp, check fu
 // Close ends the session and its sandbox.
 func (s *Session) Close() {
 	s.mu.Lock()
-	s.closed = true
+	s.closed.Store(true)
+	s.act.Lock()
 	s.idle.gen++
 	if s.idle.timer != nil {
 		s.idle.timer.Stop()
 	}
+	s.act.Unlock()
 	s.mu.Unlock()
 	s.w.stop()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"sync"
@@ -55,6 +56,21 @@ type worker struct {
 	// link is the sandbox's network, for a networked shape; it is closed
 	// when the sandbox has ended.
 	link *egress.Link
+
+	// frames is where the jobs' frames are read: the init's stdout, or,
+	// for a session with processes, what its processMux passes on.
+	frames io.Reader
+	// stdinMu keeps messages to the init whole: a session's process
+	// operations are sent while a job's is.
+	stdinMu sync.Mutex
+}
+
+// send writes one message to the init.
+func (w *worker) send(b []byte) error {
+	w.stdinMu.Lock()
+	defer w.stdinMu.Unlock()
+	_, err := w.sb.Stdin.Write(b)
+	return err
 }
 
 // initCapabilities are what the init needs: to create each execution's
@@ -133,7 +149,7 @@ func (e *Executor) bootWorker(lang *langs.Language, sh shape, mode string, cfg w
 		closeLink()
 		return nil, err
 	}
-	w := &worker{sb: sb, shape: sh, prestarted: cfg.Prestart != nil, exited: make(chan struct{}), link: link}
+	w := &worker{sb: sb, shape: sh, prestarted: cfg.Prestart != nil, exited: make(chan struct{}), link: link, frames: sb.Stdout}
 	go func() {
 		w.exit = sb.Wait()
 		closeLink()
@@ -222,9 +238,9 @@ func (w *worker) run(ctx context.Context, job wire.Job, res *Result, capBytes in
 	stop := context.AfterFunc(ctx, w.sb.Kill)
 	go func() {
 		// A dead sandbox fails the write; the frames then end at EOF.
-		_, _ = w.sb.Stdin.Write(b)
+		_ = w.send(b)
 	}()
-	steps, done, protoErr := collect(w.sb.Stdout, res, capBytes, len(job.Steps), runStepOutput(job, onOutput), onDisplay)
+	steps, done, protoErr := collect(w.frames, res, capBytes, len(job.Steps), runStepOutput(job, onOutput), onDisplay)
 	timer.Stop()
 	stop()
 	mu.Lock()
