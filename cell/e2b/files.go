@@ -23,8 +23,9 @@ import (
 )
 
 // A session sandbox has no file API of its own: the door reads, writes
-// and lists files with small shell scripts run as the sandbox's user
-// (sessions.Handle.Command), so what a file operation may touch is what
+// and lists files with small shell scripts run as the sandbox's user, as
+// processes of the session (sessions.Handle.Start) that need not wait for
+// a running cell or command, so what a file operation may touch is what
 // the user's own commands may, and no more.
 
 // MaxFileBytes bounds a file read or written through envd's /files.
@@ -53,8 +54,16 @@ func (e *errFS) Error() string { return e.message }
 // script runs a /bin/sh script in the sandbox with args as $1...
 func script(ctx context.Context, sb sessions.Handle, lim executor.Limits, src string, args ...string) (*executor.Result, error) {
 	argv := append([]string{"/bin/sh", "-c", src, "e2b"}, args...)
-	res, err := sb.Command(ctx, argv, nil, lim, false, nil)
+	p, err := sb.Start(ctx, executor.ProcessSpec{Argv: argv, Limits: lim}, false)
 	if err != nil {
+		return nil, err
+	}
+	res, err := p.Wait(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			// The client left: so does its file operation.
+			_ = p.Signal(context.WithoutCancel(ctx), 9)
+		}
 		return nil, err
 	}
 	switch {

@@ -18,10 +18,10 @@ import (
 )
 
 // processService is envd's process.Process, for the sandbox of the
-// request. A process is a command run through the session
-// (sessions.Handle.Command): commands run one at a time, in the order
-// they start, as the session's jobs do; one started while another runs
-// waits for it (its start event comes at once, its output when it runs).
+// request. A process is one of the session's processes
+// (sessions.Handle.Start): commands run beside each other and beside the
+// code interpreter's cells, take their stdin as the client sends it, and
+// end by a signal without the sandbox.
 type processService struct {
 	s *Server
 }
@@ -54,7 +54,8 @@ type proc struct {
 	pid    uint32
 	tag    string
 	config *process.ProcessConfig
-	cancel context.CancelFunc
+	// run is the running program; nil until it has started.
+	run *executor.Process
 
 	mu   sync.Mutex
 	subs map[*follower]bool
@@ -183,8 +184,6 @@ func (ps *processService) Start(ctx context.Context, req *connect.Request[proces
 	switch {
 	case m.Pty != nil:
 		return connect.NewError(connect.CodeUnimplemented, errors.New("PTYs are not supported here: a sandbox's commands run without a terminal (docs/e2b.md)"))
-	case m.GetStdin():
-		return connect.NewError(connect.CodeUnimplemented, errors.New("stdin is not supported here: a sandbox's commands run with an empty stdin; pass input as a file or an argument (docs/e2b.md)"))
 	case m.GetProcess().GetCmd() == "":
 		return connect.NewError(connect.CodeInvalidArgument, errors.New("process.cmd is required"))
 	}
@@ -205,14 +204,20 @@ func (ps *processService) Start(ctx context.Context, req *connect.Request[proces
 	}
 	b := boxOf(h.sb)
 	env = append(append([]string{}, b.env...), env...)
-	// Once started, the command does not depend on the stream: E2B's
-	// processes outlive their client's connection (Connect reattaches),
-	// and ending a session's command would end its sandbox.
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	p := &proc{tag: m.GetTag(), config: cfg, cancel: cancel}
-	b.procs.add(p)
+	p := &proc{tag: m.GetTag(), config: cfg}
 	f, _ := p.follow()
-	go ps.run(runCtx, h, b, p, argv, env, executor.Limits{CPU: wall, Wall: wall})
+	// Once started, the command does not depend on the stream: E2B's
+	// processes outlive their client's connection (Connect reattaches).
+	run, err := h.sb.Start(ctx, executor.ProcessSpec{Argv: argv, Env: env, Stdin: m.GetStdin(),
+		Limits: executor.Limits{CPU: wall, Wall: wall}, OnOutput: p.output}, true)
+	if err != nil {
+		return ps.s.rpcError(err)
+	}
+	p.mu.Lock()
+	p.run = run
+	p.mu.Unlock()
+	b.procs.add(p)
+	go ps.wait(b, p)
 
 	stream.ResponseHeader().Set(callerauth.HeaderExecutions, "1")
 	if err := stream.Send(&process.StartResponse{Event: startEvent(p.pid)}); err != nil {
@@ -255,27 +260,22 @@ func commandLine(cfg *process.ProcessConfig) (argv, env []string, err error) {
 	return argv, env, nil
 }
 
-// run runs p's command and ends its followers' streams.
-func (ps *processService) run(ctx context.Context, h held, b *box, p *proc, argv, env []string, lim executor.Limits) {
+// output publishes a chunk of the command's output.
+func (p *proc) output(stream string, chunk []byte) {
+	data := &process.ProcessEvent_DataEvent{}
+	if stream == "stderr" {
+		data.Output = &process.ProcessEvent_DataEvent_Stderr{Stderr: chunk}
+	} else {
+		data.Output = &process.ProcessEvent_DataEvent_Stdout{Stdout: chunk}
+	}
+	p.publish(&process.ProcessEvent{Event: &process.ProcessEvent_Data{Data: data}})
+}
+
+// wait waits for p's command to end and ends its followers' streams.
+func (ps *processService) wait(b *box, p *proc) {
 	defer b.procs.remove(p.pid)
-	defer p.cancel()
-	res, err := h.sb.Command(ctx, argv, env, lim, true, func(stream string, chunk []byte) {
-		data := &process.ProcessEvent_DataEvent{}
-		if stream == "stderr" {
-			data.Output = &process.ProcessEvent_DataEvent_Stderr{Stderr: append([]byte(nil), chunk...)}
-		} else {
-			data.Output = &process.ProcessEvent_DataEvent_Stdout{Stdout: append([]byte(nil), chunk...)}
-		}
-		p.publish(&process.ProcessEvent{Event: &process.ProcessEvent_Data{Data: data}})
-	})
+	res, err := p.run.Wait(context.Background())
 	if err != nil {
-		if ctx.Err() != nil {
-			// Killed (SendSignal): the end E2B gives a killed process.
-			msg := "the command was killed"
-			p.finish(&process.ProcessEvent{Event: &process.ProcessEvent_End{End: &process.ProcessEvent_EndEvent{
-				ExitCode: -1, Status: "signal: killed", Error: &msg}}}, nil)
-			return
-		}
 		p.finish(nil, err)
 		return
 	}
@@ -406,41 +406,121 @@ func (ps *processService) List(ctx context.Context, _ *connect.Request[process.L
 	return connect.NewResponse(out), nil
 }
 
-// SendSignal kills a command (SIGKILL and SIGTERM alike). A session's
-// command cannot be stopped on its own: its sandbox is stopped with it,
-// and the next call finds a fresh one (docs/e2b.md).
-func (ps *processService) SendSignal(ctx context.Context, req *connect.Request[process.SendSignalRequest]) (*connect.Response[process.SendSignalResponse], error) {
-	if s := req.Msg.GetSignal(); s != process.Signal_SIGNAL_SIGKILL && s != process.Signal_SIGNAL_SIGTERM {
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("signal %v: SIGKILL or SIGTERM", s))
-	}
-	p, err := ps.find(ctx, req.Msg.GetProcess())
+// running is the running command sel names.
+func (ps *processService) running(ctx context.Context, sel *process.ProcessSelector) (*executor.Process, error) {
+	p, err := ps.find(ctx, sel)
 	if err != nil {
 		return nil, err
 	}
-	p.cancel()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.run == nil {
+		return nil, errNoProcess(sel)
+	}
+	return p.run, nil
+}
+
+// processError is an operation on a running command that failed.
+func (ps *processService) processError(sel *process.ProcessSelector, err error) error {
+	switch {
+	case errors.Is(err, executor.ErrProcessEnded):
+		return errNoProcess(sel)
+	case errors.Is(err, executor.ErrNoStdin):
+		return connect.NewError(connect.CodeFailedPrecondition, errors.New("the process's stdin is not open: start it with stdin, and before closeStdin"))
+	}
+	return ps.s.rpcError(err)
+}
+
+// SendSignal sends SIGKILL or SIGTERM to a command and what it started.
+func (ps *processService) SendSignal(ctx context.Context, req *connect.Request[process.SendSignalRequest]) (*connect.Response[process.SendSignalResponse], error) {
+	sig := req.Msg.GetSignal()
+	if sig != process.Signal_SIGNAL_SIGKILL && sig != process.Signal_SIGNAL_SIGTERM {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("signal %v: SIGKILL or SIGTERM", sig))
+	}
+	sel := req.Msg.GetProcess()
+	run, err := ps.running(ctx, sel)
+	if err != nil {
+		return nil, err
+	}
+	if err := run.Signal(ctx, int(sig)); err != nil {
+		return nil, ps.processError(sel, err)
+	}
 	return connect.NewResponse(&process.SendSignalResponse{}), nil
 }
 
-// CloseStdin succeeds for a running command: its stdin is empty and
-// closed from the start.
+// CloseStdin closes a command's stdin: it reads end of file.
 func (ps *processService) CloseStdin(ctx context.Context, req *connect.Request[process.CloseStdinRequest]) (*connect.Response[process.CloseStdinResponse], error) {
-	if _, err := ps.find(ctx, req.Msg.GetProcess()); err != nil {
+	sel := req.Msg.GetProcess()
+	run, err := ps.running(ctx, sel)
+	if err != nil {
 		return nil, err
+	}
+	if err := run.CloseStdin(ctx); err != nil {
+		return nil, ps.processError(sel, err)
 	}
 	return connect.NewResponse(&process.CloseStdinResponse{}), nil
 }
 
-// errNoStdin answers the input calls: commands run with an empty stdin.
-var errNoStdin = connect.NewError(connect.CodeUnimplemented, errors.New("stdin is not supported here: a sandbox's commands run with an empty stdin (docs/e2b.md)"))
-
-// SendInput is not served (errNoStdin).
-func (ps *processService) SendInput(context.Context, *connect.Request[process.SendInputRequest]) (*connect.Response[process.SendInputResponse], error) {
-	return nil, errNoStdin
+// input is what a ProcessInput writes: stdin; a terminal's input is
+// refused, commands here having none.
+func input(in *process.ProcessInput) ([]byte, error) {
+	if in.GetPty() != nil {
+		return nil, connect.NewError(connect.CodeUnimplemented, errors.New("PTYs are not supported here: a sandbox's commands run without a terminal (docs/e2b.md)"))
+	}
+	return in.GetStdin(), nil
 }
 
-// StreamInput is not served (errNoStdin).
-func (ps *processService) StreamInput(context.Context, *connect.ClientStream[process.StreamInputRequest]) (*connect.Response[process.StreamInputResponse], error) {
-	return nil, errNoStdin
+// SendInput writes to a command's stdin.
+func (ps *processService) SendInput(ctx context.Context, req *connect.Request[process.SendInputRequest]) (*connect.Response[process.SendInputResponse], error) {
+	sel := req.Msg.GetProcess()
+	data, err := input(req.Msg.GetInput())
+	if err != nil {
+		return nil, err
+	}
+	run, err := ps.running(ctx, sel)
+	if err != nil {
+		return nil, err
+	}
+	if err := run.Write(ctx, data); err != nil {
+		return nil, ps.processError(sel, err)
+	}
+	return connect.NewResponse(&process.SendInputResponse{}), nil
+}
+
+// StreamInput writes a stream of input to a command's stdin: a start
+// naming the command, then data, with keepalives between.
+func (ps *processService) StreamInput(ctx context.Context, stream *connect.ClientStream[process.StreamInputRequest]) (*connect.Response[process.StreamInputResponse], error) {
+	var run *executor.Process
+	var sel *process.ProcessSelector
+	for stream.Receive() {
+		msg := stream.Msg()
+		switch {
+		case msg.GetStart() != nil:
+			if run != nil {
+				return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("the stream has started already"))
+			}
+			sel = msg.GetStart().GetProcess()
+			var err error
+			if run, err = ps.running(ctx, sel); err != nil {
+				return nil, err
+			}
+		case msg.GetData() != nil:
+			if run == nil {
+				return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("the stream's first message must be its start"))
+			}
+			data, err := input(msg.GetData().GetInput())
+			if err != nil {
+				return nil, err
+			}
+			if err := run.Write(ctx, data); err != nil {
+				return nil, ps.processError(sel, err)
+			}
+		}
+	}
+	if err := stream.Err(); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&process.StreamInputResponse{}), nil
 }
 
 // Update resizes a PTY, which commands here do not have.

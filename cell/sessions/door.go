@@ -299,6 +299,75 @@ func (h Handle) Command(ctx context.Context, argv, env []string, lim executor.Li
 	}
 }
 
+// ProcessStarter is what a sandbox whose programs can run beside its
+// jobs offers (E2B's background commands); *executor.Session is one.
+type ProcessStarter interface {
+	Start(ctx context.Context, spec executor.ProcessSpec) (*executor.Process, error)
+}
+
+// ErrNoProcesses is a session whose sandbox cannot run processes.
+var ErrNoProcesses = errors.New("sessions: the session's sandbox cannot run processes")
+
+// Start starts spec's program in the session's sandbox beside whatever
+// runs there (executor.Session.Start): it does not wait for the session's
+// turn, except to replace a sandbox that has died. execution says it
+// counts as one of the session's executions. The process ends with the
+// session.
+func (h Handle) Start(ctx context.Context, spec executor.ProcessSpec, execution bool) (*executor.Process, error) {
+	m, s := h.m, h.s
+	for attempt := 0; ; attempt++ {
+		m.mu.Lock()
+		ended, expired := s.ended, s.fixed && !m.now().Before(s.expires)
+		sb := s.sb
+		m.mu.Unlock()
+		if expired && !ended {
+			m.end(s, "idle TTL expired")
+		}
+		if ended || expired {
+			return nil, errGone
+		}
+		if !sb.Alive() {
+			release, err := m.acquire(ctx, s)
+			if err != nil {
+				return nil, err
+			}
+			err = m.ensureSandbox(s)
+			release()
+			if err != nil {
+				m.logger.Error("session sandbox could not be replaced", "session", s.rec.ID, "err", err)
+				return nil, errSandboxDown
+			}
+			continue
+		}
+		ps, ok := sb.(ProcessStarter)
+		if !ok {
+			return nil, ErrNoProcesses
+		}
+		started := time.Now()
+		p, err := ps.Start(ctx, spec)
+		switch {
+		case errors.Is(err, executor.ErrSessionClosed) && attempt == 0 && ctx.Err() == nil:
+			continue // ended between the check and the start: replaced above
+		case err != nil:
+			if m.isEnded(s) {
+				return nil, errGone
+			}
+			return nil, fmt.Errorf("sessions: process: %w", err)
+		}
+		if execution {
+			m.mu.Lock()
+			s.executions++
+			m.mu.Unlock()
+			go func() {
+				if res, err := p.Wait(context.Background()); err == nil {
+					m.cfg.Metrics.SessionExecution(s.rec.Language, "command", time.Since(started), res.CPU)
+				}
+			}()
+		}
+		return p, nil
+	}
+}
+
 // SandboxDown is the refusal for a session whose sandbox died and could
 // not be replaced.
 func SandboxDown(err error) bool { return errors.Is(err, errSandboxDown) }

@@ -411,7 +411,10 @@ func (m *Manager) ensureSandbox(s *session) error {
 		return err
 	}
 	s.sb.Close() // already dead: this only releases what is left of it
+	// Under mu too: a process starts without the turn (Handle.Start).
+	m.mu.Lock()
 	s.sb, s.lost, s.crates = sb, true, false
+	m.mu.Unlock()
 	m.logger.Info("session sandbox replaced", "session", s.rec.ID)
 	return nil
 }

@@ -116,6 +116,25 @@ out.listedOtherMeta = (await Sandbox.list({ query: { metadata: { purpose: "other
 const again = await Sandbox.connect(sbx.sandboxId);
 out.connected = (await again.commands.run("cat blob.bin | wc -c")).stdout.trim();
 
+// A server in the background keeps serving while commands, file
+// operations and other commands' input run beside it.
+let serverOut = "";
+const server = await sbx.commands.run("python3 -u -m http.server 8123 --bind 127.0.0.1", {
+	background: true, onStderr: (d) => { serverOut += d }, onStdout: (d) => { serverOut += d },
+});
+for (let i = 0; i < 100 && !serverOut.includes("Serving"); i++) await new Promise((r) => setTimeout(r, 100));
+out.besideServer = (await sbx.commands.run(
+	"python3 -c 'import urllib.request as u; print(len(u.urlopen(\"http://127.0.0.1:8123/blob.bin\").read()))'")).stdout.trim();
+out.fileBesideServer = await sbx.files.read("streamed.txt");
+const fed = await sbx.commands.run("read -r a; echo got:$a; cat", { background: true, stdin: true });
+await sbx.commands.sendStdin(fed.pid, "first\n");
+await fed.sendStdin("second\n");
+await sbx.commands.closeStdin(fed.pid);
+out.stdin = (await fed.wait()).stdout;
+out.serverKilled = await sbx.commands.kill(server.pid);
+try { await server.wait(); out.serverWait = null; } catch (e) { out.serverWait = { name: e.name, exitCode: e.exitCode } }
+out.serverLog = serverOut.includes("GET /blob.bin");
+
 // Another account sees none of it.
 const other = { apiKey: process.env.OTHER_KEY };
 try { await Sandbox.getInfo(sbx.sandboxId, other); out.otherInfo = null; } catch (e) { out.otherInfo = fail(e); }
@@ -127,12 +146,11 @@ out.otherList = (await Sandbox.list(other).nextItems()).map((s) => s.sandboxId);
 try { await Sandbox.create("my-custom-template"); out.template = null; } catch (e) { out.template = fail(e); }
 try { await sbx.pause(); out.pause = null; } catch (e) { out.pause = fail(e); }
 
-// A killed command ends, and the sandbox carries on (in a fresh sandbox:
-// a session's command cannot be stopped on its own, docs/e2b.md).
+// A killed command ends alone: the sandbox and its files carry on.
 const sleeper = await sbx.commands.run("sleep 30", { background: true });
 out.killed = await sleeper.kill();
 try { await sleeper.wait(); out.killedWait = null; } catch (e) { out.killedWait = { name: e.name, exitCode: e.exitCode } }
-out.afterKillRun = (await sbx.commands.run("echo fresh")).stdout;
+out.afterKillRun = (await sbx.commands.run("echo still; cat streamed.txt")).stdout;
 
 await sbx.kill();
 out.runningAfterKill = await sbx.isRunning();
@@ -195,13 +213,23 @@ func TestE2BClient(t *testing.T) {
 			ExitCode int
 			Stdout   string
 		}
-		Followed     string
-		Killed       bool
-		KilledWait   *struct{ Name string }
-		AfterKillRun string
-		Many         []string
-		Streamed     string
-		GetInfo      struct {
+		Followed   string
+		Killed     bool
+		KilledWait *struct {
+			Name     string
+			ExitCode int
+		}
+		AfterKillRun                   string
+		BesideServer, FileBesideServer string
+		ServerLog, ServerKilled        bool
+		ServerWait                     *struct {
+			Name     string
+			ExitCode int
+		}
+		Stdin    string
+		Many     []string
+		Streamed string
+		GetInfo  struct {
 			Name, Type string
 			Size       int
 		}
@@ -234,17 +262,17 @@ func TestE2BClient(t *testing.T) {
 		return f != nil && (name == "" || f.Name == name) && strings.Contains(f.Message, contains)
 	}
 	// Each commands.run and runCode counts one execution, and nothing else
-	// does: the scripts ran 20 commands and 10 cells, besides their file,
+	// does: the scripts ran 23 commands and 10 cells, besides their file,
 	// context, list and control calls.
 	var used float64
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		_, usage := s.call(s.key, "GET", "/v1/usage", "")
 		used, _ = usage["executions"].(float64)
-		if used >= 30 || time.Now().After(deadline) {
+		if used >= 33 || time.Now().After(deadline) {
 			break
 		}
 	}
-	check("each command and cell is one execution", used == 30, used)
+	check("each command and cell is one execution", used == 33, used)
 	check("commands.run exit code", out.Exit.Thrown && out.Exit.ExitCode == 3 && out.Exit.Stdout == "hi\n", out.Exit)
 	check("environment and home", out.Who.Stdout == "hello there\n/work\n" && out.Who.Stderr == "err\n" && out.Who.ExitCode == 0, out.Who)
 	check("cwd", out.Cwd == "/tmp\n", out.Cwd)
@@ -259,7 +287,12 @@ func TestE2BClient(t *testing.T) {
 	check("background command streams", out.BgPid > 0 && out.BgListed && out.Bg.ExitCode == 0 && out.Bg.Stdout == "line1\nline2\nline3\n" &&
 		len(out.Bg.Chunks) >= 2 && toFloat(out.Bg.Chunks[len(out.Bg.Chunks)-1][0])-toFloat(out.Bg.Chunks[0][0]) >= 400, out.Bg)
 	check("commands.connect follows a running command", out.Followed == "started\ndone\n", out.Followed)
-	check("a killed command ends; the sandbox carries on", out.Killed && out.KilledWait != nil && out.AfterKillRun == "fresh\n", []any{out.Killed, out.KilledWait, out.AfterKillRun})
+	check("a killed command ends; the sandbox and its files carry on", out.Killed && out.KilledWait != nil && out.KilledWait.ExitCode == -1 &&
+		out.AfterKillRun == "still\nfrom a stream", []any{out.Killed, out.KilledWait, out.AfterKillRun})
+	check("a background server serves commands beside it", out.BesideServer == "200000" && out.FileBesideServer == "from a stream" && out.ServerLog,
+		[]any{out.BesideServer, out.FileBesideServer, out.ServerLog})
+	check("stdin: sendStdin, then closeStdin", out.Stdin == "got:first\nsecond\n", out.Stdin)
+	check("commands.kill of a server", out.ServerKilled && out.ServerWait != nil && out.ServerWait.ExitCode == -1, []any{out.ServerKilled, out.ServerWait})
 	check("several files at once", slices.Equal(out.Many, []string{"/work/m/one.txt", "/work/m/two.txt"}), out.Many)
 	check("a streamed upload", out.Streamed == "from a stream", out.Streamed)
 	check("files.getInfo", out.GetInfo.Name == "two.txt" && out.GetInfo.Type == "file" && out.GetInfo.Size == 2, out.GetInfo)
