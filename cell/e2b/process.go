@@ -182,8 +182,6 @@ func (ps *processService) Start(ctx context.Context, req *connect.Request[proces
 	}
 	m := req.Msg
 	switch {
-	case m.Pty != nil:
-		return connect.NewError(connect.CodeUnimplemented, errors.New("PTYs are not supported here: a sandbox's commands run without a terminal (docs/e2b.md)"))
 	case m.GetProcess().GetCmd() == "":
 		return connect.NewError(connect.CodeInvalidArgument, errors.New("process.cmd is required"))
 	}
@@ -208,8 +206,16 @@ func (ps *processService) Start(ctx context.Context, req *connect.Request[proces
 	f, _ := p.follow()
 	// Once started, the command does not depend on the stream: E2B's
 	// processes outlive their client's connection (Connect reattaches).
-	run, err := h.sb.Start(ctx, executor.ProcessSpec{Argv: argv, Env: env, Stdin: m.GetStdin(),
-		Limits: executor.Limits{CPU: wall, Wall: wall}, OnOutput: p.output}, true)
+	spec := executor.ProcessSpec{Argv: argv, Env: env, Stdin: m.GetStdin(),
+		Limits: executor.Limits{CPU: wall, Wall: wall}, OnOutput: p.output}
+	if m.Pty != nil {
+		size, err := termSize(m.Pty)
+		if err != nil {
+			return err
+		}
+		spec.Terminal = &size
+	}
+	run, err := h.sb.Start(ctx, spec, true)
 	if err != nil {
 		return ps.s.rpcError(err)
 	}
@@ -263,9 +269,12 @@ func commandLine(cfg *process.ProcessConfig) (argv, env []string, err error) {
 // output publishes a chunk of the command's output.
 func (p *proc) output(stream string, chunk []byte) {
 	data := &process.ProcessEvent_DataEvent{}
-	if stream == "stderr" {
+	switch stream {
+	case "stderr":
 		data.Output = &process.ProcessEvent_DataEvent_Stderr{Stderr: chunk}
-	} else {
+	case "pty":
+		data.Output = &process.ProcessEvent_DataEvent_Pty{Pty: chunk}
+	default:
 		data.Output = &process.ProcessEvent_DataEvent_Stdout{Stdout: chunk}
 	}
 	p.publish(&process.ProcessEvent{Event: &process.ProcessEvent_Data{Data: data}})
@@ -427,6 +436,10 @@ func (ps *processService) processError(sel *process.ProcessSelector, err error) 
 		return errNoProcess(sel)
 	case errors.Is(err, executor.ErrNoStdin):
 		return connect.NewError(connect.CodeFailedPrecondition, errors.New("the process's stdin is not open: start it with stdin, and before closeStdin"))
+	case errors.Is(err, executor.ErrProcessRefused):
+		// What the sandbox said of the operation: a resize of a command
+		// without a terminal, a write its stdin would not take.
+		return connect.NewError(connect.CodeFailedPrecondition, err)
 	}
 	return ps.s.rpcError(err)
 }
@@ -461,13 +474,25 @@ func (ps *processService) CloseStdin(ctx context.Context, req *connect.Request[p
 	return connect.NewResponse(&process.CloseStdinResponse{}), nil
 }
 
-// input is what a ProcessInput writes: stdin; a terminal's input is
-// refused, commands here having none.
+// input is what a ProcessInput writes: to the command's stdin, or typed
+// at its terminal, which is its stdin too.
 func input(in *process.ProcessInput) ([]byte, error) {
-	if in.GetPty() != nil {
-		return nil, connect.NewError(connect.CodeUnimplemented, errors.New("PTYs are not supported here: a sandbox's commands run without a terminal (docs/e2b.md)"))
+	if b := in.GetPty(); b != nil {
+		return b, nil
 	}
 	return in.GetStdin(), nil
+}
+
+// MaxTermSide bounds a terminal's columns and rows.
+const MaxTermSide = 1000
+
+// termSize is a PTY's size, checked.
+func termSize(pty *process.PTY) (executor.TermSize, error) {
+	cols, rows := pty.GetSize().GetCols(), pty.GetSize().GetRows()
+	if cols == 0 || rows == 0 || cols > MaxTermSide || rows > MaxTermSide {
+		return executor.TermSize{}, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("a terminal's size is 1 to %d columns and rows, not %dx%d", MaxTermSide, cols, rows))
+	}
+	return executor.TermSize{Cols: uint16(cols), Rows: uint16(rows)}, nil
 }
 
 // SendInput writes to a command's stdin.
@@ -523,7 +548,22 @@ func (ps *processService) StreamInput(ctx context.Context, stream *connect.Clien
 	return connect.NewResponse(&process.StreamInputResponse{}), nil
 }
 
-// Update resizes a PTY, which commands here do not have.
-func (ps *processService) Update(context.Context, *connect.Request[process.UpdateRequest]) (*connect.Response[process.UpdateResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("PTYs are not supported here: a sandbox's commands run without a terminal (docs/e2b.md)"))
+// Update resizes a command's terminal.
+func (ps *processService) Update(ctx context.Context, req *connect.Request[process.UpdateRequest]) (*connect.Response[process.UpdateResponse], error) {
+	sel := req.Msg.GetProcess()
+	if req.Msg.Pty == nil {
+		return connect.NewResponse(&process.UpdateResponse{}), nil
+	}
+	size, err := termSize(req.Msg.Pty)
+	if err != nil {
+		return nil, err
+	}
+	run, err := ps.running(ctx, sel)
+	if err != nil {
+		return nil, err
+	}
+	if err := run.Resize(ctx, size); err != nil {
+		return nil, ps.processError(sel, err)
+	}
+	return connect.NewResponse(&process.UpdateResponse{}), nil
 }

@@ -135,6 +135,19 @@ out.serverKilled = await sbx.commands.kill(server.pid);
 try { await server.wait(); out.serverWait = null; } catch (e) { out.serverWait = { name: e.name, exitCode: e.exitCode } }
 out.serverLog = serverOut.includes("GET /blob.bin");
 
+// A terminal: an interactive login shell, typed at and resized.
+let term = "";
+const until = async (text) => { for (let i = 0; i < 200 && !term.includes(text); i++) await new Promise((r) => setTimeout(r, 50)) };
+const pty = await sbx.pty.create({ cols: 80, rows: 24, onData: (d) => { term += new TextDecoder().decode(d) } });
+await sbx.pty.sendInput(pty.pid, new TextEncoder().encode("stty size; tty\n"));
+await until("24 80");
+await sbx.pty.resize(pty.pid, { cols: 120, rows: 40 });
+await sbx.pty.sendInput(pty.pid, new TextEncoder().encode("stty size; exit 7\n"));
+await until("40 120");
+let ptyEnd;
+try { ptyEnd = { exitCode: (await pty.wait()).exitCode } } catch (e) { ptyEnd = { exitCode: e.exitCode } }
+out.pty = { first: term.includes("24 80"), tty: /\/dev\/pts\/\d+/.test(term), resized: term.includes("40 120"), exitCode: ptyEnd.exitCode };
+
 // Another account sees none of it.
 const other = { apiKey: process.env.OTHER_KEY };
 try { await Sandbox.getInfo(sbx.sandboxId, other); out.otherInfo = null; } catch (e) { out.otherInfo = fail(e); }
@@ -226,7 +239,11 @@ func TestE2BClient(t *testing.T) {
 			Name     string
 			ExitCode int
 		}
-		Stdin    string
+		Stdin string
+		Pty   struct {
+			First, Tty, Resized bool
+			ExitCode            int
+		}
 		Many     []string
 		Streamed string
 		GetInfo  struct {
@@ -262,17 +279,17 @@ func TestE2BClient(t *testing.T) {
 		return f != nil && (name == "" || f.Name == name) && strings.Contains(f.Message, contains)
 	}
 	// Each commands.run and runCode counts one execution, and nothing else
-	// does: the scripts ran 23 commands and 10 cells, besides their file,
+	// does: the scripts ran 24 commands and 10 cells, besides their file,
 	// context, list and control calls.
 	var used float64
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		_, usage := s.call(s.key, "GET", "/v1/usage", "")
 		used, _ = usage["executions"].(float64)
-		if used >= 33 || time.Now().After(deadline) {
+		if used >= 34 || time.Now().After(deadline) {
 			break
 		}
 	}
-	check("each command and cell is one execution", used == 33, used)
+	check("each command and cell is one execution", used == 34, used)
 	check("commands.run exit code", out.Exit.Thrown && out.Exit.ExitCode == 3 && out.Exit.Stdout == "hi\n", out.Exit)
 	check("environment and home", out.Who.Stdout == "hello there\n/work\n" && out.Who.Stderr == "err\n" && out.Who.ExitCode == 0, out.Who)
 	check("cwd", out.Cwd == "/tmp\n", out.Cwd)
@@ -292,6 +309,7 @@ func TestE2BClient(t *testing.T) {
 	check("a background server serves commands beside it", out.BesideServer == "200000" && out.FileBesideServer == "from a stream" && out.ServerLog,
 		[]any{out.BesideServer, out.FileBesideServer, out.ServerLog})
 	check("stdin: sendStdin, then closeStdin", out.Stdin == "got:first\nsecond\n", out.Stdin)
+	check("a terminal: typed at, resized, exited", out.Pty.First && out.Pty.Tty && out.Pty.Resized && out.Pty.ExitCode == 7, out.Pty)
 	check("commands.kill of a server", out.ServerKilled && out.ServerWait != nil && out.ServerWait.ExitCode == -1, []any{out.ServerKilled, out.ServerWait})
 	check("several files at once", slices.Equal(out.Many, []string{"/work/m/one.txt", "/work/m/two.txt"}), out.Many)
 	check("a streamed upload", out.Streamed == "from a stream", out.Streamed)

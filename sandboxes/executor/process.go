@@ -50,10 +50,17 @@ type ProcessSpec struct {
 	// Limits bound the process as they bound an execution; its CPU limit
 	// is its own processes', not the session's.
 	Limits Limits
+	// Terminal, when set, runs the program on a pseudo-terminal of that
+	// size, leading a session of its own: its output comes to OnOutput as
+	// stream "pty", Write types at it, Resize changes its size.
+	Terminal *TermSize
 	// OnOutput receives its output as it comes, in order, from a goroutine
 	// of the process's own: a slow receiver holds back only this process.
 	OnOutput func(stream string, chunk []byte)
 }
+
+// TermSize is a terminal's size, in characters.
+type TermSize struct{ Cols, Rows uint16 }
 
 // Process is one of a session's running programs.
 type Process struct {
@@ -141,7 +148,7 @@ func (m *processMux) read(r io.Reader) {
 			if wait != nil {
 				wait <- string(data)
 			}
-		case wire.ProcessStdout, wire.ProcessStderr:
+		case wire.ProcessStdout, wire.ProcessStderr, wire.ProcessPty:
 			if proc != nil {
 				proc.output(kind, data)
 			}
@@ -246,7 +253,11 @@ func (s *Session) Start(ctx context.Context, spec ProcessSpec) (*Process, error)
 	m.procs[p.id] = p
 	m.mu.Unlock()
 	go p.deliver()
-	err := m.do(ctx, wire.ProcessOp{Op: wire.ProcessStart, ID: p.id, Step: &step, Stdin: spec.Stdin})
+	op := wire.ProcessOp{Op: wire.ProcessStart, ID: p.id, Step: &step, Stdin: spec.Stdin}
+	if t := spec.Terminal; t != nil {
+		op.Pty = &wire.TermSize{Cols: t.Cols, Rows: t.Rows}
+	}
+	err := m.do(ctx, op)
 	if err != nil {
 		m.mu.Lock()
 		_, mine := m.procs[p.id]
@@ -272,8 +283,12 @@ func (s *Session) Start(ctx context.Context, spec ProcessSpec) (*Process, error)
 // output takes a chunk of the process's output from the mux.
 func (p *Process) output(kind byte, data []byte) {
 	stream, dst, trunc := "stdout", &p.stdout, &p.outTrunc
-	if kind == wire.ProcessStderr {
+	switch kind {
+	case wire.ProcessStderr:
 		stream, dst, trunc = "stderr", &p.stderr, &p.errTrunc
+	case wire.ProcessPty:
+		// A terminal's output is its stdout, as the result keeps it.
+		stream = "pty"
 	}
 	chunk := bytes.Clone(data)
 	p.outMu.Lock()
@@ -392,6 +407,11 @@ func (p *Process) CloseStdin(ctx context.Context) error {
 // group).
 func (p *Process) Signal(ctx context.Context, sig int) error {
 	return p.op(ctx, wire.ProcessOp{Op: wire.ProcessSignal, Signal: sig})
+}
+
+// Resize changes the size of the process's terminal (ProcessSpec.Terminal).
+func (p *Process) Resize(ctx context.Context, size TermSize) error {
+	return p.op(ctx, wire.ProcessOp{Op: wire.ProcessResize, Pty: &wire.TermSize{Cols: size.Cols, Rows: size.Rows}})
 }
 
 func (p *Process) op(ctx context.Context, op wire.ProcessOp) error {

@@ -147,6 +147,55 @@ while True:
 		}
 	})
 
+	t.Run("a terminal", func(t *testing.T) {
+		var log streamed
+		var streams sync.Map
+		p, err := s.Start(ctx, executor.ProcessSpec{Argv: []string{"/bin/bash", "-i"}, Env: []string{"TERM=xterm", "PS1=$ "},
+			Terminal: &executor.TermSize{Cols: 80, Rows: 24},
+			OnOutput: func(stream string, b []byte) {
+				streams.Store(stream, true)
+				log.mu.Lock()
+				log.out.Write(b)
+				log.mu.Unlock()
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Write(ctx, []byte("tty; stty size\n")); err != nil {
+			t.Fatal(err)
+		}
+		log.waitFor(t, "24 80")
+		log.waitFor(t, "/dev/pts/")
+		if err := p.Resize(ctx, executor.TermSize{Cols: 100, Rows: 30}); err != nil {
+			t.Fatal(err)
+		}
+		// A job of its own, in its own process group, holding the
+		// terminal: it ends with the shell.
+		if err := p.Write(ctx, []byte("stty size; sleep 300 &\n")); err != nil {
+			t.Fatal(err)
+		}
+		log.waitFor(t, "30 100")
+		if err := p.Write(ctx, []byte("exit 5\n")); err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		res, err := p.Wait(wctx)
+		if err != nil || res.ExitCode != 5 {
+			t.Fatalf("the shell's end: %v %+v", err, res)
+		}
+		if _, ok := streams.Load("pty"); !ok {
+			t.Error("no output came as the terminal's")
+		}
+		if _, ok := streams.Load("stdout"); ok {
+			t.Error("a terminal's output came as stdout")
+		}
+		left, err := s.Command(ctx, sh(`cat /proc/[0-9]*/comm; echo listed`), nil, executor.Limits{}, nil)
+		if err != nil || !strings.Contains(string(left.Stdout), "listed") || strings.Contains(string(left.Stdout), "sleep") {
+			t.Errorf("the shell's job outlived it: %v %q", err, left.Stdout)
+		}
+	})
+
 	t.Run("they end with the session", func(t *testing.T) {
 		p, err := s.Start(ctx, executor.ProcessSpec{Argv: sh(`sleep 60`)})
 		if err != nil {

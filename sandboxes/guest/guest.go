@@ -177,6 +177,10 @@ type proc struct {
 	group    *group
 	cpuBase  time.Duration
 	killTree func()
+	// leadsSession says the step leads a session of its own (a program
+	// on a terminal), whose job-control groups outlive its own group:
+	// they are ended with it too.
+	leadsSession bool
 	// ownStdin says the caller writes and closes stdinW itself (a
 	// session's process, whose stdin the host streams), not supervise.
 	ownStdin bool
@@ -348,6 +352,9 @@ func supervise(p *proc, step wire.Step, out frameSink) wire.StepResult {
 	// so the next step starts alone and the pipes reach EOF.
 	if p.groupOnly {
 		reapGroup(p.cmd.Process.Pid)
+		if p.leadsSession {
+			reapSession(p.cmd.Process.Pid)
+		}
 	} else {
 		reapAll()
 	}

@@ -4,8 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sandboxapi/sandboxapi/sandboxes/wire"
 )
@@ -33,6 +37,8 @@ type processes struct {
 type sessionProc struct {
 	p   *proc
 	pid int
+	// term is the terminal's master, for a process on one (resize).
+	term *os.File
 	// input feeds its stdin, in order (nil: it has none the host writes);
 	// ended closes as it ends, so queued writes are answered.
 	input chan stdinOp
@@ -50,11 +56,15 @@ type stdinOp struct {
 type processSink struct {
 	out *frameWriter
 	id  uint32
+	pty bool // the output is a terminal's
 }
 
 func (k processSink) write(t wire.FrameType, p []byte) error {
 	kind := wire.ProcessStdout
-	if t == wire.FrameStderr {
+	switch {
+	case k.pty:
+		kind = wire.ProcessPty
+	case t == wire.FrameStderr:
 		kind = wire.ProcessStderr
 	}
 	for len(p) > 0 {
@@ -96,7 +106,7 @@ func (ps *processes) do(op wire.ProcessOp) {
 	case wire.ProcessStart:
 		ps.answer(op.Seq, ps.start(op))
 		return
-	case wire.ProcessInput, wire.ProcessCloseStdin, wire.ProcessSignal:
+	case wire.ProcessInput, wire.ProcessCloseStdin, wire.ProcessSignal, wire.ProcessResize:
 	default:
 		ps.answer(op.Seq, fmt.Errorf("%w %q", errUnknownProcOp, op.Op))
 		return
@@ -108,8 +118,12 @@ func (ps *processes) do(op wire.ProcessOp) {
 		ps.answer(op.Seq, errNoProcess)
 		return
 	}
-	if op.Op == wire.ProcessSignal {
+	switch op.Op {
+	case wire.ProcessSignal:
 		ps.answer(op.Seq, sp.signal(syscall.Signal(op.Signal)))
+		return
+	case wire.ProcessResize:
+		ps.answer(op.Seq, sp.resize(op.Pty))
 		return
 	}
 	if sp.input == nil {
@@ -160,6 +174,122 @@ func (sp *sessionProc) signal(sig syscall.Signal) error {
 	return nil
 }
 
+// errNoTerminal is a resize of a process that has no terminal.
+var errNoTerminal = errors.New("the process has no terminal")
+
+// resize sets the size of the process's terminal; the program gets
+// SIGWINCH.
+func (sp *sessionProc) resize(size *wire.TermSize) error {
+	if sp.term == nil {
+		return errNoTerminal
+	}
+	if size == nil || size.Cols == 0 || size.Rows == 0 {
+		return errors.New("a terminal's size needs columns and rows")
+	}
+	select {
+	case <-sp.ended:
+		return errNoProcess
+	default:
+	}
+	if err := unix.IoctlSetWinsize(int(sp.term.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: size.Rows, Col: size.Cols}); err != nil {
+		return fmt.Errorf("resize: %w", err)
+	}
+	return nil
+}
+
+// openTerminal makes a pseudo-terminal of size whose other end is the
+// user's: the master, for the init, and the slave, for the program.
+func openTerminal(uid, gid int, size wire.TermSize) (master, slave *os.File, err error) {
+	fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("terminal: %w", err)
+	}
+	master = os.NewFile(uintptr(fd), "pty-master")
+	fail := func(err error) (*os.File, *os.File, error) {
+		master.Close()
+		return nil, nil, fmt.Errorf("terminal: %w", err)
+	}
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		return fail(err)
+	}
+	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
+	if err != nil {
+		return fail(err)
+	}
+	if size.Cols > 0 && size.Rows > 0 {
+		if err := unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, &unix.Winsize{Row: size.Rows, Col: size.Cols}); err != nil {
+			return fail(err)
+		}
+	}
+	slave, err = os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		return fail(err)
+	}
+	if err := slave.Chown(uid, gid); err != nil {
+		slave.Close()
+		return fail(err)
+	}
+	return master, slave, nil
+}
+
+// onTerminal gives p a terminal: its stdio are the slave, it leads a
+// session of its own with the terminal as its controlling one, its
+// output is read from the master, and its input (p.stdinW, fed by the
+// host) written there.
+func onTerminal(p *proc, master, slave *os.File) error {
+	input, err := unix.Dup(int(master.Fd()))
+	if err != nil {
+		return fmt.Errorf("terminal: %w", err)
+	}
+	unix.CloseOnExec(input)
+	p.outR.Close()
+	p.outW.Close()
+	p.outR, p.outW = master, slave
+	p.stdinW = os.NewFile(uintptr(input), "pty-input")
+	p.cmd.Stdin, p.cmd.Stdout, p.cmd.Stderr = slave, slave, slave
+	// A session leader leads its process group too: signals to -pid
+	// still reach what it started.
+	p.cmd.SysProcAttr.Setpgid = false
+	p.cmd.SysProcAttr.Setsid = true
+	p.cmd.SysProcAttr.Setctty = true
+	p.cmd.SysProcAttr.Ctty = 0
+	p.leadsSession = true
+	return nil
+}
+
+// reapSession kills what is left of session sid (an interactive shell's
+// jobs, each in a process group of its own, holding the terminal open)
+// and reaps those that are the init's.
+func reapSession(sid int) {
+	for pass := 0; pass < 100; pass++ {
+		ents, _ := os.ReadDir("/proc")
+		n := 0
+		for _, e := range ents {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil || pid == os.Getpid() {
+				continue
+			}
+			f := procStat(pid)
+			if len(f) <= 3 || statField(f, 3) != int64(sid) {
+				continue
+			}
+			mine := statField(f, 1) == int64(os.Getpid())
+			if f[0] == "Z" && !mine {
+				continue // its parent's to reap
+			}
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			if mine {
+				var ws syscall.WaitStatus
+				_, _ = syscall.Wait4(pid, &ws, 0, nil)
+			}
+			n++
+		}
+		if n == 0 {
+			return
+		}
+	}
+}
+
 // start starts op's program, as runCommand starts a session's command,
 // and supervises it until it ends.
 func (ps *processes) start(op wire.ProcessOp) error {
@@ -175,9 +305,25 @@ func (ps *processes) start(op wire.ProcessOp) error {
 	}
 	ps.mu.Unlock()
 	job := wire.Job{UID: s.cfg.UID, GID: s.cfg.GID}
-	p, err := prepare(job, step.Argv, step.Env, step.Dir, step.MergeStderr, op.Stdin || len(step.Stdin) > 0)
+	withStdin := (op.Stdin || len(step.Stdin) > 0) && op.Pty == nil
+	p, err := prepare(job, step.Argv, step.Env, step.Dir, step.MergeStderr, withStdin)
 	if err != nil {
 		return err
+	}
+	var term *os.File
+	if op.Pty != nil {
+		master, slave, err := openTerminal(s.cfg.UID, s.cfg.GID, *op.Pty)
+		if err != nil {
+			p.abandon()
+			return err
+		}
+		if err := onTerminal(p, master, slave); err != nil {
+			master.Close()
+			slave.Close()
+			p.abandon()
+			return err
+		}
+		term, op.Stdin = p.stdinW, true
 	}
 	p.groupOnly, p.ownCPU, p.ownStdin = true, true, op.Stdin
 	p.inGroup(s.group)
@@ -189,7 +335,7 @@ func (ps *processes) start(op wire.ProcessOp) error {
 		return err
 	}
 	p.started()
-	sp := &sessionProc{p: p, pid: p.cmd.Process.Pid, ended: make(chan struct{})}
+	sp := &sessionProc{p: p, pid: p.cmd.Process.Pid, term: term, ended: make(chan struct{})}
 	if op.Stdin {
 		sp.input = make(chan stdinOp, maxQueuedInput)
 		go ps.feed(sp, step.Stdin)
@@ -201,7 +347,7 @@ func (ps *processes) start(op wire.ProcessOp) error {
 	ps.byID[op.ID] = sp
 	ps.mu.Unlock()
 	go func() {
-		res := supervise(p, step, processSink{out: s.out, id: op.ID})
+		res := supervise(p, step, processSink{out: s.out, id: op.ID, pty: term != nil})
 		ps.mu.Lock()
 		delete(ps.byID, op.ID)
 		ps.mu.Unlock()

@@ -244,13 +244,20 @@ const (
 	ProcessInput      = "input"
 	ProcessCloseStdin = "close_stdin"
 	ProcessSignal     = "signal"
+	ProcessResize     = "resize"
 )
+
+// TermSize is a terminal's size, in characters.
+type TermSize struct {
+	Cols uint16 `json:"cols"`
+	Rows uint16 `json:"rows"`
+}
 
 // ProcessOp is an operation on one of a session's processes. The host
 // numbers processes (ID) and operations (Seq); the answer names Seq.
 type ProcessOp struct {
 	Seq uint32 `json:"seq"`
-	Op  string `json:"op"` // ProcessStart, ProcessInput, ProcessCloseStdin or ProcessSignal
+	Op  string `json:"op"` // ProcessStart, ProcessInput, ProcessCloseStdin, ProcessSignal or ProcessResize
 	ID  uint32 `json:"id"`
 	// Step, for ProcessStart, is the program, run as a session's command
 	// runs (in its group, under its memory limit and the step's rlimits,
@@ -265,12 +272,18 @@ type ProcessOp struct {
 	Data []byte `json:"data,omitempty"`
 	// Signal, for ProcessSignal, is sent to the program's process group.
 	Signal int `json:"signal,omitempty"`
+	// Pty, for ProcessStart, runs the program on a terminal of this
+	// size, as the leader of its own session: its stdin, stdout and
+	// stderr are the terminal, its output comes as ProcessPty, and
+	// ProcessInput is typed at it. For ProcessResize, the new size.
+	Pty *TermSize `json:"pty,omitempty"`
 }
 
 // What a FrameProcess says.
 const (
 	ProcessStdout byte = 'o' // a chunk of process N's stdout
 	ProcessStderr byte = 'e' // a chunk of process N's stderr
+	ProcessPty    byte = 'p' // a chunk of what process N's terminal shows
 	ProcessEnd    byte = 'r' // process N ended: a StepResult as JSON
 	// ProcessAnswer answers operation N: empty data is done; otherwise
 	// it says why not. A ProcessStart answered done is followed, in
