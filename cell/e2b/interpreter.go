@@ -72,9 +72,15 @@ func (s *Server) runCode(w http.ResponseWriter, r *http.Request, c callerauth.Ca
 		writeEnvdError(w, apierror.Public(err, s.Logger))
 		return
 	}
-	if len(b.EnvVars) > 0 {
-		writeEnvdError(w, apierror.New(apierror.UnsupportedByDoor, "envs for one runCode are not supported here: a cell runs in the live interpreter, whose environment is the sandbox's (set envs at Sandbox.create)"))
+	if len(b.EnvVars) > MaxEnvVars {
+		writeEnvdError(w, apierror.New(apierror.InvalidField, "envs may have at most %d variables", MaxEnvVars))
 		return
+	}
+	for k, v := range b.EnvVars {
+		if err := checkEnv(k, v); err != nil {
+			writeEnvdError(w, apierror.Public(err, s.Logger))
+			return
+		}
 	}
 	if b.ContextID != "" && b.Language != "" {
 		writeEnvdError(w, apierror.New(apierror.InvalidField, "give context_id or language, not both"))
@@ -99,7 +105,7 @@ func (s *Server) runCode(w http.ResponseWriter, r *http.Request, c callerauth.Ca
 	flusher, _ := w.(http.Flusher)
 	displayed := 0
 	wall := time.Duration(max(plan.MaxTimeoutSeconds, 1)) * time.Second
-	req := executor.Request{Code: b.Code, Display: true, Context: ctxID, Limits: executor.Limits{CPU: wall, Wall: wall},
+	req := executor.Request{Code: b.Code, Display: true, Context: ctxID, Env: b.EnvVars, Limits: executor.Limits{CPU: wall, Wall: wall},
 		OnOutput: func(stream string, chunk []byte) {
 			out.line(map[string]any{"type": stream, "text": string(chunk), "timestamp": time.Now().UnixMicro()})
 			if flusher != nil {

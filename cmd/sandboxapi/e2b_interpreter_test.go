@@ -36,6 +36,10 @@ const js = await sbx.runCode("const y = 20; y + 22", { language: "javascript" })
 out.js = js.text;
 out.jsAgain = (await sbx.runCode("y * 2", { language: "js" })).text;
 lap("javascript");
+// envs hold for their cell only.
+out.envs = (await sbx.runCode("import os; os.environ.get('CELL_VAR', 'unset')", { envs: { CELL_VAR: "for this cell" } })).text;
+out.envsAfter = (await sbx.runCode("os.environ.get('CELL_VAR', 'unset')")).text;
+out.jsEnvs = (await sbx.runCode("process.env.CELL_VAR", { language: "javascript", envs: { CELL_VAR: "js" } })).text;
 const ctx = await sbx.createCodeContext({ language: "python" });
 await sbx.runCode("x = 1", { context: ctx });
 out.inContext = (await sbx.runCode("x", { context: ctx })).text;
@@ -67,6 +71,8 @@ func testCodeInterpreter(t *testing.T, s *devServer) {
 		PNG                  *string
 		PlotError            *string
 		JS, JSAgain          string
+		Envs, EnvsAfter      string
+		JSEnvs               string
 		InContext, Outside   string
 		Contexts             bool
 		ContextsAfter        bool
@@ -93,6 +99,7 @@ func testCodeInterpreter(t *testing.T, s *devServer) {
 		}
 	})
 	check("javascript keeps its state", out.JS == "42" && out.JSAgain == "40", []string{out.JS, out.JSAgain})
+	check("envs hold for their cell", out.Envs == "'for this cell'" && out.EnvsAfter == "'unset'" && out.JSEnvs == "'js'", []string{out.Envs, out.EnvsAfter, out.JSEnvs})
 	check("a context has its own globals", out.InContext == "1" && out.Outside == "21", []string{out.InContext, out.Outside})
 	check("contexts listed, then removed", out.Contexts && !out.ContextsAfter, []bool{out.Contexts, out.ContextsAfter})
 	check("after kill", out.AfterKill != nil && out.AfterKill.Name == "TimeoutError", out.AfterKill)

@@ -279,17 +279,17 @@ func TestE2BClient(t *testing.T) {
 		return f != nil && (name == "" || f.Name == name) && strings.Contains(f.Message, contains)
 	}
 	// Each commands.run and runCode counts one execution, and nothing else
-	// does: the scripts ran 24 commands and 10 cells, besides their file,
+	// does: the scripts ran 24 commands and 13 cells, besides their file,
 	// context, list and control calls.
 	var used float64
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		_, usage := s.call(s.key, "GET", "/v1/usage", "")
 		used, _ = usage["executions"].(float64)
-		if used >= 34 || time.Now().After(deadline) {
+		if used >= 37 || time.Now().After(deadline) {
 			break
 		}
 	}
-	check("each command and cell is one execution", used == 34, used)
+	check("each command and cell is one execution", used == 37, used)
 	check("commands.run exit code", out.Exit.Thrown && out.Exit.ExitCode == 3 && out.Exit.Stdout == "hi\n", out.Exit)
 	check("environment and home", out.Who.Stdout == "hello there\n/work\n" && out.Who.Stderr == "err\n" && out.Who.ExitCode == 0, out.Who)
 	check("cwd", out.Cwd == "/tmp\n", out.Cwd)

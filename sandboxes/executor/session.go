@@ -25,6 +25,9 @@ var (
 	// ErrNoDisplay is a display cell in a language whose driver cannot
 	// run one (langs.Repl.Display).
 	ErrNoDisplay = errors.New("executor: the language cannot run display cells")
+	// ErrNoCellEnv is an environment for one execution in a session whose
+	// interpreter cannot take one: only the display drivers' can.
+	ErrNoCellEnv = errors.New("executor: the language's interpreter cannot take an environment for one execution")
 	// ErrUnknownContext is a context id the session does not have.
 	ErrUnknownContext = errors.New("executor: no such context")
 	// ErrContextLanguage is a context asked for in a language whose
@@ -147,7 +150,8 @@ func (s *Session) Alive() bool { return s.w.alive() }
 
 // Execute runs req.Code in the session. req.Language is ignored: a session
 // has one language, and each context its own. For REPL languages the code
-// runs in the live interpreter (req.Context's, or the session's own);
+// runs in the live interpreter (req.Context's, or the session's own),
+// with req.Env set in its environment for the execution only;
 // otherwise it is written to the language's source file in the persistent
 // work dir, then compiled and run. req.Display in a language that cannot
 // run display cells is ErrNoDisplay; an unknown req.Context is
@@ -168,7 +172,11 @@ func (s *Session) Execute(ctx context.Context, req Request) (*Result, error) {
 	}
 	var job wire.Job
 	if s.repl || req.Context != "" {
-		step := wire.Step{Name: "run", Repl: true, Code: req.Code, Stdin: req.Stdin, Limits: lim.stepLimits(), Context: req.Context}
+		if len(req.Env) > 0 && !display {
+			return nil, fmt.Errorf("%w: %s", ErrNoCellEnv, lang.ID)
+		}
+		step := wire.Step{Name: "run", Repl: true, Code: req.Code, Stdin: req.Stdin, Limits: lim.stepLimits(), Context: req.Context,
+			Env: withEnv(nil, req.Env)}
 		if req.Display {
 			step.Display, step.DisplayBytes = true, MaxDisplayBytes
 		}

@@ -652,7 +652,16 @@ func (s *session) runRepl(step wire.Step) wire.StepResult {
 		}
 		msg = []byte(tag + "\x00" + step.Code + "\x00")
 	} else {
-		msg, _ = json.Marshal(replMessage{Nonce: tag, Stdin: string(step.Stdin), Code: step.Code, Display: step.Display})
+		m := replMessage{Nonce: tag, Stdin: string(step.Stdin), Code: step.Code, Display: step.Display}
+		for _, kv := range step.Env {
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				if m.Env == nil {
+					m.Env = map[string]string{}
+				}
+				m.Env[k] = v
+			}
+		}
+		msg, _ = json.Marshal(m)
 	}
 	start := time.Now()
 	res.Started = true
@@ -770,6 +779,9 @@ type replMessage struct {
 	Stdin   string `json:"stdin"`
 	Code    string `json:"code"`
 	Display bool   `json:"display,omitempty"`
+	// Env is set in the interpreter's environment for the cell, and
+	// what it replaced put back after (display drivers).
+	Env map[string]string `json:"env,omitempty"`
 }
 
 // replStream forwards one of the driver's output pipes as frames, and

@@ -42,7 +42,8 @@ const (
 type Repl struct {
 	Argv     []string
 	Protocol ReplProtocol
-	// Display says the driver runs display cells (see above).
+	// Display says the driver runs display cells (see above), and gives
+	// a cell the environment its message names ("env"), for the cell.
 	Display bool
 }
 
@@ -126,6 +127,9 @@ async function loop() {
     const msg = JSON.parse(readn(parseInt(readn(8).toString(), 16)).toString('utf8'));
     Object.defineProperty(process, 'stdin', { value: Readable.from([Buffer.from(msg.stdin)]), configurable: true, writable: true });
     let status = 0; exitCode = null;
+    // The cell's own environment, put back as it was after it.
+    const env = msg.env || {}, envSaved = {};
+    for (const k of Object.keys(env)) { envSaved[k] = Object.prototype.hasOwnProperty.call(process.env, k) ? process.env[k] : undefined; process.env[k] = env[k]; }
     try {
       const src = compileCode(msg.code);
       let script = null;
@@ -149,6 +153,7 @@ async function loop() {
         status = 1;
       } else { process.stderr.write((e && e.stack ? e.stack : String(e)) + '\n'); status = 1; }
     }
+    for (const k of Object.keys(envSaved)) { if (envSaved[k] === undefined) delete process.env[k]; else process.env[k] = envSaved[k]; }
     fs.writeSync(1, msg.nonce); fs.writeSync(2, msg.nonce);
     fs.writeSync(4, String(status) + '\n');
   }

@@ -288,6 +288,10 @@ def _sandboxapi_loop(g):
         sys.stdin = io.TextIOWrapper(io.BytesIO(msg['stdin'].encode('utf-8', 'surrogateescape')))
         status = 0
         display = msg.get('display')
+        # The cell's own environment, put back as it was after it.
+        env = msg.get('env') or {}
+        env_saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
         try:
             if display:
                 cell.run(msg['code'])
@@ -303,6 +307,11 @@ def _sandboxapi_loop(g):
             else:
                 sys.excepthook(type(e), e, e.__traceback__.tb_next)
             status = 1
+        for k, v in env_saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         sys.stdin = real_stdin
         for f, fd in ((sys.stdout, 1), (sys.stderr, 2)):
             try:
