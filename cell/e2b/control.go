@@ -155,8 +155,9 @@ const (
 // box is what the door keeps with a live sandbox on its node: the
 // create's environment variables, for its commands, and its processes.
 type box struct {
-	env   []string
-	procs procTable
+	env      []string
+	procs    procTable
+	watchers watchers
 
 	codeOnce sync.Once
 	code     *codeContexts

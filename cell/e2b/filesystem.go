@@ -197,31 +197,6 @@ func (f *filesystemService) Remove(ctx context.Context, req *connect.Request[fil
 	return connect.NewResponse(&filesystem.RemoveResponse{}), nil
 }
 
-// errNoWatch is the answer to the watch calls: a watcher needs a process
-// in the sandbox beside the user's commands, which a session does not
-// run (DESIGN.md).
-var errNoWatch = connect.NewError(connect.CodeUnimplemented, errors.New("watching a directory is not supported here: a sandbox runs one job at a time, so no watcher can run beside your commands; poll with files.list (docs/e2b.md)"))
-
-// WatchDir is not served (errNoWatch).
-func (f *filesystemService) WatchDir(context.Context, *connect.Request[filesystem.WatchDirRequest], *connect.ServerStream[filesystem.WatchDirResponse]) error {
-	return errNoWatch
-}
-
-// CreateWatcher is not served (errNoWatch).
-func (f *filesystemService) CreateWatcher(context.Context, *connect.Request[filesystem.CreateWatcherRequest]) (*connect.Response[filesystem.CreateWatcherResponse], error) {
-	return nil, errNoWatch
-}
-
-// GetWatcherEvents is not served (errNoWatch).
-func (f *filesystemService) GetWatcherEvents(context.Context, *connect.Request[filesystem.GetWatcherEventsRequest]) (*connect.Response[filesystem.GetWatcherEventsResponse], error) {
-	return nil, errNoWatch
-}
-
-// RemoveWatcher is not served (errNoWatch).
-func (f *filesystemService) RemoveWatcher(context.Context, *connect.Request[filesystem.RemoveWatcherRequest]) (*connect.Response[filesystem.RemoveWatcherResponse], error) {
-	return nil, errNoWatch
-}
-
 // rpcError is err as a Connect error the SDK maps to its own: a missing
 // path NotFound, a sandbox that ended Unavailable (its "sandbox was not
 // found"), a refusal InvalidArgument, anything else Internal.

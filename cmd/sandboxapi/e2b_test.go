@@ -135,6 +135,31 @@ out.serverKilled = await sbx.commands.kill(server.pid);
 try { await server.wait(); out.serverWait = null; } catch (e) { out.serverWait = { name: e.name, exitCode: e.exitCode } }
 out.serverLog = serverOut.includes("GET /blob.bin");
 
+// A directory watch, recursive: what files, commands and new
+// subdirectories do in it comes as events.
+await sbx.files.makeDir("watched");
+const seen = [];
+const watch = await sbx.files.watchDir("watched", (ev) => seen.push(ev.type + " " + ev.name), { recursive: true });
+await sbx.files.write("watched/a.txt", "a");
+await sbx.commands.run("mkdir watched/sub && sleep 0.3 && echo b > watched/sub/b.txt && rm watched/a.txt");
+for (let i = 0; i < 100 && !seen.includes("remove a.txt"); i++) await new Promise((r) => setTimeout(r, 50));
+await watch.stop();
+out.watched = seen;
+try { await sbx.files.watchDir("no-such-dir", () => {}); out.watchMissing = null; } catch (e) { out.watchMissing = fail(e); }
+// The polled watchers (envd's CreateWatcher, as E2B's Python SDK uses
+// them), through the SDK's own client of the service.
+const wid = (await sbx.files.rpc.createWatcher({ path: "/work/watched", recursive: false })).watcherId;
+await sbx.files.write("watched/c.txt", "c");
+let polled = [];
+for (let i = 0; i < 40 && !polled.includes("c.txt:1"); i++) {
+	await new Promise((r) => setTimeout(r, 50));
+	polled = polled.concat((await sbx.files.rpc.getWatcherEvents({ watcherId: wid })).events.map((e) => e.name + ":" + e.type));
+}
+await sbx.files.rpc.removeWatcher({ watcherId: wid });
+let polledGone = null;
+try { await sbx.files.rpc.getWatcherEvents({ watcherId: wid }); } catch (e) { polledGone = e.code; }
+out.polled = { events: polled, goneCode: polledGone };
+
 // A terminal: an interactive login shell, typed at and resized.
 let term = "";
 const until = async (text) => { for (let i = 0; i < 200 && !term.includes(text); i++) await new Promise((r) => setTimeout(r, 50)) };
@@ -239,8 +264,14 @@ func TestE2BClient(t *testing.T) {
 			Name     string
 			ExitCode int
 		}
-		Stdin string
-		Pty   struct {
+		Stdin        string
+		Watched      []string
+		WatchMissing *e2bFailure
+		Polled       struct {
+			Events   []string
+			GoneCode int
+		}
+		Pty struct {
 			First, Tty, Resized bool
 			ExitCode            int
 		}
@@ -279,17 +310,17 @@ func TestE2BClient(t *testing.T) {
 		return f != nil && (name == "" || f.Name == name) && strings.Contains(f.Message, contains)
 	}
 	// Each commands.run and runCode counts one execution, and nothing else
-	// does: the scripts ran 24 commands and 13 cells, besides their file,
+	// does: the scripts ran 25 commands and 13 cells, besides their file,
 	// context, list and control calls.
 	var used float64
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		_, usage := s.call(s.key, "GET", "/v1/usage", "")
 		used, _ = usage["executions"].(float64)
-		if used >= 37 || time.Now().After(deadline) {
+		if used >= 38 || time.Now().After(deadline) {
 			break
 		}
 	}
-	check("each command and cell is one execution", used == 37, used)
+	check("each command and cell is one execution", used == 38, used)
 	check("commands.run exit code", out.Exit.Thrown && out.Exit.ExitCode == 3 && out.Exit.Stdout == "hi\n", out.Exit)
 	check("environment and home", out.Who.Stdout == "hello there\n/work\n" && out.Who.Stderr == "err\n" && out.Who.ExitCode == 0, out.Who)
 	check("cwd", out.Cwd == "/tmp\n", out.Cwd)
@@ -309,6 +340,10 @@ func TestE2BClient(t *testing.T) {
 	check("a background server serves commands beside it", out.BesideServer == "200000" && out.FileBesideServer == "from a stream" && out.ServerLog,
 		[]any{out.BesideServer, out.FileBesideServer, out.ServerLog})
 	check("stdin: sendStdin, then closeStdin", out.Stdin == "got:first\nsecond\n", out.Stdin)
+	check("files.watchDir, recursive", slices.Contains(out.Watched, "create a.txt") && slices.Contains(out.Watched, "create sub") &&
+		slices.Contains(out.Watched, "create sub/b.txt") && slices.Contains(out.Watched, "write sub/b.txt") && slices.Contains(out.Watched, "remove a.txt"), out.Watched)
+	check("polled watchers: create, get events, remove", slices.Contains(out.Polled.Events, "c.txt:1") && out.Polled.GoneCode == 5, out.Polled)
+	check("files.watchDir of a missing directory", failed(out.WatchMissing, "", "no-such-dir"), out.WatchMissing)
 	check("a terminal: typed at, resized, exited", out.Pty.First && out.Pty.Tty && out.Pty.Resized && out.Pty.ExitCode == 7, out.Pty)
 	check("commands.kill of a server", out.ServerKilled && out.ServerWait != nil && out.ServerWait.ExitCode == -1, []any{out.ServerKilled, out.ServerWait})
 	check("several files at once", slices.Equal(out.Many, []string{"/work/m/one.txt", "/work/m/two.txt"}), out.Many)

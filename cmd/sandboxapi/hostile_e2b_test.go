@@ -10,8 +10,11 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/sandboxapi/sandboxapi/ops/soak"
 )
 
 // The E2B door joins TestHostile: attacks through E2B's control API and
@@ -60,13 +63,10 @@ func (h *hostile) e2bEnvd(t *testing.T, id, token, method, path, contentType str
 	return resp.StatusCode, raw
 }
 
-// e2bRunResult is what a Process.Start stream said.
+// e2bRunResult is what a Process.Start stream said, and its HTTP status.
 type e2bRunResult struct {
-	status         int
-	stdout, stderr string
-	exitCode       int
-	ended          bool
-	err            string // the stream's end error, if any
+	status int
+	soak.ProcessStream
 }
 
 // e2bRun runs cmd as the SDK's commands.run does (bash -l -c), with
@@ -78,41 +78,9 @@ func (h *hostile) e2bRun(t *testing.T, sb e2bSandbox, cmd string, timeout time.D
 	binary.BigEndian.PutUint32(frame[1:], uint32(len(msg)))
 	status, raw := h.e2bEnvd(t, sb.id, sb.token, "POST", "/process.Process/Start", "application/connect+json", append(frame, msg...),
 		map[string]string{"Connect-Protocol-Version": "1", "Connect-Timeout-Ms": strconv.FormatInt(timeout.Milliseconds(), 10)})
-	res := e2bRunResult{status: status}
-	for len(raw) >= 5 {
-		flags, n := raw[0], int(binary.BigEndian.Uint32(raw[1:5]))
-		if len(raw) < 5+n {
-			break
-		}
-		body := raw[5 : 5+n]
-		raw = raw[5+n:]
-		if flags&2 != 0 {
-			var end struct {
-				Error *struct{ Code, Message string } `json:"error"`
-			}
-			if json.Unmarshal(body, &end) == nil && end.Error != nil {
-				res.err = end.Error.Code + ": " + end.Error.Message
-			}
-			continue
-		}
-		var ev struct {
-			Event struct {
-				Data *struct{ Stdout, Stderr []byte } `json:"data"`
-				End  *struct {
-					ExitCode int `json:"exitCode"`
-				} `json:"end"`
-			} `json:"event"`
-		}
-		if err := json.Unmarshal(body, &ev); err != nil {
-			t.Fatalf("a Start event that is not JSON: %v: %q", err, body)
-		}
-		if d := ev.Event.Data; d != nil {
-			res.stdout += string(d.Stdout)
-			res.stderr += string(d.Stderr)
-		}
-		if e := ev.Event.End; e != nil {
-			res.exitCode, res.ended = e.ExitCode, true
-		}
+	res := e2bRunResult{status: status, ProcessStream: soak.ReadProcessStream(raw)}
+	if strings.HasPrefix(res.Err, "an event that is not JSON") {
+		t.Fatalf("Start: %s", res.Err)
 	}
 	return res
 }
@@ -120,11 +88,47 @@ func (h *hostile) e2bRun(t *testing.T, sb e2bSandbox, cmd string, timeout time.D
 var e2bAttacks = []hostileAttack{
 	{name: "fork bomb through E2B commands", lang: "python3", cpu: 3*time.Second + cpuSlack, attack: func(t *testing.T, h *hostile) {
 		sb := h.e2bCreate(t, h.a.key)
-		if r := h.e2bRun(t, sb, ":(){ :|:& };:; sleep 2; echo survived", 3*time.Second); r.status != 200 || (!r.ended && r.err == "") {
+		if r := h.e2bRun(t, sb, ":(){ :|:& };:; sleep 2; echo survived", 3*time.Second); r.status != 200 || (!r.Ended && r.Err == "") {
 			t.Fatalf("fork bomb: %+v", r)
 		}
-		if r := h.e2bRun(t, sb, "echo alive", 10*time.Second); r.status != 200 || !r.ended || r.exitCode != 0 || r.stdout != "alive\n" {
+		if r := h.e2bRun(t, sb, "echo alive", 10*time.Second); r.status != 200 || !r.Ended || r.ExitCode != 0 || r.Stdout != "alive\n" {
 			t.Errorf("the sandbox after the bomb: %+v", r)
+		}
+	}},
+	{name: "E2B commands beside bombs", lang: "python3", cpu: 6*time.Second + cpuSlack, attack: func(t *testing.T, h *hostile) {
+		// Background commands run beside each other: a fork bomb and an
+		// output flood, each at its own limits, do not stop a command
+		// that runs meanwhile, nor the next one.
+		sb := h.e2bCreate(t, h.a.key)
+		var wg sync.WaitGroup
+		bombs := make([]e2bRunResult, 2)
+		for i, cmd := range []string{":(){ :|:& };:; sleep 2", "yes flood"} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				bombs[i] = h.e2bRun(t, sb, cmd, 3*time.Second)
+			}()
+		}
+		time.Sleep(500 * time.Millisecond)
+		beside := h.e2bRun(t, sb, "echo beside", 20*time.Second)
+		wg.Wait()
+		if beside.status != 200 || !beside.Ended || beside.ExitCode != 0 || beside.Stdout != "beside\n" {
+			t.Errorf("a command beside the bombs: %+v", beside)
+		}
+		for i, r := range bombs {
+			if r.status != 200 || (!r.Ended && r.Err == "") {
+				t.Errorf("bomb %d: %+v", i, r)
+			}
+			if len(r.Stdout) > 2<<20 {
+				t.Errorf("bomb %d printed %d bytes, past the output limit", i, len(r.Stdout))
+			}
+		}
+		// Nothing of theirs is left to slow the sandbox: its own pids
+		// controller would count them.
+		if r := h.e2bRun(t, sb, "sleep 1; ls /proc | grep -c '^[0-9]'", 10*time.Second); !r.Ended || r.ExitCode != 0 {
+			t.Errorf("the sandbox after the bombs: %+v", r)
+		} else if n, _ := strconv.Atoi(strings.TrimSpace(r.Stdout)); n > 12 {
+			t.Errorf("%d processes left in the sandbox after the bombs ended: %q", n, r.Stdout)
 		}
 	}},
 	{name: "host file reads through E2B files and commands", lang: "python3", attack: func(t *testing.T, h *hostile) {
@@ -137,15 +141,15 @@ var e2bAttacks = []hostileAttack{
 			h.noSecrets(t, map[string]any{"body": string(body)})
 		}
 		r := h.e2bRun(t, sb, "for p in "+strings.Join(h.probePaths(), " ")+"; do cat \"$p\"; done; env", 10*time.Second)
-		if r.status != 200 || !r.ended {
+		if r.status != 200 || !r.Ended {
 			t.Fatalf("probe: %+v", r)
 		}
-		h.noSecrets(t, map[string]any{"stdout": r.stdout, "stderr": r.stderr})
+		h.noSecrets(t, map[string]any{"stdout": r.Stdout, "stderr": r.Stderr})
 	}},
 	{name: "another account's E2B sandbox", lang: "python3", attack: func(t *testing.T, h *hostile) {
 		a := h.e2bCreate(t, h.a.key)
 		b := h.e2bCreate(t, h.b.key)
-		if r := h.e2bRun(t, a, "echo secret of A > mine.txt", 10*time.Second); !r.ended || r.exitCode != 0 {
+		if r := h.e2bRun(t, a, "echo secret of A > mine.txt", 10*time.Second); !r.Ended || r.ExitCode != 0 {
 			t.Fatalf("A's command: %+v", r)
 		}
 		for _, rq := range []struct{ method, path string }{
@@ -167,7 +171,7 @@ var e2bAttacks = []hostileAttack{
 		if status, body := h.e2bEnvd(t, a.id, "", "GET", "/files?path=mine.txt", "", nil, req); status != http.StatusBadGateway || bytes.Contains(body, []byte("secret of A")) {
 			t.Errorf("B's key for A's sandbox: HTTP %d %.200q", status, body)
 		}
-		if r := h.e2bRun(t, b, "cat /work/mine.txt; ls /work", 10*time.Second); strings.Contains(r.stdout, "secret of A") {
+		if r := h.e2bRun(t, b, "cat /work/mine.txt; ls /work", 10*time.Second); strings.Contains(r.Stdout, "secret of A") {
 			t.Errorf("B's sandbox holds A's file: %+v", r)
 		}
 		if status, body := h.e2bEnvd(t, a.id, a.token, "GET", "/files?path=mine.txt", "", nil, nil); status != 200 || string(body) != "secret of A\n" {

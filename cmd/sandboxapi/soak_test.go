@@ -46,7 +46,8 @@ func TestSoakSmoke(t *testing.T) {
 	for _, kind := range []string{"v1 execute python3", "v1 execute rust", "v1 batch", "v1 stream", "v1 async submit", "v1 async poll",
 		"unsandbox execute", "unsandbox run", "unsandbox async submit", "unsandbox job poll", "unsandbox job cancel",
 		"session create", "session execute", "session install", "session delete", "abuse fork bomb", "abuse other account's session",
-		"judge0 async submit", "judge0 async poll", "judge0 batch", "judge0 batch poll"} {
+		"judge0 async submit", "judge0 async poll", "judge0 batch", "judge0 batch poll",
+		"e2b create", "e2b upload", "e2b command", "e2b background command", "e2b runCode", "e2b kill"} {
 		if k := rep.Kinds[kind]; k == nil || k.N == 0 {
 			t.Errorf("no %q request was sent", kind)
 		}

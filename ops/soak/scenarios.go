@@ -71,6 +71,7 @@ var scenarios = []scenario{
 	{"judge0 wait", 4, judge0Wait},
 	{"judge0 async", 3, judge0Async},
 	{"judge0 batch", 2, judge0Batch},
+	{"e2b sandbox", 4, e2bSandbox},
 	{"abuse", 16, abuse},
 	{"reads", 2, reads},
 }

@@ -57,6 +57,9 @@ type ProcessSpec struct {
 	// OnOutput receives its output as it comes, in order, from a goroutine
 	// of the process's own: a slow receiver holds back only this process.
 	OnOutput func(stream string, chunk []byte)
+	// StreamOnly gives the output to OnOutput only: the Result keeps
+	// none of it, for a process that prints for long (a watcher).
+	StreamOnly bool
 }
 
 // TermSize is a terminal's size, in characters.
@@ -77,7 +80,9 @@ type Process struct {
 	onOutput func(stream string, chunk []byte)
 
 	stdout, stderr     []byte
+	outN, errN         int64 // bytes of each stream, kept or not
 	outTrunc, errTrunc bool
+	streamOnly         bool
 
 	done chan struct{}
 	res  *Result
@@ -239,7 +244,7 @@ func (s *Session) Start(ctx context.Context, spec ProcessSpec) (*Process, error)
 	if err := s.begin(true); err != nil {
 		return nil, err
 	}
-	p := &Process{s: s, lim: lim, onOutput: spec.OnOutput, done: make(chan struct{}),
+	p := &Process{s: s, lim: lim, onOutput: spec.OnOutput, streamOnly: spec.StreamOnly, done: make(chan struct{}),
 		outWake: make(chan struct{}, 1), outDone: make(chan struct{})}
 	m := s.procs
 	m.mu.Lock()
@@ -282,10 +287,10 @@ func (s *Session) Start(ctx context.Context, spec ProcessSpec) (*Process, error)
 
 // output takes a chunk of the process's output from the mux.
 func (p *Process) output(kind byte, data []byte) {
-	stream, dst, trunc := "stdout", &p.stdout, &p.outTrunc
+	stream, dst, n, trunc := "stdout", &p.stdout, &p.outN, &p.outTrunc
 	switch kind {
 	case wire.ProcessStderr:
-		stream, dst, trunc = "stderr", &p.stderr, &p.errTrunc
+		stream, dst, n, trunc = "stderr", &p.stderr, &p.errN, &p.errTrunc
 	case wire.ProcessPty:
 		// A terminal's output is its stdout, as the result keeps it.
 		stream = "pty"
@@ -293,12 +298,15 @@ func (p *Process) output(kind byte, data []byte) {
 	chunk := bytes.Clone(data)
 	p.outMu.Lock()
 	// The host caps again, in case the init was subverted.
-	room := p.lim.OutputBytes - int64(len(*dst))
+	room := p.lim.OutputBytes - *n
 	if int64(len(chunk)) > room {
 		chunk = chunk[:max(room, 0)]
 		*trunc = true
 	}
-	*dst = append(*dst, chunk...)
+	*n += int64(len(chunk))
+	if !p.streamOnly {
+		*dst = append(*dst, chunk...)
+	}
 	if p.onOutput != nil && len(chunk) > 0 {
 		p.outQueue = append(p.outQueue, outputChunk{stream, chunk})
 	}

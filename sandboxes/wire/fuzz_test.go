@@ -37,6 +37,8 @@ func FuzzReadFrame(f *testing.F) {
 		{byte(FrameDone), 0, 0},              // truncated header
 		huge,
 		[]byte("main.py"), []byte("../x"), []byte("a/./b/../../c"),
+		frame(FrameProcess, string(EncodeProcessFrame(ProcessStdout, 1000, []byte("hi\n")))),
+		EncodeProcessFrame(ProcessAnswer, 7, nil), []byte("p\x00\x00"),
 	} {
 		f.Add(s)
 	}
@@ -79,6 +81,16 @@ func FuzzReadFrame(f *testing.F) {
 			if err != nil || typ != FrameType(stream[0]) || !bytes.Equal(payload, stream[1:]) || buf.Len() != 0 {
 				t.Fatalf("wrote %c %q, read %c %q, %v", stream[0], stream[1:], typ, payload, err)
 			}
+		}
+
+		// The same bytes as a process frame's payload: it decodes, or is
+		// too short to, and what it decodes to encodes back to it.
+		if kind, n, data, err := DecodeProcessFrame(stream); err != nil {
+			if len(stream) >= 5 || !errors.Is(err, ErrBadProcessFrame) {
+				t.Fatalf("DecodeProcessFrame(%q): %v", stream, err)
+			}
+		} else if again := EncodeProcessFrame(kind, n, data); !bytes.Equal(again, stream) {
+			t.Fatalf("process frame %q re-encodes to %q", stream, again)
 		}
 
 		if p := string(stream); CheckPath(p) == nil {
