@@ -1,13 +1,19 @@
 package main_test
 
 import (
+	"bytes"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
+	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sandboxapi/sandboxapi/ops/clients"
+	"github.com/sandboxapi/sandboxapi/ops/soak"
 )
 
 // e2bScript drives E2B's own SDK (npm e2b) against the door: one
@@ -301,6 +307,7 @@ func TestE2BClient(t *testing.T) {
 		RunningPastTimeout            bool
 	}
 	t.Run("code interpreter", func(t *testing.T) { testCodeInterpreter(t, s) })
+	t.Run("StreamInput", func(t *testing.T) { testStreamInput(t, s) })
 	runE2B(t, s, e2bScript, &out, "OTHER_KEY="+other.APIKey)
 	t.Logf("Sandbox.create() median %.0f ms, first commands.run median %.0f ms (5 of each), later commands.run median %.0f ms, from the SDK",
 		out.CreateMs, out.FirstRunMs, out.LaterRunMs)
@@ -310,17 +317,17 @@ func TestE2BClient(t *testing.T) {
 		return f != nil && (name == "" || f.Name == name) && strings.Contains(f.Message, contains)
 	}
 	// Each commands.run and runCode counts one execution, and nothing else
-	// does: the scripts ran 25 commands and 13 cells, besides their file,
+	// does: the scripts and StreamInput ran 26 commands and 13 cells, besides their file,
 	// context, list and control calls.
 	var used float64
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		_, usage := s.call(s.key, "GET", "/v1/usage", "")
 		used, _ = usage["executions"].(float64)
-		if used >= 38 || time.Now().After(deadline) {
+		if used >= 39 || time.Now().After(deadline) {
 			break
 		}
 	}
-	check("each command and cell is one execution", used == 38, used)
+	check("each command and cell is one execution", used == 39, used)
 	check("commands.run exit code", out.Exit.Thrown && out.Exit.ExitCode == 3 && out.Exit.Stdout == "hi\n", out.Exit)
 	check("environment and home", out.Who.Stdout == "hello there\n/work\n" && out.Who.Stderr == "err\n" && out.Who.ExitCode == 0, out.Who)
 	check("cwd", out.Cwd == "/tmp\n", out.Cwd)
@@ -402,4 +409,80 @@ func e2bCheck(t *testing.T) func(name string, ok bool, got any) {
 func toFloat(v any) float64 {
 	f, _ := v.(float64)
 	return f
+}
+
+// testStreamInput: envd's StreamInput, which the SDKs' fetch transports
+// cannot send (a client stream), as a Connect client over HTTP/1.1 sends
+// it: a start naming a running command by its tag, then its input.
+func testStreamInput(t *testing.T, s *devServer) {
+	code, sb := s.call(s.key, "POST", "/e2b/v2/sandboxes", `{"templateID":"base","timeout":60}`)
+	if code != http.StatusCreated {
+		t.Fatalf("create: %d %v", code, sb)
+	}
+	id, token := sb["sandboxID"].(string), sb["envdAccessToken"].(string)
+	defer s.call(s.key, "DELETE", "/e2b/sandboxes/"+id, "")
+	envd := func(method string, body []byte) (int, []byte) {
+		req, err := http.NewRequest("POST", s.base+"/e2b/sandbox/process.Process/"+method, bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("E2b-Sandbox-Id", id)
+		req.Header.Set("X-Access-Token", token)
+		req.Header.Set("Connect-Protocol-Version", "1")
+		req.Header.Set("Content-Type", "application/connect+json")
+		if method == "CloseStdin" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	frames := func(msgs ...any) []byte {
+		var b []byte
+		for _, m := range msgs {
+			j, _ := json.Marshal(m)
+			b = append(b, 0, 0, 0, 0, 0)
+			binary.BigEndian.PutUint32(b[len(b)-4:], uint32(len(j)))
+			b = append(b, j...)
+		}
+		return b
+	}
+	started := make(chan soak.ProcessStream, 1)
+	go func() {
+		_, raw := envd("Start", frames(map[string]any{"process": map[string]any{"cmd": "/bin/bash", "args": []string{"-l", "-c", "cat; echo end"}}, "stdin": true, "tag": "fed"}))
+		started <- soak.ReadProcessStream(raw)
+	}()
+	sel := map[string]any{"tag": "fed"}
+	var code2 int
+	var raw []byte
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		code2, raw = envd("StreamInput", frames(
+			map[string]any{"start": map[string]any{"process": sel}},
+			map[string]any{"data": map[string]any{"input": map[string]any{"stdin": base64.StdEncoding.EncodeToString([]byte("one "))}}},
+			map[string]any{"keepalive": map[string]any{}},
+			map[string]any{"data": map[string]any{"input": map[string]any{"stdin": base64.StdEncoding.EncodeToString([]byte("two\n"))}}},
+		))
+		if !bytes.Contains(raw, []byte("not_found")) {
+			break // the command has started
+		}
+	}
+	if code2 != http.StatusOK || bytes.Contains(raw, []byte(`"error"`)) {
+		t.Fatalf("StreamInput: %d %s", code2, raw)
+	}
+	closeBody, _ := json.Marshal(map[string]any{"process": sel})
+	if code, b := envd("CloseStdin", closeBody); code != http.StatusOK {
+		t.Fatalf("CloseStdin: %d %s", code, b)
+	}
+	select {
+	case r := <-started:
+		if !r.Ended || r.ExitCode != 0 || r.Stdout != "one two\nend\n" {
+			t.Errorf("the fed command: %+v", r)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the fed command never ended")
+	}
 }
