@@ -469,9 +469,18 @@ func (e *Executor) turn(ctx context.Context) (func(), error) {
 // ownRlimits: its program is then started the ordinary way rather than
 // handed to the runtime, which costs the runtime's start-up instead of a
 // sandbox's boot.
+//
+// A memory limit under the default's takes the default's sandbox too:
+// the execution's PID 1 holds the program's whole tree to the request's
+// own limit (the step's memory watch, ../guest/DESIGN.md), and the
+// sandbox's larger host cgroup stays the backstop it always is. Only a
+// limit above the default's needs a sandbox booted for it.
 func (e *Executor) oneShotShape(lang *langs.Language, lim Limits) (sh shape, ownRlimits bool) {
 	sh = shapeFor(lang, lim)
 	d := e.cfg.Limits // the pools' shapes have these (pool.go)
+	if warm := shapeFor(lang, d).memoryBytes; sh.memoryBytes < warm {
+		sh.memoryBytes = warm
+	}
 	if sh.processes == d.Processes && sh.openFiles == d.OpenFiles && sh.fileSize == d.FileSizeBytes && sh.stack == d.StackBytes {
 		return sh, false
 	}

@@ -276,3 +276,29 @@ func TestOwnRlimitsTakeTheWarmShape(t *testing.T) {
 		})
 	}
 }
+
+// TestLowerMemoryTakesTheWarmShape: a request with a memory limit under
+// the default's runs in the account's warm sandbox, and its program is
+// still held to its own limit, for its whole tree.
+func TestLowerMemoryTakesTheWarmShape(t *testing.T) {
+	ex := sandboxtest.Executor(t, executor.Limits{})
+	lang := language(t, ex, "python3")
+	account := "acct_lower_memory"
+	first, err := ex.Execute(context.Background(), executor.Request{Account: account, Language: lang, Code: "pass"})
+	if err != nil || first.SandboxID == "" {
+		t.Fatalf("%v %+v", err, first)
+	}
+	lim := executor.Limits{MemoryBytes: 64 << 20}
+	fits, err := ex.Execute(context.Background(), executor.Request{Account: account, Language: lang, Code: "b = bytearray(16 << 20); print(len(b) >> 20)", Limits: lim})
+	if err != nil || !completed(fits) || string(fits.Stdout) != "16\n" {
+		t.Fatalf("16 MiB under a 64 MiB limit: %v %+v", err, fits)
+	}
+	if fits.SandboxID != first.SandboxID {
+		t.Errorf("ran in %s, not the account's sandbox %s: booted for its memory limit", fits.SandboxID, first.SandboxID)
+	}
+	over, err := ex.Execute(context.Background(), executor.Request{Account: account, Language: lang, Limits: lim,
+		Code: "import subprocess, sys\nb = bytearray(40 << 20)\nsubprocess.run([sys.executable, '-c', 'b = bytearray(40 << 20); import time; time.sleep(5)'])\nprint('held')"})
+	if err != nil || over.End != executor.EndMemoryLimit {
+		t.Fatalf("80 MiB across two processes under a 64 MiB limit: %v end %s stdout %q", err, over.End, over.Stdout)
+	}
+}
