@@ -78,6 +78,16 @@ type hello struct {
 	comment string   // starts a line comment, for compiled languages
 }
 
+// sources counts the programs unseen() made, across the run's parts: each
+// is one no part sent before, so none runs from the compile cache.
+var sources atomic.Int64
+
+// unseen is h's program with a last line no program of this run had: one
+// the service compiles, as native does.
+func (h hello) unseen() string {
+	return fmt.Sprintf("%s%s %d\n", h.code, h.comment, sources.Add(1))
+}
+
 var hellos = []hello{
 	{lang: "python3", code: `print("Hello, World!")`, source: "main.py", native: []string{"/usr/bin/python3", "main.py"}},
 	{lang: "javascript", code: `console.log("Hello, World!")`, source: "main.js", native: []string{"/usr/bin/node", "main.js"}},
@@ -155,10 +165,8 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 			// A program the service has not built before each time (its
 			// last line differs), so that it compiles as native does,
 			// rather than running from the account's compile cache.
-			sent := 0
 			service = func() error {
-				sent++
-				_, err := svc.execute(h.lang, fmt.Sprintf("%s%s %d\n", h.code, h.comment, sent), true)
+				_, err := svc.execute(h.lang, h.unseen(), true)
 				return err
 			}
 		}

@@ -86,12 +86,10 @@ func languagesRows(svc *service, offered map[string]bool, n int, add func(Row)) 
 		}
 		// The language's sandbox warm, untimed.
 		_, _ = svc.execute(h.lang, h.code, true)
-		sent := 0
 		service := func() error {
 			code := h.code
 			if h.comment != "" {
-				sent++
-				code = fmt.Sprintf("%s%s %d\n", h.code, h.comment, sent)
+				code = h.unseen()
 			}
 			_, err := svc.execute(h.lang, code, true)
 			return err
