@@ -32,12 +32,15 @@ func Main() int {
 	if len(os.Args) >= 5 && os.Args[1] == limitASFlag && os.Args[3] == "--" {
 		return execLimitedAS(os.Args[2], os.Args[4:])
 	}
+	if len(os.Args) == 4 && os.Args[1] == "--isolated" && os.Args[3] == zygoteFlag {
+		return Isolated(os.Args[2], true)
+	}
 	if len(os.Args) == 3 {
 		switch os.Args[1] {
 		case "--serve":
 			return Serve(os.Args[2])
 		case "--isolated":
-			return Isolated(os.Args[2])
+			return Isolated(os.Args[2], false)
 		case "--session":
 			return SessionMain(os.Args[2])
 		}

@@ -60,7 +60,7 @@ func executionPID1(cfgJSON string) int {
 	}
 	// The host's cgroups are not the execution's to mount: the steps are
 	// limited per process, as without cgroups.
-	code := execute(cfg, os.Stdin, out, nil)
+	code := execute(cfg, os.Stdin, out, nil, nil)
 	// kill(-1, 0) fails with ESRCH only when no process but this one is
 	// left in the namespace.
 	if err := syscall.Kill(-1, 0); !errors.Is(err, syscall.ESRCH) {

@@ -41,7 +41,7 @@ func startServeSandbox(t *testing.T, cfg wire.ServeConfig) *serveSandbox {
 		Cwd:    "/",
 		// What the executor gives the init (executor.initCapabilities).
 		Capabilities: []string{"CAP_SYS_ADMIN", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL",
-			"CAP_SETUID", "CAP_SETGID", "CAP_SYS_RESOURCE"},
+			"CAP_SETUID", "CAP_SETGID", "CAP_SYS_RESOURCE", "CAP_SYS_CHROOT"},
 		MemoryBytes: 512 << 20,
 		HostPIDs:    512,
 	})
@@ -297,5 +297,22 @@ func TestPrestartedRunnerInSandbox(t *testing.T) {
 				t.Errorf("result %+v, want the runner's start-up neither counted nor limited", st.StepResult)
 			}
 		})
+	}
+}
+
+// TestZygoteFallback: executions of a sandbox whose zygote died start
+// their runner the ordinary way. The step's own argv fails, so only a
+// runner that got its program passes.
+func TestZygoteFallback(t *testing.T) {
+	s := startServeSandbox(t, wire.ServeConfig{UID: rootfs.UserID, GID: rootfs.GroupID, WorkDir: "/work",
+		WorkBytes: 16 << 20, TmpBytes: 16 << 20, Zygote: []string{"/bin/true"},
+		Prestart: &wire.Runner{Argv: []string{"/bin/sh", "-c", "printf r >&3; while IFS= read -r l <&3; do :; done"}, Env: testEnv, Ready: true}})
+	for i := 0; i < 2; i++ {
+		rep := s.run(t, wire.Job{WorkDir: "/work", UID: rootfs.UserID, GID: rootfs.GroupID, Steps: []wire.Step{
+			{Name: "run", UsePrestarted: true, Argv: []string{"/bin/false"}, Env: testEnv, Dir: "/work",
+				Limits: wire.Limits{CPUMillis: 1000, WallMillis: 10_000}}}})
+		if len(rep.steps) != 1 || rep.steps[0].ExitCode != 0 {
+			t.Fatalf("execution %d: steps %+v, want the prestarted runner's exit 0", i, rep.steps)
+		}
 	}
 }

@@ -28,7 +28,16 @@ func Serve(cfgJSON string) int {
 		out.fail(fmt.Errorf("serve config: %w", err))
 		return 1
 	}
-	prep := startPreparing(cfgJSON, max(cfg.Prepared, 1), executionFlags(cfg))
+	var zyg *zygote
+	if cfg.Zygote != nil && cfg.Prestart != nil {
+		var err error
+		if zyg, err = startZygote(cfg); err != nil {
+			// Each execution starts its runner the ordinary way.
+			fmt.Fprintln(os.Stderr, "sandbox init:", err)
+			zyg = nil
+		}
+	}
+	prep := startPreparing(cfgJSON, max(cfg.Prepared, 1), executionFlags(cfg), zyg)
 	defer prep.stop()
 	dec := json.NewDecoder(os.Stdin)
 	for {
@@ -69,13 +78,13 @@ type prepared struct {
 // execution (the job that took the failure has reported it).
 const prepareRetry = 100 * time.Millisecond
 
-func startPreparing(cfgJSON string, ahead int, flags uintptr) *preparer {
+func startPreparing(cfgJSON string, ahead int, flags uintptr, zyg *zygote) *preparer {
 	// One execution waits in the goroutine's hand, the rest in the channel.
 	p := &preparer{ready: make(chan prepared, ahead-1), quit: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
 		for {
-			e, err := startExecution(cfgJSON, flags)
+			e, err := startExecution(cfgJSON, flags, zyg)
 			select {
 			case p.ready <- prepared{e, err}:
 			case <-p.quit:
@@ -137,8 +146,12 @@ func executionFlags(cfg wire.ServeConfig) uintptr {
 	return isolationFlags
 }
 
-func startExecution(cfgJSON string, flags uintptr) (*execution, error) {
+func startExecution(cfgJSON string, flags uintptr, zyg *zygote) (*execution, error) {
 	cmd := exec.Command("/proc/self/exe", "--isolated", cfgJSON)
+	if zyg != nil {
+		cmd.Args = append(cmd.Args, zygoteFlag)
+		cmd.ExtraFiles = []*os.File{zyg.sock} // fd 3
+	}
 	// No Pdeathsig: gVisor sends it when the forking thread exits, not the
 	// process. None is needed: when this init dies the sandbox ends, and
 	// when an execution's PID 1 dies, so does everything in its namespace.
@@ -199,10 +212,18 @@ func (e *execution) kill() {
 }
 
 // Isolated is one execution, as PID 1 of its own namespaces: it mounts a
-// fresh work dir and tmp, starts the prestarted runner if there is one,
-// then waits for its job on stdin and runs it. When it exits, the kernel
-// ends every process left in its PID namespace and drops its mounts.
-func Isolated(cfgJSON string) int {
+// fresh work dir and tmp, starts the prestarted runner if there is one
+// (forked by the sandbox's zygote, when fd 3 is its socket), then waits
+// for its job on stdin and runs it. When it exits, the kernel ends every
+// process left in its PID namespace and drops its mounts.
+func Isolated(cfgJSON string, withZygote bool) int {
+	var zyg *os.File
+	if withZygote {
+		// Nothing the execution starts may inherit it: whoever holds it
+		// can have the zygote fork into any namespace it has a handle on.
+		syscall.CloseOnExec(3)
+		zyg = os.NewFile(3, "zygote")
+	}
 	out := &frameWriter{w: os.Stdout}
 	var cfg wire.ServeConfig
 	if err := json.Unmarshal([]byte(cfgJSON), &cfg); err != nil {
@@ -219,7 +240,7 @@ func Isolated(cfgJSON string) int {
 		fmt.Fprintln(os.Stderr, "sandbox init:", err)
 		cg = nil
 	}
-	return execute(cfg, os.Stdin, out, cg)
+	return execute(cfg, os.Stdin, out, cg, zyg)
 }
 
 // execute is an execution once its scratch is mounted: it starts the
@@ -227,7 +248,7 @@ func Isolated(cfgJSON string) int {
 // it, each step in a group of its own of cg (nil: none). It is apart from
 // Isolated so that tests can run it as PID 1 of a PID namespace on the
 // host, without mounting over the host's /tmp, /proc and cgroups.
-func execute(cfg wire.ServeConfig, in io.Reader, out *frameWriter, cg *cgroups) int {
+func execute(cfg wire.ServeConfig, in io.Reader, out *frameWriter, cg *cgroups, zyg *os.File) int {
 	var groups *stepGroups
 	if cg != nil {
 		var err error
@@ -253,11 +274,24 @@ func execute(cfg wire.ServeConfig, in io.Reader, out *frameWriter, cg *cgroups) 
 			}
 		}
 		var err error
-		if pre, err = startRunner(cfg, g); err != nil {
+		if zyg != nil {
+			pre, err = forkRunner(cfg, g, zyg)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "sandbox init: prestart:", err)
+			}
+		}
+		if pre == nil {
+			pre, err = startRunner(cfg, g)
+		}
+		if err != nil && pre == nil {
 			// The job still runs, the slow way.
 			fmt.Fprintln(os.Stderr, "sandbox init: prestart:", err)
 			pre = nil
 		}
+	}
+	// The zygote's socket is closed before the job is read.
+	if zyg != nil {
+		zyg.Close()
 	}
 	var job wire.Job
 	if err := json.NewDecoder(in).Decode(&job); err != nil {

@@ -121,6 +121,17 @@ func (g *group) enter() error {
 	return nil
 }
 
+// add moves process pid, single-threaded, into the group: a runner the
+// zygote forked, which was not born in it.
+func (g *group) add(pid int) error {
+	for i := range cgroupControllers {
+		if err := os.WriteFile(g.path(i, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
+			return fmt.Errorf("cgroups: add %d: %w", pid, err)
+		}
+	}
+	return nil
+}
+
 func (g *group) leave() error {
 	var errs error
 	for i, f := range g.c.rootTasks {

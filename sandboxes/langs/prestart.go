@@ -17,12 +17,20 @@ package langs
 // code and heap is a fault the sentry handles, and doing those now takes
 // them off the program's path. For the same reason __main__ is built with
 // type(sys) rather than by importing types (DESIGN.md, "Launchers").
-const pythonLauncher = `
-import os, sys
-with open('/dev/null', 'rb') as _f:
-    compile(_f.read() + b'print("")\n', '<warm-up>', 'exec', dont_inherit=True)
-os.environ['SANDBOXAPI_WARM_UP'] = os.path.abspath('.')
-del os.environ['SANDBOXAPI_WARM_UP'], _f
+const pythonLauncher = "import os, sys\n" + pythonWarmUp + "_warm_up()\n" + pythonGo
+
+// pythonWarmUp touches, before the program comes, what the launcher does
+// when it does (open and read a file, compile, set the environment).
+const pythonWarmUp = `
+def _warm_up():
+    with open('/dev/null', 'rb') as f:
+        compile(f.read() + b'print("")\n', '<warm-up>', 'exec', dont_inherit=True)
+    os.environ['SANDBOXAPI_WARM_UP'] = os.path.abspath('.')
+    del os.environ['SANDBOXAPI_WARM_UP']
+`
+
+// pythonGo says the runtime is ready, reads its program and runs it.
+const pythonGo = `
 def _sandboxapi_go():
     def readn(n):
         b = b''
@@ -53,7 +61,7 @@ def _sandboxapi_go():
     sys.modules['__main__'] = main
     return code, main.__dict__
 _code, _globals = _sandboxapi_go()
-del _sandboxapi_go
+del _sandboxapi_go, _warm_up
 try:
     exec(_code, _globals)
 except SystemExit:
@@ -63,6 +71,93 @@ except BaseException as e:
     sys.excepthook(type(e), e, e.__traceback__.tb_next)
     sys.exit(1)
 `
+
+// pythonZygote is a python3 that has started up and warmed up once and
+// forks each execution's runner from itself (../guest/DESIGN.md,
+// "Zygotes"). It runs as root in the sandbox's own namespaces and never
+// runs a program: on fd 3, a SOCK_SEQPACKET socket, each message from an
+// execution's PID 1 is its work dir, uid and gid, with nine descriptors:
+// the runner's control socket, stdin, stdout and stderr, and the
+// execution's PID, mount, network, IPC and UTS namespaces. The zygote
+// enters the PID namespace for children only and forks; that child forks
+// the runner and exits, so the runner, a process of the execution's PID
+// namespace, is reparented to the execution's PID 1, which waits for it
+// like any child. The runner enters the other namespaces, becomes the
+// sandbox user, takes its descriptors, forgets the modules the zygote
+// imported for its own use (so the program sees a fresh interpreter's),
+// warms up again, writes its PID (8 hex digits, in the execution's
+// namespace) on its control socket, and goes on as pythonLauncher does.
+const pythonZygote = "import sys\n_fresh = set(sys.modules)\nimport os\n" + pythonWarmUp + "_warm_up()\n" + `
+def _zygote():
+    import ctypes, socket, select
+    libc = ctypes.CDLL(None, use_errno=True)
+    NEWNS, NEWPID, NEWIPC, NEWUTS, NEWNET = 0x20000, 0x20000000, 0x8000000, 0x4000000, 0x40000000
+    own = os.open('/proc/self/ns/pid', os.O_RDONLY | os.O_CLOEXEC)
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, 0, 3)
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(srv, 4096, 9)
+        except InterruptedError:
+            continue
+        if not msg:
+            os._exit(0)
+        child = -1
+        try:
+            workdir, uid, gid = msg.decode('utf-8', 'surrogateescape').split('\x00')
+            uid, gid = int(uid), int(gid)
+            if len(fds) == 9 and libc.setns(fds[4], NEWPID) == 0:
+                try:
+                    child = os.fork()
+                finally:
+                    if child != 0 and libc.setns(own, NEWPID) != 0:
+                        # Its next children would be born in that execution.
+                        os._exit(1)
+        except BaseException:
+            if child == 0:
+                os._exit(1)
+        if child == 0:
+            break
+        for fd in fds:
+            os.close(fd)
+        if child > 0:
+            os.waitpid(child, 0)
+    # This child of the zygote was born in the execution's PID namespace,
+    # its parent outside: it forks the runner and exits, and the runner is
+    # reparented to the execution's PID 1. Nothing of the user's has run in
+    # either, nor will until the runner is the sandbox user in the
+    # execution's namespaces alone; any failure ends it.
+    try:
+        if os.fork() != 0:
+            os._exit(0)
+        # The socket object would close fd 3, the runner's control socket
+        # from here on, when it goes.
+        srv.detach()
+        ctl, stdin, stdout, stderr = fds[:4]
+        for fd, flag in zip(fds[5:], (NEWNS, NEWNET, NEWIPC, NEWUTS)):
+            if libc.setns(fd, flag) != 0:
+                os._exit(71)
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+        os.setpgid(0, 0)
+        for fd, to in ((stdin, 0), (stdout, 1), (stderr, 2), (ctl, 3)):
+            os.dup2(fd, to)
+        os.closerange(4, os.sysconf('SC_OPEN_MAX'))
+        os.chdir(workdir)
+        for _ in range(10000):
+            if os.getppid() == 1:
+                return
+            select.select([], [], [], 0.001)
+    except BaseException:
+        pass
+    os._exit(71)
+_zygote()
+del _zygote
+[sys.modules.pop(_m) for _m in set(sys.modules) - _fresh]
+del _fresh
+_warm_up()
+os.write(3, b'%08x' % os.getpid())
+` + pythonGo
 
 // nodeLauncher hands the program to Node's own main-module loader.
 const nodeLauncher = `
@@ -99,6 +194,18 @@ func Prestart(l *Language) []string {
 		return []string{"/usr/bin/python3", "-c", pythonLauncher}
 	case "javascript":
 		return []string{"/usr/bin/node", "-e", nodeLauncher}
+	}
+	return nil
+}
+
+// Zygote is how a language's prestarted runners are forked from one
+// runtime started once per sandbox instead of each started anew (the
+// argv of that runtime), or nil when the language has none. Only python3
+// has one: node's runtime has threads of its own, which a fork does not
+// carry.
+func Zygote(l *Language) []string {
+	if l.ID == "python3" {
+		return []string{"/usr/bin/python3", "-c", pythonZygote}
 	}
 	return nil
 }

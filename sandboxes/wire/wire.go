@@ -183,6 +183,11 @@ type ServeConfig struct {
 	WorkBytes int64   `json:"work_bytes"`
 	TmpBytes  int64   `json:"tmp_bytes"`
 	Prestart  *Runner `json:"prestart,omitempty"`
+	// Zygote, with Prestart, is the argv of a program the init starts
+	// once, as root, that forks each execution's prestarted runner into
+	// the execution's namespaces (langs.Zygote; the guest's DESIGN.md,
+	// "Zygotes"); the runner then goes on as Prestart's does.
+	Zygote []string `json:"zygote,omitempty"`
 	// Prepared is how many executions to keep prepared ahead (1 if zero).
 	Prepared int `json:"prepared,omitempty"`
 	// Repl, for a session's sandbox, is the driver that keeps the session's
