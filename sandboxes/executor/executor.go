@@ -126,6 +126,10 @@ type Config struct {
 	// NoPrestart starts every program the ordinary way, for benchmarks
 	// that isolate what prestarting saves.
 	NoPrestart bool
+	// NoZygote starts each prestarted runner anew instead of forking it
+	// from the sandbox's zygote (langs.Zygote), for benchmarks and tests
+	// that compare the two.
+	NoZygote bool
 	// MaxRunning bounds the one-shot executions starting at once; the rest
 	// wait their turn, first come first served. An execution holds its
 	// turn for at most TurnHold, so long programs never block short ones.

@@ -74,11 +74,13 @@ func (w *worker) send(b []byte) error {
 }
 
 // initCapabilities are what the init needs: to create each execution's
-// namespaces and mounts, write its work dir, run the program as the sandbox
-// user, bound its rlimits and kill what it leaves. Programs get none of them.
+// namespaces and mounts (and have the zygote's runners enter them: setns
+// into a mount namespace takes CAP_SYS_CHROOT too), write its work dir,
+// run the program as the sandbox user, bound its rlimits and kill what it
+// leaves. Programs get none of them.
 var initCapabilities = []string{
 	"CAP_SYS_ADMIN", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL",
-	"CAP_SETUID", "CAP_SETGID", "CAP_SYS_RESOURCE",
+	"CAP_SETUID", "CAP_SETGID", "CAP_SYS_RESOURCE", "CAP_SYS_CHROOT",
 }
 
 func (e *Executor) baseEnv(lang *langs.Language) []string {
@@ -101,6 +103,9 @@ func (e *Executor) startWorker(sh shape) (*worker, error) {
 	}
 	if argv := langs.Prestart(lang); argv != nil && !e.cfg.NoPrestart {
 		cfg.Prestart = &wire.Runner{Argv: argv, Env: append(e.baseEnv(lang), e.netEnv(sh.network)...), Limits: sh.runnerLimits(), Ready: true}
+		if !e.cfg.NoZygote {
+			cfg.Zygote = langs.Zygote(lang)
+		}
 	}
 	return e.bootWorker(lang, sh, "--serve", cfg)
 }
