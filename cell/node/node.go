@@ -72,6 +72,9 @@ type Config struct {
 	// PackageCacheDir is the offline package cache session installs read
 	// (package pkgcache); none when empty.
 	PackageCacheDir string
+	// PythonZygote forks python3's prestarted runners from a zygote per
+	// sandbox (executor.Config.Zygote).
+	PythonZygote bool
 	// CacheDir holds what languages prepare on the host (Go's standard
 	// library cache, the TypeScript snapshot), shared by every node and
 	// test on it; langs.DefaultCacheDir when empty.
@@ -313,7 +316,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		// Every door parses against the plans as this node applies them.
 		cfg.Plans = cfg.Plans.ForNode(n.egr.Config().Allow)
 	}
-	ex := executor.New(executor.Config{Runtime: n.rt, RootFS: rootDir, Catalog: catalog, Logger: cfg.Logger, PackageCacheDir: cfg.PackageCacheDir, Egress: n.egr})
+	ex := executor.New(executor.Config{Runtime: n.rt, RootFS: rootDir, Catalog: catalog, Logger: cfg.Logger, PackageCacheDir: cfg.PackageCacheDir, Egress: n.egr, Zygote: cfg.PythonZygote})
 	n.exec = ex
 
 	listen := cfg.Listen

@@ -20,6 +20,7 @@ func runBench(args []string) error {
 	initPath := fs.String("init", "", "sandbox init (default: $SANDBOXAPI_INIT, else sandbox-init beside this binary)")
 	settle := fs.Duration("settle", bench.DefaultSettle, "the longest to wait for a quiet machine before each measured part (a smoke run on a busy machine: a second or two)")
 	parts := fs.String("parts", strings.Join(bench.Parts, ","), "comma-separated sections to run")
+	zygote := fs.Bool("python-zygote", false, "start the service with --python-zygote, to compare")
 	if err := parseFlags(fs, args, "bench [flags]\n\nStarts the service itself and prints one table of latencies and CPU,\nbeside native, bubblewrap and runsc do baselines (README, \"Benchmark\")."); err != nil {
 		return err
 	}
@@ -39,7 +40,7 @@ func runBench(args []string) error {
 	defer stop()
 	_, err = bench.Run(ctx, bench.Config{
 		Binary: self, Runsc: rs, Init: in,
-		Parts: strings.Split(*parts, ","), Settle: *settle,
+		Parts: strings.Split(*parts, ","), Settle: *settle, PythonZygote: *zygote,
 		Requests: *requests, Concurrency: *conc, Duration: *dur, Out: os.Stdout,
 	})
 	return err

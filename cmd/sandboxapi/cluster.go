@@ -79,6 +79,7 @@ type devSettings struct {
 	sessionPool                                             int
 	sessionPoolLangs, mcpOrigins                            []string
 	maxSessions                                             int
+	pythonZygote                                            bool
 	nodes, cells                                            int
 	// metricsListen is the gateway's operator listener in cluster mode;
 	// set, each node serves its metrics on a loopback port of its own,
@@ -327,6 +328,7 @@ func (s devSettings) layout(dir string) (gatewayConfig, []nodeConfig, error) {
 			n.Capacity, n.Runsc, n.Init, n.Plans, n.CacheDir, n.Pkgcache = s.capacity, rs, in, plansFile, cache, pkgs
 			n.LogLevel, n.JobRetention, n.AllowPrivateCallbacks = logLevel, duration(s.jobRetention), s.allowPrivateCallbacks
 			n.SessionPool, n.SessionPoolLanguages, n.MaxSessions = s.sessionPool, s.sessionPoolLangs, s.maxSessions
+			n.PythonZygote = s.pythonZygote
 			n.MCPOrigins, n.MCPLoopbackOnly = s.mcpOrigins, mcp.IsLoopbackHost(s.listen)
 			n.EgressAllow, n.EgressPlainHTTP, n.EgressCABundle = s.egressAllow, s.egressPlainHTTP, caBundle
 			if err := n.check(); err != nil {

@@ -43,6 +43,7 @@ func runDev(args []string) error {
 	sessionPool := fs.Int("session-pool", 1, "session sandboxes kept booted per pooled language, so new sessions start at once")
 	sessionPoolLangs := fs.String("session-pool-languages", "python3,javascript", "comma-separated languages whose session sandboxes are pooled")
 	maxSessions := fs.Int("max-sessions", sessions.DefaultMaxSessions, "sessions this node holds at once")
+	pythonZygote := fs.Bool("python-zygote", false, pythonZygoteUsage)
 	egressAllow := fs.String("egress-allow", "", "comma-separated hosts (pypi.org, *.githubusercontent.com; * for any) semitrusted sandboxes may reach through the egress proxy, within their plan's network_allow; none: no sandbox has a network")
 	egressPlain := fs.String("egress-plain-http", "", "comma-separated hosts the egress proxy lets plain-text HTTP reach; the rest are HTTPS only")
 	egressCA := fs.String("egress-ca-bundle", "", "PEM file of the CAs networked sandboxes trust instead of the system's")
@@ -76,7 +77,7 @@ func runDev(args []string) error {
 			plans: *plansFile, pkgcache: *pkgcacheDir, capacity: *capacity, verbose: *verbose,
 			accessLog: *accessLog, allowPrivateCallbacks: *allowPrivateCallbacks, jobRetention: *jobRetention,
 			sessionPool: *sessionPool, sessionPoolLangs: splitList(*sessionPoolLangs),
-			mcpOrigins: splitList(*mcpOrigins), maxSessions: *maxSessions, nodes: *nodes, cells: *cells,
+			mcpOrigins: splitList(*mcpOrigins), maxSessions: *maxSessions, pythonZygote: *pythonZygote, nodes: *nodes, cells: *cells,
 			metricsListen: *metricsListen, selfServe: self,
 			egressAllow: splitList(*egressAllow), egressPlainHTTP: splitList(*egressPlain), egressCABundle: *egressCA,
 		})
@@ -137,6 +138,7 @@ func runDev(args []string) error {
 		Jobs: jobs.Config{Retention: *jobRetention, CallbackGuard: webhook.Guard{AllowPrivate: *allowPrivateCallbacks}},
 
 		PackageCacheDir: pkgcacheDirFor(*pkgcacheDir, dir, cache),
+		PythonZygote:    *pythonZygote,
 		CacheDir:        cache,
 		Sessions:        sessions.Config{Pool: *sessionPool, PoolLanguages: splitList(*sessionPoolLangs), MaxSessions: *maxSessions},
 		MCP:             mcp.Config{Version: version(), AllowedOrigins: splitList(*mcpOrigins), LoopbackOnly: mcp.IsLoopbackHost(*listen)},

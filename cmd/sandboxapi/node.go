@@ -143,6 +143,7 @@ func (c nodeConfig) nodeConfig(logger *slog.Logger) (node.Config, error) {
 			CallbackGuard: webhook.Guard{AllowPrivate: c.AllowPrivateCallbacks},
 		},
 		PackageCacheDir: pkgcacheDirFor(c.Pkgcache, dir, cache),
+		PythonZygote:    c.PythonZygote,
 		CacheDir:        cache,
 		Sessions:        sessions.Config{Pool: c.SessionPool, PoolLanguages: c.SessionPoolLanguages, MaxSessions: c.MaxSessions},
 		MCP:             mcp.Config{Version: version(), AllowedOrigins: c.MCPOrigins, LoopbackOnly: c.MCPLoopbackOnly},

@@ -44,7 +44,9 @@ type Config struct {
 	// Settle is the longest the benchmark waits for a quiet machine
 	// before each measured part (DefaultSettle when zero).
 	Settle time.Duration
-	Out    io.Writer
+	// PythonZygote starts the service with --python-zygote.
+	PythonZygote bool
+	Out          io.Writer
 }
 
 // Parts are the benchmark's sections, in the order they run.
@@ -117,6 +119,9 @@ func Run(ctx context.Context, cfg Config) ([]Row, error) {
 	// The host settings `make run` tunes (ops/install/host.sh) change the
 	// figures a lot; say which ones this run had.
 	fmt.Fprintln(cfg.Out, hostSettings())
+	if cfg.PythonZygote {
+		fmt.Fprintln(cfg.Out, "service: --python-zygote")
+	}
 	svc, err := startService(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -549,6 +554,9 @@ func startService(ctx context.Context, cfg Config) (*service, error) {
 	}
 	if cfg.Init != "" {
 		args = append(args, "--init", cfg.Init)
+	}
+	if cfg.PythonZygote {
+		args = append(args, "--python-zygote")
 	}
 	s.cmd = exec.CommandContext(ctx, cfg.Binary, args...)
 	s.cmd.Env = append(os.Environ(), "SANDBOXAPI_DEV_KEY="+s.key)

@@ -126,10 +126,11 @@ type Config struct {
 	// NoPrestart starts every program the ordinary way, for benchmarks
 	// that isolate what prestarting saves.
 	NoPrestart bool
-	// NoZygote starts each prestarted runner anew instead of forking it
-	// from the sandbox's zygote (langs.Zygote), for benchmarks and tests
-	// that compare the two.
-	NoZygote bool
+	// Zygote forks each prestarted runner from one runtime the sandbox
+	// starts once (langs.Zygote: python3), instead of starting each anew:
+	// less CPU per execution, more latency and memory (figures in
+	// DESIGN.md, "Workers"), so for nodes that run at their CPU's limit.
+	Zygote bool
 	// MaxRunning bounds the one-shot executions starting at once; the rest
 	// wait their turn, first come first served. An execution holds its
 	// turn for at most TurnHold, so long programs never block short ones.

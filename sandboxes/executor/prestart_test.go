@@ -18,6 +18,7 @@ import (
 func TestPrestartedLooksFresh(t *testing.T) {
 	pool := executor.PoolConfig{Warm: map[string]int{"python3": 1}, IdleTTL: time.Minute, MaxUses: 10, MaxWorkers: 4}
 	prestarted, _ := sandboxtest.ExecutorWith(t, executor.Config{Pool: pool})
+	forked, _ := sandboxtest.ExecutorWith(t, executor.Config{Pool: pool, Zygote: true})
 	ordinary, _ := sandboxtest.ExecutorWith(t, executor.Config{Pool: pool, NoPrestart: true})
 	code := `import sys, os
 print(sorted(sys.modules))
@@ -37,9 +38,12 @@ print(sorted(os.environ.items()))
 		}
 		return string(res.Stdout)
 	}
-	got, want := run(prestarted), run(ordinary)
-	if got != want {
+	want := run(ordinary)
+	if got := run(prestarted); got != want {
 		t.Errorf("a prestarted python3 program sees\n%s\nwhere a fresh one sees\n%s", got, want)
+	}
+	if got := run(forked); got != want {
+		t.Errorf("a python3 program forked from the zygote sees\n%s\nwhere a fresh one sees\n%s", got, want)
 	}
 }
 
@@ -49,7 +53,7 @@ print(sorted(os.environ.items()))
 // earlier execution of the same sandbox did to its interpreter.
 func TestZygote(t *testing.T) {
 	pool := executor.PoolConfig{Warm: map[string]int{"python3": 1}, IdleTTL: time.Minute, MaxUses: 10, MaxWorkers: 4}
-	ex, _ := sandboxtest.ExecutorWith(t, executor.Config{Pool: pool})
+	ex, _ := sandboxtest.ExecutorWith(t, executor.Config{Pool: pool, Zygote: true})
 	run := func(code string) (string, *executor.Result) {
 		t.Helper()
 		res, err := ex.Execute(context.Background(), executor.Request{Account: "acct_zygote", Language: language(t, ex, "python3"), Code: code})

@@ -103,7 +103,7 @@ func (e *Executor) startWorker(sh shape) (*worker, error) {
 	}
 	if argv := langs.Prestart(lang); argv != nil && !e.cfg.NoPrestart {
 		cfg.Prestart = &wire.Runner{Argv: argv, Env: append(e.baseEnv(lang), e.netEnv(sh.network)...), Limits: sh.runnerLimits(), Ready: true}
-		if !e.cfg.NoZygote {
+		if e.cfg.Zygote {
 			cfg.Zygote = langs.Zygote(lang)
 		}
 	}

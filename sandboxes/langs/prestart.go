@@ -89,11 +89,14 @@ except BaseException as e:
 // namespace) on its control socket, and goes on as pythonLauncher does.
 const pythonZygote = "import sys\n_fresh = set(sys.modules)\nimport os\n" + pythonWarmUp + "_warm_up()\n" + `
 def _zygote():
-    import ctypes, socket, select
+    import ctypes, socket, select, gc
     libc = ctypes.CDLL(None, use_errno=True)
     NEWNS, NEWPID, NEWIPC, NEWUTS, NEWNET = 0x20000, 0x20000000, 0x8000000, 0x4000000, 0x40000000
     own = os.open('/proc/self/ns/pid', os.O_RDONLY | os.O_CLOEXEC)
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, 0, 3)
+    # A collection in a runner would write to every object's header, a
+    # copy of each page the zygote's heap is on.
+    gc.freeze()
     while True:
         try:
             msg, fds, _, _ = socket.recv_fds(srv, 4096, 9)
@@ -146,6 +149,7 @@ def _zygote():
         os.chdir(workdir)
         for _ in range(10000):
             if os.getppid() == 1:
+                gc.unfreeze()
                 return
             select.select([], [], [], 0.001)
     except BaseException:
@@ -153,7 +157,9 @@ def _zygote():
     os._exit(71)
 _zygote()
 del _zygote
-[sys.modules.pop(_m) for _m in set(sys.modules) - _fresh]
+# Kept, not freed: freeing them would write to the pages they share with
+# the zygote.
+_zygote_modules = [sys.modules.pop(_m) for _m in set(sys.modules) - _fresh]
 del _fresh
 _warm_up()
 os.write(3, b'%08x' % os.getpid())
