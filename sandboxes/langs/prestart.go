@@ -67,8 +67,10 @@ try:
 except SystemExit:
     raise
 except BaseException as e:
-    # Report as the interpreter would, without this launcher's frame.
-    sys.excepthook(type(e), e, e.__traceback__.tb_next)
+    # Report as the interpreter would, without this launcher's frame: the
+    # hook prints the exception's own traceback, not the one it is given.
+    e.__traceback__ = e.__traceback__.tb_next
+    sys.excepthook(type(e), e, e.__traceback__)
     sys.exit(1)
 `
 
