@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -411,7 +412,7 @@ func (e *Executor) Execute(ctx context.Context, req Request) (*Result, error) {
 		res.End, res.Message = EndFault, "the sandbox could not be started"
 		return res, nil
 	}
-	if w.prestarted && !ownRlimits {
+	if w.prestarted && !ownRlimits && !startupEnv(req.Env) {
 		usePrestarted(&job, lang)
 	}
 	unbind, err := bindNetwork(w, req.Network, res)
@@ -491,6 +492,24 @@ func (e *Executor) oneShotShape(lang *langs.Language, lim Limits) (sh shape, own
 	}
 	sh.processes, sh.openFiles, sh.fileSize, sh.stack = d.Processes, d.OpenFiles, d.FileSizeBytes, d.StackBytes
 	return sh, true
+}
+
+// startupEnv says whether env sets a variable a runtime or the dynamic
+// loader reads only as it starts (PYTHONPATH, NODE_OPTIONS, LD_PRELOAD,
+// the locale): a runtime prestarted before the request never saw it, so
+// such a program is started the ordinary way.
+func startupEnv(env map[string]string) bool {
+	for k := range env {
+		for _, prefix := range []string{"PYTHON", "NODE_", "LD_", "LC_"} {
+			if strings.HasPrefix(k, prefix) {
+				return true
+			}
+		}
+		if k == "LANG" || k == "LANGUAGE" {
+			return true
+		}
+	}
+	return false
 }
 
 // usePrestarted marks the job's run step for the sandbox's prestarted

@@ -45,6 +45,27 @@ print(sorted(os.environ.items()))
 	if got := run(forked); got != want {
 		t.Errorf("a python3 program forked from the zygote sees\n%s\nwhere a fresh one sees\n%s", got, want)
 	}
+	// An uncaught error is reported as python3 reports it, with no frame
+	// of the launcher's.
+	failing := req
+	failing.Code = "def f():\n    return 1/0\nf()\n"
+	stderr := func(ex *executor.Executor) string {
+		failing.Language = language(t, ex, "python3")
+		res, err := ex.Execute(context.Background(), failing)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.ExitCode != 1 {
+			t.Errorf("exit %d, want 1", res.ExitCode)
+		}
+		return string(res.Stderr)
+	}
+	wantErr := stderr(ordinary)
+	for name, ex := range map[string]*executor.Executor{"prestarted": prestarted, "forked": forked} {
+		if got := stderr(ex); got != wantErr {
+			t.Errorf("a %s python3 program's uncaught error reads\n%s\nwhere a fresh one's reads\n%s", name, got, wantErr)
+		}
+	}
 }
 
 // TestZygote runs python3 executions whose runners the sandbox's zygote
@@ -109,5 +130,31 @@ print(hasattr(builtins, 'LEFT'), hasattr(os, 'LEFT'), 'LEFT' in os.environ, type
 	}
 	if r1, r2 := lines[2], strings.Split(second, "\n")[2]; r1 == r2 {
 		t.Errorf("two runners forked from one zygote drew the same random number %s", r1)
+	}
+}
+
+// TestStartupEnv: a request whose environment sets what a runtime reads
+// only as it starts (PYTHONPATH, NODE_PATH) gets it, though its sandbox's
+// runtime was prestarted before the request.
+func TestStartupEnv(t *testing.T) {
+	pool := executor.PoolConfig{Warm: map[string]int{"python3": 1, "javascript": 1}, IdleTTL: time.Minute, MaxUses: 10, MaxWorkers: 4}
+	ex, _ := sandboxtest.ExecutorWith(t, executor.Config{Pool: pool})
+	tests := []struct {
+		lang, code, env, file, content string
+	}{
+		{"python3", "import mod\nprint(mod.X)", "PYTHONPATH", "lib/mod.py", "X = 42\n"},
+		{"javascript", "console.log(require('mod').x)", "NODE_PATH", "lib/mod.js", "module.exports = {x: 42};\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.lang, func(t *testing.T) {
+			res, err := ex.Execute(context.Background(), executor.Request{Account: "acct_env", Language: language(t, ex, tc.lang), Code: tc.code,
+				Env: map[string]string{tc.env: "/work/lib"}, Files: []executor.File{{Path: tc.file, Content: []byte(tc.content)}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !completed(res) || string(res.Stdout) != "42\n" {
+				t.Errorf("%s=/work/lib: end %s exit %d %q %q, want 42", tc.env, res.End, res.ExitCode, res.Stdout, res.Stderr)
+			}
+		})
 	}
 }
