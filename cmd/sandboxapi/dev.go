@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -132,6 +133,13 @@ func runDev(args []string) error {
 		reg = nodeRegistry(false)
 		nodeMetrics = reg
 	}
+	// The gateway's address is held while the node starts: the node's own
+	// listeners take ports the kernel picks, which could otherwise be the
+	// one the gateway is about to listen on.
+	hold, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
 	n, err := node.Start(ctx, node.Config{
 		DataDir: filepath.Join(dir, "cell"), Runsc: rs, Init: in, Secret: secret,
 		Plans: catalog, Capacity: *capacity, Logger: logger,
@@ -145,6 +153,7 @@ func runDev(args []string) error {
 		Egress:          egressConfig(splitList(*egressAllow), splitList(*egressPlain), *egressCA),
 		Metrics:         nodeMetrics,
 	})
+	hold.Close()
 	if err != nil {
 		return err
 	}
