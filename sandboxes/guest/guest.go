@@ -418,19 +418,7 @@ func startLimited(cmd *exec.Cmd, lim wire.Limits, g *group) error {
 // past the limit (a group's timer enforces it) or, without backstop, the
 // limit itself.
 func startLimitedCPU(cmd *exec.Cmd, lim wire.Limits, g *group, backstop bool) error {
-	var want []rl
-	if lim.Processes > 0 {
-		want = append(want, rl{unixRLIMIT_NPROC, uint64(lim.Processes)})
-	}
-	if lim.OpenFiles > 0 {
-		want = append(want, rl{syscall.RLIMIT_NOFILE, uint64(lim.OpenFiles)})
-	}
-	if lim.FileSizeBytes > 0 {
-		want = append(want, rl{syscall.RLIMIT_FSIZE, uint64(lim.FileSizeBytes)})
-	}
-	if lim.StackBytes > 0 {
-		want = append(want, rl{syscall.RLIMIT_STACK, uint64(lim.StackBytes)})
-	}
+	want := processRlimits(lim)
 	if lim.CPUMillis > 0 {
 		want = append(want, rl{syscall.RLIMIT_CPU, cpuRlimit(lim.CPUMillis, backstop)})
 	}
@@ -465,6 +453,24 @@ func startLimitedCPU(cmd *exec.Cmd, lim wire.Limits, g *group, backstop bool) er
 type rl struct {
 	res int
 	val uint64
+}
+
+// processRlimits are lim's rlimits other than CPU, each set soft and hard.
+func processRlimits(lim wire.Limits) []rl {
+	var want []rl
+	if lim.Processes > 0 {
+		want = append(want, rl{unixRLIMIT_NPROC, uint64(lim.Processes)})
+	}
+	if lim.OpenFiles > 0 {
+		want = append(want, rl{syscall.RLIMIT_NOFILE, uint64(lim.OpenFiles)})
+	}
+	if lim.FileSizeBytes > 0 {
+		want = append(want, rl{syscall.RLIMIT_FSIZE, uint64(lim.FileSizeBytes)})
+	}
+	if lim.StackBytes > 0 {
+		want = append(want, rl{syscall.RLIMIT_STACK, uint64(lim.StackBytes)})
+	}
+	return want
 }
 
 // setRlimitsAndStart lowers the init's rlimits to want, starts cmd, which

@@ -281,12 +281,10 @@ func execute(cfg wire.ServeConfig, in io.Reader, out *frameWriter, cg *cgroups, 
 			}
 		}
 		if pre == nil {
-			pre, err = startRunner(cfg, g)
-		}
-		if err != nil && pre == nil {
-			// The job still runs, the slow way.
-			fmt.Fprintln(os.Stderr, "sandbox init: prestart:", err)
-			pre = nil
+			if pre, err = startRunner(cfg, g); err != nil {
+				// The job still runs, the slow way.
+				fmt.Fprintln(os.Stderr, "sandbox init: prestart:", err)
+			}
 		}
 	}
 	// The zygote's socket is closed before the job is read.

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -25,7 +24,6 @@ const zygoteFlag = "--zygote"
 // anew: in gVisor a fork of a warm python3 costs a fraction of a new one's
 // start-up. It never runs a program. See DESIGN.md, "Zygotes".
 type zygote struct {
-	cmd *exec.Cmd
 	// sock is the executions' end of the zygote's socket: each inherits
 	// it as fd 3, asks for its runner once and closes it before its job.
 	sock *os.File
@@ -52,7 +50,7 @@ func startZygote(cfg wire.ServeConfig) (*zygote, error) {
 	// A zygote that dies leaves the executions to start their runners the
 	// ordinary way: their requests fail at once.
 	go func() { _ = cmd.Wait() }()
-	return &zygote{cmd: cmd, sock: ours}, nil
+	return &zygote{sock: ours}, nil
 }
 
 // executionNamespaces are the namespaces of an execution a runner forked by
@@ -145,15 +143,7 @@ func forkRunner(cfg wire.ServeConfig, g *group, sock *os.File) (*prestarted, err
 // prlimitAll gives process pid the rlimits startLimited gives a runner it
 // starts (the CPU limit comes with the job).
 func prlimitAll(pid int, lim wire.Limits) error {
-	for _, l := range []rl{
-		{unixRLIMIT_NPROC, uint64(lim.Processes)},
-		{syscall.RLIMIT_NOFILE, uint64(lim.OpenFiles)},
-		{syscall.RLIMIT_FSIZE, uint64(lim.FileSizeBytes)},
-		{syscall.RLIMIT_STACK, uint64(lim.StackBytes)},
-	} {
-		if l.val == 0 {
-			continue
-		}
+	for _, l := range processRlimits(lim) {
 		if err := unix.Prlimit(pid, l.res, &unix.Rlimit{Cur: l.val, Max: l.val}, nil); err != nil {
 			return fmt.Errorf("rlimit %d: %w", l.res, err)
 		}
