@@ -503,9 +503,19 @@ func (h *hostile) cgroupMemoryLimits() map[string]string {
 	out := map[string]string{}
 	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/memory", h.host.CgroupParent(), "*", "memory.limit_in_bytes"))
 	for _, f := range dirs {
-		if b, err := os.ReadFile(f); err == nil {
-			out[filepath.Base(filepath.Dir(f))] = strings.TrimSpace(string(b))
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
 		}
+		// A cgroup without a limit is a sandbox the pool is starting:
+		// its cgroup is made first and limited after (runsc's
+		// createCgroup), so only a limit once set is one an attack
+		// must not change.
+		limit := strings.TrimSpace(string(b))
+		if n, err := strconv.ParseInt(limit, 10, 64); err == nil && n >= 1<<62 {
+			continue
+		}
+		out[filepath.Base(filepath.Dir(f))] = limit
 	}
 	return out
 }
