@@ -63,7 +63,7 @@ func TestLimits(t *testing.T) {
 	}{
 		{
 			name: "cpu loop",
-			req:  executor.Request{Language: language(t, ex, "python3"), Code: "while True: pass", Limits: executor.Limits{CPU: time.Second, Wall: 5 * time.Second}},
+			req:  executor.Request{Language: language(t, ex, "python3"), Code: "while True: pass", Limits: executor.Limits{CPU: time.Second, Wall: 10 * time.Second}},
 			end:  executor.EndCPULimit,
 			check: func(t *testing.T, r *executor.Result) {
 				if r.CPU < 900*time.Millisecond {
