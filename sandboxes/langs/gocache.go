@@ -78,7 +78,16 @@ func prepareGoCache(ctx context.Context, l *Language) error {
 	for _, m := range l.Mounts {
 		switch m.Destination {
 		case goCacheMount:
-			errs = append(errs, prepareGoCacheAt(ctx, l.Binary, m.Source, nil, "standard library"))
+			err := prepareGoCacheAt(ctx, l.Binary, m.Source, nil, "standard library")
+			errs = append(errs, err)
+			if err != nil {
+				continue
+			}
+			if d, err := prepareGoDirect(ctx, l.Binary, m.Source); err != nil {
+				errs = append(errs, fmt.Errorf("%w: go: no direct build: %w", ErrDegraded, err))
+			} else {
+				l.quickCompile = goQuickCompile(l, d)
+			}
 		case goWasmCacheMount:
 			errs = append(errs, prepareGoCacheAt(ctx, l.Binary, m.Source, goWasmTarget, "wasip1 standard library"))
 		}
@@ -149,15 +158,10 @@ func buildGoCache(ctx context.Context, goBin, dir string, target []string) error
 	defer os.RemoveAll(home)
 	ctx, cancel := context.WithTimeout(ctx, goWarmTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, goBin, "build", "std")
-	cmd.Dir = home
 	// Only what goBuildEnv says, whatever the service's own environment:
 	// a GOFLAGS or GOAMD64 there would change every key.
-	cmd.Env = append([]string{
-		"PATH=" + filepath.Dir(goBin) + ":/usr/bin:/bin",
-		"HOME=" + home, "XDG_CONFIG_HOME=" + home, "GOPATH=" + filepath.Join(home, "go"),
-		"GOCACHE=" + dir,
-	}, append(slices.Clone(goBuildEnv), target...)...)
+	cmd := goCommand(ctx, goBin, home, home, dir, "build", "std")
+	cmd.Env = append(cmd.Env, target...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build std: %w: %s", err, bytes.TrimSpace(out))
 	}

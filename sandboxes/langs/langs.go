@@ -97,6 +97,12 @@ type Language struct {
 	// Both run on the host, so VersionArgv names host paths.
 	VersionArgv []string
 	VersionRE   *regexp.Regexp
+	// quickCompile, when Prepare set it, is a cheaper compile command
+	// for the work dir's files of a request without compiler options,
+	// or nil for a program it cannot build; a quick build that fails runs
+	// Compile itself, whose answer is then the program's (Go's direct
+	// build, godirect.go).
+	quickCompile func(files []string) []string
 	// Wasm, when set, is how the language compiles to a WebAssembly
 	// module for WASI (preview 1), which a request can ask for beside its
 	// run (return_wasm_artifact). Detect offers it only where the host has
@@ -144,6 +150,11 @@ var ErrDegraded = errors.New("langs: language offered in a degraded form")
 // CompileCommand is the compile step's argv for a request's compiler options
 // and the work dir's files.
 func (l *Language) CompileCommand(options, files []string) []string {
+	if len(options) == 0 && l.quickCompile != nil {
+		if argv := l.quickCompile(files); argv != nil {
+			return argv
+		}
+	}
 	argv := append([]string{}, l.Compile...)
 	for _, d := range l.CompileDefaults {
 		if !overridden(d, options) {
