@@ -159,14 +159,16 @@ func goDirectFor(ctx context.Context, goBin string) (*goDirect, error) {
 
 // goCommand is goBin with only goBuildEnv (whatever the service's own
 // environment: a GOFLAGS or GOAMD64 there would change every cache key),
-// a home of its own and cache as its GOCACHE, run in dir.
+// a GOPATH under home and cache as its GOCACHE, run in dir.
 func goCommand(ctx context.Context, goBin, dir, home, cache string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, goBin, args...)
 	cmd.Dir = dir
+	// No HOME or XDG_CONFIG_HOME: with a config dir the go command
+	// counts each run in telemetry files, written by a child that can
+	// outlive both the command and the removal of home (goVersionEnv).
 	cmd.Env = append([]string{
 		"PATH=" + filepath.Dir(goBin) + ":/usr/bin:/bin",
-		"HOME=" + home, "XDG_CONFIG_HOME=" + home, "GOPATH=" + filepath.Join(home, "go"),
-		"GOCACHE=" + cache,
+		"GOPATH=" + filepath.Join(home, "go"), "GOCACHE=" + cache,
 	}, goBuildEnv...)
 	return cmd
 }
