@@ -27,7 +27,14 @@ func ensureBuilt(dir, stamp string, build func(tmp string) error) error {
 	if err := os.Chmod(filepath.Dir(dir), 0o700); err != nil {
 		return err
 	}
-	if current(dir, stamp) {
+	return underLock(dir, func() bool { return current(dir, stamp) }, func() error { return buildInto(dir, stamp, build) })
+}
+
+// underLock runs do holding the lock file beside dir, unless done says
+// the work is there already, before the lock or once it is held: the
+// processes that share dir take turns, and the later ones find it done.
+func underLock(dir string, done func() bool, do func() error) error {
+	if done() {
 		return nil
 	}
 	lock, err := os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR, 0o600)
@@ -39,10 +46,14 @@ func ensureBuilt(dir, stamp string, build func(tmp string) error) error {
 		return fmt.Errorf("lock %s: %w", lock.Name(), err)
 	}
 	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if current(dir, stamp) {
+	if done() {
 		return nil
 	}
+	return do()
+}
 
+// buildInto fills a new directory with build and renames it to dir.
+func buildInto(dir, stamp string, build func(tmp string) error) error {
 	tmp := dir + ".new"
 	if err := os.RemoveAll(tmp); err != nil {
 		return err

@@ -17,7 +17,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -91,24 +90,10 @@ func prepareGoDirect(ctx context.Context, goBin, dir string) (*goDirect, error) 
 	}
 	sum := sha256.Sum256(stamp)
 	header := "# " + goDirectVersion + " " + hex.EncodeToString(sum[:]) + "\n"
-	if goDirectCurrent(dir, header) {
-		return d, nil
-	}
 	// The lock ensureBuilt takes: the cache is not rebuilt under us, and
 	// two services write the configs once.
-	lock, err := os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	err = underLock(dir, func() bool { return goDirectCurrent(dir, header) }, func() error { return writeGoDirect(ctx, d, dir, header) })
 	if err != nil {
-		return nil, err
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return nil, fmt.Errorf("lock %s: %w", lock.Name(), err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if goDirectCurrent(dir, header) {
-		return d, nil
-	}
-	if err := writeGoDirect(ctx, d, dir, header); err != nil {
 		return nil, fmt.Errorf("go direct build: %w", err)
 	}
 	return d, nil
