@@ -172,6 +172,11 @@ func checkLangCase(t *testing.T, tc langCase, res *executor.Result) {
 	if !strings.Contains(string(where), tc.errHas) {
 		t.Errorf("%q lacks %q", where, tc.errHas)
 	}
+	// A compiler that speaks about hello world (a deprecated flag, a
+	// linker's warning) says it to every user of the language.
+	if tc.name == "hello" && len(res.CompileOutput) > 0 {
+		t.Errorf("hello world's compile output %q, want none", res.CompileOutput)
+	}
 	if tc.end == executor.EndExited && tc.exit == 0 && tc.signal == 0 && (res.Wall <= 0 || res.MemoryKB <= 0) {
 		t.Errorf("wall %v memory %d KB: not measured", res.Wall, res.MemoryKB)
 	}

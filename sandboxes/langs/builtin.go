@@ -272,9 +272,8 @@ func rust() *Language {
 		ID: "rust", Name: "Rust", Aliases: []string{"rs"},
 		SourceFile: "main.rs",
 		// Optimised as judges do (-O), which adds little to a small
-		// program's compile inside gVisor, and linked by gold as C is
-		// (DESIGN.md, "Compile flags").
-		Compile:          []string{sandbox, "-C", "opt-level=2", "-C", "link-arg=-fuse-ld=gold", "-o", "main"},
+		// program's compile inside gVisor (DESIGN.md, "Compile flags").
+		Compile:          []string{sandbox, "-C", "opt-level=2", "-o", "main"},
 		CompileDefaults:  []string{"--edition=2021"},
 		CompileResources: vmResources,
 		Artifact:         "main",
